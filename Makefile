@@ -1,0 +1,48 @@
+# bpfgen — the make targets are the interface (see README.md).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BPFGEN := $(VENV)/bin/bpfgen
+APT_PACKAGES := clang-19 llvm-19 libbpf-dev libbpf1 bpftool iproute2 nftables conntrack \
+	ethtool ipvsadm tcpdump kmod python3-venv
+STAMP_APT := .setup-apt.stamp
+STAMP_VENV := $(VENV)/.setup.stamp
+
+.PHONY: setup compile test lint clean golden bench-compile
+
+setup: $(STAMP_APT) $(STAMP_VENV)
+
+# System packages: only what is missing is installed, so re-running is cheap.
+$(STAMP_APT):
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing apt packages:" $$missing; \
+		if [ "$$(id -u)" != 0 ]; then echo "error: setup must run as root to install: $$missing" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+$(STAMP_VENV): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+compile: setup
+	$(BPFGEN) compile --node examples/node.yaml --services examples/services.yaml --out build/example
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check bpfgen runtime tests
+	$(VENV)/bin/mypy
+
+golden: setup
+	$(PY) -m tests.golden.regenerate
+
+clean:
+	rm -rf build .pytest_cache .hypothesis .mypy_cache .ruff_cache
+
+bench-compile: setup
+	$(PY) -m bpfgen.bench_compile

@@ -1,0 +1,3 @@
+from bpfgen.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,166 @@
+"""`bpfgen`: a thin CLI over the library. It parses arguments and prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bpfgen import __version__
+from bpfgen.errors import BpfgenError, InputError
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--node", type=Path, required=True, help="node config (bpfgen/v1 NodeConfig)")
+    p.add_argument(
+        "--services",
+        type=Path,
+        nargs="+",
+        action="extend",
+        required=True,
+        help="Service/EndpointSlice manifests (YAML or JSON; repeatable)",
+    )
+    p.add_argument(
+        "--generic",
+        action="store_true",
+        help="read every specialized value from a config map at run time (for comparison)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="bpfgen",
+        description="Compile a node's Service and SNAT configuration into verified eBPF.",
+    )
+    ap.add_argument("--version", action="version", version=f"bpfgen {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compile", help="config -> verified build directory")
+    _add_inputs(c)
+    c.add_argument("--out", type=Path, required=True, help="build directory to (re)create")
+    c.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
+    c.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not load the objects into the kernel verifier (no root needed)",
+    )
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+    p = sub.add_parser("plan", help="print every specialization decision")
+    _add_inputs(p)
+    p.add_argument("--json", action="store_true")
+
+    i = sub.add_parser("inspect", help="programs, sections, maps, instruction counts of a build")
+    i.add_argument("dir", type=Path)
+    i.add_argument("--json", action="store_true")
+    return ap
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from bpfgen.compiler import compile_build
+
+    start = time.monotonic()
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            print(f"[{time.monotonic() - start:5.2f}s] {msg}", file=sys.stderr, flush=True)
+
+    res = compile_build(
+        args.node,
+        args.services,
+        args.out,
+        generic=args.generic,
+        verify=not args.no_verify,
+        progress=progress,
+    )
+    if args.json:
+        json.dump(res.manifest, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{res.out}: {res.plan.build_kind} build for node {res.plan.node_name}")
+    for prog in res.manifest["programs"]:
+        v = prog["verifier"]
+        checked = f", verifier {v['processed_insns']} processed" if v else ", not verified"
+        at = ", ".join(f"{a['hook']}:{a['interface']}" for a in prog["attach"])
+        print(f"  {prog['object']:<20} {prog['section']:<4} {prog['insns']:>5} insns{checked}  [{at}]")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from bpfgen.config import load_inputs
+    from bpfgen.plan import make_plan
+
+    plan = make_plan(load_inputs(args.node, args.services), generic=args.generic)
+    if args.json:
+        json.dump(plan.to_dict(), sys.stdout, indent=2)
+        print()
+    else:
+        sys.stdout.write(plan.to_text())
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from bpfgen.inspect import inspect_object
+
+    manifest_path = args.dir / "manifest.json"
+    try:
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+    except OSError as e:
+        raise BpfgenError(
+            f"{manifest_path}: cannot read ({e.strerror}); is {args.dir} a bpfgen build directory?"
+        ) from e
+    objects = [inspect_object(args.dir / p["object"]).to_dict() for p in manifest["programs"]]
+    for o, p in zip(objects, manifest["programs"], strict=True):
+        o["object"] = p["object"]
+        o["verifier"] = p["verifier"]
+    if args.json:
+        json.dump({"manifest": manifest, "objects": objects}, sys.stdout, indent=2)
+        print()
+        return 0
+    print(
+        f"{args.dir}: bpfgen {manifest['bpfgen_version']}, {manifest['build']} build, mode "
+        f"{manifest['mode']}, config {manifest['config_sha256'][:12]}, {manifest['toolchain']['clang']}"
+    )
+    for o in objects:
+        v = o["verifier"]
+        print(f"  {o['object']}")
+        for prog in o["programs"]:
+            extra = (
+                f", verifier: {v['processed_insns']} processed, {v['xlated_insns']} xlated"
+                if v
+                else ""
+            )
+            print(f"    program {prog['name']:<22} sec {prog['section']:<4} {prog['insns']:>5} insns{extra}")
+        for prog in o["subprograms"]:
+            print(f"    subprog {prog['name']:<22} sec .text {prog['insns']:>5} insns")
+    print("  maps:")
+    for m in objects[0]["maps"] if objects else []:
+        print(
+            f"    {m['name']:<18} type {m['type']:<2} key {m['key_size']:>2} value {m['value_size']:>3} "
+            f"max_entries {m['max_entries']}{' pinned' if m['pinned'] else ''}"
+        )
+    return 0
+
+
+COMMANDS = {"compile": _cmd_compile, "plan": _cmd_plan, "inspect": _cmd_inspect}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as e:
+        for problem in e.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return e.exit_code
+    except BpfgenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

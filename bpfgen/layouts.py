@@ -1,0 +1,101 @@
+"""Python mirrors of the C structs in templates/include/bpfgen_types.h.
+
+Field names and order are the C ones; tests/build checks sizes and offsets
+against the BTF of a compiled object. Addresses and ports are stored in
+network byte order, as the kernel sees them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ipaddress import IPv4Address
+
+MAX_NODE_ADDRS = 8  # BPFGEN_MAX_NODE_ADDRS
+
+
+class Tuple4(ctypes.Structure):
+    _fields_ = [
+        ("saddr", ctypes.c_uint8 * 4),
+        ("daddr", ctypes.c_uint8 * 4),
+        ("sport", ctypes.c_uint8 * 2),
+        ("dport", ctypes.c_uint8 * 2),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
+class SnatEntry(ctypes.Structure):
+    _fields_ = [
+        ("last_seen_ns", ctypes.c_uint64),
+        ("nat_addr", ctypes.c_uint8 * 4),
+        ("nat_port", ctypes.c_uint8 * 2),
+        ("flags", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+    ]
+
+
+class RsnatEntry(ctypes.Structure):
+    _fields_ = [
+        ("addr", ctypes.c_uint8 * 4),
+        ("port", ctypes.c_uint8 * 2),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class FrontendKey(ctypes.Structure):
+    _fields_ = [
+        ("addr", ctypes.c_uint8 * 4),
+        ("port", ctypes.c_uint8 * 2),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+    ]
+
+
+class FrontendValue(ctypes.Structure):
+    _fields_ = [("masq", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 3)]
+
+
+class Config(ctypes.Structure):
+    _fields_ = [
+        ("node_addrs", (ctypes.c_uint8 * 4) * MAX_NODE_ADDRS),
+        ("n_node_addrs", ctypes.c_uint32),
+        ("cluster_pod_net", ctypes.c_uint8 * 4),
+        ("cluster_pod_mask", ctypes.c_uint8 * 4),
+        ("snat_port_min", ctypes.c_uint32),
+        ("snat_port_count", ctypes.c_uint32),
+        ("mark", ctypes.c_uint32),
+        ("hash_seed", ctypes.c_uint32),
+        ("proto_tcp", ctypes.c_uint8),
+        ("proto_udp", ctypes.c_uint8),
+        ("proto_icmp", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("service_net", ctypes.c_uint8 * 4),
+        ("service_mask", ctypes.c_uint8 * 4),
+        ("timeout_tcp_established_ns", ctypes.c_uint64),
+        ("timeout_tcp_transitory_ns", ctypes.c_uint64),
+        ("timeout_udp_ns", ctypes.c_uint64),
+        ("timeout_icmp_ns", ctypes.c_uint64),
+    ]
+
+
+# C struct name -> mirror, for the BTF layout test.
+MIRRORS: dict[str, type[ctypes.Structure]] = {
+    "bpfgen_tuple4": Tuple4,
+    "bpfgen_snat_entry": SnatEntry,
+    "bpfgen_rsnat_entry": RsnatEntry,
+    "bpfgen_frontend_key": FrontendKey,
+    "bpfgen_frontend_value": FrontendValue,
+    "bpfgen_config": Config,
+}
+
+
+def be32(addr: IPv4Address | int) -> ctypes.Array[ctypes.c_uint8]:
+    return (ctypes.c_uint8 * 4).from_buffer_copy(int(addr).to_bytes(4, "big"))
+
+
+def be16(port: int) -> ctypes.Array[ctypes.c_uint8]:
+    return (ctypes.c_uint8 * 2).from_buffer_copy(port.to_bytes(2, "big"))
+
+
+def to_bytes(obj: ctypes.Structure) -> bytes:
+    return bytes(memoryview(obj).cast("B"))

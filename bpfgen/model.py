@@ -1,0 +1,129 @@
+"""The typed, validated input model: what `config` produces and `plan` reads.
+
+Everything here is frozen and already validated: addresses are ipaddress
+objects, ports are ints in range, names are Kubernetes DNS labels. Stages after
+`config` never see raw YAML.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+
+class Role(enum.Enum):
+    UPLINK = "uplink"  # towards other nodes and external clients
+    PODS = "pods"  # host side of pod veths
+
+
+class Hook(enum.Enum):
+    """Where a role's ingress program runs. Egress is always tc."""
+
+    TC = "tc"
+    XDP = "xdp"
+
+
+class Mode(enum.Enum):
+    IPVS = "ipvs"  # IPVS DNAT + eBPF SNAT (the reference design)
+    BPF = "bpf"  # everything in eBPF
+
+
+class Protocol(enum.Enum):
+    TCP = "TCP"
+    UDP = "UDP"
+
+
+class ServiceType(enum.Enum):
+    CLUSTER_IP = "ClusterIP"
+    NODE_PORT = "NodePort"
+    LOAD_BALANCER = "LoadBalancer"
+
+
+IPVS_SCHEDULERS = ("dh", "lblc", "lblcr", "lc", "mh", "nq", "rr", "sed", "sh", "wlc", "wrr")
+BPF_SCHEDULERS = ("maglev", "random")
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str  # a device name, or a glob such as "veth*"
+    role: Role
+    hook: Hook
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Session idle timeouts, in seconds."""
+
+    tcp_established: int
+    tcp_transitory: int
+    udp: int
+    icmp: int
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    source: str  # the file it came from, for messages
+    name: str
+    addresses: tuple[IPv4Address, ...]  # SNAT sources; also what NodePorts listen on
+    pod_cidr: IPv4Network  # this node's pods
+    cluster_pod_cidr: IPv4Network
+    service_cidr: IPv4Network
+    masquerade_all: bool
+    node_port_range: tuple[int, int]  # cluster.nodePortRange, inclusive
+    interfaces: tuple[Interface, ...]
+    mode: Mode
+    scheduler: str
+    snat_port_range: tuple[int, int]  # inclusive
+    max_sessions: int
+    timeouts: Timeouts
+    masquerade_mark: int  # skb->mark bit that asks egress to SNAT (KUBE-MARK-MASQ)
+    icmp_echo: bool  # features.icmpEcho: translate ICMP echo (identifier as port)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One ready (or fallback serving) endpoint address for one service port."""
+
+    address: IPv4Address
+    port: int
+    node_name: str | None
+    local: bool  # node_name is this node
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    name: str  # "" when the port is unnamed
+    protocol: Protocol
+    port: int
+    node_port: int | None
+    backends: tuple[Backend, ...]  # sorted by (address, port); policy filtering is the plan's
+
+
+@dataclass(frozen=True)
+class Service:
+    namespace: str
+    name: str
+    source: str  # "file:line" of the Service document
+    type: ServiceType
+    cluster_ips: tuple[IPv4Address, ...]
+    external_ips: tuple[IPv4Address, ...]
+    load_balancer_ips: tuple[IPv4Address, ...]
+    ports: tuple[ServicePort, ...]
+    session_affinity_timeout: int | None  # seconds when sessionAffinity is ClientIP
+    external_traffic_local: bool  # externalTrafficPolicy: Local
+    internal_traffic_local: bool  # internalTrafficPolicy: Local
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything `compile` reads, validated, plus notices for what was skipped."""
+
+    node: NodeConfig
+    services: tuple[Service, ...]  # sorted by (namespace, name)
+    notices: tuple[str, ...]  # one line each: ignored kinds, skipped headless services...
+    sha256: str  # over the raw bytes of every input file, in argument order

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* bpfgen — which packets need SNAT (kube-proxy's KUBE-MARK-MASQ, in BPF).
+ *
+ * IPVS does not tell tc which packets it DNATed, so the decision is taken at
+ * ingress, where the original destination (VIP:port, NodePort) is still
+ * visible, and carried to egress in a skb->mark bit, as kube-proxy does.
+ * Egress also catches what never crossed an ingress hook: hairpin (a pod
+ * reaching itself) and node processes talking to a ClusterIP (source: the VIP).
+ */
+#ifndef BPFGEN_CLASSIFY_H
+#define BPFGEN_CLASSIFY_H
+
+#include "bpfgen_types.h"
+#include "bpfgen_maps.h"
+
+static __always_inline bool bpfgen_in_cluster_pods(__be32 a)
+{
+	return (a & BPFGEN_CLUSTER_POD_MASK) == BPFGEN_CLUSTER_POD_NET;
+}
+
+static __always_inline bool bpfgen_in_service_cidr(__be32 a)
+{
+	return (a & BPFGEN_SERVICE_MASK) == BPFGEN_SERVICE_NET;
+}
+
+/* enum bpfgen_masq of the frontend at addr:port/proto, or BPFGEN_FRONTEND_NONE. */
+static __always_inline __u8 bpfgen_frontend_masq(__be32 addr, __be16 port, __u8 proto)
+{
+#if BPFGEN_FRONTENDS_IN_MAP
+	struct bpfgen_frontend_key k = { .addr = addr, .port = port, .proto = proto };
+	struct bpfgen_frontend_value *v = bpf_map_lookup_elem(&bpfgen_frontends, &k);
+
+	if (v)
+		return v->masq;
+	if (!bpfgen_is_node_addr(addr))
+		return BPFGEN_FRONTEND_NONE;
+	k.addr = 0; /* NodePorts listen on every node address */
+	v = bpf_map_lookup_elem(&bpfgen_frontends, &k);
+	return v ? v->masq : BPFGEN_FRONTEND_NONE;
+#else
+	return bpfgen_frontend_masq_inline(addr, port, proto);
+#endif
+}
+
+/* Ingress: does this packet, towards a frontend, need SNAT after IPVS? */
+static __always_inline bool bpfgen_ingress_wants_snat(const struct bpfgen_pkt *p)
+{
+	__u8 masq = bpfgen_frontend_masq(p->t.daddr, p->t.dport, p->t.proto);
+
+	return masq == BPFGEN_MASQ_ALWAYS ||
+	       (masq == BPFGEN_MASQ_IF_OUTSIDE && !bpfgen_in_cluster_pods(p->t.saddr));
+}
+
+/* Egress: SNAT for packets no ingress hook could mark. */
+static __always_inline bool bpfgen_egress_wants_snat(const struct bpfgen_pkt *p)
+{
+	/* Hairpin: IPVS sent a pod's packet back to the same pod. */
+	if (p->t.saddr == p->t.daddr && bpfgen_in_cluster_pods(p->t.saddr))
+		return true;
+	/* A node process reached a ClusterIP: the stack chose the VIP as source.
+	 * IPVS's own replies also leave from a VIP, but from a frontend port.
+	 */
+	return bpfgen_in_service_cidr(p->t.saddr) &&
+	       bpfgen_frontend_masq(p->t.saddr, p->t.sport, p->t.proto) == BPFGEN_FRONTEND_NONE;
+}
+
+static __always_inline bool bpfgen_proto_enabled(__u8 proto)
+{
+	if (proto == IPPROTO_TCP)
+		return BPFGEN_PROTO_TCP;
+	if (proto == IPPROTO_UDP)
+		return BPFGEN_PROTO_UDP;
+	if (proto == IPPROTO_ICMP)
+		return BPFGEN_PROTO_ICMP;
+	return false;
+}
+
+#endif /* BPFGEN_CLASSIFY_H */

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* bpfgen — the ctx vocabulary for tc (sched_cls) programs.
+ *
+ * Rewrites go through bpf_skb_store_bytes and the csum helpers, which know the
+ * skb's checksum state: with CHECKSUM_PARTIAL (veth hands TCP/UDP on like
+ * that) the L4 field holds only the pseudo-header sum, so an address change
+ * must touch it (BPF_F_PSEUDO_HDR) but a port change must not; the helpers get
+ * that right, a hand-rolled RFC 1624 update would not.
+ */
+#ifndef BPFGEN_CTX_TC_H
+#define BPFGEN_CTX_TC_H
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#define BPFGEN_CTX_TC 1
+typedef struct __sk_buff bpfgen_ctx_t;
+
+#define BPFGEN_PASS TC_ACT_OK
+#define BPFGEN_DROP TC_ACT_SHOT
+
+static __always_inline void *bpfgen_ctx_data(const bpfgen_ctx_t *ctx)
+{
+	return (void *)(long)ctx->data;
+}
+
+static __always_inline void *bpfgen_ctx_data_end(const bpfgen_ctx_t *ctx)
+{
+	return (void *)(long)ctx->data_end;
+}
+
+/* Replace a 32-bit address at @off that the IPv4 header checksum at @l3_csum
+ * and (when @l4_csum is non-zero) a pseudo-header L4 checksum cover.
+ */
+static __always_inline int bpfgen_ctx_rewrite_addr(bpfgen_ctx_t *ctx, __u32 off, __u32 l3_csum,
+						   __u32 l4_csum, __u64 l4_flags, __be32 from,
+						   __be32 to)
+{
+	if (l4_csum &&
+	    bpf_l4_csum_replace(ctx, l4_csum, from, to, BPF_F_PSEUDO_HDR | l4_flags | sizeof(to)))
+		return -1;
+	if (bpf_l3_csum_replace(ctx, l3_csum, from, to, sizeof(to)))
+		return -1;
+	return bpf_skb_store_bytes(ctx, off, &to, sizeof(to), 0);
+}
+
+/* Replace a 16-bit L4 field (port, ICMP identifier) the L4 checksum covers. */
+static __always_inline int bpfgen_ctx_rewrite_port(bpfgen_ctx_t *ctx, __u32 off, __u32 l4_csum,
+						   __u64 l4_flags, __be16 from, __be16 to)
+{
+	if (bpf_l4_csum_replace(ctx, l4_csum, from, to, l4_flags | sizeof(to)))
+		return -1;
+	return bpf_skb_store_bytes(ctx, off, &to, sizeof(to), 0);
+}
+
+static __always_inline __u32 bpfgen_ctx_len(const bpfgen_ctx_t *ctx)
+{
+	return ctx->len;
+}
+
+#endif /* BPFGEN_CTX_TC_H */

@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* bpfgen — SNAT: sessions, port allocation, forward and reverse translation.
+ *
+ * A session is one bpfgen_snat_v4 entry (original tuple -> nat addr/port,
+ * liveness, flags) plus one bpfgen_rsnat_v4 entry indexing it from the reply
+ * side. Mapping is endpoint-dependent: the reverse key holds the remote
+ * endpoint, so one nat port serves many remotes. A port is taken atomically
+ * by inserting the reverse entry with BPF_NOEXIST.
+ */
+#ifndef BPFGEN_NAT_H
+#define BPFGEN_NAT_H
+
+#include <linux/errno.h>
+#include <bpf/bpf_helpers.h>
+
+#include "bpfgen_types.h"
+#include "bpfgen_parse.h"
+#include "bpfgen_maps.h"
+
+/* How many ports a new session tries before counting exhaustion. Each probe
+ * is an independent hash, so at occupancy o the failure odds are o^probes
+ * (90 %: 1.3e-6 with 128).
+ */
+#define BPFGEN_SNAT_PROBES 128
+
+/* Verdicts of the NAT steps, besides BPFGEN_PASS/BPFGEN_DROP. */
+#define BPFGEN_NOT_MINE (-1)
+
+/* murmur3's 32-bit finalizer: cheap, and every input bit reaches every output bit. */
+static __always_inline __u32 bpfgen_mix32(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x85ebca6bU;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35U;
+	h ^= h >> 16;
+	return h;
+}
+
+/* Hash of a tuple as loaded from the packet: __be32/__be16 values are used as
+ * the integers the CPU reads (little-endian on x86), which the Python model
+ * reproduces with int.from_bytes(..., "little").
+ */
+static __always_inline __u32 bpfgen_tuple_hash(const struct bpfgen_tuple4 *t)
+{
+	__u32 h = BPFGEN_HASH_SEED;
+
+	h = bpfgen_mix32(h ^ t->saddr);
+	h = bpfgen_mix32(h ^ t->daddr);
+	h = bpfgen_mix32(h ^ (((__u32)t->sport << 16) | t->dport));
+	return bpfgen_mix32(h ^ t->proto);
+}
+
+static __always_inline __u64 bpfgen_timeout_ns(__u8 proto, __u8 flags)
+{
+	if (proto == IPPROTO_TCP)
+		return ((flags & BPFGEN_SESSION_SEEN_REPLY) && !(flags & BPFGEN_SESSION_CLOSING)) ?
+			       BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS :
+			       BPFGEN_TIMEOUT_TCP_TRANSITORY_NS;
+	if (proto == IPPROTO_UDP)
+		return BPFGEN_TIMEOUT_UDP_NS;
+	return BPFGEN_TIMEOUT_ICMP_NS;
+}
+
+/* Another CPU may have stamped last_seen after we read the clock: a session
+ * seen "in the future" is alive, not 2^64 ns old.
+ */
+static __always_inline bool bpfgen_expired(const struct bpfgen_snat_entry *e, __u8 proto, __u64 now)
+{
+	__u64 seen = e->last_seen_ns;
+
+	return now > seen && now - seen > bpfgen_timeout_ns(proto, e->flags);
+}
+
+/* TCP FIN/RST move a session to the transitory timeout; a bare SYN starts a
+ * new incarnation of the same tuple.
+ */
+static __always_inline void bpfgen_session_touch(struct bpfgen_snat_entry *e, const struct bpfgen_pkt *p,
+						 __u64 now, __u8 add)
+{
+	__u8 flags = e->flags | add;
+
+	if (p->t.proto == IPPROTO_TCP) {
+		if ((p->tcp_flags & (BPFGEN_TCP_SYN | BPFGEN_TCP_ACK | BPFGEN_TCP_FIN | BPFGEN_TCP_RST)) ==
+			    BPFGEN_TCP_SYN &&
+		    !add)
+			flags = 0;
+		if (p->tcp_flags & (BPFGEN_TCP_FIN | BPFGEN_TCP_RST))
+			flags |= BPFGEN_SESSION_CLOSING;
+	}
+	e->last_seen_ns = now;
+	if (e->flags != flags)
+		e->flags = flags;
+}
+
+/* The forward tuple a reverse entry points back to. */
+static __always_inline void bpfgen_rsnat_owner(const struct bpfgen_tuple4 *rkey,
+					       const struct bpfgen_rsnat_entry *r,
+					       struct bpfgen_tuple4 *fkey)
+{
+	fkey->saddr = r->addr;
+	fkey->daddr = rkey->saddr;
+	fkey->sport = r->port;
+	fkey->dport = rkey->sport;
+	fkey->proto = rkey->proto;
+	fkey->pad[0] = fkey->pad[1] = fkey->pad[2] = 0;
+}
+
+/* A reverse entry is stale when the session it indexes is gone, expired or
+ * now translated to another port: its port may be taken over.
+ */
+static __always_inline bool bpfgen_rsnat_stale(const struct bpfgen_tuple4 *rkey, __u64 now)
+{
+	struct bpfgen_rsnat_entry *r = bpf_map_lookup_elem(&bpfgen_rsnat_v4, rkey);
+	struct bpfgen_snat_entry *e;
+	struct bpfgen_tuple4 fkey;
+
+	if (!r)
+		return true;
+	bpfgen_rsnat_owner(rkey, r, &fkey);
+	e = bpf_map_lookup_elem(&bpfgen_snat_v4, &fkey);
+	if (!e)
+		return true;
+	if (e->nat_addr != rkey->daddr || e->nat_port != rkey->dport)
+		return true;
+	if (bpfgen_expired(e, rkey->proto, now)) {
+		bpf_map_delete_elem(&bpfgen_snat_v4, &fkey);
+		return true;
+	}
+	return false;
+}
+
+static __always_inline int bpfgen_rewrite_source(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
+						 __be32 addr, __be16 port)
+{
+	if (port != p->t.sport &&
+	    bpfgen_ctx_rewrite_port(ctx, p->sport_off, p->l4_csum_off, p->l4_csum_flags, p->t.sport, port))
+		return -1;
+	return bpfgen_ctx_rewrite_addr(ctx, BPFGEN_IP_SADDR_OFF, BPFGEN_IP_CSUM_OFF,
+				       p->l4_pseudo ? p->l4_csum_off : 0, p->l4_csum_flags, p->t.saddr,
+				       addr);
+}
+
+static __always_inline int bpfgen_rewrite_dest(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
+					       __be32 addr, __be16 port)
+{
+	if (port != p->t.dport &&
+	    bpfgen_ctx_rewrite_port(ctx, p->dport_off, p->l4_csum_off, p->l4_csum_flags, p->t.dport, port))
+		return -1;
+	return bpfgen_ctx_rewrite_addr(ctx, BPFGEN_IP_DADDR_OFF, BPFGEN_IP_CSUM_OFF,
+				       p->l4_pseudo ? p->l4_csum_off : 0, p->l4_csum_flags, p->t.daddr,
+				       addr);
+}
+
+/* Drop an expired session's reverse entry, unless another flow took it over. */
+static __always_inline void bpfgen_forget_reverse(const struct bpfgen_pkt *p,
+						  const struct bpfgen_snat_entry *old)
+{
+	struct bpfgen_tuple4 rkey = {
+		.saddr = p->t.daddr,
+		.daddr = old->nat_addr,
+		.sport = p->t.dport,
+		.dport = old->nat_port,
+		.proto = p->t.proto,
+	};
+	struct bpfgen_rsnat_entry *r = bpf_map_lookup_elem(&bpfgen_rsnat_v4, &rkey);
+
+	if (r && r->addr == p->t.saddr && r->port == p->t.sport)
+		bpf_map_delete_elem(&bpfgen_rsnat_v4, &rkey);
+}
+
+/* State of one port search, shared with the bpf_loop callback. */
+struct bpfgen_probe {
+	struct bpfgen_tuple4 rkey; /* reply tuple; dport is the candidate port */
+	struct bpfgen_rsnat_entry rval;
+	__u64 now;
+	__u32 hash;
+	int result; /* 0: port taken; -EEXIST: none free yet; other: map error */
+	bool reclaimed;
+};
+
+/* One probe: claim a port by inserting its reverse entry with BPF_NOEXIST,
+ * or take it over when the session holding it is stale. bpf_loop keeps the
+ * verifier's work to one pass over this body, whatever BPFGEN_SNAT_PROBES is.
+ */
+static long bpfgen_probe_port(__u32 i, void *data)
+{
+	struct bpfgen_probe *pr = data;
+	__u32 idx = bpfgen_mix32(pr->hash + i) % BPFGEN_SNAT_PORT_COUNT;
+	long err;
+
+	pr->rkey.dport = bpf_htons(BPFGEN_SNAT_PORT_MIN + idx);
+	err = bpf_map_update_elem(&bpfgen_rsnat_v4, &pr->rkey, &pr->rval, BPF_NOEXIST);
+	if (err == -EEXIST && bpfgen_rsnat_stale(&pr->rkey, pr->now)) {
+		bpf_map_delete_elem(&bpfgen_rsnat_v4, &pr->rkey);
+		err = bpf_map_update_elem(&bpfgen_rsnat_v4, &pr->rkey, &pr->rval, BPF_NOEXIST);
+		pr->reclaimed = !err;
+	}
+	pr->result = err;
+	return err != -EEXIST; /* 1 stops the loop: taken, or the map refused */
+}
+
+/* Egress: translate the source of a packet that needs SNAT. */
+static __always_inline int bpfgen_snat(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p)
+{
+	struct bpfgen_snat_entry fresh = {};
+	struct bpfgen_snat_entry *e;
+	struct bpfgen_probe pr = {};
+	__u64 now = bpf_ktime_get_ns();
+
+	e = bpf_map_lookup_elem(&bpfgen_snat_v4, &p->t);
+	if (e) {
+		if (!bpfgen_expired(e, p->t.proto, now)) {
+			bpfgen_session_touch(e, p, now, 0);
+			if (bpfgen_rewrite_source(ctx, p, e->nat_addr, e->nat_port))
+				return bpfgen_drop(BPFGEN_DROP_REWRITE);
+			return bpfgen_pass(BPFGEN_EVT_SNAT_HIT);
+		}
+		bpfgen_forget_reverse(p, e);
+	}
+
+	pr.hash = bpfgen_tuple_hash(&p->t);
+	pr.now = now;
+	pr.rval.addr = p->t.saddr;
+	pr.rval.port = p->t.sport;
+	pr.rkey.saddr = p->t.daddr;
+	pr.rkey.daddr = bpfgen_snat_addr(pr.hash);
+	pr.rkey.sport = p->t.dport;
+	pr.rkey.proto = p->t.proto;
+	pr.result = -EEXIST;
+	bpf_loop(BPFGEN_SNAT_PROBES, bpfgen_probe_port, &pr, 0);
+	if (pr.result == -EEXIST)
+		return bpfgen_drop(BPFGEN_DROP_EXHAUSTED);
+	if (pr.result)
+		return bpfgen_drop(BPFGEN_DROP_MAP_FULL);
+
+	fresh.nat_addr = pr.rkey.daddr;
+	fresh.nat_port = pr.rkey.dport;
+	bpfgen_session_touch(&fresh, p, now, 0);
+	if (bpf_map_update_elem(&bpfgen_snat_v4, &p->t, &fresh, BPF_ANY)) {
+		bpf_map_delete_elem(&bpfgen_rsnat_v4, &pr.rkey);
+		return bpfgen_drop(BPFGEN_DROP_MAP_FULL);
+	}
+	if (bpfgen_rewrite_source(ctx, p, fresh.nat_addr, fresh.nat_port))
+		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+	if (pr.reclaimed)
+		bpfgen_count(BPFGEN_EVT_RECLAIMED);
+	return bpfgen_pass(BPFGEN_EVT_SNAT_NEW);
+}
+
+/* Ingress: a reply to a node address in the SNAT range goes back to its
+ * original source; anything without a live session is not ours.
+ */
+static __always_inline int bpfgen_rsnat(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p)
+{
+	struct bpfgen_rsnat_entry *r;
+	struct bpfgen_snat_entry *e;
+	struct bpfgen_tuple4 fkey;
+	__u32 port = bpf_ntohs(p->t.dport);
+	__u64 now;
+
+	if (port < BPFGEN_SNAT_PORT_MIN || port - BPFGEN_SNAT_PORT_MIN >= BPFGEN_SNAT_PORT_COUNT)
+		return BPFGEN_NOT_MINE;
+	if (!bpfgen_is_node_addr(p->t.daddr))
+		return BPFGEN_NOT_MINE;
+	r = bpf_map_lookup_elem(&bpfgen_rsnat_v4, &p->t);
+	if (!r)
+		return bpfgen_pass(BPFGEN_EVT_RSNAT_MISS);
+	bpfgen_rsnat_owner(&p->t, r, &fkey);
+	e = bpf_map_lookup_elem(&bpfgen_snat_v4, &fkey);
+	now = bpf_ktime_get_ns();
+	if (!e || e->nat_addr != p->t.daddr || e->nat_port != p->t.dport ||
+	    bpfgen_expired(e, p->t.proto, now))
+		return bpfgen_pass(BPFGEN_EVT_RSNAT_MISS);
+	bpfgen_session_touch(e, p, now, BPFGEN_SESSION_SEEN_REPLY);
+	if (bpfgen_rewrite_dest(ctx, p, fkey.saddr, fkey.sport))
+		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+	return bpfgen_pass(BPFGEN_EVT_RSNAT);
+}
+
+#endif /* BPFGEN_NAT_H */

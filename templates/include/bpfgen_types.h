@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* bpfgen — types shared by every program, and mirrored in Python
+ * (bpfgen/layouts.py; tests/build checks both against the object's BTF).
+ */
+#ifndef BPFGEN_TYPES_H
+#define BPFGEN_TYPES_H
+
+#include <stdbool.h>
+#include <linux/types.h>
+
+/* A flow as seen on the wire, in packet byte order. For ICMP echo the
+ * identifier plays the port: a request carries it as sport (dport 0), a reply
+ * as dport (sport 0), so a reply's tuple is the mirror of its request's.
+ */
+struct bpfgen_tuple4 {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* Session flags. */
+#define BPFGEN_SESSION_SEEN_REPLY 0x01 /* a reply was reverse-translated */
+#define BPFGEN_SESSION_CLOSING 0x02 /* TCP FIN or RST seen: transitory timeout */
+
+/* bpfgen_snat_v4 value: one SNAT session, keyed by its original tuple. It is
+ * the session's single source of truth (liveness, flags); bpfgen_rsnat_v4
+ * is only an index from the translated side back to it.
+ */
+struct bpfgen_snat_entry {
+	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet, either way */
+	__be32 nat_addr;
+	__be16 nat_port;
+	__u8 flags;
+	__u8 pad;
+};
+
+/* bpfgen_rsnat_v4 value, keyed by the reply tuple {remote, nat addr, remote
+ * port, nat port}: the original source to restore.
+ */
+struct bpfgen_rsnat_entry {
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+};
+
+/* bpfgen_frontends key: a service frontend. NodePorts use addr 0, matched
+ * when the destination is one of the node's addresses.
+ */
+struct bpfgen_frontend_key {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+/* What a frontend asks of the egress SNAT (decided per frontend by the plan,
+ * following kube-proxy's KUBE-MARK-MASQ rules).
+ */
+enum bpfgen_masq {
+	BPFGEN_FRONTEND_NONE = 0, /* not a frontend */
+	BPFGEN_MASQ_NEVER = 1, /* e.g. externalTrafficPolicy: Local */
+	BPFGEN_MASQ_IF_OUTSIDE = 2, /* ClusterIP: only sources outside the cluster pod CIDR */
+	BPFGEN_MASQ_ALWAYS = 3, /* NodePort/external with policy Cluster; masqueradeAll */
+};
+
+struct bpfgen_frontend_value {
+	__u8 masq; /* enum bpfgen_masq */
+	__u8 pad[3];
+};
+
+/* Counters, per CPU, indexed by these. Events first, then drop reasons:
+ * every drop goes through bpfgen_drop() with one of the latter.
+ */
+enum bpfgen_event {
+	BPFGEN_EVT_PASS = 0, /* not service traffic: left untouched */
+	BPFGEN_EVT_MALFORMED, /* truncated or bad header: left to the stack */
+	BPFGEN_EVT_MARKED, /* ingress: marked for SNAT at egress */
+	BPFGEN_EVT_SNAT_NEW, /* egress: new session, translated */
+	BPFGEN_EVT_SNAT_HIT, /* egress: existing session, translated */
+	BPFGEN_EVT_RSNAT, /* ingress: reply translated back */
+	BPFGEN_EVT_RSNAT_MISS, /* to a node address in the SNAT range, no live session: untouched */
+	BPFGEN_EVT_RECLAIMED, /* an expired session's port was taken over */
+	BPFGEN_EVT_MAX,
+};
+
+enum bpfgen_drop_reason {
+	BPFGEN_DROP_EXHAUSTED = BPFGEN_EVT_MAX, /* no free SNAT port within the probe bound */
+	BPFGEN_DROP_MAP_FULL, /* a session map is full */
+	BPFGEN_DROP_FRAGMENT, /* needs SNAT but is an IPv4 fragment (not supported yet) */
+	BPFGEN_DROP_REWRITE, /* a store or checksum helper failed */
+	BPFGEN_COUNTER_MAX,
+};
+
+/* The generic build reads every specialized value from this, at run time. */
+#define BPFGEN_MAX_NODE_ADDRS 8
+
+struct bpfgen_config {
+	__be32 node_addrs[BPFGEN_MAX_NODE_ADDRS];
+	__u32 n_node_addrs;
+	__be32 cluster_pod_net;
+	__be32 cluster_pod_mask;
+	__u32 snat_port_min; /* host order */
+	__u32 snat_port_count;
+	__u32 mark;
+	__u32 hash_seed;
+	__u8 proto_tcp;
+	__u8 proto_udp;
+	__u8 proto_icmp;
+	__u8 pad;
+	__be32 service_net;
+	__be32 service_mask;
+	__u64 timeout_tcp_established_ns;
+	__u64 timeout_tcp_transitory_ns;
+	__u64 timeout_udp_ns;
+	__u64 timeout_icmp_ns;
+};
+
+#endif /* BPFGEN_TYPES_H */

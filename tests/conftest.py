@@ -1,0 +1,47 @@
+"""Shared test configuration: hypothesis profiles, example paths, a private object cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+# ci: deterministic and bounded (what .ci/run and `make test` use);
+# dev: more examples, for local runs: HYPOTHESIS_PROFILE=dev make test.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    max_examples=25,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev",
+    max_examples=200,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_object_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never read or fill the user's ~/.cache/bpfgen."""
+    os.environ["BPFGEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("bpfgen-cache"))
+
+
+@pytest.fixture
+def example_node() -> Path:
+    return EXAMPLES / "node.yaml"
+
+
+@pytest.fixture
+def example_services() -> Path:
+    return EXAMPLES / "services.yaml"
