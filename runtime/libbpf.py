@@ -1,0 +1,499 @@
+"""ctypes binding of the system libbpf, to the 1.1 ABI (Debian 12's libbpf1): only what we use.
+
+Each C function is declared once in `_PROTOTYPES` (restype, argtypes) and wrapped
+by a typed Python function of the same name. The wrappers keep libbpf's meaning
+but report failure the Python way: a negative return, or NULL with errno set,
+raises `OSError(errno)`; `errors.operation` turns that into a RuntimeOpError that
+names what was attempted. Where a negative return is an answer rather than a
+failure (`bpf_map_lookup_elem` -> -ENOENT) the wrapper says so in its signature.
+
+The options structs are declared field for field from the 1.1 headers with `sz`
+set to their size, so a newer libbpf accepts them too (it reads `sz` bytes and
+nothing beyond). `struct bpf_prog_info` is kernel UAPI, sized by `info_len`.
+
+The library is loaded on first use, not at import: importing the runtime never
+needs libbpf, and a missing one is an error that names the Debian package.
+
+libbpf's own messages go through one print callback (`libbpf_set_print`,
+installed on first use): inside `capture_prints()` warnings are collected so an
+error can carry them; everything is also logged to `bpfgen_runtime.libbpf`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import functools
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from ctypes import (
+    POINTER,
+    c_bool,
+    c_char_p,
+    c_int,
+    c_size_t,
+    c_ubyte,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+from typing import Any, NewType, TypeAlias
+
+from .errors import RuntimeOpError, strerror
+
+DEBIAN_PACKAGE = "libbpf1"
+MIN_VERSION = (1, 1)
+
+# Opaque handles: struct bpf_object *, struct bpf_program *, struct bpf_map *.
+ObjectPtr = NewType("ObjectPtr", int)
+ProgramPtr = NewType("ProgramPtr", int)
+MapPtr = NewType("MapPtr", int)
+# A key or value buffer: ctypes.create_string_buffer(...)
+CharBuf: TypeAlias = "ctypes.Array[ctypes.c_char]"
+
+# enum bpf_map_type values whose lookups return one value per possible CPU.
+BPF_MAP_TYPE_PERCPU_HASH = 5
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
+BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE = 21
+PERCPU_MAP_TYPES = frozenset(
+    {
+        BPF_MAP_TYPE_PERCPU_HASH,
+        BPF_MAP_TYPE_PERCPU_ARRAY,
+        BPF_MAP_TYPE_LRU_PERCPU_HASH,
+        BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE,
+    }
+)
+
+# bpf_map_update_elem flags.
+BPF_ANY = 0  # create or update
+BPF_NOEXIST = 1  # create only
+BPF_EXIST = 2  # update only
+
+# enum libbpf_print_level
+LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
+
+BPF_TAG_SIZE = 8
+BPF_OBJ_NAME_LEN = 16
+
+
+class BpfObjectOpenOpts(ctypes.Structure):
+    """struct bpf_object_open_opts, libbpf 1.1 (last field: kernel_log_level)."""
+
+    _fields_ = [
+        ("sz", c_size_t),
+        ("object_name", c_char_p),
+        ("relaxed_maps", c_bool),
+        ("pin_root_path", c_char_p),
+        ("_removed_attach_prog_fd", c_uint32),  # `__u32 :32;` in the header
+        ("kconfig", c_char_p),
+        ("btf_custom_path", c_char_p),
+        ("kernel_log_buf", c_void_p),  # char *, not NUL-terminated on the way in
+        ("kernel_log_size", c_size_t),
+        ("kernel_log_level", c_uint32),
+    ]  # `size_t :0;` at the end: padded to 8, as ctypes does anyway
+
+
+class BpfTestRunOpts(ctypes.Structure):
+    """struct bpf_test_run_opts, libbpf 1.1 (last field: batch_size)."""
+
+    _fields_ = [
+        ("sz", c_size_t),
+        ("data_in", c_void_p),
+        ("data_out", c_void_p),
+        ("data_size_in", c_uint32),
+        ("data_size_out", c_uint32),  # in: room in data_out; out: bytes written
+        ("ctx_in", c_void_p),
+        ("ctx_out", c_void_p),
+        ("ctx_size_in", c_uint32),
+        ("ctx_size_out", c_uint32),
+        ("retval", c_uint32),
+        ("repeat", c_int),
+        ("duration", c_uint32),  # out: average ns per repetition
+        ("flags", c_uint32),
+        ("cpu", c_uint32),
+        ("batch_size", c_uint32),
+    ]
+
+
+class BpfProgInfo(ctypes.Structure):
+    """struct bpf_prog_info, kernel UAPI (<linux/bpf.h>), up to attach_btf_id."""
+
+    _fields_ = [
+        ("type", c_uint32),
+        ("id", c_uint32),
+        ("tag", c_ubyte * BPF_TAG_SIZE),
+        ("jited_prog_len", c_uint32),
+        ("xlated_prog_len", c_uint32),
+        ("jited_prog_insns", c_uint64),
+        ("xlated_prog_insns", c_uint64),
+        ("load_time", c_uint64),
+        ("created_by_uid", c_uint32),
+        ("nr_map_ids", c_uint32),
+        ("map_ids", c_uint64),
+        ("name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+        ("ifindex", c_uint32),
+        ("gpl_compatible", c_uint32, 1),
+        ("_pad_gpl", c_uint32, 31),
+        ("netns_dev", c_uint64),
+        ("netns_ino", c_uint64),
+        ("nr_jited_ksyms", c_uint32),
+        ("nr_jited_func_lens", c_uint32),
+        ("jited_ksyms", c_uint64),
+        ("jited_func_lens", c_uint64),
+        ("btf_id", c_uint32),
+        ("func_info_rec_size", c_uint32),
+        ("func_info", c_uint64),
+        ("nr_func_info", c_uint32),
+        ("nr_line_info", c_uint32),
+        ("line_info", c_uint64),
+        ("jited_line_info", c_uint64),
+        ("nr_jited_line_info", c_uint32),
+        ("line_info_rec_size", c_uint32),
+        ("jited_line_info_rec_size", c_uint32),
+        ("nr_prog_tags", c_uint32),
+        ("prog_tags", c_uint64),
+        ("run_time_ns", c_uint64),
+        ("run_cnt", c_uint64),
+        ("recursion_misses", c_uint64),
+        ("verified_insns", c_uint32),
+        ("attach_btf_obj_id", c_uint32),
+        ("attach_btf_id", c_uint32),
+        ("_pad_end", c_uint32),
+    ]
+
+
+# typedef int (*libbpf_print_fn_t)(enum libbpf_print_level, const char *, va_list);
+# On x86-64 a va_list parameter is a pointer to the caller's __va_list_tag, so it
+# travels as a void * straight into vsnprintf.
+PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_void_p, c_void_p)
+
+_PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
+    "libbpf_major_version": (c_uint32, []),
+    "libbpf_minor_version": (c_uint32, []),
+    "libbpf_version_string": (c_char_p, []),
+    "libbpf_set_print": (c_void_p, [PRINT_FN]),
+    "bpf_object__open_file": (c_void_p, [c_char_p, POINTER(BpfObjectOpenOpts)]),
+    "bpf_object__load": (c_int, [c_void_p]),
+    "bpf_object__close": (None, [c_void_p]),
+    "bpf_object__next_program": (c_void_p, [c_void_p, c_void_p]),
+    "bpf_program__name": (c_char_p, [c_void_p]),
+    "bpf_program__section_name": (c_char_p, [c_void_p]),
+    "bpf_program__autoload": (c_bool, [c_void_p]),
+    "bpf_program__fd": (c_int, [c_void_p]),
+    "bpf_program__type": (c_int, [c_void_p]),
+    "bpf_program__set_log_buf": (c_int, [c_void_p, c_void_p, c_size_t]),
+    "bpf_program__set_log_level": (c_int, [c_void_p, c_uint32]),
+    "bpf_object__next_map": (c_void_p, [c_void_p, c_void_p]),
+    "bpf_map__name": (c_char_p, [c_void_p]),
+    "bpf_map__fd": (c_int, [c_void_p]),
+    "bpf_map__type": (c_int, [c_void_p]),
+    "bpf_map__key_size": (c_uint32, [c_void_p]),
+    "bpf_map__value_size": (c_uint32, [c_void_p]),
+    "bpf_map__max_entries": (c_uint32, [c_void_p]),
+    "bpf_map__is_internal": (c_bool, [c_void_p]),
+    "bpf_map__set_pin_path": (c_int, [c_void_p, c_char_p]),
+    "bpf_map__pin_path": (c_char_p, [c_void_p]),
+    "bpf_map__set_initial_value": (c_int, [c_void_p, c_void_p, c_size_t]),
+    "bpf_map__initial_value": (c_void_p, [c_void_p, POINTER(c_size_t)]),
+    "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)]),
+    "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(BpfTestRunOpts)]),
+    "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, c_uint64]),
+    "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
+    "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
+    "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
+    "bpf_obj_pin": (c_int, [c_int, c_char_p]),
+    "bpf_obj_get": (c_int, [c_char_p]),
+}
+
+
+@functools.cache
+def _lib() -> ctypes.CDLL:
+    name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError as exc:
+        raise RuntimeOpError(
+            "load libbpf",
+            errno.ENOENT,
+            f"{name}: {exc}; install the Debian package {DEBIAN_PACKAGE}",
+        ) from exc
+    for fn_name, (restype, argtypes) in _PROTOTYPES.items():
+        try:
+            fn = getattr(lib, fn_name)
+        except AttributeError as exc:
+            raise RuntimeOpError(
+                "load libbpf",
+                errno.ENOSYS,
+                f"{name} has no {fn_name}: libbpf >= 1.1 is needed "
+                f"(the Debian package {DEBIAN_PACKAGE})",
+            ) from exc
+        fn.restype = restype
+        fn.argtypes = argtypes
+    version = (int(lib.libbpf_major_version()), int(lib.libbpf_minor_version()))
+    if version < MIN_VERSION:
+        raise RuntimeOpError(
+            "load libbpf",
+            errno.ENOSYS,
+            f"{name} is libbpf {version[0]}.{version[1]}; 1.1 or newer is needed "
+            f"(the Debian package {DEBIAN_PACKAGE})",
+        )
+    _install_print_hook(lib)
+    return lib
+
+
+def _check(ret: int) -> int:
+    """libbpf >= 1.0 returns -errno on failure (and sets errno)."""
+    if ret < 0:
+        raise OSError(-ret, strerror(-ret))
+    return ret
+
+
+def _check_ptr(ptr: int | None) -> int:
+    """For calls that return NULL and set errno on failure."""
+    if not ptr:
+        code = ctypes.get_errno() or errno.EINVAL
+        raise OSError(code, strerror(code))
+    return ptr
+
+
+def _decode(raw: bytes | None) -> str:
+    return raw.decode(errors="replace") if raw is not None else ""
+
+
+# --- libbpf's messages -----------------------------------------------------------------------
+
+logger = logging.getLogger("bpfgen_runtime.libbpf")
+_LOG_LEVELS = {LIBBPF_WARN: logging.WARNING, LIBBPF_INFO: logging.INFO, LIBBPF_DEBUG: logging.DEBUG}
+_PRINT_BUF_SIZE = 16 * 1024
+_captures = threading.local()  # .stack: list[list[str]]; libbpf prints on the calling thread
+
+
+def _vsnprintf() -> Any:
+    fn = ctypes.CDLL(None).vsnprintf  # libc, already in the process
+    fn.restype = c_int
+    fn.argtypes = [c_void_p, c_size_t, c_void_p, c_void_p]
+    return fn
+
+
+def _on_print(level: int, fmt: int | None, args: int | None) -> int:
+    """The libbpf_print_fn_t: format with vsnprintf, then capture and/or log."""
+    try:
+        py_level = _LOG_LEVELS.get(level, logging.DEBUG)
+        stack: list[list[str]] = getattr(_captures, "stack", [])
+        captured = level <= LIBBPF_INFO and bool(stack)
+        if not captured and not logger.isEnabledFor(py_level):
+            return 0
+        buf = ctypes.create_string_buffer(_PRINT_BUF_SIZE)
+        # va_list can be walked once: no second call with a bigger buffer.
+        needed = _VSNPRINTF(buf, _PRINT_BUF_SIZE, fmt, args)
+        text = buf.value.decode(errors="replace").rstrip("\n")
+        if needed >= _PRINT_BUF_SIZE:
+            text += " [truncated]"
+        if captured:
+            stack[-1].append(text)
+            logger.debug("%s", text)
+        else:
+            logger.log(py_level, "%s", text)
+    except Exception:  # an exception must not unwind into C
+        return 0
+    return 0
+
+
+_VSNPRINTF = _vsnprintf()
+_PRINT_CALLBACK = PRINT_FN(_on_print)  # module-level: libbpf keeps the pointer forever
+
+
+def _install_print_hook(lib: ctypes.CDLL) -> None:
+    lib.libbpf_set_print(_PRINT_CALLBACK)
+
+
+@contextmanager
+def capture_prints() -> Iterator[list[str]]:
+    """Collect libbpf's warnings and info messages (one string each) printed inside the block."""
+    _lib()  # the hook is installed with the library
+    stack: list[list[str]] | None = getattr(_captures, "stack", None)
+    if stack is None:
+        stack = _captures.stack = []
+    lines: list[str] = []
+    stack.append(lines)
+    try:
+        yield lines
+    finally:
+        stack.pop()
+
+
+# --- libbpf API: library and object -------------------------------------------------------------
+
+
+def libbpf_version_string() -> str:
+    return _decode(_lib().libbpf_version_string())
+
+
+def bpf_object__open_file(path: str, opts: BpfObjectOpenOpts) -> ObjectPtr:
+    opts.sz = ctypes.sizeof(BpfObjectOpenOpts)
+    return ObjectPtr(
+        _check_ptr(_lib().bpf_object__open_file(os.fsencode(path), ctypes.byref(opts)))
+    )
+
+
+def bpf_object__load(obj: ObjectPtr) -> None:
+    _check(_lib().bpf_object__load(obj))
+
+
+def bpf_object__close(obj: ObjectPtr) -> None:
+    _lib().bpf_object__close(obj)
+
+
+def bpf_object__next_program(obj: ObjectPtr, prog: ProgramPtr | None) -> ProgramPtr | None:
+    ptr = _lib().bpf_object__next_program(obj, prog)
+    return ProgramPtr(ptr) if ptr else None
+
+
+def bpf_object__next_map(obj: ObjectPtr, map_: MapPtr | None) -> MapPtr | None:
+    ptr = _lib().bpf_object__next_map(obj, map_)
+    return MapPtr(ptr) if ptr else None
+
+
+# --- programs --------------------------------------------------------------------------------
+
+
+def bpf_program__name(prog: ProgramPtr) -> str:
+    return _decode(_lib().bpf_program__name(prog))
+
+
+def bpf_program__section_name(prog: ProgramPtr) -> str:
+    return _decode(_lib().bpf_program__section_name(prog))
+
+
+def bpf_program__autoload(prog: ProgramPtr) -> bool:
+    return bool(_lib().bpf_program__autoload(prog))
+
+
+def bpf_program__fd(prog: ProgramPtr) -> int:
+    return _check(int(_lib().bpf_program__fd(prog)))
+
+
+def bpf_program__type(prog: ProgramPtr) -> int:
+    return int(_lib().bpf_program__type(prog))
+
+
+def bpf_program__set_log_buf(prog: ProgramPtr, buf_addr: int, size: int) -> None:
+    """`buf_addr` must stay valid until bpf_object__load returns."""
+    _check(_lib().bpf_program__set_log_buf(prog, buf_addr, size))
+
+
+def bpf_program__set_log_level(prog: ProgramPtr, level: int) -> None:
+    _check(_lib().bpf_program__set_log_level(prog, level))
+
+
+# --- maps ------------------------------------------------------------------------------------
+
+
+def bpf_map__name(map_: MapPtr) -> str:
+    return _decode(_lib().bpf_map__name(map_))
+
+
+def bpf_map__fd(map_: MapPtr) -> int:
+    return _check(int(_lib().bpf_map__fd(map_)))
+
+
+def bpf_map__type(map_: MapPtr) -> int:
+    return int(_lib().bpf_map__type(map_))
+
+
+def bpf_map__key_size(map_: MapPtr) -> int:
+    return int(_lib().bpf_map__key_size(map_))
+
+
+def bpf_map__value_size(map_: MapPtr) -> int:
+    return int(_lib().bpf_map__value_size(map_))
+
+
+def bpf_map__max_entries(map_: MapPtr) -> int:
+    return int(_lib().bpf_map__max_entries(map_))
+
+
+def bpf_map__is_internal(map_: MapPtr) -> bool:
+    return bool(_lib().bpf_map__is_internal(map_))
+
+
+def bpf_map__set_pin_path(map_: MapPtr, path: str | None) -> None:
+    """None clears the path, so the map is neither reused from nor pinned to bpffs."""
+    _check(_lib().bpf_map__set_pin_path(map_, os.fsencode(path) if path is not None else None))
+
+
+def bpf_map__pin_path(map_: MapPtr) -> str | None:
+    raw: bytes | None = _lib().bpf_map__pin_path(map_)
+    return os.fsdecode(raw) if raw is not None else None
+
+
+def bpf_map__set_initial_value(map_: MapPtr, data: bytes) -> None:
+    """Only for mmapable internal maps (.data, .rodata, .bss) and only with their exact size."""
+    _check(_lib().bpf_map__set_initial_value(map_, data, len(data)))
+
+
+def bpf_map__initial_value(map_: MapPtr) -> bytes | None:
+    """The map's image (before load: what will be loaded; after: the live mmap), or None."""
+    size = c_size_t(0)
+    ptr = _lib().bpf_map__initial_value(map_, ctypes.byref(size))
+    return ctypes.string_at(ptr, size.value) if ptr else None
+
+
+# --- syscall wrappers (bpf.h) ----------------------------------------------------------------
+
+
+def bpf_obj_get_info_by_fd(fd: int, info: ctypes.Structure) -> int:
+    """Fill `info` (zeroed by the caller); returns how many bytes the kernel wrote."""
+    info_len = c_uint32(ctypes.sizeof(info))
+    _check(_lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(info_len)))
+    return info_len.value
+
+
+def bpf_prog_test_run_opts(prog_fd: int, opts: BpfTestRunOpts) -> None:
+    opts.sz = ctypes.sizeof(BpfTestRunOpts)
+    _check(_lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)))
+
+
+def bpf_map_update_elem(fd: int, key: CharBuf, value: CharBuf, flags: int) -> None:
+    _check(_lib().bpf_map_update_elem(fd, key, value, flags))
+
+
+def bpf_map_lookup_elem(fd: int, key: CharBuf, value: CharBuf) -> bool:
+    """False when the key is not there (ENOENT); `value` is filled otherwise."""
+    ret = int(_lib().bpf_map_lookup_elem(fd, key, value))
+    if ret == -errno.ENOENT:
+        return False
+    _check(ret)
+    return True
+
+
+def bpf_map_delete_elem(fd: int, key: CharBuf) -> bool:
+    """False when the key was not there (ENOENT)."""
+    ret = int(_lib().bpf_map_delete_elem(fd, key))
+    if ret == -errno.ENOENT:
+        return False
+    _check(ret)
+    return True
+
+
+def bpf_map_get_next_key(fd: int, key: CharBuf | None, next_key: CharBuf) -> bool:
+    """False after the last key (ENOENT); `key=None` asks for the first one."""
+    ret = int(_lib().bpf_map_get_next_key(fd, key, next_key))
+    if ret == -errno.ENOENT:
+        return False
+    _check(ret)
+    return True
+
+
+def bpf_obj_pin(fd: int, path: str) -> None:
+    _check(_lib().bpf_obj_pin(fd, os.fsencode(path)))
+
+
+def bpf_obj_get(path: str) -> int:
+    """A new fd for the object pinned at `path`; the caller closes it."""
+    return _check(int(_lib().bpf_obj_get(os.fsencode(path))))
