@@ -36,6 +36,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check bpfgen runtime tests
+	@mkdir -p build/typing && ln -sfn ../../runtime build/typing/bpfgen_runtime
 	$(VENV)/bin/mypy
 
 golden: setup

@@ -12,6 +12,7 @@ from typing import Any
 
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 from bpfgen.btf import Btf, MapDef
 from bpfgen.errors import InspectError
@@ -79,7 +80,8 @@ def inspect_object(path: Path) -> ObjectInfo:
         progs: list[ProgramInfo] = []
         subs: list[ProgramInfo] = []
         symtab = elf.get_section_by_name(".symtab")
-        for sym in symtab.iter_symbols() if symtab is not None else ():
+        symbols = symtab.iter_symbols() if isinstance(symtab, SymbolTableSection) else iter(())
+        for sym in symbols:
             if sym["st_info"]["type"] != "STT_FUNC" or sym["st_shndx"] not in code:
                 continue
             section = code[sym["st_shndx"]]
