@@ -8,7 +8,7 @@ APT_PACKAGES := clang-19 llvm-19 libbpf-dev libbpf1 bpftool iproute2 nftables co
 STAMP_APT := .setup-apt.stamp
 STAMP_VENV := $(VENV)/.setup.stamp
 
-.PHONY: setup compile test lint clean golden bench-compile
+.PHONY: setup compile test lint clean golden bench-compile bench-insns
 
 setup: $(STAMP_APT) $(STAMP_VENV)
 
@@ -47,3 +47,6 @@ clean:
 
 bench-compile: setup
 	$(PY) -m bpfgen.bench_compile
+
+bench-insns: setup
+	$(PY) -m bpfgen.bench_compile --insns

@@ -78,12 +78,18 @@ def toolchain() -> Toolchain:
     )
 
 
-def cache_dir() -> Path:
+def cache_root() -> Path:
+    """$BPFGEN_CACHE_DIR, else $XDG_CACHE_HOME/bpfgen, else ~/.cache/bpfgen."""
     env = os.environ.get("BPFGEN_CACHE_DIR")
     if env:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "bpfgen" / "objects"
+    return Path(base) / "bpfgen"
+
+
+def cache_dir() -> Path:
+    """Compiled objects by content key."""
+    return cache_root() / "objects"
 
 
 def cache_key(tc: Toolchain, rendered: Rendered, source: str) -> str:

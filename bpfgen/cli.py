@@ -81,7 +81,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         json.dump(res.manifest, sys.stdout, indent=2)
         print()
         return 0
-    print(f"{res.out}: {res.plan.build_kind} build for node {res.plan.node_name}")
+    print(f"{res.out}: {res.build_kind} build for node {res.node_name}")
     for prog in res.manifest["programs"]:
         v = prog["verifier"]
         checked = f", verifier {v['processed_insns']} processed" if v else ", not verified"

@@ -3,10 +3,16 @@
 Output is written to a sibling temporary directory and swapped in only when
 every stage succeeded, so a failed compile leaves an existing build directory
 exactly as it was.
+
+Two caches, both content-addressed: compiled objects (build.py: same C and
+toolchain, no clang), and whole builds (here: same input bytes, arguments,
+bpfgen, templates and toolchain, no parsing either). A build-cache hit still
+runs the kernel verifier, since the kernel is not part of the key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -18,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bpfgen import __version__
-from bpfgen.build import ObjectBuild, compile_objects, toolchain
+from bpfgen.build import ObjectBuild, Toolchain, cache_root, compile_objects, toolchain
 from bpfgen.config import load_inputs
 from bpfgen.errors import VerifierError
 from bpfgen.inspect import ObjectInfo, check_against_plan, inspect_object
@@ -41,13 +47,26 @@ class Verified:
 @dataclass(frozen=True)
 class CompileResult:
     out: Path
-    plan: Plan
     manifest: dict[str, Any]
-    objects: tuple[ObjectBuild, ...]
+    objects: tuple[ObjectBuild, ...]  # empty on a build-cache hit
+    plan: Plan | None  # None on a build-cache hit (the manifest has the plan's tables)
+    build_cache_hit: bool = False
 
     @property
     def clang_runs(self) -> int:
         return sum(not o.cached for o in self.objects)
+
+    @property
+    def build_kind(self) -> str:
+        return str(self.manifest["build"])
+
+    @property
+    def node_name(self) -> str:
+        return str(self.manifest["specialization"]["node"])
+
+    @property
+    def frontends_in_map(self) -> bool:
+        return bool(self.manifest["specialization"]["frontends_in_map"])
 
 
 def _quiet(_: str) -> None:
@@ -139,6 +158,86 @@ def build_manifest(
     }
 
 
+def _templates_digest() -> bytes:
+    from importlib import resources
+
+    h = hashlib.sha256()
+    root = resources.files("bpfgen.templates")
+    for sub in ("include", "programs"):
+        for f in sorted((root / sub).iterdir(), key=lambda t: t.name):
+            if f.name.endswith((".h", ".j2")):
+                h.update(f"{sub}/{f.name}\0".encode())
+                h.update(f.read_bytes())
+    return h.digest()
+
+
+def build_cache_key(
+    node: Path, services: Sequence[Path], generic: bool, tc: Toolchain
+) -> str | None:
+    """Key of a whole build, or None when an input cannot be read (config reports it)."""
+    h = hashlib.sha256()
+    h.update(f"bpfgen {__version__}\0generic={generic}\0{tc.version}\0".encode())
+    h.update("\0".join(tc.flags).encode())
+    h.update(_templates_digest())
+    for path in (node, *services):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        h.update(f"\0{path}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def _restore_cached_build(
+    entry: Path, tmp: Path, verify: bool, log_dir: Path, progress: Progress
+) -> dict[str, Any]:
+    """Copy a cached build into tmp; re-verify it on this kernel."""
+    shutil.copytree(entry, tmp, dirs_exist_ok=True)
+    (tmp / "notices.json").unlink()
+    manifest: dict[str, Any] = json.loads((tmp / "manifest.json").read_text())
+    for n in json.loads((entry / "notices.json").read_text()):
+        progress(f"notice: {n}")
+    if verify:
+        from bpfgen_runtime.errors import RuntimeOpError, VerifierRejected
+        from bpfgen_runtime.loader import verify_object
+
+        for prog in manifest["programs"]:
+            try:
+                records = verify_object(tmp / prog["object"], log_dir=log_dir)
+            except VerifierRejected as e:
+                raise VerifierError(str(e)) from e
+            except RuntimeOpError as e:
+                raise VerifierError(f"could not load {prog['object']} to verify it: {e}") from e
+            for r in records:
+                if r.name == prog["function"]:
+                    prog["verifier"] = {
+                        "processed_insns": r.verified_insns,
+                        "xlated_insns": r.xlated_insns,
+                    }
+        manifest["kernel"] = {"release": platform.release(), "verified": True}
+    else:
+        for prog in manifest["programs"]:
+            prog["verifier"] = None
+        manifest["kernel"] = {"release": platform.release(), "verified": False}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _store_build(key: str, tree: Path, notices: Sequence[str]) -> None:
+    """Best effort: a cache that cannot be written only costs speed."""
+    entry = cache_root() / "builds" / key
+    if entry.exists():
+        return
+    tmp = entry.with_name(f".{key}.{os.getpid()}.tmp")
+    try:
+        shutil.copytree(tree, tmp)
+        (tmp / "notices.json").write_text(json.dumps(list(notices)) + "\n")
+        os.replace(tmp, entry)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _write_tree(root: Path, rendered: Rendered) -> None:
     for f in rendered.files:
         path = root / f.path
@@ -166,6 +265,24 @@ def compile_build(
     verify: bool = True,
     progress: Progress = _quiet,
 ) -> CompileResult:
+    out = out.absolute()
+    log_dir = out.parent / f"{out.name}.logs"
+    key = build_cache_key(node, services, generic, toolchain())
+    entry = cache_root() / "builds" / key if key else None
+    if key is not None and entry is not None and (entry / "manifest.json").is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            progress(f"cache: same inputs and toolchain as build {key[:12]}: no parse, no clang")
+            manifest = _restore_cached_build(entry, tmp, verify, log_dir, progress)
+            if verify:
+                progress(_verified_line(manifest))
+            _swap_in(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return CompileResult(out, manifest, (), None, build_cache_hit=True)
+
     inputs = load_inputs(node, services)
     progress(
         f"config: node {inputs.node.name}, {len(inputs.services)} services"
@@ -179,7 +296,6 @@ def compile_build(
         f"({'map' if plan.frontends_in_map else 'code'}), {len(plan.programs)} programs"
     )
     rendered = render(plan)
-    out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -190,16 +306,11 @@ def compile_build(
         objects = {p.object: inspect_object(tmp / p.object) for p in plan.programs}
         check_against_plan(plan, objects)
         # Paths in the manifest are relative to the build directory.
-        objects = {k: ObjectInfo(k, v.programs, v.subprograms, v.maps, v.sections)
-                   for k, v in objects.items()}
-        verified = verify_objects(tmp, plan, out.parent / f"{out.name}.logs") if verify else None
-        if verified is not None:
-            progress(
-                "verify: kernel "
-                + platform.release()
-                + " accepted "
-                + ", ".join(f"{k} ({v.verified_insns} insns)" for k, v in sorted(verified.items()))
-            )
+        objects = {
+            k: ObjectInfo(k, v.programs, v.subprograms, v.maps, v.sections)
+            for k, v in objects.items()
+        }
+        verified = verify_objects(tmp, plan, log_dir) if verify else None
         if plan.map_init:
             (tmp / "map_init.json").write_text(
                 json.dumps(
@@ -213,9 +324,22 @@ def compile_build(
             )
         inputs_desc = {"node": str(node), "services": [str(s) for s in services]}
         manifest = build_manifest(plan, rendered, objects, verified, inputs_desc)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+        if verified is not None:
+            progress(_verified_line(manifest))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if key is not None:
+            _store_build(key, tmp, inputs.notices)
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return CompileResult(out, plan, manifest, tuple(builds))
+    return CompileResult(out, manifest, tuple(builds), plan)
+
+
+def _verified_line(manifest: dict[str, Any]) -> str:
+    return (
+        f"verify: kernel {platform.release()} accepted "
+        + ", ".join(
+            f"{p['name']} ({p['verifier']['processed_insns']} insns)" for p in manifest["programs"]
+        )
+    )

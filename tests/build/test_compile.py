@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 
@@ -76,9 +75,13 @@ def test_generic_build_reads_config_at_run_time(
     assert all(p["verifier"]["processed_insns"] > 0 for p in m["programs"])
 
 
-def test_compile_is_deterministic(tmp_path: Path, example_node: Path, example_services: Path) -> None:
+def test_compile_is_deterministic(
+    tmp_path: Path, example_node: Path, example_services: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two cold compiles (clang runs both times) in different directories: same bytes."""
+    monkeypatch.setenv("BPFGEN_CACHE_DIR", str(tmp_path / "cache-a"))
     a = compile_build(example_node, [example_services], tmp_path / "a")
-    os.environ["BPFGEN_CACHE_DIR"] = str(tmp_path / "other-cache")  # force clang again
+    monkeypatch.setenv("BPFGEN_CACHE_DIR", str(tmp_path / "cache-b"))
     b = compile_build(example_node, [example_services], tmp_path / "deeper" / "b")
     assert a.clang_runs == len(a.objects) and b.clang_runs == len(b.objects)
     assert snapshot(tmp_path / "a") == snapshot(tmp_path / "deeper" / "b")
@@ -103,7 +106,7 @@ def test_cache_hit_runs_no_clang(
         compiles = [line for line in log.read_text().splitlines() if " -c " in line]
         assert len(compiles) == len(first.objects)
         second = compile_build(example_node, [example_services], tmp_path / "two")
-        assert second.clang_runs == 0
+        assert second.build_cache_hit and second.clang_runs == 0
         compiles_after = [line for line in log.read_text().splitlines() if " -c " in line]
         assert compiles_after == compiles
         assert snapshot(tmp_path / "one") == snapshot(tmp_path / "two")
@@ -135,3 +138,20 @@ def test_plan_cli_names_every_decision(
     for name in ("BPFGEN_SNAT_PORT_MIN", "BPFGEN_PROTO_UDP", "BPFGEN_FRONTENDS_IN_MAP"):
         assert name in out
     assert "snat.portRange[0]" in out and "frontends:" in out
+
+
+def test_object_cache_hit_without_build_cache_hit(
+    tmp_path: Path, example_node: Path, example_services: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same content under another path: inputs are parsed again, clang is not run."""
+    monkeypatch.setenv("BPFGEN_CACHE_DIR", str(tmp_path / "cache"))
+    first = compile_build(example_node, [example_services], tmp_path / "one")
+    copy = tmp_path / "copy.yaml"
+    copy.write_bytes(example_services.read_bytes())
+    second = compile_build(example_node, [copy], tmp_path / "two")
+    assert not first.build_cache_hit and first.clang_runs == len(first.objects)
+    assert not second.build_cache_hit and second.clang_runs == 0
+    assert len(second.objects) == len(first.objects)
+    for prog in first.manifest["programs"]:
+        a = (tmp_path / "one" / prog["object"]).read_bytes()
+        assert a == (tmp_path / "two" / prog["object"]).read_bytes()
