@@ -8,7 +8,7 @@ APT_PACKAGES := clang-19 llvm-19 libbpf-dev libbpf1 bpftool iproute2 nftables co
 STAMP_APT := .setup-apt.stamp
 STAMP_VENV := $(VENV)/.setup.stamp
 
-.PHONY: setup compile test lint clean golden bench-compile bench-insns
+.PHONY: setup compile test lint clean golden bench-compile bench-insns bench-ports
 
 setup: $(STAMP_APT) $(STAMP_VENV)
 
@@ -50,3 +50,6 @@ bench-compile: setup
 
 bench-insns: setup
 	$(PY) -m bpfgen.bench_compile --insns
+
+bench-ports: setup
+	$(PY) -m bpfgen.bench_ports
