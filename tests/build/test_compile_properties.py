@@ -1,0 +1,115 @@
+"""Random configs through the whole pipeline: render, clang, inspect, kernel verifier.
+
+Instruction budget (stated in README.md): every program of every build stays at
+or under INSN_BUDGET instructions in the object and VERIFIER_BUDGET
+instructions processed by the verifier (2 % of the kernel's 1M limit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bpfgen.compiler import compile_build
+from bpfgen.errors import InputError
+from tests.strategies import GeneratedConfig, hostile_names, invalid_configs, to_yaml, valid_configs
+
+INSN_BUDGET = 1500
+VERIFIER_BUDGET = 20_000
+MAX_TEST_SESSIONS = 65_536  # session maps are preallocated: keep each verify load small
+
+
+def _write(tmp: Path, cfg: GeneratedConfig) -> tuple[Path, Path]:
+    node = dict(cfg.node)
+    snat = dict(node.get("snat", {}))
+    if snat.get("maxSessions", 0) > MAX_TEST_SESSIONS:
+        snat["maxSessions"] = MAX_TEST_SESSIONS
+        node["snat"] = snat
+    n, s = tmp / "node.yaml", tmp / "services.yaml"
+    n.write_text(to_yaml(node))
+    s.write_text(cfg.services_yaml)
+    return n, s
+
+
+def _check_build(out: Path, cfg: GeneratedConfig, generic: bool) -> None:
+    node, services = _write(out.parent, cfg)
+    res = compile_build(node, [services], out, generic=generic)
+    m = res.manifest
+    assert m["build"] == ("generic" if generic else "specialized")
+    assert m["kernel"]["verified"]
+    for prog in m["programs"]:
+        assert 0 < prog["insns"] <= INSN_BUDGET, prog
+        assert 0 < prog["verifier"]["processed_insns"] <= VERIFIER_BUDGET, prog
+    # No input string reaches the C: sources never name a service.
+    texts = [(out / f).read_text() for f in m["sources"] if not f.startswith("include/")]
+    for key in cfg.services:
+        assert all(key not in t for t in texts), key
+
+
+@pytest.mark.kernel
+@given(cfg=valid_configs(min_services=1, max_services=40), generic=st.booleans())
+def test_random_configs_compile_and_verify(
+    tmp_path_factory: pytest.TempPathFactory, cfg: GeneratedConfig, generic: bool
+) -> None:
+    _check_build(tmp_path_factory.mktemp("p") / "out", cfg, generic)
+
+
+@pytest.mark.kernel
+@pytest.mark.slow
+@settings(max_examples=4)
+@given(
+    cfg=valid_configs(min_services=500, max_services=2000, max_endpoints=64, extras=False),
+    generic=st.booleans(),
+)
+def test_large_random_configs_compile_and_verify(
+    tmp_path_factory: pytest.TempPathFactory, cfg: GeneratedConfig, generic: bool
+) -> None:
+    _check_build(tmp_path_factory.mktemp("p") / "out", cfg, generic)
+
+
+@given(bad=invalid_configs())
+def test_invalid_configs_exit_2_and_write_nothing(
+    tmp_path_factory: pytest.TempPathFactory, bad: tuple[str, str, str]
+) -> None:
+    node_yaml, services_yaml, expected = bad
+    tmp = tmp_path_factory.mktemp("bad")
+    (tmp / "node.yaml").write_text(node_yaml)
+    (tmp / "services.yaml").write_text(services_yaml)
+    from bpfgen.cli import main
+
+    code = main([
+        "compile", "-q", "--node", str(tmp / "node.yaml"), "--services",
+        str(tmp / "services.yaml"), "--out", str(tmp / "out"),
+    ])  # fmt: skip
+    assert code == 2
+    assert sorted(p.name for p in tmp.iterdir()) == ["node.yaml", "services.yaml"]
+    with pytest.raises(InputError) as e:
+        compile_build(tmp / "node.yaml", [tmp / "services.yaml"], tmp / "out")
+    assert expected in str(e.value)
+
+
+@given(cfg=valid_configs(min_services=1, max_services=3, extras=False), name=hostile_names(),
+       where=st.sampled_from(["name", "namespace", "port"]))
+def test_hostile_names_are_refused_and_never_reach_c(
+    tmp_path_factory: pytest.TempPathFactory, cfg: GeneratedConfig, name: str, where: str
+) -> None:
+    objects = [dict(o) for o in cfg.objects]
+    svc = next(o for o in objects if o["kind"] == "Service")
+    if where == "port":
+        spec = dict(svc["spec"])
+        spec["ports"] = [dict(spec["ports"][0], name=name), *spec["ports"][1:]]
+        svc["spec"] = spec
+    else:
+        svc["metadata"] = dict(svc["metadata"], **{where: name})
+    tmp = tmp_path_factory.mktemp("hostile")
+    cfg2 = dataclasses.replace(cfg, services_yaml=to_yaml({"apiVersion": "v1", "kind": "List",
+                                                           "items": objects}))
+    node, services = _write(tmp, cfg2)
+    with pytest.raises(InputError) as e:
+        compile_build(node, [services], tmp / "out")
+    assert "services.yaml" in str(e.value)
+    assert not (tmp / "out").exists()
