@@ -133,6 +133,7 @@ def build_manifest(
         "inputs": inputs_desc,
         "mode": plan.mode.value,
         "build": plan.build_kind,
+        "node": plan.node,
         "toolchain": {"clang": tc.version, "flags": list(tc.flags)},
         "kernel": {"release": platform.release(), "verified": verified is not None},
         "programs": programs,
@@ -158,7 +159,8 @@ def build_manifest(
     }
 
 
-def _templates_digest() -> bytes:
+def _compiler_digest() -> bytes:
+    """The templates and bpfgen's own code: what turns inputs into a build."""
     from importlib import resources
 
     h = hashlib.sha256()
@@ -168,6 +170,9 @@ def _templates_digest() -> bytes:
             if f.name.endswith((".h", ".j2")):
                 h.update(f"{sub}/{f.name}\0".encode())
                 h.update(f.read_bytes())
+    for py in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f"bpfgen/{py.name}\0".encode())
+        h.update(py.read_bytes())
     return h.digest()
 
 
@@ -178,7 +183,7 @@ def build_cache_key(
     h = hashlib.sha256()
     h.update(f"bpfgen {__version__}\0generic={generic}\0{tc.version}\0".encode())
     h.update("\0".join(tc.flags).encode())
-    h.update(_templates_digest())
+    h.update(_compiler_digest())
     for path in (node, *services):
         try:
             data = path.read_bytes()

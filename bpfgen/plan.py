@@ -170,6 +170,7 @@ class Plan:
     programs: tuple[ProgramPlan, ...]
     runtime_config: bytes | None  # .bss initial value (generic build)
     map_init: dict[str, tuple[tuple[bytes, bytes], ...]] = field(default_factory=dict)
+    node: dict[str, Any] = field(default_factory=dict)  # what the runtime needs of the node file
 
     @property
     def build_kind(self) -> str:
@@ -461,7 +462,35 @@ def make_plan(inputs: Inputs, *, generic: bool = False) -> Plan:
         programs=programs,
         runtime_config=_runtime_config(inputs, protocols, seed) if generic else None,
         map_init=map_init,
+        node=_node_info(inputs),
     )
+
+
+def _node_info(inputs: Inputs) -> dict[str, Any]:
+    """The node facts the runtime acts on (IPVS, sysctls, reserved ports, notrack)."""
+    n = inputs.node
+    return {
+        "name": n.name,
+        "addresses": [str(a) for a in n.addresses],
+        "pod_cidr": str(n.pod_cidr),
+        "cluster_pod_cidr": str(n.cluster_pod_cidr),
+        "service_cidr": str(n.service_cidr),
+        "masquerade_all": n.masquerade_all,
+        "node_port_range": list(n.node_port_range),
+        "interfaces": [
+            {"name": i.name, "role": i.role.value, "hook": i.hook.value} for i in n.interfaces
+        ],
+        "scheduler": n.scheduler,
+        "snat_port_range": list(n.snat_port_range),
+        "max_sessions": n.max_sessions,
+        "masquerade_mark": n.masquerade_mark,
+        "timeouts": {
+            "tcp_established": n.timeouts.tcp_established,
+            "tcp_transitory": n.timeouts.tcp_transitory,
+            "udp": n.timeouts.udp,
+            "icmp": n.timeouts.icmp,
+        },
+    }
 
 
 def ctypes_size(struct: type) -> int:
