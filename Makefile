@@ -8,7 +8,7 @@ APT_PACKAGES := clang-19 llvm-19 libbpf-dev libbpf1 bpftool iproute2 nftables co
 STAMP_APT := .setup-apt.stamp
 STAMP_VENV := $(VENV)/.setup.stamp
 
-.PHONY: setup compile test lint clean golden bench-compile bench-insns bench-ports
+.PHONY: setup compile test test-model lint clean golden bench-compile bench-insns bench-ports
 
 setup: $(STAMP_APT) $(STAMP_VENV)
 
@@ -38,6 +38,9 @@ lint: setup
 	$(VENV)/bin/ruff check bpfgen runtime tests
 	@mkdir -p build/typing && ln -sfn ../../runtime build/typing/bpfgen_runtime
 	$(VENV)/bin/mypy
+
+test-model: setup
+	$(PY) -m pytest tests/kernel/test_model_equivalence.py tests/kernel/test_model_cases.py tests/stateful
 
 golden: setup
 	$(PY) -m tests.golden.regenerate

@@ -288,7 +288,16 @@ def _frontends(inputs: Inputs) -> tuple[Frontend, ...]:
             return Masq.NEVER, "externalTrafficPolicy: Local keeps the client address"
         return Masq.ALWAYS, f"{kind.value} with externalTrafficPolicy: Cluster"
 
+    seen: set[tuple[IPv4Address | None, int, Protocol]] = set()
+
     def add(svc: Service, kind: FrontendKind, addr: IPv4Address | None, port: int, sp: Any) -> None:
+        # One Service may list an address in two roles (its ClusterIP also in
+        # externalIPs; an externalIP that is also its LB ingress IP). The first
+        # role wins, in kube-proxy's rule order: ClusterIP, NodePort,
+        # externalIP, LoadBalancer. (Across Services, config refuses it.)
+        if (addr, port, sp.protocol) in seen:
+            return
+        seen.add((addr, port, sp.protocol))
         local_only = (
             svc.internal_traffic_local
             if kind is FrontendKind.CLUSTER_IP

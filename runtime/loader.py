@@ -67,6 +67,7 @@ class TestRunResult:
     retval: int
     data: bytes
     duration_ns: int  # average per repetition
+    ctx: bytes | None = None  # the context as the program left it, when one was asked for
 
 
 @functools.cache
@@ -541,6 +542,8 @@ def test_run(
     *,
     repeat: int = 1,
     data_out_size: int | None = None,
+    ctx_in: bytes | None = None,
+    ctx_out_size: int | None = None,
 ) -> TestRunResult:
     """Run `program` on the packet `data` in the kernel (BPF_PROG_TEST_RUN), not on a device.
 
@@ -549,6 +552,13 @@ def test_run(
     The `repeat` runs share one buffer: a program that rewrites the packet sees its
     own output from the second run on. For tc, the kernel refuses (EINVAL) frames
     shorter than an Ethernet header and IPv4/IPv6 frames without a whole IP header.
+
+    ctx_in: the program's context before the run (tc: `struct __sk_buff`, of which
+        the kernel lets only some fields be non-zero: mark, priority, cb, tstamp,
+        wire_len, gso_segs, gso_size, hwtstamp, and ifindex naming a device; XDP:
+        `struct xdp_md`). The context after the run is returned in `ctx`, up to
+        `ctx_out_size` bytes (default: len(ctx_in)); the kernel fails with ENOSPC
+        when that is less than its own size of the struct (tc: 192 bytes).
     """
     op = f"test run program {program.name}"
     program._require_open(op)
@@ -562,16 +572,35 @@ def test_run(
         data_size_out=out_size,
         repeat=repeat,
     )
+    if ctx_out_size is None and ctx_in is not None:
+        ctx_out_size = len(ctx_in)
+    # Both buffers stay referenced until the syscall returned.
+    ctx_in_buf: ctypes.Array[ctypes.c_char] | None = None
+    ctx_out_buf: ctypes.Array[ctypes.c_char] | None = None
+    if ctx_in is not None:
+        ctx_in_buf = ctypes.create_string_buffer(ctx_in, len(ctx_in))
+        opts.ctx_in = ctypes.addressof(ctx_in_buf)
+        opts.ctx_size_in = len(ctx_in)
+    if ctx_out_size is not None:
+        ctx_out_buf = ctypes.create_string_buffer(ctx_out_size)
+        opts.ctx_out = ctypes.addressof(ctx_out_buf)
+        opts.ctx_size_out = ctx_out_size
     try:
         libbpf.bpf_prog_test_run_opts(program.fd, opts)
     except OSError as exc:
         code = exc.errno or errno.EIO
         detail = ""
         if code == errno.ENOSPC:
-            detail = f"the output is {opts.data_size_out} bytes, data_out_size is {out_size}"
+            if ctx_out_size is not None and opts.ctx_size_out > ctx_out_size:
+                detail = f"the context is {opts.ctx_size_out} bytes, ctx_out_size is {ctx_out_size}"
+            else:
+                detail = f"the output is {opts.data_size_out} bytes, data_out_size is {out_size}"
         raise RuntimeOpError(op, code, detail) from exc
     return TestRunResult(
-        retval=opts.retval, data=data_out.raw[: opts.data_size_out], duration_ns=opts.duration
+        retval=opts.retval,
+        data=data_out.raw[: opts.data_size_out],
+        duration_ns=opts.duration,
+        ctx=None if ctx_out_buf is None else ctx_out_buf.raw[: opts.ctx_size_out],
     )
 
 

@@ -28,8 +28,13 @@ static __always_inline __u8 bpfgen_frontend_masq(__be32 addr, __be16 port, __u8 
 {
 #if BPFGEN_FRONTENDS_IN_MAP
 	struct bpfgen_frontend_key k = { .addr = addr, .port = port, .proto = proto };
-	struct bpfgen_frontend_value *v = bpf_map_lookup_elem(&bpfgen_frontends, &k);
+	struct bpfgen_frontend_value *v;
 
+	/* NodePorts are keyed by address 0 below: an exact lookup of 0.0.0.0, which
+	 * is no node address, must not find them. (It did: a packet to
+	 * 0.0.0.0:<NodePort> was marked in the generic build, not the specialized.)
+	 */
+	v = addr ? bpf_map_lookup_elem(&bpfgen_frontends, &k) : NULL;
 	if (v)
 		return v->masq;
 	if (!bpfgen_is_node_addr(addr))

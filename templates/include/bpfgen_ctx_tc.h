@@ -54,6 +54,21 @@ static __always_inline int bpfgen_ctx_rewrite_port(bpfgen_ctx_t *ctx, __u32 off,
 	return bpf_skb_store_bytes(ctx, off, &to, sizeof(to), 0);
 }
 
+/* Write 0xffff over an L4 checksum the helpers left 0x0000 (see
+ * BPFGEN_F_CSUM_NEVER_ZERO in bpfgen_parse.h).
+ */
+static __always_inline int bpfgen_ctx_csum_never_zero(bpfgen_ctx_t *ctx, __u32 l4_csum)
+{
+	__sum16 check;
+
+	if (bpf_skb_load_bytes(ctx, l4_csum, &check, sizeof(check)))
+		return -1;
+	if (check)
+		return 0;
+	check = 0xffff;
+	return bpf_skb_store_bytes(ctx, l4_csum, &check, sizeof(check), BPF_F_RECOMPUTE_CSUM);
+}
+
 static __always_inline __u32 bpfgen_ctx_len(const bpfgen_ctx_t *ctx)
 {
 	return ctx->len;

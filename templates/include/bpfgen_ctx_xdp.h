@@ -119,6 +119,25 @@ static __always_inline int bpfgen_ctx_rewrite_port(bpfgen_ctx_t *ctx, __u32 off,
 	return bpfgen_xdp_store(ctx, off, &to, 2);
 }
 
+/* Write 0xffff over an L4 checksum left 0x0000 (see BPFGEN_F_CSUM_NEVER_ZERO in
+ * bpfgen_parse.h).
+ */
+static __always_inline int bpfgen_ctx_csum_never_zero(bpfgen_ctx_t *ctx, __u32 l4_csum)
+{
+	void *data = bpfgen_ctx_data(ctx);
+	void *end = bpfgen_ctx_data_end(ctx);
+	__u16 *check;
+
+	if (l4_csum > BPFGEN_XDP_MAX_OFF)
+		return -1;
+	check = data + l4_csum;
+	if ((void *)(check + 1) > end)
+		return -1;
+	if (!*check)
+		*check = 0xffff;
+	return 0;
+}
+
 static __always_inline __u32 bpfgen_ctx_len(const bpfgen_ctx_t *ctx)
 {
 	return ctx->data_end - ctx->data;

@@ -133,23 +133,31 @@ static __always_inline bool bpfgen_rsnat_stale(const struct bpfgen_tuple4 *rkey,
 static __always_inline int bpfgen_rewrite_source(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
 						 __be32 addr, __be16 port)
 {
-	if (port != p->t.sport &&
-	    bpfgen_ctx_rewrite_port(ctx, p->sport_off, p->l4_csum_off, p->l4_csum_flags, p->t.sport, port))
+	__u64 l4_flags = p->l4_csum_flags & ~BPFGEN_F_CSUM_NEVER_ZERO; /* not a helper flag */
+
+	/* sport_off 0: the packet has no source port (ICMP echo reply). */
+	if (p->sport_off && port != p->t.sport &&
+	    bpfgen_ctx_rewrite_port(ctx, p->sport_off, p->l4_csum_off, l4_flags, p->t.sport, port))
 		return -1;
 	return bpfgen_ctx_rewrite_addr(ctx, BPFGEN_IP_SADDR_OFF, BPFGEN_IP_CSUM_OFF,
-				       p->l4_pseudo ? p->l4_csum_off : 0, p->l4_csum_flags, p->t.saddr,
-				       addr);
+				       p->l4_pseudo ? p->l4_csum_off : 0, l4_flags, p->t.saddr, addr);
 }
 
 static __always_inline int bpfgen_rewrite_dest(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
 					       __be32 addr, __be16 port)
 {
-	if (port != p->t.dport &&
-	    bpfgen_ctx_rewrite_port(ctx, p->dport_off, p->l4_csum_off, p->l4_csum_flags, p->t.dport, port))
-		return -1;
+	__u64 l4_flags = p->l4_csum_flags & ~BPFGEN_F_CSUM_NEVER_ZERO; /* not a helper flag */
+
+	if (p->dport_off && port != p->t.dport) {
+		if (bpfgen_ctx_rewrite_port(ctx, p->dport_off, p->l4_csum_off, l4_flags, p->t.dport,
+					    port))
+			return -1;
+		if ((p->l4_csum_flags & BPFGEN_F_CSUM_NEVER_ZERO) &&
+		    bpfgen_ctx_csum_never_zero(ctx, p->l4_csum_off))
+			return -1;
+	}
 	return bpfgen_ctx_rewrite_addr(ctx, BPFGEN_IP_DADDR_OFF, BPFGEN_IP_CSUM_OFF,
-				       p->l4_pseudo ? p->l4_csum_off : 0, p->l4_csum_flags, p->t.daddr,
-				       addr);
+				       p->l4_pseudo ? p->l4_csum_off : 0, l4_flags, p->t.daddr, addr);
 }
 
 /* Drop an expired session's reverse entry, unless another flow took it over. */

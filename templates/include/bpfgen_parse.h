@@ -47,12 +47,20 @@ enum bpfgen_parse_result {
 	BPFGEN_PARSE_MALFORMED, /* truncated or inconsistent: pass to the stack */
 };
 
+/* bpfgen's own bit in bpfgen_pkt.l4_csum_flags, never passed to a helper: after
+ * the identifier of an ICMP echo reply is rewritten, a checksum of 0x0000 becomes
+ * 0xffff. Both are valid unless the message is all zeros (identifier 0, sequence
+ * 0, zero payload), where only 0xffff is; no incremental update can tell, and
+ * the kernel's csum helpers (and RFC 1624 eqn. 3 on some inputs) yield 0x0000.
+ */
+#define BPFGEN_F_CSUM_NEVER_ZERO (1ULL << 63)
+
 struct bpfgen_pkt {
 	struct bpfgen_tuple4 t;
 	__u32 l4_off;
 	__u32 l4_csum_off; /* offset of the L4 checksum field */
-	__u32 sport_off; /* where the source port (ICMP: identifier) lives */
-	__u32 dport_off;
+	__u32 sport_off; /* where the source port (ICMP: identifier) lives; 0: nowhere */
+	__u32 dport_off; /* 0: nowhere (ICMP echo request) */
 	__u64 l4_csum_flags; /* BPF_F_MARK_MANGLED_0 for UDP */
 	__u8 tcp_flags; /* FIN/SYN/RST/ACK bits, TCP only */
 	__u8 l4_pseudo; /* L4 checksum covers the addresses (TCP, UDP) */
@@ -130,13 +138,26 @@ static __always_inline int bpfgen_parse(bpfgen_ctx_t *ctx, struct bpfgen_pkt *p)
 		if (ih->type == BPFGEN_ICMP_ECHO && ih->code == 0) {
 			p->t.sport = ih->id;
 			p->sport_off = p->l4_off + offsetof(struct bpfgen_icmp_echo, id);
-			p->dport_off = p->sport_off;
+			/* No destination "port": 0 tells the rewrite there is no field. (Was
+			 * the identifier, which a destination rewrite would have replaced
+			 * with a checksum update from t.dport = 0: a corrupt checksum.)
+			 */
+			p->dport_off = 0;
 			return BPFGEN_PARSE_OK;
 		}
 		if (ih->type == BPFGEN_ICMP_ECHOREPLY && ih->code == 0) {
 			p->t.dport = ih->id;
 			p->dport_off = p->l4_off + offsetof(struct bpfgen_icmp_echo, id);
-			p->sport_off = p->dport_off;
+			/* Reverse SNAT may make it all zeros; an echo request (type 8)
+			 * never is, its checksum needs no such care.
+			 */
+			p->l4_csum_flags = BPFGEN_F_CSUM_NEVER_ZERO;
+			/* No source "port": SNAT of an echo reply (e.g. from a VIP) leaves
+			 * the identifier, the destination side, alone. (Was the identifier:
+			 * egress overwrote it with the SNAT port and updated the checksum
+			 * from t.sport = 0, emitting a wrong ICMP checksum.)
+			 */
+			p->sport_off = 0;
 			return BPFGEN_PARSE_OK;
 		}
 		return BPFGEN_PARSE_OTHER; /* ICMP errors: RFC 5508 translation is later work */

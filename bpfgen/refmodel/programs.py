@@ -1,0 +1,444 @@
+"""The three programs of docs/datapath.md as Python functions.
+
+    result = egress(config, frame, state, now_ns, mark)
+
+Each takes the model's configuration, an Ethernet frame, the session state (mutated
+in place), the time (`bpf_ktime_get_ns()`, CLOCK_MONOTONIC) and skb->mark, and
+returns the verdict, the frame and mark as the program leaves them, the counter
+increments and the sessions whose last_seen it set to `now_ns`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bpfgen.refmodel.checksum import (
+    ChecksumDisagreement,
+    checksum,
+    incremental,
+    pseudo_header,
+    valid,
+    words,
+)
+from bpfgen.refmodel.config import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ModelConfig, Policy
+from bpfgen.refmodel.hashing import candidate_port, tuple_hash
+from bpfgen.refmodel.packet import (
+    ETH_HLEN,
+    ICMP_ECHO,
+    ICMP_ECHOREPLY,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    Kind,
+    Parsed,
+    parse,
+)
+from bpfgen.refmodel.state import (
+    CLOSING,
+    SEEN_REPLY,
+    FlowKey,
+    Origin,
+    Session,
+    SessionState,
+    expired,
+)
+
+__all__ = [
+    "COUNTER_NAMES",
+    "PROGRAMS",
+    "PROBE_LIMIT",
+    "Counter",
+    "Program",
+    "Result",
+    "Verdict",
+    "egress",
+    "ingress",
+    "ingress_xdp",
+    "retval",
+]
+
+PROBE_LIMIT = 128  # SNAT ports tried per new flow
+
+
+class Verdict(enum.Enum):
+    PASS = "pass"
+    DROP = "drop"
+
+
+TC_ACT_OK, TC_ACT_SHOT = 0, 2
+XDP_DROP, XDP_PASS = 1, 2
+
+
+def retval(verdict: Verdict, xdp: bool) -> int:
+    """The program's return code for a verdict (tc: TC_ACT_OK/SHOT, XDP: XDP_PASS/DROP)."""
+    if xdp:
+        return XDP_PASS if verdict is Verdict.PASS else XDP_DROP
+    return TC_ACT_OK if verdict is Verdict.PASS else TC_ACT_SHOT
+
+
+class Counter(enum.IntEnum):
+    """Indices of the per-CPU array bpfgen_counters."""
+
+    PASS = 0
+    MALFORMED = 1
+    MARKED = 2
+    SNAT_NEW = 3
+    SNAT_HIT = 4
+    RSNAT = 5
+    RSNAT_MISS = 6
+    RECLAIMED = 7
+    DROP_EXHAUSTED = 8
+    DROP_MAP_FULL = 9
+    DROP_FRAGMENT = 10
+    DROP_REWRITE = 11
+
+
+COUNTER_NAMES = tuple(c.name.lower() for c in Counter)
+
+
+@dataclass(frozen=True)
+class Result:
+    verdict: Verdict
+    packet: bytes
+    mark: int
+    counters: tuple[int, ...]  # increments, indexed by Counter
+    touched: frozenset[FlowKey]  # forward keys whose last_seen became now_ns
+
+    def counter_deltas(self) -> dict[str, int]:
+        return {COUNTER_NAMES[i]: n for i, n in enumerate(self.counters) if n}
+
+
+def _result(
+    verdict: Verdict,
+    packet: bytes,
+    mark: int,
+    *counters: Counter,
+    touched: frozenset[FlowKey] = frozenset(),
+) -> Result:
+    deltas = [0] * len(Counter)
+    for c in counters:
+        deltas[c] += 1
+    return Result(verdict, packet, mark, tuple(deltas), touched)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def _touch(session: Session, p: Parsed, now_ns: int, extra: int, forward: bool) -> Session:
+    flags = _touched_flags(session.flags, p, extra, forward)
+    return session._replace(last_seen_ns=now_ns, flags=flags)
+
+
+def _touched_flags(flags: int, p: Parsed, extra: int, forward: bool) -> int:
+    flags |= extra
+    if p.proto == IPPROTO_TCP:
+        bare_syn = p.tcp_flags & TCP_SYN and not p.tcp_flags & (TCP_ACK | TCP_FIN | TCP_RST)
+        if forward and bare_syn:
+            flags = 0  # a new incarnation of the tuple
+        if p.tcp_flags & (TCP_FIN | TCP_RST):
+            flags |= CLOSING
+    return flags
+
+
+# --------------------------------------------------------------------------- rewriting
+
+
+def _ip_total_end(frame: bytes, p: Parsed) -> int | None:
+    """End of the L4 segment by the IP total length, when it is consistent with the frame."""
+    end = ETH_HLEN + int.from_bytes(frame[ETH_HLEN + 2 : ETH_HLEN + 4], "big")
+    if end > len(frame) or end < p.l4 + p.l4_header_len:
+        return None
+    return end
+
+
+def _l4_checksum_offset(proto: int) -> int:
+    return {IPPROTO_TCP: 16, IPPROTO_UDP: 6, IPPROTO_ICMP: 2}[proto]
+
+
+def _l4_covered(frame: bytes, p: Parsed, end: int, zero_field: bool) -> bytes:
+    """What the L4 checksum covers: pseudo-header (TCP, UDP) and segment."""
+    segment = bytearray(frame[p.l4 : end])
+    if zero_field:
+        field = _l4_checksum_offset(p.proto)
+        segment[field : field + 2] = b"\0\0"
+    if p.proto == IPPROTO_ICMP:
+        return bytes(segment)
+    saddr = int.from_bytes(frame[ETH_HLEN + 12 : ETH_HLEN + 16], "big")
+    daddr = int.from_bytes(frame[ETH_HLEN + 16 : ETH_HLEN + 20], "big")
+    return pseudo_header(saddr, daddr, p.proto, end - p.l4) + bytes(segment)
+
+
+def _l4_valid(frame: bytes, p: Parsed) -> bool:
+    """The input's L4 checksum is right (UDP: or absent)."""
+    end = _ip_total_end(frame, p)
+    if end is None:
+        return False  # the segment is not well defined: only the incremental rule applies
+    field = p.l4 + _l4_checksum_offset(p.proto)
+    if p.proto == IPPROTO_UDP and frame[field : field + 2] == b"\0\0":
+        return True
+    return valid(_l4_covered(frame, p, end, zero_field=False))
+
+
+def _rewrite(
+    frame: bytes,
+    p: Parsed,
+    *,
+    saddr: int | None = None,
+    daddr: int | None = None,
+    sport: int | None = None,
+    dport: int | None = None,
+) -> bytes:
+    """Rewrite addresses and ports (ICMP: the identifier) and fix every checksum.
+
+    For ICMP the identifier is the tuple's sport in an echo request and its dport in
+    an echo reply; a new value for the other side has no field to go to.
+
+    An address is always written, even with its own value, and the checksums that
+    cover it are updated (the update may turn 0xffff into 0x0000: the same number);
+    ICMP's checksum, which covers no address, is updated only when the identifier
+    changes.
+    """
+    out = bytearray(frame)
+    addr_changes: list[tuple[int, int]] = []
+    port_changes: list[tuple[int, int]] = []
+    if saddr is not None:
+        addr_changes.append((p.saddr, saddr))
+        out[ETH_HLEN + 12 : ETH_HLEN + 16] = saddr.to_bytes(4, "big")
+    if daddr is not None:
+        addr_changes.append((p.daddr, daddr))
+        out[ETH_HLEN + 16 : ETH_HLEN + 20] = daddr.to_bytes(4, "big")
+    if p.proto == IPPROTO_ICMP:
+        ident = sport if p.icmp_type == ICMP_ECHO else dport
+        old = p.sport if p.icmp_type == ICMP_ECHO else p.dport
+        # Only ICMP's identifier is covered by its checksum: an unchanged identifier
+        # leaves the checksum as it is (TCP and UDP always see an address update).
+        if ident is not None and ident != old:
+            port_changes.append((old, ident))
+            out[p.l4 + 4 : p.l4 + 6] = ident.to_bytes(2, "big")
+    else:
+        if sport is not None:
+            port_changes.append((p.sport, sport))
+            out[p.l4 : p.l4 + 2] = sport.to_bytes(2, "big")
+        if dport is not None:
+            port_changes.append((p.dport, dport))
+            out[p.l4 + 2 : p.l4 + 4] = dport.to_bytes(2, "big")
+
+    old_addr_words = [w for old, _ in addr_changes for w in words(old, 4)]
+    new_addr_words = [w for _, new in addr_changes for w in words(new, 4)]
+    old_port_words = [old for old, _ in port_changes]
+    new_port_words = [new for _, new in port_changes]
+
+    # IPv4 header checksum: the addresses.
+    ip_field = ETH_HLEN + 10
+    header_end = ETH_HLEN + 4 * p.ihl
+    if addr_changes:
+        ip_valid = valid(frame[ETH_HLEN:header_end])
+        old = int.from_bytes(frame[ip_field : ip_field + 2], "big")
+        new = incremental(old, old_addr_words, new_addr_words)
+        if ip_valid:
+            zeroed = bytearray(out[ETH_HLEN:header_end])
+            zeroed[10:12] = b"\0\0"
+            scratch = checksum(bytes(zeroed))
+            if scratch != new:
+                raise ChecksumDisagreement(f"IPv4 header: scratch {scratch:#06x}, "
+                                           f"incremental {new:#06x}")
+        out[ip_field : ip_field + 2] = new.to_bytes(2, "big")
+
+    # L4 checksum: TCP and UDP cover the addresses (pseudo-header) and the ports,
+    # ICMP only the identifier.
+    l4_field = p.l4 + _l4_checksum_offset(p.proto)
+    old_l4 = int.from_bytes(frame[l4_field : l4_field + 2], "big")
+    if p.proto == IPPROTO_ICMP:
+        old_words, new_words = old_port_words, new_port_words
+    else:
+        old_words = old_addr_words + old_port_words
+        new_words = new_addr_words + new_port_words
+    if not old_words or (p.proto == IPPROTO_UDP and old_l4 == 0):
+        return bytes(out)  # nothing covered changed, or UDP without checksum
+    l4_valid = _l4_valid(frame, p)
+    # UDP: 0 would mean "no checksum". An ICMP echo reply (the one whose identifier
+    # reverse SNAT rewrites) may become all zeros, valid only with 0xffff, which no
+    # incremental update can tell; 0xffff is valid whenever 0x0000 is. An echo
+    # request is never all zeros. (docs/testing.md, "Checksums")
+    never_zero = p.proto == IPPROTO_UDP or (
+        p.proto == IPPROTO_ICMP and p.icmp_type == ICMP_ECHOREPLY
+    )
+    new_l4 = incremental(old_l4, old_words, new_words)
+    if never_zero and new_l4 == 0:
+        new_l4 = 0xFFFF
+    if l4_valid:
+        end = _ip_total_end(frame, p)
+        assert end is not None
+        scratch = checksum(_l4_covered(bytes(out), p, end, zero_field=True))
+        if never_zero and scratch == 0:
+            scratch = 0xFFFF
+        if scratch != new_l4:
+            raise ChecksumDisagreement(f"L4 protocol {p.proto}: scratch {scratch:#06x}, "
+                                       f"incremental {new_l4:#06x}")
+    out[l4_field : l4_field + 2] = new_l4.to_bytes(2, "big")
+    return bytes(out)
+
+
+# --------------------------------------------------------------------------- programs
+
+
+def _reverse_snat(
+    config: ModelConfig, frame: bytes, p: Parsed, state: SessionState, now_ns: int, mark: int
+) -> Result:
+    """Ingress step 2, once the destination is a node address and an SNAT port."""
+    origin = state.reverse.get(FlowKey(p.saddr, p.daddr, p.sport, p.dport, p.proto))
+    if origin is None:
+        return _result(Verdict.PASS, frame, mark, Counter.RSNAT_MISS)
+    key = FlowKey(origin.addr, p.saddr, origin.port, p.sport, p.proto)
+    session = state.forward.get(key)
+    if (
+        session is None
+        or session.nat_addr != p.daddr
+        or session.nat_port != p.dport
+        or expired(config, p.proto, session, now_ns)
+    ):
+        return _result(Verdict.PASS, frame, mark, Counter.RSNAT_MISS)
+    state.forward[key] = _touch(session, p, now_ns, SEEN_REPLY, forward=False)
+    out = _rewrite(frame, p, daddr=origin.addr, dport=origin.port)
+    return _result(Verdict.PASS, out, mark, Counter.RSNAT, touched=frozenset([key]))
+
+
+def _ingress_common(
+    config: ModelConfig, frame: bytes, state: SessionState, now_ns: int, mark: int
+) -> tuple[Parsed, Result | None]:
+    """Steps 1 and 2 of tc ingress; None: go on to classify."""
+    p = parse(config, frame)
+    if p.kind is Kind.MALFORMED:
+        return p, _result(Verdict.PASS, frame, mark, Counter.MALFORMED)
+    if p.kind is not Kind.OURS:  # not ours, fragment
+        return p, _result(Verdict.PASS, frame, mark, Counter.PASS)
+    if config.in_port_range(p.dport) and config.is_node_addr(p.daddr):
+        return p, _reverse_snat(config, frame, p, state, now_ns, mark)
+    return p, None
+
+
+def ingress(
+    config: ModelConfig, frame: bytes, state: SessionState, now_ns: int, mark: int = 0
+) -> Result:
+    """bpfgen_ingress (tc): reverse SNAT of replies, then mark what needs SNAT at egress."""
+    p, done = _ingress_common(config, frame, state, now_ns, mark)
+    if done is not None:
+        return done
+    policy = config.lookup_frontend(p.daddr, p.dport, p.proto)
+    if policy is Policy.ALWAYS or (
+        policy is Policy.IF_OUTSIDE and not config.in_cluster_pods(p.saddr)
+    ):
+        return _result(Verdict.PASS, frame, mark | config.mark, Counter.MARKED)
+    return _result(Verdict.PASS, frame, mark, Counter.PASS)
+
+
+def ingress_xdp(
+    config: ModelConfig, frame: bytes, state: SessionState, now_ns: int, mark: int = 0
+) -> Result:
+    """bpfgen_ingress_xdp: reverse SNAT only; XDP has no mark (`mark` comes back as given)."""
+    _, done = _ingress_common(config, frame, state, now_ns, mark)
+    if done is not None:
+        return done
+    return _result(Verdict.PASS, frame, mark, Counter.PASS)
+
+
+def egress(
+    config: ModelConfig, frame: bytes, state: SessionState, now_ns: int, mark: int = 0
+) -> Result:
+    """bpfgen_egress (tc): SNAT of marked, hairpin and node-to-ClusterIP packets."""
+    marked = bool(mark & config.mark)
+    mark &= ~config.mark & 0xFFFFFFFF
+    p = parse(config, frame)
+    if p.kind is Kind.FRAGMENT:
+        if marked:
+            return _result(Verdict.DROP, frame, mark, Counter.DROP_FRAGMENT)
+        return _result(Verdict.PASS, frame, mark, Counter.PASS)
+    if p.kind is Kind.MALFORMED:
+        return _result(Verdict.PASS, frame, mark, Counter.MALFORMED)
+    if p.kind is Kind.NOT_OURS:
+        return _result(Verdict.PASS, frame, mark, Counter.PASS)
+    if not marked:
+        hairpin = p.saddr == p.daddr and config.in_cluster_pods(p.saddr)
+        node_to_cluster_ip = (
+            config.in_service_cidr(p.saddr)
+            and config.lookup_frontend(p.saddr, p.sport, p.proto) is None
+        )
+        if not (hairpin or node_to_cluster_ip):
+            return _result(Verdict.PASS, frame, mark, Counter.PASS)
+    return _snat(config, frame, p, state, now_ns, mark)
+
+
+def _snat(
+    config: ModelConfig, frame: bytes, p: Parsed, state: SessionState, now_ns: int, mark: int
+) -> Result:
+    key = FlowKey(p.saddr, p.daddr, p.sport, p.dport, p.proto)
+    session = state.forward.get(key)
+    if session is not None:
+        if not expired(config, p.proto, session, now_ns):
+            state.forward[key] = _touch(session, p, now_ns, 0, forward=True)
+            out = _rewrite(frame, p, saddr=session.nat_addr, sport=session.nat_port)
+            return _result(Verdict.PASS, out, mark, Counter.SNAT_HIT, touched=frozenset([key]))
+        old_reverse = FlowKey(p.daddr, session.nat_addr, p.dport, session.nat_port, p.proto)
+        if state.reverse.get(old_reverse) == Origin(p.saddr, p.sport):
+            del state.reverse[old_reverse]
+
+    # A new flow: hash, then bounded probing of the port range.
+    h = tuple_hash(config.hash_seed, p.saddr, p.daddr, p.sport, p.dport, p.proto)
+    nat_addr = config.node_addrs[h % len(config.node_addrs)]
+    origin = Origin(p.saddr, p.sport)
+    reclaimed = False
+    chosen: FlowKey | None = None
+    for attempt in range(PROBE_LIMIT):
+        port = candidate_port(h, attempt, config.port_min, config.port_count)
+        reverse_key = FlowKey(p.daddr, nat_addr, p.dport, port, p.proto)
+        inserted = state.insert_reverse_new(reverse_key, origin)
+        if inserted is False:
+            return _result(Verdict.DROP, frame, mark, Counter.DROP_MAP_FULL)
+        if inserted:
+            chosen = reverse_key
+            break
+        holder = state.reverse[reverse_key]
+        holder_key = FlowKey(holder.addr, p.daddr, holder.port, p.dport, p.proto)
+        holder_session = state.forward.get(holder_key)
+        holder_expired = holder_session is not None and expired(
+            config, p.proto, holder_session, now_ns
+        )
+        stale = (
+            holder_session is None
+            or holder_session.nat_addr != nat_addr
+            or holder_session.nat_port != port
+            or holder_expired
+        )
+        if not stale:
+            continue
+        if holder_expired:
+            del state.forward[holder_key]
+        del state.reverse[reverse_key]
+        state.reverse[reverse_key] = origin
+        reclaimed = True
+        chosen = reverse_key
+        break
+    if chosen is None:
+        return _result(Verdict.DROP, frame, mark, Counter.DROP_EXHAUSTED)
+
+    new = Session(now_ns, nat_addr, chosen.dport, _touched_flags(0, p, 0, forward=True))
+    if not state.insert_forward(key, new):
+        del state.reverse[chosen]
+        return _result(Verdict.DROP, frame, mark, Counter.DROP_MAP_FULL)
+    out = _rewrite(frame, p, saddr=nat_addr, sport=chosen.dport)
+    # "Counters": reclaimed comes in addition to snat_new, never with a drop.
+    extra = (Counter.RECLAIMED,) if reclaimed else ()
+    return _result(Verdict.PASS, out, mark, *extra, Counter.SNAT_NEW, touched=frozenset([key]))
+
+
+Program = Callable[[ModelConfig, bytes, SessionState, int, int], Result]
+
+# By the manifest's program names.
+PROGRAMS: dict[str, Program] = {
+    "ingress": ingress,
+    "egress": egress,
+    "ingress_xdp": ingress_xdp,
+}

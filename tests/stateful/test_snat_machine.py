@@ -1,0 +1,346 @@
+"""Connection lifecycles through the SNAT, kernel against the reference model (zarr-style).
+
+A hypothesis RuleBasedStateMachine opens connections (TCP SYN, UDP, ICMP echo)
+from outside clients (marked by ingress), hairpin pods and node processes behind
+a VIP; exchanges packets both ways (replies through tc or XDP ingress);
+half-closes (FIN) and resets (RST); lets sessions idle past their timeouts by
+rewriting last_seen in the kernel and in the model alike; reuses tuples; and
+floods one remote until its 16 SNAT ports or the 40-session maps run out.
+
+After every step the kernel's maps equal the model's tables (Differential), and
+the spec's promises hold on those tables: no two live sessions share a
+translated tuple, every live session is reachable from its reverse entry, a
+reply of a live session goes back to its original tuple, a drop for exhaustion
+happens only when every port the flow may probe is held by a live session, an
+expired session's port is reclaimed, FIN/RST move TCP to the transitory timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from hypothesis import event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+)
+
+from bpfgen.compiler import compile_build
+from bpfgen.config import load_inputs
+from bpfgen.refmodel import (
+    CLOSING,
+    IPPROTO_ICMP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    FlowKey,
+    ModelConfig,
+    Origin,
+    Result,
+    SessionState,
+    expired,
+    model_config,
+    timeout_ns,
+    tuple_hash,
+)
+from bpfgen.refmodel.differential import Differential
+from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
+from bpfgen.refmodel.hashing import candidate_port
+from bpfgen.refmodel.programs import PROBE_LIMIT
+from bpfgen_runtime.testrun import BuildUnderTest
+
+pytestmark = pytest.mark.kernel
+
+NS = 1_000_000_000
+NODE_ADDR = "198.18.0.2"
+PORTS = (40000, 40015)  # 16 SNAT ports
+MAX_SESSIONS = 40
+TIMEOUTS = {"tcpEstablished": 90, "tcpTransitory": 20, "udp": 40, "icmp": 30}  # seconds
+MARK = 0x4000
+VIP = "198.18.128.10"
+
+NODE = {
+    "apiVersion": "bpfgen/v1",
+    "kind": "NodeConfig",
+    "node": {"name": "node-a", "addresses": [NODE_ADDR], "podCIDR": "198.19.1.0/24"},
+    "cluster": {"podCIDR": "198.19.0.0/16", "serviceCIDR": "198.18.128.0/17"},
+    "interfaces": [{"name": "eth0", "role": "uplink", "hook": "xdp"},
+                   {"name": "veth*", "role": "pods"}],
+    "snat": {"portRange": list(PORTS), "maxSessions": MAX_SESSIONS, "mark": MARK,
+             "timeouts": {k: f"{v}s" for k, v in TIMEOUTS.items()}},
+    "features": {"icmpEcho": True},
+}
+SERVICES = {
+    "apiVersion": "v1",
+    "kind": "List",
+    "items": [{
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"type": "NodePort", "clusterIP": VIP, "clusterIPs": [VIP],
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080},
+                           {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}]},
+    }],
+}
+
+CLIENTS = ("203.0.113.7", "192.0.2.1", "198.18.64.9", "198.19.1.5", "198.19.2.7")
+REMOTES = (("198.19.1.21", 8080), ("198.19.2.13", 8080), ("198.19.3.3", 53))
+
+SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
+FORWARD_FLAGS = (ACK, ACK | PSH, FIN | ACK, RST, RST | ACK, SYN)
+REPLY_FLAGS = (SYN | ACK, ACK, ACK | PSH, FIN | ACK, RST, RST | ACK)
+
+_BUILDS: dict[str, tuple[BuildUnderTest, ModelConfig]] = {}
+_WORKDIR: list[Path] = []
+
+
+def build_for(kind: str) -> tuple[BuildUnderTest, ModelConfig]:
+    """The one config, compiled and loaded once per module and build kind."""
+    if kind not in _BUILDS:
+        if not _WORKDIR:
+            _WORKDIR.append(Path(tempfile.mkdtemp(prefix="bpfgen-stateful-")))
+        root = _WORKDIR[0]
+        node, services = root / "node.yaml", root / "services.yaml"
+        node.write_text(json.dumps(NODE))
+        services.write_text(json.dumps(SERVICES))
+        result = compile_build(node, [services], root / kind, generic=kind == "generic",
+                               verify=False)
+        _BUILDS[kind] = (BuildUnderTest(result.out), model_config(load_inputs(node, [services]),
+                                                                  kind))
+    return _BUILDS[kind]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_builds() -> Iterator[None]:
+    yield
+    for build, _ in _BUILDS.values():
+        build.close()
+    _BUILDS.clear()
+
+
+def _addr(text: str) -> int:
+    return int(IPv4Address(text))
+
+
+@dataclass(frozen=True)
+class Conn:
+    """One connection as its client sees it: the original tuple, and how it leaves."""
+
+    key: FlowKey  # client -> remote; ICMP: sport = identifier, dport = 0
+    mark: int  # what ingress left on its packets (MARK for outside clients)
+
+    def __str__(self) -> str:
+        k = self.key
+        return (f"{IPv4Address(k.saddr)}:{k.sport} > {IPv4Address(k.daddr)}:{k.dport} "
+                f"proto {k.proto} mark {self.mark:#x}")
+
+
+class SnatMachine(RuleBasedStateMachine):
+    kind: ClassVar[str] = "specialized"
+    conns = Bundle("conns")
+
+    def __init__(self) -> None:
+        super().__init__()
+        build, config = build_for(self.kind)
+        self.config = config
+        self.diff = Differential(build, config)
+
+    # -- packets
+
+    def forward_frame(self, conn: Conn, flags: int) -> bytes:
+        k = conn.key
+        if k.proto == IPPROTO_TCP:
+            l4 = tcp(k.saddr, k.daddr, k.sport, k.dport, flags=flags)
+        elif k.proto == IPPROTO_UDP:
+            l4 = udp(k.saddr, k.daddr, k.sport, k.dport, payload=b"q")
+        else:
+            l4 = icmp(8, 0, k.sport << 16 | 1)
+        return ethernet(ipv4(k.saddr, k.daddr, k.proto, l4))
+
+    def send_forward(self, conn: Conn, flags: int) -> Result:
+        before = self.diff.state.copy()
+        now = time.monotonic_ns()
+        result = self.diff.step("egress", self.forward_frame(conn, flags), conn.mark).model
+        deltas = result.counter_deltas()
+        event("egress: " + " + ".join(sorted(deltas)))
+        if "drop_exhausted" in deltas:
+            self.assert_exhausted(conn.key, before, now)
+        if "drop_map_full" in deltas:
+            assert len(before.forward) >= self.config.max_sessions or len(
+                before.reverse) >= self.config.max_sessions, f"map full with room: {conn}"
+        if result.verdict.name == "PASS":
+            assert {"snat_new", "snat_hit"} & deltas.keys(), f"not translated: {conn} {deltas}"
+        return result
+
+    def assert_exhausted(self, key: FlowKey, before: SessionState, now: int) -> None:
+        """A drop for exhaustion: every port the flow may probe is held by a live session."""
+        h = tuple_hash(self.config.hash_seed, *key)
+        nat_addr = self.config.node_addrs[h % len(self.config.node_addrs)]
+        for attempt in range(PROBE_LIMIT):
+            port = candidate_port(h, attempt, self.config.port_min, self.config.port_count)
+            rkey = FlowKey(key.daddr, nat_addr, key.dport, port, key.proto)
+            holder = before.reverse.get(rkey)
+            assert holder is not None, f"port {port} was free, yet {key} was dropped"
+            session = before.forward.get(FlowKey(holder.addr, key.daddr, holder.port, key.dport,
+                                                 key.proto))
+            assert session is not None and (session.nat_addr, session.nat_port) == (
+                nat_addr, port) and not expired(self.config, key.proto, session, now), (
+                f"port {port} was stale, yet {key} was dropped")
+
+    # -- rules
+
+    @initialize()
+    def fresh_tables(self) -> None:
+        assert not self.diff.state.forward
+
+    @rule(target=conns, client=st.sampled_from(CLIENTS), remote=st.sampled_from(REMOTES),
+          proto=st.sampled_from([IPPROTO_TCP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP]),
+          sport=st.integers(1, 65535), path=st.sampled_from(["marked", "hairpin", "vip"]))
+    def open(self, client: str, remote: tuple[str, int], proto: int, sport: int,
+             path: str) -> Conn:
+        daddr, dport = _addr(remote[0]), remote[1]
+        saddr, mark = _addr(client), MARK
+        if path == "hairpin":  # a pod reached itself through a service
+            saddr, mark = daddr, 0
+        elif path == "vip":  # a node process reached a ClusterIP; the VIP is its source
+            saddr, mark = _addr(VIP), 0
+            sport = sport if sport not in (80, 53) else sport + 1
+        if proto == IPPROTO_ICMP:
+            dport = 0
+        conn = Conn(FlowKey(saddr, daddr, sport, dport, proto), mark)
+        self.send_forward(conn, SYN)
+        return conn
+
+    @rule(target=conns, remote=st.sampled_from(REMOTES), n=st.integers(1, 24),
+          first=st.integers(1024, 60000))
+    def flood(self, remote: tuple[str, int], n: int, first: int) -> Any:
+        """Many clients to one remote: its ports run out, then the maps fill."""
+        opened = []
+        for i in range(n):
+            conn = Conn(FlowKey(_addr(CLIENTS[i % len(CLIENTS)]), _addr(remote[0]),
+                                first + i, remote[1], IPPROTO_TCP), MARK)
+            self.send_forward(conn, SYN)
+            opened.append(conn)
+        return multiple(*opened)
+
+    @rule(conn=conns, flags=st.sampled_from(FORWARD_FLAGS))
+    def send(self, conn: Conn, flags: int) -> None:
+        self.send_forward(conn, flags)
+
+    @rule(conn=conns, flags=st.sampled_from(REPLY_FLAGS), xdp=st.booleans())
+    def reply(self, conn: Conn, flags: int, xdp: bool) -> None:
+        k = conn.key
+        session = self.diff.state.forward.get(k)
+        nat_addr = session.nat_addr if session else self.config.node_addrs[0]
+        nat_port = session.nat_port if session else self.config.port_min
+        live = session is not None and not expired(self.config, k.proto, session,
+                                                   time.monotonic_ns())
+        if k.proto == IPPROTO_TCP:
+            l4 = tcp(k.daddr, nat_addr, k.dport, nat_port, flags=flags)
+        elif k.proto == IPPROTO_UDP:
+            l4 = udp(k.daddr, nat_addr, k.dport, nat_port, payload=b"a")
+        else:
+            l4 = icmp(0, 0, nat_port << 16 | 1)
+        frame = ethernet(ipv4(k.daddr, nat_addr, k.proto, l4))
+        result = self.diff.step("ingress_xdp" if xdp else "ingress", frame).model
+        event(f"reply of a {'live' if live else 'gone'} session: "
+              + " + ".join(sorted(result.counter_deltas())))
+        if live:  # the reverse entry of a live session is its own (see the invariant)
+            assert result.counter_deltas() == {"rsnat": 1}, f"{conn}: {result.counter_deltas()}"
+            out = result.packet
+            assert _addr(str(IPv4Address(out[30:34]))) == k.saddr
+            if k.proto == IPPROTO_ICMP:
+                assert int.from_bytes(out[38:40], "big") == k.sport
+            else:
+                assert int.from_bytes(out[36:38], "big") == k.sport
+
+    @rule(conn=conns, how=st.sampled_from(["transitory", "established", "udp", "icmp", "a bit"]))
+    def idle(self, conn: Conn, how: str) -> None:
+        """Let one session idle: its last_seen moves back, in the kernel and the model."""
+        session = self.diff.state.forward.get(conn.key)
+        if session is None:
+            return
+        seconds = {"transitory": TIMEOUTS["tcpTransitory"] + 1,
+                   "established": TIMEOUTS["tcpEstablished"] + 1,
+                   "udp": TIMEOUTS["udp"] + 1, "icmp": TIMEOUTS["icmp"] + 1, "a bit": 5}[how]
+        self.diff.set_last_seen(conn.key, max(0, session.last_seen_ns - seconds * NS))
+
+    @rule()
+    def idle_everything(self) -> None:
+        """Everything idles past the longest timeout: every port is free to reclaim."""
+        for key, session in sorted(self.diff.state.forward.items()):
+            longest = max(TIMEOUTS.values()) + 1
+            self.diff.set_last_seen(key, max(0, session.last_seen_ns - longest * NS))
+
+    @precondition(lambda self: bool(self.diff.state.forward))
+    @rule(data=st.data())
+    def fin_shortens_life(self, data: st.DataObject) -> None:
+        """FIN or RST on a TCP session: it lives tcpTransitory, not tcpEstablished."""
+        tcp_keys = sorted(k for k in self.diff.state.forward if k.proto == IPPROTO_TCP)
+        if not tcp_keys:
+            return
+        key = data.draw(st.sampled_from(tcp_keys))
+        session = self.diff.state.forward[key]
+        if expired(self.config, key.proto, session, time.monotonic_ns()):
+            return
+        mark = MARK if key.saddr != key.daddr and IPv4Address(key.saddr) not in \
+            self.config.service_cidr else 0
+        self.send_forward(Conn(key, mark), data.draw(st.sampled_from([FIN | ACK, RST])))
+        after = self.diff.state.forward[key]
+        assert after.flags & CLOSING
+        assert timeout_ns(self.config, key.proto, after.flags) == TIMEOUTS["tcpTransitory"] * NS
+
+    # -- invariants
+
+    @invariant()
+    def kernel_equals_model(self) -> None:
+        problems = self.diff.compare_state()
+        assert not problems, "\n".join(problems)
+
+    @invariant()
+    def live_translations_unique(self) -> None:
+        now = time.monotonic_ns()
+        seen: dict[tuple[int, int, int, int, int], FlowKey] = {}
+        for key, s in self.diff.state.forward.items():
+            if expired(self.config, key.proto, s, now):
+                continue
+            translated = (s.nat_addr, s.nat_port, key.daddr, key.dport, key.proto)
+            assert translated not in seen, f"{key} and {seen[translated]} share {translated}"
+            seen[translated] = key
+
+    @invariant()
+    def live_sessions_indexed(self) -> None:
+        now = time.monotonic_ns()
+        for key, s in self.diff.state.forward.items():
+            if expired(self.config, key.proto, s, now):
+                continue
+            rkey = FlowKey(key.daddr, s.nat_addr, key.dport, s.nat_port, key.proto)
+            assert self.diff.state.reverse.get(rkey) == Origin(key.saddr, key.sport), key
+
+    @invariant()
+    def within_capacity(self) -> None:
+        assert len(self.diff.state.forward) <= MAX_SESSIONS
+        assert len(self.diff.state.reverse) <= MAX_SESSIONS
+
+
+class GenericSnatMachine(SnatMachine):
+    kind = "generic"
+
+
+_SETTINGS = settings(stateful_step_count=60)
+TestSnatSpecialized = SnatMachine.TestCase
+TestSnatSpecialized.settings = _SETTINGS
+TestSnatGeneric = GenericSnatMachine.TestCase
+TestSnatGeneric.settings = _SETTINGS
