@@ -1,3 +1,5 @@
-from bpfgen.cli import main
 import sys
+
+from bpfgen.cli import main
+
 sys.exit(main())

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--insns",
         action="store_true",
-        help="instead of timing: instruction counts, specialized vs generic (default sizes 1 16 64 65)",
+        help="instruction counts instead of timing, specialized vs generic (sizes 1 16 64 65)",
     )
     args = ap.parse_args(argv)
     if args.insns:
@@ -172,11 +172,16 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(rows, sys.stdout, indent=2)
             print()
             return 0
-        print("| services | build | frontends | ingress insns / processed | egress insns / processed |")
+        print(
+            "| services | build | frontends | ingress insns / processed "
+            "| egress insns / processed |"
+        )
         print("|---:|---|---|---|---|")
         for r in rows:
             cells = [f"{r[p]['insns']:,} / {r[p]['processed']:,}" for p in ("ingress", "egress")]
-            print(f"| {r['services']:,} | {r['build']} | {r['frontends']} | {cells[0]} | {cells[1]} |")
+            print(
+                f"| {r['services']:,} | {r['build']} | {r['frontends']} | {cells[0]} | {cells[1]} |"
+            )
         return 0
     results = run(args.sizes, args.rounds, verify=not args.no_verify)
     if args.json:

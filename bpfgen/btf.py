@@ -73,7 +73,9 @@ class Btf:
                 bitfield = info >> 31
                 for _ in range(vlen):
                     m_name, m_type, m_off = struct.unpack_from("<III", buf, pos)
-                    t.members.append((self._str(m_name), m_type, m_off & 0xFFFFFF if bitfield else m_off))
+                    t.members.append(
+                        (self._str(m_name), m_type, m_off & 0xFFFFFF if bitfield else m_off)
+                    )
                     pos += 12
             elif kind == KIND_ENUM:
                 for _ in range(vlen):

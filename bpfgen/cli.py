@@ -86,7 +86,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         v = prog["verifier"]
         checked = f", verifier {v['processed_insns']} processed" if v else ", not verified"
         at = ", ".join(f"{a['hook']}:{a['interface']}" for a in prog["attach"])
-        print(f"  {prog['object']:<20} {prog['section']:<4} {prog['insns']:>5} insns{checked}  [{at}]")
+        print(
+            f"  {prog['object']:<20} {prog['section']:<4} {prog['insns']:>5} insns{checked}  [{at}]"
+        )
     return 0
 
 
@@ -123,7 +125,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{args.dir}: bpfgen {manifest['bpfgen_version']}, {manifest['build']} build, mode "
-        f"{manifest['mode']}, config {manifest['config_sha256'][:12]}, {manifest['toolchain']['clang']}"
+        f"{manifest['mode']}, config {manifest['config_sha256'][:12]}, "
+        f"{manifest['toolchain']['clang']}"
     )
     for o in objects:
         v = o["verifier"]
@@ -134,13 +137,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
                 if v
                 else ""
             )
-            print(f"    program {prog['name']:<22} sec {prog['section']:<4} {prog['insns']:>5} insns{extra}")
+            print(
+                f"    program {prog['name']:<22} sec {prog['section']:<4} "
+                f"{prog['insns']:>5} insns{extra}"
+            )
         for prog in o["subprograms"]:
             print(f"    subprog {prog['name']:<22} sec .text {prog['insns']:>5} insns")
     print("  maps:")
     for m in objects[0]["maps"] if objects else []:
         print(
-            f"    {m['name']:<18} type {m['type']:<2} key {m['key_size']:>2} value {m['value_size']:>3} "
+            f"    {m['name']:<18} type {m['type']:<2} key {m['key_size']:>2} "
+            f"value {m['value_size']:>3} "
             f"max_entries {m['max_entries']}{' pinned' if m['pinned'] else ''}"
         )
     return 0

@@ -119,8 +119,7 @@ def build_manifest(
                     {"role": a.role.value, "interface": a.interface, "hook": a.hook}
                     for a in p.attach
                 ],
-                "insns": prog_insns.get(p.function, 0)
-                + sum(s.insns for s in info.subprograms),
+                "insns": prog_insns.get(p.function, 0) + sum(s.insns for s in info.subprograms),
                 "verifier": None
                 if v is None
                 else {"processed_insns": v.verified_insns, "xlated_insns": v.xlated_insns},
@@ -342,9 +341,6 @@ def compile_build(
 
 
 def _verified_line(manifest: dict[str, Any]) -> str:
-    return (
-        f"verify: kernel {platform.release()} accepted "
-        + ", ".join(
-            f"{p['name']} ({p['verifier']['processed_insns']} insns)" for p in manifest["programs"]
-        )
+    return f"verify: kernel {platform.release()} accepted " + ", ".join(
+        f"{p['name']} ({p['verifier']['processed_insns']} insns)" for p in manifest["programs"]
     )

@@ -213,8 +213,7 @@ class Plan:
                     "scheduler": self.scheduler,
                     "persistence_timeout": f.affinity_timeout,
                     "backends": [
-                        {"address": str(b.address), "port": b.port, "weight": 1}
-                        for b in f.backends
+                        {"address": str(b.address), "port": b.port, "weight": 1} for b in f.backends
                     ],
                 }
                 for f in self.frontends
@@ -381,77 +380,208 @@ def make_plan(inputs: Inputs, *, generic: bool = False) -> Plan:
     svc_net, svc_mask = _net(node.service_cidr)
     # (name, specialized value, generic read, source, reason)
     table: list[tuple[str, str, str | None, str, str]] = [
-        ("BPFGEN_SNAT_PORT_MIN", str(port_min), "bpfgen_cfg.snat_port_min",
-         "snat.portRange[0]", "first SNAT port"),
-        ("BPFGEN_SNAT_PORT_COUNT", str(port_max - port_min + 1), "bpfgen_cfg.snat_port_count",
-         "snat.portRange", "ports in the SNAT range; a constant modulus becomes a multiply"),
-        ("BPFGEN_CLUSTER_POD_NET", pod_net, "bpfgen_cfg.cluster_pod_net",
-         "cluster.podCIDR", f"{node.cluster_pod_cidr}: pods keep their source to ClusterIPs"),
-        ("BPFGEN_CLUSTER_POD_MASK", pod_mask, "bpfgen_cfg.cluster_pod_mask",
-         "cluster.podCIDR", f"/{node.cluster_pod_cidr.prefixlen}"),
-        ("BPFGEN_SERVICE_NET", svc_net, "bpfgen_cfg.service_net",
-         "cluster.serviceCIDR", f"{node.service_cidr}: VIP sources are node processes"),
-        ("BPFGEN_SERVICE_MASK", svc_mask, "bpfgen_cfg.service_mask",
-         "cluster.serviceCIDR", f"/{node.service_cidr.prefixlen}"),
-        ("BPFGEN_MARK", f"0x{node.masquerade_mark:x}U", "bpfgen_cfg.mark",
-         "snat.mark", "skb->mark bit: ingress asks egress to SNAT"),
-        ("BPFGEN_HASH_SEED", f"0x{seed:08x}U", "bpfgen_cfg.hash_seed",
-         "config sha256", "port-allocation hash seed, stable per config"),
-        ("BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS", _ns(t.tcp_established),
-         "bpfgen_cfg.timeout_tcp_established_ns", "snat.timeouts.tcpEstablished",
-         f"{t.tcp_established}s idle"),
-        ("BPFGEN_TIMEOUT_TCP_TRANSITORY_NS", _ns(t.tcp_transitory),
-         "bpfgen_cfg.timeout_tcp_transitory_ns", "snat.timeouts.tcpTransitory",
-         f"{t.tcp_transitory}s idle (not yet answered, or FIN/RST seen)"),
-        ("BPFGEN_TIMEOUT_UDP_NS", _ns(t.udp), "bpfgen_cfg.timeout_udp_ns",
-         "snat.timeouts.udp", f"{t.udp}s idle"),
-        ("BPFGEN_TIMEOUT_ICMP_NS", _ns(t.icmp), "bpfgen_cfg.timeout_icmp_ns",
-         "snat.timeouts.icmp", f"{t.icmp}s idle"),
-        ("BPFGEN_PROTO_TCP", str(int(Protocol.TCP in protocols)), "bpfgen_cfg.proto_tcp",
-         "services", "TCP path " + ("kept: a service uses TCP" if Protocol.TCP in protocols
-                                    else "compiled out: no TCP service")),
-        ("BPFGEN_PROTO_UDP", str(int(Protocol.UDP in protocols)), "bpfgen_cfg.proto_udp",
-         "services", "UDP path " + ("kept: a service uses UDP" if Protocol.UDP in protocols
-                                    else "compiled out: no UDP service")),
-        ("BPFGEN_PROTO_ICMP", str(int(node.icmp_echo)), "bpfgen_cfg.proto_icmp",
-         "features.icmpEcho", "ICMP echo translation " + ("kept" if node.icmp_echo
-                                                          else "compiled out")),
+        (
+            "BPFGEN_SNAT_PORT_MIN",
+            str(port_min),
+            "bpfgen_cfg.snat_port_min",
+            "snat.portRange[0]",
+            "first SNAT port",
+        ),
+        (
+            "BPFGEN_SNAT_PORT_COUNT",
+            str(port_max - port_min + 1),
+            "bpfgen_cfg.snat_port_count",
+            "snat.portRange",
+            "ports in the SNAT range; a constant modulus becomes a multiply",
+        ),
+        (
+            "BPFGEN_CLUSTER_POD_NET",
+            pod_net,
+            "bpfgen_cfg.cluster_pod_net",
+            "cluster.podCIDR",
+            f"{node.cluster_pod_cidr}: pods keep their source to ClusterIPs",
+        ),
+        (
+            "BPFGEN_CLUSTER_POD_MASK",
+            pod_mask,
+            "bpfgen_cfg.cluster_pod_mask",
+            "cluster.podCIDR",
+            f"/{node.cluster_pod_cidr.prefixlen}",
+        ),
+        (
+            "BPFGEN_SERVICE_NET",
+            svc_net,
+            "bpfgen_cfg.service_net",
+            "cluster.serviceCIDR",
+            f"{node.service_cidr}: VIP sources are node processes",
+        ),
+        (
+            "BPFGEN_SERVICE_MASK",
+            svc_mask,
+            "bpfgen_cfg.service_mask",
+            "cluster.serviceCIDR",
+            f"/{node.service_cidr.prefixlen}",
+        ),
+        (
+            "BPFGEN_MARK",
+            f"0x{node.masquerade_mark:x}U",
+            "bpfgen_cfg.mark",
+            "snat.mark",
+            "skb->mark bit: ingress asks egress to SNAT",
+        ),
+        (
+            "BPFGEN_HASH_SEED",
+            f"0x{seed:08x}U",
+            "bpfgen_cfg.hash_seed",
+            "config sha256",
+            "port-allocation hash seed, stable per config",
+        ),
+        (
+            "BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS",
+            _ns(t.tcp_established),
+            "bpfgen_cfg.timeout_tcp_established_ns",
+            "snat.timeouts.tcpEstablished",
+            f"{t.tcp_established}s idle",
+        ),
+        (
+            "BPFGEN_TIMEOUT_TCP_TRANSITORY_NS",
+            _ns(t.tcp_transitory),
+            "bpfgen_cfg.timeout_tcp_transitory_ns",
+            "snat.timeouts.tcpTransitory",
+            f"{t.tcp_transitory}s idle (not yet answered, or FIN/RST seen)",
+        ),
+        (
+            "BPFGEN_TIMEOUT_UDP_NS",
+            _ns(t.udp),
+            "bpfgen_cfg.timeout_udp_ns",
+            "snat.timeouts.udp",
+            f"{t.udp}s idle",
+        ),
+        (
+            "BPFGEN_TIMEOUT_ICMP_NS",
+            _ns(t.icmp),
+            "bpfgen_cfg.timeout_icmp_ns",
+            "snat.timeouts.icmp",
+            f"{t.icmp}s idle",
+        ),
+        (
+            "BPFGEN_PROTO_TCP",
+            str(int(Protocol.TCP in protocols)),
+            "bpfgen_cfg.proto_tcp",
+            "services",
+            "TCP path "
+            + (
+                "kept: a service uses TCP"
+                if Protocol.TCP in protocols
+                else "compiled out: no TCP service"
+            ),
+        ),
+        (
+            "BPFGEN_PROTO_UDP",
+            str(int(Protocol.UDP in protocols)),
+            "bpfgen_cfg.proto_udp",
+            "services",
+            "UDP path "
+            + (
+                "kept: a service uses UDP"
+                if Protocol.UDP in protocols
+                else "compiled out: no UDP service"
+            ),
+        ),
+        (
+            "BPFGEN_PROTO_ICMP",
+            str(int(node.icmp_echo)),
+            "bpfgen_cfg.proto_icmp",
+            "features.icmpEcho",
+            "ICMP echo translation " + ("kept" if node.icmp_echo else "compiled out"),
+        ),
     ]
     decisions = [
-        Decision(name, f"({gen})" if generic and gen else spec, source, reason,
-                 runtime=generic and gen is not None)
+        Decision(
+            name,
+            f"({gen})" if generic and gen else spec,
+            source,
+            reason,
+            runtime=generic and gen is not None,
+        )
         for name, spec, gen, source, reason in table
     ]
     decisions += [
-        Decision("BPFGEN_SNAT_MAX_SESSIONS", str(node.max_sessions), "snat.maxSessions",
-                 "size of bpfgen_snat_v4 and bpfgen_rsnat_v4"),
-        Decision("BPFGEN_FRONTENDS_IN_MAP", str(int(in_map)), "services",
-                 "generic build: frontends always in a map" if generic else
-                 (f"{len(frontends)} frontends > {INLINE_FRONTEND_LIMIT}: hash map lookup"
-                  if in_map else
-                  f"{len(frontends)} frontends <= {INLINE_FRONTEND_LIMIT}: matched as code")),
-        Decision("BPFGEN_FRONTENDS_MAX", str(frontends_max), "services",
-                 "bpfgen_frontends size: 2x the frontends, power of two, at least 64"),
+        Decision(
+            "BPFGEN_SNAT_MAX_SESSIONS",
+            str(node.max_sessions),
+            "snat.maxSessions",
+            "size of bpfgen_snat_v4 and bpfgen_rsnat_v4",
+        ),
+        Decision(
+            "BPFGEN_FRONTENDS_IN_MAP",
+            str(int(in_map)),
+            "services",
+            "generic build: frontends always in a map"
+            if generic
+            else (
+                f"{len(frontends)} frontends > {INLINE_FRONTEND_LIMIT}: hash map lookup"
+                if in_map
+                else f"{len(frontends)} frontends <= {INLINE_FRONTEND_LIMIT}: matched as code"
+            ),
+        ),
+        Decision(
+            "BPFGEN_FRONTENDS_MAX",
+            str(frontends_max),
+            "services",
+            "bpfgen_frontends size: 2x the frontends, power of two, at least 64",
+        ),
     ]
     node_addrs = tuple(
         CCase(_be32_expr(a), f"node.addresses[{i}] {a}") for i, a in enumerate(node.addresses)
     )
 
     maps = [
-        MapPlan("bpfgen_snat_v4", "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH,
-                ctypes_size(layouts.Tuple4), ctypes_size(layouts.SnatEntry), node.max_sessions,
-                True, "SNAT sessions by original tuple"),
-        MapPlan("bpfgen_rsnat_v4", "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH,
-                ctypes_size(layouts.Tuple4), ctypes_size(layouts.RsnatEntry), node.max_sessions,
-                True, "reply tuple -> original source"),
-        MapPlan("bpfgen_counters", "BPF_MAP_TYPE_PERCPU_ARRAY", BPF_MAP_TYPE_PERCPU_ARRAY,
-                4, 8, len(COUNTER_NAMES), True, "per-CPU event and drop counters"),
+        MapPlan(
+            "bpfgen_snat_v4",
+            "BPF_MAP_TYPE_HASH",
+            BPF_MAP_TYPE_HASH,
+            ctypes_size(layouts.Tuple4),
+            ctypes_size(layouts.SnatEntry),
+            node.max_sessions,
+            True,
+            "SNAT sessions by original tuple",
+        ),
+        MapPlan(
+            "bpfgen_rsnat_v4",
+            "BPF_MAP_TYPE_HASH",
+            BPF_MAP_TYPE_HASH,
+            ctypes_size(layouts.Tuple4),
+            ctypes_size(layouts.RsnatEntry),
+            node.max_sessions,
+            True,
+            "reply tuple -> original source",
+        ),
+        MapPlan(
+            "bpfgen_counters",
+            "BPF_MAP_TYPE_PERCPU_ARRAY",
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            4,
+            8,
+            len(COUNTER_NAMES),
+            True,
+            "per-CPU event and drop counters",
+        ),
     ]
     map_init: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
     if in_map:
-        maps.append(MapPlan("bpfgen_frontends", "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH,
-                            ctypes_size(layouts.FrontendKey), ctypes_size(layouts.FrontendValue),
-                            frontends_max, True, "service frontends -> masquerade policy"))
+        maps.append(
+            MapPlan(
+                "bpfgen_frontends",
+                "BPF_MAP_TYPE_HASH",
+                BPF_MAP_TYPE_HASH,
+                ctypes_size(layouts.FrontendKey),
+                ctypes_size(layouts.FrontendValue),
+                frontends_max,
+                True,
+                "service frontends -> masquerade policy",
+            )
+        )
         map_init["bpfgen_frontends"] = tuple(_frontend_entry(f) for f in frontends)
 
     programs = _programs(inputs, tuple(m.name for m in maps))
@@ -546,20 +676,46 @@ def _programs(inputs: Inputs, shared: tuple[str, ...]) -> tuple[ProgramPlan, ...
     node = inputs.node
     tc_ingress = tuple(Attachment(i.role, i.name, "tc_ingress") for i in node.interfaces)
     tc_egress = tuple(Attachment(i.role, i.name, "tc_egress") for i in node.interfaces)
-    xdp = tuple(
-        Attachment(i.role, i.name, "xdp") for i in node.interfaces if i.hook is Hook.XDP
-    )
+    xdp = tuple(Attachment(i.role, i.name, "xdp") for i in node.interfaces if i.hook is Hook.XDP)
     progs = [
-        ProgramPlan("ingress", "ingress.bpf.c.j2", "ingress.bpf.c", "ingress.bpf.o",
-                    "bpfgen_ingress", "tc", "bpfgen_ctx_tc.h", tc_ingress, shared,
-                    "reverse SNAT, then mark service traffic that needs SNAT"),
-        ProgramPlan("egress", "egress.bpf.c.j2", "egress.bpf.c", "egress.bpf.o",
-                    "bpfgen_egress", "tc", "bpfgen_ctx_tc.h", tc_egress, shared,
-                    "SNAT marked, hairpin and node-to-ClusterIP traffic"),
+        ProgramPlan(
+            "ingress",
+            "ingress.bpf.c.j2",
+            "ingress.bpf.c",
+            "ingress.bpf.o",
+            "bpfgen_ingress",
+            "tc",
+            "bpfgen_ctx_tc.h",
+            tc_ingress,
+            shared,
+            "reverse SNAT, then mark service traffic that needs SNAT",
+        ),
+        ProgramPlan(
+            "egress",
+            "egress.bpf.c.j2",
+            "egress.bpf.c",
+            "egress.bpf.o",
+            "bpfgen_egress",
+            "tc",
+            "bpfgen_ctx_tc.h",
+            tc_egress,
+            shared,
+            "SNAT marked, hairpin and node-to-ClusterIP traffic",
+        ),
     ]
     if xdp:
-        progs.append(ProgramPlan("ingress_xdp", "ingress_xdp.bpf.c.j2", "ingress_xdp.bpf.c",
-                                 "ingress_xdp.bpf.o", "bpfgen_ingress_xdp", "xdp",
-                                 "bpfgen_ctx_xdp.h", xdp, shared,
-                                 "reverse SNAT before the stack (tc ingress still marks)"))
+        progs.append(
+            ProgramPlan(
+                "ingress_xdp",
+                "ingress_xdp.bpf.c.j2",
+                "ingress_xdp.bpf.c",
+                "ingress_xdp.bpf.o",
+                "bpfgen_ingress_xdp",
+                "xdp",
+                "bpfgen_ctx_xdp.h",
+                xdp,
+                shared,
+                "reverse SNAT before the stack (tc ingress still marks)",
+            )
+        )
     return tuple(progs)

@@ -55,8 +55,9 @@ def test_bad_input_exits_2_and_writes_nothing(
     lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
     # Both files' problems, together, each with file, line and path.
     assert any(f"{node}:13: snat.portRange[1]: 70000 is not a port" in line for line in lines)
-    assert any(f"{svc}:7: Service default/web: spec.ports[0].protocol: SCTP" in line
-               for line in lines)
+    assert any(
+        f"{svc}:7: Service default/web: spec.ports[0].protocol: SCTP" in line for line in lines
+    )
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["node.yaml", "services.yaml"]
 

@@ -92,8 +92,11 @@ def test_invalid_configs_exit_2_and_write_nothing(
     assert expected in str(e.value)
 
 
-@given(cfg=valid_configs(min_services=1, max_services=3, extras=False), name=hostile_names(),
-       where=st.sampled_from(["name", "namespace", "port"]))
+@given(
+    cfg=valid_configs(min_services=1, max_services=3, extras=False),
+    name=hostile_names(),
+    where=st.sampled_from(["name", "namespace", "port"]),
+)
 def test_hostile_names_are_refused_and_never_reach_c(
     tmp_path_factory: pytest.TempPathFactory, cfg: GeneratedConfig, name: str, where: str
 ) -> None:
@@ -106,8 +109,9 @@ def test_hostile_names_are_refused_and_never_reach_c(
     else:
         svc["metadata"] = dict(svc["metadata"], **{where: name})
     tmp = tmp_path_factory.mktemp("hostile")
-    cfg2 = dataclasses.replace(cfg, services_yaml=to_yaml({"apiVersion": "v1", "kind": "List",
-                                                           "items": objects}))
+    cfg2 = dataclasses.replace(
+        cfg, services_yaml=to_yaml({"apiVersion": "v1", "kind": "List", "items": objects})
+    )
     node, services = _write(tmp, cfg2)
     with pytest.raises(InputError) as e:
         compile_build(node, [services], tmp / "out")

@@ -18,8 +18,9 @@ def generic_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.conftest import EXAMPLES
 
     out = tmp_path_factory.mktemp("layouts") / "g"
-    compile_build(EXAMPLES / "node.yaml", [EXAMPLES / "services.yaml"], out, generic=True,
-                  verify=False)
+    compile_build(
+        EXAMPLES / "node.yaml", [EXAMPLES / "services.yaml"], out, generic=True, verify=False
+    )
     return out
 
 

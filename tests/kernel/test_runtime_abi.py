@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from bpfgen_runtime import libbpf
 
 STRUCTS: dict[str, type[ctypes.Structure]] = {

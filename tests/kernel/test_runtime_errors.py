@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from bpfgen_runtime import RuntimeOpError, VerifierRejected, operation
 from bpfgen_runtime.loader import parse_cpu_list
 

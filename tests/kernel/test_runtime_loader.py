@@ -9,8 +9,9 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import bpfgen_runtime as rt
 import pytest
+
+import bpfgen_runtime as rt
 from bpfgen_runtime import libbpf, loader
 
 pytestmark = pytest.mark.kernel
