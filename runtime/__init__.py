@@ -1,5 +1,6 @@
 """Node-side runtime: loads a bpfgen build directory. Imports nothing of the compiler."""
 
+from .builddir import Build, InputRefused, read_build
 from .errors import RuntimeOpError, VerifierRejected, operation
 from .libbpf import BPF_ANY, BPF_EXIST, BPF_NOEXIST
 from .loader import (
@@ -13,21 +14,33 @@ from .loader import (
     test_run,
     verify_object,
 )
+from .node import Options, Report, down, status, sync, up
+from .testrun import BuildUnderTest
 
 __all__ = [
     "BPF_ANY",
     "BPF_EXIST",
     "BPF_NOEXIST",
+    "BuildUnderTest",
+    "Build",
+    "InputRefused",
     "LoadedMap",
     "LoadedObject",
     "LoadedProgram",
+    "Options",
     "ProgInfo",
+    "Report",
     "RuntimeOpError",
     "TestRunResult",
     "VerifierRejected",
+    "down",
     "open_object",
     "operation",
     "possible_cpus",
+    "read_build",
+    "status",
+    "sync",
     "test_run",
+    "up",
     "verify_object",
 ]

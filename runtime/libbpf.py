@@ -167,6 +167,71 @@ class BpfProgInfo(ctypes.Structure):
     ]
 
 
+class BpfMapInfo(ctypes.Structure):
+    """struct bpf_map_info, kernel UAPI (<linux/bpf.h>), up to map_extra."""
+
+    _fields_ = [
+        ("type", c_uint32),
+        ("id", c_uint32),
+        ("key_size", c_uint32),
+        ("value_size", c_uint32),
+        ("max_entries", c_uint32),
+        ("map_flags", c_uint32),
+        ("name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+        ("ifindex", c_uint32),
+        ("btf_vmlinux_value_type_id", c_uint32),
+        ("netns_dev", c_uint64),
+        ("netns_ino", c_uint64),
+        ("btf_id", c_uint32),
+        ("btf_key_type_id", c_uint32),
+        ("btf_value_type_id", c_uint32),
+        ("_pad", c_uint32),
+        ("map_extra", c_uint64),
+    ]
+
+
+# enum bpf_tc_attach_point and enum bpf_tc_flags (libbpf.h)
+BPF_TC_INGRESS = 1 << 0
+BPF_TC_EGRESS = 1 << 1
+BPF_TC_F_REPLACE = 1 << 0
+
+# XDP attach flags (<linux/if_link.h>)
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_FLAGS_REPLACE = 1 << 4
+
+
+class BpfTcHook(ctypes.Structure):
+    """struct bpf_tc_hook, libbpf 1.1: which clsact hook of which device."""
+
+    _fields_ = [
+        ("sz", c_size_t),
+        ("ifindex", c_int),
+        ("attach_point", c_int),  # enum bpf_tc_attach_point
+        ("parent", c_uint32),
+    ]  # `size_t :0;`: padded to 8
+
+
+class BpfTcOpts(ctypes.Structure):
+    """struct bpf_tc_opts, libbpf 1.1: one cls_bpf filter (direct-action)."""
+
+    _fields_ = [
+        ("sz", c_size_t),
+        ("prog_fd", c_int),
+        ("flags", c_uint32),  # BPF_TC_F_REPLACE
+        ("prog_id", c_uint32),  # out of bpf_tc_attach / bpf_tc_query
+        ("handle", c_uint32),
+        ("priority", c_uint32),
+    ]
+
+
+class BpfXdpAttachOpts(ctypes.Structure):
+    """struct bpf_xdp_attach_opts, libbpf 1.1: old_prog_fd for XDP_FLAGS_REPLACE."""
+
+    _fields_ = [("sz", c_size_t), ("old_prog_fd", c_int)]
+
+
 # typedef int (*libbpf_print_fn_t)(enum libbpf_print_level, const char *, va_list);
 # On x86-64 a va_list parameter is a pointer to the caller's __va_list_tag, so it
 # travels as a void * straight into vsnprintf.
@@ -208,6 +273,16 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
     "bpf_obj_pin": (c_int, [c_int, c_char_p]),
     "bpf_obj_get": (c_int, [c_char_p]),
+    "bpf_prog_get_fd_by_id": (c_int, [c_uint32]),
+    "bpf_map_get_fd_by_id": (c_int, [c_uint32]),
+    "bpf_tc_hook_create": (c_int, [POINTER(BpfTcHook)]),
+    "bpf_tc_hook_destroy": (c_int, [POINTER(BpfTcHook)]),
+    "bpf_tc_attach": (c_int, [POINTER(BpfTcHook), POINTER(BpfTcOpts)]),
+    "bpf_tc_detach": (c_int, [POINTER(BpfTcHook), POINTER(BpfTcOpts)]),
+    "bpf_tc_query": (c_int, [POINTER(BpfTcHook), POINTER(BpfTcOpts)]),
+    "bpf_xdp_attach": (c_int, [c_int, c_int, c_uint32, POINTER(BpfXdpAttachOpts)]),
+    "bpf_xdp_detach": (c_int, [c_int, c_uint32, POINTER(BpfXdpAttachOpts)]),
+    "bpf_xdp_query_id": (c_int, [c_int, c_int, POINTER(c_uint32)]),
 }
 
 
@@ -497,3 +572,89 @@ def bpf_obj_pin(fd: int, path: str) -> None:
 def bpf_obj_get(path: str) -> int:
     """A new fd for the object pinned at `path`; the caller closes it."""
     return _check(int(_lib().bpf_obj_get(os.fsencode(path))))
+
+
+def bpf_prog_get_fd_by_id(prog_id: int) -> int:
+    """A new fd for the loaded program `prog_id`; the caller closes it."""
+    return _check(int(_lib().bpf_prog_get_fd_by_id(prog_id)))
+
+
+def bpf_map_get_fd_by_id(map_id: int) -> int:
+    """A new fd for the map `map_id`; the caller closes it."""
+    return _check(int(_lib().bpf_map_get_fd_by_id(map_id)))
+
+
+# --- tc (clsact + cls_bpf, direct action) and XDP: netlink in the caller's netns --------------
+
+
+def _tc_hook(ifindex: int, attach_point: int) -> BpfTcHook:
+    return BpfTcHook(sz=ctypes.sizeof(BpfTcHook), ifindex=ifindex, attach_point=attach_point)
+
+
+def _tc_opts(handle: int, priority: int, prog_fd: int = 0, flags: int = 0) -> BpfTcOpts:
+    return BpfTcOpts(
+        sz=ctypes.sizeof(BpfTcOpts), prog_fd=prog_fd, flags=flags, handle=handle, priority=priority
+    )
+
+
+def bpf_tc_hook_create(ifindex: int, attach_point: int) -> bool:
+    """Add the clsact qdisc; False when the device already has one (EEXIST)."""
+    ret = int(_lib().bpf_tc_hook_create(ctypes.byref(_tc_hook(ifindex, attach_point))))
+    if ret == -errno.EEXIST:
+        return False
+    _check(ret)
+    return True
+
+
+def bpf_tc_hook_destroy(ifindex: int) -> None:
+    """Delete the device's clsact qdisc, and every filter on it."""
+    hook = _tc_hook(ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS)
+    _check(_lib().bpf_tc_hook_destroy(ctypes.byref(hook)))
+
+
+def bpf_tc_attach(
+    ifindex: int, attach_point: int, prog_fd: int, handle: int, priority: int, *, replace: bool
+) -> int:
+    """Attach (or with `replace`, atomically swap) a filter; returns the attached program id."""
+    opts = _tc_opts(handle, priority, prog_fd, BPF_TC_F_REPLACE if replace else 0)
+    hook = _tc_hook(ifindex, attach_point)
+    _check(_lib().bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts)))
+    return int(opts.prog_id)
+
+
+def bpf_tc_detach(ifindex: int, attach_point: int, handle: int, priority: int) -> bool:
+    """Remove the filter; False when it is not there (ENOENT)."""
+    hook = _tc_hook(ifindex, attach_point)
+    ret = int(_lib().bpf_tc_detach(ctypes.byref(hook), ctypes.byref(_tc_opts(handle, priority))))
+    if ret == -errno.ENOENT:
+        return False
+    _check(ret)
+    return True
+
+
+def bpf_tc_query(ifindex: int, attach_point: int, handle: int, priority: int) -> int | None:
+    """The program id of the filter, or None when there is none (ENOENT; also no clsact)."""
+    hook = _tc_hook(ifindex, attach_point)
+    opts = _tc_opts(handle, priority)
+    ret = int(_lib().bpf_tc_query(ctypes.byref(hook), ctypes.byref(opts)))
+    if ret in (-errno.ENOENT, -errno.EINVAL):  # EINVAL: the device has no clsact qdisc
+        return None
+    _check(ret)
+    return int(opts.prog_id)
+
+
+def bpf_xdp_attach(ifindex: int, prog_fd: int, flags: int, old_prog_fd: int = -1) -> None:
+    """Attach (flags: XDP_FLAGS_*; with XDP_FLAGS_REPLACE, only if `old_prog_fd` is attached)."""
+    opts = BpfXdpAttachOpts(sz=ctypes.sizeof(BpfXdpAttachOpts), old_prog_fd=old_prog_fd)
+    _check(_lib().bpf_xdp_attach(ifindex, prog_fd, flags, ctypes.byref(opts)))
+
+
+def bpf_xdp_detach(ifindex: int, flags: int) -> None:
+    _check(_lib().bpf_xdp_detach(ifindex, flags, None))
+
+
+def bpf_xdp_query_id(ifindex: int, flags: int) -> int:
+    """The id of the XDP program attached in the mode `flags` names (0: none)."""
+    prog_id = c_uint32(0)
+    _check(_lib().bpf_xdp_query_id(ifindex, flags, ctypes.byref(prog_id)))
+    return prog_id.value

@@ -47,6 +47,17 @@ struct {
 } bpfgen_frontends SEC(".maps");
 #endif
 
+/* bpf_map_update_elem as an int. Before Linux 6.4 the verifier calls the map's
+ * own update op, which returns int: only the low 32 bits of r0 are defined, so
+ * a 64-bit comparison with -EEXIST fails there (seen on 6.1: every probe after
+ * the first was lost). Compare the result as the int it is.
+ */
+static __always_inline int bpfgen_map_update(void *map, const void *key, const void *value,
+					     __u64 flags)
+{
+	return (int)bpf_map_update_elem(map, key, value, flags);
+}
+
 static __always_inline void bpfgen_count(__u32 counter)
 {
 	__u64 *v = bpf_map_lookup_elem(&bpfgen_counters, &counter);

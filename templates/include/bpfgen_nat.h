@@ -195,13 +195,13 @@ static long bpfgen_probe_port(__u32 i, void *data)
 {
 	struct bpfgen_probe *pr = data;
 	__u32 idx = bpfgen_mix32(pr->hash + i) % BPFGEN_SNAT_PORT_COUNT;
-	long err;
+	int err;
 
 	pr->rkey.dport = bpf_htons(BPFGEN_SNAT_PORT_MIN + idx);
-	err = bpf_map_update_elem(&bpfgen_rsnat_v4, &pr->rkey, &pr->rval, BPF_NOEXIST);
+	err = bpfgen_map_update(&bpfgen_rsnat_v4, &pr->rkey, &pr->rval, BPF_NOEXIST);
 	if (err == -EEXIST && bpfgen_rsnat_stale(&pr->rkey, pr->now)) {
 		bpf_map_delete_elem(&bpfgen_rsnat_v4, &pr->rkey);
-		err = bpf_map_update_elem(&bpfgen_rsnat_v4, &pr->rkey, &pr->rval, BPF_NOEXIST);
+		err = bpfgen_map_update(&bpfgen_rsnat_v4, &pr->rkey, &pr->rval, BPF_NOEXIST);
 		pr->reclaimed = !err;
 	}
 	pr->result = err;
@@ -245,7 +245,7 @@ static __always_inline int bpfgen_snat(bpfgen_ctx_t *ctx, const struct bpfgen_pk
 	fresh.nat_addr = pr.rkey.daddr;
 	fresh.nat_port = pr.rkey.dport;
 	bpfgen_session_touch(&fresh, p, now, 0);
-	if (bpf_map_update_elem(&bpfgen_snat_v4, &p->t, &fresh, BPF_ANY)) {
+	if (bpfgen_map_update(&bpfgen_snat_v4, &p->t, &fresh, BPF_ANY)) {
 		bpf_map_delete_elem(&bpfgen_rsnat_v4, &pr.rkey);
 		return bpfgen_drop(BPFGEN_DROP_MAP_FULL);
 	}

@@ -1,0 +1,976 @@
+"""up / sync / status / down: a build directory made live in one network namespace.
+
+    report = up("build/x", Options(netns="node1"))   # validate, then create; rollback on failure
+    report = sync("build/x", Options(netns="node1")) # converge the live state to a new build
+    info   = status(Options(netns="node1"))          # what is there, and does it match the build
+    report = down(Options(netns="node1"))            # remove what up created, nothing else
+
+Every run first checks everything it can without changing anything (the build
+directory, the namespace, the devices the manifest names, bpffs, IPVS, nft) and
+raises InputRefused (exit 2) with every problem. Then one converge pass makes the
+live state match the build; `up` and `sync` share it, so `up` on a namespace that
+is already up changes nothing unless something drifted, and `status` runs it dry
+to list what differs. Each step records what it created in the state file
+(state.py) before going on; `down`, and a failed `up`'s rollback, remove exactly
+what the state file lists, in reverse order of creation.
+
+Order of a first `up`: bpffs mounted if needed -> objects loaded, maps pinned by
+name (both objects share them) -> map_init entries -> sysctls -> tc/XDP
+attached -> nftables notrack table -> dummy device with the VIPs -> IPVS
+timeouts, services, real servers. The programs and the notrack rules are in
+place before IPVS answers for a VIP, so no service packet is ever tracked.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from pyroute2 import IPRoute  # type: ignore[import-untyped]
+
+from . import attach, ipvs, netns, nft, pins, sysctl
+from .builddir import Build, InputRefused, read_build
+from .errors import RuntimeOpError, operation
+from .loader import LoadedObject, open_object
+from .nlerr import netlink
+from .state import RUN_DIR, State
+from .state import load as load_state
+from .state import remove as remove_state
+from .state import save as save_state
+
+BPFFS = "/sys/fs/bpf"
+DUMMY_DEVICE = "bpfgen-ipvs0"  # holds every VIP as a /32, as kube-proxy's kube-ipvs0
+# RFC 5382 REQ-5: established TCP idle timeout >= 2 h 4 min; transitory >= 4 min.
+# RFC 4787 REQ-5: UDP >= 2 min (5 min recommended).
+IPVS_TCP_FLOOR, IPVS_TCPFIN_FLOOR, IPVS_UDP_FLOOR = 7440, 240, 120
+PRELOAD_ENTRIES = {"maps.debug", "progs.debug"}  # what the kernel's bpf_preload puts on a bpffs
+COUNTERS_MAP = "bpfgen_counters"
+
+
+@dataclass(frozen=True)
+class Options:
+    netns: str | None = None
+    bpffs: str = BPFFS
+    run_dir: str = RUN_DIR
+    ipvs: bool = True  # False: test-only, for kernels without IPVS (no IPVS services or vs.*)
+    reset_sessions: bool = False  # sync: recreate maps whose definition changed
+
+    @property
+    def label(self) -> str:
+        return netns.label(self.netns)
+
+    def pin_dir(self) -> str:
+        return os.path.join(self.bpffs, "bpfgen", self.label)
+
+
+@dataclass
+class Report:
+    """What a run changed (empty: nothing) and what it noticed."""
+
+    changes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"changes": self.changes, "notes": self.notes}
+
+
+# --- desired state from the build ------------------------------------------------------------
+
+
+def desired_services(build: Build) -> dict[ipvs.ServiceKey, ipvs.VirtualService]:
+    out: dict[ipvs.ServiceKey, ipvs.VirtualService] = {}
+    for f in build.frontends:
+        for address in [f.address] if f.address is not None else list(build.node.addresses):
+            key = ipvs.ServiceKey(f.proto_number, address, f.port)
+            dests = {(b.address, b.port): b.weight for b in f.backends}
+            out[key] = ipvs.VirtualService(key, f.scheduler, f.persistence_timeout, dests)
+    return out
+
+
+def desired_nft(build: Build) -> str:
+    frontends, node_ports, backends = [], [], []
+    for f in build.frontends:
+        proto = f.protocol.lower()
+        if f.address is None:
+            node_ports.append((proto, f.port))
+        else:
+            frontends.append((f.address, proto, f.port))
+        backends += [(b.address, proto, b.port) for b in f.backends]
+    return nft.render(
+        frontends=frontends,
+        node_ports=node_ports,
+        node_addresses=build.node.addresses,
+        backends=backends,
+        snat_port_range=build.node.snat_port_range,
+    )
+
+
+def desired_sysctls(build: Build, with_ipvs: bool) -> dict[str, str]:
+    """name -> value; ip_local_reserved_ports is merged with what is there (see _sysctls)."""
+    wanted = {"net.ipv4.ip_forward": "1"}
+    if with_ipvs:
+        wanted |= {
+            "net.ipv4.vs.conntrack": "0",  # IPVS leaves conntrack alone; nft untracks the rest
+            "net.ipv4.vs.conn_reuse_mode": "1",  # a reused client port is rescheduled ...
+            "net.ipv4.vs.expire_nodest_conn": "1",  # ... and a removed backend's conns expire
+            "net.ipv4.vs.expire_quiescent_template": "1",  # affinity leaves weight-0 backends
+        }
+    return wanted
+
+
+def desired_timeouts(build: Build) -> ipvs.Timeouts:
+    t = build.node.timeouts
+    return ipvs.Timeouts(
+        tcp=max(int(t.get("tcp_established", 0)), IPVS_TCP_FLOOR),
+        tcp_fin=max(int(t.get("tcp_transitory", 0)), IPVS_TCPFIN_FLOOR),
+        udp=max(int(t.get("udp", 0)), IPVS_UDP_FLOOR),
+    )
+
+
+def desired_targets(build: Build, present: dict[str, int]) -> dict[tuple[str, str], str]:
+    """(device, hook) -> program name, globs expanded against `present`."""
+    out: dict[tuple[str, str], str] = {}
+    for prog in build.programs:
+        for a in prog.attach:
+            for dev in attach.expand(a.interface, present, (DUMMY_DEVICE,)):
+                out[(dev, a.hook)] = prog.name
+    return out
+
+
+# --- checks before anything changes -------------------------------------------------------------
+
+
+def _preflight(build: Build, opts: Options, state: State | None, op: str) -> list[str]:
+    """Problems that refuse the run; called inside the namespace."""
+    problems: list[str] = []
+    present = attach.devices()
+    for prog in build.programs:
+        for a in prog.attach:
+            if not a.is_glob and a.interface not in present:
+                where = f"namespace {opts.netns}" if opts.netns else "this namespace"
+                problems.append(
+                    f"program {prog.name}: {a.hook} on {a.interface} ({a.role}): no device "
+                    f"{a.interface} in {where} (devices: {', '.join(sorted(present))})"
+                )
+            if a.hook == "xdp" and a.is_glob:
+                problems.append(
+                    f"program {prog.name}: xdp on a glob ({a.interface}) is not supported"
+                )
+    keys: dict[ipvs.ServiceKey, str] = {}
+    for f in build.frontends:
+        for address in [f.address] if f.address else list(build.node.addresses):
+            key = ipvs.ServiceKey(f.proto_number, address, f.port)
+            if key in keys:
+                problems.append(f"frontend {f.service} {key} is also {keys[key]}")
+            keys[key] = f.service
+    if build.needs_ipvs and opts.ipvs:
+        reason = ipvs.unavailable_reason()
+        if reason is not None:
+            problems.append(
+                f"this build is for datapath mode ipvs and {reason} (IPVS is in Debian's "
+                "kernels as the ip_vs module; --no-ipvs exists for tests only)"
+            )
+        else:
+            for sched in sorted({f.scheduler for f in build.frontends}):
+                why = ipvs.load_scheduler(sched)
+                if why:
+                    problems.append(why)
+        if not _dummy_available():
+            problems.append(
+                "the kernel has no dummy network device (for the VIPs, as kube-ipvs0): "
+                "modprobe dummy failed"
+            )
+    reason = nft.available()
+    if reason:
+        problems.append(reason)
+    else:
+        try:
+            nft.check(desired_nft(build))
+        except RuntimeOpError as exc:
+            problems.append(f"the nftables rules do not load: {exc}")
+    if not pins.is_bpffs(opts.bpffs) and os.path.exists(opts.bpffs) and os.listdir(opts.bpffs):
+        problems.append(f"{opts.bpffs} is not a bpffs and not empty: cannot mount bpffs there")
+    problems += _map_problems(build, opts)
+    if state is not None and state.netns != opts.netns:
+        problems.append(f"the state file for {opts.label} is for namespace {state.netns}")
+    del op
+    return problems
+
+
+def _map_problems(build: Build, opts: Options) -> list[str]:
+    """Pinned maps whose definition differs from the build (sessions would be lost)."""
+    problems = []
+    for spec in build.maps:
+        path = spec.pin_path(opts.bpffs, opts.label)
+        if not os.path.exists(path):
+            continue
+        with pins.PinnedMap(path) as live:
+            have = (live.info.type_name, live.key_size, live.value_size, live.max_entries)
+        want = (spec.type, spec.key_size, spec.value_size, spec.max_entries)
+        if have != want and not opts.reset_sessions:
+            problems.append(
+                f"map {spec.name}: pinned at {path} as {_map_desc(have)}, the build wants "
+                f"{_map_desc(want)}; sessions live in it: use --reset-sessions to recreate it "
+                "(established connections through SNAT break)"
+            )
+    return problems
+
+
+def _map_desc(t: tuple[str, int, int, int]) -> str:
+    return f"{t[0]} key {t[1]} value {t[2]} max_entries {t[3]}"
+
+
+# --- the converge pass ------------------------------------------------------------------------
+
+
+class _Converge:
+    """Makes the live state match `build`, recording into `state`; dry: only lists changes."""
+
+    def __init__(self, build: Build, opts: Options, state: State, *, dry: bool) -> None:
+        self.build = build
+        self.opts = opts
+        self.state = state
+        self.dry = dry
+        self.report = Report()
+        self.loaded: dict[str, LoadedObject] = {}  # object file -> loaded object
+        self.maps_reset = False
+
+    def change(self, what: str, action: Callable[[], object]) -> None:
+        self.report.changes.append(what)
+        if not self.dry:
+            action()
+            self.save()
+
+    def save(self) -> None:
+        if not self.dry:
+            save_state(self.opts.run_dir, self.opts.label, self.state)
+
+    def run(self) -> Report:
+        with ExitStack() as stack:
+            stack.callback(self._close_objects)
+            self.bpffs()
+            self.maps()
+            self.programs()
+            self.map_init()
+            self.sysctls()
+            self.attachments()
+        self.nft()  # before IPVS takes traffic: its packets are never tracked
+        if self.opts.ipvs and self.build.needs_ipvs:
+            self.dummy()
+            with ipvs.opened() as sock:
+                self.ipvs_timeouts(sock)
+                self.ipvs_services(sock)
+        if not self.dry:
+            st = self.state
+            st.build_dir = str(self.build.path)
+            st.config_sha256 = self.build.config_sha256
+            st.object_sha256 = dict(self.build.object_sha256)
+            self.save()
+        return self.report
+
+    def _close_objects(self) -> None:
+        for obj in self.loaded.values():
+            obj.close()  # attached programs stay (tc/XDP hold them), pinned maps stay
+        self.loaded.clear()
+
+    # bpffs, maps, programs
+
+    def bpffs(self) -> None:
+        root = self.opts.bpffs
+        if not pins.is_bpffs(root):
+
+            def mount() -> None:
+                pins.mount_bpffs(root)
+                self.state.bpffs_mounted = True
+
+            self.report.notes.append(f"bpffs was not mounted at {root}: mounting it")
+            self.change(f"mount bpffs at {root}", mount)
+        pin_dir = self.opts.pin_dir()
+        missing: list[str] = []
+        d = pin_dir
+        while not os.path.isdir(d) and d != root:
+            missing.insert(0, d)
+            d = os.path.dirname(d)
+        for d in missing:
+
+            def mkdir(d: str = d) -> None:
+                os.mkdir(d)
+                self.state.dirs_created.append(d)
+
+            self.change(f"create {d}", partial(_op, f"create {d}", partial(mkdir, d)))
+
+    def maps(self) -> None:
+        for spec in self.build.maps:
+            path = spec.pin_path(self.opts.bpffs, self.opts.label)
+            if not os.path.exists(path):
+                continue
+            with pins.PinnedMap(path) as live:
+                have = (live.info.type_name, live.key_size, live.value_size, live.max_entries)
+            if have != (spec.type, spec.key_size, spec.value_size, spec.max_entries):
+                self.maps_reset = True
+                self.change(
+                    f"unpin {path} (its definition changed: sessions reset)",
+                    partial(_op, f"unpin {path}", partial(os.unlink, path)),
+                )
+
+    def _current_program(self, name: str) -> int | None:
+        """The id of a live program of this build already attached (same object bytes)."""
+        if self.maps_reset:
+            return None
+        prog = next(p for p in self.build.programs if p.name == name)
+        if self.state.object_sha256.get(prog.object) != self.build.object_sha256[prog.object]:
+            return None
+        for a in self.state.attachments:
+            if a["program"] == name and pins.program_by_id(int(a["prog_id"])) is not None:
+                return int(a["prog_id"])
+        return None
+
+    def programs(self) -> None:
+        """Load every object when some program of the build is not live yet."""
+        present = attach.devices()
+        targets = desired_targets(self.build, present)
+        needed = {p for p in targets.values() if self._current_program(p) is None}
+        missing_pins = [
+            s.name for s in self.build.maps
+            if not os.path.exists(s.pin_path(self.opts.bpffs, self.opts.label))
+        ]  # fmt: skip
+        if not needed and not missing_pins:
+            return
+
+        def load() -> None:
+            for obj_name in self.build.objects():
+                prog = next(p for p in self.build.programs if p.object == obj_name)
+                self.loaded[obj_name] = open_object(
+                    self.build.object_path(prog),
+                    pin_root=self.opts.pin_dir(),
+                    initial_values=self.build.initial_values(),
+                    log_level=0,
+                )
+            for spec in self.build.maps:
+                path = spec.pin_path(self.opts.bpffs, self.opts.label)
+                if path not in self.state.pins:
+                    self.state.pins.append(path)
+
+        objs = ", ".join(self.build.objects())
+        self.change(f"load {objs} (maps pinned in {self.opts.pin_dir()})", load)
+
+    def _program_fd(self, name: str, closer: ExitStack) -> int:
+        prog = next(p for p in self.build.programs if p.name == name)
+        loaded = self.loaded.get(prog.object)
+        if loaded is not None:
+            return loaded.programs[prog.function].fd
+        prog_id = self._current_program(name)
+        assert prog_id is not None
+        fd = pins.program_fd_by_id(prog_id)
+        closer.callback(os.close, fd)
+        return fd
+
+    def map_init(self) -> None:
+        for name, entries in sorted(self.build.map_init.items()):
+            spec = next(s for s in self.build.maps if s.name == name)
+            path = spec.pin_path(self.opts.bpffs, self.opts.label)
+            if not os.path.exists(path):  # dry run before the first load
+                self.report.changes.append(f"write {len(entries)} entries into map {name}")
+                continue
+            with pins.PinnedMap(path) as live:
+                want = dict(entries)
+                have = {k: live.lookup(k) for k in live.keys()}  # noqa: SIM118 - not a dict
+                stale = [k for k in have if k not in want]
+                differ = [k for k, v in want.items() if have.get(k) != v]
+                if not stale and not differ:
+                    continue
+
+                def write(
+                    live: pins.PinnedMap = live,
+                    want: dict[bytes, bytes] = want,
+                    differ: list[bytes] = differ,
+                    stale: list[bytes] = stale,
+                ) -> None:
+                    for k in differ:
+                        live.update(k, want[k])
+                    for k in stale:
+                        live.delete(k)
+
+                self.change(
+                    f"map {name}: {len(differ)} entries written, {len(stale)} removed", write
+                )
+
+    def attachments(self) -> None:
+        present = attach.devices()
+        targets = desired_targets(self.build, present)
+        seen: set[str] = set()
+        with ExitStack() as closer:
+            for (dev, hook), prog_name in sorted(targets.items()):
+                ifindex = present[dev]
+                if hook != "xdp" and dev not in self.state.clsact_created and dev not in seen:
+                    seen.add(dev)
+
+                    def clsact(dev: str = dev, ifindex: int = ifindex) -> None:
+                        if attach.ensure_clsact(ifindex, dev):
+                            self.state.clsact_created[dev] = ifindex
+
+                    if attach.query("tc_ingress", ifindex) is None and not _has_clsact(ifindex):
+                        self.change(f"add clsact qdisc on {dev}", clsact)
+                recorded = self._attachment(dev, hook)
+                mode = recorded.get("xdp_mode") if recorded else None
+                live_id = attach.query(hook, ifindex, xdp_mode=mode)
+                # After a load every target moves to the new programs; otherwise a
+                # target is right when it runs the live program of this build.
+                want_id = None if self.loaded else self._current_program(prog_name)
+                if want_id is not None and live_id == want_id and recorded is not None:
+                    continue
+
+                def do_attach(dev: str = dev, hook: str = hook, prog_name: str = prog_name,
+                              ifindex: int = ifindex) -> None:  # fmt: skip
+                    fd = self._program_fd(prog_name, closer)
+                    old = self._attachment(dev, hook)
+                    prog_id, mode = attach.attach(
+                        attach.Target(prog_name, dev, hook), ifindex, fd,
+                        xdp_mode=old.get("xdp_mode") if old else None,
+                    )  # fmt: skip
+                    self.state.attachments = [
+                        a for a in self.state.attachments if (a["device"], a["hook"]) != (dev, hook)
+                    ]
+                    self.state.attachments.append(
+                        {"program": prog_name, "device": dev, "ifindex": ifindex, "hook": hook,
+                         "prog_id": prog_id, "xdp_mode": mode}
+                    )  # fmt: skip
+
+                verb = "replace" if live_id is not None else "attach"
+                self.change(f"{verb} {prog_name} on {hook} of {dev}", do_attach)
+            for a in list(self.state.attachments):
+                if (a["device"], a["hook"]) in targets:
+                    continue
+
+                def drop(a: dict[str, Any] = a) -> None:
+                    if present.get(a["device"]) == a["ifindex"]:
+                        attach.detach(a["hook"], a["ifindex"], a["device"], xdp_mode=a["xdp_mode"])
+                    self.state.attachments.remove(a)
+
+                self.change(f"detach {a['program']} from {a['hook']} of {a['device']}", drop)
+
+    def _attachment(self, dev: str, hook: str) -> dict[str, Any] | None:
+        return next(
+            (a for a in self.state.attachments if (a["device"], a["hook"]) == (dev, hook)), None
+        )
+
+    # sysctls
+
+    def sysctls(self) -> None:
+        wanted = desired_sysctls(self.build, self.opts.ipvs)
+        first, last = self.build.node.snat_port_range
+        current_reserved = sysctl.read("net.ipv4.ip_local_reserved_ports")
+        if not _covers(current_reserved, first, last):
+            wanted["net.ipv4.ip_local_reserved_ports"] = sysctl.with_reserved(
+                current_reserved, first, last
+            )
+        for name, value in sorted(wanted.items()):
+            if not sysctl.exists(name):
+                raise RuntimeOpError(f"set sysctl {name}", errno.ENOENT, "not in this kernel")
+            current = sysctl.read(name)
+            if current == value:
+                continue
+
+            def write(name: str = name, value: str = value, current: str = current) -> None:
+                rec = self.state.sysctls.setdefault(name, {"previous": current, "value": value})
+                rec["value"] = value
+                self.save()  # the previous value is on disk before the kernel changes
+                sysctl.write(name, value)
+
+            self.change(f"sysctl {name}: {current or '(empty)'} -> {value}", write)
+
+    # dummy device and VIPs
+
+    def dummy(self) -> None:
+        vips = self.build.frontend_addresses()
+        with netlink(f"configure {DUMMY_DEVICE}"), IPRoute() as ipr:
+            links = ipr.link_lookup(ifname=DUMMY_DEVICE)
+            if not links:
+
+                def create() -> None:
+                    ipr.link("add", ifname=DUMMY_DEVICE, kind="dummy")
+                    idx = ipr.link_lookup(ifname=DUMMY_DEVICE)[0]
+                    self.state.dummy = {"name": DUMMY_DEVICE, "ifindex": idx}
+                    self.save()
+                    ipr.link("set", index=idx, state="up")
+
+                self.change(f"create dummy device {DUMMY_DEVICE}", create)
+                if self.dry:
+                    self.report.changes += [f"add {v}/32 to {DUMMY_DEVICE}" for v in vips]
+                    return
+                links = ipr.link_lookup(ifname=DUMMY_DEVICE)
+            elif self.state.dummy is None:
+                self.report.notes.append(
+                    f"{DUMMY_DEVICE} exists and was not created by bpfgen: using it"
+                )
+            idx = links[0]
+            have = {
+                str(a.get_attr("IFA_ADDRESS"))
+                for a in ipr.get_addr(index=idx, family=socket.AF_INET)
+                if a["prefixlen"] == 32
+            }
+            for vip in vips:
+                if vip not in have:
+                    self.change(
+                        f"add {vip}/32 to {DUMMY_DEVICE}",
+                        partial(ipr.addr, "add", index=idx, address=vip, prefixlen=32),
+                    )
+            for vip in sorted(have - set(vips)):
+                self.change(
+                    f"remove {vip}/32 from {DUMMY_DEVICE}",
+                    partial(ipr.addr, "del", index=idx, address=vip, prefixlen=32),
+                )
+
+    # IPVS
+
+    def ipvs_timeouts(self, sock: ipvs.Ipvs) -> None:
+        want = desired_timeouts(self.build)
+        have = sock.timeouts()
+        if have == want:
+            return
+
+        def write() -> None:
+            if self.state.ipvs_timeouts is None:
+                self.state.ipvs_timeouts = {"previous": vars(have)}
+            self.state.ipvs_timeouts["value"] = vars(want)
+            self.save()
+            sock.set_timeouts(want)
+
+        self.change(
+            f"IPVS timeouts tcp {have.tcp}/tcpfin {have.tcp_fin}/udp {have.udp} -> "
+            f"{want.tcp}/{want.tcp_fin}/{want.udp}",
+            write,
+        )
+
+    def ipvs_services(self, sock: ipvs.Ipvs) -> None:
+        want = desired_services(self.build)
+        live = sock.services()
+        ours = {ipvs.ServiceKey(*k) for k in self.state.ipvs_services}
+        for key, vs in sorted(want.items()):
+            cur = live.get(key)
+            if cur is None:
+
+                def add(vs: ipvs.VirtualService = vs) -> None:
+                    sock.add_service(vs)
+                    self._own(vs.key)
+
+                sticky = f", persistent {vs.persistence_timeout}s" if vs.persistence_timeout else ""
+                self.change(f"add IPVS service {key} ({vs.scheduler}{sticky})", add)
+                cur_dests: dict[tuple[str, int], ipvs.LiveDest] = {}
+            else:
+                if key not in ours:
+                    self.report.notes.append(f"IPVS service {key} existed before: taking it over")
+                    if not self.dry:
+                        self._own(key)
+                if (cur.scheduler, cur.persistence_timeout) != (
+                    vs.scheduler,
+                    vs.persistence_timeout,
+                ):
+                    self.change(f"change IPVS service {key}", partial(sock.set_service, vs))
+                cur_dests = cur.dests
+            self._dests(sock, key, vs.dests, cur_dests)
+        for key in sorted(ours - set(want)):
+
+            def remove(key: ipvs.ServiceKey = key) -> None:
+                sock.del_service(key)
+                self.state.ipvs_services = [
+                    k for k in self.state.ipvs_services if ipvs.ServiceKey(*k) != key
+                ]
+                self.state.ipvs_draining = [
+                    d for d in self.state.ipvs_draining if ipvs.ServiceKey(*d[:3]) != key
+                ]
+
+            self.change(f"delete IPVS service {key}", remove)
+
+    def _own(self, key: ipvs.ServiceKey) -> None:
+        entry = [key.protocol, key.address, key.port]
+        if entry not in self.state.ipvs_services:
+            self.state.ipvs_services.append(entry)
+
+    def _dests(
+        self,
+        sock: ipvs.Ipvs,
+        key: ipvs.ServiceKey,
+        want: dict[tuple[str, int], int],
+        have: dict[tuple[str, int], ipvs.LiveDest],
+    ) -> None:
+        for (addr, port), weight in sorted(want.items()):
+            cur = have.get((addr, port))
+            draining = [key.protocol, key.address, key.port, addr, port]
+            if cur is None:
+                self.change(
+                    f"add real server {addr}:{port} weight {weight} to {key}",
+                    partial(sock.add_dest, key, addr, port, weight),
+                )
+            elif cur.weight != weight or cur.fwd_method != ipvs.IP_VS_CONN_F_MASQ:
+
+                def reweight(
+                    a: str = addr,
+                    p: int = port,
+                    w: int = weight,
+                    d: list[Any] = draining,
+                    method: int = cur.fwd_method,
+                ) -> None:
+                    if method != ipvs.IP_VS_CONN_F_MASQ:
+                        sock.del_dest(key, a, p)
+                        sock.add_dest(key, a, p, w)
+                    else:
+                        sock.set_dest(key, a, p, w)
+                    if d in self.state.ipvs_draining:
+                        self.state.ipvs_draining.remove(d)
+
+                self.change(
+                    f"real server {addr}:{port} of {key}: weight {cur.weight} -> {weight}", reweight
+                )
+        for (addr, port), cur in sorted(have.items()):
+            if (addr, port) in want:
+                continue
+            draining = [key.protocol, key.address, key.port, addr, port]
+            if cur.active + cur.inactive > 0 and cur.weight != 0:
+
+                def quiesce(a: str = addr, p: int = port, d: list[Any] = draining) -> None:
+                    sock.set_dest(key, a, p, 0)
+                    if d not in self.state.ipvs_draining:
+                        self.state.ipvs_draining.append(d)
+
+                self.change(
+                    f"drain real server {addr}:{port} of {key} (weight 0, "
+                    f"{cur.active} active / {cur.inactive} inactive connections)",
+                    quiesce,
+                )
+            elif cur.active + cur.inactive == 0:
+
+                def delete(a: str = addr, p: int = port, d: list[Any] = draining) -> None:
+                    sock.del_dest(key, a, p)
+                    if d in self.state.ipvs_draining:
+                        self.state.ipvs_draining.remove(d)
+
+                self.change(f"delete real server {addr}:{port} from {key}", delete)
+            else:
+                self.report.notes.append(
+                    f"real server {addr}:{port} of {key} is draining ({cur.active} active, "
+                    f"{cur.inactive} inactive): a later sync removes it"
+                )
+
+    # nftables
+
+    def nft(self) -> None:
+        text = desired_nft(self.build)
+        sha = nft.digest(text)
+        if self.state.nft_sha256 == sha and nft.exists():
+            return
+
+        def install() -> None:
+            self.state.nft_sha256 = "installing"
+            self.save()
+            nft.replace(text)
+            self.state.nft_sha256 = sha
+
+        self.change(f"install nftables table {nft.FAMILY} {nft.TABLE} (notrack)", install)
+
+
+def _dummy_available() -> bool:
+    if os.path.isdir("/sys/module/dummy"):
+        return True
+    modprobe = shutil.which("modprobe") or shutil.which("modprobe", path="/usr/sbin:/sbin")
+    if modprobe is not None:
+        subprocess.run([modprobe, "-q", "dummy"], capture_output=True, check=False)
+    return os.path.isdir("/sys/module/dummy")
+
+
+def _op(op: str, fn: Callable[[], object]) -> None:
+    with operation(op):
+        fn()
+
+
+def _covers(reserved: str, first: int, last: int) -> bool:
+    return any(a <= first and last <= b for a, b in sysctl.parse_port_ranges(reserved))
+
+
+def _has_clsact(ifindex: int) -> bool:
+    with netlink("list qdiscs"), IPRoute() as ipr:
+        return any(q.get_attr("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=ifindex))
+
+
+# --- teardown ----------------------------------------------------------------------------------
+
+
+def _teardown(state: State, opts: Options, report: Report) -> list[str]:
+    """Remove what `state` lists, newest kind first; returns the failures (and keeps going)."""
+    failures: list[str] = []
+
+    def step(what: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+            report.changes.append(what)
+        except (RuntimeOpError, OSError) as exc:
+            failures.append(f"{what}: {exc}")
+
+    if state.ipvs_services or state.ipvs_timeouts:
+        try:
+            with ipvs.opened() as sock:
+                for k in list(state.ipvs_services):
+                    key = ipvs.ServiceKey(*k)
+                    step(
+                        f"delete IPVS service {key}",
+                        partial(sock.del_service, key),
+                    )
+                t = state.ipvs_timeouts
+                if t is not None and "previous" in t:
+                    prev = ipvs.Timeouts(**t["previous"])
+                    if vars(sock.timeouts()) == t.get("value"):
+                        step(
+                            f"restore IPVS timeouts {prev.tcp}/{prev.tcp_fin}/{prev.udp}",
+                            lambda: sock.set_timeouts(prev),
+                        )
+                    else:
+                        report.notes.append(
+                            "IPVS timeouts were changed since bpfgen set them: left"
+                        )
+        except RuntimeOpError as exc:
+            failures.append(f"IPVS: {exc}")
+    if state.dummy is not None:
+        dummy = state.dummy
+
+        def del_dummy() -> None:
+            with netlink(f"delete {dummy['name']}"), IPRoute() as ipr:
+                if ipr.link_lookup(ifname=dummy["name"]) == [dummy["ifindex"]]:
+                    ipr.link("del", index=dummy["ifindex"])
+
+        step(f"delete dummy device {dummy['name']}", del_dummy)
+    if state.nft_sha256 is not None:  # after IPVS: no service packet is tracked meanwhile
+        step(f"delete nftables table {nft.FAMILY} {nft.TABLE}", nft.delete)
+    present = attach.devices()
+    for a in reversed(state.attachments):
+        if present.get(a["device"]) != a["ifindex"]:
+            continue  # the device is gone (and its filters with it)
+        step(
+            f"detach {a['program']} from {a['hook']} of {a['device']}",
+            partial(attach.detach, a["hook"], a["ifindex"], a["device"], xdp_mode=a["xdp_mode"]),
+        )
+    for dev, ifindex in sorted(state.clsact_created.items()):
+        if present.get(dev) != ifindex:
+            continue
+        if attach.clsact_has_filters(ifindex):
+            report.notes.append(f"clsact on {dev} still has filters of others: left in place")
+            continue
+        step(f"remove clsact qdisc on {dev}", partial(attach.remove_clsact, ifindex, dev))
+    for path in reversed(state.pins):
+        if os.path.lexists(path):
+            step(f"unpin {path}", partial(_op, f"unpin {path}", partial(os.unlink, path)))
+    for d in reversed(state.dirs_created):
+        if os.path.isdir(d):
+            if os.listdir(d):
+                report.notes.append(f"{d} is not empty: left in place")
+            else:
+                step(f"remove {d}", partial(_op, f"remove {d}", partial(os.rmdir, d)))
+    for name, rec in sorted(state.sysctls.items()):
+        if not sysctl.exists(name):
+            continue
+        if sysctl.read(name) != rec["value"]:
+            report.notes.append(f"sysctl {name} was changed since bpfgen set it: left")
+            continue
+        step(
+            f"sysctl {name}: {rec['value']} -> {rec['previous'] or '(empty)'}",
+            partial(sysctl.write, name, rec["previous"]),
+        )
+    if state.bpffs_mounted and pins.is_bpffs(state.bpffs):
+        if set(os.listdir(state.bpffs)) <= PRELOAD_ENTRIES:
+            step(f"unmount bpffs at {state.bpffs}", lambda: pins.unmount(state.bpffs))
+        else:
+            report.notes.append(f"bpffs at {state.bpffs} holds other pins: left mounted")
+    return failures
+
+
+# --- the entry points --------------------------------------------------------------------------
+
+
+@contextmanager
+def _in_namespace(opts: Options, op: str) -> Iterator[None]:
+    if opts.netns is not None:
+        if not netns.valid_name(opts.netns):
+            raise InputRefused(op, [f"--netns {opts.netns!r} is not a namespace name"])
+        if not netns.exists(opts.netns):
+            raise InputRefused(
+                op,
+                [f"no network namespace {opts.netns} ({netns.NETNS_DIR}/{opts.netns} is missing)"],
+            )
+    with netns.entered(opts.netns):
+        yield
+
+
+def _effective(opts: Options, state: State | None) -> Options:
+    """A namespace that is up keeps the bpffs and the IPVS choice it was brought up with."""
+    if state is None:
+        return opts
+    return Options(opts.netns, state.bpffs, opts.run_dir, state.ipvs_enabled, opts.reset_sessions)
+
+
+def _new_state(opts: Options) -> State:
+    return State(netns=opts.netns, bpffs=opts.bpffs, pin_dir=opts.pin_dir(), ipvs_enabled=opts.ipvs)
+
+
+def up(build_dir: str | os.PathLike[str], opts: Options) -> Report:
+    """Make the build live in the namespace; on an existing `up`, converge (= sync)."""
+    op = f"up {build_dir} in {opts.label}"
+    build = read_build(build_dir)
+    with _in_namespace(opts, op):
+        state = load_state(opts.run_dir, opts.label)
+        opts = _effective(opts, state)
+        problems = _preflight(build, opts, state, op)
+        if problems:
+            raise InputRefused(op, problems)
+        if state is not None:
+            return _Converge(build, opts, state, dry=False).run()
+        state = _new_state(opts)
+        save_state(opts.run_dir, opts.label, state)
+        try:
+            return _Converge(build, opts, state, dry=False).run()
+        except BaseException as exc:
+            rollback = Report()
+            failures = _teardown(state, opts, rollback)
+            if failures:
+                save_state(opts.run_dir, opts.label, state)
+                note = "; rollback left: " + "; ".join(failures)
+            else:
+                remove_state(opts.run_dir, opts.label)
+                note = "; rolled back: " + (", ".join(rollback.changes) or "nothing to undo")
+            if isinstance(exc, RuntimeOpError):
+                exc.args = (str(exc) + note,)
+            raise
+
+
+def sync(build_dir: str | os.PathLike[str], opts: Options) -> Report:
+    """Converge a namespace that is up to the (rebuilt) build directory; sessions are kept."""
+    op = f"sync {build_dir} in {opts.label}"
+    build = read_build(build_dir)
+    with _in_namespace(opts, op):
+        state = load_state(opts.run_dir, opts.label)
+        if state is None:
+            raise InputRefused(op, [f"bpfgen is not up in {opts.label}: run `bpfgen up` first"])
+        opts = _effective(opts, state)
+        problems = _preflight(build, opts, state, op)
+        if problems:
+            raise InputRefused(op, problems)
+        return _Converge(build, opts, state, dry=False).run()
+
+
+def down(opts: Options) -> Report:
+    """Remove everything the state file lists; a namespace that is not up: nothing to do."""
+    op = f"down in {opts.label}"
+    report = Report()
+    with _in_namespace(opts, op):
+        state = load_state(opts.run_dir, opts.label)
+        if state is None:
+            report.notes.append(f"bpfgen is not up in {opts.label}: nothing to remove")
+            return report
+        failures = _teardown(state, opts, report)
+        if failures:
+            raise RuntimeOpError(op, errno.EBUSY, "; ".join(failures))
+        remove_state(opts.run_dir, opts.label)
+    return report
+
+
+def status(opts: Options) -> dict[str, Any]:
+    """Attached programs, map fill, counters, IPVS services, and what differs from the build."""
+    op = f"status in {opts.label}"
+    with _in_namespace(opts, op):
+        state = load_state(opts.run_dir, opts.label)
+        if state is None:
+            return {"netns": opts.netns, "up": False}
+        out: dict[str, Any] = {
+            "netns": opts.netns,
+            "up": True,
+            "build_dir": state.build_dir,
+            "config_sha256": state.config_sha256,
+            "pin_dir": state.pin_dir,
+        }
+        present = attach.devices()
+        progs = []
+        for a in state.attachments:
+            ifindex = present.get(a["device"])
+            live_id = (
+                attach.query(a["hook"], a["ifindex"], xdp_mode=a["xdp_mode"])
+                if ifindex == a["ifindex"] else None
+            )  # fmt: skip
+            info = pins.program_by_id(live_id) if live_id else None
+            progs.append(
+                {
+                    "program": a["program"], "device": a["device"], "hook": a["hook"],
+                    "prog_id": live_id, "tag": info.tag if info else None,
+                    "as_recorded": live_id == a["prog_id"],
+                }
+            )  # fmt: skip
+        out["attached"] = progs
+        maps = []
+        counters: dict[str, int] = {}
+        try:
+            build: Build | None = read_build(state.build_dir)
+        except InputRefused as exc:
+            build = None
+            out["build_problem"] = str(exc)
+        for path in state.pins:
+            if not os.path.exists(path):
+                maps.append({"name": os.path.basename(path), "pinned": False})
+                continue
+            with pins.PinnedMap(path) as m:
+                is_array = m.info.type_name.endswith("ARRAY")
+                entries = m.max_entries if is_array else m.count()
+                maps.append(
+                    {"name": m.name, "pinned": True, "type": m.info.type_name,
+                     "entries": entries, "max_entries": m.max_entries}
+                )  # fmt: skip
+                if m.name == COUNTERS_MAP and build is not None:
+                    names = build.manifest.get("counters") or []
+                    for i, cname in enumerate(names):
+                        values = m.lookup_percpu(i.to_bytes(4, "little")) or []
+                        counters[str(cname)] = sum(int.from_bytes(v[:8], "little") for v in values)
+        out["maps"] = maps
+        out["counters"] = counters
+        services = []
+        if state.ipvs_services:
+            try:
+                with ipvs.opened() as sock:
+                    live = sock.services()
+                for k in state.ipvs_services:
+                    key = ipvs.ServiceKey(*k)
+                    s = live.get(key)
+                    services.append(
+                        {"service": str(key), "present": s is not None,
+                         "scheduler": s.scheduler if s else None,
+                         "persistence_timeout": s.persistence_timeout if s else None,
+                         "real_servers": [
+                             {"address": f"{a}:{p}", "weight": d.weight, "active": d.active,
+                              "inactive": d.inactive}
+                             for (a, p), d in sorted(s.dests.items())
+                         ] if s else []}
+                    )  # fmt: skip
+            except RuntimeOpError as exc:
+                out["ipvs_problem"] = str(exc)
+        out["ipvs_services"] = services
+        out["nft_table"] = nft.exists()
+        if build is not None:
+            dry_opts = Options(opts.netns, state.bpffs, opts.run_dir, state.ipvs_enabled)
+            dry_state = State.from_json(state.to_json())
+            try:
+                diff = _Converge(build, dry_opts, dry_state, dry=True).run()
+                out["differences"] = diff.changes
+            except RuntimeOpError as exc:
+                out["differences"] = [f"cannot compare: {exc}"]
+            out["in_sync"] = not out["differences"]
+        else:
+            out["in_sync"] = False
+        return out
+
+
+def which_tools() -> dict[str, str | None]:
+    """Where the external tools the runtime may call are (for diagnostics)."""
+    return {t: shutil.which(t) for t in ("nft", "modprobe")}

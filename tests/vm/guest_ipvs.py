@@ -1,0 +1,579 @@
+"""End to end in the Debian 6.1 guest: IPVS DNAT + bpfgen SNAT, no conntrack entry.
+
+Run inside the VM (tests/vm/test_e2e_ipvs.py does it from the host):
+
+    python -m tests.vm.run -- python -m pytest tests/vm/guest_ipvs.py
+
+Topology, every name with a per-run suffix, addresses from 198.18.0.0/15, no route out:
+
+    ext (198.18.0.10) --- up0 [node 198.18.0.2] pv1 --- be1 (198.19.1.21)   backend pod
+                                  |   bpfgen-ipvs0     pv2 --- be2 (198.19.1.22)   backend pod
+                                  |   (the VIPs)       pv3 --- cp  (198.19.1.50)   client pod
+
+Pods are routed /32s behind proxy-ARP veths (no bridge); bpfgen's programs sit
+on up0 and pv*. The node namespace has a kube-proxy-like `ct state invalid drop`
+forward rule, so conntrack is registered there and would track (and drop IPVS's
+packets) if the notrack bypass failed. Checksum offload is off (node side tx,
+leaf side rx), so checksums are computed and verified in software.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bpfgen_runtime import netns
+from bpfgen_runtime.node import Options, down, status, sync, up
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_ADDR = "198.18.0.2"
+EXT_ADDR = "198.18.0.10"
+BE = {"be1": "198.19.1.21", "be2": "198.19.1.22"}
+CP_ADDR = "198.19.1.50"
+VIP = "198.18.128.10"
+STICKY_VIP = "198.18.128.20"
+LB_IP = "198.18.64.10"
+HTTP, DNS = 8080, 5353  # backend ports
+NODE_PORT_TCP, NODE_PORT_UDP, NODE_PORT_LOCAL = 30080, 30053, 30090
+SNAT_RANGE = (20000, 29999)
+SHORT_RANGE = (20000, 20255)  # build "short": small SNAT range, 1 s transitory timeout
+CONNECT_TIMEOUT = 5.0
+SHORT_CONNECTIONS = int(os.environ.get("BPFGEN_E2E_SHORT_CONNECTIONS", "20000"))
+SHORT_SECONDS = float(os.environ.get("BPFGEN_E2E_SHORT_SECONDS", "420"))
+
+pytestmark = pytest.mark.vm
+
+NODE_YAML = """\
+apiVersion: bpfgen/v1
+kind: NodeConfig
+node:
+  name: node-e2e
+  addresses: [{node}]
+  podCIDR: 198.19.1.0/24
+cluster:
+  podCIDR: 198.19.0.0/16
+  serviceCIDR: 198.18.128.0/17
+  masqueradeAll: false
+  nodePortRange: [30000, 32767]
+interfaces:
+  - {{name: up0, role: uplink, hook: tc}}
+  - {{name: "pv*", role: pods}}
+datapath:
+  mode: ipvs
+  scheduler: rr
+snat:
+  portRange: [{first}, {last}]
+  maxSessions: 65536
+  timeouts: {{tcpEstablished: 7440s, tcpTransitory: {transitory}, udp: 300s, icmp: 60s}}
+"""
+
+
+def _service(name: str, vip: str, ports: str, extra: str = "") -> str:
+    return f"""\
+- apiVersion: v1
+  kind: Service
+  metadata: {{name: {name}, namespace: e2e}}
+  spec:
+    clusterIP: {vip}
+    clusterIPs: [{vip}]
+{extra}    ports:
+{ports}"""
+
+
+def _slice(name: str, service: str, endpoints: list[tuple[str, bool]], ports: str) -> str:
+    eps = "".join(
+        f"  - addresses: [{addr}]\n    conditions: {{ready: {str(ready).lower()}}}\n"
+        f"    nodeName: node-e2e\n"
+        for addr, ready in endpoints
+    )
+    return f"""\
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  addressType: IPv4
+  metadata:
+    name: {name}
+    namespace: e2e
+    labels: {{kubernetes.io/service-name: {service}}}
+  endpoints:
+{eps}  ports:
+{ports}"""
+
+
+def _port(name: str, port: int, proto: str, target: int, node_port: int | None = None) -> str:
+    np = f", nodePort: {node_port}" if node_port else ""
+    return f"    - {{name: {name}, port: {port}, protocol: {proto}, targetPort: {target}{np}}}\n"
+
+
+def services_yaml(*, be2_http: bool = True) -> str:
+    web_ports = _port("http", 80, "TCP", HTTP, NODE_PORT_TCP) + _port(
+        "dns", 53, "UDP", DNS, NODE_PORT_UDP
+    )
+    both = [(BE["be1"], True), (BE["be2"], True)]
+    items = [
+        _service(
+            "web", VIP, web_ports,
+            "    type: LoadBalancer\n    externalTrafficPolicy: Cluster\n",
+        ),
+        _slice("web-http", "web", [(BE["be1"], True), (BE["be2"], be2_http)],
+               f"  - {{name: http, port: {HTTP}, protocol: TCP}}\n"),
+        _slice("web-dns", "web", both, f"  - {{name: dns, port: {DNS}, protocol: UDP}}\n"),
+        _service(
+            "sticky", STICKY_VIP, _port("http", 80, "TCP", HTTP),
+            "    sessionAffinity: ClientIP\n"
+            "    sessionAffinityConfig: {clientIP: {timeoutSeconds: 600}}\n",
+        ),
+        _slice("sticky-1", "sticky", both, f"  - {{name: http, port: {HTTP}, protocol: TCP}}\n"),
+        _service(
+            "local", "198.18.128.30",
+            _port("http", 80, "TCP", HTTP, NODE_PORT_LOCAL),
+            "    type: NodePort\n    externalTrafficPolicy: Local\n",
+        ),
+        _slice("local-1", "local", [(BE["be1"], True)],
+               f"  - {{name: http, port: {HTTP}, protocol: TCP}}\n"),
+    ]  # fmt: skip
+    status_lb = f"  status: {{loadBalancer: {{ingress: [{{ip: {LB_IP}}}]}}}}\n"
+    items[0] = items[0] + status_lb
+    return "apiVersion: v1\nkind: List\nitems:\n" + "".join(items)
+
+
+def compile_builds(out: Path) -> dict[str, Path]:
+    """main (both backends), drained (be2 out of http), short (small SNAT range)."""
+    out.mkdir(parents=True, exist_ok=True)
+    variants = {
+        "main": (SNAT_RANGE, "2s", services_yaml()),
+        "drained": (SNAT_RANGE, "2s", services_yaml(be2_http=False)),
+        "short": (SHORT_RANGE, "1s", services_yaml()),
+    }
+    builds = {}
+    for name, ((first, last), transitory, svc) in variants.items():
+        node = out / f"{name}-node.yaml"
+        node.write_text(
+            NODE_YAML.format(node=NODE_ADDR, first=first, last=last, transitory=transitory)
+        )
+        services = out / f"{name}-services.yaml"
+        services.write_text(svc)
+        builds[name] = out / name
+        subprocess.run(
+            [sys.executable, "-m", "bpfgen", "compile", "--node", str(node), "--services",
+             str(services), "--out", str(builds[name]), "-q", "--no-verify"],
+            check=True, cwd=ROOT,
+        )  # fmt: skip
+    return builds
+
+
+# --- plumbing ---------------------------------------------------------------------------------
+
+
+def run(*args: str, check: bool = True) -> str:
+    proc = subprocess.run(list(args), capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)}: exit {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def in_ns(ns: str, *args: str, check: bool = True) -> str:
+    return run("ip", "netns", "exec", ns, *args, check=check)
+
+
+@dataclass
+class Topo:
+    node: str
+    ext: str
+    be1: str
+    be2: str
+    cp: str
+    builds: dict[str, Path]
+    opts: Options
+    servers: list[subprocess.Popen[str]]
+
+    def leaves(self) -> list[str]:
+        return [self.ext, self.be1, self.be2, self.cp]
+
+
+def _veth(node: str, node_dev: str, leaf: str, leaf_addr: str, prefix: int) -> None:
+    run("ip", "link", "add", node_dev, "netns", node, "type", "veth", "peer", "name", "eth0",
+        "netns", leaf)  # fmt: skip
+    run("ip", "-n", leaf, "addr", "add", f"{leaf_addr}/{prefix}", "dev", "eth0")
+    for ns, dev in ((node, node_dev), (leaf, "eth0"), (leaf, "lo")):
+        run("ip", "-n", ns, "link", "set", dev, "up")
+    # Software checksums: the node side does not offload tx, the leaf verifies rx.
+    in_ns(node, "ethtool", "-K", node_dev, "tx", "off")
+    in_ns(leaf, "ethtool", "-K", "eth0", "rx", "off")
+
+
+KUBE_PROXY_LIKE = """\
+table inet kubeproxylike {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    ct state invalid counter drop
+  }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    ct state invalid counter drop
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topo]:
+    if not os.environ.get("BPFGEN_IN_VM"):
+        pytest.fail("runs inside the Debian 6.1 VM: python -m tests.vm.run -- pytest ...")
+    sfx = secrets.token_hex(3)
+    names = {k: f"e2e-{k}-{sfx}" for k in ("node", "ext", "be1", "be2", "cp")}
+    prebuilt = os.environ.get("BPFGEN_E2E_BUILDS")
+    builds = (
+        {k: Path(prebuilt) / k for k in ("main", "drained", "short")}
+        if prebuilt
+        else compile_builds(tmp_path_factory.mktemp("builds"))
+    )
+    run_dir = tmp_path_factory.mktemp("run")
+    opts = Options(netns=names["node"], run_dir=str(run_dir))
+    servers: list[subprocess.Popen[str]] = []
+    created: list[str] = []
+    try:
+        for ns in names.values():
+            run("ip", "netns", "add", ns)
+            created.append(ns)
+        node = names["node"]
+        _veth(node, "up0", names["ext"], EXT_ADDR, 24)
+        run("ip", "-n", node, "addr", "add", f"{NODE_ADDR}/24", "dev", "up0")
+        run("ip", "-n", names["ext"], "route", "add", "198.18.128.0/17", "via", NODE_ADDR)
+        run("ip", "-n", names["ext"], "route", "add", f"{LB_IP}/32", "via", NODE_ADDR)
+        for i, (pod, addr) in enumerate(
+            [(names["be1"], BE["be1"]), (names["be2"], BE["be2"]), (names["cp"], CP_ADDR)], 1
+        ):
+            _veth(node, f"pv{i}", pod, addr, 32)
+            run("ip", "-n", pod, "route", "add", "default", "dev", "eth0", "scope", "link")
+            run("ip", "-n", node, "route", "add", f"{addr}/32", "dev", f"pv{i}", "scope", "link")
+            in_ns(node, "sysctl", "-qw", f"net.ipv4.conf.pv{i}.proxy_arp=1")
+        in_ns(node, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
+        in_ns(names["ext"], "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000")
+        subprocess.run(["ip", "netns", "exec", node, "nft", "-f", "-"], input=KUBE_PROXY_LIKE,
+                       text=True, check=True)  # fmt: skip
+        for be in ("be1", "be2"):
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", names[be], sys.executable,
+                 str(ROOT / "tests/vm/ipvs_backend.py"), be, str(HTTP), str(DNS)],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            servers.append(proc)
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield Topo(
+            node, names["ext"], names["be1"], names["be2"], names["cp"], builds, opts, servers
+        )
+    finally:
+        try:
+            down(opts)
+        except Exception as exc:  # noqa: BLE001 - teardown goes on
+            print(f"teardown: bpfgen down: {exc}", file=sys.stderr)
+        for proc in servers:
+            proc.kill()
+            proc.wait(10)
+        for ns in reversed(created):
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+# --- clients (in-process: the test enters the client's namespace) --------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    backend: str
+    peer: str  # the source address the backend saw
+    peer_port: int
+    local_port: int  # the client's own port
+
+
+def tcp_request(ns: str, addr: str, port: int, *, timeout: float = CONNECT_TIMEOUT) -> Answer:
+    with netns.entered(ns):
+        return _tcp_exchange(addr, port, timeout=timeout)
+
+
+def _tcp_exchange(addr: str, port: int, *, timeout: float) -> Answer:
+    """Connect, one request and its answer, close first; in the current namespace."""
+    s = socket.create_connection((addr, port), timeout=timeout)
+    with s:
+        s.sendall(b"hello\n")
+        line = s.makefile("rb").readline().decode()
+        local_port = s.getsockname()[1]
+        s.shutdown(socket.SHUT_WR)  # the client closes first: TIME_WAIT stays here
+        s.recv(1)
+    name, peer, peer_port = line.split()
+    return Answer(name, peer, int(peer_port), local_port)
+
+
+def udp_request(ns: str, addr: str, port: int) -> tuple[Answer, tuple[str, int]]:
+    with netns.entered(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with s:
+        s.settimeout(CONNECT_TIMEOUT)
+        s.sendto(b"q", (addr, port))
+        data, src = s.recvfrom(512)
+        name, peer, peer_port = data.decode().split()
+        return Answer(name, peer, int(peer_port), s.getsockname()[1]), src
+
+
+def conntrack_count(ns: str) -> int:
+    return int(in_ns(ns, "conntrack", "-C").strip())
+
+
+def conntrack_entries(ns: str) -> str:
+    return in_ns(ns, "conntrack", "-L", check=False)
+
+
+def csum_errors(ns: str) -> dict[str, int]:
+    with netns.entered(ns), open("/proc/thread-self/net/snmp") as f:
+        lines = f.read().splitlines()
+    out = {}
+    for head, values in zip(lines[::2], lines[1::2], strict=False):
+        proto = head.split(":")[0]
+        for k, v in zip(head.split()[1:], values.split()[1:], strict=False):
+            if k == "InCsumErrors":
+                out[proto] = int(v)
+    return out
+
+
+def counters(opts: Options) -> dict[str, int]:
+    info = status(opts)
+    result: dict[str, int] = info["counters"]
+    return result
+
+
+def sessions(opts: Options) -> dict[str, int]:
+    """Forward SNAT entries by state (for messages): live/expired, closing, seen reply."""
+    from bpfgen_runtime.pins import PinnedMap
+
+    now = time.monotonic_ns()
+    out = {"total": 0, "closing": 0, "seen_reply": 0, "old": 0}
+    with PinnedMap(os.path.join(opts.pin_dir(), "bpfgen_snat_v4")) as m:
+        for _, value in m.items():
+            last_seen = int.from_bytes(value[:8], "little")
+            flags = value[14]
+            out["total"] += 1
+            out["closing"] += bool(flags & 2)
+            out["seen_reply"] += bool(flags & 1)
+            out["old"] += now - last_seen > 2_000_000_000
+    with PinnedMap(os.path.join(opts.pin_dir(), "bpfgen_rsnat_v4")) as r:
+        out["reverse"] = r.count()
+    return out
+
+
+def assert_untracked(topo: Topo, what: str) -> None:
+    count = conntrack_count(topo.node)
+    assert count == 0, (
+        f"{what}: {count} conntrack entries in the node:\n{conntrack_entries(topo.node)}"
+    )
+
+
+def assert_no_csum_errors(topo: Topo) -> None:
+    for ns in topo.leaves():
+        errs = csum_errors(ns)
+        assert not any(errs.values()), f"checksum errors in {ns}: {errs}"
+
+
+# --- the cases -----------------------------------------------------------------------------------
+
+
+def test_up_attaches_and_programs_ipvs(topo: Topo) -> None:
+    report = up(topo.builds["main"], topo.opts)
+    assert any("attach ingress" in c for c in report.changes), report.changes
+    again = up(topo.builds["main"], topo.opts)
+    assert again.changes == [], f"second up changed: {again.changes}"
+    info = status(topo.opts)
+    assert info["in_sync"], info.get("differences")
+    hooks = {(a["device"], a["hook"]) for a in info["attached"]}
+    for dev in ("up0", "pv1", "pv2", "pv3"):
+        assert {(dev, "tc_ingress"), (dev, "tc_egress")} <= hooks
+    ipvsadm = in_ns(topo.node, "ipvsadm", "-Ln")
+    assert f"TCP  {VIP}:80 rr" in ipvsadm and f"{BE['be1']}:{HTTP}" in ipvsadm, ipvsadm
+    assert f"TCP  {NODE_ADDR}:{NODE_PORT_TCP}" in ipvsadm and "Masq" in ipvsadm, ipvsadm
+    assert f"TCP  {STICKY_VIP}:80 rr persistent 600" in ipvsadm, ipvsadm
+    assert in_ns(topo.node, "sysctl", "-n", "net.ipv4.vs.conntrack").strip() == "0"
+    timeouts = in_ns(topo.node, "ipvsadm", "-L", "--timeout")
+    assert "7440" in timeouts, timeouts
+    assert "bpfgen" in in_ns(topo.node, "nft", "list", "tables")
+    print(f"ipvs: {ipvsadm.count('->')} real server lines; {timeouts.strip()}")
+
+
+def test_pod_to_clusterip_keeps_source(topo: Topo) -> None:
+    seen = set()
+    for _ in range(4):
+        a = tcp_request(topo.cp, VIP, 80)
+        assert a.peer == CP_ADDR and a.peer_port == a.local_port, a
+        seen.add(a.backend)
+    assert seen == {"be1", "be2"}, f"rr over two backends: {seen}"
+    u, src = udp_request(topo.cp, VIP, 53)
+    assert u.peer == CP_ADDR and src == (VIP, 53), (u, src)
+    assert_untracked(topo, "pod -> ClusterIP")
+    assert_no_csum_errors(topo)
+
+
+def test_external_to_nodeport_is_snated(topo: Topo) -> None:
+    before = counters(topo.opts)
+    for _ in range(4):
+        a = tcp_request(topo.ext, NODE_ADDR, NODE_PORT_TCP)
+        assert a.peer == NODE_ADDR and SNAT_RANGE[0] <= a.peer_port <= SNAT_RANGE[1], a
+    u, src = udp_request(topo.ext, NODE_ADDR, NODE_PORT_UDP)
+    assert u.peer == NODE_ADDR and SNAT_RANGE[0] <= u.peer_port <= SNAT_RANGE[1], u
+    assert src == (NODE_ADDR, NODE_PORT_UDP)
+    lb = tcp_request(topo.ext, LB_IP, 80)
+    assert lb.peer == NODE_ADDR, lb
+    after = counters(topo.opts)
+    assert after["snat_new"] - before["snat_new"] >= 6, (before, after)
+    assert after["rsnat"] > before["rsnat"]
+    assert_untracked(topo, "external -> NodePort")
+    assert_no_csum_errors(topo)
+
+
+def test_external_traffic_policy_local_keeps_client(topo: Topo) -> None:
+    a = tcp_request(topo.ext, NODE_ADDR, NODE_PORT_LOCAL)
+    assert a.backend == "be1" and a.peer == EXT_ADDR, a
+    assert_untracked(topo, "externalTrafficPolicy Local")
+
+
+def test_node_process_to_clusterip(topo: Topo) -> None:
+    a = tcp_request(topo.node, VIP, 80)
+    assert a.peer == NODE_ADDR and SNAT_RANGE[0] <= a.peer_port <= SNAT_RANGE[1], a
+    u, _ = udp_request(topo.node, VIP, 53)
+    assert u.peer == NODE_ADDR, u
+    assert_untracked(topo, "node -> ClusterIP")
+
+
+def test_hairpin_pod_reaches_itself(topo: Topo) -> None:
+    for _ in range(8):  # rr: some of these land on be1 itself
+        a = tcp_request(topo.be1, VIP, 80)
+        if a.backend == "be1":
+            assert a.peer == NODE_ADDR, f"hairpin must be SNATed: {a}"
+            break
+    else:
+        pytest.fail("no connection from be1 landed on be1")
+    assert_untracked(topo, "hairpin")
+
+
+def test_client_ip_affinity(topo: Topo) -> None:
+    backends = {tcp_request(topo.cp, STICKY_VIP, 80).backend for _ in range(6)}
+    assert len(backends) == 1, backends
+    assert_untracked(topo, "affinity")
+
+
+def test_sync_drains_removed_endpoint(topo: Topo) -> None:
+    # A connection to be2 held open across the sync.
+    held = None
+    for _ in range(6):
+        with netns.entered(topo.cp):
+            s = socket.create_connection((VIP, 80), timeout=CONNECT_TIMEOUT)
+        s.sendall(b"1\n")
+        reader = s.makefile("rb")
+        if reader.readline().split()[0] == b"be2":
+            held = (s, reader)
+            break
+        s.close()
+    assert held is not None, "rr never chose be2"
+    report = sync(topo.builds["drained"], topo.opts)
+    assert any(f"drain real server {BE['be2']}:{HTTP}" in c for c in report.changes), report.changes
+    new = {tcp_request(topo.cp, VIP, 80).backend for _ in range(6)}
+    assert new == {"be1"}, f"new connections after be2 was removed: {new}"
+    s, reader = held
+    s.sendall(b"2\n")
+    assert reader.readline().split()[0] == b"be2", "the held connection broke across sync"
+    s.close()
+    info = status(topo.opts)
+    assert info["in_sync"], info.get("differences")
+    assert_untracked(topo, "sync")
+
+
+def test_exhaustion_is_counted(topo: Topo) -> None:
+    """Small range: hold connections until the SNAT ports run out; then a clear counter."""
+    report = sync(topo.builds["short"], topo.opts)
+    assert any("replace egress" in c for c in report.changes), report.changes
+    before = counters(topo.opts)
+    held: list[socket.socket] = []
+    ports = SHORT_RANGE[1] - SHORT_RANGE[0] + 1
+    failed_at = None
+    try:
+        with netns.entered(topo.ext):
+            for i in range(3 * ports):  # two backends: each has the whole range (EDM)
+                try:
+                    held.append(socket.create_connection((NODE_ADDR, NODE_PORT_TCP), timeout=1.5))
+                except OSError:
+                    failed_at = i
+                    break
+    finally:
+        for s in held:
+            s.close()
+    delta = {k: v - before[k] for k, v in counters(topo.opts).items()}
+    print(
+        f"exhaustion: {len(held)} connections held before the first failure "
+        f"({2 * ports} ports over two backends); counters {delta}; sessions {sessions(topo.opts)}"
+    )
+    assert failed_at is not None, "the range never ran out"
+    assert len(held) >= int(0.95 * 2 * ports), f"failed early: {len(held)} of {2 * ports}"
+    assert delta["drop_exhausted"] > 0 and delta["drop_map_full"] == 0, delta
+    assert_untracked(topo, "exhaustion")
+
+
+def test_short_connections_with_small_snat_range(topo: Topo) -> None:
+    """Many short connections through a 256-port range: ports are reused as sessions expire.
+
+    Bounded by count (BPFGEN_E2E_SHORT_CONNECTIONS), time (BPFGEN_E2E_SHORT_SECONDS)
+    and failures (stops after 20).
+    """
+    time.sleep(1.5)  # the held connections of the last test expire (transitory: 1 s)
+    before = counters(topo.opts)
+    failures, made = 0, 0
+    start = time.monotonic()
+    deadline = start + SHORT_SECONDS
+    with netns.entered(topo.ext):
+        while made + failures < SHORT_CONNECTIONS and time.monotonic() < deadline:
+            try:
+                a = _tcp_exchange(NODE_ADDR, NODE_PORT_TCP, timeout=2.0)
+            except OSError:
+                failures += 1
+                if failures >= 20:
+                    break
+                continue
+            assert a.peer == NODE_ADDR and SHORT_RANGE[0] <= a.peer_port <= SHORT_RANGE[1], a
+            made += 1
+    elapsed = time.monotonic() - start
+    after = counters(topo.opts)
+    delta = {k: after[k] - before[k] for k in after}
+    print(
+        f"short connections: {made} made, {failures} failed in {elapsed:.1f} s "
+        f"({made / elapsed:.0f}/s); counters: {delta}; conntrack: {conntrack_count(topo.node)}; "
+        f"sessions: {sessions(topo.opts)}"
+    )
+    assert failures == 0, f"{failures} failed connections (range not exhausted): {delta}"
+    assert delta["drop_exhausted"] == 0
+    assert made >= SHORT_CONNECTIONS, (
+        f"only {made} connections in {SHORT_SECONDS:.0f} s ({made / elapsed:.0f}/s): "
+        "the guest is slower than expected (BPFGEN_E2E_SHORT_SECONDS raises the bound)"
+    )
+    assert_untracked(topo, "short connections")
+    assert_no_csum_errors(topo)
+
+
+def test_down_removes_everything(topo: Topo) -> None:
+    report = down(topo.opts)
+    assert report.changes
+    assert "bpfgen" not in in_ns(topo.node, "nft", "list", "tables")
+    assert in_ns(topo.node, "ipvsadm", "-Ln").count("->") <= 1  # only the header line
+    assert "bpfgen-ipvs0" not in in_ns(topo.node, "ip", "link")
+    assert not Path(topo.opts.pin_dir()).exists()
+    for dev in ("up0", "pv1"):
+        assert "clsact" not in in_ns(topo.node, "tc", "qdisc", "show", "dev", dev)
+    assert not re.search(
+        r"\bbpf\b", in_ns(topo.node, "tc", "filter", "show", "dev", "up0", "ingress")
+    )
+    assert json.dumps(status(topo.opts)) == json.dumps({"netns": topo.node, "up": False})
