@@ -12,6 +12,8 @@ from typing import Any
 
 from bpfgen import __version__
 from bpfgen.errors import BpfgenError, InputError
+from bpfgen_runtime.cli import RUNTIME_COMMANDS, add_subcommands, dispatch
+from bpfgen_runtime.errors import RuntimeOpError
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
@@ -57,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="programs, sections, maps, instruction counts of a build")
     i.add_argument("dir", type=Path)
     i.add_argument("--json", action="store_true")
+
+    add_subcommands(sub)  # up, sync, status, down: the node-side runtime
     return ap
 
 
@@ -153,7 +157,26 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_runtime(args: argparse.Namespace) -> int:
+    """up/status/down go straight to the runtime; sync first rebuilds DIR."""
+    if args.command == "sync":
+        if not args.services:
+            raise BpfgenError("sync: --services is required (the manifests to apply)")
+        from bpfgen.compiler import compile_build
+
+        manifest_path = args.dir / "manifest.json"
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except OSError as e:
+            raise BpfgenError(f"{manifest_path}: cannot read ({e.strerror})") from e
+        node = args.node or Path(manifest["inputs"]["node"])
+        # Atomic: bad input exits 2 and leaves DIR and the node as they were.
+        compile_build(node, args.services, args.dir, generic=manifest["build"] == "generic")
+    return dispatch(args)
+
+
 COMMANDS = {"compile": _cmd_compile, "plan": _cmd_plan, "inspect": _cmd_inspect}
+COMMANDS.update({name: _cmd_runtime for name in RUNTIME_COMMANDS})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BpfgenError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except RuntimeOpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code  # 2 when the runtime refused bad input, else 1
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import errno
 import fnmatch
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute  # type: ignore[import-untyped]
-from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from . import libbpf
 from .errors import RuntimeOpError, operation

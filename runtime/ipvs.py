@@ -27,9 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2 import IPVS, IPVSDest, IPVSService  # type: ignore[import-untyped]
-from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, genlmsg  # type: ignore[import-untyped]
-from pyroute2.netlink.generic import ipvs as ipvs_nl  # type: ignore[import-untyped]
+from pyroute2 import IPVS, IPVSDest, IPVSService
+from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST, genlmsg
+from pyroute2.netlink.generic import ipvs as ipvs_nl
 
 from .errors import RuntimeOpError
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from pyroute2 import IPRoute  # type: ignore[import-untyped]
+from pyroute2 import IPRoute
 
 from . import attach, ipvs, netns, nft, pins, sysctl
 from .builddir import Build, InputRefused, read_build
