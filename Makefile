@@ -4,13 +4,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BPFGEN := $(VENV)/bin/bpfgen
 APT_PACKAGES := clang-19 llvm-19 libbpf-dev libbpf1 bpftool iproute2 nftables conntrack \
-	ethtool ipvsadm tcpdump kmod python3-venv
+	ethtool ipvsadm tcpdump kmod python3-venv \
+	qemu-system-x86 busybox-static file udev
+# The second kernel of the test matrix: Debian 12's 6.1 LTS image, unpacked
+# under .vm/ (not installed), booted with virtme-ng (pip, in the venv).
+STAMP_VM := .vm/.setup.stamp
 STAMP_APT := .setup-apt.stamp
 STAMP_VENV := $(VENV)/.setup.stamp
 
-.PHONY: setup compile test test-model lint clean golden bench-compile bench-insns bench-ports
+.PHONY: setup compile test test-vm test-model lint clean golden bench-compile bench-insns bench-ports
 
-setup: $(STAMP_APT) $(STAMP_VENV)
+setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_VM)
 
 # System packages: only what is missing is installed, so re-running is cheap.
 $(STAMP_APT):
@@ -28,11 +32,19 @@ $(STAMP_VENV): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
+$(STAMP_VM): $(STAMP_APT) $(STAMP_VENV)
+	$(PY) -m tests.vm.kernel
+	@touch $@
+
 compile: setup
 	$(BPFGEN) compile --node examples/node.yaml --services examples/services.yaml --out build/example
 
 test: setup
 	$(PY) -m pytest
+
+# Only the suites that run in Debian's 6.1 kernel under virtme-ng.
+test-vm: setup
+	$(PY) -m pytest -m vm tests/vm
 
 lint: setup
 	$(VENV)/bin/ruff check bpfgen runtime tests

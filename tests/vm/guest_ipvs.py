@@ -50,7 +50,7 @@ SNAT_RANGE = (20000, 29999)
 SHORT_RANGE = (20000, 20255)  # build "short": small SNAT range, 1 s transitory timeout
 CONNECT_TIMEOUT = 5.0
 SHORT_CONNECTIONS = int(os.environ.get("BPFGEN_E2E_SHORT_CONNECTIONS", "20000"))
-SHORT_SECONDS = float(os.environ.get("BPFGEN_E2E_SHORT_SECONDS", "420"))
+SHORT_SECONDS = float(os.environ.get("BPFGEN_E2E_SHORT_SECONDS", "600"))
 
 pytestmark = pytest.mark.vm
 

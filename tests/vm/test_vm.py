@@ -1,0 +1,74 @@
+"""pytest suites run inside Debian 12's 6.1 LTS kernel (virtme-ng, no KVM), from the host.
+
+Each suite is a list of pytest arguments run in the VM by tests.vm.run; it
+passes when the inner pytest exits 0 and its JUnit XML shows tests ran and
+none was skipped (a kernel test skipped in the VM is a failure). A VM that
+cannot boot fails the test with the reason; it never skips.
+
+    .venv/bin/python -m pytest -m vm tests/vm        # BPFGEN_VM_TIMEOUT=S per suite
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.vm.run import DEFAULT_TIMEOUT, VMError, new_results_dir, run_in_vm
+
+pytestmark = pytest.mark.vm
+
+# Add a suite here: an id and the pytest arguments (paths relative to the repository).
+SUITES: dict[str, list[str]] = {
+    "kernel-marked": ["-m", "kernel", "tests", "--ignore=tests/vm"],
+}
+
+
+def junit_summary(path: Path) -> dict[str, object]:
+    """{"tests", "failures", "errors", "skipped"} totals and the names of the bad cases."""
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    totals: dict[str, object] = {
+        key: sum(int(s.get(key, 0)) for s in suites)
+        for key in ("tests", "failures", "errors", "skipped")
+    }
+    # Names of the bad cases go under their own keys: "skipped" stays a count.
+    bad: dict[str, list[str]] = {"failed": [], "skipped_cases": []}
+    for case in root.iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        if case.find("failure") is not None or case.find("error") is not None:
+            bad["failed"].append(name)
+        skipped = case.find("skipped")
+        if skipped is not None:
+            bad["skipped_cases"].append(f"{name}: {skipped.get('message', '')}")
+    totals.update(bad)
+    return totals
+
+
+@pytest.mark.parametrize("suite", list(SUITES.values()), ids=list(SUITES))
+def test_suite_in_debian_6_1_vm(suite: list[str]) -> None:
+    if os.environ.get("BPFGEN_IN_VM"):
+        pytest.fail("already inside the VM: run the vm tests on the host", pytrace=False)
+    timeout = float(os.environ.get("BPFGEN_VM_TIMEOUT", DEFAULT_TIMEOUT))
+    results = new_results_dir()
+    junit = results / "junit.xml"
+    inner = ["python", "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}"]
+    try:
+        run = run_in_vm([*inner, *suite], timeout, results=results)
+    except VMError as exc:
+        error = str(exc)
+    else:
+        error = ""
+    if error:
+        pytest.fail(f"the Debian 6.1 VM could not run {suite}: {error}", pytrace=False)
+
+    where = f"(in {run.kernel}; results kept in {run.results})"
+    assert junit.is_file(), f"pytest in the VM wrote no {junit.name}, exit {run.returncode} {where}"
+    summary = junit_summary(junit)
+    assert run.returncode == 0, f"pytest in the VM exited {run.returncode}: {summary} {where}"
+    assert isinstance(summary["tests"], int) and summary["tests"] > 0, f"no test ran {where}"
+    assert summary["skipped"] == 0, f"tests skipped in the VM: {summary['skipped']} {where}"
+    shutil.rmtree(run.results, ignore_errors=True)
