@@ -60,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("dir", type=Path)
     i.add_argument("--json", action="store_true")
 
+    r = sub.add_parser(
+        "replay", help="run hex packets or a pcap through a build's program (test run)"
+    )
+    r.add_argument("dir", type=Path, help="build directory")
+    r.add_argument("--program", required=True, help="ingress, egress or ingress_xdp")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--hex", nargs="+", action="extend", help="Ethernet frames in hex")
+    src.add_argument("--pcap", type=Path, help="classic pcap file, Ethernet link type")
+    r.add_argument("--mark", type=lambda t: int(t, 0), default=0, help="skb->mark in (tc)")
+    r.add_argument("--json", action="store_true")
+
     add_subcommands(sub)  # up, sync, status, down: the node-side runtime
     return ap
 
@@ -157,6 +168,26 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from bpfgen_runtime.replay import parse_hex, read_pcap, replay
+
+    frames = read_pcap(args.pcap) if args.pcap else parse_hex(args.hex)
+    steps, counters = replay(args.dir, args.program, frames, mark=args.mark)
+    if args.json:
+        json.dump(
+            {"steps": [s.to_dict() for s in steps], "counters": counters}, sys.stdout, indent=2
+        )
+        print()
+        return 0
+    for s in steps:
+        d = s.to_dict()
+        mark = f" mark {s.mark_in:#x}->{s.mark_out:#x}" if s.mark_in != s.mark_out else ""
+        out = f" -> {d['out']}" if d["changed"] else " (unchanged)"
+        print(f"#{s.index} {args.program} {s.verdict}{mark}: {d['in']}{out}")
+    print("counters: " + ", ".join(f"{k} {v}" for k, v in counters.items() if v))
+    return 0
+
+
 def _cmd_runtime(args: argparse.Namespace) -> int:
     """up/status/down go straight to the runtime; sync first rebuilds DIR."""
     if args.command == "sync":
@@ -175,7 +206,12 @@ def _cmd_runtime(args: argparse.Namespace) -> int:
     return dispatch(args)
 
 
-COMMANDS = {"compile": _cmd_compile, "plan": _cmd_plan, "inspect": _cmd_inspect}
+COMMANDS = {
+    "compile": _cmd_compile,
+    "plan": _cmd_plan,
+    "inspect": _cmd_inspect,
+    "replay": _cmd_replay,
+}
 COMMANDS.update({name: _cmd_runtime for name in RUNTIME_COMMANDS})
 
 
