@@ -16,7 +16,7 @@ import pytest
 
 from tests.vm.guest_ipvs import compile_builds
 from tests.vm.run import VMError, new_results_dir, run_in_vm
-from tests.vm.test_vm import junit_summary
+from tests.vm.test_vm import assert_vm_run_passed
 
 pytestmark = pytest.mark.vm
 
@@ -41,11 +41,6 @@ def test_ipvs_end_to_end_in_debian_6_1_vm() -> None:
         run = run_in_vm(cmd, TIMEOUT, results=results, env=env)
     except VMError as exc:
         pytest.fail(f"the Debian 6.1 VM could not run the IPVS suite: {exc}", pytrace=False)
-    where = f"(in {run.kernel}; results kept in {run.results})"
-    assert junit.is_file(), f"pytest in the VM wrote no {junit.name}, exit {run.returncode} {where}"
-    summary = junit_summary(junit)
-    assert run.returncode == 0, f"pytest in the VM exited {run.returncode}: {summary} {where}"
-    assert isinstance(summary["tests"], int) and summary["tests"] > 0, f"no test ran {where}"
-    assert summary["skipped"] == 0, f"tests skipped in the VM: {summary['skipped']} {where}"
+    assert_vm_run_passed(run, junit)
     print(f"vm: boot {run.boot_seconds:.0f} s, total {run.total_seconds:.0f} s")
     shutil.rmtree(run.results, ignore_errors=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.run import VMError, new_results_dir, run_in_vm
+from tests.vm.run import VMError, VMRun, new_results_dir, run_in_vm
 
 pytestmark = pytest.mark.vm
 
@@ -52,6 +52,16 @@ def junit_summary(path: Path) -> dict[str, object]:
     return totals
 
 
+def assert_vm_run_passed(run: VMRun, junit: Path) -> None:
+    """The pytest run in the VM exited 0, ran tests, and skipped none."""
+    where = f"(in {run.kernel}; results kept in {run.results})"
+    assert junit.is_file(), f"pytest in the VM wrote no {junit.name}, exit {run.returncode} {where}"
+    summary = junit_summary(junit)
+    assert run.returncode == 0, f"pytest in the VM exited {run.returncode}: {summary} {where}"
+    assert isinstance(summary["tests"], int) and summary["tests"] > 0, f"no test ran {where}"
+    assert summary["skipped"] == 0, f"tests skipped in the VM: {summary['skipped']} {where}"
+
+
 @pytest.mark.parametrize(("suite", "timeout"), list(SUITES.values()), ids=list(SUITES))
 def test_suite_in_debian_6_1_vm(suite: list[str], timeout: float) -> None:
     if os.environ.get("BPFGEN_IN_VM"):
@@ -69,10 +79,5 @@ def test_suite_in_debian_6_1_vm(suite: list[str], timeout: float) -> None:
     if error:
         pytest.fail(f"the Debian 6.1 VM could not run {suite}: {error}", pytrace=False)
 
-    where = f"(in {run.kernel}; results kept in {run.results})"
-    assert junit.is_file(), f"pytest in the VM wrote no {junit.name}, exit {run.returncode} {where}"
-    summary = junit_summary(junit)
-    assert run.returncode == 0, f"pytest in the VM exited {run.returncode}: {summary} {where}"
-    assert isinstance(summary["tests"], int) and summary["tests"] > 0, f"no test ran {where}"
-    assert summary["skipped"] == 0, f"tests skipped in the VM: {summary['skipped']} {where}"
+    assert_vm_run_passed(run, junit)
     shutil.rmtree(run.results, ignore_errors=True)
