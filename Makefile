@@ -12,7 +12,7 @@ STAMP_VM := .vm/.setup.stamp
 STAMP_APT := .setup-apt.stamp
 STAMP_VENV := $(VENV)/.setup.stamp
 
-.PHONY: setup compile test test-vm test-model lint clean golden bench-compile bench-insns bench-ports
+.PHONY: setup compile test test-vm test-model lint clean golden bench-compile bench-insns bench-ports bench bench-quick
 
 setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_VM)
 
@@ -68,3 +68,12 @@ bench-insns: setup
 
 bench-ports: setup
 	$(PY) -m bpfgen.bench_ports
+
+# The measured proof (README "Benchmarks"): every part, JSON + PNG + table under build/bench.
+# One part: make bench BENCH_ARGS="--part packets".
+bench: setup
+	$(PY) -m bpfgen.bench --out build/bench $(BENCH_ARGS)
+
+# The CI smoke variant: runs every part briefly, asserts nothing about speed.
+bench-quick: setup
+	$(PY) -m bpfgen.bench --quick --out build/bench-quick $(BENCH_ARGS)

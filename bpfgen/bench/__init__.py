@@ -1,0 +1,11 @@
+"""`make bench`: the measured proof that specialization and the conntrack bypass pay.
+
+One module per part; each exposes
+
+    run(out_dir: Path, *, quick: bool, progress: Callable[[str], None]) -> dict
+    table(result: dict) -> str          # Markdown, printed and pasted into README.md
+    plot(result: dict, out_dir: Path) -> list[Path]   # PNGs (matplotlib, Agg)
+
+and `python -m bpfgen.bench` (bpfgen/bench/__main__.py) runs the parts, writes
+`results.json` with every raw figure, the PNGs and the tables.
+"""
