@@ -12,6 +12,7 @@ from typing import Any
 
 from bpfgen import __version__
 from bpfgen.errors import BpfgenError, InputError
+from bpfgen.plan import BUILD_KINDS
 from bpfgen_runtime.cli import RUNTIME_COMMANDS, add_subcommands, dispatch
 from bpfgen_runtime.errors import RuntimeOpError
 
@@ -26,10 +27,21 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
         required=True,
         help="Service/EndpointSlice manifests (YAML or JSON; repeatable)",
     )
-    p.add_argument(
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--build",
+        choices=BUILD_KINDS,
+        default=None,
+        help="specialized (default): node values are C constants; generic: read from a .bss "
+        "struct per packet; frozen: a const volatile .rodata struct set before load "
+        "(constants to the verifier only)",
+    )
+    kind.add_argument(
         "--generic",
-        action="store_true",
-        help="read every specialized value from a config map at run time (for comparison)",
+        dest="build",
+        action="store_const",
+        const="generic",
+        help="same as --build generic",
     )
 
 
@@ -88,7 +100,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         args.node,
         args.services,
         args.out,
-        generic=args.generic,
+        build=args.build,
         verify=not args.no_verify,
         progress=progress,
     )
@@ -111,7 +123,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from bpfgen.config import load_inputs
     from bpfgen.plan import make_plan
 
-    plan = make_plan(load_inputs(args.node, args.services), generic=args.generic)
+    plan = make_plan(load_inputs(args.node, args.services), build=args.build)
     if args.json:
         json.dump(plan.to_dict(), sys.stdout, indent=2)
         print()
@@ -202,7 +214,7 @@ def _cmd_runtime(args: argparse.Namespace) -> int:
             raise BpfgenError(f"{manifest_path}: cannot read ({e.strerror})") from e
         node = args.node or Path(manifest["inputs"]["node"])
         # Atomic: bad input exits 2 and leaves DIR and the node as they were.
-        compile_build(node, args.services, args.dir, generic=manifest["build"] == "generic")
+        compile_build(node, args.services, args.dir, build=manifest["build"])
     return dispatch(args)
 
 

@@ -12,6 +12,7 @@ runs the kernel verifier, since the kernel is not part of the key.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from bpfgen.build import ObjectBuild, Toolchain, cache_root, compile_objects, to
 from bpfgen.config import load_inputs
 from bpfgen.errors import VerifierError
 from bpfgen.inspect import ObjectInfo, check_against_plan, inspect_object
-from bpfgen.plan import COUNTER_NAMES, Plan, make_plan
+from bpfgen.plan import COUNTER_NAMES, Plan, build_kind, make_plan
 from bpfgen.render import Rendered, render
 
 MANIFEST_SCHEMA = 1
@@ -73,15 +74,29 @@ def _quiet(_: str) -> None:
     pass
 
 
+def _initial_values(runtime_config: dict[str, str] | None) -> dict[str, bytes]:
+    """The manifest's `runtime_config` as loader initial values: what the runtime sets.
+
+    A frozen build must be verified with its real `.rodata`: the verifier prunes on
+    those values, so an all-zero image would verify (and count) other code.
+    """
+    if runtime_config is None:
+        return {}
+    return {runtime_config["map"]: bytes.fromhex(runtime_config["hex"])}
+
+
 def verify_objects(build_dir: Path, plan: Plan, log_dir: Path) -> dict[str, Verified]:
     """Load every object into the running kernel's verifier, then unload it."""
     from bpfgen_runtime.errors import RuntimeOpError, VerifierRejected
     from bpfgen_runtime.loader import verify_object
 
+    initial = _initial_values(_runtime_config_entry(plan))
     out: dict[str, Verified] = {}
     for prog in plan.programs:
         try:
-            records = verify_object(build_dir / prog.object, log_dir=log_dir)
+            records = verify_object(
+                build_dir / prog.object, log_dir=log_dir, initial_values=initial
+            )
         except VerifierRejected as e:
             raise VerifierError(str(e)) from e
         except RuntimeOpError as e:
@@ -92,6 +107,12 @@ def verify_objects(build_dir: Path, plan: Plan, log_dir: Path) -> dict[str, Veri
         for r in records:
             out[r.name] = Verified(r.name, r.verified_insns, r.xlated_insns)
     return out
+
+
+def _runtime_config_entry(plan: Plan) -> dict[str, str] | None:
+    if plan.runtime_config is None or plan.config_section is None:
+        return None
+    return {"map": plan.config_section, "hex": plan.runtime_config.hex()}
 
 
 def build_manifest(
@@ -149,9 +170,7 @@ def build_manifest(
             for m in plan.maps
         ],
         "counters": list(COUNTER_NAMES),
-        "runtime_config": None
-        if plan.runtime_config is None
-        else {"map": ".bss", "hex": plan.runtime_config.hex()},
+        "runtime_config": _runtime_config_entry(plan),
         "map_init": "map_init.json" if plan.map_init else None,
         "sources": sorted(f.path for f in rendered.files),
         "specialization": plan.to_dict(),
@@ -175,12 +194,10 @@ def _compiler_digest() -> bytes:
     return h.digest()
 
 
-def build_cache_key(
-    node: Path, services: Sequence[Path], generic: bool, tc: Toolchain
-) -> str | None:
+def build_cache_key(node: Path, services: Sequence[Path], build: str, tc: Toolchain) -> str | None:
     """Key of a whole build, or None when an input cannot be read (config reports it)."""
     h = hashlib.sha256()
-    h.update(f"bpfgen {__version__}\0generic={generic}\0{tc.version}\0".encode())
+    h.update(f"bpfgen {__version__}\0build={build}\0{tc.version}\0".encode())
     h.update("\0".join(tc.flags).encode())
     h.update(_compiler_digest())
     for path in (node, *services):
@@ -206,9 +223,12 @@ def _restore_cached_build(
         from bpfgen_runtime.errors import RuntimeOpError, VerifierRejected
         from bpfgen_runtime.loader import verify_object
 
+        initial = _initial_values(manifest.get("runtime_config"))
         for prog in manifest["programs"]:
             try:
-                records = verify_object(tmp / prog["object"], log_dir=log_dir)
+                records = verify_object(
+                    tmp / prog["object"], log_dir=log_dir, initial_values=initial
+                )
             except VerifierRejected as e:
                 raise VerifierError(str(e)) from e
             except RuntimeOpError as e:
@@ -266,12 +286,15 @@ def compile_build(
     out: Path,
     *,
     generic: bool = False,
+    build: str | None = None,
     verify: bool = True,
     progress: Progress = _quiet,
 ) -> CompileResult:
+    """Compile a `build` kind (plan.BUILD_KINDS; `generic=True` is the older spelling)."""
+    kind = build_kind(build, generic=generic)
     out = out.absolute()
     log_dir = out.parent / f"{out.name}.logs"
-    key = build_cache_key(node, services, generic, toolchain())
+    key = build_cache_key(node, services, kind, toolchain())
     entry = cache_root() / "builds" / key if key else None
     if key is not None and entry is not None and (entry / "manifest.json").is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -294,7 +317,7 @@ def compile_build(
     )
     for n in inputs.notices:
         progress(f"notice: {n}")
-    plan = make_plan(inputs, generic=generic)
+    plan = make_plan(inputs, build=kind)
     progress(
         f"plan: {plan.build_kind} build, {len(plan.frontends)} frontends "
         f"({'map' if plan.frontends_in_map else 'code'}), {len(plan.programs)} programs"
@@ -310,10 +333,7 @@ def compile_build(
         objects = {p.object: inspect_object(tmp / p.object) for p in plan.programs}
         check_against_plan(plan, objects)
         # Paths in the manifest are relative to the build directory.
-        objects = {
-            k: ObjectInfo(k, v.programs, v.subprograms, v.maps, v.sections)
-            for k, v in objects.items()
-        }
+        objects = {k: dataclasses.replace(v, path=k) for k, v in objects.items()}
         verified = verify_objects(tmp, plan, log_dir) if verify else None
         if plan.map_init:
             (tmp / "map_init.json").write_text(

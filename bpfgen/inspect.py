@@ -19,6 +19,7 @@ from bpfgen.errors import InspectError
 from bpfgen.plan import Plan
 
 BPF_INSN_SIZE = 8
+CONFIG_GLOBAL = "bpfgen_cfg"  # the generic and frozen builds' struct bpfgen_config
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,23 @@ class ProgramInfo:
 
 
 @dataclass(frozen=True)
+class GlobalInfo:
+    """A global variable: libbpf turns its section into an internal map."""
+
+    name: str
+    section: str  # ".bss", ".data", ".rodata", ...
+    size: int
+    section_size: int  # the whole section: the internal map's value size
+
+
+@dataclass(frozen=True)
 class ObjectInfo:
     path: str
     programs: tuple[ProgramInfo, ...]
     subprograms: tuple[ProgramInfo, ...]  # .text functions (bpf_loop callbacks)
     maps: tuple[MapDef, ...]
     sections: tuple[str, ...]
+    globals: tuple[GlobalInfo, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +56,9 @@ class ObjectInfo:
                 {"name": p.name, "section": p.section, "insns": p.insns} for p in self.programs
             ],
             "subprograms": [{"name": p.name, "insns": p.insns} for p in self.subprograms],
+            "globals": [
+                {"name": g.name, "section": g.section, "size": g.size} for g in self.globals
+            ],
             "maps": [
                 {
                     "name": m.name,
@@ -79,9 +94,15 @@ def inspect_object(path: Path) -> ObjectInfo:
         }
         progs: list[ProgramInfo] = []
         subs: list[ProgramInfo] = []
+        variables: list[GlobalInfo] = []
         symtab = elf.get_section_by_name(".symtab")
         symbols = symtab.iter_symbols() if isinstance(symtab, SymbolTableSection) else iter(())
         for sym in symbols:
+            if sym["st_info"]["type"] == "STT_OBJECT" and isinstance(sym["st_shndx"], int):
+                sec = elf.get_section(sym["st_shndx"])
+                if sec.name in (".bss", ".data", ".rodata"):
+                    variables.append(GlobalInfo(sym.name, sec.name, sym["st_size"], sec["sh_size"]))
+                continue
             if sym["st_info"]["type"] != "STT_FUNC" or sym["st_shndx"] not in code:
                 continue
             section = code[sym["st_shndx"]]
@@ -96,7 +117,35 @@ def inspect_object(path: Path) -> ObjectInfo:
         tuple(sorted(subs, key=lambda p: p.name)),
         maps,
         sections,
+        tuple(sorted(variables, key=lambda g: g.name)),
     )
+
+
+def _config_problems(plan: Plan, obj: str, info: ObjectInfo) -> list[str]:
+    """bpfgen_cfg where the build kind puts it, sized as the runtime's initial value.
+
+    Specialized: no such global. Generic: in .bss. Frozen: in .rodata, and alone
+    there, since the runtime's image (manifest runtime_config) is the whole map.
+    """
+    found = [g for g in info.globals if g.name == CONFIG_GLOBAL]
+    want = plan.config_section
+    if want is None:
+        return [f"{obj}: {plan.build} build has a {CONFIG_GLOBAL} global"] if found else []
+    if not found:
+        return [f"{obj}: {plan.build} build has no {CONFIG_GLOBAL} global"]
+    g = found[0]
+    size = len(plan.runtime_config or b"")
+    problems = []
+    if g.section != want:
+        problems.append(f"{obj}: {CONFIG_GLOBAL} in {g.section}, {plan.build} build wants {want}")
+    if g.size != size:
+        problems.append(f"{obj}: {CONFIG_GLOBAL} is {g.size} bytes, the runtime config {size}")
+    if g.section_size != g.size:
+        problems.append(
+            f"{obj}: {g.section} is {g.section_size} bytes, more than {CONFIG_GLOBAL} "
+            f"({g.size}): the runtime's initial value would not cover it"
+        )
+    return problems
 
 
 def check_against_plan(plan: Plan, objects: dict[str, ObjectInfo]) -> None:
@@ -128,6 +177,7 @@ def check_against_plan(plan: Plan, objects: dict[str, ObjectInfo]) -> None:
                     f"{prog.object}: map {mp.name} is (type, key, value, max_entries, pinned)="
                     f"{got}, planned {want}"
                 )
+        problems += _config_problems(plan, prog.object, info)
         extra = set(maps) - {mp.name for mp in plan.maps}
         if extra:
             problems.append(f"{prog.object}: unplanned maps {sorted(extra)}")

@@ -25,6 +25,12 @@ BPFFS_ROOT = "/sys/fs/bpf"  # where the manifest's pin path templates point
 HOOKS = ("tc_ingress", "tc_egress", "xdp")
 PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
 FRONTEND_KINDS = ("ClusterIP", "NodePort", "ExternalIP", "LoadBalancer")
+# Build kind -> the internal map holding bpfgen_cfg (manifest runtime_config.map).
+CONFIG_SECTION: dict[str, str | None] = {
+    "specialized": None,
+    "generic": ".bss",
+    "frozen": ".rodata",
+}
 
 
 class InputRefused(RuntimeOpError):
@@ -234,6 +240,7 @@ class _Checker:
         frontends = self.frontends(m)
         map_init = self.map_init(build_dir, m, {mp.name: mp for mp in maps})
         runtime_config = self.runtime_config(m)
+        self.build_kind(m, runtime_config)
         if self.problems or mode is None or node is None:
             return None
         object_sha = {}
@@ -419,6 +426,23 @@ class _Checker:
                 pairs.append((key, value))
             out[map_name] = tuple(pairs)
         return out
+
+    def build_kind(self, m: Any, runtime_config: tuple[str, bytes] | None) -> None:
+        """specialized: no runtime config; generic: the .bss image; frozen: the .rodata one."""
+        kind = self.get(m, "build", str, "build")
+        if kind is None:
+            return
+        if kind not in CONFIG_SECTION:
+            self.fail("build", f"{kind!r} is not one of {', '.join(CONFIG_SECTION)}")
+            return
+        want = CONFIG_SECTION[kind]
+        got = None if runtime_config is None else runtime_config[0]
+        if got != want:
+            self.fail(
+                "runtime_config.map",
+                f"{got!r}: a {kind} build needs "
+                + ("no runtime config" if want is None else f"its config in {want}"),
+            )
 
     def runtime_config(self, m: Any) -> tuple[str, bytes] | None:
         rc = m.get("runtime_config") if isinstance(m, dict) else None

@@ -608,11 +608,19 @@ test_run.__test__ = False  # type: ignore[attr-defined]  # not a pytest test, wh
 
 
 def verify_object(
-    path: str | os.PathLike[str], *, log_dir: Path | None, log_level: int = 1
+    path: str | os.PathLike[str],
+    *,
+    log_dir: Path | None,
+    log_level: int = 1,
+    initial_values: Mapping[str, bytes] = _NO_INITIAL_VALUES,
 ) -> list[ProgInfo]:
     """Load the object without pinning (the kernel verifier runs), report each program, close.
 
     What the compiler calls after every build. Raises VerifierRejected like open_object.
+    initial_values: as for open_object; a frozen build's `.rodata` changes what the
+    verifier walks (it prunes on the constants), so it is verified with its own.
     """
-    with open_object(path, log_dir=log_dir, log_level=log_level) as obj:
+    with open_object(
+        path, log_dir=log_dir, log_level=log_level, initial_values=initial_values
+    ) as obj:
         return [program.info() for program in obj.programs.values()]

@@ -8,10 +8,11 @@
 `BuildUnderTest` mounts a private bpffs in a temporary directory and opens every
 object the manifest lists with that directory as libbpf's pin root, so the maps
 the objects declare `LIBBPF_PIN_BY_NAME` are created once and shared, as `bpfgen
-up` shares them on a node; nothing is pinned under /sys/fs/bpf. A generic
-build's runtime configuration (manifest `runtime_config`) becomes the initial
-`.bss` of every object, and `map_init.json` is written into the maps, as the
-runtime does. Programs run through BPF_PROG_TEST_RUN, tc ones with a
+up` shares them on a node; nothing is pinned under /sys/fs/bpf. The runtime
+configuration of a generic or frozen build (manifest `runtime_config`) becomes
+the initial `.bss` (generic) or `.rodata` (frozen: libbpf freezes it, the
+verifier sees constants) of every object, and `map_init.json` is written into
+the maps, as the runtime does. Programs run through BPF_PROG_TEST_RUN, tc ones with a
 `struct __sk_buff` context that carries the mark in and out.
 
 Session maps are read and written as Python values: addresses and ports are

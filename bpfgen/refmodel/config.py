@@ -31,7 +31,7 @@ IPPROTO_UDP = 17
 _PROTO_NUMBERS = {Protocol.TCP: IPPROTO_TCP, Protocol.UDP: IPPROTO_UDP}
 _NS = 1_000_000_000
 
-BUILD_KINDS = ("specialized", "generic")
+BUILD_KINDS = ("specialized", "generic", "frozen")
 
 
 class Policy(enum.Enum):
@@ -44,7 +44,7 @@ class Policy(enum.Enum):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    build_kind: str  # "specialized" or "generic": the programs must behave the same
+    build_kind: str  # "specialized", "generic" or "frozen": the programs must behave the same
     node_addrs: tuple[int, ...]  # host order, in node.addresses order
     cluster_pod_cidr: IPv4Network
     service_cidr: IPv4Network

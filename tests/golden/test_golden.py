@@ -11,7 +11,7 @@ from tests.golden.regenerate import BUILDS, GOLDEN, rendered_example
 
 @pytest.mark.parametrize("kind", sorted(BUILDS))
 def test_example_matches_golden(kind: str) -> None:
-    got = rendered_example(BUILDS[kind])
+    got = rendered_example(kind)
     d = GOLDEN / kind
     want = {p.name: p.read_text() for p in sorted(d.iterdir())}
     assert sorted(got) == sorted(want), "file set changed: run `make golden` and review"

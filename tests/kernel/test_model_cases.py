@@ -88,7 +88,7 @@ def case_build(
     node, services = root / "node.yaml", root / "services.yaml"
     node.write_text(json.dumps(NODE))
     services.write_text(json.dumps(SERVICES))
-    result = compile_build(node, [services], root / "build", generic=kind == "generic",
+    result = compile_build(node, [services], root / "build", build=kind,
                            verify=False)
     with BuildUnderTest(result.out) as build:
         yield build, model_config(load_inputs(node, [services]), kind)

@@ -1,7 +1,7 @@
 """The kernel and the reference model agree on every packet (docs/testing.md).
 
 Each hypothesis example picks one node configuration from a small pool of random
-valid ones (compiled once per session, specialized and generic) and runs a
+valid ones (compiled once per session, specialized, generic and frozen) and runs a
 sequence of rounds against it; every round sends one packet through each program
 (tc ingress, tc egress, XDP ingress) in a drawn order, and sometimes ages a
 session. Packets are drawn as (kind, seed) pairs and built from the seed against
@@ -529,7 +529,7 @@ class BuildPool:
             node, services = write_config(index, self.root / f"config-{index}")
             inputs = load_inputs(node, [services])
             result = compile_build(node, [services], self.root / f"config-{index}-{kind}",
-                                   generic=kind == "generic", verify=False)
+                                   build=kind, verify=False)
             config = model_config(inputs, kind)
             assert result.manifest["config_sha256"] == inputs.sha256
             for m in result.manifest["maps"]:

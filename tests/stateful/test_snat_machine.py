@@ -115,7 +115,7 @@ def build_for(kind: str) -> tuple[BuildUnderTest, ModelConfig]:
         node, services = root / "node.yaml", root / "services.yaml"
         node.write_text(json.dumps(NODE))
         services.write_text(json.dumps(SERVICES))
-        result = compile_build(node, [services], root / kind, generic=kind == "generic",
+        result = compile_build(node, [services], root / kind, build=kind,
                                verify=False)
         _BUILDS[kind] = (BuildUnderTest(result.out), model_config(load_inputs(node, [services]),
                                                                   kind))
