@@ -1,0 +1,182 @@
+"""Network-namespace plumbing for the scale and connections benchmarks.
+
+Everything lives in namespaces this module creates (names with a random
+suffix), joined by veth pairs created inside them; addresses come from
+198.18.0.0/15 and no namespace has a route out. `Lab` deletes its namespaces
+(and so their devices, rules and conntrack tables) and kills its processes
+on exit, also on failure. Nothing touches the root namespace's interfaces.
+
+The load generator and backend is bpfgen/bench/loadgen.c, compiled with
+clang on first use (`loadgen_binary`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+LOADGEN_C = Path(__file__).with_name("loadgen.c")
+CLANG = ("clang-19", "clang", "cc")
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not run; the message says why."""
+
+
+def sh(*args: str, input: str | None = None, timeout: float = 60.0) -> str:
+    """Run a command; its stdout, or BenchError with its stderr."""
+    proc = subprocess.run(
+        list(args), input=input, capture_output=True, text=True, check=False, timeout=timeout
+    )
+    if proc.returncode != 0:
+        raise BenchError(f"{' '.join(args)[:200]}: exit {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def loadgen_binary(cache: Path | None = None) -> Path:
+    """bpfgen/bench/loadgen.c compiled (-O2, pthreads); cached by the source's hash."""
+    source = LOADGEN_C.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:16]
+    where = cache or Path(os.environ.get("BPFGEN_CACHE_DIR", Path.home() / ".cache" / "bpfgen"))
+    binary = where / "bench" / f"loadgen-{digest}"
+    if binary.is_file():
+        return binary
+    compiler = next((c for c in CLANG if shutil.which(c)), None)
+    if compiler is None:
+        raise BenchError("no C compiler (clang-19, clang or cc) to build bpfgen/bench/loadgen.c")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    tmp = binary.with_suffix(f".tmp{os.getpid()}")
+    sh(compiler, "-O2", "-Wall", "-pthread", "-o", str(tmp), str(LOADGEN_C))
+    tmp.replace(binary)
+    return binary
+
+
+def cpu_jiffies() -> dict[str, int]:
+    """The whole machine's /proc/stat cpu line (all CPUs, every namespace), in USER_HZ."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    return dict(zip(names, (int(v) for v in fields[1:9]), strict=True))
+
+
+def busy_seconds(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """CPU-seconds spent between two cpu_jiffies(): busy (all but idle/iowait), kernel part."""
+    hz = os.sysconf("SC_CLK_TCK")
+    d = {k: after[k] - before[k] for k in before}
+    busy = sum(v for k, v in d.items() if k not in ("idle", "iowait"))
+    kernel = d["system"] + d["irq"] + d["softirq"]
+    return {"busy_s": busy / hz, "kernel_s": kernel / hz, "softirq_s": d["softirq"] / hz}
+
+
+@dataclass
+class Lab:
+    """Namespaces with a common random suffix; torn down by name on exit."""
+
+    prefix: str = "bb"
+    suffix: str = field(default_factory=lambda: secrets.token_hex(3))
+    namespaces: list[str] = field(default_factory=list)
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def ns(self, role: str) -> str:
+        name = f"{self.prefix}-{role}-{self.suffix}"
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    def veth(self, a: str, a_dev: str, b: str, b_dev: str) -> None:
+        """A veth pair created inside namespace a, its peer moved to b (never the root ns)."""
+        sh("ip", "-n", a, "link", "add", a_dev, "type", "veth", "peer", "name", b_dev,
+           "netns", b)  # fmt: skip
+        sh("ip", "-n", a, "link", "set", a_dev, "up")
+        sh("ip", "-n", b, "link", "set", b_dev, "up")
+
+    def exec(self, ns: str, *args: str, input: str | None = None, timeout: float = 60.0) -> str:
+        if ns not in self.namespaces:
+            raise BenchError(f"namespace {ns} is not this lab's")
+        return sh("ip", "netns", "exec", ns, *args, input=input, timeout=timeout)
+
+    def sysctl(self, ns: str, *settings: str) -> None:
+        self.exec(ns, "sysctl", "-qw", *settings)
+
+    def nft(self, ns: str, ruleset: str) -> None:
+        with tempfile.NamedTemporaryFile("w", suffix=".nft") as f:
+            f.write(ruleset)
+            f.flush()
+            self.exec(ns, "nft", "-f", f.name, timeout=300)
+
+    def serve(self, ns: str, binary: Path, port: int, threads: int = 16) -> None:
+        if ns not in self.namespaces:
+            raise BenchError(f"namespace {ns} is not this lab's")
+        self.procs.append(start_server(binary, ns, port, threads))
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait(10)
+        self.procs.clear()
+        for name in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+        self.namespaces.clear()
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def start_server(binary: Path, ns: str, port: int, threads: int = 16) -> subprocess.Popen[str]:
+    """loadgen's backend in `ns` on `port` (TCP and UDP), once it listens; the caller kills it."""
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns, str(binary), "serve", str(port), str(threads)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if line != "ready":
+        proc.kill()
+        err = proc.stderr.read() if proc.stderr else ""
+        proc.wait(10)
+        raise BenchError(f"backend in {ns} did not start: {line!r} {err.strip()}")
+    return proc
+
+
+def load(
+    binary: Path,
+    ns: str,
+    mode: str,
+    addr: str,
+    port: int,
+    *,
+    threads: int,
+    seconds: float,
+    max_requests: int,
+    expect: str = "-",
+) -> dict[str, Any]:
+    """One loadgen client run in `ns` (bounded by `seconds` and `max_requests`), with the
+    whole machine's CPU time over it."""
+    argv = ["ip", "netns", "exec", ns, str(binary), mode, addr, str(port), str(threads),
+            f"{seconds:.3f}", str(max_requests), expect]  # fmt: skip
+    before = cpu_jiffies()
+    out = sh(*argv, timeout=seconds + 30)
+    after = cpu_jiffies()
+    result: dict[str, Any] = json.loads(out)
+    result.update(busy_seconds(before, after))
+    return result

@@ -1,0 +1,355 @@
+"""Bench part "connections": real TCP through a node, by datapath mode.
+
+Workloads (bpfgen/bench/loadgen.c, a C client with THREADS blocking threads):
+`short` = connect, one request line, the answer, close (client first) per
+connection; `keepalive` = request/answer on one open connection per thread.
+Per block: connections (requests) per second, p50/p99 latency, and CPU per
+connection = the whole machine's busy CPU time over the block (/proc/stat: all
+CPUs, all processes: client, backend, the node's forwarding and NAT, and any
+other load on the machine) divided by the connections made.
+
+Host kernel (no IPVS), one client/node/backend namespace triple per mode:
+- direct: plain routing through the node namespace, no NAT, no conntrack;
+- conntrack_nat: kube-proxy iptables-mode style nftables in the node:
+  DNAT VIP:80 -> backend + mark, masquerade of marked packets, and the
+  `ct state invalid drop` forward chain;
+- bpfgen_bpf: bpfgen's own bpf datapath mode does not exist yet (issue #6):
+  a labelled empty slot.
+
+Debian's 6.1 kernel in the VM (one boot, bpfgen/bench/_vm_connections.py):
+direct, ipvs_conntrack (kube-proxy IPVS mode) and bpfgen_ipvs (`bpfgen up`),
+each over NodePort (external client, SNAT) and ClusterIP (pod client).
+
+Blocks are interleaved in time: every round runs every (mode, workload) once,
+the order rotated each round. Ratios are taken per round between blocks of
+the same round, then the median and the range over rounds are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from bpfgen.bench._netns import BenchError, Lab, load, loadgen_binary
+
+VIP, VIP_PORT = "198.18.128.10", 80
+BACKEND_PORT = 8080
+CLIENT, CLIENT_GW = "198.18.1.10", "198.18.1.1"
+BACKEND, BACKEND_GW = "198.18.2.10", "198.18.2.1"
+HOST_MODES = ("direct", "conntrack_nat")
+NOT_BUILT = {"bpfgen_bpf": "not built (#6): bpfgen has no bpf datapath mode yet"}
+VM_TIMEOUT = 600.0
+
+CONNTRACK_NAT_NFT = f"""\
+table ip kpnat {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr {VIP} tcp dport {VIP_PORT} meta mark set meta mark | 0x4000 \
+dnat to {BACKEND}:{BACKEND_PORT}
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    meta mark & 0x4000 == 0x4000 masquerade
+  }}
+}}
+table inet kubeproxylike {{
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    ct state invalid counter drop
+  }}
+}}
+"""
+
+
+def _settings(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {
+            "rounds": 2,
+            "workloads": {"short": 1.0, "keepalive": 0.5},
+            "threads": 4,
+            "max_requests": 200_000,
+            "vm": {"rounds": 1, "workloads": {"short": 1.5, "keepalive": 0.5}},
+        }
+    return {
+        "rounds": 5,
+        "workloads": {"short": 3.0, "keepalive": 2.0},
+        "threads": 4,
+        "max_requests": 2_000_000,
+        "vm": {"rounds": 3, "workloads": {"short": 4.0, "keepalive": 2.0}},
+    }
+
+
+def _host_topology(lab: Lab, mode: str) -> tuple[str, str, str]:
+    """client --- node --- backend for one mode; returns (client ns, address, port)."""
+    client, node, backend = lab.ns(f"c{mode[:2]}"), lab.ns(f"n{mode[:2]}"), lab.ns(f"s{mode[:2]}")
+    lab.veth(node, "c0", client, "eth0")
+    lab.veth(node, "s0", backend, "eth0")
+    lab.exec(client, "ip", "addr", "add", f"{CLIENT}/24", "dev", "eth0")
+    lab.exec(client, "ip", "route", "add", "198.18.0.0/15", "via", CLIENT_GW)
+    lab.exec(backend, "ip", "addr", "add", f"{BACKEND}/24", "dev", "eth0")
+    lab.exec(backend, "ip", "route", "add", "198.18.0.0/15", "via", BACKEND_GW)
+    lab.exec(node, "ip", "addr", "add", f"{CLIENT_GW}/24", "dev", "c0")
+    lab.exec(node, "ip", "addr", "add", f"{BACKEND_GW}/24", "dev", "s0")
+    lab.sysctl(node, "net.ipv4.ip_forward=1")
+    lab.sysctl(client, "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1")
+    if mode == "conntrack_nat":
+        lab.nft(node, CONNTRACK_NAT_NFT)
+        return client, VIP, VIP_PORT
+    return client, BACKEND, BACKEND_PORT
+
+
+def _expected_peer(mode: str) -> str:
+    return BACKEND_GW if mode == "conntrack_nat" else CLIENT
+
+
+def _host_part(
+    binary: Path, s: dict[str, Any], progress: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    with Lab("bbc") as lab:
+        targets = {}
+        for mode in HOST_MODES:
+            client, addr, port = _host_topology(lab, mode)
+            backend = lab.namespaces[-1]
+            lab.serve(backend, binary, BACKEND_PORT)
+            targets[mode] = (client, addr, port)
+        items = [(m, w) for w in s["workloads"] for m in HOST_MODES]
+        for rnd in range(s["rounds"]):
+            k = rnd % len(items)
+            for mode, workload in items[k:] + items[:k]:
+                client, addr, port = targets[mode]
+                res = load(
+                    binary, client, f"tcp-{workload}", addr, port,
+                    threads=s["threads"], seconds=s["workloads"][workload],
+                    max_requests=s["max_requests"], expect=_expected_peer(mode),
+                )  # fmt: skip
+                res.update(round=rnd, mode=mode, path="host", workload=workload,
+                           expect_peer=_expected_peer(mode))  # fmt: skip
+                blocks.append(res)
+                progress(
+                    f"connections: host round {rnd} {mode} {workload}: "
+                    f"{res['ok'] / res['elapsed_s']:,.0f}/s, {res['failed']} failed"
+                )
+    return blocks
+
+
+def _vm_part(
+    binary: Path, s: dict[str, Any], out_dir: Path, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    # The VM tooling lives with the tests (the repository, not the installed package).
+    from tests.vm.guest_ipvs import compile_builds
+    from tests.vm.run import VMError, new_results_dir, run_in_vm
+
+    results = new_results_dir()
+    try:
+        build = compile_builds(results / "builds")["main"]
+        vm_bin = results / "loadgen"
+        shutil.copy2(binary, vm_bin)
+        cfg = {
+            "binary": str(vm_bin),
+            "build": str(build),
+            "results": str(results),
+            "threads": s["threads"],
+            "max_requests": s["max_requests"],
+            **s["vm"],
+        }
+        (results / "config.json").write_text(json.dumps(cfg))
+        progress("connections: booting Debian's 6.1 kernel (TCG) for the IPVS modes")
+        cmd = ["python", "-m", "bpfgen.bench._vm_connections", str(results / "config.json")]
+        try:
+            vm = run_in_vm(cmd, VM_TIMEOUT, results=results, echo=False)
+        except VMError as exc:
+            raise BenchError(f"connections: the 6.1 VM could not run: {exc}") from exc
+        out_file = results / "connections-vm.json"
+        if vm.returncode != 0 or not out_file.exists():
+            tail = "\n".join((vm.stdout + vm.stderr).strip().splitlines()[-30:])
+            raise BenchError(f"connections: VM part exited {vm.returncode}:\n{tail}")
+        for line in vm.stdout.splitlines():
+            if line.startswith("vm: round"):
+                progress(f"connections: {line}")
+        data: dict[str, Any] = json.loads(out_file.read_text())
+        data["boot_s"] = vm.boot_seconds
+        data["total_s"] = vm.total_seconds
+        (out_dir / "connections-vm.json").write_text(json.dumps(data, indent=1))
+        return data
+    finally:
+        shutil.rmtree(results, ignore_errors=True)
+
+
+# --- summaries ---------------------------------------------------------------------------------
+
+
+def _rate(b: dict[str, Any]) -> float:
+    return float(b["ok"]) / float(b["elapsed_s"])
+
+
+def _cpu_us(b: dict[str, Any]) -> float:
+    return 1e6 * float(b["busy_s"]) / max(1, int(b["ok"]))
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(blocks: Iterable[dict[str, Any]], reference: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per (path, mode, workload): medians and ranges over rounds, and the
+    per-round rate ratio against `reference[path]` (a mode) of the same workload."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for b in blocks:
+        groups.setdefault((b["path"], b["mode"], b["workload"]), []).append(b)
+    rows = []
+    for (path, mode, workload), bs in groups.items():
+        ref_mode = reference.get(path, reference.get("*", ""))
+        ref = {
+            b["round"]: b
+            for b in blocks
+            if b["mode"] == ref_mode and b["workload"] == workload
+            and (b["path"] == path or path not in reference)
+        }  # fmt: skip
+        ratios = [_rate(b) / _rate(ref[b["round"]]) for b in bs if b["round"] in ref]
+        rows.append(
+            {
+                "path": path,
+                "mode": mode,
+                "workload": workload,
+                "rounds": len(bs),
+                "ok": sum(int(b["ok"]) for b in bs),
+                "failed": sum(int(b["failed"]) for b in bs),
+                "mismatched": sum(int(b["mismatched"]) for b in bs),
+                "rate": _spread([_rate(b) for b in bs]),
+                "p50_us": _spread([float(b["p50_us"]) for b in bs]),
+                "p99_us": _spread([float(b["p99_us"]) for b in bs]),
+                "cpu_us_per_conn": _spread([_cpu_us(b) for b in bs]),
+                "vs": ref_mode,
+                "ratio": _spread(ratios) if ratios else None,
+            }
+        )
+    return rows
+
+
+def run(
+    out_dir: Path, *, quick: bool, progress: Callable[[str], None], vm: bool | None = None
+) -> dict[str, Any]:
+    """Host modes, then the VM modes (one boot). `vm=False` (or BPFGEN_BENCH_NO_VM=1)
+    skips the VM part, and the result says so; a VM that cannot run fails the part."""
+    if vm is None:
+        vm = os.environ.get("BPFGEN_BENCH_NO_VM", "") not in ("1", "yes", "true")
+    s = _settings(quick)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    binary = loadgen_binary()
+    host = _host_part(binary, s, progress)
+    result: dict[str, Any] = {
+        "quick": quick,
+        "settings": s,
+        "cpu_method": "whole machine /proc/stat busy time (user+nice+system+irq+softirq+steal, "
+        "all CPUs) over the block / connections (requests) made; client, backend and node "
+        "all share the machine's 2 vCPUs",
+        "host": {
+            "kernel": os.uname().release,
+            "blocks": host,
+            "summary": summarize(host, {"*": "direct"}),
+            "not_built": NOT_BUILT,
+        },
+    }
+    if vm:
+        data = _vm_part(binary, s, out_dir, progress)
+        data["summary"] = summarize(
+            data["blocks"], {"nodeport": "ipvs_conntrack", "clusterip": "ipvs_conntrack"}
+        )
+        result["vm"] = data
+    else:
+        result["vm"] = {"skipped": "--no-vm: the IPVS modes were not measured"}
+    return result
+
+
+# --- table and plot ----------------------------------------------------------------------------
+
+
+def _fmt(sp: dict[str, float] | None, digits: int = 0, suffix: str = "") -> str:
+    if sp is None:
+        return "—"
+    f = f"{{:,.{digits}f}}"
+    return f"{f.format(sp['median'])}{suffix} ({f.format(sp['min'])}–{f.format(sp['max'])})"
+
+
+def _rows_md(rows: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in sorted(rows, key=lambda r: (r["workload"], r["path"], r["mode"])):
+        unit = "conn/s" if r["workload"] == "short" else "req/s"
+        ratio = "1 (reference)" if r["mode"] == r["vs"] else _fmt(r["ratio"], 2, "×")
+        ratio = f"{ratio} vs {r['vs']}" if r["vs"] else "—"
+        out.append(
+            f"| {r['workload']} | {r['path']} | {r['mode']} | {_fmt(r['rate'])} {unit} | "
+            f"{_fmt(r['p50_us'])} | {_fmt(r['p99_us'])} | {_fmt(r['cpu_us_per_conn'])} | "
+            f"{ratio} | {r['ok']:,} / {r['failed']} / {r['mismatched']} |"
+        )
+    return out
+
+
+HEADER = [
+    "| workload | path | mode | rate | p50 µs | p99 µs | CPU µs/conn | rate ratio | "
+    "ok / failed / wrong source |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|",
+]
+
+
+def table(result: dict[str, Any]) -> str:
+    host = result["host"]
+    lines = [
+        f"Host kernel {host['kernel']} (median (min–max) over {result['settings']['rounds']} "
+        "interleaved rounds; ratio per round):",
+        "",
+        *HEADER,
+        *_rows_md(host["summary"]),
+    ]
+    for mode, why in host["not_built"].items():
+        lines.append(f"| short, keepalive | host | {mode} | {why} | | | | | |")
+    vm = result["vm"]
+    lines.append("")
+    if "skipped" in vm:
+        lines.append(f"VM (6.1, IPVS): skipped ({vm['skipped']}).")
+    else:
+        lines += [
+            f"Debian 6.1 in the VM (TCG, {vm['cpus']} vCPUs; "
+            f"{result['settings']['vm']['rounds']} rounds):",
+            "",
+            *HEADER,
+            *_rows_md(vm["summary"]),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sections = [("host", result["host"]["summary"])]
+    if "summary" in result["vm"]:
+        sections.append(("vm (6.1, TCG)", result["vm"]["summary"]))
+    fig, axes = plt.subplots(1, len(sections), figsize=(6 * len(sections), 4), squeeze=False)
+    for ax, (title, rows) in zip(axes[0], sections, strict=True):
+        rows = sorted(
+            (r for r in rows if r["workload"] == "short"), key=lambda r: (r["path"], r["mode"])
+        )
+        labels = [f"{r['path']}\n{r['mode']}" for r in rows]
+        med = [r["rate"]["median"] for r in rows]
+        err = [
+            [m - r["rate"]["min"] for m, r in zip(med, rows, strict=True)],
+            [r["rate"]["max"] - m for m, r in zip(med, rows, strict=True)],
+        ]
+        ax.bar(range(len(rows)), med, yerr=err, capsize=4, color="tab:blue")
+        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+        ax.set_ylabel("short connections / s (median, min–max)")
+        ax.set_title(f"connections: {title}")
+    fig.tight_layout()
+    path = out_dir / "connections.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
