@@ -9,7 +9,8 @@ backends run loadgen's server; ext (NodePort) and cp (ClusterIP) run its clients
 
 Modes, switched in the node between blocks, in a rotating order each round:
 
-- direct: ext -> be1's address, routed by the node; no NAT, no IPVS (the ceiling).
+- direct: ext -> be1's address, routed by the node; no NAT, no IPVS, and the
+  filter table removed for the blocks, so no conntrack either (the ceiling).
 - ipvs_conntrack: kube-proxy IPVS mode: IPVS masquerade (vs.conntrack=1), the
   VIP on a dummy device, nft marks NodePort traffic in nat prerouting and
   masquerades marked packets in nat postrouting (KUBE-MARK-MASQ/KUBE-POSTROUTING).
@@ -78,7 +79,11 @@ def main(config_path: str) -> int:
             down(opts)
 
     def direct(on: bool) -> None:
-        pass
+        # The ceiling: plain routing, so no conntrack either (the filter table registers it).
+        if on:
+            g.in_ns(node, "nft", "delete", "table", "inet", "kubeproxylike")
+        else:
+            sh("ip", "netns", "exec", node, "nft", "-f", "-", input=g.KUBE_PROXY_LIKE)
 
     switch = {"direct": direct, "ipvs_conntrack": ipvs_conntrack, "bpfgen_ipvs": bpfgen_ipvs}
     # (path, client namespace, address, port, the source the backend must see) by mode
@@ -124,8 +129,8 @@ def main(config_path: str) -> int:
                 setup_s = time.monotonic() - t0
                 try:
                     for path, client, addr, port, expect in paths[mode]:
-                        snat_before = _snat_new(status, opts) if mode == "bpfgen_ipvs" else 0
                         for workload, seconds in cfg["workloads"].items():
+                            snat_before = _snat_new(status, opts) if mode == "bpfgen_ipvs" else 0
                             res = load(
                                 Path(binary), client, f"tcp-{workload}", addr, port,
                                 threads=cfg["threads"], seconds=seconds,

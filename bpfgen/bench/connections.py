@@ -84,7 +84,7 @@ def _settings(quick: bool) -> dict[str, Any]:
     }
 
 
-def _host_topology(lab: Lab, mode: str) -> tuple[str, str, str]:
+def _host_topology(lab: Lab, mode: str) -> tuple[str, str, int]:
     """client --- node --- backend for one mode; returns (client ns, address, port)."""
     client, node, backend = lab.ns(f"c{mode[:2]}"), lab.ns(f"n{mode[:2]}"), lab.ns(f"s{mode[:2]}")
     lab.veth(node, "c0", client, "eth0")
@@ -141,7 +141,8 @@ def _host_part(
 def _vm_part(
     binary: Path, s: dict[str, Any], out_dir: Path, progress: Callable[[str], None]
 ) -> dict[str, Any]:
-    # The VM tooling lives with the tests (the repository, not the installed package).
+    # The VM tooling and the e2e topology's builds live with the tests (the repository,
+    # not the installed package): its "main" build (ClusterIP, NodePort 30080; rr).
     from tests.vm.guest_ipvs import compile_builds
     from tests.vm.run import VMError, new_results_dir, run_in_vm
 
@@ -264,7 +265,27 @@ def run(
         result["vm"] = data
     else:
         result["vm"] = {"skipped": "--no-vm: the IPVS modes were not measured"}
+    result["problems"] = problems(result)
     return result
+
+
+def problems(result: dict[str, Any]) -> list[str]:
+    """Failed connections, a backend that saw the wrong source, conntrack entries or no
+    eBPF SNAT in bpfgen's mode."""
+    out = []
+    for where in ("host", "vm"):
+        for b in result[where].get("blocks", []):
+            what = f"{where} round {b['round']} {b['mode']} {b['path']} {b['workload']}"
+            if b["failed"] or b["mismatched"] or not b["ok"]:
+                out.append(
+                    f"{what}: {b['ok']} ok, {b['failed']} failed, {b['mismatched']} saw "
+                    f"another source than {b['expect_peer']} ({b['first_error']})"
+                )
+            if b["mode"] == "bpfgen_ipvs" and b["conntrack_entries"]:
+                out.append(f"{what}: {b['conntrack_entries']} conntrack entries in the node")
+            if b["mode"] == "bpfgen_ipvs" and b["path"] == "nodeport" and not b["snat_new"]:
+                out.append(f"{what}: bpfgen's snat_new counter did not move")
+    return out
 
 
 # --- table and plot ----------------------------------------------------------------------------
