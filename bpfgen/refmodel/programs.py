@@ -361,6 +361,8 @@ def egress(
     if p.kind is Kind.NOT_OURS:
         return _result(Verdict.PASS, frame, mark, Counter.PASS)
     if not marked:
+        if p.proto == IPPROTO_ICMP and p.icmp_type == ICMP_ECHOREPLY:
+            return _result(Verdict.PASS, frame, mark, Counter.PASS)
         hairpin = p.saddr == p.daddr and config.in_cluster_pods(p.saddr)
         node_to_cluster_ip = (
             config.in_service_cidr(p.saddr)

@@ -59,6 +59,11 @@ static __always_inline bool bpfgen_ingress_wants_snat(const struct bpfgen_pkt *p
 /* Egress: SNAT for packets no ingress hook could mark. */
 static __always_inline bool bpfgen_egress_wants_snat(const struct bpfgen_pkt *p)
 {
+	/* An ICMP echo reply (the parser leaves its sport nowhere) never starts a
+	 * flow: the node answers pings to its VIPs from the VIP, as it is.
+	 */
+	if (p->t.proto == IPPROTO_ICMP && !p->sport_off)
+		return false;
 	/* Hairpin: IPVS sent a pod's packet back to the same pod. */
 	if (p->t.saddr == p->t.daddr && bpfgen_in_cluster_pods(p->t.saddr))
 		return true;

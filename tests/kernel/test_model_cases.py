@@ -194,10 +194,21 @@ CASES = [
     Case(
         # C bug 1: egress overwrote an echo reply's identifier (its destination side)
         # with the SNAT port, updating the checksum from 0: a wrong ICMP checksum.
-        "egress SNAT of an ICMP echo reply from a VIP keeps the identifier",
+        "egress SNAT of a marked ICMP echo reply keeps the identifier",
         "egress",
         lambda: ethernet(ipv4(A(VIP), A(BACKEND), IPPROTO_ICMP, icmp(0, 0, 0x1234_0001))),
         {"snat_new": 1},
+        mark=MARK,
+        check=lambda out: _icmp_valid(out, ident=0x1234),
+    ),
+    Case(
+        # C bug 4 (6.1 VM): the node's answer to a ping of a VIP leaves from the VIP,
+        # which is in the service CIDR: it was SNATed as node -> ClusterIP, so the
+        # pinger got a reply from the node address and ignored it.
+        "an unmarked ICMP echo reply from a VIP leaves untouched",
+        "egress",
+        lambda: ethernet(ipv4(A(VIP), A(BACKEND), IPPROTO_ICMP, icmp(0, 0, 0x1234_0001))),
+        {"pass": 1},
         check=lambda out: _icmp_valid(out, ident=0x1234),
     ),
     Case(
