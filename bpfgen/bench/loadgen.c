@@ -10,7 +10,8 @@
 //   loadgen tcp-keepalive ADDR PORT THREADS SECONDS MAX EXPECT
 //       one connection per thread, requests one after the other on it.
 //   loadgen udp-new ADDR PORT THREADS SECONDS MAX EXPECT
-//       a new socket (a new source port, so a new flow) for every request datagram.
+//       a new socket for every request datagram, bound to the next source port of
+//       1024..65023 in turn (so every request is a new flow while MAX <= 64000).
 //
 // Every client loop stops after SECONDS or MAX requests in all (whichever first), and
 // each thread after 50 failures. EXPECT is the peer address the backend must report
@@ -40,6 +41,7 @@ static double seconds;
 static long max_total;
 static const char *expect;
 static atomic_long issued;
+static atomic_long next_port;
 static uint64_t deadline_ns;
 static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
 static char first_error[160];
@@ -194,9 +196,12 @@ static void *udp_new(void *arg)
 			continue;
 		}
 		set_timeouts(fd, 1);
+		struct sockaddr_in src = {.sin_family = AF_INET};
+		src.sin_port = htons((uint16_t)(1024 + atomic_fetch_add(&next_port, 1) % 64000));
 		int rc = -1;
 		uint64_t t0 = now_ns();
-		if (connect(fd, (struct sockaddr *)&target, sizeof(target)) == 0 &&
+		if (bind(fd, (struct sockaddr *)&src, sizeof(src)) == 0 &&
+		    connect(fd, (struct sockaddr *)&target, sizeof(target)) == 0 &&
 		    send(fd, "q\n", 2, 0) == 2)
 			rc = read_answer(fd);
 		else

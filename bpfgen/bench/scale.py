@@ -19,7 +19,9 @@ Against it, iptables-mode kube-proxy's cost model on real packets: client ns
 DNAT rules, one per service, linear (no verdict map), and the client targets
 the last rule's VIP. Every request is a new UDP flow (a new socket, so a new
 source port: a new conntrack entry, so the chain is walked), answered by the
-backend (bpfgen/bench/loadgen.c udp-new, one thread). A topology with no NAT
+backend (bpfgen/bench/loadgen.c udp-new, one thread, source ports in turn; the
+router's conntrack table is flushed before each block, so no flow of a block
+finds an entry and skips the chain). A topology with no NAT
 table, the client sending to the backend directly, is the baseline; the
 chain's added cost is p50(N) - p50(baseline). All topologies exist at once
 and blocks are interleaved: each round visits every one, in a rotated order.
@@ -154,6 +156,7 @@ def _chain_part(
     with Lab("bbs") as lab:
         targets: dict[int, tuple[str, str, int, str]] = {}
         load_s = {}
+        routers = {}
         for n in configs:
             client, router, server = lab.ns(f"c{n}"), lab.ns(f"r{n}"), lab.ns(f"s{n}")
             lab.veth(router, "c0", client, "eth0")
@@ -165,6 +168,7 @@ def _chain_part(
             lab.exec(client, "ip", "route", "add", "198.18.0.0/15", "via", CLIENT_GW)
             lab.exec(server, "ip", "route", "add", "198.18.0.0/15", "via", BACKEND_GW)
             lab.sysctl(router, "net.ipv4.ip_forward=1")
+            routers[n] = router
             lab.sysctl(client, "net.ipv4.ip_local_port_range=1024 65535")
             lab.serve(server, binary, BACKEND_PORT, threads=1)
             if n:
@@ -178,6 +182,7 @@ def _chain_part(
             k = rnd % len(configs)
             for n in configs[k:] + configs[:k]:
                 client, addr, port, expect = targets[n]
+                lab.exec(routers[n], "conntrack", "-F")  # every flow of the block is new
                 res = load(binary, client, "udp-new", addr, port, threads=1,
                            seconds=s["block_s"], max_requests=s["block_max"],
                            expect=expect)  # fmt: skip
