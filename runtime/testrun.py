@@ -37,7 +37,14 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from .errors import RuntimeOpError
-from .loader import LoadedMap, LoadedObject, LoadedProgram, open_object, test_run
+from .loader import (
+    LoadedMap,
+    LoadedObject,
+    LoadedProgram,
+    TestRunResult,
+    open_object,
+    test_run,
+)
 
 # struct __sk_buff (UAPI): 192 bytes since 5.16 (hwtstamp); the mark is at offset 8.
 SK_BUFF_SIZE = 192
@@ -127,6 +134,15 @@ class RunResult(NamedTuple):
     retval: int
     packet: bytes
     mark: int  # XDP has no mark: the one given, unchanged
+
+
+class TimedRun(NamedTuple):
+    """A timed test run: as RunResult, plus the kernel's mean ns per repetition."""
+
+    retval: int
+    packet: bytes
+    mark: int
+    duration_ns: int
 
 
 @dataclass(frozen=True)
@@ -225,16 +241,31 @@ class BuildUnderTest:
 
     def run(self, program: str, packet: bytes, mark: int = 0) -> RunResult:
         """Run `program` (a manifest name) on one Ethernet frame; tc programs get `mark`."""
+        result, mark_out = self._test_run(program, packet, mark, 1)
+        return RunResult(result.retval, result.data, mark_out)
+
+    def timed_run(self, program: str, packet: bytes, mark: int = 0, repeat: int = 1) -> TimedRun:
+        """`run`, `repeat` times in the kernel, with the kernel's mean time per repetition.
+
+        The repetitions share one skb (tc) or buffer (XDP): from the second on the
+        program sees its own output and mark, so only a program that leaves the
+        packet and the mark as it found them repeats the same packet.
+        """
+        result, mark_out = self._test_run(program, packet, mark, repeat)
+        return TimedRun(result.retval, result.data, mark_out, result.duration_ns)
+
+    def _test_run(
+        self, program: str, packet: bytes, mark: int, repeat: int
+    ) -> tuple[TestRunResult, int]:
         prog = self.programs[program]
         if prog.is_xdp:
-            result = test_run(prog.loaded, packet)
-            return RunResult(result.retval, result.data, mark)
+            return test_run(prog.loaded, packet, repeat=repeat), mark
         ctx = bytearray(SK_BUFF_SIZE)
         SK_BUFF_MARK.pack_into(ctx, SK_BUFF_MARK_OFFSET, mark)
-        result = test_run(prog.loaded, packet, ctx_in=bytes(ctx))
+        result = test_run(prog.loaded, packet, ctx_in=bytes(ctx), repeat=repeat)
         assert result.ctx is not None
         (mark_out,) = SK_BUFF_MARK.unpack_from(result.ctx, SK_BUFF_MARK_OFFSET)
-        return RunResult(result.retval, result.data, mark_out)
+        return result, mark_out
 
     # -- sessions
 
