@@ -170,6 +170,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             )
         for prog in o["subprograms"]:
             print(f"    subprog {prog['name']:<22} sec .text {prog['insns']:>5} insns")
+    for g in objects[0]["globals"] if objects else []:
+        if g["name"] == "bpfgen_cfg":
+            print(
+                f"  config: bpfgen_cfg in {g['section']} ({g['size']} bytes), "
+                + ("constants to the verifier" if g["section"] == ".rodata" else "read per packet")
+                + "; the runtime sets it before load"
+            )
     print("  maps:")
     for m in objects[0]["maps"] if objects else []:
         print(

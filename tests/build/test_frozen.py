@@ -46,6 +46,8 @@ def test_frozen_build_compiles_verifies_and_prunes(
     for prog in frozen["programs"]:
         cfg = {g.name: g for g in inspect_object(out / prog["object"]).globals}["bpfgen_cfg"]
         assert (cfg.section, cfg.size, cfg.section_size) == (".rodata", size, size)
+    code, stdout, _ = run_cli(capsys, "inspect", str(out))
+    assert code == 0 and f"bpfgen_cfg in .rodata ({size} bytes)" in stdout
     # The verifier saw constants: it walked fewer instructions than for the generic
     # build, whose .bss it cannot trust.
     for name, n in _processed(frozen).items():
@@ -101,3 +103,21 @@ def test_generic_flag_is_an_alias_and_excludes_build(
     with pytest.raises(SystemExit) as exc:
         run_cli(capsys, "plan", "--generic", "--build", "frozen", *common)
     assert exc.value.code == 2
+
+
+def test_frozen_plan_is_the_generic_plan_in_rodata(
+    example_node: Path, example_services: Path
+) -> None:
+    from bpfgen.config import load_inputs
+    from bpfgen.plan import make_plan
+
+    inputs = load_inputs(example_node, [example_services])
+    generic, frozen = make_plan(inputs, generic=True), make_plan(inputs, build="frozen")
+    assert (generic.build, generic.config_section, generic.frozen) == ("generic", ".bss", False)
+    assert (frozen.build, frozen.config_section, frozen.frozen) == ("frozen", ".rodata", True)
+    assert frozen.generic and frozen.frontends_in_map
+    assert frozen.runtime_config == generic.runtime_config is not None
+    assert [d.value for d in frozen.decisions] == [d.value for d in generic.decisions]
+    assert make_plan(inputs).config_section is None
+    with pytest.raises(ValueError, match="build kind 'thawed'"):
+        make_plan(inputs, build="thawed")
