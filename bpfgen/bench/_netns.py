@@ -15,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -69,12 +71,26 @@ def cpu_jiffies() -> dict[str, int]:
 
 
 def busy_seconds(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
-    """CPU-seconds spent between two cpu_jiffies(): busy (all but idle/iowait), kernel part."""
+    """CPU-seconds spent between two cpu_jiffies(): busy (all but idle/iowait), kernel part,
+    and interrupt time (irq + softirq: the packet path, accounted apart from tasks when
+    the kernel has IRQ time accounting)."""
     hz = os.sysconf("SC_CLK_TCK")
     d = {k: after[k] - before[k] for k in before}
     busy = sum(v for k, v in d.items() if k not in ("idle", "iowait"))
     kernel = d["system"] + d["irq"] + d["softirq"]
-    return {"busy_s": busy / hz, "kernel_s": kernel / hz, "softirq_s": d["softirq"] / hz}
+    return {
+        "busy_s": busy / hz,
+        "kernel_s": kernel / hz,
+        "softirq_s": d["softirq"] / hz,
+        "irq_s": (d["irq"] + d["softirq"]) / hz,
+    }
+
+
+def task_seconds(pid: int) -> float:
+    """User + system CPU-seconds of one process (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -114,10 +130,12 @@ class Lab:
             f.flush()
             self.exec(ns, "nft", "-f", f.name, timeout=300)
 
-    def serve(self, ns: str, binary: Path, port: int, threads: int = 16) -> None:
+    def serve(self, ns: str, binary: Path, port: int, threads: int = 16) -> int:
         if ns not in self.namespaces:
             raise BenchError(f"namespace {ns} is not this lab's")
-        self.procs.append(start_server(binary, ns, port, threads))
+        proc = start_server(binary, ns, port, threads)
+        self.procs.append(proc)
+        return proc.pid
 
     def close(self) -> None:
         for proc in self.procs:
@@ -169,14 +187,25 @@ def load(
     seconds: float,
     max_requests: int,
     expect: str = "-",
+    servers: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """One loadgen client run in `ns` (bounded by `seconds` and `max_requests`), with the
-    whole machine's CPU time over it."""
+    """One loadgen client run in `ns` (bounded by `seconds` and `max_requests`), with CPU
+    time over it: the whole machine's (busy_s: /proc/stat, every process), and the
+    benchmark's own (own_cpu_s: the client process (rusage), the `servers` pids
+    (/proc/PID/stat) and the machine's irq + softirq time, where the forwarding and NAT
+    run; other processes' user and system time is not in it)."""
     argv = ["ip", "netns", "exec", ns, str(binary), mode, addr, str(port), str(threads),
             f"{seconds:.3f}", str(max_requests), expect]  # fmt: skip
+    srv_before = sum(task_seconds(p) for p in servers)
+    ru_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     before = cpu_jiffies()
     out = sh(*argv, timeout=seconds + 30)
     after = cpu_jiffies()
+    ru_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    srv = sum(task_seconds(p) for p in servers) - srv_before
+    client = (ru_after.ru_utime + ru_after.ru_stime) - (ru_before.ru_utime + ru_before.ru_stime)
     result: dict[str, Any] = json.loads(out)
     result.update(busy_seconds(before, after))
+    result.update(client_cpu_s=client, server_cpu_s=srv)
+    result["own_cpu_s"] = client + srv + result["irq_s"]
     return result

@@ -135,6 +135,7 @@ def main(config_path: str) -> int:
                                 Path(binary), client, f"tcp-{workload}", addr, port,
                                 threads=cfg["threads"], seconds=seconds,
                                 max_requests=cfg["max_requests"], expect=expect,
+                                servers=[p.pid for p in servers],
                             )  # fmt: skip
                             res.update(
                                 round=rnd, mode=mode, path=path, workload=workload,
