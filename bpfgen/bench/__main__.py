@@ -69,6 +69,8 @@ def machine() -> dict[str, Any]:
         "clang": clang,
         "python": platform.python_version(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        # Other work on the machine skews every figure: the 1/5/15-minute load at the start.
+        "loadavg": list(os.getloadavg()),
         "git": _git_head(),
     }
 
@@ -143,12 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     m = results["machine"]
     header = (
         f"# bpfgen bench{' (quick)' if args.quick else ''}: {m['date']}, kernel {m['kernel']}, "
-        f"{m['cpu']} x {m['nproc']}, {m['clang']}\n"
+        f"{m['cpu']} x {m['nproc']}, {m['clang']}, load {m['loadavg'][0]:.2f} at start\n"
     )
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     else:
         print(header + "\n" + "\n".join(tables))
+    results["machine"]["loadavg_end"] = list(os.getloadavg())
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     progress(f"wrote {out / 'results.json'}")
     for p in problems:
         print(f"error: {p}", file=sys.stderr)

@@ -36,6 +36,7 @@ def test_results_describe_the_machine_and_both_parts(quick_run: tuple[Path, str]
     results = json.loads((out / "results.json").read_text())
     m = results["machine"]
     assert m["kernel"] and m["nproc"] >= 1 and m["clang"].startswith("Debian clang")
+    assert len(m["loadavg"]) == 3 and len(m["loadavg_end"]) == 3
     assert results["quick"] is True and set(results["parts"]) == {"packets", "ports"}
     for part in results["parts"].values():
         assert part["plots"]
