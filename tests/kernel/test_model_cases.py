@@ -1,5 +1,5 @@
 """Kernel against model on named cases: a table of {name, sessions, program, packet in,
-mark, counters, what the packet out must show}, run on the specialized and the generic
+mark, counters, what the packet out must show}, run on the specialized, generic and frozen
 build of one fixed node. Each row also pins a spec promise independently of the model
 (expected counters and fields), and the rows that found bugs in the C are kept here
 as regression tests. The harness itself (maps as Python values, marks through the
