@@ -2,22 +2,23 @@
 
     python -m bpfgen.bench._vm_connections CONFIG.json      # started by connections.py
 
-The topology is tests/vm/guest_ipvs.py's (its helpers and addresses are
-imported): ext --- up0 [node] pv1/pv2/pv3 --- be1, be2 (backends), cp (client
-pod), with the kube-proxy-like `ct state invalid drop` table in the node. The
-backends run loadgen's server; ext (NodePort) and cp (ClusterIP) run its clients.
+One copy of tests/vm/guest_ipvs.py's topology per mode (its helpers and
+addresses are imported), each in its own namespaces, all up at once:
+ext --- up0 [node] pv1/pv2/pv3 --- be1, be2 (backends), cp (client pod). The
+backends run loadgen's server; ext (NodePort) and cp (ClusterIP) its clients.
 
-Modes, switched in the node between blocks, in a rotating order each round:
-
-- direct: ext -> be1's address, routed by the node; no NAT, no IPVS, and the
-  filter table removed for the blocks, so no conntrack either (the ceiling).
+- direct: ext -> be1's address, routed by the node; no NAT, no IPVS, no
+  nftables, so no conntrack (the ceiling).
 - ipvs_conntrack: kube-proxy IPVS mode: IPVS masquerade (vs.conntrack=1), the
   VIP on a dummy device, nft marks NodePort traffic in nat prerouting and
-  masquerades marked packets in nat postrouting (KUBE-MARK-MASQ/KUBE-POSTROUTING).
-- bpfgen_ipvs: `bpfgen_runtime.node.up` of the compiled build: IPVS + eBPF SNAT,
-  vs.conntrack=0, nft notrack; `down` after the blocks.
+  masquerades marked packets in nat postrouting (KUBE-MARK-MASQ/KUBE-POSTROUTING),
+  and the kube-proxy-like `ct state invalid drop` filter table.
+- bpfgen_ipvs: `bpfgen_runtime.node.up` of the compiled build (IPVS + eBPF SNAT,
+  vs.conntrack=0, nft notrack), with the same filter table.
 
-Writes connections-vm.json into $BPFGEN_VM_RESULTS.
+As nothing is switched between blocks, blocks are short and rounds many: each
+round runs every (mode, path, workload) once, the order rotated per round.
+Writes connections-vm.json into the config's results directory.
 """
 
 from __future__ import annotations
@@ -34,143 +35,7 @@ from typing import Any
 from bpfgen.bench._netns import load, sh, start_server
 
 KP_IPVS_DEV = "kpipvs0"
-
-
-def main(config_path: str) -> int:
-    # Imported here: the guest suite's module imports pytest and the runtime.
-    from bpfgen_runtime.node import Options, down, status, up
-    from tests.vm import guest_ipvs as g
-
-    cfg = json.loads(Path(config_path).read_text())
-    binary = cfg["binary"]
-    sfx = secrets.token_hex(3)
-    names = {k: f"bbvm-{k}-{sfx}" for k in ("node", "ext", "be1", "be2", "cp")}
-    node = names["node"]
-    opts = Options(netns=node, run_dir=str(Path(cfg["results"]) / f"run-{sfx}"))
-    created: list[str] = []
-    servers: list[subprocess.Popen[str]] = []
-    blocks: list[dict[str, Any]] = []
-
-    def log(msg: str) -> None:
-        print(f"vm: {msg}", flush=True)
-
-    def ipvs_conntrack(on: bool) -> None:
-        if on:
-            g.run("ip", "-n", node, "link", "add", KP_IPVS_DEV, "type", "dummy")
-            g.run("ip", "-n", node, "addr", "add", f"{g.VIP}/32", "dev", KP_IPVS_DEV)
-            g.run("ip", "-n", node, "link", "set", KP_IPVS_DEV, "up")
-            for vs in (f"{g.VIP}:80", f"{g.NODE_ADDR}:{g.NODE_PORT_TCP}"):
-                g.in_ns(node, "ipvsadm", "-A", "-t", vs, "-s", "rr")
-                for be in ("be1", "be2"):
-                    g.in_ns(node, "ipvsadm", "-a", "-t", vs, "-r", f"{g.BE[be]}:{g.HTTP}", "-m")
-            g.in_ns(node, "sysctl", "-qw", "net.ipv4.vs.conntrack=1")
-            sh("ip", "netns", "exec", node, "nft", "-f", "-", input=KP_IPVS_NFT.format(
-                node=g.NODE_ADDR, nodeport=g.NODE_PORT_TCP))  # fmt: skip
-        else:
-            g.in_ns(node, "ipvsadm", "-C")
-            g.run("ip", "-n", node, "link", "del", KP_IPVS_DEV)
-            g.in_ns(node, "nft", "delete", "table", "ip", "kpipvs")
-            g.in_ns(node, "sysctl", "-qw", "net.ipv4.vs.conntrack=0")
-
-    def bpfgen_ipvs(on: bool) -> None:
-        if on:
-            up(cfg["build"], opts)
-        else:
-            down(opts)
-
-    def direct(on: bool) -> None:
-        # The ceiling: plain routing, so no conntrack either (the filter table registers it).
-        if on:
-            g.in_ns(node, "nft", "delete", "table", "inet", "kubeproxylike")
-        else:
-            sh("ip", "netns", "exec", node, "nft", "-f", "-", input=g.KUBE_PROXY_LIKE)
-
-    switch = {"direct": direct, "ipvs_conntrack": ipvs_conntrack, "bpfgen_ipvs": bpfgen_ipvs}
-    # (path, client namespace, address, port, the source the backend must see) by mode
-    nodeport = ("nodeport", names["ext"], g.NODE_ADDR, g.NODE_PORT_TCP, g.NODE_ADDR)
-    clusterip = ("clusterip", names["cp"], g.VIP, 80, g.CP_ADDR)
-    paths = {
-        "direct": [("direct", names["ext"], g.BE["be1"], g.HTTP, g.EXT_ADDR)],
-        "ipvs_conntrack": [nodeport, clusterip],
-        "bpfgen_ipvs": [nodeport, clusterip],
-    }
-    modes = list(switch)
-    started = time.monotonic()
-    try:
-        for ns in names.values():
-            g.run("ip", "netns", "add", ns)
-            created.append(ns)
-        g._veth(node, "up0", names["ext"], g.EXT_ADDR, 24)
-        g.run("ip", "-n", node, "addr", "add", f"{g.NODE_ADDR}/24", "dev", "up0")
-        for net in ("198.18.128.0/17", "198.19.1.0/24"):
-            g.run("ip", "-n", names["ext"], "route", "add", net, "via", g.NODE_ADDR)
-        for i, (pod, addr) in enumerate(
-            [(names["be1"], g.BE["be1"]), (names["be2"], g.BE["be2"]), (names["cp"], g.CP_ADDR)], 1
-        ):
-            g._veth(node, f"pv{i}", pod, addr, 32)
-            g.run("ip", "-n", pod, "route", "add", "default", "dev", "eth0", "scope", "link")
-            g.run("ip", "-n", node, "route", "add", f"{addr}/32", "dev", f"pv{i}", "scope", "link")
-            g.in_ns(node, "sysctl", "-qw", f"net.ipv4.conf.pv{i}.proxy_arp=1")
-        g.in_ns(node, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.ip_forward=1")
-        for client in (names["ext"], names["cp"]):
-            g.in_ns(client, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000",
-                    "net.ipv4.tcp_tw_reuse=1")  # fmt: skip
-        sh("ip", "netns", "exec", node, "nft", "-f", "-", input=g.KUBE_PROXY_LIKE)
-        for be in ("be1", "be2"):
-            servers.append(start_server(Path(binary), names[be], g.HTTP))
-        log(f"topology ready in {time.monotonic() - started:.1f} s")
-
-        for rnd in range(cfg["rounds"]):
-            order = modes[rnd % len(modes) :] + modes[: rnd % len(modes)]
-            for mode in order:
-                t0 = time.monotonic()
-                g.in_ns(node, "conntrack", "-F", check=False)
-                switch[mode](True)
-                setup_s = time.monotonic() - t0
-                try:
-                    for path, client, addr, port, expect in paths[mode]:
-                        for workload, seconds in cfg["workloads"].items():
-                            snat_before = _snat_new(status, opts) if mode == "bpfgen_ipvs" else 0
-                            res = load(
-                                Path(binary), client, f"tcp-{workload}", addr, port,
-                                threads=cfg["threads"], seconds=seconds,
-                                max_requests=cfg["max_requests"], expect=expect,
-                                servers=[p.pid for p in servers],
-                            )  # fmt: skip
-                            res.update(
-                                round=rnd, mode=mode, path=path, workload=workload,
-                                expect_peer=expect, setup_s=setup_s,
-                                conntrack_entries=int(g.in_ns(node, "conntrack", "-C").strip()),
-                            )  # fmt: skip
-                            if mode == "bpfgen_ipvs":
-                                res["snat_new"] = _snat_new(status, opts) - snat_before
-                            blocks.append(res)
-                            log(
-                                f"round {rnd} {mode} {path} {workload}: {res['ok']} ok, "
-                                f"{res['failed']} failed, {res['ok'] / res['elapsed_s']:.0f}/s, "
-                                f"p50 {res['p50_us']:.0f} us, p99 {res['p99_us']:.0f} us"
-                            )
-                finally:
-                    switch[mode](False)
-    finally:
-        try:
-            down(opts)
-        except Exception as exc:  # noqa: BLE001 - teardown goes on
-            print(f"teardown: bpfgen down: {exc}", file=sys.stderr)
-        for proc in servers:
-            proc.kill()
-            proc.wait(10)
-        for ns in reversed(created):
-            sh("ip", "netns", "del", ns)
-    out = {
-        "kernel": os.uname().release,
-        "cpus": os.cpu_count(),
-        "seconds": time.monotonic() - started,
-        "blocks": blocks,
-    }
-    (Path(cfg["results"]) / "connections-vm.json").write_text(json.dumps(out, indent=1))
-    return 0
-
+MODES = ("direct", "ipvs_conntrack", "bpfgen_ipvs")
 
 KP_IPVS_NFT = """\
 table ip kpipvs {{
@@ -184,6 +49,124 @@ table ip kpipvs {{
   }}
 }}
 """
+
+
+def main(config_path: str) -> int:
+    # Imported here: the guest suite's module imports pytest and the runtime.
+    from bpfgen_runtime.node import Options, down, status, up
+    from tests.vm import guest_ipvs as g
+
+    cfg = json.loads(Path(config_path).read_text())
+    binary = Path(cfg["binary"])
+    sfx = secrets.token_hex(3)
+    created: list[str] = []
+    servers: list[subprocess.Popen[str]] = []
+    blocks: list[dict[str, Any]] = []
+    opts: Options | None = None
+
+    def log(msg: str) -> None:
+        print(f"vm: {msg}", flush=True)
+
+    def topology(mode: str) -> dict[str, str]:
+        names = {k: f"bbvm-{mode[:2]}{k}-{sfx}" for k in ("node", "ext", "be1", "be2", "cp")}
+        node = names["node"]
+        for ns in names.values():
+            g.run("ip", "netns", "add", ns)
+            created.append(ns)
+        g._veth(node, "up0", names["ext"], g.EXT_ADDR, 24)
+        g.run("ip", "-n", node, "addr", "add", f"{g.NODE_ADDR}/24", "dev", "up0")
+        for net in ("198.18.128.0/17", "198.19.1.0/24"):
+            g.run("ip", "-n", names["ext"], "route", "add", net, "via", g.NODE_ADDR)
+        pods = [(names["be1"], g.BE["be1"]), (names["be2"], g.BE["be2"]), (names["cp"], g.CP_ADDR)]
+        for i, (pod, addr) in enumerate(pods, 1):
+            g._veth(node, f"pv{i}", pod, addr, 32)
+            g.run("ip", "-n", pod, "route", "add", "default", "dev", "eth0", "scope", "link")
+            g.run("ip", "-n", node, "route", "add", f"{addr}/32", "dev", f"pv{i}", "scope", "link")
+            g.in_ns(node, "sysctl", "-qw", f"net.ipv4.conf.pv{i}.proxy_arp=1")
+        g.in_ns(node, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.ip_forward=1")
+        for client in (names["ext"], names["cp"]):
+            g.in_ns(client, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000",
+                    "net.ipv4.tcp_tw_reuse=1")  # fmt: skip
+        for be in ("be1", "be2"):
+            servers.append(start_server(binary, names[be], g.HTTP))
+            names[f"{be}_pid"] = str(servers[-1].pid)
+        if mode != "direct":
+            sh("ip", "netns", "exec", node, "nft", "-f", "-", input=g.KUBE_PROXY_LIKE)
+        return names
+
+    def kube_proxy_ipvs(node: str) -> None:
+        g.run("ip", "-n", node, "link", "add", KP_IPVS_DEV, "type", "dummy")
+        g.run("ip", "-n", node, "addr", "add", f"{g.VIP}/32", "dev", KP_IPVS_DEV)
+        g.run("ip", "-n", node, "link", "set", KP_IPVS_DEV, "up")
+        for vs in (f"{g.VIP}:80", f"{g.NODE_ADDR}:{g.NODE_PORT_TCP}"):
+            g.in_ns(node, "ipvsadm", "-A", "-t", vs, "-s", "rr")
+            for be in ("be1", "be2"):
+                g.in_ns(node, "ipvsadm", "-a", "-t", vs, "-r", f"{g.BE[be]}:{g.HTTP}", "-m")
+        g.in_ns(node, "sysctl", "-qw", "net.ipv4.vs.conntrack=1")
+        sh("ip", "netns", "exec", node, "nft", "-f", "-",
+           input=KP_IPVS_NFT.format(node=g.NODE_ADDR, nodeport=g.NODE_PORT_TCP))  # fmt: skip
+
+    started = time.monotonic()
+    try:
+        topo = {mode: topology(mode) for mode in MODES}
+        kube_proxy_ipvs(topo["ipvs_conntrack"]["node"])
+        opts = Options(
+            netns=topo["bpfgen_ipvs"]["node"], run_dir=str(Path(cfg["results"]) / f"run-{sfx}")
+        )
+        up(cfg["build"], opts)
+        log(f"three topologies ready in {time.monotonic() - started:.1f} s")
+
+        # (mode, path, client namespace, address, port, the source the backend must see)
+        items = [("direct", "direct", topo["direct"]["ext"], g.BE["be1"], g.HTTP, g.EXT_ADDR)]
+        for mode in ("ipvs_conntrack", "bpfgen_ipvs"):
+            t = topo[mode]
+            items += [
+                (mode, "nodeport", t["ext"], g.NODE_ADDR, g.NODE_PORT_TCP, g.NODE_ADDR),
+                (mode, "clusterip", t["cp"], g.VIP, 80, g.CP_ADDR),
+            ]
+        work = [(item, w) for w in cfg["workloads"] for item in items]
+        for rnd in range(cfg["rounds"]):
+            k = rnd % len(work)
+            for (mode, path, client, addr, port, expect), workload in work[k:] + work[:k]:
+                t = topo[mode]
+                snat_before = _snat_new(status, opts) if mode == "bpfgen_ipvs" else 0
+                res = load(
+                    binary, client, f"tcp-{workload}", addr, port,
+                    threads=cfg["threads"], seconds=cfg["workloads"][workload],
+                    max_requests=cfg["max_requests"], expect=expect,
+                    servers=[int(t["be1_pid"]), int(t["be2_pid"])],
+                )  # fmt: skip
+                res.update(round=rnd, mode=mode, path=path, workload=workload, expect_peer=expect)
+                if mode != "direct":
+                    count = g.in_ns(t["node"], "conntrack", "-C").strip()
+                    res["conntrack_entries"] = int(count)
+                if mode == "bpfgen_ipvs":
+                    res["snat_new"] = _snat_new(status, opts) - snat_before
+                blocks.append(res)
+                log(
+                    f"round {rnd} {mode} {path} {workload}: {res['ok']} ok, "
+                    f"{res['failed']} failed, {res['ok'] / res['elapsed_s']:.0f}/s, "
+                    f"p50 {res['p50_us']:.0f} us, p99 {res['p99_us']:.0f} us"
+                )
+    finally:
+        if opts is not None:
+            try:
+                down(opts)
+            except Exception as exc:  # noqa: BLE001 - teardown goes on
+                print(f"teardown: bpfgen down: {exc}", file=sys.stderr)
+        for proc in servers:
+            proc.kill()
+            proc.wait(10)
+        for ns in reversed(created):
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+    out = {
+        "kernel": os.uname().release,
+        "cpus": os.cpu_count(),
+        "seconds": time.monotonic() - started,
+        "blocks": blocks,
+    }
+    (Path(cfg["results"]) / "connections-vm.json").write_text(json.dumps(out, indent=1))
+    return 0
 
 
 def _snat_new(status: Any, opts: Any) -> int:

@@ -75,14 +75,14 @@ def _settings(quick: bool) -> dict[str, Any]:
             "workloads": {"short": 1.0, "keepalive": 0.5},
             "threads": 4,
             "max_requests": 200_000,
-            "vm": {"rounds": 1, "workloads": {"short": 1.5, "keepalive": 0.5}},
+            "vm": {"rounds": 1, "workloads": {"short": 1.0, "keepalive": 0.5}},
         }
     return {
         "rounds": 5,
         "workloads": {"short": 3.0, "keepalive": 2.0},
         "threads": 4,
         "max_requests": 2_000_000,
-        "vm": {"rounds": 3, "workloads": {"short": 3.0, "keepalive": 1.5}},
+        "vm": {"rounds": 6, "workloads": {"short": 2.0, "keepalive": 1.0}},
     }
 
 
@@ -247,10 +247,12 @@ def run(
     s = _settings(quick)
     out_dir.mkdir(parents=True, exist_ok=True)
     binary = loadgen_binary()
+    load_before = {"loadavg": os.getloadavg(), "other_qemus": _qemus()}
     host = _host_part(binary, s, progress)
     result: dict[str, Any] = {
         "quick": quick,
         "settings": s,
+        "machine_load_at_start": load_before,
         "cpu_method": "cpu_us_per_conn: (client process user+sys (rusage) + backend "
         "processes user+sys (/proc/PID/stat) + the machine's irq+softirq time (/proc/stat), "
         "where forwarding, conntrack, NAT, IPVS and the eBPF programs run) over the block / "
@@ -264,7 +266,9 @@ def run(
         },
     }
     if vm:
+        qemus = _qemus()
         data = _vm_part(binary, s, out_dir, progress)
+        data["other_qemus_at_boot"] = qemus
         data["summary"] = summarize(
             data["blocks"], {"nodeport": "ipvs_conntrack", "clusterip": "ipvs_conntrack"}
         )
@@ -273,6 +277,17 @@ def run(
         result["vm"] = {"skipped": "--no-vm: the IPVS modes were not measured"}
     result["problems"] = problems(result)
     return result
+
+
+def _qemus() -> int:
+    """qemu processes running on the machine (other VMs share its CPUs with ours)."""
+    count = 0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            count += comm.read_text().startswith("qemu-system")
+        except OSError:
+            continue
+    return count
 
 
 def problems(result: dict[str, Any]) -> list[str]:
@@ -344,7 +359,8 @@ def table(result: dict[str, Any]) -> str:
     else:
         lines += [
             f"Debian 6.1 in the VM (TCG, {vm['cpus']} vCPUs; "
-            f"{result['settings']['vm']['rounds']} rounds):",
+            f"{result['settings']['vm']['rounds']} interleaved rounds; "
+            f"{vm.get('other_qemus_at_boot', 0)} other qemu process(es) on the host at boot):",
             "",
             *HEADER,
             *_rows_md(vm["summary"]),
