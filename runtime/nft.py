@@ -12,6 +12,10 @@ What is untracked (priority raw, before conntrack):
               node address:NodePort, backend replies (from a real server's
               address:port), anything to a node address in the SNAT port range
   output      node process -> VIP:port or NodePort, replies of node-local backends
+  both        ICMP echo requests to a service VIP and the VIP's echo replies: the
+              VIPs are local (the dummy device), so the node answers a ping to a
+              ClusterIP as kube-proxy's IPVS mode does, and that must not be
+              tracked either (IPVS itself does not forward ICMP echo)
 """
 
 from __future__ import annotations
@@ -60,6 +64,10 @@ def render(
 ) -> str:
     """The table's definition, deterministic for the same input."""
     first, last = snat_port_range
+    icmp = [
+        "    ip daddr @vips icmp type echo-request notrack",
+        "    ip saddr @vips icmp type echo-reply notrack",
+    ]
     body = [
         f"table {FAMILY} {TABLE} {{",
         *_set("frontends", "ipv4_addr . inet_proto . inet_service",
@@ -69,18 +77,21 @@ def render(
               (f"{p} . {port}" for p, port in node_ports)),
         *_set("backends", "ipv4_addr . inet_proto . inet_service",
               (f"{a} . {p} . {port}" for a, p, port in backends)),
+        *_set("vips", "ipv4_addr", (a for a, _, _ in frontends)),
         "  chain prerouting {",
         "    type filter hook prerouting priority raw; policy accept;",
         "    ip daddr . meta l4proto . th dport @frontends notrack",
         "    ip daddr @node_addrs meta l4proto . th dport @nodeports notrack",
         "    ip saddr . meta l4proto . th sport @backends notrack",
         f"    ip daddr @node_addrs meta l4proto {{ tcp, udp }} th dport {first}-{last} notrack",
+        *icmp,
         "  }",
         "  chain output {",
         "    type filter hook output priority raw; policy accept;",
         "    ip daddr . meta l4proto . th dport @frontends notrack",
         "    ip daddr @node_addrs meta l4proto . th dport @nodeports notrack",
         "    ip saddr . meta l4proto . th sport @backends notrack",
+        *icmp,
         "  }",
         "}",
     ]  # fmt: skip

@@ -23,7 +23,10 @@ import json
 import os
 import re
 import secrets
+import select
+import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -64,7 +67,7 @@ node:
 cluster:
   podCIDR: 198.19.0.0/16
   serviceCIDR: 198.18.128.0/17
-  masqueradeAll: false
+  masqueradeAll: {masquerade_all}
   nodePortRange: [30000, 32767]
 interfaces:
   - {{name: up0, role: uplink, hook: tc}}
@@ -147,20 +150,28 @@ def services_yaml(*, be2_http: bool = True) -> str:
     return "apiVersion: v1\nkind: List\nitems:\n" + "".join(items)
 
 
+BUILDS = ("main", "drained", "short", "masqall")
+
+
 def compile_builds(out: Path) -> dict[str, Path]:
-    """main (both backends), drained (be2 out of http), short (small SNAT range)."""
+    """main (both backends), drained (be2 out of http), short (small SNAT range),
+    masqall (cluster.masqueradeAll: every service packet is SNATed)."""
     out.mkdir(parents=True, exist_ok=True)
     variants = {
-        "main": (SNAT_RANGE, "2s", services_yaml()),
-        "drained": (SNAT_RANGE, "2s", services_yaml(be2_http=False)),
-        "short": (SHORT_RANGE, "1s", services_yaml()),
+        "main": (SNAT_RANGE, "2s", services_yaml(), False),
+        "drained": (SNAT_RANGE, "2s", services_yaml(be2_http=False), False),
+        "short": (SHORT_RANGE, "1s", services_yaml(), False),
+        "masqall": (SNAT_RANGE, "2s", services_yaml(), True),
     }
     builds = {}
-    for name, ((first, last), transitory, svc) in variants.items():
+    for name, ((first, last), transitory, svc, masq_all) in variants.items():
         node = out / f"{name}-node.yaml"
         node.write_text(
-            NODE_YAML.format(node=NODE_ADDR, first=first, last=last, transitory=transitory)
-        )
+            NODE_YAML.format(
+                node=NODE_ADDR, first=first, last=last, transitory=transitory,
+                masquerade_all=str(masq_all).lower(),
+            )
+        )  # fmt: skip
         services = out / f"{name}-services.yaml"
         services.write_text(svc)
         builds[name] = out / name
@@ -234,7 +245,7 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topo]:
     names = {k: f"e2e-{k}-{sfx}" for k in ("node", "ext", "be1", "be2", "cp")}
     prebuilt = os.environ.get("BPFGEN_E2E_BUILDS")
     builds = (
-        {k: Path(prebuilt) / k for k in ("main", "drained", "short")}
+        {k: Path(prebuilt) / k for k in BUILDS}
         if prebuilt
         else compile_builds(tmp_path_factory.mktemp("builds"))
     )
@@ -247,6 +258,7 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topo]:
             run("ip", "netns", "add", ns)
             created.append(ns)
         node = names["node"]
+        run("ip", "-n", node, "link", "set", "lo", "up")  # a node's own pings of its VIPs
         _veth(node, "up0", names["ext"], EXT_ADDR, 24)
         run("ip", "-n", node, "addr", "add", f"{NODE_ADDR}/24", "dev", "up0")
         run("ip", "-n", names["ext"], "route", "add", "198.18.128.0/17", "via", NODE_ADDR)
@@ -437,6 +449,82 @@ def test_external_to_nodeport_is_snated(topo: Topo) -> None:
     assert_no_csum_errors(topo)
 
 
+def _start_capture(ns: str, pcap: Path) -> subprocess.Popen[str]:
+    """tcpdump on a leaf's eth0 (TCP and UDP), started only once it is listening."""
+    proc = subprocess.Popen(
+        # --immediate-mode: without it, packets still in the ring's open block
+        # when tcpdump stops are never written.
+        ["ip", "netns", "exec", ns, "tcpdump", "-i", "eth0", "-n", "--immediate-mode", "-U",
+         "-w", str(pcap), "tcp or udp"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    ready, _, _ = select.select([proc.stderr], [], [], 15)
+    line = proc.stderr.readline() if ready else ""
+    if "listening on" not in line:
+        proc.kill()
+        raise AssertionError(f"tcpdump in {ns} did not start: {line!r}")
+    return proc
+
+
+def _wire_checksums_ok(pcap: Path) -> list[tuple[str, bool]]:
+    """(summary, ok) for every IPv4 TCP/UDP packet: both checksums as a sender must set them."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.utils import rdpcap
+
+    out = []
+    for pkt in rdpcap(str(pcap)):
+        if IP not in pkt or not (TCP in pkt or UDP in pkt):
+            continue
+        ip = pkt[IP]
+        l4 = ip[TCP] if TCP in ip else ip[UDP]
+        fresh = IP(bytes(ip))
+        del fresh.chksum
+        del (fresh[TCP] if TCP in fresh else fresh[UDP]).chksum
+        fresh = IP(bytes(fresh))  # recomputed by scapy from the packet's own bytes
+        fresh_l4 = fresh[TCP] if TCP in fresh else fresh[UDP]
+        ok = ip.chksum == fresh.chksum and l4.chksum == fresh_l4.chksum and l4.chksum != 0
+        out.append((f"{ip.src}:{l4.sport} > {ip.dst}:{l4.dport} "
+                    f"ip {ip.chksum:#06x} l4 {l4.chksum:#06x}", ok))  # fmt: skip
+    return out
+
+
+def test_checksums_on_the_wire(topo: Topo, tmp_path: Path) -> None:
+    """NodePort traffic, both translations on its path (IPVS DNAT + bpfgen SNAT one way,
+    bpfgen reverse SNAT + IPVS the other), captured on the leaves' wires and every
+    checksum recomputed with scapy. Node-side tx offload is off, so what the node sends
+    carries complete checksums; nothing is fixed up later by a NIC."""
+    captures = {name: tmp_path / f"{name}.pcap" for name in ("ext", "be1", "be2")}
+    procs = [_start_capture(getattr(topo, name), pcap) for name, pcap in captures.items()]
+    try:
+        for _ in range(4):
+            tcp_request(topo.ext, NODE_ADDR, NODE_PORT_TCP)
+        for _ in range(2):
+            udp_request(topo.ext, NODE_ADDR, NODE_PORT_UDP)
+    finally:
+        time.sleep(1.0)
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(10)
+    # Only what the node sent: a leaf's own packets are captured before its tx
+    # offload would fill the checksum in (CHECKSUM_PARTIAL), so they prove nothing.
+    results = {
+        name: [(s, ok) for s, ok in _wire_checksums_ok(pcap) if s.startswith(f"{NODE_ADDR}:")]
+        for name, pcap in captures.items()
+    }
+    bad = [(name, s) for name, rs in results.items() for s, ok in rs if not ok]
+    assert not bad, f"bad checksums on the wire: {bad}"
+    snated = [s for name in ("be1", "be2") for s, _ in results[name]
+              if s.startswith(f"{NODE_ADDR}:2")]  # fmt: skip
+    replies = [s for s, _ in results["ext"] if s.startswith(f"{NODE_ADDR}:")]
+    # 4 TCP connections of >= 5 client packets each, 2 UDP requests
+    assert len(snated) >= 20 and len(replies) >= 15, (snated, replies)
+    print(
+        f"wire: {sum(len(r) for r in results.values())} packets checked "
+        f"({len(snated)} SNATed at the backends, {len(replies)} replies at the client)"
+    )
+
+
 def test_external_traffic_policy_local_keeps_client(topo: Topo) -> None:
     a = tcp_request(topo.ext, NODE_ADDR, NODE_PORT_LOCAL)
     assert a.backend == "be1" and a.peer == EXT_ADDR, a
@@ -449,6 +537,53 @@ def test_node_process_to_clusterip(topo: Topo) -> None:
     u, _ = udp_request(topo.node, VIP, 53)
     assert u.peer == NODE_ADDR, u
     assert_untracked(topo, "node -> ClusterIP")
+
+
+def _icmp_checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def ping(ns: str, addr: str, *, timeout: float = 3.0) -> bool:
+    """One ICMP echo request from `ns`; True when the matching reply from `addr` arrives."""
+    ident, seq = secrets.randbits(16), 1
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"bpfgen-e2e"
+    packet = body[:2] + _icmp_checksum(body).to_bytes(2, "big") + body[4:]
+    with netns.entered(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    with s:
+        s.sendto(packet, (addr, 0))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            s.settimeout(left)
+            try:
+                data, src = s.recvfrom(2048)
+            except TimeoutError:
+                break
+            icmp = data[(data[0] & 0xF) * 4 :]
+            if src[0] == addr and icmp[0] == 0 and struct.unpack("!HH", icmp[4:8]) == (ident, seq):
+                return _icmp_checksum(icmp) == 0
+    return False
+
+
+def test_icmp_echo_to_vip_answered_untracked(topo: Topo) -> None:
+    """IPVS forwards no ICMP echo; the VIPs are local (the dummy device), so the node
+    answers a ping to a ClusterIP or LB IP, as kube-proxy's IPVS mode does, and the
+    notrack table keeps that out of conntrack too."""
+    for ns, addr in ((topo.cp, VIP), (topo.ext, VIP), (topo.ext, LB_IP), (topo.node, VIP)):
+        if not ping(ns, addr):
+            with netns.entered(topo.node), open("/proc/thread-self/net/snmp") as f:
+                icmp = [line for line in f if line.startswith("Icmp:")]
+            raise AssertionError(
+                f"no valid echo reply from {addr} in {ns}; node ICMP MIB:\n{''.join(icmp)}"
+                f"{in_ns(topo.node, 'ip', 'route', 'get', addr, check=False)}"
+                f"{in_ns(topo.node, 'nft', 'list', 'ruleset', check=False)}"
+            )
+    assert_untracked(topo, "ICMP echo to a VIP")
 
 
 def test_hairpin_pod_reaches_itself(topo: Topo) -> None:
@@ -466,6 +601,22 @@ def test_client_ip_affinity(topo: Topo) -> None:
     backends = {tcp_request(topo.cp, STICKY_VIP, 80).backend for _ in range(6)}
     assert len(backends) == 1, backends
     assert_untracked(topo, "affinity")
+
+
+def test_masquerade_all_snats_pod_traffic(topo: Topo) -> None:
+    """cluster.masqueradeAll is specialized into the ingress code: a sync swaps programs,
+    after which even pod -> ClusterIP is SNATed to the node; and back."""
+    report = sync(topo.builds["masqall"], topo.opts)
+    assert any("replace ingress" in c for c in report.changes), report.changes
+    a = tcp_request(topo.cp, VIP, 80)
+    assert a.peer == NODE_ADDR and SNAT_RANGE[0] <= a.peer_port <= SNAT_RANGE[1], a
+    u, src = udp_request(topo.cp, VIP, 53)
+    assert u.peer == NODE_ADDR and src == (VIP, 53), (u, src)
+    assert_untracked(topo, "masqueradeAll")
+    sync(topo.builds["main"], topo.opts)
+    back = tcp_request(topo.cp, VIP, 80)
+    assert back.peer == CP_ADDR, f"masqueradeAll off again, the pod keeps its source: {back}"
+    assert_no_csum_errors(topo)
 
 
 def test_sync_drains_removed_endpoint(topo: Topo) -> None:
@@ -562,6 +713,43 @@ def test_short_connections_with_small_snat_range(topo: Topo) -> None:
     )
     assert_untracked(topo, "short connections")
     assert_no_csum_errors(topo)
+
+
+def _invalid_drops(topo: Topo) -> int:
+    listing = in_ns(topo.node, "nft", "list", "chain", "inet", "kubeproxylike", "forward")
+    match = re.search(r"ct state invalid counter packets (\d+)", listing)
+    assert match, listing
+    return int(match.group(1))
+
+
+def test_without_notrack_conntrack_drops_ipvs_tcp(topo: Topo) -> None:
+    """Why the notrack table is part of the design, not an option: with
+    net.ipv4.vs.conntrack=0 but the table gone, conntrack meets IPVS's packets
+    mid-flow (the backend's SYN-ACK has no SYN it saw), calls them invalid, and the
+    kube-proxy-like `ct state invalid drop` kills the connection."""
+    assert in_ns(topo.node, "sysctl", "-n", "net.ipv4.vs.conntrack").strip() == "0"
+    before = _invalid_drops(topo)
+    in_ns(topo.node, "nft", "delete", "table", "ip", "bpfgen")
+    try:
+        for ns, addr, port in ((topo.ext, NODE_ADDR, NODE_PORT_TCP), (topo.cp, VIP, 80)):
+            with pytest.raises(OSError):
+                tcp_request(ns, addr, port, timeout=3.0)
+        dropped = _invalid_drops(topo) - before
+        tracked = conntrack_count(topo.node)
+    finally:
+        report = sync(topo.builds["short"], topo.opts)  # the build in place since exhaustion
+        in_ns(topo.node, "conntrack", "-F", check=False)
+    print(
+        f"without notrack: 2 of 2 connections failed, {dropped} packets dropped as "
+        f"ct state invalid, {tracked} conntrack entries left"
+    )
+    # No entry stays: IPVS untracks what it forwards (vs.conntrack=0), and an
+    # invalid packet creates none; the drops are the whole story.
+    assert dropped > 0, f"the connections failed, but not by `ct state invalid drop`: {dropped}"
+    assert any("nftables" in c for c in report.changes), report.changes
+    a = tcp_request(topo.ext, NODE_ADDR, NODE_PORT_TCP)
+    assert a.peer == NODE_ADDR, a
+    assert_untracked(topo, "notrack table restored by sync")
 
 
 def test_down_removes_everything(topo: Topo) -> None:
