@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bpfgen.bench._netns import load, sh, start_server
+from bpfgen.bench._netns import Lab, load, sh
 
 KP_IPVS_DEV = "kpipvs0"
 MODES = ("direct", "ipvs_conntrack", "bpfgen_ipvs")
@@ -58,9 +56,7 @@ def main(config_path: str) -> int:
 
     cfg = json.loads(Path(config_path).read_text())
     binary = Path(cfg["binary"])
-    sfx = secrets.token_hex(3)
-    created: list[str] = []
-    servers: list[subprocess.Popen[str]] = []
+    lab = Lab("bbvm")
     blocks: list[dict[str, Any]] = []
     opts: Options | None = None
 
@@ -68,11 +64,8 @@ def main(config_path: str) -> int:
         print(f"vm: {msg}", flush=True)
 
     def topology(mode: str) -> dict[str, str]:
-        names = {k: f"bbvm-{mode[:2]}{k}-{sfx}" for k in ("node", "ext", "be1", "be2", "cp")}
+        names = {k: lab.ns(f"{mode[:2]}{k}") for k in ("node", "ext", "be1", "be2", "cp")}
         node = names["node"]
-        for ns in names.values():
-            g.run("ip", "netns", "add", ns)
-            created.append(ns)
         g._veth(node, "up0", names["ext"], g.EXT_ADDR, 24)
         g.run("ip", "-n", node, "addr", "add", f"{g.NODE_ADDR}/24", "dev", "up0")
         for net in ("198.18.128.0/17", "198.19.1.0/24"):
@@ -88,8 +81,7 @@ def main(config_path: str) -> int:
             g.in_ns(client, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000",
                     "net.ipv4.tcp_tw_reuse=1")  # fmt: skip
         for be in ("be1", "be2"):
-            servers.append(start_server(binary, names[be], g.HTTP))
-            names[f"{be}_pid"] = str(servers[-1].pid)
+            names[f"{be}_pid"] = str(lab.serve(names[be], binary, g.HTTP))
         if mode != "direct":
             sh("ip", "netns", "exec", node, "nft", "-f", "-", input=g.KUBE_PROXY_LIKE)
         return names
@@ -111,7 +103,8 @@ def main(config_path: str) -> int:
         topo = {mode: topology(mode) for mode in MODES}
         kube_proxy_ipvs(topo["ipvs_conntrack"]["node"])
         opts = Options(
-            netns=topo["bpfgen_ipvs"]["node"], run_dir=str(Path(cfg["results"]) / f"run-{sfx}")
+            netns=topo["bpfgen_ipvs"]["node"],
+            run_dir=str(Path(cfg["results"]) / f"run-{lab.suffix}"),
         )
         up(cfg["build"], opts)
         log(f"three topologies ready in {time.monotonic() - started:.1f} s")
@@ -149,16 +142,11 @@ def main(config_path: str) -> int:
                     f"p50 {res['p50_us']:.0f} us, p99 {res['p99_us']:.0f} us"
                 )
     finally:
-        if opts is not None:
-            try:
+        try:
+            if opts is not None:
                 down(opts)
-            except Exception as exc:  # noqa: BLE001 - teardown goes on
-                print(f"teardown: bpfgen down: {exc}", file=sys.stderr)
-        for proc in servers:
-            proc.kill()
-            proc.wait(10)
-        for ns in reversed(created):
-            subprocess.run(["ip", "netns", "del", ns], check=False)
+        finally:
+            lab.close()  # the backends, then every namespace (and what is in them)
     out = {
         "kernel": os.uname().release,
         "cpus": os.cpu_count(),

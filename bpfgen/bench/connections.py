@@ -4,9 +4,10 @@ Workloads (bpfgen/bench/loadgen.c, a C client with THREADS blocking threads):
 `short` = connect, one request line, the answer, close (client first) per
 connection; `keepalive` = request/answer on one open connection per thread.
 Per block: connections (requests) per second, p50/p99 latency, and CPU per
-connection: the client's and the backends' CPU time (rusage, /proc/PID/stat)
-plus the machine's irq + softirq time (/proc/stat; the packet path: routing,
-conntrack, NAT, IPVS, eBPF run there), divided by the connections made. The
+connection: the client's, the backends' and ksoftirqd's CPU time (rusage,
+/proc/PID/stat; both kernels account by ticks without IRQ_TIME_ACCOUNTING, so
+the packet path's softirq work is charged to the process it interrupted or to
+ksoftirqd), divided by the connections made. The
 whole machine's busy time per connection (every process, so any unrelated load
 too) is kept alongside.
 
@@ -254,10 +255,11 @@ def run(
         "settings": s,
         "machine_load_at_start": load_before,
         "cpu_method": "cpu_us_per_conn: (client process user+sys (rusage) + backend "
-        "processes user+sys (/proc/PID/stat) + the machine's irq+softirq time (/proc/stat), "
-        "where forwarding, conntrack, NAT, IPVS and the eBPF programs run) over the block / "
-        "connections (requests) made; machine_cpu_us_per_conn: every process's busy time "
-        "(/proc/stat, all CPUs, includes unrelated load) / connections",
+        "processes + ksoftirqd threads user+sys (/proc/PID/stat)) over the block / "
+        "connections (requests) made; tick accounting without IRQ_TIME_ACCOUNTING charges "
+        "softirq work (forwarding, conntrack, NAT, IPVS, eBPF) to the interrupted process or "
+        "ksoftirqd; machine_cpu_us_per_conn: every process's busy time (/proc/stat, all "
+        "CPUs, includes unrelated load) / connections",
         "host": {
             "kernel": os.uname().release,
             "blocks": host,
