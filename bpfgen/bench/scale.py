@@ -294,8 +294,10 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
         for case in ("ingress_hit", "egress_hit"):
             ax1.plot(xs, [r[case]["median_ns"] for r in rows], marker="o",
                      label=f"bpfgen {kind} {case}")  # fmt: skip
+    ax1.axvline(64.5, color="grey", linestyle=":", label="specialized: inline <= 64 frontends")
     ax1.set_xscale("log")
-    ax1.set_xlabel("services")
+    ax1.set_ylim(bottom=0)
+    ax1.set_xlabel("services (one frontend each)")
     ax1.set_ylabel("ns / packet (BPF_PROG_TEST_RUN)")
     ax1.set_title("bpfgen lookup cost")
     ax1.legend(fontsize=7)
@@ -303,6 +305,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     ax2.plot([r["rules"] for r in rows], [r["added_p50_us"] for r in rows], marker="o",
              color="tab:red", label="nft linear DNAT chain: added new-flow p50")  # fmt: skip
     ax2.set_xscale("log")
+    ax2.set_ylim(bottom=0)
     ax2.set_xlabel("DNAT rules (services)")
     ax2.set_ylabel("µs per new flow over no-NAT baseline")
     ax2.set_title("iptables-mode model")
