@@ -107,6 +107,7 @@ def main(config_path: str) -> int:
             run_dir=str(Path(cfg["results"]) / f"run-{lab.suffix}"),
         )
         up(cfg["build"], opts)
+        snat_last = _snat_new(status, opts)
         log(f"three topologies ready in {time.monotonic() - started:.1f} s")
 
         # (mode, path, client namespace, address, port, the source the backend must see)
@@ -122,7 +123,6 @@ def main(config_path: str) -> int:
             k = rnd % len(work)
             for (mode, path, client, addr, port, expect), workload in work[k:] + work[:k]:
                 t = topo[mode]
-                snat_before = _snat_new(status, opts) if mode == "bpfgen_ipvs" else 0
                 res = load(
                     binary, client, f"tcp-{workload}", addr, port,
                     threads=cfg["threads"], seconds=cfg["workloads"][workload],
@@ -133,8 +133,9 @@ def main(config_path: str) -> int:
                 if mode != "direct":
                     count = g.in_ns(t["node"], "conntrack", "-C").strip()
                     res["conntrack_entries"] = int(count)
-                if mode == "bpfgen_ipvs":
-                    res["snat_new"] = _snat_new(status, opts) - snat_before
+                if mode == "bpfgen_ipvs":  # one status read per block (slow under TCG)
+                    snat_now = _snat_new(status, opts)
+                    res["snat_new"], snat_last = snat_now - snat_last, snat_now
                 blocks.append(res)
                 log(
                     f"round {rnd} {mode} {path} {workload}: {res['ok']} ok, "
