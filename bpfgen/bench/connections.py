@@ -83,7 +83,7 @@ def _settings(quick: bool) -> dict[str, Any]:
         "workloads": {"short": 3.0, "keepalive": 2.0},
         "threads": 4,
         "max_requests": 2_000_000,
-        "vm": {"rounds": 6, "workloads": {"short": 2.0, "keepalive": 1.0}},
+        "vm": {"rounds": 6, "workloads": {"short": 2.0, "keepalive": 1.0}, "warmup_s": 0.5},
     }
 
 
