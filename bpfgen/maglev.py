@@ -237,3 +237,10 @@ def build_table(
             break
     return tuple(table)
 
+
+if __name__ == "__main__":  # `python -m bpfgen.maglev --measure`: see bpfgen/bench_maglev.py
+    import sys
+
+    from bpfgen.bench_maglev import main
+
+    sys.exit(main())
