@@ -15,7 +15,9 @@ the design's test range) and measures:
 - flows: 100,000 random TCP 5-tuples towards one VIP, hashed with the session
   hash of docs/datapath.md "Hashing" (`tuple_hash`, seed 0) to slot
   `hash % M`: the fraction whose backend changed, mean over the R removals
-  (equal to the slot fraction in expectation);
+  (equal to the slot fraction in expectation); and the same fraction when the
+  hash seed changes too (seed 0 before, 1 after), as it would if the seed
+  changed with the config: about 1 - 1/N, the table's stability lost;
 - add one: a new backend joins the N: the fraction of slots that moved (ideal
   1/(N+1)) and of those that moved between the old backends (ideal 0).
 
@@ -59,6 +61,7 @@ class Disruption:
     survivors_mean: float
     survivors_max: float
     flows_moved_mean: float
+    flows_moved_new_seed: float
     ideal_add: float  # 1/(N+1)
     add_moved: float
     add_survivors: float
@@ -92,14 +95,15 @@ def build_ms(keys: Sequence[str], size: int, weights: Sequence[int] | None = Non
     return best * 1000
 
 
-def flow_slots(size: int, flows: int = FLOWS, seed: int = 1) -> Counter[int]:
-    """How many of `flows` random 5-tuples (10/8 clients to 198.18.128.10:80) hit each slot."""
-    rng = random.Random(seed)
+def flow_slots(size: int, flows: int = FLOWS) -> Counter[tuple[int, int]]:
+    """How many of `flows` random 5-tuples (10/8 clients to 198.18.128.10:80) hit each
+    pair (slot under hash seed 0, slot under hash seed 1)."""
+    rng = random.Random(1)
     vip = (198 << 24) | (18 << 16) | (128 << 8) | 10
-    slots: Counter[int] = Counter()
+    slots: Counter[tuple[int, int]] = Counter()
     for _ in range(flows):
-        client = (10 << 24) | rng.getrandbits(24)
-        slots[tuple_hash(0, client, vip, rng.randrange(1024, 65536), 80, 6) % size] += 1
+        t = ((10 << 24) | rng.getrandbits(24), vip, rng.randrange(1024, 65536), 80, 6)
+        slots[tuple_hash(0, *t) % size, tuple_hash(1, *t) % size] += 1
     return slots
 
 
@@ -112,7 +116,7 @@ def diff(old: Sequence[str], new: Sequence[str], gone: str | None, fresh: str | 
     ]
 
 
-def measure(size: int, n: int, slots: Counter[int]) -> Disruption:
+def measure(size: int, n: int, slots: Counter[tuple[int, int]]) -> Disruption:
     keys = backend_keys(n)
     old = keyed_table(keys, size)
     held = Counter(old)
@@ -122,12 +126,14 @@ def measure(size: int, n: int, slots: Counter[int]) -> Disruption:
     moved: list[float] = []
     survivors: list[float] = []
     flows: list[float] = []
+    reseeded: list[float] = []
     for gone in removed:
         new = keyed_table([k for k in keys if k != gone], size)
         changed = [s for s in range(size) if old[s] != new[s]]
         moved.append(len(changed) / size)
         survivors.append(len(diff(old, new, gone, None)) / size)
-        flows.append(sum(slots[s] for s in changed) / sum(slots.values()))
+        flows.append(sum(c for (s, _), c in slots.items() if old[s] != new[s]) / FLOWS)
+        reseeded.append(sum(c for (s, t), c in slots.items() if old[s] != new[t]) / FLOWS)
     fresh = "198.19.250.1:8080"
     added = keyed_table([*keys, fresh], size)
     add_changed = sum(a != b for a, b in zip(old, added, strict=True))
@@ -144,6 +150,7 @@ def measure(size: int, n: int, slots: Counter[int]) -> Disruption:
         survivors_mean=statistics.fmean(survivors),
         survivors_max=max(survivors),
         flows_moved_mean=statistics.fmean(flows),
+        flows_moved_new_seed=statistics.fmean(reseeded),
         ideal_add=1 / (n + 1),
         add_moved=add_changed / size,
         add_survivors=len(diff(old, added, None, fresh)) / size,
@@ -167,15 +174,16 @@ def pct(x: float) -> str:
 def markdown(rows: Sequence[Disruption], builds: Sequence[BuildTime]) -> str:
     out = [
         "| M | N | build | share max / min (× M/N) | remove one: ideal 1/N | slots moved "
-        "(mean / max) | flows moved | between survivors (mean / max) | add one: ideal "
-        "1/(N+1) | slots moved | between old backends |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "(mean / max) | flows moved | flows moved, new hash seed | between survivors "
+        "(mean / max) | add one: ideal 1/(N+1) | slots moved | between old backends |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         out.append(
             f"| {r.size} | {r.backends} | {r.build_ms:.1f} ms | {r.share_max:.3f} / "
             f"{r.share_min:.3f} | {pct(r.ideal_remove)} | {pct(r.moved_mean)} / "
-            f"{pct(r.moved_max)} | {pct(r.flows_moved_mean)} | {pct(r.survivors_mean)} / "
+            f"{pct(r.moved_max)} | {pct(r.flows_moved_mean)} | {pct(r.flows_moved_new_seed)} | "
+            f"{pct(r.survivors_mean)} / "
             f"{pct(r.survivors_max)} | {pct(r.ideal_add)} | {pct(r.add_moved)} | "
             f"{pct(r.add_survivors)} |"
         )
