@@ -127,13 +127,14 @@ def measure(size: int, n: int, slots: Counter[tuple[int, int]]) -> Disruption:
     survivors: list[float] = []
     flows: list[float] = []
     reseeded: list[float] = []
+    total = sum(slots.values())
     for gone in removed:
         new = keyed_table([k for k in keys if k != gone], size)
         changed = [s for s in range(size) if old[s] != new[s]]
         moved.append(len(changed) / size)
         survivors.append(len(diff(old, new, gone, None)) / size)
-        flows.append(sum(c for (s, _), c in slots.items() if old[s] != new[s]) / FLOWS)
-        reseeded.append(sum(c for (s, t), c in slots.items() if old[s] != new[t]) / FLOWS)
+        flows.append(sum(c for (s, _), c in slots.items() if old[s] != new[s]) / total)
+        reseeded.append(sum(c for (s, t), c in slots.items() if old[s] != new[t]) / total)
     fresh = "198.19.250.1:8080"
     added = keyed_table([*keys, fresh], size)
     add_changed = sum(a != b for a, b in zip(old, added, strict=True))

@@ -37,7 +37,8 @@ turn iff c * max_weight < w * n (so its k-th turn, k from 0, is in round
 floor(k * max_weight / w) + 1); within a round, turns go in key order. Every
 backend takes a turn in round 1 (each gets at least one slot); equal weights
 reduce to the paper's plain round robin, and scaling all weights by a constant
-changes nothing. Shares are proportional to weights up to one slot per round.
+changes nothing. A backend's share is proportional to its weight:
+|slots - M * w / W| <= 2 + N * w / W, W the sum of the weights.
 """
 
 from __future__ import annotations

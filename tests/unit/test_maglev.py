@@ -260,3 +260,14 @@ def test_a_large_table_builds_well_under_a_second() -> None:
     start = time.perf_counter()
     build_table(backends, 65521)
     assert time.perf_counter() - start < 1.0
+
+
+def test_the_measurement_runs() -> None:
+    from bpfgen.bench_maglev import flow_slots, markdown, measure
+
+    row = measure(1021, 5, flow_slots(1021, 2000))
+    assert row.ideal_remove == 0.2
+    assert 0.2 <= row.moved_mean <= row.moved_max <= 0.2 + SURVIVOR_BOUND + 1 / 1021
+    assert abs(row.flows_moved_mean - row.moved_mean) < 0.05
+    assert row.flows_moved_new_seed > 0.5
+    assert "| 1021 | 5 |" in markdown([row], [])
