@@ -105,7 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
     ap.add_argument("--json", action="store_true", help="print results.json instead of tables")
+    ap.add_argument(
+        "--no-vm",
+        action="store_true",
+        help="connections: host modes only, skip the Debian 6.1 VM (the result says so)",
+    )
     args = ap.parse_args(argv)
+    if args.no_vm:
+        os.environ["BPFGEN_BENCH_NO_VM"] = "1"  # read by bpfgen.bench.connections.run
     parts = list(dict.fromkeys(args.parts or PARTS))
     start = time.monotonic()
 

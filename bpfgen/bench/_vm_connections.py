@@ -67,13 +67,13 @@ def main(config_path: str) -> int:
     def topology(mode: str) -> dict[str, str]:
         names = {k: lab.ns(f"{mode[:2]}{k}") for k in ("node", "ext", "be1", "be2", "cp")}
         node = names["node"]
-        g._veth(node, "up0", names["ext"], g.EXT_ADDR, 24)
+        g.veth(node, "up0", names["ext"], g.EXT_ADDR, 24)
         g.run("ip", "-n", node, "addr", "add", f"{g.NODE_ADDR}/24", "dev", "up0")
         for net in ("198.18.128.0/17", "198.19.1.0/24"):
             g.run("ip", "-n", names["ext"], "route", "add", net, "via", g.NODE_ADDR)
         pods = [(names["be1"], g.BE["be1"]), (names["be2"], g.BE["be2"]), (names["cp"], g.CP_ADDR)]
         for i, (pod, addr) in enumerate(pods, 1):
-            g._veth(node, f"pv{i}", pod, addr, 32)
+            g.veth(node, f"pv{i}", pod, addr, 32)
             g.run("ip", "-n", pod, "route", "add", "default", "dev", "eth0", "scope", "link")
             g.run("ip", "-n", node, "route", "add", f"{addr}/32", "dev", f"pv{i}", "scope", "link")
             g.in_ns(node, "sysctl", "-qw", f"net.ipv4.conf.pv{i}.proxy_arp=1")

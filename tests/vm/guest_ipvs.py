@@ -212,7 +212,7 @@ class Topo:
         return [self.ext, self.be1, self.be2, self.cp]
 
 
-def _veth(node: str, node_dev: str, leaf: str, leaf_addr: str, prefix: int) -> None:
+def veth(node: str, node_dev: str, leaf: str, leaf_addr: str, prefix: int) -> None:
     run("ip", "link", "add", node_dev, "netns", node, "type", "veth", "peer", "name", "eth0",
         "netns", leaf)  # fmt: skip
     run("ip", "-n", leaf, "addr", "add", f"{leaf_addr}/{prefix}", "dev", "eth0")
@@ -259,14 +259,14 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topo]:
             created.append(ns)
         node = names["node"]
         run("ip", "-n", node, "link", "set", "lo", "up")  # a node's own pings of its VIPs
-        _veth(node, "up0", names["ext"], EXT_ADDR, 24)
+        veth(node, "up0", names["ext"], EXT_ADDR, 24)
         run("ip", "-n", node, "addr", "add", f"{NODE_ADDR}/24", "dev", "up0")
         run("ip", "-n", names["ext"], "route", "add", "198.18.128.0/17", "via", NODE_ADDR)
         run("ip", "-n", names["ext"], "route", "add", f"{LB_IP}/32", "via", NODE_ADDR)
         for i, (pod, addr) in enumerate(
             [(names["be1"], BE["be1"]), (names["be2"], BE["be2"]), (names["cp"], CP_ADDR)], 1
         ):
-            _veth(node, f"pv{i}", pod, addr, 32)
+            veth(node, f"pv{i}", pod, addr, 32)
             run("ip", "-n", pod, "route", "add", "default", "dev", "eth0", "scope", "link")
             run("ip", "-n", node, "route", "add", f"{addr}/32", "dev", f"pv{i}", "scope", "link")
             in_ns(node, "sysctl", "-qw", f"net.ipv4.conf.pv{i}.proxy_arp=1")
