@@ -136,6 +136,11 @@ class Build:
     def needs_ipvs(self) -> bool:
         return self.mode == "ipvs"
 
+    @property
+    def needs_nft(self) -> bool:
+        """The notrack table is the ipvs mode's conntrack bypass; bpf mode has none."""
+        return self.mode == "ipvs"
+
     def object_path(self, program: Program) -> Path:
         return self.path / program.object
 
@@ -231,8 +236,6 @@ class _Checker:
         mode = self.get(m, "mode", str, "mode")
         if mode is not None and mode not in ("ipvs", "bpf"):
             self.fail("mode", f"{mode!r} is not ipvs or bpf")
-        if mode == "bpf":
-            self.fail("mode", "bpf mode builds are not run by this runtime yet (ipvs only)")
         sha = self.get(m, "config_sha256", str, "config_sha256") or ""
         programs = self.programs(build_dir, m)
         maps = self.maps(m)
@@ -241,6 +244,8 @@ class _Checker:
         map_init = self.map_init(build_dir, m, {mp.name: mp for mp in maps})
         runtime_config = self.runtime_config(m)
         self.build_kind(m, runtime_config)
+        if mode == "bpf":
+            self.bpf_mode(programs, maps, map_init)
         if self.problems or mode is None or node is None:
             return None
         object_sha = {}
@@ -259,6 +264,26 @@ class _Checker:
             runtime_config=runtime_config,
             object_sha256=object_sha,
         )
+
+    def bpf_mode(
+        self,
+        programs: list[Program],
+        maps: list[MapSpec],
+        map_init: dict[str, tuple[tuple[bytes, bytes], ...]],
+    ) -> None:
+        """docs/datapath-bpf.md: every translation where the packet enters, no egress program;
+        map_init writes plain entries (a map of maps has no hex image)."""
+        for i, p in enumerate(programs):
+            for j, a in enumerate(p.attach):
+                if a.hook == "tc_egress":
+                    self.fail(
+                        f"programs[{i}].attach[{j}].hook",
+                        f"tc_egress on {a.interface}: a bpf-mode build has no egress program",
+                    )
+        types = {mp.name: mp.type for mp in maps}
+        for name in sorted(map_init):
+            if types.get(name, "").endswith("_OF_MAPS"):
+                self.fail("map_init", f"map {name} is a {types[name]}: map_init cannot fill it")
 
     def programs(self, build_dir: Path, m: Any) -> list[Program]:
         out = []

@@ -188,19 +188,25 @@ def _preflight(build: Build, opts: Options, state: State | None, op: str) -> lis
                 "the kernel has no dummy network device (for the VIPs, as kube-ipvs0): "
                 "modprobe dummy failed"
             )
-    reason = nft.available()
-    if reason:
-        problems.append(reason)
-    else:
-        try:
-            nft.check(desired_nft(build))
-        except RuntimeOpError as exc:
-            problems.append(f"the nftables rules do not load: {exc}")
+    if build.needs_nft:
+        reason = nft.available()
+        if reason:
+            problems.append(reason)
+        else:
+            try:
+                nft.check(desired_nft(build))
+            except RuntimeOpError as exc:
+                problems.append(f"the nftables rules do not load: {exc}")
     if not pins.is_bpffs(opts.bpffs) and os.path.exists(opts.bpffs) and os.listdir(opts.bpffs):
         problems.append(f"{opts.bpffs} is not a bpffs and not empty: cannot mount bpffs there")
     problems += _map_problems(build, opts)
     if state is not None and state.netns != opts.netns:
         problems.append(f"the state file for {opts.label} is for namespace {state.netns}")
+    if state is not None and state.mode != build.mode:
+        problems.append(
+            f"{opts.label} is up in datapath mode {state.mode} and the build is for mode "
+            f"{build.mode}: a sync does not switch modes (`bpfgen down`, then `bpfgen up`)"
+        )
     del op
     return problems
 
@@ -262,7 +268,8 @@ class _Converge:
             self.map_init()
             self.sysctls()
             self.attachments()
-        self.nft()  # before IPVS takes traffic: its packets are never tracked
+        if self.build.needs_nft:
+            self.nft()  # before IPVS takes traffic: its packets are never tracked
         if self.opts.ipvs and self.build.needs_ipvs:
             self.dummy()
             with ipvs.opened() as sock:
@@ -271,6 +278,7 @@ class _Converge:
         if not self.dry:
             st = self.state
             st.build_dir = str(self.build.path)
+            st.mode = self.build.mode
             st.config_sha256 = self.build.config_sha256
             st.object_sha256 = dict(self.build.object_sha256)
             self.save()
@@ -374,34 +382,52 @@ class _Converge:
         return fd
 
     def map_init(self) -> None:
-        for name, entries in sorted(self.build.map_init.items()):
-            spec = next(s for s in self.build.maps if s.name == name)
-            path = spec.pin_path(self.opts.bpffs, self.opts.label)
-            if not os.path.exists(path):  # dry run before the first load
-                self.report.changes.append(f"write {len(entries)} entries into map {name}")
-                continue
-            with pins.PinnedMap(path) as live:
+        """Write map_init.json into the pinned maps in place (no reload; sessions untouched).
+
+        Two passes over all maps: first every new or changed entry, then the stale ones
+        removed (array slots, which cannot be deleted, zeroed), so a program running
+        meanwhile sees the old or the new entry of a slot, never a missing one: a backend
+        list or Maglev table is complete before a frontend entry points at its new size,
+        and the old backends are gone only after nothing new refers to them.
+        """
+        removals: list[tuple[str, pins.PinnedMap, list[bytes], bool]] = []
+        with ExitStack() as maps:
+            for name, entries in sorted(self.build.map_init.items()):
+                spec = next(s for s in self.build.maps if s.name == name)
+                path = spec.pin_path(self.opts.bpffs, self.opts.label)
+                if not os.path.exists(path):  # dry run before the first load
+                    self.report.changes.append(f"write {len(entries)} entries into map {name}")
+                    continue
+                live = maps.enter_context(pins.PinnedMap(path))
+                is_array = spec.type.endswith("ARRAY")
                 want = dict(entries)
                 have = {k: live.lookup(k) for k in live.keys()}  # noqa: SIM118 - not a dict
-                stale = [k for k in have if k not in want]
+                zero = bytes(spec.value_size)
+                stale = [k for k, v in have.items()
+                         if k not in want and not (is_array and v == zero)]  # fmt: skip
                 differ = [k for k, v in want.items() if have.get(k) != v]
-                if not stale and not differ:
-                    continue
+                if differ:
 
-                def write(
-                    live: pins.PinnedMap = live,
-                    want: dict[bytes, bytes] = want,
-                    differ: list[bytes] = differ,
-                    stale: list[bytes] = stale,
-                ) -> None:
-                    for k in differ:
-                        live.update(k, want[k])
+                    def write(live: pins.PinnedMap = live, want: dict[bytes, bytes] = want,
+                              differ: list[bytes] = differ) -> None:  # fmt: skip
+                        for k in differ:
+                            live.update(k, want[k])
+
+                    self.change(f"map {name}: {len(differ)} entries written", write)
+                if stale:
+                    removals.append((name, live, stale, is_array))
+            for name, live, stale, is_array in removals:
+
+                def remove(live: pins.PinnedMap = live, stale: list[bytes] = stale,
+                           is_array: bool = is_array) -> None:  # fmt: skip
                     for k in stale:
-                        live.delete(k)
+                        if is_array:
+                            live.update(k, bytes(live.value_size))
+                        else:
+                            live.delete(k)
 
-                self.change(
-                    f"map {name}: {len(differ)} entries written, {len(stale)} removed", write
-                )
+                verb = "zeroed" if is_array else "removed"
+                self.change(f"map {name}: {len(stale)} stale entries {verb}", remove)
 
     def attachments(self) -> None:
         present = attach.devices()
@@ -814,8 +840,11 @@ def _effective(opts: Options, state: State | None) -> Options:
     return Options(opts.netns, state.bpffs, opts.run_dir, state.ipvs_enabled, opts.reset_sessions)
 
 
-def _new_state(opts: Options) -> State:
-    return State(netns=opts.netns, bpffs=opts.bpffs, pin_dir=opts.pin_dir(), ipvs_enabled=opts.ipvs)
+def _new_state(opts: Options, build: Build) -> State:
+    return State(
+        netns=opts.netns, bpffs=opts.bpffs, pin_dir=opts.pin_dir(), ipvs_enabled=opts.ipvs,
+        mode=build.mode,
+    )  # fmt: skip
 
 
 def up(build_dir: str | os.PathLike[str], opts: Options) -> Report:
@@ -830,7 +859,7 @@ def up(build_dir: str | os.PathLike[str], opts: Options) -> Report:
             raise InputRefused(op, problems)
         if state is not None:
             return _Converge(build, opts, state, dry=False).run()
-        state = _new_state(opts)
+        state = _new_state(opts, build)
         save_state(opts.run_dir, opts.label, state)
         try:
             return _Converge(build, opts, state, dry=False).run()
@@ -890,6 +919,7 @@ def status(opts: Options) -> dict[str, Any]:
             "netns": opts.netns,
             "up": True,
             "build_dir": state.build_dir,
+            "mode": state.mode,
             "config_sha256": state.config_sha256,
             "pin_dir": state.pin_dir,
         }
@@ -956,7 +986,7 @@ def status(opts: Options) -> dict[str, Any]:
             except RuntimeOpError as exc:
                 out["ipvs_problem"] = str(exc)
         out["ipvs_services"] = services
-        out["nft_table"] = nft.exists()
+        out["nft_table"] = nft.exists() if state.mode == "ipvs" else None  # bpf mode: none
         if build is not None:
             dry_opts = Options(opts.netns, state.bpffs, opts.run_dir, state.ipvs_enabled)
             dry_state = State.from_json(state.to_json())
