@@ -491,7 +491,7 @@ class _Converge:
     # sysctls
 
     def sysctls(self) -> None:
-        wanted = desired_sysctls(self.build, self.opts.ipvs)
+        wanted = desired_sysctls(self.build, self.opts.ipvs and self.build.needs_ipvs)
         first, last = self.build.node.snat_port_range
         current_reserved = sysctl.read("net.ipv4.ip_local_reserved_ports")
         if not _covers(current_reserved, first, last):

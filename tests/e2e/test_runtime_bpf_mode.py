@@ -1,0 +1,186 @@
+"""The runtime with `datapath.mode: bpf` manifests, on this host's kernel (no IPVS).
+
+What up/sync/status/down do with a bpf-mode build directory (docs/runtime.md, "bpf
+mode"): programs loaded, maps pinned, map_init written, only the manifest's hooks
+attached (tc ingress: no egress program), ip_forward and the reserved SNAT ports
+set; no IPVS, no dummy device, no nftables, and no refusal because this kernel has
+no IPVS (the options here are the production ones, `ipvs=True`). sync rewrites
+map_init maps in place when the objects did not change and replaces the programs
+keeping the pins when they did.
+
+The build directories are ipvs-mode builds turned into bpf-mode manifests
+(runtime_env.as_bpf_mode): this is the runtime's contract, independent of the bpf
+mode's C, which test_bpf_mode_host.py runs end to end. Same environment as
+test_runtime_host.py: a namespace per test, private bpffs and run dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from bpfgen.compiler import compile_build
+from bpfgen_runtime import InputRefused, Options, RuntimeOpError, down, status, sync, up
+from bpfgen_runtime import attach as attach_mod
+from bpfgen_runtime.pins import PinnedMap
+from tests.e2e.runtime_env import NODE_YAML, SERVICES, Env, as_bpf_mode, ns_run, snapshot
+
+pytestmark = pytest.mark.root
+
+REVERSE_MAP = "bpfgen_rsnat_v4"  # hash, key 16 / value 8: the map_init vehicle here
+
+
+def _production(env: Env) -> Options:
+    """The options a node uses (IPVS not switched off): bpf mode must not need it."""
+    return Options(**{**env.opts.__dict__, "ipvs": True})
+
+
+def _entry(i: int, value: int) -> list[str]:
+    key = bytes([198, 19, 1, i]) + bytes(12)
+    return [key.hex(), value.to_bytes(8, "little").hex()]
+
+
+def _map_contents(env: Env, name: str) -> dict[str, str]:
+    with PinnedMap(os.path.join(env.opts.pin_dir(), name)) as m:
+        return {k.hex(): v.hex() for k, v in m.items()}
+
+
+def _build_with_range(env: Env, last: int, name: str) -> Path:
+    """The example build with another SNAT range: other constants, the same maps."""
+    node = env.workdir / f"node-{name}.yaml"
+    node.write_text(NODE_YAML.format(sessions=65536).replace("29999]", f"{last}]"))
+    out = env.workdir / name
+    compile_build(node, [SERVICES], out, generic=False, verify=False)
+    return out
+
+
+def test_bpf_mode_up_status_down(env: Env) -> None:
+    build = as_bpf_mode(env.build(), env.workdir / "bpf")
+    opts = _production(env)
+    before = snapshot(env)
+    report = up(build, opts)
+    assert not [c for c in report.changes if "nftables" in c or "IPVS" in c or "dummy" in c]
+    for dev in ("up0", "pv1"):
+        assert "handle 0xb9f bpfgen_ingress" in env.filters(dev, "ingress")
+        assert "bpf" not in env.filters(dev, "egress"), "bpf mode attaches no egress program"
+    assert "bpfgen" not in ns_run(env.ns, "nft", "list", "ruleset")
+    assert "bpfgen-ipvs0" not in ns_run(env.ns, "ip", "link")
+    assert env.sysctl("net.ipv4.ip_forward") == "1"
+    assert env.sysctl("net.ipv4.ip_local_reserved_ports") == "20000-29999"
+    info = status(opts)
+    assert info["mode"] == "bpf" and info["nft_table"] is None and info["ipvs_services"] == []
+    assert info["in_sync"], info["differences"]
+    assert {(a["device"], a["hook"]) for a in info["attached"]} == {
+        ("up0", "tc_ingress"), ("pv1", "tc_ingress"),
+    }  # fmt: skip
+    assert "pass" in info["counters"]
+    assert up(build, opts).changes == []  # idempotent
+    assert down(opts).changes
+    assert snapshot(env) == before
+    assert not os.listdir(env.opts.bpffs)
+
+
+def test_bpf_mode_cli_status_shows_mode(env: Env) -> None:
+    import subprocess
+    import sys
+
+    build = as_bpf_mode(env.build(), env.workdir / "bpf")
+    environ = {**os.environ, "BPFGEN_BPFFS": env.opts.bpffs, "BPFGEN_RUN_DIR": env.opts.run_dir}
+    cli = [sys.executable, "-m", "bpfgen_runtime.cli"]
+    ok = subprocess.run([*cli, "up", str(build), "--netns", env.ns], capture_output=True,
+                        text=True, env=environ)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    st = subprocess.run(
+        [*cli, "status", "--netns", env.ns], capture_output=True, text=True, env=environ
+    )
+    assert st.returncode == 0 and "(mode bpf," in st.stdout, st.stdout
+    assert "nftables" not in st.stdout and "live state matches the build" in st.stdout
+
+
+def test_bpf_mode_sync_rewrites_maps_in_place(env: Env) -> None:
+    """Only map_init changed: no load, no replace; entries written, then stale ones removed."""
+    plain = env.build()
+    first = as_bpf_mode(plain, env.workdir / "m1", {REVERSE_MAP: [_entry(1, 1), _entry(2, 2)]})
+    second = as_bpf_mode(plain, env.workdir / "m2", {REVERSE_MAP: [_entry(2, 7), _entry(3, 3)]})
+    opts = _production(env)
+    up(first, opts)
+    assert _map_contents(env, REVERSE_MAP) == dict(map(tuple, [_entry(1, 1), _entry(2, 2)]))
+    ids = {(a["device"], a["hook"], a["prog_id"]) for a in status(opts)["attached"]}
+    inode = (Path(opts.pin_dir()) / REVERSE_MAP).stat().st_ino
+    report = sync(second, opts)
+    assert report.changes == [
+        f"map {REVERSE_MAP}: 2 entries written",
+        f"map {REVERSE_MAP}: 1 stale entries removed",
+    ], report.changes
+    assert _map_contents(env, REVERSE_MAP) == dict(map(tuple, [_entry(2, 7), _entry(3, 3)]))
+    assert {(a["device"], a["hook"], a["prog_id"]) for a in status(opts)["attached"]} == ids
+    assert (Path(opts.pin_dir()) / REVERSE_MAP).stat().st_ino == inode
+    assert status(opts)["in_sync"]
+    assert sync(second, opts).changes == []
+
+
+def test_bpf_mode_sync_new_code_replaces_programs_keeping_sessions(env: Env) -> None:
+    opts = _production(env)
+    up(as_bpf_mode(env.build(), env.workdir / "a"), opts)
+    session = _entry(9, 42)
+    with PinnedMap(os.path.join(opts.pin_dir(), REVERSE_MAP)) as m:
+        m.update(bytes.fromhex(session[0]), bytes.fromhex(session[1]))
+    ids = {a["device"]: a["prog_id"] for a in status(opts)["attached"]}
+    inodes = {p.name: p.stat().st_ino for p in Path(opts.pin_dir()).iterdir()}
+    other = as_bpf_mode(_build_with_range(env, 29000, "narrow"), env.workdir / "b")
+    report = sync(other, opts)
+    assert any(c.startswith("load ") for c in report.changes), report.changes
+    assert {c for c in report.changes if c.startswith("replace ")} == {
+        "replace ingress on tc_ingress of pv1", "replace ingress on tc_ingress of up0",
+    }, report.changes  # fmt: skip
+    after = {a["device"]: a["prog_id"] for a in status(opts)["attached"]}
+    assert all(after[d] != ids[d] for d in ids), (ids, after)
+    assert {p.name: p.stat().st_ino for p in Path(opts.pin_dir()).iterdir()} == inodes
+    assert _map_contents(env, REVERSE_MAP)[session[0]] == session[1]
+    assert status(opts)["in_sync"]
+
+
+def test_sync_does_not_switch_modes(env: Env) -> None:
+    ipvs_build = env.build()
+    up(ipvs_build, env.opts)  # ipvs mode, IPVS off (this kernel): programs and nft table
+    before = snapshot(env)
+    with pytest.raises(InputRefused, match="up in datapath mode ipvs.*mode bpf.*down"):
+        sync(as_bpf_mode(ipvs_build, env.workdir / "bpf"), env.opts)
+    assert snapshot(env) == before
+
+
+def test_bpf_mode_manifest_with_egress_program_refused(env: Env) -> None:
+    build = as_bpf_mode(env.build(), env.workdir / "bpf")
+    manifest = json.loads((build / "manifest.json").read_text())
+    manifest["programs"][1]["attach"] = [
+        {"role": "uplink", "interface": "up0", "hook": "tc_egress"}
+    ]
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    before = snapshot(env)
+    with pytest.raises(InputRefused, match="tc_egress on up0: a bpf-mode build has no egress"):
+        up(build, _production(env))
+    assert snapshot(env) == before
+
+
+def test_bpf_mode_failure_half_way_rolls_back(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    build = as_bpf_mode(env.build(), env.workdir / "bpf", {REVERSE_MAP: [_entry(1, 1)]})
+    before = snapshot(env)
+    real = attach_mod.attach
+    calls = []
+
+    def second_attach_fails(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeOpError("attach ingress to tc ingress of up0", 5, "injected by the test")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(attach_mod, "attach", second_attach_fails)
+    with pytest.raises(RuntimeOpError, match="injected by the test.*rolled back"):
+        up(build, _production(env))
+    assert len(calls) == 2
+    assert snapshot(env) == before
+    assert not os.listdir(env.opts.bpffs)
+    assert "bpf" not in env.filters("pv1", "ingress") + env.filters("up0", "ingress")
