@@ -1,0 +1,134 @@
+"""The bpf mode (docs/datapath-bpf.md) through the whole pipeline: plan, C, clang,
+inspect, kernel verifier, manifest; for every build kind, both schedulers, a
+small config (frontends as code) and one of more than INLINE_FRONTEND_LIMIT
+frontends (maps)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bpfgen import layouts
+from bpfgen.compiler import compile_build
+from bpfgen.config import load_inputs
+from bpfgen.inspect import read_btf
+from bpfgen.plan import (
+    BPF_COUNTER_NAMES,
+    BUILD_KINDS,
+    INLINE_FRONTEND_LIMIT,
+    MAGLEV_RODATA_BUDGET,
+    make_plan,
+)
+from tests.build.bpf_inputs import many_services, node_config, services, write_inputs
+from tests.build.test_compile_properties import INSN_BUDGET, VERIFIER_BUDGET
+
+pytestmark = pytest.mark.kernel
+
+SESSION_MAPS = {"bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_counters"}
+TABLE_MAPS = {"bpfgen_svc_frontends", "bpfgen_svc_backends"}
+
+
+def _compile(root: Path, node: dict[str, Any], svcs: dict[str, Any], kind: str) -> dict[str, Any]:
+    node_path, services_path = write_inputs(root, node, svcs)
+    result = compile_build(node_path, [services_path], root / "build", build=kind)
+    return result.manifest
+
+
+def _check_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    assert manifest["mode"] == "bpf" and manifest["kernel"]["verified"] is True
+    (prog,) = manifest["programs"]
+    assert (prog["name"], prog["function"], prog["section"]) == ("svc_in", "bpfgen_svc_in", "tc")
+    assert {(a["role"], a["hook"]) for a in prog["attach"]} == {
+        ("uplink", "tc_ingress"), ("pods", "tc_ingress")}
+    assert 0 < prog["insns"] <= INSN_BUDGET, prog
+    assert 0 < prog["verifier"]["processed_insns"] <= VERIFIER_BUDGET, prog
+    assert manifest["counters"] == list(BPF_COUNTER_NAMES)
+    return prog
+
+
+@pytest.mark.parametrize("scheduler", ["random", "maglev"])
+@pytest.mark.parametrize("kind", BUILD_KINDS)
+def test_small_config_verifies(tmp_path: Path, kind: str, scheduler: str) -> None:
+    manifest = _compile(tmp_path, node_config(scheduler), services(), kind)
+    _check_manifest(manifest)
+    maps = {m["name"] for m in manifest["maps"]}
+    spec = manifest["specialization"]
+    if kind == "specialized":
+        # frontends as code, backend lists (and Maglev tables: 2 fit the budget) in .rodata
+        assert not spec["frontends_in_map"] and maps == SESSION_MAPS
+        assert spec["svc"]["maglev_tables"] == ("rodata" if scheduler == "maglev" else None)
+        assert manifest["map_init"] is None
+        source = (tmp_path / "build" / "svc_in.bpf.c").read_text()
+        assert "static const struct bpfgen_backend bpfgen_backends_1[3]" in source
+        assert ("static const __u16 bpfgen_maglev_0[BPFGEN_MAGLEV_SIZE]" in source) == (
+            scheduler == "maglev")
+    else:
+        want = SESSION_MAPS | TABLE_MAPS | ({"bpfgen_svc_maglev"} if scheduler == "maglev"
+                                            else set())
+        assert spec["frontends_in_map"] and maps == want
+        init = json.loads((tmp_path / "build" / "map_init.json").read_text())
+        assert len(init["bpfgen_svc_frontends"]) == 5  # 2 ClusterIP, 2 NodePort, 1 empty
+        assert len(init["bpfgen_svc_backends"]) == 4 * 3
+        if scheduler == "maglev":
+            assert len(init["bpfgen_svc_maglev"]) == 4 * 16381
+
+
+@pytest.mark.parametrize("kind", ["specialized", "generic"])
+def test_more_frontends_than_inline_limit_use_maps(tmp_path: Path, kind: str) -> None:
+    n = INLINE_FRONTEND_LIMIT + 6
+    manifest = _compile(tmp_path, node_config("maglev", 251), many_services(n), kind)
+    prog = _check_manifest(manifest)
+    assert manifest["specialization"]["frontends_in_map"]
+    assert {m["name"] for m in manifest["maps"]} == SESSION_MAPS | TABLE_MAPS | {
+        "bpfgen_svc_maglev"}
+    assert prog["insns"] > 0
+
+
+def test_maglev_over_the_rodata_budget_goes_to_a_map(tmp_path: Path) -> None:
+    """Frontends as code, but 5 distinct tables of 16381 slots exceed the .rodata budget."""
+    manifest = _compile(tmp_path, node_config("maglev"), many_services(5), "specialized")
+    _check_manifest(manifest)
+    spec = manifest["specialization"]
+    assert not spec["frontends_in_map"]
+    assert spec["svc"]["maglev_tables"] == "map"
+    assert str(MAGLEV_RODATA_BUDGET) in spec["svc"]["maglev_reason"]
+    assert {m["name"] for m in manifest["maps"]} == SESSION_MAPS | {"bpfgen_svc_maglev"}
+
+
+def test_plan_records_frontends_without_backends(tmp_path: Path) -> None:
+    node_path, services_path = write_inputs(tmp_path, node_config(), services())
+    plan = make_plan(load_inputs(node_path, [services_path]))
+    text = plan.to_text()
+    assert "ClusterIP 198.18.128.11:80/TCP" in text
+    assert "0 backends: reject (drop, reject_no_backend)" in text
+    assert "TCP RST / ICMP unreachable not implemented yet" in plan.decision(
+        "BPFGEN_REJECT_NO_BACKEND").reason
+    assert plan.decision("BPFGEN_SELECTION_SEED").value == "0x1234abcdU"
+
+
+def _all_fields(struct: type[ctypes.Structure]) -> list[tuple[str, int, int]]:
+    fields: list[tuple[str, int, int]] = []
+    for cls in reversed(struct.__mro__):
+        for name, *_ in cls.__dict__.get("_fields_", []):
+            fields.append((name, getattr(struct, name).offset, getattr(struct, name).size))
+    return fields
+
+
+@pytest.fixture(scope="module")
+def generic_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bpf-layouts")
+    node_path, services_path = write_inputs(root, node_config("maglev"), services())
+    compile_build(node_path, [services_path], root / "build", build="generic", verify=False)
+    return root / "build" / "svc_in.bpf.o"
+
+
+@pytest.mark.parametrize("name", sorted(layouts.BPF_MIRRORS))
+def test_bpf_struct_layout_matches_btf(generic_object: Path, name: str) -> None:
+    mirror = layouts.BPF_MIRRORS[name]
+    size, members = read_btf(generic_object).struct_layout(name)
+    assert ctypes.sizeof(mirror) == size
+    assert _all_fields(mirror) == members
