@@ -24,6 +24,7 @@ place before IPVS answers for a VIP, so no service packet is ever tracked.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import socket
@@ -266,6 +267,7 @@ class _Converge:
             self.maps()
             self.programs()
             self.map_init()
+            self.runtime_config()
             self.sysctls()
             self.attachments()
         if self.build.needs_nft:
@@ -281,6 +283,7 @@ class _Converge:
             st.mode = self.build.mode
             st.config_sha256 = self.build.config_sha256
             st.object_sha256 = dict(self.build.object_sha256)
+            st.runtime_config_sha256 = _runtime_config_sha(self.build)
             self.save()
         return self.report
 
@@ -428,6 +431,31 @@ class _Converge:
 
                 verb = "zeroed" if is_array else "removed"
                 self.change(f"map {name}: {len(stale)} stale entries {verb}", remove)
+
+    def runtime_config(self) -> None:
+        """A generic build's config (.bss) changed but not its code: write it into the live
+        programs' .bss in place, as map_init does for maps (a load sets it itself)."""
+        rc = self.build.runtime_config
+        want = _runtime_config_sha(self.build)
+        if rc is None or rc[0] != ".bss" or self.loaded or self.state.runtime_config_sha256 == want:
+            return
+        prog_ids = sorted({int(a["prog_id"]) for a in self.state.attachments})
+
+        def write() -> None:
+            written = 0
+            for prog_id in prog_ids:
+                for map_id in pins.program_map_ids(prog_id):
+                    with pins.PinnedMap.by_id(map_id) as m:
+                        if m.name.endswith(".bss") and m.value_size == len(rc[1]):
+                            m.update(bytes(4), rc[1])
+                            written += 1
+            if prog_ids and not written:
+                raise RuntimeOpError(
+                    "write the runtime config", errno.ENOENT, "the live programs have no .bss"
+                )
+            self.state.runtime_config_sha256 = want
+
+        self.change(f"runtime config: .bss of {len(prog_ids)} live programs rewritten", write)
 
     def attachments(self) -> None:
         present = attach.devices()
@@ -710,6 +738,11 @@ def _dummy_available() -> bool:
     if modprobe is not None:
         subprocess.run([modprobe, "-q", "dummy"], capture_output=True, check=False)
     return os.path.isdir("/sys/module/dummy")
+
+
+def _runtime_config_sha(build: Build) -> str:
+    rc = build.runtime_config
+    return "" if rc is None else hashlib.sha256(rc[0].encode() + b":" + rc[1]).hexdigest()
 
 
 def _op(op: str, fn: Callable[[], object]) -> None:

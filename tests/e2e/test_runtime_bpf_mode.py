@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ import pytest
 from bpfgen.compiler import compile_build
 from bpfgen_runtime import InputRefused, Options, RuntimeOpError, down, status, sync, up
 from bpfgen_runtime import attach as attach_mod
-from bpfgen_runtime.pins import PinnedMap
+from bpfgen_runtime.builddir import load_digest
+from bpfgen_runtime.pins import PinnedMap, program_map_ids
 from tests.e2e.runtime_env import NODE_YAML, SERVICES, Env, as_bpf_mode, ns_run, snapshot
 
 pytestmark = pytest.mark.root
@@ -84,7 +86,6 @@ def test_bpf_mode_up_status_down(env: Env) -> None:
 
 
 def test_bpf_mode_cli_status_shows_mode(env: Env) -> None:
-    import subprocess
     import sys
 
     build = as_bpf_mode(env.build(), env.workdir / "bpf")
@@ -184,3 +185,63 @@ def test_bpf_mode_failure_half_way_rolls_back(env: Env, monkeypatch: pytest.Monk
     assert snapshot(env) == before
     assert not os.listdir(env.opts.bpffs)
     assert "bpf" not in env.filters("pv1", "ingress") + env.filters("up0", "ingress")
+
+
+def _live_bss(opts: Options) -> set[bytes]:
+    values = set()
+    for prog_id in {int(a["prog_id"]) for a in status(opts)["attached"]}:
+        for map_id in program_map_ids(prog_id):
+            with PinnedMap.by_id(map_id) as m:
+                if m.name.endswith(".bss"):
+                    values.add(m.lookup(bytes(4)) or b"")
+    return values
+
+
+def test_generic_build_config_change_rewrites_bss_in_place(env: Env) -> None:
+    """Same code, another .bss image (a generic build's hash seed changes with every
+    input change): written into the live programs, nothing loaded or replaced."""
+    node = env.workdir / "node-generic.yaml"
+    node.write_text(NODE_YAML.format(sessions=65536))
+    compile_build(node, [SERVICES], env.workdir / "g", generic=True, verify=False)
+    first = as_bpf_mode(env.workdir / "g", env.workdir / "g1")
+    second = as_bpf_mode(env.workdir / "g", env.workdir / "g2")
+    manifest = json.loads((second / "manifest.json").read_text())
+    image = bytearray.fromhex(manifest["runtime_config"]["hex"])
+    image[-8] ^= 0xFF  # some byte of the config
+    manifest["runtime_config"]["hex"] = image.hex()
+    (second / "manifest.json").write_text(json.dumps(manifest))
+    opts = _production(env)
+    up(first, opts)
+    ids = {a["prog_id"] for a in status(opts)["attached"]}
+    assert len(_live_bss(opts)) == 1 and bytes(image) not in _live_bss(opts)
+    report = sync(second, opts)
+    assert report.changes == ["runtime config: .bss of 1 live programs rewritten"], report.changes
+    assert {a["prog_id"] for a in status(opts)["attached"]} == ids
+    assert _live_bss(opts) == {bytes(image)}
+    assert status(opts)["in_sync"] and sync(second, opts).changes == []
+
+
+def _section_offset(obj: Path, name: str) -> int:
+    out = subprocess.run(["readelf", "-S", "-W", str(obj)], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    for line in out.splitlines():
+        fields = line.replace("[ ", "[").split()
+        if len(fields) > 5 and fields[1] == name:
+            return int(fields[4], 16)
+    raise AssertionError(f"no section {name} in {obj}:\n{out}")
+
+
+def test_load_digest_ignores_debug_info_only(env: Env) -> None:
+    """What decides between replacing the programs and rewriting maps in place: a change
+    in DWARF (e.g. a source comment's MD5 in .debug_line) is not a new program."""
+    obj = env.build() / "ingress.bpf.o"
+    elf = obj.read_bytes()
+    digest = load_digest(elf)
+    assert digest is not None and load_digest(b"not an ELF object") is None
+
+    def flipped(section: str) -> bytes:
+        at = _section_offset(obj, section) + 4
+        return elf[:at] + bytes([elf[at] ^ 0xFF]) + elf[at + 1 :]
+
+    assert load_digest(flipped(".debug_line")) == digest
+    assert load_digest(flipped("tc")) != digest
