@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,7 +60,7 @@ MAGLEV_VIP = "198.18.128.50"
 HTTP, DNS = 8080, 5353
 NODE_PORT_TCP, NODE_PORT_UDP = 30080, 30053
 SNAT_RANGE = (20000, 29999)
-STREAM_CONNECTIONS = int(os.environ.get("BPFGEN_E2E_STREAM_CONNECTIONS", "400"))
+STREAM_CONNECTIONS = int(os.environ.get("BPFGEN_E2E_STREAM_CONNECTIONS", "20000"))
 STREAM_SECONDS = float(os.environ.get("BPFGEN_E2E_STREAM_SECONDS", "60"))
 MAGLEV_FLOWS = 96
 MAGLEV_CLIENT_PORTS = range(41000, 41000 + MAGLEV_FLOWS)
@@ -132,7 +133,9 @@ class BuildUnavailable(Exception):
     """The compiler cannot produce this bpf-mode build (yet): the case could not run."""
 
 
-def compile_variants(variants: dict[str, tuple[str, str, str]], out: Path) -> dict[str, Path]:
+def compile_variants(
+    variants: dict[str, tuple[str, str, str]], out: Path, *, generic: bool = False
+) -> dict[str, Path]:
     builds = {}
     out.mkdir(parents=True, exist_ok=True)
     for name, (scheduler, udp, svc) in variants.items():
@@ -143,7 +146,7 @@ def compile_variants(variants: dict[str, tuple[str, str, str]], out: Path) -> di
         services.write_text(svc)
         builds[name] = out / name
         try:
-            compile_build(node, [services], builds[name], generic=False, verify=False)
+            compile_build(node, [services], builds[name], generic=generic, verify=False)
         except Exception as exc:  # noqa: BLE001 - whatever the compiler says is the reason
             raise BuildUnavailable(f"build {name}: {type(exc).__name__}: {exc}") from exc
     return builds
@@ -374,9 +377,10 @@ def test_sync_removing_endpoint_keeps_held_connection(clean: Live) -> None:
 
 
 @needs_build
-def test_sync_without_code_change_rewrites_maps_only(clean: Live) -> None:
-    """A sync to an identical build changes nothing; to `drained` and back, whatever
-    it changes, the session maps stay the same pinned maps (same inode)."""
+def test_sync_keeps_pinned_maps(clean: Live) -> None:
+    """A sync to an identical build changes nothing; to `drained` and back (specialized:
+    backend lists are .rodata constants, so the programs are replaced) the pinned maps
+    stay the same maps (same inode)."""
     opts = clean.opts
     assert sync(clean.builds["main"], opts).changes == []
     pins_before = {p.name: p.stat().st_ino for p in Path(opts.pin_dir()).iterdir()}
@@ -392,9 +396,10 @@ def test_sync_without_code_change_rewrites_maps_only(clean: Live) -> None:
     print(f"drained: {report.changes}; back: {back.changes}")
 
 
-def _stream(ns: str, n: int, seconds: float, stop: threading.Event) -> dict[str, object]:
-    """Short connections external -> NodePort until n, the deadline or `stop`."""
+def _stream(ns: str, n: int, seconds: float, stop: threading.Event) -> dict[str, Any]:
+    """Short connections external -> NodePort until `stop`, n of them or the deadline."""
     made, failures, errors, backends = 0, 0, [], set()
+    first = last = 0.0
     deadline = time.monotonic() + seconds
     with netns.entered(ns):
         while made + failures < n and time.monotonic() < deadline and not stop.is_set():
@@ -402,44 +407,63 @@ def _stream(ns: str, n: int, seconds: float, stop: threading.Event) -> dict[str,
                 a = _tcp_exchange(NODE_ADDR, NODE_PORT_TCP, timeout=2.0)
                 backends.add(a.backend)
                 made += 1
+                last = time.monotonic()
+                first = first or last
             except OSError as exc:
                 failures += 1
                 errors.append(repr(exc))
                 if failures >= 20:
                     break
-    return {"made": made, "failures": failures, "errors": errors[:5], "backends": backends}
+    return {"made": made, "failures": failures, "errors": errors[:5], "backends": backends,
+            "first": first, "last": last}  # fmt: skip
 
 
 @needs_build
 def test_stream_of_short_connections_across_syncs_loses_none(clean: Live) -> None:
-    """Syncs main -> extra -> main (a frontend added and removed: new code, programs
-    replaced atomically, sessions kept) while short connections run: none fails."""
+    """Six syncs while short connections run from the external client to a NodePort:
+    main -> extra -> main (specialized: a frontend added and removed, programs replaced
+    atomically, sessions kept), -> generic main (other objects: replaced) -> generic
+    extra -> generic main (maps rewritten in place) -> main. None may fail."""
     t, opts = clean.topo, clean.opts
+    generic = compile_variants(
+        {k: VARIANTS[k] for k in ("main", "extra")}, clean.workdir / "stream", generic=True
+    )
+    plan = [clean.builds["extra"], clean.builds["main"], generic["main"], generic["extra"],
+            generic["main"], clean.builds["main"]]  # fmt: skip
     stop = threading.Event()
-    result: dict[str, object] = {}
+    result: dict[str, Any] = {}
 
     def worker() -> None:
         result.update(_stream(t.ext, STREAM_CONNECTIONS, STREAM_SECONDS, stop))
 
     before = counters(clean)
     thread = threading.Thread(target=worker, daemon=True)
-    start = time.monotonic()
     thread.start()
-    syncs = []
+    syncs: list[tuple[float, float, list[str]]] = []
     try:
-        for name in ("extra", "main", "extra", "main"):
+        for build in plan:
             time.sleep(0.3)
-            syncs.append((name, sync(clean.builds[name], opts).changes))
+            begin = time.monotonic()
+            changes = sync(build, opts).changes
+            syncs.append((begin, time.monotonic(), changes))
+        time.sleep(0.3)
     finally:
-        thread.join(STREAM_SECONDS + 10)
         stop.set()
-    elapsed = time.monotonic() - start
+        thread.join(STREAM_SECONDS + 10)
     d = delta(before, counters(clean))
-    print(f"stream: {result} in {elapsed:.1f} s across {len(syncs)} syncs; counters {d}")
+    span = result.get("last", 0) - result.get("first", 0)
+    reloads = sum(any(c.startswith("load ") for c in ch) for _, _, ch in syncs)
+    print(f"stream: {result['made']} connections, {result['failures']} failed in {span:.1f} s "
+          f"across {len(syncs)} syncs ({reloads} replaced the programs, "
+          f"{len(syncs) - reloads} in place); backends {sorted(result['backends'])}; "
+          f"counters {d}")  # fmt: skip
     assert not thread.is_alive(), "the client thread did not stop"
-    assert any(any(c.startswith("load ") for c in ch) for _, ch in syncs), syncs
     assert result["failures"] == 0, f"connections lost across syncs: {result}"
-    assert int(str(result["made"])) >= min(STREAM_CONNECTIONS, 50), result
+    assert result["first"] < syncs[0][0] and result["last"] > syncs[-1][1], (
+        f"the stream did not cover every sync: {result}, syncs {syncs}"
+    )
+    assert 0 < reloads < len(syncs), [ch for _, _, ch in syncs]
+    assert d.get("drop_backend_gone", 0) == 0, d
 
 
 def _maglev_map(ns: str) -> dict[int, str]:
@@ -478,3 +502,33 @@ def test_maglev_disruption_on_real_flows(clean: Live) -> None:
     assert all(second[p] in ("be1", "be2") for p in first)
     assert min(shares.values()) >= MAGLEV_FLOWS // 6, f"unbalanced: {shares}"
     assert len(moved) <= max(2, len(kept) // 20), f"Maglev moved kept flows: {moved}"
+
+
+@needs_build
+def test_generic_build_sync_rewrites_maps_in_place(clean: Live) -> None:
+    """Generic builds keep frontends and backends in maps: be2 leaving web:80 is a map
+    rewrite (and the .bss config, whose hash seed changes), the programs stay the same
+    (same ids, nothing loaded); a connection held to be2 completes, new ones avoid it."""
+    t, opts = clean.topo, clean.opts
+    generic = compile_variants(
+        {k: VARIANTS[k] for k in ("main", "drained")}, clean.workdir / "generic", generic=True
+    )
+    sync(generic["main"], opts)
+    ids = {(a["device"], a["prog_id"]) for a in status(opts)["attached"]}
+    held, _ = _hold_connection_to(t.pods["cp"], "be2")
+    try:
+        report = sync(generic["drained"], opts)
+        print(f"generic sync to drained: {report.changes}")
+        assert not [c for c in report.changes if c.startswith(("load ", "replace "))], (
+            f"a generic build's endpoint change reloaded the programs: {report.changes}"
+        )
+        assert any(c.startswith("map ") for c in report.changes), report.changes
+        assert {(a["device"], a["prog_id"]) for a in status(opts)["attached"]} == ids
+        new = {tcp_request(t.pods["cp"], VIP, 80).backend for _ in range(12)}
+        assert new == {"be1"}, f"new connections after be2 left: {new}"
+        held.sendall(b"2\n")
+        line = held.makefile("rb").readline().decode().split()
+        assert line and line[0] == "be2", f"the held connection broke: {line}"
+    finally:
+        held.close()
+    assert status(opts)["in_sync"]
