@@ -12,10 +12,14 @@ and the counters must say which.
 
 from __future__ import annotations
 
+import json
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
@@ -276,3 +280,20 @@ def test_selection_follows_the_scheduler_over_many_flows(bpf: Bpf) -> None:
         chosen.add(out.daddr)
     assert len(chosen) == len(BACKENDS)  # 40 flows reach all three
     assert bpf.deltas().get("dnat_new") == 40
+
+
+def test_translated_packets_are_redirected_with_a_route(bpf: Bpf) -> None:
+    """In a namespace with routes to the backends: SUCCESS (neighbour known) and
+    NO_NEIGH (the third backend) both end in bpf_redirect_neigh, TTL decremented."""
+    frames = [syn(CLIENT_POD, VIP, sport, 80) for sport in range(43000, 43040)]
+    proc = subprocess.run(
+        ["unshare", "-n", sys.executable, str(Path(__file__).with_name("bpf_redirect_netns.py")),
+         str(bpf.build.build_dir), *(f.hex() for f in frames)],
+        capture_output=True, text=True, check=False, cwd=Path(__file__).parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])
+    outs = [parse(verdict, bytes.fromhex(pkt)) for verdict, pkt in result["runs"]]
+    assert all(o.verdict == TC_ACT_REDIRECT and o.ttl == 63 for o in outs), outs
+    assert {o.daddr for o in outs} == {A(b) for b in BACKENDS}  # with and without neighbour
+    assert result["counters"] == {"dnat_new": len(frames), "redirect": len(frames)}
