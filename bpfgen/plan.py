@@ -407,6 +407,11 @@ def _frontends(inputs: Inputs) -> tuple[Frontend, ...]:
 
     seen: set[tuple[IPv4Address | None, int, Protocol]] = set()
 
+    def is_local(b: Backend) -> bool:
+        # ipvs mode: the endpoint's nodeName; bpf mode also node.podCIDR, as
+        # docs/datapath-bpf.md says (an endpoint without nodeName is local there).
+        return b.local or (node.mode is Mode.BPF and b.address in node.pod_cidr)
+
     def add(svc: Service, kind: FrontendKind, addr: IPv4Address | None, port: int, sp: Any) -> None:
         # One Service may list an address in two roles (its ClusterIP also in
         # externalIPs; an externalIP that is also its LB ingress IP). The first
@@ -420,7 +425,7 @@ def _frontends(inputs: Inputs) -> tuple[Frontend, ...]:
             if kind is FrontendKind.CLUSTER_IP
             else svc.external_traffic_local
         )
-        backends = tuple(b for b in sp.backends if b.local or not local_only)
+        backends = tuple(b for b in sp.backends if not local_only or is_local(b))
         masq, reason = masq_for(kind, svc)
         out.append(
             Frontend(
