@@ -38,7 +38,7 @@ from bpfgen.compiler import compile_build
 from bpfgen_runtime import netns
 from bpfgen_runtime.node import Options, Report, down, status, sync, up
 from bpfgen_runtime.pins import is_bpffs
-from tests.e2e.topology import CP_ADDR, NODE_ADDR, Topology, backend_addr, topology
+from tests.e2e.topology import CP_ADDR, EXT_ADDR, NODE_ADDR, Topology, backend_addr, topology
 from tests.vm.guest_ipvs import (
     CONNECT_TIMEOUT,
     Answer,
@@ -48,6 +48,7 @@ from tests.vm.guest_ipvs import (
     _tcp_exchange,
     conntrack_entries,
     in_ns,
+    ping,
     tcp_request,
     udp_request,
 )
@@ -56,6 +57,9 @@ pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
 VIP = "198.18.128.10"
 EXTRA_VIP = "198.18.128.40"
+LOCAL_VIP = "198.18.128.30"
+EMPTY_VIP = "198.18.128.60"
+NODE_PORT_LOCAL = 30090
 MAGLEV_VIP = "198.18.128.50"
 HTTP, DNS = 8080, 5353
 NODE_PORT_TCP, NODE_PORT_UDP = 30080, 30053
@@ -68,8 +72,12 @@ MAGLEV_CLIENT_PORTS = range(41000, 41000 + MAGLEV_FLOWS)
 NODE_YAML = """\
 apiVersion: bpfgen/v1
 kind: NodeConfig
-node: {{name: node-bpf, addresses: [{node}], podCIDR: 198.19.1.0/24}}
-cluster: {{podCIDR: 198.19.0.0/16, serviceCIDR: 198.18.128.0/17, nodePortRange: [30000, 32767]}}
+node: {{name: node-e2e, addresses: [{node}], podCIDR: 198.19.1.0/24}}
+cluster:
+  podCIDR: 198.19.0.0/16
+  serviceCIDR: 198.18.128.0/17
+  nodePortRange: [30000, 32767]
+  masqueradeAll: {masquerade_all}
 interfaces:
   - {{name: up0, role: uplink, hook: tc}}
   - {{name: "pv*", role: pods}}
@@ -89,9 +97,11 @@ def _dns_slice(name: str, service: str, endpoints: list[tuple[str, bool]]) -> st
     return _slice(name, service, endpoints, f"  - {{name: dns, port: {DNS}, protocol: UDP}}\n")
 
 
-def services_yaml(*, be2_http: bool = True, extra: bool = False) -> str:
+def services_yaml(*, be2_http: bool = True, extra: bool = False, policies: bool = False) -> str:
     """web: ClusterIP VIP:80/TCP and :53/UDP, NodePorts, over be1 and be2;
-    extra (a second Service): a new frontend, so the specialized code changes."""
+    extra (a second Service): a new frontend, so the specialized code changes;
+    policies: `local` (NodePort, externalTrafficPolicy Local, be1) and `empty` (a
+    ClusterIP without endpoints)."""
     be1, be2 = backend_addr(1), backend_addr(2)
     ports = _port("http", 80, "TCP", HTTP, NODE_PORT_TCP) + _port("dns", 53, "UDP", DNS,
                                                                   NODE_PORT_UDP)  # fmt: skip
@@ -105,6 +115,14 @@ def services_yaml(*, be2_http: bool = True, extra: bool = False) -> str:
             _service("extra", EXTRA_VIP, _port("http", 80, "TCP", HTTP)),
             _http_slice("extra-1", "extra", [(be1, True)]),
         ]
+    if policies:
+        items += [
+            _service("local", LOCAL_VIP, _port("http", 80, "TCP", HTTP, NODE_PORT_LOCAL),
+                     "    type: NodePort\n    externalTrafficPolicy: Local\n"),
+            _http_slice("local-1", "local", [(be1, True)]),
+            _service("empty", EMPTY_VIP, _port("http", 80, "TCP", HTTP) + _port("dns", 53, "UDP",
+                                                                                 DNS)),
+        ]  # fmt: skip
     return "apiVersion: v1\nkind: List\nitems:\n" + "".join(items)
 
 
@@ -117,15 +135,24 @@ def maglev_services_yaml(n_backends: int) -> str:
     return "apiVersion: v1\nkind: List\nitems:\n" + "".join(items)
 
 
-# name -> (scheduler, udp timeout, services)
+@dataclass(frozen=True)
+class Variant:
+    scheduler: str
+    udp_timeout: str
+    services: str
+    masquerade_all: bool = False
+
+
 VARIANTS = {
-    "main": ("random", "300s", services_yaml()),
-    "drained": ("random", "300s", services_yaml(be2_http=False)),
-    "extra": ("random", "300s", services_yaml(extra=True)),
+    "main": Variant("random", "300s", services_yaml()),
+    "drained": Variant("random", "300s", services_yaml(be2_http=False)),
+    "extra": Variant("random", "300s", services_yaml(extra=True)),
+    "policies": Variant("random", "300s", services_yaml(policies=True)),
+    "masqall": Variant("random", "300s", services_yaml(), masquerade_all=True),
 }
 MAGLEV_VARIANTS = {  # 1 s UDP timeout: a measurement's sessions are gone before the next
-    "maglev3": ("maglev", "1s", maglev_services_yaml(3)),
-    "maglev2": ("maglev", "1s", maglev_services_yaml(2)),
+    "maglev3": Variant("maglev", "1s", maglev_services_yaml(3)),
+    "maglev2": Variant("maglev", "1s", maglev_services_yaml(2)),
 }
 
 
@@ -134,16 +161,18 @@ class BuildUnavailable(Exception):
 
 
 def compile_variants(
-    variants: dict[str, tuple[str, str, str]], out: Path, *, generic: bool = False
+    variants: dict[str, Variant], out: Path, *, generic: bool = False
 ) -> dict[str, Path]:
     builds = {}
     out.mkdir(parents=True, exist_ok=True)
-    for name, (scheduler, udp, svc) in variants.items():
+    for name, v in variants.items():
         node = out / f"{name}-node.yaml"
-        node.write_text(NODE_YAML.format(node=NODE_ADDR, scheduler=scheduler, udp=udp,
-                                         first=SNAT_RANGE[0], last=SNAT_RANGE[1]))  # fmt: skip
+        node.write_text(NODE_YAML.format(
+            node=NODE_ADDR, scheduler=v.scheduler, udp=v.udp_timeout, first=SNAT_RANGE[0],
+            last=SNAT_RANGE[1], masquerade_all=str(v.masquerade_all).lower(),
+        ))  # fmt: skip
         services = out / f"{name}-services.yaml"
-        services.write_text(svc)
+        services.write_text(v.services)
         builds[name] = out / name
         try:
             compile_build(node, [services], builds[name], generic=generic, verify=False)
@@ -152,7 +181,7 @@ def compile_variants(
     return builds
 
 
-def _probe(variants: dict[str, tuple[str, str, str]]) -> str | None:
+def _probe(variants: dict[str, Variant]) -> str | None:
     """Why the compiler cannot build these variants now (None: it can); at collection."""
     first = dict([next(iter(variants.items()))])
     with tempfile.TemporaryDirectory(prefix="bpfgen-probe-") as tmp:
@@ -532,3 +561,65 @@ def test_generic_build_sync_rewrites_maps_in_place(clean: Live) -> None:
     finally:
         held.close()
     assert status(opts)["in_sync"]
+
+
+@needs_build
+def test_external_traffic_policy_local_keeps_client_address(clean: Live) -> None:
+    t = clean.topo
+    sync(clean.builds["policies"], clean.opts)
+    for _ in range(3):
+        a = tcp_request(t.ext, NODE_ADDR, NODE_PORT_LOCAL)
+        assert (a.backend, a.peer) == ("be1", EXT_ADDR), f"Local must keep the client: {a}"
+
+
+@needs_build
+def test_masquerade_all_snats_pod_traffic(clean: Live) -> None:
+    t = clean.topo
+    report = sync(clean.builds["masqall"], clean.opts)
+    assert any(c.startswith("replace ") for c in report.changes), report.changes
+    a = tcp_request(t.pods["cp"], VIP, 80)
+    assert a.peer == NODE_ADDR and SNAT_RANGE[0] <= a.peer_port <= SNAT_RANGE[1], a
+    u, src = udp_request(t.pods["cp"], VIP, 53)
+    assert u.peer == NODE_ADDR and src == (VIP, 53), (u, src)
+
+
+@needs_build
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="docs/datapath-bpf.md: no backend -> TCP RST / UDP ICMP port unreachable "
+    "(kube-proxy's REJECT); svc_in counts reject_no_backend and drops (TC_ACT_SHOT), "
+    "so the client waits for its timeout",
+)  # fmt: skip
+def test_frontend_without_backend_is_rejected(clean: Live) -> None:
+    t = clean.topo
+    sync(clean.builds["policies"], clean.opts)
+    before = counters(clean)
+    started = time.monotonic()
+    with pytest.raises(OSError) as tcp_err:
+        tcp_request(t.pods["cp"], EMPTY_VIP, 80, timeout=2.0)
+    took = time.monotonic() - started
+    assert delta(before, counters(clean)).get("reject_no_backend", 0) >= 1
+    assert isinstance(tcp_err.value, ConnectionRefusedError) and took < 1.0, (
+        f"no RST: {tcp_err.value!r} after {took:.1f} s"
+    )
+    with pytest.raises(ConnectionRefusedError):  # ICMP port unreachable on a connected socket
+        with netns.entered(t.pods["cp"]):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with s:
+            s.settimeout(2.0)
+            s.connect((EMPTY_VIP, 53))
+            s.send(b"q")
+            s.recv(512)
+
+
+@needs_build
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="docs/datapath-bpf.md: svc_in answers an ICMP echo to a VIP (icmp_echo_vip); "
+    "not implemented yet (no such counter)",
+)  # fmt: skip
+def test_icmp_echo_to_vip_answered(clean: Live) -> None:
+    t = clean.topo
+    assert ping(t.pods["cp"], VIP), f"no echo reply from {VIP}"
+    assert ping(t.ext, VIP), f"no echo reply from {VIP} (external)"
+    assert "icmp_echo_vip" in counters(clean)
