@@ -184,11 +184,19 @@ def compile_variants(
 def _probe(variants: dict[str, Variant]) -> str | None:
     """Why the compiler cannot build these variants now (None: it can); at collection."""
     first = dict([next(iter(variants.items()))])
+    saved = os.environ.get("BPFGEN_CACHE_DIR")
     with tempfile.TemporaryDirectory(prefix="bpfgen-probe-") as tmp:
+        # Collection runs before conftest's private cache: never the user's cache.
+        os.environ["BPFGEN_CACHE_DIR"] = os.path.join(tmp, "cache")
         try:
-            compile_variants(first, Path(tmp))
+            compile_variants(first, Path(tmp) / "build")
         except BuildUnavailable as exc:
             return str(exc).splitlines()[0][:300]
+        finally:
+            if saved is None:
+                del os.environ["BPFGEN_CACHE_DIR"]
+            else:
+                os.environ["BPFGEN_CACHE_DIR"] = saved
     return None
 
 
