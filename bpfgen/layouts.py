@@ -119,6 +119,17 @@ class BackendKey(ctypes.Structure):
     _fields_ = [("frontend", ctypes.c_uint32), ("index", ctypes.c_uint32)]
 
 
+class BackendMember(ctypes.Structure):
+    """bpfgen_svc_members key: is addr:port still a backend of the frontend?"""
+
+    _fields_ = [
+        ("frontend", ctypes.c_uint32),
+        ("addr", ctypes.c_uint8 * 4),
+        ("port", ctypes.c_uint8 * 2),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
 class BackendValue(ctypes.Structure):
     """struct bpfgen_backend: bpfgen_svc_backends value, and the .rodata arrays' element."""
 
@@ -146,6 +157,7 @@ BPF_MIRRORS: dict[str, type[ctypes.Structure]] = {
     "bpfgen_svc_value": SvcValue,
     "bpfgen_backend_key": BackendKey,
     "bpfgen_backend": BackendValue,
+    "bpfgen_backend_member": BackendMember,
     "bpfgen_config": Config,
 }
 

@@ -207,6 +207,7 @@ class SvcFrontend:
 
     frontend: Frontend
     backends: tuple[CCase, ...]  # {addr, port} initializers, sorted by (address, port)
+    members: tuple[InlineAddr, ...]  # the same, address -> ports, for the membership switch
     table: int | None  # index into SvcPlan.tables when its Maglev table is in .rodata
 
 
@@ -860,6 +861,16 @@ def _backend_init(b: Backend) -> CCase:
     )
 
 
+def _members(backends: tuple[Backend, ...]) -> tuple[InlineAddr, ...]:
+    by_addr: dict[IPv4Address, list[int]] = {}
+    for b in backends:
+        by_addr.setdefault(b.address, []).append(b.port)
+    return tuple(
+        InlineAddr(CCase(_be32_expr(a), str(a)), tuple(CCase(_be16_expr(p), str(p)) for p in ps))
+        for a, ps in by_addr.items()
+    )
+
+
 def _svc_plan(inputs: Inputs, frontends: tuple[Frontend, ...], in_map: bool) -> SvcPlan:
     """Selection tables, and whether the Maglev ones fit .rodata (docs/datapath-bpf.md)."""
     node = inputs.node
@@ -902,6 +913,7 @@ def _svc_plan(inputs: Inputs, frontends: tuple[Frontend, ...], in_map: bool) -> 
             SvcFrontend(
                 f,
                 tuple(_backend_init(b) for b in f.backends),
+                _members(f.backends),
                 order.index(f.backends) if in_rodata and f.backends else None,
             )
             for f in frontends
@@ -1008,7 +1020,22 @@ def _bpf_parts(
                     ctypes_size(layouts.BackendKey), ctypes_size(layouts.BackendValue),
                     backends_max, True, "(frontend id, index) -> backend"),
         ]
+        maps.append(
+            MapPlan("bpfgen_svc_members", "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH,
+                    ctypes_size(layouts.BackendMember), 4, backends_max, True,
+                    "(frontend id, backend addr, port): sessions keep a backend while listed")
+        )
         map_init["bpfgen_svc_frontends"] = tuple(_svc_frontend_entry(f) for f in frontends)
+        map_init["bpfgen_svc_members"] = tuple(
+            (
+                layouts.to_bytes(
+                    layouts.BackendMember(f.index, layouts.be32(b.address), layouts.be16(b.port))
+                ),
+                bytes(4),
+            )
+            for f in frontends
+            for b in f.backends
+        )
         map_init["bpfgen_svc_backends"] = tuple(
             (
                 layouts.to_bytes(layouts.BackendKey(f.index, i)),

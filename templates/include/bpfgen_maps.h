@@ -77,6 +77,14 @@ struct {
 	__uint(max_entries, BPFGEN_SVC_BACKENDS_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpfgen_svc_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct bpfgen_backend_member);
+	__type(value, __u32);
+	__uint(max_entries, BPFGEN_SVC_BACKENDS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpfgen_svc_members SEC(".maps");
 #endif
 
 #if BPFGEN_SCHED_MAGLEV && BPFGEN_MAGLEV_IN_MAP

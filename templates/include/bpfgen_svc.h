@@ -91,6 +91,21 @@ static __always_inline int bpfgen_svc_pick(const struct bpfgen_svc_value *v, __u
 #endif
 }
 
+/* Is addr:port still a backend of frontend @v? A session keeps its backend
+ * only while it is (docs/datapath-bpf.md "Existing flows keep their backend").
+ */
+static __always_inline bool bpfgen_svc_has_backend(const struct bpfgen_svc_value *v, __be32 addr,
+						   __be16 port)
+{
+#if BPFGEN_FRONTENDS_IN_MAP
+	struct bpfgen_backend_member k = { .frontend = v->id, .addr = addr, .port = port };
+
+	return bpf_map_lookup_elem(&bpfgen_svc_members, &k) != NULL;
+#else
+	return bpfgen_svc_has_backend_inline(v->id, addr, port);
+#endif
+}
+
 /* Does this flow need SNAT (docs/datapath.md's masquerade policy, plus hairpin)? */
 static __always_inline bool bpfgen_svc_wants_snat(const struct bpfgen_svc_value *v,
 						  const struct bpfgen_pkt *p, __be32 backend)
@@ -182,12 +197,36 @@ static __always_inline int bpfgen_svc_forward(struct __sk_buff *skb, __be32 sadd
 	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
 }
 
+/* The addresses and ports a packet leaves with. */
+struct bpfgen_svc_xlat {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+};
+
+/* Rewrite the packet to @x and forward it. Not inlined: both directions end
+ * here, and one copy of the checksum and FIB code keeps the program small.
+ */
+static __noinline int bpfgen_svc_rewrite(struct __sk_buff *skb, const struct bpfgen_pkt *p,
+					 const struct bpfgen_svc_xlat *x)
+{
+	if ((x->daddr != p->t.daddr || x->dport != p->t.dport) &&
+	    bpfgen_rewrite_dest(skb, p, x->daddr, x->dport))
+		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+	if ((x->saddr != p->t.saddr || x->sport != p->t.sport) &&
+	    bpfgen_rewrite_source(skb, p, x->saddr, x->sport))
+		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+	return bpfgen_svc_forward(skb, x->saddr, x->daddr, x->sport, x->dport, p->t.proto);
+}
+
 /* A reply of a translated flow: backend:bport -> VIP:port as the source, and
  * the client (restored from the SNAT address and port, if any) as destination.
  */
 static __always_inline int bpfgen_svc_reply(struct __sk_buff *skb, const struct bpfgen_pkt *p)
 {
 	struct bpfgen_rnat_entry *r = bpf_map_lookup_elem(&bpfgen_rnat_v4, &p->t);
+	struct bpfgen_svc_xlat x;
 	struct bpfgen_nat_entry *e;
 	struct bpfgen_tuple4 fkey;
 	__be32 client, vip;
@@ -208,10 +247,12 @@ static __always_inline int bpfgen_svc_reply(struct __sk_buff *skb, const struct 
 	    bpfgen_expired(e, p->t.proto, now))
 		return BPFGEN_NOT_MINE; /* a stale index entry: the packet is not ours */
 	bpfgen_session_touch(e, p, now, BPFGEN_SESSION_SEEN_REPLY);
-	if (bpfgen_rewrite_source(skb, p, vip, vport) || bpfgen_rewrite_dest(skb, p, client, cport))
-		return bpfgen_drop(BPFGEN_DROP_REWRITE);
 	bpfgen_count(BPFGEN_SVC_RDNAT);
-	return bpfgen_svc_forward(skb, vip, client, vport, cport, p->t.proto);
+	x.saddr = vip;
+	x.sport = vport;
+	x.daddr = client;
+	x.dport = cport;
+	return bpfgen_svc_rewrite(skb, p, &x);
 }
 
 /* A packet to frontend @v: its session's backend, or a new one. */
@@ -221,6 +262,7 @@ static __always_inline int bpfgen_svc_dnat(struct __sk_buff *skb, const struct b
 	struct bpfgen_nat_entry fresh = {};
 	struct bpfgen_nat_entry *e;
 	struct bpfgen_probe pr = {};
+	struct bpfgen_svc_xlat x;
 	struct bpfgen_backend b;
 	__u64 now = bpf_ktime_get_ns();
 	__be32 saddr = p->t.saddr;
@@ -228,6 +270,21 @@ static __always_inline int bpfgen_svc_dnat(struct __sk_buff *skb, const struct b
 	int ret;
 
 	e = bpf_map_lookup_elem(&bpfgen_nat_v4, &p->t);
+	if (e && !bpfgen_expired(e, p->t.proto, now) &&
+	    !bpfgen_svc_has_backend(v, e->backend_addr, e->backend_port)) {
+		/* The backend was removed: forget the session. A TCP packet other
+		 * than a SYN cannot start over at another backend (IPVS's
+		 * expire_nodest_conn); anything else is selected anew.
+		 */
+		bpfgen_svc_forget(p, e);
+		bpf_map_delete_elem(&bpfgen_nat_v4, &p->t);
+		e = NULL;
+		if (p->t.proto == IPPROTO_TCP &&
+		    (p->tcp_flags & (BPFGEN_TCP_SYN | BPFGEN_TCP_ACK)) != BPFGEN_TCP_SYN) {
+			bpfgen_count(BPFGEN_SVC_DROP_BACKEND_GONE);
+			return TC_ACT_SHOT;
+		}
+	}
 	if (e && !bpfgen_expired(e, p->t.proto, now)) {
 		bpfgen_session_touch(e, p, now, 0);
 		b.addr = e->backend_addr;
@@ -289,11 +346,11 @@ static __always_inline int bpfgen_svc_dnat(struct __sk_buff *skb, const struct b
 	bpfgen_count(BPFGEN_SVC_DNAT_NEW);
 
 rewrite:
-	if (bpfgen_rewrite_dest(skb, p, b.addr, b.port))
-		return bpfgen_drop(BPFGEN_DROP_REWRITE);
-	if (saddr != p->t.saddr && bpfgen_rewrite_source(skb, p, saddr, sport))
-		return bpfgen_drop(BPFGEN_DROP_REWRITE);
-	return bpfgen_svc_forward(skb, saddr, b.addr, sport, b.port, p->t.proto);
+	x.saddr = saddr;
+	x.sport = sport;
+	x.daddr = b.addr;
+	x.dport = b.port;
+	return bpfgen_svc_rewrite(skb, p, &x);
 }
 
 static __always_inline int bpfgen_svc_ingress(struct __sk_buff *skb)

@@ -166,6 +166,14 @@ struct bpfgen_backend_key {
 	__u32 index;
 };
 
+/* bpfgen_svc_members key: sessions keep their backend while this exists. */
+struct bpfgen_backend_member {
+	__u32 frontend;
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+};
+
 struct bpfgen_backend {
 	__be32 addr;
 	__be16 port;
@@ -180,7 +188,7 @@ enum bpfgen_svc_counter {
 	BPFGEN_SVC_DNAT_HIT, /* existing session: translated */
 	BPFGEN_SVC_RDNAT, /* reply translated back to VIP:port -> client */
 	BPFGEN_SVC_REJECT_NO_BACKEND, /* frontend without backends: dropped */
-	BPFGEN_SVC_DROP_BACKEND_GONE, /* reserved: backend generations are later work */
+	BPFGEN_SVC_DROP_BACKEND_GONE, /* TCP non-SYN of a session whose backend was removed */
 	BPFGEN_SVC_FIB_FALLBACK, /* translated, but passed to the stack (no usable route) */
 	BPFGEN_SVC_REDIRECT, /* translated and redirected (bpf_redirect_neigh) */
 	BPFGEN_SVC_COUNTER_MAX,

@@ -29,7 +29,7 @@ from tests.build.test_compile_properties import INSN_BUDGET, VERIFIER_BUDGET
 pytestmark = pytest.mark.kernel
 
 SESSION_MAPS = {"bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_counters"}
-TABLE_MAPS = {"bpfgen_svc_frontends", "bpfgen_svc_backends"}
+TABLE_MAPS = {"bpfgen_svc_frontends", "bpfgen_svc_backends", "bpfgen_svc_members"}
 
 
 def _compile(root: Path, node: dict[str, Any], svcs: dict[str, Any], kind: str) -> dict[str, Any]:

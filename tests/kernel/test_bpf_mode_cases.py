@@ -16,6 +16,7 @@ import json
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -297,3 +298,30 @@ def test_translated_packets_are_redirected_with_a_route(bpf: Bpf) -> None:
     assert all(o.verdict == TC_ACT_REDIRECT and o.ttl == 63 for o in outs), outs
     assert {o.daddr for o in outs} == {A(b) for b in BACKENDS}  # with and without neighbour
     assert result["counters"] == {"dnat_new": len(frames), "redirect": len(frames)}
+
+
+@pytest.mark.parametrize("flags", [ACK, SYN])
+def test_a_session_whose_backend_is_gone_is_not_kept(bpf: Bpf, flags: int) -> None:
+    """A session pointing at an address that is no backend of its frontend (removed
+    by a sync) is deleted; a TCP non-SYN is dropped (drop_backend_gone), a SYN is
+    selected anew among the current backends."""
+    bpf.clear()
+    gone, key = A("198.19.9.9"), SessionKey(A(CLIENT_POD), A(VIP), 44000, 80, IPPROTO_TCP)
+    entry = NAT_ENTRY.pack(time.monotonic_ns(), bytes(4), bytes(2), 0, gone.to_bytes(4, "big"),
+                           BACKEND_PORT.to_bytes(2, "big"), 0)
+    bpf.build.maps["bpfgen_nat_v4"].update(key.pack(), entry)
+    rkey = SessionKey(gone, A(CLIENT_POD), BACKEND_PORT, 44000, IPPROTO_TCP)
+    bpf.build.maps["bpfgen_rnat_v4"].update(
+        rkey.pack(), RNAT_ENTRY.pack(A(CLIENT_POD).to_bytes(4, "big"), 44000,
+                                     A(VIP).to_bytes(4, "big"), 80))
+    result = bpf.build.run("svc_in", syn(CLIENT_POD, VIP, 44000, 80, flags=flags))
+    counters = bpf.deltas()
+    assert rkey not in bpf.rnat()
+    if flags == ACK:
+        assert result.retval == TC_ACT_SHOT and counters == {"drop_backend_gone": 1}
+        assert bpf.nat() == {}
+    else:
+        out = parse(result.retval, result.packet)
+        want = bpf.expected_backend(CLIENT_POD, VIP, 44000, 80, IPPROTO_TCP)
+        assert out.daddr == int(want.address) and counters.get("dnat_new") == 1
+        assert bpf.nat()[key].backend_addr == int(want.address)
