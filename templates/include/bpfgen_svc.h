@@ -205,12 +205,16 @@ struct bpfgen_svc_xlat {
 	__be16 dport;
 };
 
-/* Rewrite the packet to @x and forward it. Not inlined: both directions end
- * here, and one copy of the checksum and FIB code keeps the program small.
+/* Rewrite the packet to @x and forward it. A global function: both
+ * directions end here, and one copy of the checksum and FIB code, verified
+ * once on its own (not per call site, as a static one would be), keeps the
+ * program and the verifier's work small.
  */
-static __noinline int bpfgen_svc_rewrite(struct __sk_buff *skb, const struct bpfgen_pkt *p,
-					 const struct bpfgen_svc_xlat *x)
+__noinline int bpfgen_svc_rewrite(struct __sk_buff *skb, const struct bpfgen_pkt *p,
+				  const struct bpfgen_svc_xlat *x)
 {
+	if (!skb || !p || !x)
+		return TC_ACT_SHOT;
 	if ((x->daddr != p->t.daddr || x->dport != p->t.dport) &&
 	    bpfgen_rewrite_dest(skb, p, x->daddr, x->dport))
 		return bpfgen_drop(BPFGEN_DROP_REWRITE);
