@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -678,6 +678,12 @@ def make_plan(inputs: Inputs, *, generic: bool = False, build: str | None = None
 
     if node.mode is Mode.BPF:
         bpf = _bpf_parts(inputs, kind, frontends, in_map)
+        reasons = {
+            "BPFGEN_PROTO_ICMP": "bpf mode: ICMP passes untranslated (echo to VIPs: later work)",
+            "BPFGEN_FRONTENDS_MAX": "bpfgen_svc_frontends size: 2x the frontends, power of two, "
+            "at least 64",
+        }
+        decisions = [replace(d, reason=reasons.get(d.name, d.reason)) for d in decisions]
         decisions += bpf.decisions
     maps = _session_maps(
         node.max_sessions,
