@@ -52,6 +52,7 @@ BPF_COUNTER_NAMES = (
     "drop_backend_gone",
     "fib_fallback",
     "redirect",
+    "icmp_echo_vip",
 )
 
 #: bpf mode, specialized build with frontends as code: the Maglev tables are
@@ -64,6 +65,7 @@ MAGLEV_RODATA_BUDGET = 4 * 16381 * 2
 MAGLEV_TABLE_SEED = 0
 
 IPPROTO = {Protocol.TCP: 6, Protocol.UDP: 17}
+IPPROTO_ICMP = 1
 IPPROTO_C = {Protocol.TCP: "IPPROTO_TCP", Protocol.UDP: "IPPROTO_UDP"}
 
 BPF_MAP_TYPE_HASH = 1
@@ -222,6 +224,7 @@ class SvcPlan:
     frontends: tuple[SvcFrontend, ...]  # every frontend, by id (index)
     tables: tuple[tuple[int, ...], ...]  # distinct .rodata Maglev tables
     table_users: tuple[str, ...]  # per table: which frontends use it (a C comment)
+    vips: tuple[CCase, ...] = ()  # the VIPs, for the echo-request switch
 
     @property
     def maglev(self) -> bool:
@@ -679,7 +682,8 @@ def make_plan(inputs: Inputs, *, generic: bool = False, build: str | None = None
     if node.mode is Mode.BPF:
         bpf = _bpf_parts(inputs, kind, frontends, in_map)
         reasons = {
-            "BPFGEN_PROTO_ICMP": "bpf mode: ICMP passes untranslated (echo to VIPs: later work)",
+            "BPFGEN_PROTO_ICMP": "echo requests to VIPs answered by svc_in "
+            + ("(kept)" if node.icmp_echo else "(compiled out: they pass)"),
             "BPFGEN_FRONTENDS_MAX": "bpfgen_svc_frontends size: 2x the frontends, power of two, "
             "at least 64",
         }
@@ -928,6 +932,7 @@ def _svc_plan(inputs: Inputs, frontends: tuple[Frontend, ...], in_map: bool) -> 
         table_users=tuple(", ".join(f"#{f.index}" for f in tables[bs]) for bs in order)
         if in_rodata
         else (),
+        vips=tuple(CCase(_be32_expr(a), str(a)) for a in _vips(frontends)),
     )
 
 
@@ -1031,7 +1036,9 @@ def _bpf_parts(
                     ctypes_size(layouts.BackendMember), 4, backends_max, True,
                     "(frontend id, backend addr, port): sessions keep a backend while listed")
         )
-        map_init["bpfgen_svc_frontends"] = tuple(_svc_frontend_entry(f) for f in frontends)
+        map_init["bpfgen_svc_frontends"] = tuple(_svc_frontend_entry(f) for f in frontends) + tuple(
+            _vip_entry(a) for a in _vips(frontends)
+        )
         map_init["bpfgen_svc_members"] = tuple(
             (
                 layouts.to_bytes(
@@ -1078,6 +1085,18 @@ def _bpf_parts(
         "DNAT + SNAT to a selected backend, replies reversed, fib lookup + redirect",
     )
     return _BpfParts(decisions, maps, map_init, (program,), svc)
+
+
+def _vips(frontends: tuple[Frontend, ...]) -> tuple[IPv4Address, ...]:
+    """The VIPs (ClusterIPs, externalIPs, LB IPs): svc_in answers echo requests to them."""
+    return tuple(sorted({f.addr for f in frontends if f.addr is not None}))
+
+
+def _vip_entry(addr: IPv4Address) -> tuple[bytes, bytes]:
+    """bpfgen_svc_frontends entry (VIP, port 0, ICMP): "answer pings", no frontend."""
+    key = layouts.FrontendKey(addr=layouts.be32(addr), port=layouts.be16(0), proto=IPPROTO_ICMP)
+    value = layouts.SvcValue(id=0xFFFFFFFF)
+    return layouts.to_bytes(key), layouts.to_bytes(value)
 
 
 def _svc_frontend_entry(f: Frontend) -> tuple[bytes, bytes]:

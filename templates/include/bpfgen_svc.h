@@ -357,6 +357,42 @@ rewrite:
 	return bpfgen_svc_rewrite(skb, p, &x);
 }
 
+/* Is @addr a VIP? (Map builds: an entry (VIP, port 0, ICMP) in bpfgen_svc_frontends.) */
+static __always_inline bool bpfgen_svc_is_vip(__be32 addr)
+{
+#if BPFGEN_FRONTENDS_IN_MAP
+	struct bpfgen_frontend_key k = { .addr = addr, .port = 0, .proto = IPPROTO_ICMP };
+
+	return bpf_map_lookup_elem(&bpfgen_svc_frontends, &k) != NULL;
+#else
+	return bpfgen_svc_is_vip_inline(addr);
+#endif
+}
+
+/* An echo request to a VIP: answered here, as the node answers for its VIPs
+ * in the ipvs mode (the VIP is not local in this mode). Addresses and MACs
+ * swapped (the IPv4 checksum does not change), type 8 -> 0, out of the device
+ * it came in on.
+ */
+static __always_inline int bpfgen_svc_echo(struct __sk_buff *skb, const struct bpfgen_pkt *p)
+{
+	__u16 from = bpf_htons(BPFGEN_ICMP_ECHO << 8), to = bpf_htons(BPFGEN_ICMP_ECHOREPLY << 8);
+	__u8 mac[12], swapped[12];
+
+	if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)))
+		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+	__builtin_memcpy(swapped, mac + 6, 6);
+	__builtin_memcpy(swapped + 6, mac, 6);
+	if (bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) ||
+	    bpf_skb_store_bytes(skb, BPFGEN_IP_SADDR_OFF, &p->t.daddr, 4, 0) ||
+	    bpf_skb_store_bytes(skb, BPFGEN_IP_DADDR_OFF, &p->t.saddr, 4, 0) ||
+	    bpf_l4_csum_replace(skb, p->l4_csum_off, from, to, 2) ||
+	    bpf_skb_store_bytes(skb, p->l4_off, &to, 2, 0))
+		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+	bpfgen_count(BPFGEN_SVC_ICMP_ECHO_VIP);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 static __always_inline int bpfgen_svc_ingress(struct __sk_buff *skb)
 {
 	struct bpfgen_svc_value v;
@@ -365,9 +401,14 @@ static __always_inline int bpfgen_svc_ingress(struct __sk_buff *skb)
 
 	if (ret == BPFGEN_PARSE_MALFORMED)
 		return bpfgen_pass(BPFGEN_EVT_MALFORMED);
-	if (ret != BPFGEN_PARSE_OK || (p.t.proto != IPPROTO_TCP && p.t.proto != IPPROTO_UDP) ||
-	    !bpfgen_proto_enabled(p.t.proto))
+	if (ret != BPFGEN_PARSE_OK || !bpfgen_proto_enabled(p.t.proto))
 		return bpfgen_pass(BPFGEN_EVT_PASS);
+	if (p.t.proto == IPPROTO_ICMP) {
+		/* An echo request has its identifier as sport and no dport. */
+		if (p.sport_off && bpfgen_svc_is_vip(p.t.daddr))
+			return bpfgen_svc_echo(skb, &p);
+		return bpfgen_pass(BPFGEN_EVT_PASS);
+	}
 	ret = bpfgen_svc_reply(skb, &p);
 	if (ret != BPFGEN_NOT_MINE)
 		return ret;

@@ -191,6 +191,7 @@ enum bpfgen_svc_counter {
 	BPFGEN_SVC_DROP_BACKEND_GONE, /* TCP non-SYN of a session whose backend was removed */
 	BPFGEN_SVC_FIB_FALLBACK, /* translated, but passed to the stack (no usable route) */
 	BPFGEN_SVC_REDIRECT, /* translated and redirected (bpf_redirect_neigh) */
+	BPFGEN_SVC_ICMP_ECHO_VIP, /* echo request to a VIP answered */
 	BPFGEN_SVC_COUNTER_MAX,
 };
 

@@ -71,7 +71,8 @@ def test_small_config_verifies(tmp_path: Path, kind: str, scheduler: str) -> Non
                                             else set())
         assert spec["frontends_in_map"] and maps == want
         init = json.loads((tmp_path / "build" / "map_init.json").read_text())
-        assert len(init["bpfgen_svc_frontends"]) == 5  # 2 ClusterIP, 2 NodePort, 1 empty
+        # 2 ClusterIP, 2 NodePort, 1 empty; and 2 VIPs (port 0, ICMP) for echo requests
+        assert len(init["bpfgen_svc_frontends"]) == 5 + 2
         assert len(init["bpfgen_svc_backends"]) == 4 * 3
         if scheduler == "maglev":
             assert len(init["bpfgen_svc_maglev"]) == 4 * 16381

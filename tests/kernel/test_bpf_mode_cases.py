@@ -29,9 +29,9 @@ from bpfgen import maglev
 from bpfgen.compiler import compile_build
 from bpfgen.config import load_inputs
 from bpfgen.model import Backend
-from bpfgen.refmodel import IPPROTO_TCP, IPPROTO_UDP
+from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from bpfgen.refmodel.checksum import ones_sum, pseudo_header
-from bpfgen.refmodel.frames import ethernet, ipv4, tcp, udp
+from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
 from bpfgen.refmodel.hashing import tuple_hash
 from bpfgen_runtime.testrun import BuildUnderTest, SessionKey
 from tests.build.bpf_inputs import (
@@ -325,3 +325,27 @@ def test_a_session_whose_backend_is_gone_is_not_kept(bpf: Bpf, flags: int) -> No
         want = bpf.expected_backend(CLIENT_POD, VIP, 44000, 80, IPPROTO_TCP)
         assert out.daddr == int(want.address) and counters.get("dnat_new") == 1
         assert bpf.nat()[key].backend_addr == int(want.address)
+
+
+def test_echo_request_to_a_vip_is_answered(bpf: Bpf) -> None:
+    bpf.clear()
+    frame = ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_ICMP, icmp(8, 0, 0x1234_0007,
+                                                                      payload=b"ping")))
+    result = bpf.build.run("svc_in", frame)
+    out = result.packet
+    assert result.retval == TC_ACT_REDIRECT  # bpf_redirect back out of the ingress device
+    assert out[:6] == frame[6:12] and out[6:12] == frame[:6]  # MACs swapped
+    assert (out[26:30], out[30:34]) == (frame[30:34], frame[26:30])  # addresses swapped
+    assert ones_sum(out[14:34]) == 0xFFFF, out.hex()
+    assert out[34] == 0 and out[38:40] == frame[38:40]  # echo reply, same identifier
+    assert ones_sum(out[34:]) == 0xFFFF, f"ICMP checksum wrong: {out.hex()}"
+    assert out[42:] == frame[42:]
+    assert bpf.deltas() == {"icmp_echo_vip": 1}
+
+
+def test_echo_request_to_a_non_vip_passes(bpf: Bpf) -> None:
+    bpf.clear()
+    frame = ethernet(ipv4(A(CLIENT_POD), A(BACKENDS[1]), IPPROTO_ICMP, icmp(8, 0, 0x1234_0007)))
+    result = bpf.build.run("svc_in", frame)
+    assert (result.retval, result.packet) == (TC_ACT_OK, frame)
+    assert bpf.deltas() == {"pass": 1}

@@ -90,9 +90,13 @@ def test_generic_build_writes_tables_to_map_init(tmp_path: Path) -> None:
     plan = _plan(tmp_path, node_config("maglev", 251), services(), build="generic")
     assert plan.svc is not None and not plan.svc.maglev_in_rodata
     frontends = dict(plan.map_init["bpfgen_svc_frontends"])
-    assert len(frontends) == 5
+    assert len(frontends) == 5 + 2  # and the two VIPs, as (VIP, 0, ICMP): answer pings
     values = sorted(layouts.SvcValue.from_buffer_copy(v).n_backends for v in frontends.values())
-    assert values == [0, 3, 3, 3, 3]
+    assert values == [0, 0, 0, 3, 3, 3, 3]
+    vips = [layouts.FrontendKey.from_buffer_copy(k) for k, v in frontends.items()
+            if layouts.SvcValue.from_buffer_copy(v).id == 0xFFFFFFFF]
+    assert sorted((bytes(k.addr), k.proto) for k in vips) == [
+        (bytes([198, 18, 128, 10]), 1), (bytes([198, 18, 128, 11]), 1)]
     assert len(plan.map_init["bpfgen_svc_backends"]) == 12
     slots = plan.map_init["bpfgen_svc_maglev"]
     assert len(slots) == 4 * 251 and all(int.from_bytes(v, "little") < 3 for _, v in slots)

@@ -34,7 +34,7 @@
  *   BPFGEN_PROTO_UDP = 1
  *       services: UDP path kept: a service uses UDP
  *   BPFGEN_PROTO_ICMP = 1
- *       features.icmpEcho: bpf mode: ICMP passes untranslated (echo to VIPs: later work)
+ *       features.icmpEcho: echo requests to VIPs answered by svc_in (kept)
  *   BPFGEN_SNAT_MAX_SESSIONS = 64
  *       snat.maxSessions: size of bpfgen_nat_v4 and bpfgen_rnat_v4
  *   BPFGEN_FRONTENDS_IN_MAP = 0
@@ -117,6 +117,18 @@ static __always_inline __u32 bpfgen_svc_lookup_inline(__be32 addr, __be16 port, 
 		break;
 	}
 	return (__u32)-1;
+}
+
+/* Is @addr a VIP (a ClusterIP, externalIP or LB IP)? svc_in answers pings to it. */
+static __always_inline bool bpfgen_svc_is_vip_inline(__be32 addr)
+{
+	switch (addr) {
+	case __bpf_constant_htonl(0xc612800a): /* 198.18.128.10 */
+		return true;
+	case __bpf_constant_htonl(0xc612800b): /* 198.18.128.11 */
+		return true;
+	}
+	return false;
 }
 
 /* Per frontend id: backends (after the traffic policy) and masquerade policy. */

@@ -34,7 +34,7 @@
  *   BPFGEN_PROTO_UDP = (bpfgen_cfg.proto_udp) (run time)
  *       services: UDP path kept: a service uses UDP
  *   BPFGEN_PROTO_ICMP = (bpfgen_cfg.proto_icmp) (run time)
- *       features.icmpEcho: bpf mode: ICMP passes untranslated (echo to VIPs: later work)
+ *       features.icmpEcho: echo requests to VIPs answered by svc_in (kept)
  *   BPFGEN_SNAT_MAX_SESSIONS = 64
  *       snat.maxSessions: size of bpfgen_nat_v4 and bpfgen_rnat_v4
  *   BPFGEN_FRONTENDS_IN_MAP = 1

@@ -34,7 +34,7 @@
  *   BPFGEN_PROTO_UDP = 1
  *       services: UDP path kept: a service uses UDP
  *   BPFGEN_PROTO_ICMP = 1
- *       features.icmpEcho: bpf mode: ICMP passes untranslated (echo to VIPs: later work)
+ *       features.icmpEcho: echo requests to VIPs answered by svc_in (kept)
  *   BPFGEN_SNAT_MAX_SESSIONS = 64
  *       snat.maxSessions: size of bpfgen_nat_v4 and bpfgen_rnat_v4
  *   BPFGEN_FRONTENDS_IN_MAP = 0
