@@ -389,13 +389,16 @@ class _Converge:
 
         Two passes over all maps: first every new or changed entry, then the stale ones
         removed (array slots, which cannot be deleted, zeroed), so a program running
-        meanwhile sees the old or the new entry of a slot, never a missing one: a backend
-        list or Maglev table is complete before a frontend entry points at its new size,
-        and the old backends are gone only after nothing new refers to them.
+        meanwhile sees the old or the new entry of a slot, never a missing one. A packet
+        finds its frontend first and everything else from it, so the frontend maps
+        (`*frontends*`) are written last and cleaned first: backend lists, membership
+        sets and Maglev tables under a frontend's new id are complete before the
+        frontend entry points at them (frontend ids move when a Service is added before
+        another), and the old entries are gone only after nothing new refers to them.
         """
         removals: list[tuple[str, pins.PinnedMap, list[bytes], bool]] = []
         with ExitStack() as maps:
-            for name, entries in sorted(self.build.map_init.items()):
+            for name, entries in sorted(self.build.map_init.items(), key=_write_order):
                 spec = next(s for s in self.build.maps if s.name == name)
                 path = spec.pin_path(self.opts.bpffs, self.opts.label)
                 if not os.path.exists(path):  # dry run before the first load
@@ -419,7 +422,7 @@ class _Converge:
                     self.change(f"map {name}: {len(differ)} entries written", write)
                 if stale:
                     removals.append((name, live, stale, is_array))
-            for name, live, stale, is_array in removals:
+            for name, live, stale, is_array in sorted(removals, key=_removal_order):
 
                 def remove(live: pins.PinnedMap = live, stale: list[bytes] = stale,
                            is_array: bool = is_array) -> None:  # fmt: skip
@@ -738,6 +741,18 @@ def _dummy_available() -> bool:
     if modprobe is not None:
         subprocess.run([modprobe, "-q", "dummy"], capture_output=True, check=False)
     return os.path.isdir("/sys/module/dummy")
+
+
+def _is_frontend_map(name: str) -> bool:
+    return "frontends" in name
+
+
+def _write_order(item: tuple[str, object]) -> tuple[bool, str]:
+    return (_is_frontend_map(item[0]), item[0])
+
+
+def _removal_order(item: tuple[str, object, object, object]) -> tuple[bool, str]:
+    return (not _is_frontend_map(item[0]), item[0])
 
 
 def _runtime_config_sha(build: Build) -> str:
