@@ -219,6 +219,14 @@ needs_build = pytest.mark.xfail(
     MAIN_PROBLEM is not None, strict=True, raises=BuildUnavailable,
     reason=f"the compiler does not build bpf mode yet: {MAIN_PROBLEM}",
 )  # fmt: skip
+
+
+def disagrees(reason: str, condition: bool = True) -> pytest.MarkDecorator:
+    """The case runs and fails for `reason` (the build and the expectation disagree):
+    a strict expected failure, so the day they agree it shows (XPASS fails)."""
+    return pytest.mark.xfail(condition, strict=True, raises=AssertionError, reason=reason)
+
+
 needs_maglev = pytest.mark.xfail(
     MAGLEV_PROBLEM is not None or MAIN_PROBLEM is not None, strict=True, raises=BuildUnavailable,
     reason=f"no bpf-mode maglev build yet: {MAGLEV_PROBLEM or MAIN_PROBLEM}",
@@ -434,12 +442,11 @@ def test_sync_removing_endpoint_cuts_its_sessions_only(clean: Live) -> None:
 
 
 @needs_build
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="asked of this suite (as kube-proxy keeps established flows to a removed "
-    "endpoint and the ipvs mode drains it with weight 0), but docs/datapath-bpf.md drops "
-    "them (drop_backend_gone): a decision for the spec, see the issue #6 runtime report",
-)  # fmt: skip
+@disagrees(
+    "asked of this suite (as kube-proxy keeps established flows to a removed endpoint and "
+    "the ipvs mode drains it with weight 0), but docs/datapath-bpf.md drops them "
+    "(drop_backend_gone): a decision for the spec, see the issue #6 runtime report"
+)
 def test_held_connection_to_removed_endpoint_completes(clean: Live) -> None:
     r = _sync_removing_be2(clean, clean.builds["drained"])
     assert r["removed"] == "be2", f"the held connection to be2 was cut: {r}"
@@ -647,12 +654,11 @@ def test_masquerade_all_snats_pod_traffic(clean: Live) -> None:
 
 
 @needs_build
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="docs/datapath-bpf.md: no backend -> TCP RST / UDP ICMP port unreachable "
-    "(kube-proxy's REJECT); svc_in counts reject_no_backend and drops (TC_ACT_SHOT), "
-    "so the client waits for its timeout",
-)  # fmt: skip
+@disagrees(
+    "docs/datapath-bpf.md: no backend -> TCP RST / UDP ICMP port unreachable (kube-proxy's "
+    "REJECT); svc_in counts reject_no_backend and drops (TC_ACT_SHOT), so the client waits "
+    "for its timeout"
+)
 def test_frontend_without_backend_is_rejected(clean: Live) -> None:
     t = clean.topo
     sync(clean.builds["policies"], clean.opts)
@@ -676,12 +682,11 @@ def test_frontend_without_backend_is_rejected(clean: Live) -> None:
 
 
 @needs_build
-@pytest.mark.xfail(
+@disagrees(
+    "docs/datapath-bpf.md: svc_in answers an ICMP echo to a VIP (icmp_echo_vip); this build "
+    "has no such counter",
     MAIN_PROBLEM is None and "icmp_echo_vip" not in BUILD_COUNTERS,
-    strict=True, raises=AssertionError,
-    reason="docs/datapath-bpf.md: svc_in answers an ICMP echo to a VIP (icmp_echo_vip); "
-    "this build has no such counter",
-)  # fmt: skip
+)
 def test_icmp_echo_to_vip_answered(clean: Live) -> None:
     t = clean.topo
     assert ping(t.pods["cp"], VIP), f"no echo reply from {VIP}"
