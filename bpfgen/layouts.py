@@ -112,6 +112,8 @@ class SvcValue(ctypes.Structure):
         ("n_backends", ctypes.c_uint16),
         ("masq", ctypes.c_uint8),
         ("pad", ctypes.c_uint8),
+        ("first", ctypes.c_uint32),
+        ("table", ctypes.c_uint32),
     ]
 
 

@@ -208,8 +208,7 @@ class SvcFrontend:
     """bpf mode: one frontend as the generated C sees it (frontends as code)."""
 
     frontend: Frontend
-    backends: tuple[CCase, ...]  # {addr, port} initializers, sorted by (address, port)
-    members: tuple[InlineAddr, ...]  # the same, address -> ports, for the membership switch
+    first: int  # its backends: SvcPlan.backends[first : first + n], sorted by (address, port)
     table: int | None  # index into SvcPlan.tables when its Maglev table is in .rodata
 
 
@@ -224,7 +223,9 @@ class SvcPlan:
     frontends: tuple[SvcFrontend, ...]  # every frontend, by id (index)
     tables: tuple[tuple[int, ...], ...]  # distinct .rodata Maglev tables
     table_users: tuple[str, ...]  # per table: which frontends use it (a C comment)
-    vips: tuple[CCase, ...] = ()  # the VIPs, for the echo-request switch
+    backends: tuple[CCase, ...]  # every distinct backend list, one after the other
+    moduli: tuple[int, ...]  # the distinct backend counts: h % n with a constant n
+    vips: tuple[CCase, ...]  # the VIPs, for the echo-request switch
 
     @property
     def maglev(self) -> bool:
@@ -871,16 +872,6 @@ def _backend_init(b: Backend) -> CCase:
     )
 
 
-def _members(backends: tuple[Backend, ...]) -> tuple[InlineAddr, ...]:
-    by_addr: dict[IPv4Address, list[int]] = {}
-    for b in backends:
-        by_addr.setdefault(b.address, []).append(b.port)
-    return tuple(
-        InlineAddr(CCase(_be32_expr(a), str(a)), tuple(CCase(_be16_expr(p), str(p)) for p in ps))
-        for a, ps in by_addr.items()
-    )
-
-
 def _svc_plan(inputs: Inputs, frontends: tuple[Frontend, ...], in_map: bool) -> SvcPlan:
     """Selection tables, and whether the Maglev ones fit .rodata (docs/datapath-bpf.md)."""
     node = inputs.node
@@ -906,6 +897,15 @@ def _svc_plan(inputs: Inputs, frontends: tuple[Frontend, ...], in_map: bool) -> 
             f"{MAGLEV_RODATA_BUDGET} bytes (.rodata budget): static const arrays"
         )
     order = list(tables)
+    # The distinct backend lists, one flat array: frontend i uses [first, first + n).
+    firsts: dict[tuple[Backend, ...], int] = {}
+    flat: list[CCase] = []
+    for f in frontends:
+        if f.backends and f.backends not in firsts:
+            firsts[f.backends] = len(flat)
+            for i, b in enumerate(f.backends):
+                c = _backend_init(b)
+                flat.append(CCase(c.expr, f"[{len(flat)}] #{f.index}[{i}] {c.comment}"))
     built = (
         tuple(
             maglev.build_table([maglev.Backend.of(b) for b in bs], m, seed=MAGLEV_TABLE_SEED)
@@ -922,8 +922,7 @@ def _svc_plan(inputs: Inputs, frontends: tuple[Frontend, ...], in_map: bool) -> 
         frontends=tuple(
             SvcFrontend(
                 f,
-                tuple(_backend_init(b) for b in f.backends),
-                _members(f.backends),
+                firsts.get(f.backends, 0),
                 order.index(f.backends) if in_rodata and f.backends else None,
             )
             for f in frontends
@@ -932,6 +931,8 @@ def _svc_plan(inputs: Inputs, frontends: tuple[Frontend, ...], in_map: bool) -> 
         table_users=tuple(", ".join(f"#{f.index}" for f in tables[bs]) for bs in order)
         if in_rodata
         else (),
+        backends=tuple(flat),
+        moduli=tuple(sorted({len(f.backends) for f in frontends if f.backends})),
         vips=tuple(CCase(_be32_expr(a), str(a)) for a in _vips(frontends)),
     )
 
@@ -1004,6 +1005,10 @@ def _bpf_parts(
                  "bpfgen_svc_maglev rows: one per frontend id"),
         Decision("BPFGEN_SVC_FRONTENDS", str(len(frontends)), "services",
                  "frontend ids 0..n-1"),
+        Decision("BPFGEN_SVC_BACKENDS_TOTAL", str(max(1, len(svc.backends))), "services",
+                 "bpfgen_backends[] (frontends as code): the distinct backend lists, flat"),
+        Decision("BPFGEN_MAGLEV_TABLES", str(max(1, len(svc.tables))), "services",
+                 "bpfgen_maglev[][] (.rodata): the distinct Maglev tables"),
         Decision("BPFGEN_SVC_BACKENDS_MAX", str(backends_max), "services",
                  "bpfgen_svc_backends size: 2x the backends, power of two, at least 64"),
         Decision(
@@ -1102,4 +1107,5 @@ def _vip_entry(addr: IPv4Address) -> tuple[bytes, bytes]:
 def _svc_frontend_entry(f: Frontend) -> tuple[bytes, bytes]:
     key, _ = _frontend_entry(f)
     value = layouts.SvcValue(id=f.index, n_backends=len(f.backends), masq=f.masq.value)
+    # first/table: only the frontends-as-code arrays use them
     return key, layouts.to_bytes(value)

@@ -15,7 +15,8 @@
  *
  * The program file defines, before including this header, what the plan
  * generated: with frontends as code, bpfgen_svc_lookup_inline(),
- * bpfgen_svc_info[] and bpfgen_svc_pick_inline().
+ * bpfgen_svc_info[], bpfgen_backends[], bpfgen_maglev[][] (Maglev in .rodata),
+ * bpfgen_svc_bounded() and bpfgen_svc_mod_inline().
  */
 #ifndef BPFGEN_SVC_H
 #define BPFGEN_SVC_H
@@ -87,9 +88,64 @@ static __always_inline int bpfgen_svc_pick(const struct bpfgen_svc_value *v, __u
 	*b = *found;
 	return 0;
 #else
-	return bpfgen_svc_pick_inline(v->id, h, b);
+	__u32 i, idx;
+
+#if BPFGEN_SCHED_MAGLEV && BPFGEN_MAGLEV_IN_MAP
+	i = bpfgen_svc_maglev_slot(v->id, h);
+#elif BPFGEN_SCHED_MAGLEV
+	__u32 t = v->table, slot = bpfgen_svc_bounded(h % BPFGEN_MAGLEV_SIZE);
+
+	if (t >= BPFGEN_MAGLEV_TABLES || slot >= BPFGEN_MAGLEV_SIZE)
+		return -1;
+	i = bpfgen_maglev[t][slot];
+#else
+	i = bpfgen_svc_mod_inline(h, v->n_backends);
+#endif
+	if (i >= v->n_backends)
+		return -1;
+	idx = bpfgen_svc_bounded(v->first + i);
+	if (idx >= BPFGEN_SVC_BACKENDS_TOTAL)
+		return -1;
+	*b = bpfgen_backends[idx];
+	return 0;
 #endif
 }
+
+#if !BPFGEN_FRONTENDS_IN_MAP
+/* Binary search of addr:port in bpfgen_backends[first, first + n), sorted.
+ * A global function, verified once: inlined, the verifier walked its loop
+ * once per caller state (about 40k instructions processed).
+ */
+__noinline int bpfgen_svc_has_backend_inline(__u32 first, __u32 n, __be32 addr, __be16 port)
+{
+	__u64 want = ((__u64)bpf_ntohl(addr) << 16) | bpf_ntohs(port);
+	__u32 lo = first, hi = first + n;
+	int step;
+
+	/* 17 halvings cover 2^17 backends, more than a frontend has. */
+#pragma clang loop unroll(disable)
+	for (step = 0; step < 17; step++) {
+		const struct bpfgen_backend *b;
+		__u32 mid;
+		__u64 got;
+
+		if (lo >= hi)
+			return 0;
+		mid = bpfgen_svc_bounded(lo + (hi - lo) / 2);
+		if (mid >= BPFGEN_SVC_BACKENDS_TOTAL)
+			return 0;
+		b = &bpfgen_backends[mid];
+		got = ((__u64)bpf_ntohl(b->addr) << 16) | bpf_ntohs(b->port);
+		if (got == want)
+			return 1;
+		if (got < want)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+#endif
 
 /* Is addr:port still a backend of frontend @v? A session keeps its backend
  * only while it is (docs/datapath-bpf.md "Existing flows keep their backend").
@@ -102,7 +158,7 @@ static __always_inline bool bpfgen_svc_has_backend(const struct bpfgen_svc_value
 
 	return bpf_map_lookup_elem(&bpfgen_svc_members, &k) != NULL;
 #else
-	return bpfgen_svc_has_backend_inline(v->id, addr, port);
+	return bpfgen_svc_has_backend_inline(v->first, v->n_backends, addr, port);
 #endif
 }
 

@@ -159,6 +159,8 @@ struct bpfgen_svc_value {
 	__u16 n_backends; /* 0: reject */
 	__u8 masq; /* enum bpfgen_masq */
 	__u8 pad;
+	__u32 first; /* frontends as code: its backends are bpfgen_backends[first, first + n) */
+	__u32 table; /* frontends as code: its Maglev table in bpfgen_maglev[] */
 };
 
 struct bpfgen_backend_key {

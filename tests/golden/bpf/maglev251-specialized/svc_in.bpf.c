@@ -55,6 +55,10 @@
  *       services: bpfgen_svc_maglev rows: one per frontend id
  *   BPFGEN_SVC_FRONTENDS = 5
  *       services: frontend ids 0..n-1
+ *   BPFGEN_SVC_BACKENDS_TOTAL = 6
+ *       services: bpfgen_backends[] (frontends as code): the distinct backend lists, flat
+ *   BPFGEN_MAGLEV_TABLES = 2
+ *       services: bpfgen_maglev[][] (.rodata): the distinct Maglev tables
  *   BPFGEN_SVC_BACKENDS_MAX = 64
  *       services: bpfgen_svc_backends size: 2x the backends, power of two, at least 64
  *   BPFGEN_REJECT_NO_BACKEND = 1
@@ -73,8 +77,13 @@ char _license[] SEC("license") = "Dual BSD/GPL";
 /* Frontends as code (5 <= INLINE_FRONTEND_LIMIT): the frontend id
  * of addr:port/proto, BPFGEN_SVC_NONE if none. From the Services' clusterIPs,
  * nodePorts, externalIPs and status.loadBalancer.ingress.
+ *
+ * A global function: the verifier checks it once, and its callers see the id
+ * as any number. Inlined, every frontend's constant id would be a path of its
+ * own through the rest of the program (64 frontends: 100k+ instructions
+ * processed instead of a few thousand).
  */
-static __always_inline __u32 bpfgen_svc_lookup_inline(__be32 addr, __be16 port, __u8 proto)
+__noinline __u32 bpfgen_svc_lookup_inline(__be32 addr, __be16 port, __u8 proto)
 {
 	switch (proto) {
 	case IPPROTO_TCP:
@@ -120,7 +129,7 @@ static __always_inline __u32 bpfgen_svc_lookup_inline(__be32 addr, __be16 port, 
 }
 
 /* Is @addr a VIP (a ClusterIP, externalIP or LB IP)? svc_in answers pings to it. */
-static __always_inline bool bpfgen_svc_is_vip_inline(__be32 addr)
+static __always_inline __attribute__((unused)) bool bpfgen_svc_is_vip_inline(__be32 addr)
 {
 	switch (addr) {
 	case __bpf_constant_htonl(0xc612800a): /* 198.18.128.10 */
@@ -131,197 +140,93 @@ static __always_inline bool bpfgen_svc_is_vip_inline(__be32 addr)
 	return false;
 }
 
-/* Per frontend id: backends (after the traffic policy) and masquerade policy. */
+/* Per frontend id: masquerade policy, and where its backends (after the
+ * traffic policy) and Maglev table are in the arrays below.
+ */
 static const struct bpfgen_svc_value bpfgen_svc_info[5] = {
 	/* #0 ClusterIP 198.18.128.11:80/TCP, default/empty: ClusterIP: sources outside cluster.podCIDR; no backends: reject */
-	{ .id = 0, .n_backends = 0, .masq = BPFGEN_MASQ_IF_OUTSIDE },
+	{ .id = 0, .n_backends = 0, .masq = BPFGEN_MASQ_IF_OUTSIDE, .first = 0, .table = 0 },
 	/* #1 ClusterIP 198.18.128.10:80/TCP, default/web port http: ClusterIP: sources outside cluster.podCIDR */
-	{ .id = 1, .n_backends = 3, .masq = BPFGEN_MASQ_IF_OUTSIDE },
+	{ .id = 1, .n_backends = 3, .masq = BPFGEN_MASQ_IF_OUTSIDE, .first = 0, .table = 0 },
 	/* #2 NodePort <node>:30080/TCP, default/web port http: NodePort with externalTrafficPolicy: Cluster */
-	{ .id = 2, .n_backends = 3, .masq = BPFGEN_MASQ_ALWAYS },
+	{ .id = 2, .n_backends = 3, .masq = BPFGEN_MASQ_ALWAYS, .first = 0, .table = 0 },
 	/* #3 ClusterIP 198.18.128.10:53/UDP, default/web port dns: ClusterIP: sources outside cluster.podCIDR */
-	{ .id = 3, .n_backends = 3, .masq = BPFGEN_MASQ_IF_OUTSIDE },
+	{ .id = 3, .n_backends = 3, .masq = BPFGEN_MASQ_IF_OUTSIDE, .first = 3, .table = 1 },
 	/* #4 NodePort <node>:30080/UDP, default/web port dns: NodePort with externalTrafficPolicy: Cluster */
-	{ .id = 4, .n_backends = 3, .masq = BPFGEN_MASQ_ALWAYS },
+	{ .id = 4, .n_backends = 3, .masq = BPFGEN_MASQ_ALWAYS, .first = 3, .table = 1 },
 };
 
-/* Backends of frontend #1 (ClusterIP 198.18.128.10:80/TCP), sorted by address, port. */
-static const struct bpfgen_backend bpfgen_backends_1[3] = {
-	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(8080) }, /* 0: 198.19.1.5:8080 (local) */
-	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(8080) }, /* 1: 198.19.2.13:8080 */
-	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(8080) }, /* 2: 198.19.3.7:8080 */
-};
-
-/* Backends of frontend #2 (NodePort <node>:30080/TCP), sorted by address, port. */
-static const struct bpfgen_backend bpfgen_backends_2[3] = {
-	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(8080) }, /* 0: 198.19.1.5:8080 (local) */
-	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(8080) }, /* 1: 198.19.2.13:8080 */
-	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(8080) }, /* 2: 198.19.3.7:8080 */
-};
-
-/* Backends of frontend #3 (ClusterIP 198.18.128.10:53/UDP), sorted by address, port. */
-static const struct bpfgen_backend bpfgen_backends_3[3] = {
-	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(5353) }, /* 0: 198.19.1.5:5353 (local) */
-	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(5353) }, /* 1: 198.19.2.13:5353 */
-	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(5353) }, /* 2: 198.19.3.7:5353 */
-};
-
-/* Backends of frontend #4 (NodePort <node>:30080/UDP), sorted by address, port. */
-static const struct bpfgen_backend bpfgen_backends_4[3] = {
-	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(5353) }, /* 0: 198.19.1.5:5353 (local) */
-	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(5353) }, /* 1: 198.19.2.13:5353 */
-	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(5353) }, /* 2: 198.19.3.7:5353 */
-};
-
-/* Maglev table 0 (bpfgen/maglev.py, M = 251) of frontends #1, #2:
- * slot -> index into the frontend's backends. 2 distinct tables x 251 slots x 2 bytes = 1004 <= 131048 bytes (.rodata budget): static const arrays.
+/* Every distinct backend list, one after the other, each sorted by address,
+ * then port (the membership test searches it).
  */
-static const __u16 bpfgen_maglev_0[BPFGEN_MAGLEV_SIZE] = {
-	2, 0, 0, 2, 0, 0, 2, 0, 2, 2, 0, 1, 1, 1, 2, 1,
-	1, 1, 1, 1, 0, 2, 0, 2, 1, 1, 2, 1, 2, 0, 0, 0,
-	2, 0, 2, 2, 1, 2, 0, 0, 0, 2, 0, 2, 2, 1, 1, 0,
-	1, 1, 1, 1, 2, 1, 2, 1, 1, 0, 0, 2, 0, 2, 1, 2,
-	2, 1, 0, 0, 0, 0, 2, 0, 2, 2, 2, 0, 0, 0, 0, 2,
-	0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 2, 1, 2, 1, 2, 0,
-	0, 2, 0, 2, 1, 2, 2, 0, 0, 0, 0, 0, 2, 0, 2, 2,
-	2, 0, 2, 0, 0, 1, 1, 1, 1, 1, 0, 2, 1, 1, 1, 1,
-	1, 1, 2, 0, 2, 0, 2, 2, 1, 2, 1, 2, 0, 0, 0, 2,
-	0, 0, 2, 0, 2, 2, 0, 0, 2, 1, 1, 1, 1, 1, 1, 0,
-	0, 2, 1, 2, 1, 1, 1, 1, 0, 0, 2, 0, 2, 2, 2, 2,
-	1, 2, 0, 0, 0, 2, 0, 2, 2, 1, 2, 0, 0, 1, 1, 1,
-	1, 1, 2, 1, 0, 0, 0, 1, 1, 2, 1, 2, 1, 1, 0, 0,
-	0, 0, 2, 1, 2, 2, 2, 0, 0, 0, 0, 2, 0, 2, 2, 2,
-	0, 2, 1, 1, 1, 1, 1, 1, 2, 0, 2, 0, 1, 1, 1, 2,
-	1, 2, 1, 0, 0, 2, 0, 0, 2, 1, 2,
+static const struct bpfgen_backend bpfgen_backends[BPFGEN_SVC_BACKENDS_TOTAL] = {
+	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(8080) }, /* [0] #1[0] 198.19.1.5:8080 (local) */
+	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(8080) }, /* [1] #1[1] 198.19.2.13:8080 */
+	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(8080) }, /* [2] #1[2] 198.19.3.7:8080 */
+	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(5353) }, /* [3] #3[0] 198.19.1.5:5353 (local) */
+	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(5353) }, /* [4] #3[1] 198.19.2.13:5353 */
+	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(5353) }, /* [5] #3[2] 198.19.3.7:5353 */
 };
 
-/* Maglev table 1 (bpfgen/maglev.py, M = 251) of frontends #3, #4:
- * slot -> index into the frontend's backends. 2 distinct tables x 251 slots x 2 bytes = 1004 <= 131048 bytes (.rodata budget): static const arrays.
+/* Maglev tables (bpfgen/maglev.py, M = 251): slot -> index into the
+ * frontend's backends. 2 distinct tables x 251 slots x 2 bytes = 1004 <= 131048 bytes (.rodata budget): static const arrays.
  */
-static const __u16 bpfgen_maglev_1[BPFGEN_MAGLEV_SIZE] = {
-	0, 0, 2, 0, 1, 1, 1, 1, 2, 0, 1, 2, 0, 1, 2, 0,
-	2, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 2, 0, 0, 2,
-	0, 0, 1, 1, 0, 1, 1, 0, 1, 0, 0, 2, 0, 0, 2, 0,
-	2, 1, 1, 2, 1, 1, 2, 2, 0, 2, 2, 0, 0, 2, 0, 1,
-	1, 1, 0, 2, 1, 0, 2, 0, 0, 2, 0, 0, 2, 0, 1, 1,
-	1, 0, 2, 1, 0, 2, 2, 0, 2, 2, 0, 0, 2, 1, 1, 1,
-	0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 0, 2, 1, 1, 2, 0,
-	1, 2, 0, 1, 2, 0, 2, 2, 0, 2, 1, 0, 1, 1, 0, 1,
-	0, 0, 2, 0, 0, 2, 0, 0, 2, 1, 0, 1, 1, 0, 1, 0,
-	0, 2, 0, 0, 2, 0, 0, 2, 1, 1, 1, 1, 1, 2, 0, 1,
-	2, 0, 1, 2, 0, 1, 2, 1, 1, 2, 1, 1, 2, 0, 1, 2,
-	0, 1, 2, 0, 2, 2, 1, 1, 1, 0, 1, 1, 2, 1, 1, 2,
-	2, 0, 2, 2, 1, 1, 1, 1, 2, 1, 1, 2, 2, 0, 2, 2,
-	0, 2, 2, 1, 2, 1, 1, 0, 2, 1, 0, 2, 0, 0, 2, 0,
-	0, 2, 1, 1, 2, 1, 0, 2, 1, 0, 2, 2, 0, 2, 2, 0,
-	2, 1, 1, 2, 1, 0, 1, 2, 0, 1, 2,
+static const __u16 bpfgen_maglev[BPFGEN_MAGLEV_TABLES][BPFGEN_MAGLEV_SIZE] = {
+	{ /* table 0: frontends #1, #2 */
+		2, 0, 0, 2, 0, 0, 2, 0, 2, 2, 0, 1, 1, 1, 2, 1,
+		1, 1, 1, 1, 0, 2, 0, 2, 1, 1, 2, 1, 2, 0, 0, 0,
+		2, 0, 2, 2, 1, 2, 0, 0, 0, 2, 0, 2, 2, 1, 1, 0,
+		1, 1, 1, 1, 2, 1, 2, 1, 1, 0, 0, 2, 0, 2, 1, 2,
+		2, 1, 0, 0, 0, 0, 2, 0, 2, 2, 2, 0, 0, 0, 0, 2,
+		0, 1, 1, 1, 1, 0, 1, 1, 1, 1, 2, 1, 2, 1, 2, 0,
+		0, 2, 0, 2, 1, 2, 2, 0, 0, 0, 0, 0, 2, 0, 2, 2,
+		2, 0, 2, 0, 0, 1, 1, 1, 1, 1, 0, 2, 1, 1, 1, 1,
+		1, 1, 2, 0, 2, 0, 2, 2, 1, 2, 1, 2, 0, 0, 0, 2,
+		0, 0, 2, 0, 2, 2, 0, 0, 2, 1, 1, 1, 1, 1, 1, 0,
+		0, 2, 1, 2, 1, 1, 1, 1, 0, 0, 2, 0, 2, 2, 2, 2,
+		1, 2, 0, 0, 0, 2, 0, 2, 2, 1, 2, 0, 0, 1, 1, 1,
+		1, 1, 2, 1, 0, 0, 0, 1, 1, 2, 1, 2, 1, 1, 0, 0,
+		0, 0, 2, 1, 2, 2, 2, 0, 0, 0, 0, 2, 0, 2, 2, 2,
+		0, 2, 1, 1, 1, 1, 1, 1, 2, 0, 2, 0, 1, 1, 1, 2,
+		1, 2, 1, 0, 0, 2, 0, 0, 2, 1, 2,
+	},
+	{ /* table 1: frontends #3, #4 */
+		0, 0, 2, 0, 1, 1, 1, 1, 2, 0, 1, 2, 0, 1, 2, 0,
+		2, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 2, 0, 0, 2,
+		0, 0, 1, 1, 0, 1, 1, 0, 1, 0, 0, 2, 0, 0, 2, 0,
+		2, 1, 1, 2, 1, 1, 2, 2, 0, 2, 2, 0, 0, 2, 0, 1,
+		1, 1, 0, 2, 1, 0, 2, 0, 0, 2, 0, 0, 2, 0, 1, 1,
+		1, 0, 2, 1, 0, 2, 2, 0, 2, 2, 0, 0, 2, 1, 1, 1,
+		0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 0, 2, 1, 1, 2, 0,
+		1, 2, 0, 1, 2, 0, 2, 2, 0, 2, 1, 0, 1, 1, 0, 1,
+		0, 0, 2, 0, 0, 2, 0, 0, 2, 1, 0, 1, 1, 0, 1, 0,
+		0, 2, 0, 0, 2, 0, 0, 2, 1, 1, 1, 1, 1, 2, 0, 1,
+		2, 0, 1, 2, 0, 1, 2, 1, 1, 2, 1, 1, 2, 0, 1, 2,
+		0, 1, 2, 0, 2, 2, 1, 1, 1, 0, 1, 1, 2, 1, 1, 2,
+		2, 0, 2, 2, 1, 1, 1, 1, 2, 1, 1, 2, 2, 0, 2, 2,
+		0, 2, 2, 1, 2, 1, 1, 0, 2, 1, 0, 2, 0, 0, 2, 0,
+		0, 2, 1, 1, 2, 1, 0, 2, 1, 0, 2, 2, 0, 2, 2, 0,
+		2, 1, 1, 2, 1, 0, 1, 2, 0, 1, 2,
+	},
 };
-
-/* Is addr:port still a backend of frontend @id (sessions keep it while it is)? */
-static __always_inline bool bpfgen_svc_has_backend_inline(__u32 id, __be32 addr, __be16 port)
-{
-	switch (id) {
-	case 1: /* ClusterIP 198.18.128.10:80/TCP */
-		switch (addr) {
-		case __bpf_constant_htonl(0xc6130105): /* 198.19.1.5 */
-			return port == __bpf_constant_htons(8080);
-		case __bpf_constant_htonl(0xc613020d): /* 198.19.2.13 */
-			return port == __bpf_constant_htons(8080);
-		case __bpf_constant_htonl(0xc6130307): /* 198.19.3.7 */
-			return port == __bpf_constant_htons(8080);
-		}
-		return false;
-	case 2: /* NodePort <node>:30080/TCP */
-		switch (addr) {
-		case __bpf_constant_htonl(0xc6130105): /* 198.19.1.5 */
-			return port == __bpf_constant_htons(8080);
-		case __bpf_constant_htonl(0xc613020d): /* 198.19.2.13 */
-			return port == __bpf_constant_htons(8080);
-		case __bpf_constant_htonl(0xc6130307): /* 198.19.3.7 */
-			return port == __bpf_constant_htons(8080);
-		}
-		return false;
-	case 3: /* ClusterIP 198.18.128.10:53/UDP */
-		switch (addr) {
-		case __bpf_constant_htonl(0xc6130105): /* 198.19.1.5 */
-			return port == __bpf_constant_htons(5353);
-		case __bpf_constant_htonl(0xc613020d): /* 198.19.2.13 */
-			return port == __bpf_constant_htons(5353);
-		case __bpf_constant_htonl(0xc6130307): /* 198.19.3.7 */
-			return port == __bpf_constant_htons(5353);
-		}
-		return false;
-	case 4: /* NodePort <node>:30080/UDP */
-		switch (addr) {
-		case __bpf_constant_htonl(0xc6130105): /* 198.19.1.5 */
-			return port == __bpf_constant_htons(5353);
-		case __bpf_constant_htonl(0xc613020d): /* 198.19.2.13 */
-			return port == __bpf_constant_htons(5353);
-		case __bpf_constant_htonl(0xc6130307): /* 198.19.3.7 */
-			return port == __bpf_constant_htons(5353);
-		}
-		return false;
-	}
-	return false;
-}
 
 /* clang knows h % n < n and drops the check the verifier (which does not
  * track modulo bounds) needs before indexing: hide the value from clang.
  */
-static __always_inline __u32 bpfgen_svc_bounded(__u32 i)
+static __always_inline __attribute__((unused)) __u32 bpfgen_svc_bounded(__u32 i)
 {
 	asm volatile("" : "+r"(i));
 	return i;
 }
 
-/* The backend of a new flow of selection hash @h for frontend @id. */
-static __always_inline int bpfgen_svc_pick_inline(__u32 id, __u32 h, struct bpfgen_backend *b)
+/* h % n for the backend counts the frontends have: a constant modulus each. */
+static __always_inline __attribute__((unused)) __u32 bpfgen_svc_mod_inline(__u32 h, __u32 n)
 {
-	__u32 i;
-
-	switch (id) {
-	case 1: /* ClusterIP 198.18.128.10:80/TCP: 3 backends */
-		i = bpfgen_svc_bounded(h % BPFGEN_MAGLEV_SIZE);
-		if (i >= BPFGEN_MAGLEV_SIZE)
-			return -1;
-		i = bpfgen_maglev_0[i];
-		i = bpfgen_svc_bounded(i);
-		if (i >= 3)
-			return -1;
-		*b = bpfgen_backends_1[i];
-		return 0;
-	case 2: /* NodePort <node>:30080/TCP: 3 backends */
-		i = bpfgen_svc_bounded(h % BPFGEN_MAGLEV_SIZE);
-		if (i >= BPFGEN_MAGLEV_SIZE)
-			return -1;
-		i = bpfgen_maglev_0[i];
-		i = bpfgen_svc_bounded(i);
-		if (i >= 3)
-			return -1;
-		*b = bpfgen_backends_2[i];
-		return 0;
-	case 3: /* ClusterIP 198.18.128.10:53/UDP: 3 backends */
-		i = bpfgen_svc_bounded(h % BPFGEN_MAGLEV_SIZE);
-		if (i >= BPFGEN_MAGLEV_SIZE)
-			return -1;
-		i = bpfgen_maglev_1[i];
-		i = bpfgen_svc_bounded(i);
-		if (i >= 3)
-			return -1;
-		*b = bpfgen_backends_3[i];
-		return 0;
-	case 4: /* NodePort <node>:30080/UDP: 3 backends */
-		i = bpfgen_svc_bounded(h % BPFGEN_MAGLEV_SIZE);
-		if (i >= BPFGEN_MAGLEV_SIZE)
-			return -1;
-		i = bpfgen_maglev_1[i];
-		i = bpfgen_svc_bounded(i);
-		if (i >= 3)
-			return -1;
-		*b = bpfgen_backends_4[i];
-		return 0;
+	switch (n) {
+	case 3:
+		return h % 3;
 	}
-	return -1;
+	return (__u32)-1;
 }
 
 #include "bpfgen_svc.h"

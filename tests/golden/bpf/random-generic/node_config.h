@@ -55,6 +55,10 @@
  *       services: bpfgen_svc_maglev rows: one per frontend id
  *   BPFGEN_SVC_FRONTENDS = 5
  *       services: frontend ids 0..n-1
+ *   BPFGEN_SVC_BACKENDS_TOTAL = 6
+ *       services: bpfgen_backends[] (frontends as code): the distinct backend lists, flat
+ *   BPFGEN_MAGLEV_TABLES = 1
+ *       services: bpfgen_maglev[][] (.rodata): the distinct Maglev tables
  *   BPFGEN_SVC_BACKENDS_MAX = 64
  *       services: bpfgen_svc_backends size: 2x the backends, power of two, at least 64
  *   BPFGEN_REJECT_NO_BACKEND = 1
@@ -102,6 +106,8 @@ struct bpfgen_config bpfgen_cfg;
 #define BPFGEN_MAGLEV_IN_MAP 0 /* services */
 #define BPFGEN_MAGLEV_ROWS 5 /* services */
 #define BPFGEN_SVC_FRONTENDS 5 /* services */
+#define BPFGEN_SVC_BACKENDS_TOTAL 6 /* services */
+#define BPFGEN_MAGLEV_TABLES 1 /* services */
 #define BPFGEN_SVC_BACKENDS_MAX 64 /* services */
 #define BPFGEN_REJECT_NO_BACKEND 1 /* services */
 
