@@ -979,6 +979,7 @@ def _bpf_parts(
     backends_max = max(64, _pow2_at_least(2 * total_backends))
     rows = max(1, len(frontends))
     no_backend = [f for f in frontends if not f.backends]
+    most = max((len(f.backends) for f in frontends), default=0)
     decisions = [
         Decision("BPFGEN_MODE_BPF", "1", "datapath.mode",
                  "bpf: DNAT, SNAT and forwarding in bpfgen_svc_in; no egress program"),
@@ -1007,6 +1008,8 @@ def _bpf_parts(
                  "frontend ids 0..n-1"),
         Decision("BPFGEN_SVC_BACKENDS_TOTAL", str(max(1, len(svc.backends))), "services",
                  "bpfgen_backends[] (frontends as code): the distinct backend lists, flat"),
+        Decision("BPFGEN_SVC_SEARCH_STEPS", str(max(1, most.bit_length())), "services",
+                 f"membership binary search: the largest backend list has {most}"),
         Decision("BPFGEN_MAGLEV_TABLES", str(max(1, len(svc.tables))), "services",
                  "bpfgen_maglev[][] (.rodata): the distinct Maglev tables"),
         Decision("BPFGEN_SVC_BACKENDS_MAX", str(backends_max), "services",

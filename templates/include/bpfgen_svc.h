@@ -122,9 +122,9 @@ __noinline int bpfgen_svc_has_backend_inline(__u32 first, __u32 n, __be32 addr, 
 	__u32 lo = first, hi = first + n;
 	int step;
 
-	/* 17 halvings cover 2^17 backends, more than a frontend has. */
+	/* BPFGEN_SVC_SEARCH_STEPS halvings cover the largest backend list. */
 #pragma clang loop unroll(disable)
-	for (step = 0; step < 17; step++) {
+	for (step = 0; step < BPFGEN_SVC_SEARCH_STEPS; step++) {
 		const struct bpfgen_backend *b;
 		__u32 mid;
 		__u64 got;

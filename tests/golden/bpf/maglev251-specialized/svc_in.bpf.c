@@ -57,6 +57,8 @@
  *       services: frontend ids 0..n-1
  *   BPFGEN_SVC_BACKENDS_TOTAL = 6
  *       services: bpfgen_backends[] (frontends as code): the distinct backend lists, flat
+ *   BPFGEN_SVC_SEARCH_STEPS = 2
+ *       services: membership binary search: the largest backend list has 3
  *   BPFGEN_MAGLEV_TABLES = 2
  *       services: bpfgen_maglev[][] (.rodata): the distinct Maglev tables
  *   BPFGEN_SVC_BACKENDS_MAX = 64

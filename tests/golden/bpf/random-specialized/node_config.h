@@ -57,6 +57,8 @@
  *       services: frontend ids 0..n-1
  *   BPFGEN_SVC_BACKENDS_TOTAL = 6
  *       services: bpfgen_backends[] (frontends as code): the distinct backend lists, flat
+ *   BPFGEN_SVC_SEARCH_STEPS = 2
+ *       services: membership binary search: the largest backend list has 3
  *   BPFGEN_MAGLEV_TABLES = 1
  *       services: bpfgen_maglev[][] (.rodata): the distinct Maglev tables
  *   BPFGEN_SVC_BACKENDS_MAX = 64
@@ -101,6 +103,7 @@
 #define BPFGEN_MAGLEV_ROWS 5 /* services */
 #define BPFGEN_SVC_FRONTENDS 5 /* services */
 #define BPFGEN_SVC_BACKENDS_TOTAL 6 /* services */
+#define BPFGEN_SVC_SEARCH_STEPS 2 /* services */
 #define BPFGEN_MAGLEV_TABLES 1 /* services */
 #define BPFGEN_SVC_BACKENDS_MAX 64 /* services */
 #define BPFGEN_REJECT_NO_BACKEND 1 /* services */
