@@ -349,3 +349,20 @@ def test_echo_request_to_a_non_vip_passes(bpf: Bpf) -> None:
     result = bpf.build.run("svc_in", frame)
     assert (result.retval, result.packet) == (TC_ACT_OK, frame)
     assert bpf.deltas() == {"pass": 1}
+
+
+def test_hairpin_is_snated_and_its_reply_reversed(bpf: Bpf) -> None:
+    """A pod that is itself selected as the backend gets SNAT to a node address."""
+    bpf.clear()
+    me = BACKENDS[0]
+    sport = next(p for p in range(45000, 46000)
+                 if str(bpf.expected_backend(me, VIP, p, 80, IPPROTO_TCP).address) == me)
+    out = bpf.run(syn(me, VIP, sport, 80))
+    assert (out.daddr, out.dport) == (A(me), BACKEND_PORT)
+    assert out.saddr in (A(NODE1), A(NODE2)) and PORT_MIN <= out.sport <= PORT_MAX
+    assert bpf.deltas().get("snat_new") == 1
+    bpf.build.reset_counters()
+    reply = bpf.run(syn(me, str(IPv4Address(out.saddr)), BACKEND_PORT, out.sport,
+                        flags=SYN | ACK))
+    assert (reply.saddr, reply.sport, reply.daddr, reply.dport) == (A(VIP), 80, A(me), sport)
+    assert bpf.deltas().get("rdnat") == 1
