@@ -315,6 +315,87 @@ static __always_inline int bpfgen_svc_reply(struct __sk_buff *skb, const struct 
 	return bpfgen_svc_rewrite(skb, p, &x);
 }
 
+static __always_inline __sum16 bpfgen_svc_csum_fold(__s64 sum)
+{
+	__u32 s = (__u32)sum;
+
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__sum16)~s;
+}
+
+/* kube-proxy's REJECT for a TCP frontend without backends: the packet becomes
+ * a RST (RFC 9293 3.10.7.1: to a segment with ACK, seq = its ack; else ACK of
+ * everything it carried) and goes back out of the device it came in on.
+ * Checksums are computed whole: received packets carry a complete checksum
+ * state (or, from a local veth, CHECKSUM_PARTIAL, which the peer trusts).
+ */
+static __always_inline int bpfgen_svc_reset(struct __sk_buff *skb, const struct bpfgen_pkt *p)
+{
+	struct {
+		struct iphdr ip;
+		struct tcphdr th;
+	} r = {};
+	struct {
+		__be32 saddr;
+		__be32 daddr;
+		__u8 zero;
+		__u8 proto;
+		__be16 len;
+	} ph = {};
+	struct tcphdr in;
+	__u8 mac[12], swapped[12];
+	__u32 hdr, seg;
+	__s64 sum;
+
+	/* Never answer a RST; IP options: not rebuilt here, dropped. */
+	if (p->l4_off != BPFGEN_L3_OFF + sizeof(struct iphdr) || (p->tcp_flags & BPFGEN_TCP_RST))
+		return TC_ACT_SHOT;
+	if (bpf_skb_load_bytes(skb, p->l4_off, &in, sizeof(in)) || bpf_skb_load_bytes(skb, 0, mac, 12))
+		return TC_ACT_SHOT;
+	hdr = p->l4_off + in.doff * 4;
+	seg = skb->len > hdr ? skb->len - hdr : 0;
+	r.ip.version = 4;
+	r.ip.ihl = 5;
+	r.ip.ttl = 64;
+	r.ip.protocol = IPPROTO_TCP;
+	r.ip.tot_len = bpf_htons(sizeof(r));
+	r.ip.saddr = p->t.daddr;
+	r.ip.daddr = p->t.saddr;
+	r.th.source = p->t.dport;
+	r.th.dest = p->t.sport;
+	r.th.doff = 5;
+	r.th.rst = 1;
+	if (in.ack) {
+		r.th.seq = in.ack_seq;
+	} else {
+		r.th.ack = 1;
+		r.th.ack_seq = bpf_htonl(bpf_ntohl(in.seq) + seg + in.syn + in.fin);
+	}
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.ip, sizeof(r.ip), 0);
+	if (sum < 0)
+		return TC_ACT_SHOT;
+	r.ip.check = bpfgen_svc_csum_fold(sum);
+	ph.saddr = r.ip.saddr;
+	ph.daddr = r.ip.daddr;
+	ph.proto = IPPROTO_TCP;
+	ph.len = bpf_htons(sizeof(r.th));
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	if (sum < 0)
+		return TC_ACT_SHOT;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.th, sizeof(r.th), (__wsum)sum);
+	if (sum < 0)
+		return TC_ACT_SHOT;
+	r.th.check = bpfgen_svc_csum_fold(sum);
+	__builtin_memcpy(swapped, mac + 6, 6);
+	__builtin_memcpy(swapped + 6, mac, 6);
+	if (bpf_skb_change_tail(skb, BPFGEN_L3_OFF + sizeof(r), 0) ||
+	    bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) ||
+	    bpf_skb_store_bytes(skb, BPFGEN_L3_OFF, &r, sizeof(r), BPF_F_RECOMPUTE_CSUM))
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 /* A packet to frontend @v: its session's backend, or a new one. */
 static __always_inline int bpfgen_svc_dnat(struct __sk_buff *skb, const struct bpfgen_pkt *p,
 					   const struct bpfgen_svc_value *v)
@@ -360,7 +441,8 @@ static __always_inline int bpfgen_svc_dnat(struct __sk_buff *skb, const struct b
 		bpfgen_svc_forget(p, e);
 	if (!v->n_backends) {
 		bpfgen_count(BPFGEN_SVC_REJECT_NO_BACKEND);
-		return TC_ACT_SHOT;
+		/* UDP: dropped (an ICMP port unreachable is later work). */
+		return p->t.proto == IPPROTO_TCP ? bpfgen_svc_reset(skb, p) : TC_ACT_SHOT;
 	}
 	if (bpfgen_svc_pick(v, bpfgen_tuple_hash_seeded(BPFGEN_SELECTION_SEED, &p->t), &b)) {
 		bpfgen_count(BPFGEN_SVC_REJECT_NO_BACKEND);

@@ -59,7 +59,8 @@ def services() -> dict[str, Any]:
         _slice("web", [{"name": "http", "port": BACKEND_PORT, "protocol": "TCP"},
                        {"name": "dns", "port": DNS_PORT, "protocol": "UDP"}],
                BACKENDS, ("node-a", "node-b", "node-c")),
-        _service("empty", EMPTY_VIP, [{"port": 80}]),
+        _service("empty", EMPTY_VIP, [{"name": "http", "port": 80},
+                                      {"name": "dns", "port": 53, "protocol": "UDP"}]),
     ]}
 
 

@@ -80,8 +80,8 @@ def test_small_config_verifies(tmp_path: Path, kind: str, scheduler: str) -> Non
                                             else set())
         assert spec["frontends_in_map"] and maps == want
         init = json.loads((tmp_path / "build" / "map_init.json").read_text())
-        # 2 ClusterIP, 2 NodePort, 1 empty; and 2 VIPs (port 0, ICMP) for echo requests
-        assert len(init["bpfgen_svc_frontends"]) == 5 + 2
+        # web: 2 ClusterIP, 2 NodePort; empty: 2 ClusterIP; 2 VIPs (port 0, ICMP) for pings
+        assert len(init["bpfgen_svc_frontends"]) == 6 + 2
         assert len(init["bpfgen_svc_backends"]) == 4 * 3
         if scheduler == "maglev":
             assert len(init["bpfgen_svc_maglev"]) == 4 * 16381
@@ -127,8 +127,8 @@ def test_plan_records_frontends_without_backends(tmp_path: Path) -> None:
     plan = make_plan(load_inputs(node_path, [services_path]))
     text = plan.to_text()
     assert "ClusterIP 198.18.128.11:80/TCP" in text
-    assert "0 backends: reject (drop, reject_no_backend)" in text
-    assert "TCP RST / ICMP unreachable not implemented yet" in plan.decision(
+    assert "0 backends: reject (TCP RST, UDP drop)" in text
+    assert "ICMP port unreachable not implemented yet" in plan.decision(
         "BPFGEN_REJECT_NO_BACKEND").reason
     assert plan.decision("BPFGEN_SELECTION_SEED").value == "0x1234abcdU"
 

@@ -254,11 +254,43 @@ def test_udp_cluster_ip_from_outside_the_cluster_is_masqueraded(bpf: Bpf) -> Non
     assert bpf.deltas().get("snat_new") == 1
 
 
-def test_frontend_without_backends_is_rejected(bpf: Bpf) -> None:
+@pytest.mark.parametrize("flags", [SYN, ACK | 0x08])
+def test_tcp_to_a_frontend_without_backends_gets_a_reset(bpf: Bpf, flags: int) -> None:
+    """kube-proxy's REJECT: the segment becomes a RST back to the client (seq = its
+    ack when it has ACK, else ACK of seq + SYN + payload), out of the ingress device."""
     bpf.clear()
-    assert bpf.build.run("svc_in", syn(CLIENT_POD, EMPTY_VIP, 40000, 80)).retval == TC_ACT_SHOT
+    frame = ethernet(ipv4(A(CLIENT_POD), A(EMPTY_VIP), IPPROTO_TCP, tcp(
+        A(CLIENT_POD), A(EMPTY_VIP), 40000, 80, flags=flags, seq=1000, ack=7777,
+        options=bytes.fromhex("020405b4"), payload=b"hi")))
+    result = bpf.build.run("svc_in", frame)
+    out = parse(result.retval, result.packet)
+    assert result.retval == TC_ACT_REDIRECT and len(result.packet) == 54
+    assert result.packet[:6] == frame[6:12] and result.packet[6:12] == frame[:6]
+    assert (out.saddr, out.sport, out.daddr, out.dport) == (A(EMPTY_VIP), 80, A(CLIENT_POD), 40000)
+    seq, ack = struct.unpack("!II", result.packet[38:46])
+    tcp_flags = result.packet[47]
+    if flags & ACK:
+        assert (tcp_flags, seq) == (0x04, 7777)
+    else:
+        assert (tcp_flags, ack) == (0x14, 1000 + 1 + 2)  # SYN + "hi"
     assert bpf.deltas() == {"reject_no_backend": 1}
     assert bpf.nat() == {} and bpf.rnat() == {}
+
+
+def test_tcp_reset_to_a_frontend_without_backends_is_not_answered(bpf: Bpf) -> None:
+    bpf.clear()
+    result = bpf.build.run("svc_in", syn(CLIENT_POD, EMPTY_VIP, 40000, 80, flags=0x04))
+    assert result.retval == TC_ACT_SHOT
+    assert bpf.deltas() == {"reject_no_backend": 1}
+
+
+def test_udp_to_a_frontend_without_backends_is_dropped(bpf: Bpf) -> None:
+    """An ICMP port unreachable is later work: dropped, counted."""
+    bpf.clear()
+    frame = ethernet(ipv4(A(CLIENT_POD), A(EMPTY_VIP), IPPROTO_UDP,
+                          udp(A(CLIENT_POD), A(EMPTY_VIP), 5353, 53, payload=b"q")))
+    assert bpf.build.run("svc_in", frame).retval == TC_ACT_SHOT
+    assert bpf.deltas() == {"reject_no_backend": 1}
 
 
 def test_other_traffic_passes_untouched(bpf: Bpf) -> None:

@@ -44,7 +44,7 @@ def test_backends_per_frontend_sorted_and_empty_recorded(tmp_path: Path) -> None
     assert got[(FrontendKind.CLUSTER_IP, "198.18.128.10", 80, "TCP")] == web
     assert got[(FrontendKind.NODE_PORT, "None", 30080, "TCP")] == web
     assert got[(FrontendKind.CLUSTER_IP, "198.18.128.11", 80, "TCP")] == []
-    assert "reject (drop, reject_no_backend)" in plan.to_text()
+    assert "reject (TCP RST, UDP drop)" in plan.to_text()
 
 
 def _with_policies(external: bool, internal: bool) -> dict[str, Any]:
@@ -90,9 +90,9 @@ def test_generic_build_writes_tables_to_map_init(tmp_path: Path) -> None:
     plan = _plan(tmp_path, node_config("maglev", 251), services(), build="generic")
     assert plan.svc is not None and not plan.svc.maglev_in_rodata
     frontends = dict(plan.map_init["bpfgen_svc_frontends"])
-    assert len(frontends) == 5 + 2  # and the two VIPs, as (VIP, 0, ICMP): answer pings
+    assert len(frontends) == 6 + 2  # and the two VIPs, as (VIP, 0, ICMP): answer pings
     values = sorted(layouts.SvcValue.from_buffer_copy(v).n_backends for v in frontends.values())
-    assert values == [0, 0, 0, 3, 3, 3, 3]
+    assert values == [0, 0, 0, 0, 3, 3, 3, 3]
     vips = [layouts.FrontendKey.from_buffer_copy(k) for k, v in frontends.items()
             if layouts.SvcValue.from_buffer_copy(v).id == 0xFFFFFFFF]
     assert sorted((bytes(k.addr), k.proto) for k in vips) == [
