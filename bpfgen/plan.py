@@ -331,7 +331,7 @@ class Plan:
                 "map" if self.svc.maglev else None),
             "maglev_reason": self.svc.maglev_reason,
             "backends": "map" if self.frontends_in_map else "rodata",
-            "no_backend": "TCP RST, UDP drop (reject_no_backend)",
+            "no_backend": "TCP RST, UDP ICMP port unreachable (reject_no_backend)",
         }
 
     def to_text(self) -> str:
@@ -361,7 +361,7 @@ class Plan:
             lines.append(
                 f"  #{f.index:<4} {f.label:<36} {f.service} {f.port_name or '-'}  "
                 f"masq {f.masq.name} ({f.masq_reason}), {len(f.backends)} backends"
-                + ("" if f.backends or self.svc is None else ": reject (TCP RST, UDP drop)")
+                + ("" if f.backends or self.svc is None else ": reject (TCP RST, ICMP unreachable)")
             )
         if self.svc is not None:
             lines += ["", f"selection: {self.svc.scheduler}; {self.svc.maglev_reason}"]
@@ -1019,7 +1019,7 @@ def _bpf_parts(
             "1",
             "services",
             f"{len(no_backend)} frontends without backends: TCP answered with a RST, UDP "
-            "dropped (ICMP port unreachable not implemented yet); counted reject_no_backend",
+            "with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend",
         ),
     ]
     maps = _session_maps(

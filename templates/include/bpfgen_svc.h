@@ -396,6 +396,55 @@ static __always_inline int bpfgen_svc_reset(struct __sk_buff *skb, const struct 
 	return bpf_redirect(skb->ifindex, 0);
 }
 
+/* kube-proxy's REJECT for UDP: an ICMP port unreachable from the frontend
+ * address, quoting the datagram's IPv4 header and first 8 bytes (RFC 792),
+ * back out of the ingress device. The packet is resized to exactly that.
+ */
+static __always_inline int bpfgen_svc_unreachable(struct __sk_buff *skb,
+						  const struct bpfgen_pkt *p)
+{
+	struct {
+		struct iphdr ip;
+		__u8 type;
+		__u8 code;
+		__sum16 check;
+		__u32 unused;
+		__u8 quote[sizeof(struct iphdr) + 8];
+	} r = {};
+	__u8 mac[12], swapped[12];
+	__s64 sum;
+
+	if (p->l4_off != BPFGEN_L3_OFF + sizeof(struct iphdr))
+		return TC_ACT_SHOT; /* IP options: not quoted here, dropped */
+	if (bpf_skb_load_bytes(skb, BPFGEN_L3_OFF, r.quote, sizeof(r.quote)) ||
+	    bpf_skb_load_bytes(skb, 0, mac, 12))
+		return TC_ACT_SHOT;
+	r.ip.version = 4;
+	r.ip.ihl = 5;
+	r.ip.ttl = 64;
+	r.ip.protocol = IPPROTO_ICMP;
+	r.ip.tot_len = bpf_htons(sizeof(r));
+	r.ip.saddr = p->t.daddr;
+	r.ip.daddr = p->t.saddr;
+	r.type = 3; /* destination unreachable */
+	r.code = 3; /* port unreachable */
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.ip, sizeof(r.ip), 0);
+	if (sum < 0)
+		return TC_ACT_SHOT;
+	r.ip.check = bpfgen_svc_csum_fold(sum);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.type, sizeof(r) - sizeof(r.ip), 0);
+	if (sum < 0)
+		return TC_ACT_SHOT;
+	r.check = bpfgen_svc_csum_fold(sum);
+	__builtin_memcpy(swapped, mac + 6, 6);
+	__builtin_memcpy(swapped + 6, mac, 6);
+	if (bpf_skb_change_tail(skb, BPFGEN_L3_OFF + sizeof(r), 0) ||
+	    bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) ||
+	    bpf_skb_store_bytes(skb, BPFGEN_L3_OFF, &r, sizeof(r), BPF_F_RECOMPUTE_CSUM))
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 /* A packet to frontend @v: its session's backend, or a new one. */
 static __always_inline int bpfgen_svc_dnat(struct __sk_buff *skb, const struct bpfgen_pkt *p,
 					   const struct bpfgen_svc_value *v)
@@ -441,8 +490,8 @@ static __always_inline int bpfgen_svc_dnat(struct __sk_buff *skb, const struct b
 		bpfgen_svc_forget(p, e);
 	if (!v->n_backends) {
 		bpfgen_count(BPFGEN_SVC_REJECT_NO_BACKEND);
-		/* UDP: dropped (an ICMP port unreachable is later work). */
-		return p->t.proto == IPPROTO_TCP ? bpfgen_svc_reset(skb, p) : TC_ACT_SHOT;
+		return p->t.proto == IPPROTO_TCP ? bpfgen_svc_reset(skb, p) :
+						     bpfgen_svc_unreachable(skb, p);
 	}
 	if (bpfgen_svc_pick(v, bpfgen_tuple_hash_seeded(BPFGEN_SELECTION_SEED, &p->t), &b)) {
 		bpfgen_count(BPFGEN_SVC_REJECT_NO_BACKEND);

@@ -127,8 +127,8 @@ def test_plan_records_frontends_without_backends(tmp_path: Path) -> None:
     plan = make_plan(load_inputs(node_path, [services_path]))
     text = plan.to_text()
     assert "ClusterIP 198.18.128.11:80/TCP" in text
-    assert "0 backends: reject (TCP RST, UDP drop)" in text
-    assert "ICMP port unreachable not implemented yet" in plan.decision(
+    assert "0 backends: reject (TCP RST, ICMP unreachable)" in text
+    assert "UDP with an ICMP port unreachable" in plan.decision(
         "BPFGEN_REJECT_NO_BACKEND").reason
     assert plan.decision("BPFGEN_SELECTION_SEED").value == "0x1234abcdU"
 

@@ -284,12 +284,22 @@ def test_tcp_reset_to_a_frontend_without_backends_is_not_answered(bpf: Bpf) -> N
     assert bpf.deltas() == {"reject_no_backend": 1}
 
 
-def test_udp_to_a_frontend_without_backends_is_dropped(bpf: Bpf) -> None:
-    """An ICMP port unreachable is later work: dropped, counted."""
+@pytest.mark.parametrize("payload", [0, 100])  # the packet grows, or shrinks
+def test_udp_to_a_frontend_without_backends_gets_port_unreachable(bpf: Bpf, payload: int) -> None:
+    """ICMP port unreachable from the frontend address, quoting the datagram's IPv4
+    header and first 8 bytes, back out of the ingress device."""
     bpf.clear()
     frame = ethernet(ipv4(A(CLIENT_POD), A(EMPTY_VIP), IPPROTO_UDP,
-                          udp(A(CLIENT_POD), A(EMPTY_VIP), 5353, 53, payload=b"q")))
-    assert bpf.build.run("svc_in", frame).retval == TC_ACT_SHOT
+                          udp(A(CLIENT_POD), A(EMPTY_VIP), 5353, 53, payload=b"q" * payload)))
+    result = bpf.build.run("svc_in", frame)
+    out = result.packet
+    assert result.retval == TC_ACT_REDIRECT and len(out) == 14 + 20 + 8 + 28
+    assert out[:6] == frame[6:12] and out[6:12] == frame[:6]
+    assert ones_sum(out[14:34]) == 0xFFFF, out.hex()
+    assert out[23] == IPPROTO_ICMP and (out[26:30], out[30:34]) == (frame[30:34], frame[26:30])
+    assert (out[34], out[35]) == (3, 3)
+    assert ones_sum(out[34:]) == 0xFFFF, f"ICMP checksum wrong: {out.hex()}"
+    assert out[42:70] == frame[14:42]  # the quoted header and UDP ports, length, checksum
     assert bpf.deltas() == {"reject_no_backend": 1}
 
 

@@ -44,7 +44,7 @@ def test_backends_per_frontend_sorted_and_empty_recorded(tmp_path: Path) -> None
     assert got[(FrontendKind.CLUSTER_IP, "198.18.128.10", 80, "TCP")] == web
     assert got[(FrontendKind.NODE_PORT, "None", 30080, "TCP")] == web
     assert got[(FrontendKind.CLUSTER_IP, "198.18.128.11", 80, "TCP")] == []
-    assert "reject (TCP RST, UDP drop)" in plan.to_text()
+    assert "reject (TCP RST, ICMP unreachable)" in plan.to_text()
 
 
 def _with_policies(external: bool, internal: bool) -> dict[str, Any]:

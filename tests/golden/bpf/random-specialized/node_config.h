@@ -64,7 +64,7 @@
  *   BPFGEN_SVC_BACKENDS_MAX = 64
  *       services: bpfgen_svc_backends size: 2x the backends, power of two, at least 64
  *   BPFGEN_REJECT_NO_BACKEND = 1
- *       services: 2 frontends without backends: TCP answered with a RST, UDP dropped (ICMP port unreachable not implemented yet); counted reject_no_backend
+ *       services: 2 frontends without backends: TCP answered with a RST, UDP with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend
  */
 
 #ifndef BPFGEN_NODE_CONFIG_H
