@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bpf_inputs import many_services, node_config, services, write_inputs
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import GeneratedConfig, to_yaml, valid_configs
 
 from bpfgen import layouts
 from bpfgen.compiler import compile_build
@@ -25,11 +27,10 @@ from bpfgen.plan import (
     MAGLEV_RODATA_BUDGET,
     make_plan,
 )
-from tests.build.bpf_inputs import many_services, node_config, services, write_inputs
-from tests.build.test_compile_properties import VERIFIER_BUDGET
-from tests.strategies import GeneratedConfig, to_yaml, valid_configs
 
 pytestmark = pytest.mark.kernel
+
+VERIFIER_BUDGET = 20_000  # as tests/build/test_compile_properties.py (2 % of the 1M limit)
 
 #: svc_in does what the ipvs mode's ingress, egress and IPVS do together: its
 #: object budget is the ipvs programs' 1500 plus room for 64 frontends as code

@@ -1,5 +1,5 @@
 """Regenerate the golden C of the bundled example (ipvs mode) and of the bpf
-mode's test inputs (tests/build/bpf_inputs.py): `make golden`.
+mode's test inputs (tests/bpf_inputs.py): `make golden`.
 
 Review the diff before committing it: it is exactly what changed in the C
 that bpfgen emits for a real node.
@@ -36,7 +36,7 @@ def rendered_example(build: str) -> dict[str, str]:
 
 
 def rendered_bpf(name: str) -> dict[str, str]:
-    from tests.build.bpf_inputs import node_config, services
+    from tests.bpf_inputs import node_config, services
 
     scheduler, size, build = BPF_BUILDS[name]
     with tempfile.TemporaryDirectory() as tmp:

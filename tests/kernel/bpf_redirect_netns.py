@@ -1,5 +1,5 @@
 """Run in a fresh network namespace (`unshare -n`) by test_bpf_mode_cases: a veth
-pair with 198.18.0.2/15 (so every backend of tests.build.bpf_inputs has a
+pair with 198.18.0.2/15 (so every backend of tests/bpf_inputs.py has a
 connected route), forwarding on, permanent neighbours for two of the three
 backends; then svc_in on pod -> ClusterIP flows. Prints one JSON line:
 [[verdict, daddr, ttl], ...] and the counters."""

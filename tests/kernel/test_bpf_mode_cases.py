@@ -24,17 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-
-from bpfgen import maglev
-from bpfgen.compiler import compile_build
-from bpfgen.config import load_inputs
-from bpfgen.model import Backend
-from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
-from bpfgen.refmodel.checksum import ones_sum, pseudo_header
-from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
-from bpfgen.refmodel.hashing import tuple_hash
-from bpfgen_runtime.testrun import BuildUnderTest, SessionKey
-from tests.build.bpf_inputs import (
+from bpf_inputs import (
     BACKEND_PORT,
     BACKENDS,
     DNS_PORT,
@@ -50,6 +40,16 @@ from tests.build.bpf_inputs import (
     services,
     write_inputs,
 )
+
+from bpfgen import maglev
+from bpfgen.compiler import compile_build
+from bpfgen.config import load_inputs
+from bpfgen.model import Backend
+from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
+from bpfgen.refmodel.checksum import ones_sum, pseudo_header
+from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
+from bpfgen.refmodel.hashing import tuple_hash
+from bpfgen_runtime.testrun import BuildUnderTest, SessionKey
 
 pytestmark = pytest.mark.kernel
 

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bpf_inputs import node_config, services, write_inputs
 
 from bpfgen import layouts, maglev
 from bpfgen.config import load_inputs
 from bpfgen.model import DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_SELECTION_SEED, Mode
 from bpfgen.plan import BPF_COUNTER_NAMES, COUNTER_NAMES, FrontendKind, Plan, make_plan
-from tests.build.bpf_inputs import node_config, services, write_inputs
 
 
 def _plan(tmp_path: Path, node: dict[str, Any], svcs: dict[str, Any], build: str = "specialized"
