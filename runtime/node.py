@@ -29,6 +29,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +55,13 @@ DUMMY_DEVICE = "bpfgen-ipvs0"  # holds every VIP as a /32, as kube-proxy's kube-
 IPVS_TCP_FLOOR, IPVS_TCPFIN_FLOOR, IPVS_UDP_FLOOR = 7440, 240, 120
 PRELOAD_ENTRIES = {"maps.debug", "progs.debug"}  # what the kernel's bpf_preload puts on a bpffs
 COUNTERS_MAP = "bpfgen_counters"
+# bpf mode's service tables (templates/include/bpfgen_maps.h): what a build says about its
+# frontends, by frontend id. Everything else pinned is session state and is never replaced.
+SERVICE_TABLE_PREFIX = "bpfgen_svc_"
+FRONTEND_TABLE = "bpfgen_svc_frontends"  # value: struct bpfgen_svc_value, first field __u32 id
+NOT_A_FRONTEND = 0xFFFFFFFF  # the id of a VIP's (VIP, 0, ICMP) entry: no frontend
+# A fresh service table's pin until its programs are attached (bpffs refuses dots in names).
+STAGED_SUFFIX = "__next"
 
 
 @dataclass(frozen=True)
@@ -249,6 +257,10 @@ class _Converge:
         self.report = Report()
         self.loaded: dict[str, LoadedObject] = {}  # object file -> loaded object
         self.maps_reset = False
+        # Service tables the next programs get fresh (map name -> staged pin path), and
+        # why; empty: the pinned tables are rewritten in place (map_init).
+        self.staged: dict[str, str] = {}
+        self.tables_reason = ""
 
     def change(self, what: str, action: Callable[[], object]) -> None:
         self.report.changes.append(what)
@@ -270,6 +282,7 @@ class _Converge:
             self.runtime_config()
             self.sysctls()
             self.attachments()
+            self.publish_tables()
         if self.build.needs_nft:
             self.nft()  # before IPVS takes traffic: its packets are never tracked
         if self.opts.ipvs and self.build.needs_ipvs:
@@ -344,8 +357,40 @@ class _Converge:
                 return int(a["prog_id"])
         return None
 
+    def _frontend_ids_moved(self) -> list[str]:
+        """Frontends whose id differs between the pinned bpfgen_svc_frontends and the build's
+        map_init, and new frontends taking the id of a removed one (as "addr:port/proto
+        id a -> b"). Empty: every id means the same frontend in both (a pure addition or
+        removal), so the tables can be rewritten in place under live traffic."""
+        path = os.path.join(self.opts.pin_dir(), FRONTEND_TABLE)
+        entries = self.build.map_init.get(FRONTEND_TABLE)
+        if entries is None or not os.path.exists(path):
+            return []
+        with pins.PinnedMap(path) as live:
+            have = {k: _frontend_id(v) for k, v in live.items()}
+        want = {k: _frontend_id(v) for k, v in entries}
+        have = {k: i for k, i in have.items() if i != NOT_A_FRONTEND}
+        want = {k: i for k, i in want.items() if i != NOT_A_FRONTEND}
+        in_use = set(have.values())
+        return [
+            f"{_frontend_name(k)} id {have.get(k, '-')} -> {i}"
+            for k, i in sorted(want.items())
+            if (k in have and have[k] != i) or (k not in have and i in in_use)
+        ]
+
+    def _interrupted_replacement(self) -> list[str]:
+        """Staged service-table pins a replacement left (it stopped before publishing)."""
+        return [p for p in self.state.pins if p.endswith(STAGED_SUFFIX)]
+
     def programs(self) -> None:
-        """Load every object when some program of the build is not live yet."""
+        """Load every object when some program of the build is not live yet, or when the
+        service tables must be replaced with the programs (frontend ids moved).
+
+        A load gives the service tables (bpfgen_svc_*) whose pins exist FRESH maps, pinned
+        at `<name>__next` until the new programs are attached (publish_tables); the session
+        maps (NAT, reverse NAT, counters) are always the pinned ones. So the live programs
+        keep reading their own, complete tables while the new ones are filled, and every
+        hook switches program and tables together (one BPF_TC_F_REPLACE)."""
         present = attach.devices()
         targets = desired_targets(self.build, present)
         needed = {p for p in targets.values() if self._current_program(p) is None}
@@ -353,10 +398,37 @@ class _Converge:
             s.name for s in self.build.maps
             if not os.path.exists(s.pin_path(self.opts.bpffs, self.opts.label))
         ]  # fmt: skip
-        if not needed and not missing_pins:
+        moved = [] if self.maps_reset else self._frontend_ids_moved()
+        leftover = self._interrupted_replacement()
+        if not needed and not missing_pins and not moved and not leftover:
             return
+        self.staged = {
+            s.name: s.pin_path(self.opts.bpffs, self.opts.label) + STAGED_SUFFIX
+            for s in self.build.maps
+            if s.name.startswith(SERVICE_TABLE_PREFIX)
+            and os.path.exists(s.pin_path(self.opts.bpffs, self.opts.label))
+        }  # fmt: skip
+        if moved:
+            shown = ", ".join(moved[:4]) + (f" (+{len(moved) - 4})" if len(moved) > 4 else "")
+            self.tables_reason = f"frontend ids moved: {shown}"
+        elif leftover:
+            self.tables_reason = "a replacement was interrupted"
+        else:
+            self.tables_reason = "new programs"
+        if leftover:
+            self.report.notes.append(
+                f"staged service tables of an interrupted sync removed: {', '.join(leftover)}"
+            )
 
         def load() -> None:
+            for path in leftover:  # a program using one holds it by reference: unaffected
+                if os.path.lexists(path):
+                    os.unlink(path)
+                self.state.pins.remove(path)
+            for path in self.staged.values():
+                if path not in self.state.pins:
+                    self.state.pins.append(path)  # on disk before the pin exists
+            self.save()
             for obj_name in self.build.objects():
                 prog = next(p for p in self.build.programs if p.object == obj_name)
                 self.loaded[obj_name] = open_object(
@@ -364,6 +436,7 @@ class _Converge:
                     pin_root=self.opts.pin_dir(),
                     initial_values=self.build.initial_values(),
                     log_level=0,
+                    pin_paths=self.staged,
                 )
             for spec in self.build.maps:
                 path = spec.pin_path(self.opts.bpffs, self.opts.label)
@@ -372,6 +445,30 @@ class _Converge:
 
         objs = ", ".join(self.build.objects())
         self.change(f"load {objs} (maps pinned in {self.opts.pin_dir()})", load)
+        if self.staged:
+            self.report.changes.append(
+                f"service tables replaced with the programs: {self.tables_reason} "
+                f"({', '.join(sorted(self.staged))} fresh, filled before the programs are "
+                "attached)"
+            )
+
+    def publish_tables(self) -> None:
+        """After every hook runs the new programs: pin their fresh service tables in place
+        of the old ones (rename(2) on the bpffs replaces the old pin atomically). The old
+        tables go away with the last old program; the live programs hold their maps by
+        reference, the pins are the runtime's bookkeeping only."""
+        for name, staged in sorted(self.staged.items()):
+            spec = next(s for s in self.build.maps if s.name == name)
+            path = spec.pin_path(self.opts.bpffs, self.opts.label)
+
+            def publish(staged: str = staged, path: str = path) -> None:
+                _op(f"pin {staged} as {path}", partial(os.rename, staged, path))
+                if staged in self.state.pins:
+                    self.state.pins.remove(staged)
+                if path not in self.state.pins:
+                    self.state.pins.append(path)
+
+            self.change(f"pin the new {name} at {path} (the old table unpinned)", publish)
 
     def _program_fd(self, name: str, closer: ExitStack) -> int:
         prog = next(p for p in self.build.programs if p.name == name)
@@ -385,22 +482,28 @@ class _Converge:
         return fd
 
     def map_init(self) -> None:
-        """Write map_init.json into the pinned maps in place (no reload; sessions untouched).
+        """Write map_init.json into the pinned maps in place (no reload; sessions untouched),
+        or, for service tables staged by programs(), into the fresh tables of the programs
+        about to be attached (nothing reads them yet).
 
-        Two passes over all maps: first every new or changed entry, then the stale ones
+        In place, two passes over all maps: first every new or changed entry, then the stale ones
         removed (array slots, which cannot be deleted, zeroed), so a program running
         meanwhile sees the old or the new entry of a slot, never a missing one. A packet
         finds its frontend first and everything else from it, so the frontend maps
         (`*frontends*`) are written last and cleaned first: backend lists, membership
         sets and Maglev tables under a frontend's new id are complete before the
-        frontend entry points at them (frontend ids move when a Service is added before
-        another), and the old entries are gone only after nothing new refers to them.
+        frontend entry points at them, and the old entries are gone only after nothing
+        new refers to them. That is safe only while every frontend id keeps meaning the
+        same frontend: when ids move (a Service added before another renumbers the
+        frontends after it), an id in use would briefly hold another frontend's backends
+        and membership, whatever the order; programs() then stages fresh tables instead.
         """
         removals: list[tuple[str, pins.PinnedMap, list[bytes], bool]] = []
+        in_place: list[str] = []
         with ExitStack() as maps:
             for name, entries in sorted(self.build.map_init.items(), key=_write_order):
                 spec = next(s for s in self.build.maps if s.name == name)
-                path = spec.pin_path(self.opts.bpffs, self.opts.label)
+                path = self.staged.get(name) or spec.pin_path(self.opts.bpffs, self.opts.label)
                 if not os.path.exists(path):  # dry run before the first load
                     self.report.changes.append(f"write {len(entries)} entries into map {name}")
                     continue
@@ -420,6 +523,8 @@ class _Converge:
                             live.update(k, want[k])
 
                     self.change(f"map {name}: {len(differ)} entries written", write)
+                    if name.startswith(SERVICE_TABLE_PREFIX) and name not in self.staged:
+                        in_place.append(name)
                 if stale:
                     removals.append((name, live, stale, is_array))
             for name, live, stale, is_array in sorted(removals, key=_removal_order):
@@ -434,6 +539,12 @@ class _Converge:
 
                 verb = "zeroed" if is_array else "removed"
                 self.change(f"map {name}: {len(stale)} stale entries {verb}", remove)
+                if name.startswith(SERVICE_TABLE_PREFIX) and name not in in_place:
+                    in_place.append(name)
+        if in_place:
+            self.report.notes.append(
+                f"service tables rewritten in place: frontend ids stable ({', '.join(in_place)})"
+            )
 
     def runtime_config(self) -> None:
         """A generic build's config (.bss) changed but not its code: write it into the live
@@ -741,6 +852,16 @@ def _dummy_available() -> bool:
     if modprobe is not None:
         subprocess.run([modprobe, "-q", "dummy"], capture_output=True, check=False)
     return os.path.isdir("/sys/module/dummy")
+
+
+def _frontend_id(value: bytes) -> int:
+    return int.from_bytes(value[:4], sys.byteorder)  # struct bpfgen_svc_value.id, host order
+
+
+def _frontend_name(key: bytes) -> str:
+    """struct bpfgen_frontend_key {be32 addr, be16 port, u8 proto, u8 pad} as text."""
+    proto = {6: "TCP", 17: "UDP", 1: "ICMP"}.get(key[6], str(key[6]))
+    return f"{socket.inet_ntoa(key[:4])}:{int.from_bytes(key[4:6], 'big')}/{proto}"
 
 
 def _is_frontend_map(name: str) -> bool:

@@ -245,3 +245,147 @@ def test_load_digest_ignores_debug_info_only(env: Env) -> None:
 
     assert load_digest(flipped(".debug_line")) == digest
     assert load_digest(flipped("tc")) != digest
+
+
+# --- service tables: rewritten in place, or replaced with the programs -------------------------
+
+SERVICE_TABLES = ("bpfgen_svc_frontends", "bpfgen_svc_backends", "bpfgen_svc_members")
+SESSION_MAPS = ("bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_counters")
+SERVICE_VIPS = {"a": "198.18.128.21", "b": "198.18.128.22", "d": "198.18.128.24",
+                "z": "198.18.128.26"}  # fmt: skip
+
+
+def _bpf_services(names: list[str]) -> str:
+    """One ClusterIP Service per name (80/TCP, one endpoint); frontend ids follow the names'
+    order, so a Service sorted first moves the others' ids, one sorted last does not."""
+    items = ""
+    for i, name in enumerate(names):
+        vip = SERVICE_VIPS[name]
+        items += (
+            f"- apiVersion: v1\n  kind: Service\n  metadata: {{name: {name}, namespace: t}}\n"
+            f"  spec:\n    clusterIP: {vip}\n    clusterIPs: [{vip}]\n"
+            "    ports:\n    - {name: http, port: 80, protocol: TCP, targetPort: 8080}\n"
+            "- apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  addressType: IPv4\n"
+            f"  metadata:\n    name: {name}-1\n    namespace: t\n"
+            f"    labels: {{kubernetes.io/service-name: {name}}}\n"
+            f"  endpoints:\n  - addresses: [198.19.1.{30 + i}]\n    conditions: {{ready: true}}\n"
+            "  ports:\n  - {name: http, port: 8080, protocol: TCP}\n"
+        )
+    return "apiVersion: v1\nkind: List\nitems:\n" + items
+
+
+def _generic_bpf_build(env: Env, names: list[str]) -> Path:
+    node = env.workdir / "node-bpf.yaml"
+    node.write_text(
+        NODE_YAML.format(sessions=65536).replace("mode: ipvs, scheduler: rr", "mode: bpf")
+    )
+    services = env.workdir / f"svc-{''.join(names)}.yaml"
+    services.write_text(_bpf_services(names))
+    out = env.workdir / f"bpf-{''.join(names)}"
+    compile_build(node, [services], out, generic=True, verify=False)
+    return out
+
+
+def _wanted(build: Path, name: str) -> dict[str, str]:
+    manifest = json.loads((build / "manifest.json").read_text())
+    entries = json.loads((build / manifest["map_init"]).read_text())[name]
+    return {k: v for k, v in entries}
+
+
+def _inodes(opts: Options) -> dict[str, int]:
+    return {p.name: p.stat().st_ino for p in Path(opts.pin_dir()).iterdir()}
+
+
+def _live_programs_use_pins(opts: Options) -> bool:
+    """Every attached program uses exactly the maps pinned under the tables' names."""
+    pinned = set()
+    for name in SERVICE_TABLES + SESSION_MAPS:
+        with PinnedMap(os.path.join(opts.pin_dir(), name)) as m:
+            pinned.add(m.info.id)
+    return all(pinned <= set(program_map_ids(int(a["prog_id"]))) for a in status(opts)["attached"])
+
+
+def test_bpf_mode_sync_service_tables_in_place_or_replaced(env: Env) -> None:
+    """Real bpf-mode generic builds (same code, frontends in maps). A Service sorted
+    after the others keeps every frontend id: the pinned tables are rewritten in place
+    (same maps, same programs). A Service sorted before them moves ids: the programs
+    are loaded again with fresh tables, filled, attached, then pinned in place of the
+    old ones; the session maps stay the same maps (a session entry survives)."""
+    opts = _production(env)
+    base = _generic_bpf_build(env, ["b", "d"])
+    later = _generic_bpf_build(env, ["b", "d", "z"])
+    earlier = _generic_bpf_build(env, ["a", "b", "d"])
+    up(base, opts)
+    assert _live_programs_use_pins(opts)
+    ids = {a["prog_id"] for a in status(opts)["attached"]}
+    inodes = _inodes(opts)
+
+    report = sync(later, opts)
+    assert not [c for c in report.changes if c.startswith(("load ", "replace ", "service "))]
+    assert any(n.startswith("service tables rewritten in place") for n in report.notes), report
+    assert {a["prog_id"] for a in status(opts)["attached"]} == ids
+    assert _inodes(opts) == inodes
+    assert _map_contents(env, SERVICE_TABLES[0]) == _wanted(later, SERVICE_TABLES[0])
+
+    session = (bytes([198, 19, 1, 30]) + bytes(12), bytes(range(24)))
+    with PinnedMap(os.path.join(opts.pin_dir(), "bpfgen_nat_v4")) as nat:
+        nat.update(*session)
+    report = sync(earlier, opts)
+    moved = [c for c in report.changes if c.startswith("service tables replaced")]
+    assert len(moved) == 1 and "198.18.128.22:80/TCP id 0 -> 1" in moved[0], moved
+    assert moved[0].startswith("service tables replaced with the programs: frontend ids moved: ")
+    assert any(c.startswith("load ") for c in report.changes), report.changes
+    assert [c for c in report.changes if c.startswith("pin the new ")] == [
+        f"pin the new {n} at {opts.pin_dir()}/{n} (the old table unpinned)"
+        for n in sorted(SERVICE_TABLES)
+    ], report.changes
+    # order: load, tables filled, every hook replaced, then the pins moved
+    steps = ("load ", "map bpfgen_svc_frontends", "replace ", "pin the new ")
+    order = [next(i for i, c in enumerate(report.changes) if c.startswith(p)) for p in steps]
+    assert order == sorted(order), report.changes
+    after = _inodes(opts)
+    assert set(after) == set(inodes), "a staged pin was left"
+    assert all(after[n] != inodes[n] for n in SERVICE_TABLES)
+    assert all(after[n] == inodes[n] for n in SESSION_MAPS)
+    assert not {a["prog_id"] for a in status(opts)["attached"]} & ids
+    assert _live_programs_use_pins(opts)
+    for name in SERVICE_TABLES:
+        assert _map_contents(env, name) == _wanted(earlier, name), name
+    assert _map_contents(env, "bpfgen_nat_v4")[session[0].hex()] == session[1].hex()
+    assert status(opts)["in_sync"]
+    assert sync(earlier, opts).changes == []
+
+
+def test_bpf_mode_interrupted_table_replacement_converges(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync that stops after the new programs are attached but before their tables are
+    pinned (rename fails) leaves the staged pins listed in the state file; the live
+    programs run on their own complete tables. The next sync replaces programs and
+    tables again and publishes them; `down` removes everything."""
+    import bpfgen_runtime.node as node_mod
+
+    opts = _production(env)
+    up(_generic_bpf_build(env, ["b", "d"]), opts)
+    earlier = _generic_bpf_build(env, ["a", "b", "d"])
+
+    def rename_fails(src: str, dst: str) -> None:
+        raise OSError(5, "injected by the test", src)
+
+    monkeypatch.setattr(node_mod.os, "rename", rename_fails)
+    with pytest.raises(RuntimeOpError, match="bpfgen_svc_backends__next as .*Input/output error"):
+        sync(earlier, opts)
+    monkeypatch.undo()
+    staged = sorted(p.name for p in Path(opts.pin_dir()).iterdir() if p.name.endswith("__next"))
+    assert staged == sorted(f"{n}__next" for n in SERVICE_TABLES)
+    assert not status(opts)["in_sync"]
+    report = sync(earlier, opts)
+    assert any("interrupted" in n for n in report.notes), report
+    assert any(c.startswith("service tables replaced") for c in report.changes), report.changes
+    assert not [p for p in Path(opts.pin_dir()).iterdir() if p.name.endswith("__next")]
+    assert _live_programs_use_pins(opts)
+    for name in SERVICE_TABLES:
+        assert _map_contents(env, name) == _wanted(earlier, name), name
+    assert status(opts)["in_sync"] and sync(earlier, opts).changes == []
+    down(opts)
+    assert not os.listdir(env.opts.bpffs)
