@@ -261,6 +261,7 @@ class _Converge:
         # why; empty: the pinned tables are rewritten in place (map_init).
         self.staged: dict[str, str] = {}
         self.tables_reason = ""
+        self.reload = False  # this run loads the objects (then nothing is rewritten in place)
 
     def change(self, what: str, action: Callable[[], object]) -> None:
         self.report.changes.append(what)
@@ -402,6 +403,7 @@ class _Converge:
         leftover = self._interrupted_replacement()
         if not needed and not missing_pins and not moved and not leftover:
             return
+        self.reload = True
         self.staged = {
             s.name: s.pin_path(self.opts.bpffs, self.opts.label) + STAGED_SUFFIX
             for s in self.build.maps
@@ -486,8 +488,8 @@ class _Converge:
         or, for service tables staged by programs(), into the fresh tables of the programs
         about to be attached (nothing reads them yet).
 
-        In place, two passes over all maps: first every new or changed entry, then the stale ones
-        removed (array slots, which cannot be deleted, zeroed), so a program running
+        In place, two passes over all maps: first every new or changed entry, then the stale
+        ones removed (array slots, which cannot be deleted, zeroed), so a program running
         meanwhile sees the old or the new entry of a slot, never a missing one. A packet
         finds its frontend first and everything else from it, so the frontend maps
         (`*frontends*`) are written last and cleaned first: backend lists, membership
@@ -523,8 +525,7 @@ class _Converge:
                             live.update(k, want[k])
 
                     self.change(f"map {name}: {len(differ)} entries written", write)
-                    if name.startswith(SERVICE_TABLE_PREFIX) and name not in self.staged:
-                        in_place.append(name)
+                    in_place.append(name)
                 if stale:
                     removals.append((name, live, stale, is_array))
             for name, live, stale, is_array in sorted(removals, key=_removal_order):
@@ -539,11 +540,11 @@ class _Converge:
 
                 verb = "zeroed" if is_array else "removed"
                 self.change(f"map {name}: {len(stale)} stale entries {verb}", remove)
-                if name.startswith(SERVICE_TABLE_PREFIX) and name not in in_place:
-                    in_place.append(name)
-        if in_place:
+                in_place.append(name)
+        tables = sorted({n for n in in_place if n.startswith(SERVICE_TABLE_PREFIX)})
+        if tables and not self.reload:
             self.report.notes.append(
-                f"service tables rewritten in place: frontend ids stable ({', '.join(in_place)})"
+                f"service tables rewritten in place: frontend ids stable ({', '.join(tables)})"
             )
 
     def runtime_config(self) -> None:

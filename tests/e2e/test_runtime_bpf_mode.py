@@ -315,7 +315,8 @@ def test_bpf_mode_sync_service_tables_in_place_or_replaced(env: Env) -> None:
     base = _generic_bpf_build(env, ["b", "d"])
     later = _generic_bpf_build(env, ["b", "d", "z"])
     earlier = _generic_bpf_build(env, ["a", "b", "d"])
-    up(base, opts)
+    first = up(base, opts)
+    assert not [n for n in first.notes if "service tables" in n], first.notes  # created, filled
     assert _live_programs_use_pins(opts)
     ids = {a["prog_id"] for a in status(opts)["attached"]}
     inodes = _inodes(opts)
