@@ -12,7 +12,7 @@ import pytest
 
 from bpfgen_runtime import Options, RuntimeOpError, down
 from bpfgen_runtime.pins import is_bpffs
-from tests.e2e.runtime_env import Env, ip_run
+from e2e.runtime_env import Env, ip_run
 
 
 @pytest.fixture

@@ -34,13 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from bpfgen.compiler import compile_build
-from bpfgen_runtime import netns
-from bpfgen_runtime.node import Options, Report, down, status, sync, up
-from bpfgen_runtime.pins import is_bpffs
-from tests.e2e.topology import CP_ADDR, EXT_ADDR, NODE_ADDR, Topology, backend_addr, topology
-from tests.vm.guest_ipvs import (
+from vm.guest_ipvs import (
     CONNECT_TIMEOUT,
     Answer,
     _port,
@@ -53,6 +47,12 @@ from tests.vm.guest_ipvs import (
     tcp_request,
     udp_request,
 )
+
+from bpfgen.compiler import compile_build
+from bpfgen_runtime import netns
+from bpfgen_runtime.node import Options, Report, down, status, sync, up
+from bpfgen_runtime.pins import is_bpffs
+from e2e.topology import CP_ADDR, EXT_ADDR, NODE_ADDR, Topology, backend_addr, topology
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 

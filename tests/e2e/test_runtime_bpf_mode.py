@@ -28,7 +28,7 @@ from bpfgen_runtime import InputRefused, Options, RuntimeOpError, down, status, 
 from bpfgen_runtime import attach as attach_mod
 from bpfgen_runtime.builddir import load_digest
 from bpfgen_runtime.pins import PinnedMap, program_map_ids
-from tests.e2e.runtime_env import NODE_YAML, SERVICES, Env, as_bpf_mode, ns_run, snapshot
+from e2e.runtime_env import NODE_YAML, SERVICES, Env, as_bpf_mode, ns_run, snapshot
 
 pytestmark = pytest.mark.root
 

@@ -23,7 +23,7 @@ from bpfgen.compiler import compile_build
 from bpfgen_runtime import InputRefused, Options, RuntimeOpError, down, status, sync, up
 from bpfgen_runtime import ipvs as ipvs_mod
 from bpfgen_runtime import nft as nft_mod
-from tests.e2e.runtime_env import NODE_YAML, SERVICES, Env, ip_run, ns_run, snapshot
+from e2e.runtime_env import NODE_YAML, SERVICES, Env, ip_run, ns_run, snapshot
 
 pytestmark = pytest.mark.root
 

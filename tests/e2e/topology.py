@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.vm.guest_ipvs import KUBE_PROXY_LIKE, conntrack_count, csum_errors, in_ns, run, veth
+from vm.guest_ipvs import KUBE_PROXY_LIKE, conntrack_count, csum_errors, in_ns, run, veth
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKEND_SERVER = ROOT / "tests" / "vm" / "ipvs_backend.py"
