@@ -251,7 +251,8 @@ def test_load_digest_ignores_debug_info_only(env: Env) -> None:
 
 SERVICE_TABLES = ("bpfgen_svc_frontends", "bpfgen_svc_backends", "bpfgen_svc_members")
 SESSION_MAPS = ("bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_counters")
-SERVICE_VIPS = {"a": "198.18.128.21", "b": "198.18.128.22", "d": "198.18.128.24",
+SERVICE_VIPS = {"a": "198.18.128.21", "b": "198.18.128.22", "c": "198.18.128.23",
+                "d": "198.18.128.24",
                 "z": "198.18.128.26"}  # fmt: skip
 
 
@@ -355,6 +356,21 @@ def test_bpf_mode_sync_service_tables_in_place_or_replaced(env: Env) -> None:
     assert _map_contents(env, "bpfgen_nat_v4")[session[0].hex()] == session[1].hex()
     assert status(opts)["in_sync"]
     assert sync(earlier, opts).changes == []
+
+
+def test_bpf_mode_sync_reusing_a_removed_frontend_id_replaces_tables(env: Env) -> None:
+    """b replaced by c (same position): d keeps its id, but c takes b's id 0; in place,
+    b's entry (removed last) would briefly lead b's traffic to c's backends and
+    membership: replaced."""
+    opts = _production(env)
+    up(_generic_bpf_build(env, ["b", "d"]), opts)
+    swapped = _generic_bpf_build(env, ["c", "d"])
+    report = sync(swapped, opts)
+    moved = [c for c in report.changes if c.startswith("service tables replaced")]
+    assert len(moved) == 1 and "frontend ids moved: 198.18.128.23:80/TCP id - -> 0 (" in moved[0]
+    assert _live_programs_use_pins(opts)
+    assert _map_contents(env, SERVICE_TABLES[0]) == _wanted(swapped, SERVICE_TABLES[0])
+    assert status(opts)["in_sync"]
 
 
 def test_bpf_mode_interrupted_table_replacement_converges(
