@@ -221,11 +221,12 @@ def _preflight(build: Build, opts: Options, state: State | None, op: str) -> lis
 
 
 def _map_problems(build: Build, opts: Options) -> list[str]:
-    """Pinned maps whose definition differs from the build (sessions would be lost)."""
+    """Pinned maps whose definition differs from the build (sessions would be lost); not
+    the service tables, which hold no sessions: they are replaced with the programs."""
     problems = []
     for spec in build.maps:
         path = spec.pin_path(opts.bpffs, opts.label)
-        if not os.path.exists(path):
+        if spec.name.startswith(SERVICE_TABLE_PREFIX) or not os.path.exists(path):
             continue
         with pins.PinnedMap(path) as live:
             have = (live.info.type_name, live.key_size, live.value_size, live.max_entries)
@@ -262,6 +263,7 @@ class _Converge:
         self.staged: dict[str, str] = {}
         self.tables_reason = ""
         self.reload = False  # this run loads the objects (then nothing is rewritten in place)
+        self.redefined: list[str] = []  # service tables whose definition changed
 
     def change(self, what: str, action: Callable[[], object]) -> None:
         self.report.changes.append(what)
@@ -339,7 +341,12 @@ class _Converge:
                 continue
             with pins.PinnedMap(path) as live:
                 have = (live.info.type_name, live.key_size, live.value_size, live.max_entries)
-            if have != (spec.type, spec.key_size, spec.value_size, spec.max_entries):
+            want = (spec.type, spec.key_size, spec.value_size, spec.max_entries)
+            if have != want and spec.name.startswith(SERVICE_TABLE_PREFIX):
+                # sized by the build (frontends, backends, Maglev rows): a fresh one is
+                # loaded with the programs (programs()), the pinned one stays until then
+                self.redefined.append(f"{spec.name} ({_map_desc(have)} -> {_map_desc(want)})")
+            elif have != want:
                 self.maps_reset = True
                 self.change(
                     f"unpin {path} (its definition changed: sessions reset)",
@@ -401,7 +408,7 @@ class _Converge:
         ]  # fmt: skip
         moved = [] if self.maps_reset else self._frontend_ids_moved()
         leftover = self._interrupted_replacement()
-        if not needed and not missing_pins and not moved and not leftover:
+        if not needed and not missing_pins and not moved and not leftover and not self.redefined:
             return
         self.reload = True
         self.staged = {
@@ -413,6 +420,8 @@ class _Converge:
         if moved:
             shown = ", ".join(moved[:4]) + (f" (+{len(moved) - 4})" if len(moved) > 4 else "")
             self.tables_reason = f"frontend ids moved: {shown}"
+        elif self.redefined:
+            self.tables_reason = f"definition changed: {', '.join(self.redefined)}"
         elif leftover:
             self.tables_reason = "a replacement was interrupted"
         else:

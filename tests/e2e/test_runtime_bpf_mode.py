@@ -275,14 +275,16 @@ def _bpf_services(names: list[str]) -> str:
     return "apiVersion: v1\nkind: List\nitems:\n" + items
 
 
-def _generic_bpf_build(env: Env, names: list[str]) -> Path:
-    node = env.workdir / "node-bpf.yaml"
+def _generic_bpf_build(env: Env, names: list[str], scheduler: str = "random") -> Path:
+    node = env.workdir / f"node-bpf-{scheduler}.yaml"
     node.write_text(
-        NODE_YAML.format(sessions=65536).replace("mode: ipvs, scheduler: rr", "mode: bpf")
+        NODE_YAML.format(sessions=65536).replace(
+            "mode: ipvs, scheduler: rr", f"mode: bpf, scheduler: {scheduler}"
+        )
     )
     services = env.workdir / f"svc-{''.join(names)}.yaml"
     services.write_text(_bpf_services(names))
-    out = env.workdir / f"bpf-{''.join(names)}"
+    out = env.workdir / f"bpf-{scheduler}-{''.join(names)}"
     compile_build(node, [services], out, generic=True, verify=False)
     return out
 
@@ -371,6 +373,30 @@ def test_bpf_mode_sync_reusing_a_removed_frontend_id_replaces_tables(env: Env) -
     assert _live_programs_use_pins(opts)
     assert _map_contents(env, SERVICE_TABLES[0]) == _wanted(swapped, SERVICE_TABLES[0])
     assert status(opts)["in_sync"]
+
+
+def test_bpf_mode_sync_resized_service_table_replaces_it(env: Env) -> None:
+    """Maglev in a map has one row per frontend: a Service added (even after the others,
+    ids stable) resizes bpfgen_svc_maglev. Service tables hold no sessions: the sync is
+    not refused (no --reset-sessions), the table is replaced with the programs."""
+    opts = _production(env)
+    up(_generic_bpf_build(env, ["b", "d"], "maglev"), opts)
+    inodes = _inodes(opts)
+    grown = _generic_bpf_build(env, ["b", "d", "z"], "maglev")
+    report = sync(grown, opts)
+    replaced = [c for c in report.changes if c.startswith("service tables replaced")]
+    assert len(replaced) == 1, report.changes
+    assert replaced[0].startswith(
+        "service tables replaced with the programs: definition changed: bpfgen_svc_maglev ("
+    ), replaced
+    manifest = json.loads((grown / "manifest.json").read_text())
+    want = next(m["max_entries"] for m in manifest["maps"] if m["name"] == "bpfgen_svc_maglev")
+    with PinnedMap(os.path.join(opts.pin_dir(), "bpfgen_svc_maglev")) as m:
+        assert m.max_entries == want
+    after = _inodes(opts)
+    assert all(after[n] == inodes[n] for n in SESSION_MAPS)
+    assert _live_programs_use_pins(opts)
+    assert status(opts)["in_sync"] and sync(grown, opts).changes == []
 
 
 def test_bpf_mode_interrupted_table_replacement_converges(
