@@ -29,7 +29,7 @@ from bpfgen.build import ObjectBuild, Toolchain, cache_root, compile_objects, to
 from bpfgen.config import load_inputs
 from bpfgen.errors import VerifierError
 from bpfgen.inspect import ObjectInfo, check_against_plan, inspect_object
-from bpfgen.plan import COUNTER_NAMES, Plan, build_kind, make_plan
+from bpfgen.plan import Plan, build_kind, make_plan
 from bpfgen.render import Rendered, render
 
 MANIFEST_SCHEMA = 1
@@ -169,7 +169,7 @@ def build_manifest(
             }
             for m in plan.maps
         ],
-        "counters": list(COUNTER_NAMES),
+        "counters": list(plan.counter_names),
         "runtime_config": _runtime_config_entry(plan),
         "map_init": "map_init.json" if plan.map_init else None,
         "sources": sorted(f.path for f in rendered.files),

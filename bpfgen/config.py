@@ -26,9 +26,12 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
 
-from bpfgen import __version__
 from bpfgen.errors import InputError, Problem
+from bpfgen.maglev import is_prime
 from bpfgen.model import (
+    BPF_SCHEDULERS,
+    DEFAULT_MAGLEV_TABLE_SIZE,
+    DEFAULT_SELECTION_SEED,
     IPVS_SCHEDULERS,
     Backend,
     Hook,
@@ -422,6 +425,7 @@ class _NodeFacts:
     name: str | None = None
     service_cidr: IPv4Network | None = None
     node_port_range: tuple[int, int] | None = None
+    mode: Mode | None = None
 
 
 _TOP = ("apiVersion", "kind", "node", "cluster", "interfaces", "datapath", "snat", "features")
@@ -430,7 +434,8 @@ _NODE = ("name", "addresses", "podCIDR")
 _CLUSTER = ("podCIDR", "serviceCIDR", "masqueradeAll", "nodePortRange")
 _CLUSTER_REQUIRED = ("podCIDR", "serviceCIDR")
 _INTERFACE = ("name", "role", "hook")
-_DATAPATH = ("mode", "scheduler")
+_DATAPATH = ("mode", "scheduler", "maglevTableSize", "selectionSeed")
+_NOT_YET_BPF = "not yet supported in bpf mode"
 _SNAT = ("portRange", "maxSessions", "timeouts", "mark")
 _TIMEOUTS = tuple(_DEFAULT_TIMEOUTS)
 _FEATURES = ("icmpEcho",)
@@ -473,13 +478,15 @@ class _NodeReader:
         name, addresses, pod_cidr = self.node_section(top.get("node"))
         cluster = self.cluster_section(top.get("cluster"))
         interfaces = self.interfaces(top.get("interfaces"))
-        mode, scheduler = self.datapath(top.get("datapath"))
+        mode, scheduler, maglev_size, selection_seed = self.datapath(top.get("datapath"))
         snat_range, max_sessions, timeouts, mark = self.snat(top.get("snat"))
         icmp_echo = self.features(top.get("features"))
         cluster_pod_cidr, service_cidr, masquerade_all, node_port_range = cluster
 
         self.cross_checks(top, pod_cidr, cluster_pod_cidr, service_cidr)
-        self.facts = _NodeFacts(name, service_cidr, node_port_range)
+        self.facts = _NodeFacts(name, service_cidr, node_port_range, mode)
+        if mode is Mode.BPF and interfaces is not None:
+            self.bpf_hooks(top["interfaces"], interfaces)
         if snat_range is not None and node_port_range is not None:
             self.snat_overlap(top, snat_range, node_port_range)
         if (
@@ -494,6 +501,8 @@ class _NodeReader:
             or interfaces is None
             or mode is None
             or scheduler is None
+            or maglev_size is None
+            or selection_seed is None
             or snat_range is None
             or max_sessions is None
             or timeouts is None
@@ -518,6 +527,8 @@ class _NodeReader:
             timeouts=timeouts,
             masquerade_mark=mark,
             icmp_echo=icmp_echo,
+            maglev_table_size=maglev_size,
+            selection_seed=selection_seed,
         )
 
     def node_section(
@@ -642,6 +653,14 @@ class _NodeReader:
                 return None
         return tuple(result)
 
+    def bpf_hooks(self, node: Node, interfaces: tuple[Interface, ...]) -> None:
+        """bpf mode runs at tc only, for now (bpfgen_svc_xdp is later work)."""
+        assert isinstance(node, Seq)
+        for i, (item, interface) in enumerate(zip(node.items, interfaces, strict=True)):
+            if interface.hook is Hook.XDP and isinstance(item, Map):
+                self.scope.error(item.fields["hook"].line, f"interfaces[{i}].hook",
+                                 f"xdp is {_NOT_YET_BPF} (use tc)")
+
     def ifname(self, node: Node, path: str) -> str | None:
         value = self.scope.string(node, path)
         if value is None:
@@ -652,24 +671,41 @@ class _NodeReader:
             return None
         return value
 
-    def datapath(self, node: Node | None) -> tuple[Mode | None, str | None]:
+    def datapath(self, node: Node | None) -> tuple[Mode | None, str | None, int | None, int | None]:
+        """(mode, scheduler, maglevTableSize, selectionSeed); the last two only mean
+        something in bpf mode, and are refused in ipvs mode."""
         s = self.scope
         fields = s.mapping(node, "datapath", _DATAPATH) if node is not None else {}
         if fields is None:
-            return None, None
+            return None, None, None, None
         mode: Mode | None = Mode.IPVS
         if "mode" in fields:
             text = s.choice(fields["mode"], "datapath.mode", [m.value for m in Mode], "a mode")
             mode = Mode(text) if text is not None else None
-        if mode is Mode.BPF:
-            s.error(fields["mode"].line, "datapath.mode",
-                    f"bpf is not implemented yet in bpfgen {__version__} (supported: ipvs)")
-            return None, None
-        scheduler: str | None = "rr"
+        if mode is None:
+            return None, None, None, None
+        bpf = mode is Mode.BPF
+        scheduler: str | None = "random" if bpf else "rr"
         if "scheduler" in fields:
-            scheduler = s.choice(fields["scheduler"], "datapath.scheduler", IPVS_SCHEDULERS,
-                                 "an IPVS scheduler")
-        return mode, scheduler
+            scheduler = s.choice(fields["scheduler"], "datapath.scheduler",
+                                 BPF_SCHEDULERS if bpf else IPVS_SCHEDULERS,
+                                 "a bpf scheduler" if bpf else "an IPVS scheduler")
+        size: int | None = DEFAULT_MAGLEV_TABLE_SIZE
+        seed: int | None = DEFAULT_SELECTION_SEED
+        for key in ("maglevTableSize", "selectionSeed"):
+            if key in fields and not bpf:
+                s.error(fields[key].line, f"datapath.{key}", "is only used in bpf mode "
+                        "(datapath.mode: bpf)")
+                size = seed = None
+        if bpf and "maglevTableSize" in fields:
+            size = s.integer(fields["maglevTableSize"], "datapath.maglevTableSize", 2, 131071)
+            if size is not None and not is_prime(size):
+                s.error(fields["maglevTableSize"].line, "datapath.maglevTableSize",
+                        f"{size} is not a prime (e.g. {DEFAULT_MAGLEV_TABLE_SIZE})")
+                size = None
+        if bpf and "selectionSeed" in fields:
+            seed = s.integer(fields["selectionSeed"], "datapath.selectionSeed", 0, 0xFFFFFFFF)
+        return mode, scheduler, size, seed
 
     def snat(
         self, node: Node | None
@@ -988,6 +1024,9 @@ class _Manifests:
         lb_ips = self.load_balancer_ips(s, fields, key) if (
             service_type is ServiceType.LOAD_BALANCER) else ()
         affinity = self.affinity(s, spec)
+        if affinity is not None and self.facts.mode is Mode.BPF:
+            s.error(spec["sessionAffinity"].line, "spec.sessionAffinity",
+                    f"ClientIP is {_NOT_YET_BPF} (datapath.mode: bpf)")
         external_local = self.policy_local(s, spec, "externalTrafficPolicy")
         internal_local = self.policy_local(s, spec, "internalTrafficPolicy")
         ports = self.ports(s, spec, node, service_type)

@@ -75,6 +75,70 @@ class Config(ctypes.Structure):
         ("timeout_tcp_transitory_ns", ctypes.c_uint64),
         ("timeout_udp_ns", ctypes.c_uint64),
         ("timeout_icmp_ns", ctypes.c_uint64),
+        ("selection_seed", ctypes.c_uint32),
+        ("pad2", ctypes.c_uint32),
+    ]
+
+
+# bpf mode (docs/datapath-bpf.md): the session maps with the DNAT half, and the
+# frontend, backend and Maglev tables of map builds.
+
+
+class NatEntry(SnatEntry):
+    """bpfgen_nat_v4 value: SnatEntry's fields (nat_addr/nat_port 0: no SNAT), then these."""
+
+    _fields_ = [
+        ("backend_addr", ctypes.c_uint8 * 4),
+        ("backend_port", ctypes.c_uint8 * 2),
+        ("backend_gen", ctypes.c_uint16),
+    ]
+
+
+class RnatEntry(RsnatEntry):
+    """bpfgen_rnat_v4 value: the client (RsnatEntry's fields), then the frontend."""
+
+    _fields_ = [
+        ("vip", ctypes.c_uint8 * 4),
+        ("vip_port", ctypes.c_uint8 * 2),
+        ("pad2", ctypes.c_uint16),
+    ]
+
+
+class SvcValue(ctypes.Structure):
+    """bpfgen_svc_frontends value (key: FrontendKey)."""
+
+    _fields_ = [
+        ("id", ctypes.c_uint32),
+        ("n_backends", ctypes.c_uint16),
+        ("masq", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("first", ctypes.c_uint32),
+        ("table", ctypes.c_uint32),
+    ]
+
+
+class BackendKey(ctypes.Structure):
+    _fields_ = [("frontend", ctypes.c_uint32), ("index", ctypes.c_uint32)]
+
+
+class BackendMember(ctypes.Structure):
+    """bpfgen_svc_members key: is addr:port still a backend of the frontend?"""
+
+    _fields_ = [
+        ("frontend", ctypes.c_uint32),
+        ("addr", ctypes.c_uint8 * 4),
+        ("port", ctypes.c_uint8 * 2),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class BackendValue(ctypes.Structure):
+    """struct bpfgen_backend: bpfgen_svc_backends value, and the .rodata arrays' element."""
+
+    _fields_ = [
+        ("addr", ctypes.c_uint8 * 4),
+        ("port", ctypes.c_uint8 * 2),
+        ("pad", ctypes.c_uint16),
     ]
 
 
@@ -85,6 +149,17 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "bpfgen_rsnat_entry": RsnatEntry,
     "bpfgen_frontend_key": FrontendKey,
     "bpfgen_frontend_value": FrontendValue,
+    "bpfgen_config": Config,
+}
+
+# The bpf mode's structs, checked against a bpf-mode object (svc_in.bpf.o).
+BPF_MIRRORS: dict[str, type[ctypes.Structure]] = {
+    "bpfgen_nat_entry": NatEntry,
+    "bpfgen_rnat_entry": RnatEntry,
+    "bpfgen_svc_value": SvcValue,
+    "bpfgen_backend_key": BackendKey,
+    "bpfgen_backend": BackendValue,
+    "bpfgen_backend_member": BackendMember,
     "bpfgen_config": Config,
 }
 

@@ -43,6 +43,11 @@ class ServiceType(enum.Enum):
 IPVS_SCHEDULERS = ("dh", "lblc", "lblcr", "lc", "mh", "nq", "rr", "sed", "sh", "wlc", "wrr")
 BPF_SCHEDULERS = ("maglev", "random")
 
+#: datapath.selectionSeed when the node file gives none: the same on every node,
+#: so every node sends one flow to the same backend (docs/datapath-bpf.md).
+DEFAULT_SELECTION_SEED = 0x62706667  # b"bpfg"
+DEFAULT_MAGLEV_TABLE_SIZE = 16381
+
 
 @dataclass(frozen=True)
 class Interface:
@@ -79,6 +84,8 @@ class NodeConfig:
     timeouts: Timeouts
     masquerade_mark: int  # skb->mark bit that asks egress to SNAT (KUBE-MARK-MASQ)
     icmp_echo: bool  # features.icmpEcho: translate ICMP echo (identifier as port)
+    maglev_table_size: int = DEFAULT_MAGLEV_TABLE_SIZE  # datapath.maglevTableSize (bpf mode)
+    selection_seed: int = DEFAULT_SELECTION_SEED  # datapath.selectionSeed (bpf mode)
 
 
 @dataclass(frozen=True)

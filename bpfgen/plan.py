@@ -10,11 +10,12 @@ Templates only loop over it and branch on its booleans.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from bpfgen import __version__, layouts
+from bpfgen import __version__, layouts, maglev
 from bpfgen.model import Backend, Hook, Inputs, Mode, Protocol, Role, Service, ServiceType
 
 #: Frontends at or under this count are matched by generated code (nested
@@ -40,10 +41,35 @@ COUNTER_NAMES = (
     "drop_rewrite",
 )
 
+#: The bpf mode's counters come after the ipvs mode's (enum bpfgen_svc_counter);
+#: the ipvs mode's list and counter map stay as they were.
+BPF_COUNTER_NAMES = (
+    *COUNTER_NAMES,
+    "dnat_new",
+    "dnat_hit",
+    "rdnat",
+    "reject_no_backend",
+    "drop_backend_gone",
+    "fib_fallback",
+    "redirect",
+    "icmp_echo_vip",
+)
+
+#: bpf mode, specialized build with frontends as code: the Maglev tables are
+#: `static const` arrays in `.rodata` while their total stays within this
+#: budget (4 distinct tables of the default 16381 slots, as docs/datapath-bpf.md
+#: suggests); above, or in map builds, they live in the array map bpfgen_svc_maglev.
+MAGLEV_RODATA_BUDGET = 4 * 16381 * 2
+
+#: The seed of the Maglev permutations (docs/maglev.md "How the plan uses it": S).
+MAGLEV_TABLE_SEED = 0
+
 IPPROTO = {Protocol.TCP: 6, Protocol.UDP: 17}
+IPPROTO_ICMP = 1
 IPPROTO_C = {Protocol.TCP: "IPPROTO_TCP", Protocol.UDP: "IPPROTO_UDP"}
 
 BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 
 
@@ -178,6 +204,35 @@ class ProgramPlan:
 
 
 @dataclass(frozen=True)
+class SvcFrontend:
+    """bpf mode: one frontend as the generated C sees it (frontends as code)."""
+
+    frontend: Frontend
+    first: int  # its backends: SvcPlan.backends[first : first + n], sorted by (address, port)
+    table: int | None  # index into SvcPlan.tables when its Maglev table is in .rodata
+
+
+@dataclass(frozen=True)
+class SvcPlan:
+    """bpf mode: backend selection and where its tables live."""
+
+    scheduler: str  # "random" | "maglev"
+    maglev_size: int  # M
+    maglev_in_rodata: bool
+    maglev_reason: str
+    frontends: tuple[SvcFrontend, ...]  # every frontend, by id (index)
+    tables: tuple[tuple[int, ...], ...]  # distinct .rodata Maglev tables
+    table_users: tuple[str, ...]  # per table: which frontends use it (a C comment)
+    backends: tuple[CCase, ...]  # every distinct backend list, one after the other
+    moduli: tuple[int, ...]  # the distinct backend counts: h % n with a constant n
+    vips: tuple[CCase, ...]  # the VIPs, for the echo-request switch
+
+    @property
+    def maglev(self) -> bool:
+        return self.scheduler == "maglev"
+
+
+@dataclass(frozen=True)
 class Plan:
     bpfgen_version: str
     config_sha256: str
@@ -195,6 +250,12 @@ class Plan:
     runtime_config: bytes | None  # bpfgen_cfg's initial value (generic, frozen builds)
     map_init: dict[str, tuple[tuple[bytes, bytes], ...]] = field(default_factory=dict)
     node: dict[str, Any] = field(default_factory=dict)  # what the runtime needs of the node file
+    counter_names: tuple[str, ...] = COUNTER_NAMES
+    svc: SvcPlan | None = None  # bpf mode only
+
+    @property
+    def bpf_mode(self) -> bool:
+        return self.mode is Mode.BPF
 
     @property
     def build_kind(self) -> str:
@@ -257,6 +318,20 @@ class Plan:
                 }
                 for f in self.frontends
             ],
+            **({"svc": self._svc_dict()} if self.svc is not None else {}),
+        }
+
+    def _svc_dict(self) -> dict[str, Any]:
+        """bpf mode: where the selection tables live, and why (manifest and plan)."""
+        assert self.svc is not None
+        return {
+            "scheduler": self.svc.scheduler,
+            "maglev_table_size": self.svc.maglev_size,
+            "maglev_tables": "rodata" if self.svc.maglev_in_rodata else (
+                "map" if self.svc.maglev else None),
+            "maglev_reason": self.svc.maglev_reason,
+            "backends": "map" if self.frontends_in_map else "rodata",
+            "no_backend": "TCP RST, UDP ICMP port unreachable (reject_no_backend)",
         }
 
     def to_text(self) -> str:
@@ -286,7 +361,10 @@ class Plan:
             lines.append(
                 f"  #{f.index:<4} {f.label:<36} {f.service} {f.port_name or '-'}  "
                 f"masq {f.masq.name} ({f.masq_reason}), {len(f.backends)} backends"
+                + ("" if f.backends or self.svc is None else ": reject (TCP RST, ICMP unreachable)")
             )
+        if self.svc is not None:
+            lines += ["", f"selection: {self.svc.scheduler}; {self.svc.maglev_reason}"]
         lines += ["", "programs:"]
         for p in self.programs:
             at = ", ".join(f"{a.hook} on {a.interface} ({a.role.value})" for a in p.attach)
@@ -334,6 +412,11 @@ def _frontends(inputs: Inputs) -> tuple[Frontend, ...]:
 
     seen: set[tuple[IPv4Address | None, int, Protocol]] = set()
 
+    def is_local(b: Backend) -> bool:
+        # ipvs mode: the endpoint's nodeName; bpf mode also node.podCIDR, as
+        # docs/datapath-bpf.md says (an endpoint without nodeName is local there).
+        return b.local or (node.mode is Mode.BPF and b.address in node.pod_cidr)
+
     def add(svc: Service, kind: FrontendKind, addr: IPv4Address | None, port: int, sp: Any) -> None:
         # One Service may list an address in two roles (its ClusterIP also in
         # externalIPs; an externalIP that is also its LB ingress IP). The first
@@ -347,7 +430,7 @@ def _frontends(inputs: Inputs) -> tuple[Frontend, ...]:
             if kind is FrontendKind.CLUSTER_IP
             else svc.external_traffic_local
         )
-        backends = tuple(b for b in sp.backends if b.local or not local_only)
+        backends = tuple(b for b in sp.backends if not local_only or is_local(b))
         masq, reason = masq_for(kind, svc)
         out.append(
             Frontend(
@@ -378,8 +461,19 @@ def _frontends(inputs: Inputs) -> tuple[Frontend, ...]:
     return tuple(out)
 
 
-def _inline(frontends: tuple[Frontend, ...]) -> tuple[InlineProto, ...]:
-    """Group frontends protocol -> address -> port for nested switches."""
+def _masq_result(f: Frontend) -> str:
+    return f.masq.c_name
+
+
+def _id_result(f: Frontend) -> str:
+    return str(f.index)
+
+
+def _inline(
+    frontends: tuple[Frontend, ...], result: Callable[[Frontend], str] = _masq_result
+) -> tuple[InlineProto, ...]:
+    """Group frontends protocol -> address -> port for nested switches; each case
+    returns `result(frontend)` (ipvs mode: its masquerade policy, bpf mode: its id)."""
     protos: list[InlineProto] = []
     for proto in (Protocol.TCP, Protocol.UDP):
         mine = [f for f in frontends if f.protocol is proto]
@@ -388,7 +482,7 @@ def _inline(frontends: tuple[Frontend, ...]) -> tuple[InlineProto, ...]:
         by_addr: dict[IPv4Address, list[Frontend]] = {}
         node_ports: list[CCase] = []
         for f in sorted(mine, key=lambda f: (f.addr is None, int(f.addr or 0), f.port)):
-            case = CCase(_be16_expr(f.port), f"frontend #{f.index}: {f.label}", f.masq.c_name)
+            case = CCase(_be16_expr(f.port), f"frontend #{f.index}: {f.label}", result(f))
             if f.addr is None:
                 node_ports.append(case)
             else:
@@ -397,7 +491,7 @@ def _inline(frontends: tuple[Frontend, ...]) -> tuple[InlineProto, ...]:
             InlineAddr(
                 CCase(_be32_expr(a), str(a)),
                 tuple(
-                    CCase(_be16_expr(f.port), f"frontend #{f.index}: {f.label}", f.masq.c_name)
+                    CCase(_be16_expr(f.port), f"frontend #{f.index}: {f.label}", result(f))
                     for f in fs
                 ),
             )
@@ -559,7 +653,9 @@ def make_plan(inputs: Inputs, *, generic: bool = False, build: str | None = None
             "BPFGEN_SNAT_MAX_SESSIONS",
             str(node.max_sessions),
             "snat.maxSessions",
-            "size of bpfgen_snat_v4 and bpfgen_rsnat_v4",
+            "size of bpfgen_nat_v4 and bpfgen_rnat_v4"
+            if node.mode is Mode.BPF
+            else "size of bpfgen_snat_v4 and bpfgen_rsnat_v4",
         ),
         Decision(
             "BPFGEN_FRONTENDS_IN_MAP",
@@ -584,38 +680,22 @@ def make_plan(inputs: Inputs, *, generic: bool = False, build: str | None = None
         CCase(_be32_expr(a), f"node.addresses[{i}] {a}") for i, a in enumerate(node.addresses)
     )
 
-    maps = [
-        MapPlan(
-            "bpfgen_snat_v4",
-            "BPF_MAP_TYPE_HASH",
-            BPF_MAP_TYPE_HASH,
-            ctypes_size(layouts.Tuple4),
-            ctypes_size(layouts.SnatEntry),
-            node.max_sessions,
-            True,
-            "SNAT sessions by original tuple",
-        ),
-        MapPlan(
-            "bpfgen_rsnat_v4",
-            "BPF_MAP_TYPE_HASH",
-            BPF_MAP_TYPE_HASH,
-            ctypes_size(layouts.Tuple4),
-            ctypes_size(layouts.RsnatEntry),
-            node.max_sessions,
-            True,
-            "reply tuple -> original source",
-        ),
-        MapPlan(
-            "bpfgen_counters",
-            "BPF_MAP_TYPE_PERCPU_ARRAY",
-            BPF_MAP_TYPE_PERCPU_ARRAY,
-            4,
-            8,
-            len(COUNTER_NAMES),
-            True,
-            "per-CPU event and drop counters",
-        ),
-    ]
+    if node.mode is Mode.BPF:
+        bpf = _bpf_parts(inputs, kind, frontends, in_map)
+        reasons = {
+            "BPFGEN_PROTO_ICMP": "echo requests to VIPs answered by svc_in "
+            + ("(kept)" if node.icmp_echo else "(compiled out: they pass)"),
+            "BPFGEN_FRONTENDS_MAX": "bpfgen_svc_frontends size: 2x the frontends, power of two, "
+            "at least 64",
+        }
+        decisions = [replace(d, reason=reasons.get(d.name, d.reason)) for d in decisions]
+        decisions += bpf.decisions
+    maps = _session_maps(
+        node.max_sessions,
+        ("bpfgen_snat_v4", layouts.SnatEntry, "SNAT sessions by original tuple"),
+        ("bpfgen_rsnat_v4", layouts.RsnatEntry, "reply tuple -> original source"),
+        len(COUNTER_NAMES),
+    )
     map_init: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
     if in_map:
         maps.append(
@@ -632,7 +712,14 @@ def make_plan(inputs: Inputs, *, generic: bool = False, build: str | None = None
         )
         map_init["bpfgen_frontends"] = tuple(_frontend_entry(f) for f in frontends)
 
+    svc: SvcPlan | None = None
+    counter_names: tuple[str, ...] = COUNTER_NAMES
+    inline = () if in_map else _inline(frontends)
     programs = _programs(inputs, tuple(m.name for m in maps))
+    if node.mode is Mode.BPF:
+        maps, map_init, programs, svc = bpf.maps, bpf.map_init, bpf.programs, bpf.svc
+        counter_names = BPF_COUNTER_NAMES
+        inline = () if in_map else _inline(frontends, _id_result)
     return Plan(
         bpfgen_version=__version__,
         config_sha256=inputs.sha256,
@@ -644,12 +731,14 @@ def make_plan(inputs: Inputs, *, generic: bool = False, build: str | None = None
         node_addrs=node_addrs,
         frontends=frontends,
         frontends_in_map=in_map,
-        inline_frontends=() if in_map else _inline(frontends),
+        inline_frontends=inline,
         maps=tuple(maps),
         programs=programs,
         runtime_config=_runtime_config(inputs, protocols, seed) if generic else None,
         map_init=map_init,
         node=_node_info(inputs),
+        counter_names=counter_names,
+        svc=svc,
     )
 
 
@@ -668,6 +757,9 @@ def _node_info(inputs: Inputs) -> dict[str, Any]:
             {"name": i.name, "role": i.role.value, "hook": i.hook.value} for i in n.interfaces
         ],
         "scheduler": n.scheduler,
+        "mode": n.mode.value,
+        "maglev_table_size": n.maglev_table_size,
+        "selection_seed": n.selection_seed,
         "snat_port_range": list(n.snat_port_range),
         "max_sessions": n.max_sessions,
         "masquerade_mark": n.masquerade_mark,
@@ -717,6 +809,7 @@ def _runtime_config(inputs: Inputs, protocols: set[Protocol], seed: int) -> byte
     cfg.timeout_tcp_transitory_ns = node.timeouts.tcp_transitory * ns
     cfg.timeout_udp_ns = node.timeouts.udp * ns
     cfg.timeout_icmp_ns = node.timeouts.icmp * ns
+    cfg.selection_seed = node.selection_seed
     return layouts.to_bytes(cfg)
 
 
@@ -767,3 +860,255 @@ def _programs(inputs: Inputs, shared: tuple[str, ...]) -> tuple[ProgramPlan, ...
             )
         )
     return tuple(progs)
+
+
+# ----------------------------------------------------------------------------- bpf mode
+
+
+def _backend_init(b: Backend) -> CCase:
+    return CCase(
+        f"{{ .addr = {_be32_expr(b.address)}, .port = {_be16_expr(b.port)} }}",
+        f"{b.address}:{b.port}" + (" (local)" if b.local else ""),
+    )
+
+
+def _svc_plan(inputs: Inputs, frontends: tuple[Frontend, ...], in_map: bool) -> SvcPlan:
+    """Selection tables, and whether the Maglev ones fit .rodata (docs/datapath-bpf.md)."""
+    node = inputs.node
+    m = node.maglev_table_size
+    tables: dict[tuple[Backend, ...], list[Frontend]] = {}
+    if node.scheduler == "maglev":
+        for f in frontends:
+            if f.backends:
+                tables.setdefault(f.backends, []).append(f)
+    size = len(tables) * m * 2
+    if node.scheduler != "maglev":
+        in_rodata, reason = False, "scheduler random: no Maglev tables"
+    elif in_map:
+        in_rodata, reason = False, "frontends in maps: tables in the array map bpfgen_svc_maglev"
+    elif size > MAGLEV_RODATA_BUDGET:
+        in_rodata, reason = False, (
+            f"{len(tables)} distinct tables x {m} slots x 2 bytes = {size} > "
+            f"{MAGLEV_RODATA_BUDGET} bytes (.rodata budget): array map bpfgen_svc_maglev"
+        )
+    else:
+        in_rodata, reason = True, (
+            f"{len(tables)} distinct tables x {m} slots x 2 bytes = {size} <= "
+            f"{MAGLEV_RODATA_BUDGET} bytes (.rodata budget): static const arrays"
+        )
+    order = list(tables)
+    # The distinct backend lists, one flat array: frontend i uses [first, first + n).
+    firsts: dict[tuple[Backend, ...], int] = {}
+    flat: list[CCase] = []
+    for f in frontends:
+        if f.backends and f.backends not in firsts:
+            firsts[f.backends] = len(flat)
+            for i, b in enumerate(f.backends):
+                c = _backend_init(b)
+                flat.append(CCase(c.expr, f"[{len(flat)}] #{f.index}[{i}] {c.comment}"))
+    built = (
+        tuple(
+            maglev.build_table([maglev.Backend.of(b) for b in bs], m, seed=MAGLEV_TABLE_SEED)
+            for bs in order
+        )
+        if in_rodata
+        else ()
+    )
+    return SvcPlan(
+        scheduler=node.scheduler,
+        maglev_size=m,
+        maglev_in_rodata=in_rodata,
+        maglev_reason=reason,
+        frontends=tuple(
+            SvcFrontend(
+                f,
+                firsts.get(f.backends, 0),
+                order.index(f.backends) if in_rodata and f.backends else None,
+            )
+            for f in frontends
+        ),
+        tables=built,
+        table_users=tuple(", ".join(f"#{f.index}" for f in tables[bs]) for bs in order)
+        if in_rodata
+        else (),
+        backends=tuple(flat),
+        moduli=tuple(sorted({len(f.backends) for f in frontends if f.backends})),
+        vips=tuple(CCase(_be32_expr(a), str(a)) for a in _vips(frontends)),
+    )
+
+
+def maglev_table(inputs: Inputs, f: Frontend) -> tuple[int, ...]:
+    """The Maglev table of a frontend, as the plan builds it (for map_init and tests)."""
+    return maglev.build_table(
+        [maglev.Backend.of(b) for b in f.backends],
+        inputs.node.maglev_table_size,
+        seed=MAGLEV_TABLE_SEED,
+    )
+
+
+def _session_maps(node_max: int, fwd: tuple[str, type, str], rev: tuple[str, type, str],
+                  counters: int) -> list[MapPlan]:
+    """The forward and reverse session maps and the counters (both modes)."""
+    return [
+        MapPlan(fwd[0], "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH, ctypes_size(layouts.Tuple4),
+                ctypes_size(fwd[1]), node_max, True, fwd[2]),
+        MapPlan(rev[0], "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH, ctypes_size(layouts.Tuple4),
+                ctypes_size(rev[1]), node_max, True, rev[2]),
+        MapPlan("bpfgen_counters", "BPF_MAP_TYPE_PERCPU_ARRAY", BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8,
+                counters, True, "per-CPU event and drop counters"),
+    ]
+
+
+@dataclass(frozen=True)
+class _BpfParts:
+    decisions: list[Decision]
+    maps: list[MapPlan]
+    map_init: dict[str, tuple[tuple[bytes, bytes], ...]]
+    programs: tuple[ProgramPlan, ...]
+    svc: SvcPlan
+
+
+def _bpf_parts(
+    inputs: Inputs, kind: str, frontends: tuple[Frontend, ...], in_map: bool
+) -> _BpfParts:
+    """datapath.mode bpf: one tc ingress program, bpfgen_svc_in, on every interface."""
+    node = inputs.node
+    generic = kind != "specialized"
+    svc = _svc_plan(inputs, frontends, in_map)
+    total_backends = sum(len(f.backends) for f in frontends)
+    backends_max = max(64, _pow2_at_least(2 * total_backends))
+    rows = max(1, len(frontends))
+    no_backend = [f for f in frontends if not f.backends]
+    most = max((len(f.backends) for f in frontends), default=0)
+    decisions = [
+        Decision("BPFGEN_MODE_BPF", "1", "datapath.mode",
+                 "bpf: DNAT, SNAT and forwarding in bpfgen_svc_in; no egress program"),
+        Decision(
+            "BPFGEN_SELECTION_SEED",
+            "(bpfgen_cfg.selection_seed)" if generic else f"0x{node.selection_seed:08x}U",
+            "datapath.selectionSeed",
+            "backend-selection hash seed, the same on every node (not BPFGEN_HASH_SEED)",
+            runtime=generic,
+        ),
+        Decision(
+            "BPFGEN_SCHED_MAGLEV",
+            str(int(svc.maglev)),
+            "datapath.scheduler",
+            f"{node.scheduler}: "
+            + ("table[h % M] (bpfgen/maglev.py)" if svc.maglev else "backend h % n")
+            + "; the other scheduler compiled out",
+        ),
+        Decision("BPFGEN_MAGLEV_SIZE", str(node.maglev_table_size), "datapath.maglevTableSize",
+                 "Maglev table slots M (prime)"),
+        Decision("BPFGEN_MAGLEV_IN_MAP", str(int(svc.maglev and not svc.maglev_in_rodata)),
+                 "services", svc.maglev_reason),
+        Decision("BPFGEN_MAGLEV_ROWS", str(rows), "services",
+                 "bpfgen_svc_maglev rows: one per frontend id"),
+        Decision("BPFGEN_SVC_FRONTENDS", str(len(frontends)), "services",
+                 "frontend ids 0..n-1"),
+        Decision("BPFGEN_SVC_BACKENDS_TOTAL", str(max(1, len(svc.backends))), "services",
+                 "bpfgen_backends[] (frontends as code): the distinct backend lists, flat"),
+        Decision("BPFGEN_SVC_SEARCH_STEPS", str(max(1, most.bit_length())), "services",
+                 f"membership binary search: the largest backend list has {most}"),
+        Decision("BPFGEN_MAGLEV_TABLES", str(max(1, len(svc.tables))), "services",
+                 "bpfgen_maglev[][] (.rodata): the distinct Maglev tables"),
+        Decision("BPFGEN_SVC_BACKENDS_MAX", str(backends_max), "services",
+                 "bpfgen_svc_backends size: 2x the backends, power of two, at least 64"),
+        Decision(
+            "BPFGEN_REJECT_NO_BACKEND",
+            "1",
+            "services",
+            f"{len(no_backend)} frontends without backends: TCP answered with a RST, UDP "
+            "with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend",
+        ),
+    ]
+    maps = _session_maps(
+        node.max_sessions,
+        ("bpfgen_nat_v4", layouts.NatEntry, "NAT sessions (DNAT + SNAT) by original tuple"),
+        ("bpfgen_rnat_v4", layouts.RnatEntry, "reply tuple -> client and frontend"),
+        len(BPF_COUNTER_NAMES),
+    )
+    map_init: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
+    if in_map:
+        frontends_max = max(64, _pow2_at_least(2 * len(frontends)))
+        maps += [
+            MapPlan("bpfgen_svc_frontends", "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH,
+                    ctypes_size(layouts.FrontendKey), ctypes_size(layouts.SvcValue),
+                    frontends_max, True, "service frontends -> id, backends, masquerade"),
+            MapPlan("bpfgen_svc_backends", "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH,
+                    ctypes_size(layouts.BackendKey), ctypes_size(layouts.BackendValue),
+                    backends_max, True, "(frontend id, index) -> backend"),
+        ]
+        maps.append(
+            MapPlan("bpfgen_svc_members", "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH,
+                    ctypes_size(layouts.BackendMember), 4, backends_max, True,
+                    "(frontend id, backend addr, port): sessions keep a backend while listed")
+        )
+        map_init["bpfgen_svc_frontends"] = tuple(_svc_frontend_entry(f) for f in frontends) + tuple(
+            _vip_entry(a) for a in _vips(frontends)
+        )
+        map_init["bpfgen_svc_members"] = tuple(
+            (
+                layouts.to_bytes(
+                    layouts.BackendMember(f.index, layouts.be32(b.address), layouts.be16(b.port))
+                ),
+                bytes(4),
+            )
+            for f in frontends
+            for b in f.backends
+        )
+        map_init["bpfgen_svc_backends"] = tuple(
+            (
+                layouts.to_bytes(layouts.BackendKey(f.index, i)),
+                layouts.to_bytes(
+                    layouts.BackendValue(layouts.be32(b.address), layouts.be16(b.port))
+                ),
+            )
+            for f in frontends
+            for i, b in enumerate(f.backends)
+        )
+    if svc.maglev and not svc.maglev_in_rodata:
+        m = node.maglev_table_size
+        maps.append(
+            MapPlan("bpfgen_svc_maglev", "BPF_MAP_TYPE_ARRAY", BPF_MAP_TYPE_ARRAY, 4, 2,
+                    rows * m, True, "Maglev tables: [frontend id * M + slot] -> backend index")
+        )
+        map_init["bpfgen_svc_maglev"] = tuple(
+            ((f.index * m + slot).to_bytes(4, "little"), index.to_bytes(2, "little"))
+            for f in frontends
+            if f.backends
+            for slot, index in enumerate(maglev_table(inputs, f))
+        )
+    attach = tuple(Attachment(i.role, i.name, "tc_ingress") for i in node.interfaces)
+    program = ProgramPlan(
+        "svc_in",
+        "svc_in.bpf.c.j2",
+        "svc_in.bpf.c",
+        "svc_in.bpf.o",
+        "bpfgen_svc_in",
+        "tc",
+        "bpfgen_ctx_tc.h",
+        attach,
+        tuple(m.name for m in maps),
+        "DNAT + SNAT to a selected backend, replies reversed, fib lookup + redirect",
+    )
+    return _BpfParts(decisions, maps, map_init, (program,), svc)
+
+
+def _vips(frontends: tuple[Frontend, ...]) -> tuple[IPv4Address, ...]:
+    """The VIPs (ClusterIPs, externalIPs, LB IPs): svc_in answers echo requests to them."""
+    return tuple(sorted({f.addr for f in frontends if f.addr is not None}))
+
+
+def _vip_entry(addr: IPv4Address) -> tuple[bytes, bytes]:
+    """bpfgen_svc_frontends entry (VIP, port 0, ICMP): "answer pings", no frontend."""
+    key = layouts.FrontendKey(addr=layouts.be32(addr), port=layouts.be16(0), proto=IPPROTO_ICMP)
+    value = layouts.SvcValue(id=0xFFFFFFFF)
+    return layouts.to_bytes(key), layouts.to_bytes(value)
+
+
+def _svc_frontend_entry(f: Frontend) -> tuple[bytes, bytes]:
+    key, _ = _frontend_entry(f)
+    value = layouts.SvcValue(id=f.index, n_backends=len(f.backends), masq=f.masq.value)
+    # first/table: only the frontends-as-code arrays use them
+    return key, layouts.to_bytes(value)

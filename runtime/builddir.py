@@ -130,10 +130,15 @@ class Build:
     frontends: tuple[Frontend, ...]
     map_init: dict[str, tuple[tuple[bytes, bytes], ...]]
     runtime_config: tuple[str, bytes] | None  # (internal map suffix, initial value)
-    object_sha256: dict[str, str]  # object file name -> sha256 of its bytes
+    object_sha256: dict[str, str]  # object file name -> load_digest of its bytes
 
     @property
     def needs_ipvs(self) -> bool:
+        return self.mode == "ipvs"
+
+    @property
+    def needs_nft(self) -> bool:
+        """The notrack table is the ipvs mode's conntrack bypass; bpf mode has none."""
         return self.mode == "ipvs"
 
     def object_path(self, program: Program) -> Path:
@@ -231,8 +236,6 @@ class _Checker:
         mode = self.get(m, "mode", str, "mode")
         if mode is not None and mode not in ("ipvs", "bpf"):
             self.fail("mode", f"{mode!r} is not ipvs or bpf")
-        if mode == "bpf":
-            self.fail("mode", "bpf mode builds are not run by this runtime yet (ipvs only)")
         sha = self.get(m, "config_sha256", str, "config_sha256") or ""
         programs = self.programs(build_dir, m)
         maps = self.maps(m)
@@ -241,11 +244,23 @@ class _Checker:
         map_init = self.map_init(build_dir, m, {mp.name: mp for mp in maps})
         runtime_config = self.runtime_config(m)
         self.build_kind(m, runtime_config)
+        if mode == "bpf":
+            self.bpf_mode(programs, maps, map_init)
         if self.problems or mode is None or node is None:
             return None
         object_sha = {}
         for obj in dict.fromkeys(p.object for p in programs):
-            object_sha[obj] = hashlib.sha256((build_dir / obj).read_bytes()).hexdigest()
+            digest = load_digest((build_dir / obj).read_bytes())
+            if digest is None:
+                self.fail("programs", f"{build_dir / obj}: not a 64-bit little-endian ELF object")
+                return None
+            object_sha[obj] = digest
+        if runtime_config is not None and runtime_config[0] != ".bss":
+            # frozen: the config is .rodata, constants to the verifier; new config, new load
+            object_sha = {
+                obj: hashlib.sha256(f"{d}:{runtime_config[1].hex()}".encode()).hexdigest()
+                for obj, d in object_sha.items()
+            }
         return Build(
             path=build_dir.resolve(),
             manifest=m,
@@ -259,6 +274,26 @@ class _Checker:
             runtime_config=runtime_config,
             object_sha256=object_sha,
         )
+
+    def bpf_mode(
+        self,
+        programs: list[Program],
+        maps: list[MapSpec],
+        map_init: dict[str, tuple[tuple[bytes, bytes], ...]],
+    ) -> None:
+        """docs/datapath-bpf.md: every translation where the packet enters, no egress program;
+        map_init writes plain entries (a map of maps has no hex image)."""
+        for i, p in enumerate(programs):
+            for j, a in enumerate(p.attach):
+                if a.hook == "tc_egress":
+                    self.fail(
+                        f"programs[{i}].attach[{j}].hook",
+                        f"tc_egress on {a.interface}: a bpf-mode build has no egress program",
+                    )
+        types = {mp.name: mp.type for mp in maps}
+        for name in sorted(map_init):
+            if types.get(name, "").endswith("_OF_MAPS"):
+                self.fail("map_init", f"map {name} is a {types[name]}: map_init cannot fill it")
 
     def programs(self, build_dir: Path, m: Any) -> list[Program]:
         out = []
@@ -457,6 +492,43 @@ class _Checker:
         except ValueError:
             self.fail("runtime_config.hex", "not hex")
             return None
+
+
+def load_digest(elf: bytes) -> str | None:
+    """sha256 of what loading the object gives the kernel: every ELF section but the
+    DWARF ones (`.debug_*` and their relocations), which libbpf never loads.
+
+    Two builds whose sources differ only in comments (the generated header names
+    the config's sha256) differ in .debug_line's source MD5s and nowhere else; the
+    runtime compares this digest, not the file's bytes, to decide whether a sync must
+    replace the programs or can rewrite maps in place. None: not an ELF64 LE file."""
+    if len(elf) < 64 or elf[:4] != b"\x7fELF" or elf[4] != 2 or elf[5] != 1:
+        return None
+    shoff = int.from_bytes(elf[0x28:0x30], "little")
+    shentsize = int.from_bytes(elf[0x3A:0x3C], "little")
+    shnum = int.from_bytes(elf[0x3C:0x3E], "little")
+    shstrndx = int.from_bytes(elf[0x3E:0x40], "little")
+    if shentsize < 64 or shoff + shnum * shentsize > len(elf) or shstrndx >= shnum:
+        return None
+
+    def header(i: int) -> tuple[int, int, bytes, int, int]:
+        h = elf[shoff + i * shentsize : shoff + (i + 1) * shentsize]
+        name, kind = int.from_bytes(h[0:4], "little"), int.from_bytes(h[4:8], "little")
+        offset, size = int.from_bytes(h[24:32], "little"), int.from_bytes(h[32:40], "little")
+        return name, kind, h[8:16] + h[40:48], offset, size  # flags, link, info
+
+    _, _, _, str_off, str_size = header(shstrndx)
+    names = elf[str_off : str_off + str_size]
+    out = hashlib.sha256()
+    for i in range(shnum):
+        name_off, kind, attrs, offset, size = header(i)
+        name = names[name_off : names.find(b"\0", name_off)]
+        if name.startswith((b".debug_", b".rel.debug_")):
+            continue
+        body = size.to_bytes(8, "little") if kind == 8 else elf[offset : offset + size]  # NOBITS
+        out.update(len(name).to_bytes(4, "little") + name + kind.to_bytes(4, "little") + attrs)
+        out.update(len(body).to_bytes(8, "little") + body)
+    return out.hexdigest()
 
 
 def _valid_ifname_pattern(name: str) -> bool:

@@ -105,7 +105,10 @@ def _print_status(info: dict[str, Any]) -> None:
     if not info["up"]:
         print(f"{where}: bpfgen is not up")
         return
-    print(f"{where}: up from {info['build_dir']} (config {info['config_sha256'][:12]})")
+    print(
+        f"{where}: up from {info['build_dir']} (mode {info['mode']}, "
+        f"config {info['config_sha256'][:12]})"
+    )
     print("programs:")
     for a in info["attached"]:
         ok = "" if a["as_recorded"] else "  (NOT as recorded)"
@@ -130,7 +133,8 @@ def _print_status(info: dict[str, Any]) -> None:
             for r in s["real_servers"]:
                 conns = f"active {r['active']} inactive {r['inactive']}"
                 print(f"    -> {r['address']:<22} weight {r['weight']} {conns}")
-    print(f"nftables table: {'present' if info['nft_table'] else 'MISSING'}")
+    if info["nft_table"] is not None:  # None: bpf mode, no notrack table
+        print(f"nftables table: {'present' if info['nft_table'] else 'MISSING'}")
     if info["in_sync"]:
         print("live state matches the build")
     else:

@@ -40,6 +40,7 @@ TEST_RUN_HEADROOM = 256  # room for growth (XDP_PACKET_HEADROOM, encapsulation) 
 POSSIBLE_CPUS_PATH = "/sys/devices/system/cpu/possible"
 
 _NO_INITIAL_VALUES: Mapping[str, bytes] = MappingProxyType({})
+_NO_PIN_PATHS: Mapping[str, str] = MappingProxyType({})
 # libbpf 1.1 names the program it failed on in a warning (libbpf.c, bpf_object_load_prog).
 _PROG_LOAD_FAILED = re.compile(r"prog '(?P<name>[^']+)': BPF program load failed")
 
@@ -361,6 +362,7 @@ def open_object(
     initial_values: Mapping[str, bytes] = _NO_INITIAL_VALUES,
     log_level: int = 1,
     log_dir: Path | None = None,
+    pin_paths: Mapping[str, str] = _NO_PIN_PATHS,
 ) -> LoadedObject:
     """Open, configure and load the object at `path`; use the result as a context manager.
 
@@ -375,13 +377,16 @@ def open_object(
         state. Logs are kept on `LoadedProgram.verifier_log`.
     log_dir: where a rejected program's log is saved as `<program>.verifier.log`
         (default: a new temporary file).
+    pin_paths: map name -> the pin path to use instead of `<pin_root>/<map name>`
+        (reused when something is pinned there, else created and pinned there); the
+        runtime gives a build's service tables fresh maps this way (node.py).
     """
     obj_path = os.fspath(path)
     log_size = LOG_BUF_SIZE
     while True:
         obj = _open(obj_path, pin_root)
         try:
-            _configure(obj, obj_path, pin_root, initial_values)
+            _configure(obj, obj_path, pin_root, initial_values, pin_paths)
             loaded = _load(obj, obj_path, log_level, log_size, log_dir)
         except BaseException:
             libbpf.bpf_object__close(obj)
@@ -406,11 +411,18 @@ def _configure(
     obj_path: str,
     pin_root: str | os.PathLike[str] | None,
     initial_values: Mapping[str, bytes],
+    pin_paths: Mapping[str, str] = _NO_PIN_PATHS,
 ) -> None:
     maps = list(_maps(obj))
     if pin_root is None:
         for map_ in maps:
             libbpf.bpf_map__set_pin_path(map_, None)
+    by_name = {libbpf.bpf_map__name(m): m for m in maps}
+    for name, pin in sorted(pin_paths.items()):
+        if name not in by_name:  # another object of the build may hold it
+            continue
+        with operation(f"set the pin path of map {name} in {obj_path} to {pin}"):
+            libbpf.bpf_map__set_pin_path(by_name[name], pin)
     _set_initial_values(obj_path, maps, initial_values)
 
 

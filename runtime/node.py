@@ -24,10 +24,12 @@ place before IPVS answers for a VIP, so no service packet is ever tracked.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -53,6 +55,13 @@ DUMMY_DEVICE = "bpfgen-ipvs0"  # holds every VIP as a /32, as kube-proxy's kube-
 IPVS_TCP_FLOOR, IPVS_TCPFIN_FLOOR, IPVS_UDP_FLOOR = 7440, 240, 120
 PRELOAD_ENTRIES = {"maps.debug", "progs.debug"}  # what the kernel's bpf_preload puts on a bpffs
 COUNTERS_MAP = "bpfgen_counters"
+# bpf mode's service tables (templates/include/bpfgen_maps.h): what a build says about its
+# frontends, by frontend id. Everything else pinned is session state and is never replaced.
+SERVICE_TABLE_PREFIX = "bpfgen_svc_"
+FRONTEND_TABLE = "bpfgen_svc_frontends"  # value: struct bpfgen_svc_value, first field __u32 id
+NOT_A_FRONTEND = 0xFFFFFFFF  # the id of a VIP's (VIP, 0, ICMP) entry: no frontend
+# A fresh service table's pin until its programs are attached (bpffs refuses dots in names).
+STAGED_SUFFIX = "__next"
 
 
 @dataclass(frozen=True)
@@ -188,29 +197,36 @@ def _preflight(build: Build, opts: Options, state: State | None, op: str) -> lis
                 "the kernel has no dummy network device (for the VIPs, as kube-ipvs0): "
                 "modprobe dummy failed"
             )
-    reason = nft.available()
-    if reason:
-        problems.append(reason)
-    else:
-        try:
-            nft.check(desired_nft(build))
-        except RuntimeOpError as exc:
-            problems.append(f"the nftables rules do not load: {exc}")
+    if build.needs_nft:
+        reason = nft.available()
+        if reason:
+            problems.append(reason)
+        else:
+            try:
+                nft.check(desired_nft(build))
+            except RuntimeOpError as exc:
+                problems.append(f"the nftables rules do not load: {exc}")
     if not pins.is_bpffs(opts.bpffs) and os.path.exists(opts.bpffs) and os.listdir(opts.bpffs):
         problems.append(f"{opts.bpffs} is not a bpffs and not empty: cannot mount bpffs there")
     problems += _map_problems(build, opts)
     if state is not None and state.netns != opts.netns:
         problems.append(f"the state file for {opts.label} is for namespace {state.netns}")
+    if state is not None and state.mode != build.mode:
+        problems.append(
+            f"{opts.label} is up in datapath mode {state.mode} and the build is for mode "
+            f"{build.mode}: a sync does not switch modes (`bpfgen down`, then `bpfgen up`)"
+        )
     del op
     return problems
 
 
 def _map_problems(build: Build, opts: Options) -> list[str]:
-    """Pinned maps whose definition differs from the build (sessions would be lost)."""
+    """Pinned maps whose definition differs from the build (sessions would be lost); not
+    the service tables, which hold no sessions: they are replaced with the programs."""
     problems = []
     for spec in build.maps:
         path = spec.pin_path(opts.bpffs, opts.label)
-        if not os.path.exists(path):
+        if spec.name.startswith(SERVICE_TABLE_PREFIX) or not os.path.exists(path):
             continue
         with pins.PinnedMap(path) as live:
             have = (live.info.type_name, live.key_size, live.value_size, live.max_entries)
@@ -242,6 +258,12 @@ class _Converge:
         self.report = Report()
         self.loaded: dict[str, LoadedObject] = {}  # object file -> loaded object
         self.maps_reset = False
+        # Service tables the next programs get fresh (map name -> staged pin path), and
+        # why; empty: the pinned tables are rewritten in place (map_init).
+        self.staged: dict[str, str] = {}
+        self.tables_reason = ""
+        self.reload = False  # this run loads the objects (then nothing is rewritten in place)
+        self.redefined: list[str] = []  # service tables whose definition changed
 
     def change(self, what: str, action: Callable[[], object]) -> None:
         self.report.changes.append(what)
@@ -260,9 +282,12 @@ class _Converge:
             self.maps()
             self.programs()
             self.map_init()
+            self.runtime_config()
             self.sysctls()
             self.attachments()
-        self.nft()  # before IPVS takes traffic: its packets are never tracked
+            self.publish_tables()
+        if self.build.needs_nft:
+            self.nft()  # before IPVS takes traffic: its packets are never tracked
         if self.opts.ipvs and self.build.needs_ipvs:
             self.dummy()
             with ipvs.opened() as sock:
@@ -271,8 +296,10 @@ class _Converge:
         if not self.dry:
             st = self.state
             st.build_dir = str(self.build.path)
+            st.mode = self.build.mode
             st.config_sha256 = self.build.config_sha256
             st.object_sha256 = dict(self.build.object_sha256)
+            st.runtime_config_sha256 = _runtime_config_sha(self.build)
             self.save()
         return self.report
 
@@ -314,7 +341,12 @@ class _Converge:
                 continue
             with pins.PinnedMap(path) as live:
                 have = (live.info.type_name, live.key_size, live.value_size, live.max_entries)
-            if have != (spec.type, spec.key_size, spec.value_size, spec.max_entries):
+            want = (spec.type, spec.key_size, spec.value_size, spec.max_entries)
+            if have != want and spec.name.startswith(SERVICE_TABLE_PREFIX):
+                # sized by the build (frontends, backends, Maglev rows): a fresh one is
+                # loaded with the programs (programs()), the pinned one stays until then
+                self.redefined.append(f"{spec.name} ({_map_desc(have)} -> {_map_desc(want)})")
+            elif have != want:
                 self.maps_reset = True
                 self.change(
                     f"unpin {path} (its definition changed: sessions reset)",
@@ -333,8 +365,40 @@ class _Converge:
                 return int(a["prog_id"])
         return None
 
+    def _frontend_ids_moved(self) -> list[str]:
+        """Frontends whose id differs between the pinned bpfgen_svc_frontends and the build's
+        map_init, and new frontends taking the id of a removed one (as "addr:port/proto
+        id a -> b"). Empty: every id means the same frontend in both (a pure addition or
+        removal), so the tables can be rewritten in place under live traffic."""
+        path = os.path.join(self.opts.pin_dir(), FRONTEND_TABLE)
+        entries = self.build.map_init.get(FRONTEND_TABLE)
+        if entries is None or not os.path.exists(path):
+            return []
+        with pins.PinnedMap(path) as live:
+            have = {k: _frontend_id(v) for k, v in live.items()}
+        want = {k: _frontend_id(v) for k, v in entries}
+        have = {k: i for k, i in have.items() if i != NOT_A_FRONTEND}
+        want = {k: i for k, i in want.items() if i != NOT_A_FRONTEND}
+        in_use = set(have.values())
+        return [
+            f"{_frontend_name(k)} id {have.get(k, '-')} -> {i}"
+            for k, i in sorted(want.items())
+            if (k in have and have[k] != i) or (k not in have and i in in_use)
+        ]
+
+    def _interrupted_replacement(self) -> list[str]:
+        """Staged service-table pins a replacement left (it stopped before publishing)."""
+        return [p for p in self.state.pins if p.endswith(STAGED_SUFFIX)]
+
     def programs(self) -> None:
-        """Load every object when some program of the build is not live yet."""
+        """Load every object when some program of the build is not live yet, or when the
+        service tables must be replaced with the programs (frontend ids moved).
+
+        A load gives the service tables (bpfgen_svc_*) whose pins exist FRESH maps, pinned
+        at `<name>__next` until the new programs are attached (publish_tables); the session
+        maps (NAT, reverse NAT, counters) are always the pinned ones. So the live programs
+        keep reading their own, complete tables while the new ones are filled, and every
+        hook switches program and tables together (one BPF_TC_F_REPLACE)."""
         present = attach.devices()
         targets = desired_targets(self.build, present)
         needed = {p for p in targets.values() if self._current_program(p) is None}
@@ -342,10 +406,40 @@ class _Converge:
             s.name for s in self.build.maps
             if not os.path.exists(s.pin_path(self.opts.bpffs, self.opts.label))
         ]  # fmt: skip
-        if not needed and not missing_pins:
+        moved = [] if self.maps_reset else self._frontend_ids_moved()
+        leftover = self._interrupted_replacement()
+        if not needed and not missing_pins and not moved and not leftover and not self.redefined:
             return
+        self.reload = True
+        self.staged = {
+            s.name: s.pin_path(self.opts.bpffs, self.opts.label) + STAGED_SUFFIX
+            for s in self.build.maps
+            if s.name.startswith(SERVICE_TABLE_PREFIX)
+            and os.path.exists(s.pin_path(self.opts.bpffs, self.opts.label))
+        }  # fmt: skip
+        if moved:
+            shown = ", ".join(moved[:4]) + (f" (+{len(moved) - 4})" if len(moved) > 4 else "")
+            self.tables_reason = f"frontend ids moved: {shown}"
+        elif self.redefined:
+            self.tables_reason = f"definition changed: {', '.join(self.redefined)}"
+        elif leftover:
+            self.tables_reason = "a replacement was interrupted"
+        else:
+            self.tables_reason = "new programs"
+        if leftover:
+            self.report.notes.append(
+                f"staged service tables of an interrupted sync removed: {', '.join(leftover)}"
+            )
 
         def load() -> None:
+            for path in leftover:  # a program using one holds it by reference: unaffected
+                if os.path.lexists(path):
+                    os.unlink(path)
+                self.state.pins.remove(path)
+            for path in self.staged.values():
+                if path not in self.state.pins:
+                    self.state.pins.append(path)  # on disk before the pin exists
+            self.save()
             for obj_name in self.build.objects():
                 prog = next(p for p in self.build.programs if p.object == obj_name)
                 self.loaded[obj_name] = open_object(
@@ -353,6 +447,7 @@ class _Converge:
                     pin_root=self.opts.pin_dir(),
                     initial_values=self.build.initial_values(),
                     log_level=0,
+                    pin_paths=self.staged,
                 )
             for spec in self.build.maps:
                 path = spec.pin_path(self.opts.bpffs, self.opts.label)
@@ -361,6 +456,30 @@ class _Converge:
 
         objs = ", ".join(self.build.objects())
         self.change(f"load {objs} (maps pinned in {self.opts.pin_dir()})", load)
+        if self.staged:
+            self.report.changes.append(
+                f"service tables replaced with the programs: {self.tables_reason} "
+                f"({', '.join(sorted(self.staged))} fresh, filled before the programs are "
+                "attached)"
+            )
+
+    def publish_tables(self) -> None:
+        """After every hook runs the new programs: pin their fresh service tables in place
+        of the old ones (rename(2) on the bpffs replaces the old pin atomically). The old
+        tables go away with the last old program; the live programs hold their maps by
+        reference, the pins are the runtime's bookkeeping only."""
+        for name, staged in sorted(self.staged.items()):
+            spec = next(s for s in self.build.maps if s.name == name)
+            path = spec.pin_path(self.opts.bpffs, self.opts.label)
+
+            def publish(staged: str = staged, path: str = path) -> None:
+                _op(f"pin {staged} as {path}", partial(os.rename, staged, path))
+                if staged in self.state.pins:
+                    self.state.pins.remove(staged)
+                if path not in self.state.pins:
+                    self.state.pins.append(path)
+
+            self.change(f"pin the new {name} at {path} (the old table unpinned)", publish)
 
     def _program_fd(self, name: str, closer: ExitStack) -> int:
         prog = next(p for p in self.build.programs if p.name == name)
@@ -374,34 +493,93 @@ class _Converge:
         return fd
 
     def map_init(self) -> None:
-        for name, entries in sorted(self.build.map_init.items()):
-            spec = next(s for s in self.build.maps if s.name == name)
-            path = spec.pin_path(self.opts.bpffs, self.opts.label)
-            if not os.path.exists(path):  # dry run before the first load
-                self.report.changes.append(f"write {len(entries)} entries into map {name}")
-                continue
-            with pins.PinnedMap(path) as live:
+        """Write map_init.json into the pinned maps in place (no reload; sessions untouched),
+        or, for service tables staged by programs(), into the fresh tables of the programs
+        about to be attached (nothing reads them yet).
+
+        In place, two passes over all maps: first every new or changed entry, then the stale
+        ones removed (array slots, which cannot be deleted, zeroed), so a program running
+        meanwhile sees the old or the new entry of a slot, never a missing one. A packet
+        finds its frontend first and everything else from it, so the frontend maps
+        (`*frontends*`) are written last and cleaned first: backend lists, membership
+        sets and Maglev tables under a frontend's new id are complete before the
+        frontend entry points at them, and the old entries are gone only after nothing
+        new refers to them. That is safe only while every frontend id keeps meaning the
+        same frontend: when ids move (a Service added before another renumbers the
+        frontends after it), an id in use would briefly hold another frontend's backends
+        and membership, whatever the order; programs() then stages fresh tables instead.
+        """
+        removals: list[tuple[str, pins.PinnedMap, list[bytes], bool]] = []
+        in_place: list[str] = []
+        with ExitStack() as maps:
+            for name, entries in sorted(self.build.map_init.items(), key=_write_order):
+                spec = next(s for s in self.build.maps if s.name == name)
+                path = self.staged.get(name) or spec.pin_path(self.opts.bpffs, self.opts.label)
+                if not os.path.exists(path):  # dry run before the first load
+                    self.report.changes.append(f"write {len(entries)} entries into map {name}")
+                    continue
+                live = maps.enter_context(pins.PinnedMap(path))
+                is_array = spec.type.endswith("ARRAY")
                 want = dict(entries)
                 have = {k: live.lookup(k) for k in live.keys()}  # noqa: SIM118 - not a dict
-                stale = [k for k in have if k not in want]
+                zero = bytes(spec.value_size)
+                stale = [k for k, v in have.items()
+                         if k not in want and not (is_array and v == zero)]  # fmt: skip
                 differ = [k for k, v in want.items() if have.get(k) != v]
-                if not stale and not differ:
-                    continue
+                if differ:
 
-                def write(
-                    live: pins.PinnedMap = live,
-                    want: dict[bytes, bytes] = want,
-                    differ: list[bytes] = differ,
-                    stale: list[bytes] = stale,
-                ) -> None:
-                    for k in differ:
-                        live.update(k, want[k])
+                    def write(live: pins.PinnedMap = live, want: dict[bytes, bytes] = want,
+                              differ: list[bytes] = differ) -> None:  # fmt: skip
+                        for k in differ:
+                            live.update(k, want[k])
+
+                    self.change(f"map {name}: {len(differ)} entries written", write)
+                    in_place.append(name)
+                if stale:
+                    removals.append((name, live, stale, is_array))
+            for name, live, stale, is_array in sorted(removals, key=_removal_order):
+
+                def remove(live: pins.PinnedMap = live, stale: list[bytes] = stale,
+                           is_array: bool = is_array) -> None:  # fmt: skip
                     for k in stale:
-                        live.delete(k)
+                        if is_array:
+                            live.update(k, bytes(live.value_size))
+                        else:
+                            live.delete(k)
 
-                self.change(
-                    f"map {name}: {len(differ)} entries written, {len(stale)} removed", write
+                verb = "zeroed" if is_array else "removed"
+                self.change(f"map {name}: {len(stale)} stale entries {verb}", remove)
+                in_place.append(name)
+        tables = sorted({n for n in in_place if n.startswith(SERVICE_TABLE_PREFIX)})
+        if tables and not self.reload:
+            self.report.notes.append(
+                f"service tables rewritten in place: frontend ids stable ({', '.join(tables)})"
+            )
+
+    def runtime_config(self) -> None:
+        """A generic build's config (.bss) changed but not its code: write it into the live
+        programs' .bss in place, as map_init does for maps (a load sets it itself)."""
+        rc = self.build.runtime_config
+        want = _runtime_config_sha(self.build)
+        if rc is None or rc[0] != ".bss" or self.loaded or self.state.runtime_config_sha256 == want:
+            return
+        prog_ids = sorted({int(a["prog_id"]) for a in self.state.attachments})
+
+        def write() -> None:
+            written = 0
+            for prog_id in prog_ids:
+                for map_id in pins.program_map_ids(prog_id):
+                    with pins.PinnedMap.by_id(map_id) as m:
+                        if m.name.endswith(".bss") and m.value_size == len(rc[1]):
+                            m.update(bytes(4), rc[1])
+                            written += 1
+            if prog_ids and not written:
+                raise RuntimeOpError(
+                    "write the runtime config", errno.ENOENT, "the live programs have no .bss"
                 )
+            self.state.runtime_config_sha256 = want
+
+        self.change(f"runtime config: .bss of {len(prog_ids)} live programs rewritten", write)
 
     def attachments(self) -> None:
         present = attach.devices()
@@ -465,7 +643,7 @@ class _Converge:
     # sysctls
 
     def sysctls(self) -> None:
-        wanted = desired_sysctls(self.build, self.opts.ipvs)
+        wanted = desired_sysctls(self.build, self.opts.ipvs and self.build.needs_ipvs)
         first, last = self.build.node.snat_port_range
         current_reserved = sysctl.read("net.ipv4.ip_local_reserved_ports")
         if not _covers(current_reserved, first, last):
@@ -686,6 +864,33 @@ def _dummy_available() -> bool:
     return os.path.isdir("/sys/module/dummy")
 
 
+def _frontend_id(value: bytes) -> int:
+    return int.from_bytes(value[:4], sys.byteorder)  # struct bpfgen_svc_value.id, host order
+
+
+def _frontend_name(key: bytes) -> str:
+    """struct bpfgen_frontend_key {be32 addr, be16 port, u8 proto, u8 pad} as text."""
+    proto = {6: "TCP", 17: "UDP", 1: "ICMP"}.get(key[6], str(key[6]))
+    return f"{socket.inet_ntoa(key[:4])}:{int.from_bytes(key[4:6], 'big')}/{proto}"
+
+
+def _is_frontend_map(name: str) -> bool:
+    return "frontends" in name
+
+
+def _write_order(item: tuple[str, object]) -> tuple[bool, str]:
+    return (_is_frontend_map(item[0]), item[0])
+
+
+def _removal_order(item: tuple[str, object, object, object]) -> tuple[bool, str]:
+    return (not _is_frontend_map(item[0]), item[0])
+
+
+def _runtime_config_sha(build: Build) -> str:
+    rc = build.runtime_config
+    return "" if rc is None else hashlib.sha256(rc[0].encode() + b":" + rc[1]).hexdigest()
+
+
 def _op(op: str, fn: Callable[[], object]) -> None:
     with operation(op):
         fn()
@@ -814,8 +1019,11 @@ def _effective(opts: Options, state: State | None) -> Options:
     return Options(opts.netns, state.bpffs, opts.run_dir, state.ipvs_enabled, opts.reset_sessions)
 
 
-def _new_state(opts: Options) -> State:
-    return State(netns=opts.netns, bpffs=opts.bpffs, pin_dir=opts.pin_dir(), ipvs_enabled=opts.ipvs)
+def _new_state(opts: Options, build: Build) -> State:
+    return State(
+        netns=opts.netns, bpffs=opts.bpffs, pin_dir=opts.pin_dir(), ipvs_enabled=opts.ipvs,
+        mode=build.mode,
+    )  # fmt: skip
 
 
 def up(build_dir: str | os.PathLike[str], opts: Options) -> Report:
@@ -830,7 +1038,7 @@ def up(build_dir: str | os.PathLike[str], opts: Options) -> Report:
             raise InputRefused(op, problems)
         if state is not None:
             return _Converge(build, opts, state, dry=False).run()
-        state = _new_state(opts)
+        state = _new_state(opts, build)
         save_state(opts.run_dir, opts.label, state)
         try:
             return _Converge(build, opts, state, dry=False).run()
@@ -890,6 +1098,7 @@ def status(opts: Options) -> dict[str, Any]:
             "netns": opts.netns,
             "up": True,
             "build_dir": state.build_dir,
+            "mode": state.mode,
             "config_sha256": state.config_sha256,
             "pin_dir": state.pin_dir,
         }
@@ -956,7 +1165,7 @@ def status(opts: Options) -> dict[str, Any]:
             except RuntimeOpError as exc:
                 out["ipvs_problem"] = str(exc)
         out["ipvs_services"] = services
-        out["nft_table"] = nft.exists()
+        out["nft_table"] = nft.exists() if state.mode == "ipvs" else None  # bpf mode: none
         if build is not None:
             dry_opts = Options(opts.netns, state.bpffs, opts.run_dir, state.ipvs_enabled)
             dry_state = State.from_json(state.to_json())

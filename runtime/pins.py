@@ -62,6 +62,7 @@ class MapInfo:
     value_size: int
     max_entries: int
     map_flags: int
+    name: str = ""  # the kernel's (at most 15 characters)
 
     @property
     def type_name(self) -> str:
@@ -89,7 +90,23 @@ class PinnedMap(LoadedMap):
         op = f"open pinned map {path}"
         with operation(op):
             fd = libbpf.bpf_obj_get(path)
-        holder = _FdHolder(fd, path)
+        self._setup(fd, path, op)
+        self.name = os.path.basename(path)
+
+    @classmethod
+    def by_id(cls, map_id: int) -> PinnedMap:
+        """A live map by id, pinned or not (a loaded program's .bss); named as the kernel
+        names it; pin_path is ""."""
+        op = f"open map id {map_id}"
+        with operation(op):
+            fd = libbpf.bpf_map_get_fd_by_id(map_id)
+        m = cls.__new__(cls)
+        m._setup(fd, "", op)
+        m.name = m.info.name
+        return m
+
+    def _setup(self, fd: int, path: str, op: str) -> None:
+        holder = _FdHolder(fd, path or op)
         try:
             info = map_info(fd, op)
         except BaseException:
@@ -97,7 +114,6 @@ class PinnedMap(LoadedMap):
             raise
         self._holder = holder
         self._owner = cast(Any, holder)  # LoadedMap only asks its owner `closed` and `path`
-        self.name = os.path.basename(path)
         self.fd = fd
         self.type = info.type
         self.key_size = info.key_size
@@ -130,8 +146,9 @@ def map_info(fd: int, op: str) -> MapInfo:
     with operation(op):
         libbpf.bpf_obj_get_info_by_fd(fd, info)
     return MapInfo(
-        info.id, info.type, info.key_size, info.value_size, info.max_entries, info.map_flags
-    )
+        info.id, info.type, info.key_size, info.value_size, info.max_entries, info.map_flags,
+        info.name.decode(errors="replace"),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -154,6 +171,27 @@ def program_by_id(prog_id: int) -> LiveProgram | None:
         with operation(f"read info of program id {prog_id}"):
             libbpf.bpf_obj_get_info_by_fd(fd, info)
         return LiveProgram(info.id, info.name.decode(errors="replace"), bytes(info.tag).hex())
+    finally:
+        os.close(fd)
+
+
+def program_map_ids(prog_id: int) -> list[int]:
+    """The ids of the maps program `prog_id` uses (its .bss among them)."""
+    op = f"read map ids of program id {prog_id}"
+    with operation(op):
+        fd = libbpf.bpf_prog_get_fd_by_id(prog_id)
+    try:
+        info = libbpf.BpfProgInfo()
+        with operation(op):
+            libbpf.bpf_obj_get_info_by_fd(fd, info)
+        n = info.nr_map_ids
+        ids = (ctypes.c_uint32 * max(n, 1))()
+        info = libbpf.BpfProgInfo()
+        info.nr_map_ids = n
+        info.map_ids = ctypes.addressof(ids)
+        with operation(op):
+            libbpf.bpf_obj_get_info_by_fd(fd, info)
+        return list(ids[: min(n, info.nr_map_ids)])
     finally:
         os.close(fd)
 

@@ -28,7 +28,9 @@ class State:
     pin_dir: str
     build_dir: str = ""
     config_sha256: str = ""
+    mode: str = "ipvs"  # datapath mode of the build that is up (state files before bpf: ipvs)
     object_sha256: dict[str, str] = field(default_factory=dict)
+    runtime_config_sha256: str = ""  # generic builds: the .bss image the programs run with
     ipvs_enabled: bool = True
     bpffs_mounted: bool = False  # bpfgen mounted the bpffs
     dirs_created: list[str] = field(default_factory=list)  # on the bpffs, outermost first

@@ -561,8 +561,8 @@ def _m_duration(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
 
 def _m_bpf(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
            objects: list[dict[str, Any]]) -> str:
-    node["datapath"] = {"mode": "bpf"}
-    return "datapath.mode: bpf is not implemented yet"
+    node["datapath"] = {"mode": "bpf", "scheduler": "rr"}
+    return "datapath.scheduler: 'rr' is not a bpf scheduler"
 
 
 def _m_interface_name(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],

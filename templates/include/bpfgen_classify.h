@@ -23,6 +23,7 @@ static __always_inline bool bpfgen_in_service_cidr(__be32 a)
 	return (a & BPFGEN_SERVICE_MASK) == BPFGEN_SERVICE_NET;
 }
 
+#ifndef BPFGEN_MODE_BPF
 /* enum bpfgen_masq of the frontend at addr:port/proto, or BPFGEN_FRONTEND_NONE. */
 static __always_inline __u8 bpfgen_frontend_masq(__be32 addr, __be16 port, __u8 proto)
 {
@@ -73,6 +74,7 @@ static __always_inline bool bpfgen_egress_wants_snat(const struct bpfgen_pkt *p)
 	return bpfgen_in_service_cidr(p->t.saddr) &&
 	       bpfgen_frontend_masq(p->t.saddr, p->t.sport, p->t.proto) == BPFGEN_FRONTEND_NONE;
 }
+#endif /* !BPFGEN_MODE_BPF: the bpf mode looks frontends up in bpfgen_svc.h */
 
 static __always_inline bool bpfgen_proto_enabled(__u8 proto)
 {

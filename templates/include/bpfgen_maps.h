@@ -10,6 +10,7 @@
 
 #include "bpfgen_types.h"
 
+#ifndef BPFGEN_MODE_BPF
 /* Forward SNAT sessions, keyed by the original tuple. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -28,15 +29,94 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpfgen_rsnat_v4 SEC(".maps");
 
+/* The session code of bpfgen_nat.h names its maps and entries through these. */
+#define BPFGEN_FWD_MAP bpfgen_snat_v4
+#define BPFGEN_REV_MAP bpfgen_rsnat_v4
+typedef struct bpfgen_snat_entry bpfgen_fwd_entry_t;
+typedef struct bpfgen_rsnat_entry bpfgen_rev_entry_t;
+#define BPFGEN_COUNTER_SLOTS BPFGEN_COUNTER_MAX
+#else
+/* bpf mode: NAT sessions (DNAT and SNAT halves), keyed by the original tuple. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct bpfgen_tuple4);
+	__type(value, struct bpfgen_nat_entry);
+	__uint(max_entries, BPFGEN_SNAT_MAX_SESSIONS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpfgen_nat_v4 SEC(".maps");
+
+/* bpf mode: reply tuple as it arrives -> client and frontend. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct bpfgen_tuple4);
+	__type(value, struct bpfgen_rnat_entry);
+	__uint(max_entries, BPFGEN_SNAT_MAX_SESSIONS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpfgen_rnat_v4 SEC(".maps");
+
+#define BPFGEN_FWD_MAP bpfgen_nat_v4
+#define BPFGEN_REV_MAP bpfgen_rnat_v4
+typedef struct bpfgen_nat_entry bpfgen_fwd_entry_t;
+typedef struct bpfgen_rnat_entry bpfgen_rev_entry_t;
+#define BPFGEN_COUNTER_SLOTS BPFGEN_SVC_COUNTER_MAX
+
+#if BPFGEN_FRONTENDS_IN_MAP
+/* Frontends and their backend lists, from the build's map_init.json. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct bpfgen_frontend_key);
+	__type(value, struct bpfgen_svc_value);
+	__uint(max_entries, BPFGEN_FRONTENDS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpfgen_svc_frontends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct bpfgen_backend_key);
+	__type(value, struct bpfgen_backend);
+	__uint(max_entries, BPFGEN_SVC_BACKENDS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpfgen_svc_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct bpfgen_backend_member);
+	__type(value, __u32);
+	__uint(max_entries, BPFGEN_SVC_BACKENDS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpfgen_svc_members SEC(".maps");
+#endif
+
+#if BPFGEN_SCHED_MAGLEV && BPFGEN_MAGLEV_IN_MAP
+/* Maglev tables, one row of BPFGEN_MAGLEV_SIZE slots per frontend id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u16);
+	__uint(max_entries, BPFGEN_MAGLEV_ROWS * BPFGEN_MAGLEV_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpfgen_svc_maglev SEC(".maps");
+
+/* Slot h % M of frontend @id's Maglev table: a backend index, or 0xffff. */
+static __always_inline __u32 bpfgen_svc_maglev_slot(__u32 id, __u32 h)
+{
+	__u32 k = id * BPFGEN_MAGLEV_SIZE + h % BPFGEN_MAGLEV_SIZE;
+	__u16 *index = bpf_map_lookup_elem(&bpfgen_svc_maglev, &k);
+
+	return index ? *index : 0xffff;
+}
+#endif
+#endif /* BPFGEN_MODE_BPF */
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, __u64);
-	__uint(max_entries, BPFGEN_COUNTER_MAX);
+	__uint(max_entries, BPFGEN_COUNTER_SLOTS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpfgen_counters SEC(".maps");
 
-#if BPFGEN_FRONTENDS_IN_MAP
+#if BPFGEN_FRONTENDS_IN_MAP && !defined(BPFGEN_MODE_BPF)
 /* Service frontends, filled by the runtime from the build's map_init.json. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -41,14 +41,20 @@ static __always_inline __u32 bpfgen_mix32(__u32 h)
  * the integers the CPU reads (little-endian on x86), which the Python model
  * reproduces with int.from_bytes(..., "little").
  */
-static __always_inline __u32 bpfgen_tuple_hash(const struct bpfgen_tuple4 *t)
+static __always_inline __u32 bpfgen_tuple_hash_seeded(__u32 seed, const struct bpfgen_tuple4 *t)
 {
-	__u32 h = BPFGEN_HASH_SEED;
+	__u32 h = seed;
 
 	h = bpfgen_mix32(h ^ t->saddr);
 	h = bpfgen_mix32(h ^ t->daddr);
 	h = bpfgen_mix32(h ^ (((__u32)t->sport << 16) | t->dport));
 	return bpfgen_mix32(h ^ t->proto);
+}
+
+/* The SNAT port-probing hash: seeded per build (BPFGEN_HASH_SEED). */
+static __always_inline __u32 bpfgen_tuple_hash(const struct bpfgen_tuple4 *t)
+{
+	return bpfgen_tuple_hash_seeded(BPFGEN_HASH_SEED, t);
 }
 
 static __always_inline __u64 bpfgen_timeout_ns(__u8 proto, __u8 flags)
@@ -65,7 +71,7 @@ static __always_inline __u64 bpfgen_timeout_ns(__u8 proto, __u8 flags)
 /* Another CPU may have stamped last_seen after we read the clock: a session
  * seen "in the future" is alive, not 2^64 ns old.
  */
-static __always_inline bool bpfgen_expired(const struct bpfgen_snat_entry *e, __u8 proto, __u64 now)
+static __always_inline bool bpfgen_expired(const bpfgen_fwd_entry_t *e, __u8 proto, __u64 now)
 {
 	__u64 seen = e->last_seen_ns;
 
@@ -75,7 +81,7 @@ static __always_inline bool bpfgen_expired(const struct bpfgen_snat_entry *e, __
 /* TCP FIN/RST move a session to the transitory timeout; a bare SYN starts a
  * new incarnation of the same tuple.
  */
-static __always_inline void bpfgen_session_touch(struct bpfgen_snat_entry *e, const struct bpfgen_pkt *p,
+static __always_inline void bpfgen_session_touch(bpfgen_fwd_entry_t *e, const struct bpfgen_pkt *p,
 						 __u64 now, __u8 add)
 {
 	__u8 flags = e->flags | add;
@@ -95,13 +101,18 @@ static __always_inline void bpfgen_session_touch(struct bpfgen_snat_entry *e, co
 
 /* The forward tuple a reverse entry points back to. */
 static __always_inline void bpfgen_rsnat_owner(const struct bpfgen_tuple4 *rkey,
-					       const struct bpfgen_rsnat_entry *r,
+					       const bpfgen_rev_entry_t *r,
 					       struct bpfgen_tuple4 *fkey)
 {
 	fkey->saddr = r->addr;
+#ifdef BPFGEN_MODE_BPF
+	fkey->daddr = r->vip; /* the reply comes from the backend, the flow went to the VIP */
+	fkey->dport = r->vip_port;
+#else
 	fkey->daddr = rkey->saddr;
-	fkey->sport = r->port;
 	fkey->dport = rkey->sport;
+#endif
+	fkey->sport = r->port;
 	fkey->proto = rkey->proto;
 	fkey->pad[0] = fkey->pad[1] = fkey->pad[2] = 0;
 }
@@ -111,20 +122,20 @@ static __always_inline void bpfgen_rsnat_owner(const struct bpfgen_tuple4 *rkey,
  */
 static __always_inline bool bpfgen_rsnat_stale(const struct bpfgen_tuple4 *rkey, __u64 now)
 {
-	struct bpfgen_rsnat_entry *r = bpf_map_lookup_elem(&bpfgen_rsnat_v4, rkey);
-	struct bpfgen_snat_entry *e;
+	bpfgen_rev_entry_t *r = bpf_map_lookup_elem(&BPFGEN_REV_MAP, rkey);
+	bpfgen_fwd_entry_t *e;
 	struct bpfgen_tuple4 fkey;
 
 	if (!r)
 		return true;
 	bpfgen_rsnat_owner(rkey, r, &fkey);
-	e = bpf_map_lookup_elem(&bpfgen_snat_v4, &fkey);
+	e = bpf_map_lookup_elem(&BPFGEN_FWD_MAP, &fkey);
 	if (!e)
 		return true;
 	if (e->nat_addr != rkey->daddr || e->nat_port != rkey->dport)
 		return true;
 	if (bpfgen_expired(e, rkey->proto, now)) {
-		bpf_map_delete_elem(&bpfgen_snat_v4, &fkey);
+		bpf_map_delete_elem(&BPFGEN_FWD_MAP, &fkey);
 		return true;
 	}
 	return false;
@@ -160,6 +171,7 @@ static __always_inline int bpfgen_rewrite_dest(bpfgen_ctx_t *ctx, const struct b
 				       p->l4_pseudo ? p->l4_csum_off : 0, l4_flags, p->t.daddr, addr);
 }
 
+#ifndef BPFGEN_MODE_BPF /* bpf mode: bpfgen_svc_forget() */
 /* Drop an expired session's reverse entry, unless another flow took it over. */
 static __always_inline void bpfgen_forget_reverse(const struct bpfgen_pkt *p,
 						  const struct bpfgen_snat_entry *old)
@@ -176,11 +188,12 @@ static __always_inline void bpfgen_forget_reverse(const struct bpfgen_pkt *p,
 	if (r && r->addr == p->t.saddr && r->port == p->t.sport)
 		bpf_map_delete_elem(&bpfgen_rsnat_v4, &rkey);
 }
+#endif
 
 /* State of one port search, shared with the bpf_loop callback. */
 struct bpfgen_probe {
 	struct bpfgen_tuple4 rkey; /* reply tuple; dport is the candidate port */
-	struct bpfgen_rsnat_entry rval;
+	bpfgen_rev_entry_t rval;
 	__u64 now;
 	__u32 hash;
 	int result; /* 0: port taken; -EEXIST: none free yet; other: map error */
@@ -198,16 +211,31 @@ static long bpfgen_probe_port(__u32 i, void *data)
 	int err;
 
 	pr->rkey.dport = bpf_htons(BPFGEN_SNAT_PORT_MIN + idx);
-	err = bpfgen_map_update(&bpfgen_rsnat_v4, &pr->rkey, &pr->rval, BPF_NOEXIST);
+	err = bpfgen_map_update(&BPFGEN_REV_MAP, &pr->rkey, &pr->rval, BPF_NOEXIST);
 	if (err == -EEXIST && bpfgen_rsnat_stale(&pr->rkey, pr->now)) {
-		bpf_map_delete_elem(&bpfgen_rsnat_v4, &pr->rkey);
-		err = bpfgen_map_update(&bpfgen_rsnat_v4, &pr->rkey, &pr->rval, BPF_NOEXIST);
+		bpf_map_delete_elem(&BPFGEN_REV_MAP, &pr->rkey);
+		err = bpfgen_map_update(&BPFGEN_REV_MAP, &pr->rkey, &pr->rval, BPF_NOEXIST);
 		pr->reclaimed = !err;
 	}
 	pr->result = err;
 	return err != -EEXIST; /* 1 stops the loop: taken, or the map refused */
 }
 
+/* Run the port search of @pr (rkey with every field but dport, rval, now,
+ * hash set): 0 when rkey.dport is now ours, else the drop reason.
+ */
+static __always_inline int bpfgen_snat_probe(struct bpfgen_probe *pr)
+{
+	pr->result = -EEXIST;
+	bpf_loop(BPFGEN_SNAT_PROBES, bpfgen_probe_port, pr, 0);
+	if (pr->result == -EEXIST)
+		return BPFGEN_DROP_EXHAUSTED;
+	if (pr->result)
+		return BPFGEN_DROP_MAP_FULL;
+	return 0;
+}
+
+#ifndef BPFGEN_MODE_BPF
 /* Egress: translate the source of a packet that needs SNAT. */
 static __always_inline int bpfgen_snat(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p)
 {
@@ -215,6 +243,7 @@ static __always_inline int bpfgen_snat(bpfgen_ctx_t *ctx, const struct bpfgen_pk
 	struct bpfgen_snat_entry *e;
 	struct bpfgen_probe pr = {};
 	__u64 now = bpf_ktime_get_ns();
+	int ret;
 
 	e = bpf_map_lookup_elem(&bpfgen_snat_v4, &p->t);
 	if (e) {
@@ -235,12 +264,9 @@ static __always_inline int bpfgen_snat(bpfgen_ctx_t *ctx, const struct bpfgen_pk
 	pr.rkey.daddr = bpfgen_snat_addr(pr.hash);
 	pr.rkey.sport = p->t.dport;
 	pr.rkey.proto = p->t.proto;
-	pr.result = -EEXIST;
-	bpf_loop(BPFGEN_SNAT_PROBES, bpfgen_probe_port, &pr, 0);
-	if (pr.result == -EEXIST)
-		return bpfgen_drop(BPFGEN_DROP_EXHAUSTED);
-	if (pr.result)
-		return bpfgen_drop(BPFGEN_DROP_MAP_FULL);
+	ret = bpfgen_snat_probe(&pr);
+	if (ret)
+		return bpfgen_drop(ret);
 
 	fresh.nat_addr = pr.rkey.daddr;
 	fresh.nat_port = pr.rkey.dport;
@@ -285,5 +311,6 @@ static __always_inline int bpfgen_rsnat(bpfgen_ctx_t *ctx, const struct bpfgen_p
 		return bpfgen_drop(BPFGEN_DROP_REWRITE);
 	return bpfgen_pass(BPFGEN_EVT_RSNAT);
 }
+#endif /* !BPFGEN_MODE_BPF: bpfgen_svc.h has the bpf mode's both directions */
 
 #endif /* BPFGEN_NAT_H */

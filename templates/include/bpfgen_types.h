@@ -116,6 +116,85 @@ struct bpfgen_config {
 	__u64 timeout_tcp_transitory_ns;
 	__u64 timeout_udp_ns;
 	__u64 timeout_icmp_ns;
+	__u32 selection_seed; /* bpf mode: datapath.selectionSeed */
+	__u32 pad2;
+};
+
+/* ---- bpf mode (docs/datapath-bpf.md) ---- */
+
+/* bpfgen_nat_v4 value: one NAT session, keyed by the original tuple (client,
+ * VIP, client port, VIP port). The first fields are bpfgen_snat_entry's, so
+ * the session code of bpfgen_nat.h serves both modes; nat_addr/nat_port are
+ * 0 when the flow is not SNATed.
+ */
+struct bpfgen_nat_entry {
+	__u64 last_seen_ns;
+	__be32 nat_addr;
+	__be16 nat_port;
+	__u8 flags;
+	__u8 pad;
+	__be32 backend_addr;
+	__be16 backend_port;
+	__u16 backend_gen; /* reserved: backend generations are later work */
+};
+
+/* bpfgen_rnat_v4 value, keyed by the reply tuple as it arrives (backend,
+ * SNAT addr or client, backend port, SNAT port or client port): the client
+ * and the frontend to restore.
+ */
+struct bpfgen_rnat_entry {
+	__be32 addr; /* client */
+	__be16 port;
+	__u16 pad;
+	__be32 vip;
+	__be16 vip_port;
+	__u16 pad2;
+};
+
+/* A frontend: bpfgen_svc_frontends value (map builds), .rodata array element
+ * (frontends as code).
+ */
+struct bpfgen_svc_value {
+	__u32 id;
+	__u16 n_backends; /* 0: reject */
+	__u8 masq; /* enum bpfgen_masq */
+	__u8 pad;
+	__u32 first; /* frontends as code: its backends are bpfgen_backends[first, first + n) */
+	__u32 table; /* frontends as code: its Maglev table in bpfgen_maglev[] */
+};
+
+struct bpfgen_backend_key {
+	__u32 frontend;
+	__u32 index;
+};
+
+/* bpfgen_svc_members key: sessions keep their backend while this exists. */
+struct bpfgen_backend_member {
+	__u32 frontend;
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+};
+
+struct bpfgen_backend {
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+};
+
+/* The bpf mode's counters follow the ipvs mode's; its counter map has
+ * BPFGEN_SVC_COUNTER_MAX slots.
+ */
+enum bpfgen_svc_counter {
+	BPFGEN_SVC_DNAT_NEW = BPFGEN_COUNTER_MAX, /* new flow: backend selected, translated */
+	BPFGEN_SVC_DNAT_HIT, /* existing session: translated */
+	BPFGEN_SVC_RDNAT, /* reply translated back to VIP:port -> client */
+	BPFGEN_SVC_REJECT_NO_BACKEND, /* frontend without backends: dropped */
+	BPFGEN_SVC_DROP_BACKEND_GONE, /* TCP non-SYN of a session whose backend was removed */
+	BPFGEN_SVC_FIB_FALLBACK, /* translated, but passed to the stack (no usable route) */
+	BPFGEN_SVC_REDIRECT, /* translated and redirected (bpf_redirect_neigh) */
+	BPFGEN_SVC_ICMP_ECHO_VIP, /* echo request to a VIP answered */
+	BPFGEN_SVC_COUNTER_MAX,
 };
 
 #endif /* BPFGEN_TYPES_H */

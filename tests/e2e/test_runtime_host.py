@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,98 +23,14 @@ from bpfgen.compiler import compile_build
 from bpfgen_runtime import InputRefused, Options, RuntimeOpError, down, status, sync, up
 from bpfgen_runtime import ipvs as ipvs_mod
 from bpfgen_runtime import nft as nft_mod
-from bpfgen_runtime.pins import is_bpffs
+from e2e.runtime_env import NODE_YAML, SERVICES, Env, ip_run, ns_run, snapshot
 
 pytestmark = pytest.mark.root
-
-ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ROOT / "examples" / "services.yaml"
-NODE_YAML = """\
-apiVersion: bpfgen/v1
-kind: NodeConfig
-node: {{name: node-h, addresses: [198.18.0.2], podCIDR: 198.19.1.0/24}}
-cluster: {{podCIDR: 198.19.0.0/16, serviceCIDR: 198.18.128.0/17, nodePortRange: [30000, 32767]}}
-interfaces:
-  - {{name: up0, role: uplink, hook: tc}}
-  - {{name: "pv*", role: pods}}
-datapath: {{mode: ipvs, scheduler: rr}}
-snat:
-  portRange: [20000, 29999]
-  maxSessions: {sessions}
-"""
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
-def _in(ns: str, *args: str) -> str:
-    return subprocess.run(
-        ["ip", "netns", "exec", ns, *args], check=True, capture_output=True, text=True
-    ).stdout
-
-
-@dataclass
-class Env:
-    ns: str
-    opts: Options
-    workdir: Path
-
-    def build(self, sessions: int = 65536, name: str = "b") -> Path:
-        node = self.workdir / f"node-{sessions}.yaml"
-        node.write_text(NODE_YAML.format(sessions=sessions))
-        out = self.workdir / f"{name}-{sessions}"
-        compile_build(node, [SERVICES], out, generic=False, verify=False)
-        return out
-
-    def sysctl(self, name: str) -> str:
-        return _in(self.ns, "sysctl", "-n", name).strip()
-
-    def filters(self, dev: str, hook: str) -> str:
-        return _in(self.ns, "tc", "filter", "show", "dev", dev, hook)
-
-    def qdiscs(self) -> str:
-        return _in(self.ns, "tc", "qdisc", "show")
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    ns = f"bpfgen-t-{secrets.token_hex(4)}"
-    bpffs = tmp_path / "bpffs"
-    bpffs.mkdir()
-    opts = Options(netns=ns, bpffs=str(bpffs), run_dir=str(tmp_path / "run"), ipvs=False)
-    _ip("netns", "add", ns)
-    try:
-        _ip("link", "add", "up0", "netns", ns, "type", "veth", "peer", "name", "ext0", "netns", ns)
-        _ip("link", "add", "pv1", "netns", ns, "type", "veth", "peer", "name", "pod1", "netns", ns)
-        for dev in ("up0", "ext0", "pv1", "pod1"):
-            _ip("-n", ns, "link", "set", dev, "up")
-        yield Env(ns, opts, tmp_path)
-    finally:
-        try:
-            down(opts)
-        except RuntimeOpError as exc:
-            print(f"teardown: {exc}", file=sys.stderr)
-        subprocess.run(["ip", "netns", "del", ns], check=False)
-        if is_bpffs(str(bpffs)):
-            subprocess.run(["umount", str(bpffs)], check=False)
-
-
-def _snapshot(env: Env) -> dict[str, object]:
-    """Everything `up` may change, for before/after comparisons."""
-    return {
-        "qdiscs": env.qdiscs(),
-        "forward": env.sysctl("net.ipv4.ip_forward"),
-        "reserved": env.sysctl("net.ipv4.ip_local_reserved_ports"),
-        "nft": _in(env.ns, "nft", "list", "ruleset"),
-        "bpffs_mounted": is_bpffs(env.opts.bpffs),
-        "state": sorted(p.name for p in Path(env.opts.run_dir).glob("*")),
-    }
 
 
 def test_up_status_idempotent_down(env: Env) -> None:
     build = env.build()
-    before = _snapshot(env)
+    before = snapshot(env)
     report = up(build, env.opts)
     assert f"mount bpffs at {env.opts.bpffs}" in report.changes
     for dev in ("up0", "pv1"):
@@ -143,13 +56,13 @@ def test_up_status_idempotent_down(env: Env) -> None:
     assert set(info["counters"]) >= {"pass", "snat_new", "drop_exhausted"}
     assert env.sysctl("net.ipv4.ip_forward") == "1"
     assert env.sysctl("net.ipv4.ip_local_reserved_ports") == "20000-29999"
-    assert "notrack" in _in(env.ns, "nft", "list", "table", "ip", "bpfgen")
+    assert "notrack" in ns_run(env.ns, "nft", "list", "table", "ip", "bpfgen")
 
     assert up(build, env.opts).changes == []  # idempotent
 
     down_report = down(env.opts)
     assert down_report.changes
-    assert _snapshot(env) == before
+    assert snapshot(env) == before
     assert not os.listdir(env.opts.bpffs)
     assert down(env.opts).changes == []  # nothing left to remove
 
@@ -157,10 +70,10 @@ def test_up_status_idempotent_down(env: Env) -> None:
 def test_status_sees_drift_and_up_repairs_it(env: Env) -> None:
     build = env.build()
     up(build, env.opts)
-    _in(
+    ns_run(
         env.ns, "tc", "filter", "del", "dev", "pv1", "egress", "pref", "1", "handle", "0xb9f", "bpf"
     )
-    _in(env.ns, "nft", "delete", "table", "ip", "bpfgen")
+    ns_run(env.ns, "nft", "delete", "table", "ip", "bpfgen")
     info = status(env.opts)
     assert not info["in_sync"]
     assert any("egress on tc_egress of pv1" in d for d in info["differences"]), info["differences"]
@@ -174,7 +87,7 @@ def test_sync_attaches_new_pod_device_and_keeps_sessions(env: Env) -> None:
     up(build, env.opts)
     snat = Path(env.opts.pin_dir()) / "bpfgen_snat_v4"
     inode = snat.stat().st_ino
-    _ip(
+    ip_run(
         "link",
         "add",
         "pv2",
@@ -213,7 +126,7 @@ def test_sync_refuses_incompatible_maps_unless_reset(env: Env) -> None:
 
 def test_bad_build_directory_refused_before_anything_changes(env: Env) -> None:
     build = env.build()
-    before = _snapshot(env)
+    before = snapshot(env)
     broken = env.workdir / "broken"
     shutil.copytree(build, broken)
     (broken / "egress.bpf.o").unlink()
@@ -230,12 +143,12 @@ def test_bad_build_directory_refused_before_anything_changes(env: Env) -> None:
         up(broken, env.opts)
     with pytest.raises(InputRefused, match="cannot read"):
         up(env.workdir / "nothing-here", env.opts)
-    assert _snapshot(env) == before
+    assert snapshot(env) == before
 
 
 def test_failure_half_way_rolls_back(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     build = env.build()
-    before = _snapshot(env)
+    before = snapshot(env)
 
     def broken_replace(definition: str) -> None:
         raise RuntimeOpError("install nftables table ip bpfgen", 5, "injected by the test")
@@ -243,7 +156,7 @@ def test_failure_half_way_rolls_back(env: Env, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(nft_mod, "replace", broken_replace)
     with pytest.raises(RuntimeOpError, match="injected by the test.*rolled back"):
         up(build, env.opts)
-    assert _snapshot(env) == before
+    assert snapshot(env) == before
     assert not os.listdir(env.opts.bpffs)
 
 
@@ -253,10 +166,10 @@ def test_ipvs_build_needs_ipvs_or_says_why(env: Env) -> None:
     reason = ipvs_mod.unavailable_reason()
     if reason is None:
         pytest.fail("this host has IPVS: the host suite expects a kernel without it")
-    before = _snapshot(env)
+    before = snapshot(env)
     with pytest.raises(InputRefused, match="datapath mode ipvs and the kernel has no IPVS"):
         up(build, with_ipvs)
-    assert _snapshot(env) == before
+    assert snapshot(env) == before
 
 
 def test_cli_exit_codes(env: Env) -> None:
@@ -291,11 +204,11 @@ def test_xdp_uplink_attach_and_down(env: Env) -> None:
     compile_build(node, [SERVICES], out, generic=False, verify=False)
     report = up(out, env.opts)
     assert any("on xdp of up0" in c for c in report.changes), report.changes
-    link = _in(env.ns, "ip", "link", "show", "dev", "up0")
+    link = ns_run(env.ns, "ip", "link", "show", "dev", "up0")
     assert "xdp" in link, link
     info = status(env.opts)
     assert info["in_sync"], info["differences"]
     assert ("up0", "xdp") in {(a["device"], a["hook"]) for a in info["attached"]}
     assert up(out, env.opts).changes == []
     down(env.opts)
-    assert "xdp" not in _in(env.ns, "ip", "link", "show", "dev", "up0")
+    assert "xdp" not in ns_run(env.ns, "ip", "link", "show", "dev", "up0")

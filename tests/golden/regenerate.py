@@ -1,4 +1,5 @@
-"""Regenerate the golden C of the bundled example: `make golden`.
+"""Regenerate the golden C of the bundled example (ipvs mode) and of the bpf
+mode's test inputs (tests/bpf_inputs.py): `make golden`.
 
 Review the diff before committing it: it is exactly what changed in the C
 that bpfgen emits for a real node.
@@ -6,7 +7,9 @@ that bpfgen emits for a real node.
 
 from __future__ import annotations
 
+import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from bpfgen.config import load_inputs
@@ -16,6 +19,13 @@ from bpfgen.render import render
 ROOT = Path(__file__).resolve().parent.parent.parent
 GOLDEN = Path(__file__).resolve().parent / "example"
 BUILDS = BUILD_KINDS
+BPF_GOLDEN = Path(__file__).resolve().parent / "bpf"
+# bpf mode: (directory, scheduler, maglevTableSize, build); small tables keep it readable.
+BPF_BUILDS = {
+    "random-specialized": ("random", None, "specialized"),
+    "random-generic": ("random", None, "generic"),
+    "maglev251-specialized": ("maglev", 251, "specialized"),
+}
 
 
 def rendered_example(build: str) -> dict[str, str]:
@@ -25,14 +35,33 @@ def rendered_example(build: str) -> dict[str, str]:
     return {f.path: f.text for f in files if not f.path.startswith("include/")}
 
 
+def rendered_bpf(name: str) -> dict[str, str]:
+    from tests.bpf_inputs import node_config, services
+
+    scheduler, size, build = BPF_BUILDS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        node, svcs = Path(tmp) / "node.yaml", Path(tmp) / "services.yaml"
+        node.write_text(json.dumps(node_config(scheduler, size)))
+        svcs.write_text(json.dumps(services()))
+        # The sha256 covers the bytes only: the same inputs give the same banner.
+        inputs = load_inputs(node, [svcs])
+    files = render(make_plan(inputs, build=build)).files
+    return {f.path: f.text for f in files if not f.path.startswith("include/")}
+
+
+def _write(d: Path, files: dict[str, str]) -> None:
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    for path, text in sorted(files.items()):
+        (d / path).write_text(text)
+        print(f"wrote {d / path}")
+
+
 def main() -> None:
     for kind in BUILDS:
-        d = GOLDEN / kind
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
-        for path, text in sorted(rendered_example(kind).items()):
-            (d / path).write_text(text)
-            print(f"wrote {d / path}")
+        _write(GOLDEN / kind, rendered_example(kind))
+    for name in BPF_BUILDS:
+        _write(BPF_GOLDEN / name, rendered_bpf(name))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,607 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* bpfgen — the bpf mode's service datapath (docs/datapath-bpf.md), tc ingress.
+ *
+ * One program does what IPVS and the ipvs mode's egress do together: a packet
+ * to a frontend gets a backend (random: h % n, maglev: table[h % M], h the
+ * tuple hash under datapath.selectionSeed), its destination rewritten
+ * (DNAT) and, when the frontend's masquerade policy says so, its source too
+ * (SNAT, ports allocated as in the ipvs mode: bpfgen_nat.h); a reply of such a
+ * flow is translated back. Both then leave through bpf_fib_lookup +
+ * bpf_redirect_neigh, never through netfilter.
+ *
+ * Session state: bpfgen_nat_v4 (original tuple -> backend, SNAT address and
+ * port) and bpfgen_rnat_v4 (reply tuple -> client and frontend), written
+ * together for every new flow, SNATed or not.
+ *
+ * The program file defines, before including this header, what the plan
+ * generated: with frontends as code, bpfgen_svc_lookup_inline(),
+ * bpfgen_svc_info[], bpfgen_backends[], bpfgen_maglev[][] (Maglev in .rodata),
+ * bpfgen_svc_bounded() and bpfgen_svc_mod_inline().
+ */
+#ifndef BPFGEN_SVC_H
+#define BPFGEN_SVC_H
+
+#include <linux/errno.h>
+#include <bpf/bpf_helpers.h>
+
+#include "bpfgen_types.h"
+#include "bpfgen_parse.h"
+#include "bpfgen_maps.h"
+#include "bpfgen_nat.h"
+#include "bpfgen_classify.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+/* A frontend that is not one. */
+#define BPFGEN_SVC_NONE ((__u32)-1)
+
+/* The frontend at addr:port/proto into *v; false when there is none. */
+static __always_inline bool bpfgen_svc_lookup(__be32 addr, __be16 port, __u8 proto,
+					      struct bpfgen_svc_value *v)
+{
+#if BPFGEN_FRONTENDS_IN_MAP
+	struct bpfgen_frontend_key k = { .addr = addr, .port = port, .proto = proto };
+	struct bpfgen_svc_value *found;
+
+	/* NodePorts are keyed by address 0, found only through a node address. */
+	found = addr ? bpf_map_lookup_elem(&bpfgen_svc_frontends, &k) : NULL;
+	if (!found) {
+		if (!bpfgen_is_node_addr(addr))
+			return false;
+		k.addr = 0;
+		found = bpf_map_lookup_elem(&bpfgen_svc_frontends, &k);
+		if (!found)
+			return false;
+	}
+	*v = *found;
+	return true;
+#else
+	__u32 id = bpfgen_svc_lookup_inline(addr, port, proto);
+
+	if (id >= BPFGEN_SVC_FRONTENDS)
+		return false;
+	*v = bpfgen_svc_info[id];
+	return true;
+#endif
+}
+
+/* The backend of a new flow of hash @h (under the selection seed): 0, or -1. */
+static __always_inline int bpfgen_svc_pick(const struct bpfgen_svc_value *v, __u32 h,
+					   struct bpfgen_backend *b)
+{
+#if BPFGEN_FRONTENDS_IN_MAP
+	struct bpfgen_backend_key k = { .frontend = v->id };
+	struct bpfgen_backend *found;
+
+	if (!v->n_backends)
+		return -1;
+#if BPFGEN_SCHED_MAGLEV
+	k.index = bpfgen_svc_maglev_slot(v->id, h);
+#else
+	k.index = h % v->n_backends;
+#endif
+	found = bpf_map_lookup_elem(&bpfgen_svc_backends, &k);
+	if (!found)
+		return -1;
+	*b = *found;
+	return 0;
+#else
+	__u32 i, idx;
+
+#if BPFGEN_SCHED_MAGLEV && BPFGEN_MAGLEV_IN_MAP
+	i = bpfgen_svc_maglev_slot(v->id, h);
+#elif BPFGEN_SCHED_MAGLEV
+	__u32 t = v->table, slot = bpfgen_svc_bounded(h % BPFGEN_MAGLEV_SIZE);
+
+	if (t >= BPFGEN_MAGLEV_TABLES || slot >= BPFGEN_MAGLEV_SIZE)
+		return -1;
+	i = bpfgen_maglev[t][slot];
+#else
+	i = bpfgen_svc_mod_inline(h, v->n_backends);
+#endif
+	if (i >= v->n_backends)
+		return -1;
+	idx = bpfgen_svc_bounded(v->first + i);
+	if (idx >= BPFGEN_SVC_BACKENDS_TOTAL)
+		return -1;
+	*b = bpfgen_backends[idx];
+	return 0;
+#endif
+}
+
+#if !BPFGEN_FRONTENDS_IN_MAP
+/* Binary search of addr:port in bpfgen_backends[first, first + n), sorted.
+ * A global function, verified once: inlined, the verifier walked its loop
+ * once per caller state (about 40k instructions processed).
+ */
+__noinline int bpfgen_svc_has_backend_inline(__u32 first, __u32 n, __be32 addr, __be16 port)
+{
+	__u64 want = ((__u64)bpf_ntohl(addr) << 16) | bpf_ntohs(port);
+	__u32 lo = first, hi = first + n;
+	int step;
+
+	/* BPFGEN_SVC_SEARCH_STEPS halvings cover the largest backend list. */
+#pragma clang loop unroll(disable)
+	for (step = 0; step < BPFGEN_SVC_SEARCH_STEPS; step++) {
+		const struct bpfgen_backend *b;
+		__u32 mid;
+		__u64 got;
+
+		if (lo >= hi)
+			return 0;
+		mid = bpfgen_svc_bounded(lo + (hi - lo) / 2);
+		if (mid >= BPFGEN_SVC_BACKENDS_TOTAL)
+			return 0;
+		b = &bpfgen_backends[mid];
+		got = ((__u64)bpf_ntohl(b->addr) << 16) | bpf_ntohs(b->port);
+		if (got == want)
+			return 1;
+		if (got < want)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+#endif
+
+/* Is addr:port still a backend of frontend @v? A session keeps its backend
+ * only while it is (docs/datapath-bpf.md "Existing flows keep their backend").
+ */
+static __always_inline bool bpfgen_svc_has_backend(const struct bpfgen_svc_value *v, __be32 addr,
+						   __be16 port)
+{
+#if BPFGEN_FRONTENDS_IN_MAP
+	struct bpfgen_backend_member k = { .frontend = v->id, .addr = addr, .port = port };
+
+	return bpf_map_lookup_elem(&bpfgen_svc_members, &k) != NULL;
+#else
+	return bpfgen_svc_has_backend_inline(v->first, v->n_backends, addr, port);
+#endif
+}
+
+/* Does this flow need SNAT (docs/datapath.md's masquerade policy, plus hairpin)? */
+static __always_inline bool bpfgen_svc_wants_snat(const struct bpfgen_svc_value *v,
+						  const struct bpfgen_pkt *p, __be32 backend)
+{
+	if (p->t.saddr == backend)
+		return true; /* hairpin: the backend would answer itself */
+	return v->masq == BPFGEN_MASQ_ALWAYS ||
+	       (v->masq == BPFGEN_MASQ_IF_OUTSIDE && !bpfgen_in_cluster_pods(p->t.saddr));
+}
+
+/* The reply tuple of a session: (backend, SNAT addr or client, bport, SNAT port or cport). */
+static __always_inline void bpfgen_svc_reply_key(const struct bpfgen_pkt *p,
+						 const struct bpfgen_nat_entry *e,
+						 struct bpfgen_tuple4 *rkey)
+{
+	rkey->saddr = e->backend_addr;
+	rkey->sport = e->backend_port;
+	rkey->daddr = e->nat_port ? e->nat_addr : p->t.saddr;
+	rkey->dport = e->nat_port ? e->nat_port : p->t.sport;
+	rkey->proto = p->t.proto;
+	rkey->pad[0] = rkey->pad[1] = rkey->pad[2] = 0;
+}
+
+/* Drop an expired session's reverse entry, unless another flow took it over. */
+static __always_inline void bpfgen_svc_forget(const struct bpfgen_pkt *p,
+					      const struct bpfgen_nat_entry *old)
+{
+	struct bpfgen_tuple4 rkey;
+	struct bpfgen_rnat_entry *r;
+
+	bpfgen_svc_reply_key(p, old, &rkey);
+	r = bpf_map_lookup_elem(&bpfgen_rnat_v4, &rkey);
+	if (r && r->addr == p->t.saddr && r->port == p->t.sport && r->vip == p->t.daddr &&
+	    r->vip_port == p->t.dport)
+		bpf_map_delete_elem(&bpfgen_rnat_v4, &rkey);
+}
+
+/* Decrement the TTL (the packet is forwarded, not delivered): 0, or -1 when it
+ * must not be (TTL <= 1: the stack sends the time-exceeded).
+ */
+static __always_inline int bpfgen_svc_ttl(struct __sk_buff *skb)
+{
+	__u8 w[2];
+	__u16 from, to;
+
+	if (bpf_skb_load_bytes(skb, BPFGEN_L3_OFF + offsetof(struct iphdr, ttl), w, 2))
+		return -1;
+	if (w[0] <= 1)
+		return -1;
+	__builtin_memcpy(&from, w, 2);
+	w[0]--;
+	__builtin_memcpy(&to, w, 2);
+	if (bpf_l3_csum_replace(skb, BPFGEN_IP_CSUM_OFF, from, to, 2))
+		return -1;
+	return bpf_skb_store_bytes(skb, BPFGEN_L3_OFF + offsetof(struct iphdr, ttl), w, 1, 0);
+}
+
+/* Forward a translated packet: the route of its new addresses, looked up in
+ * the FIB without the policy rules (DIRECT), then bpf_redirect_neigh to the
+ * next hop (NULL: the helper resolves the neighbour). Anything else goes to
+ * the stack, counted fib_fallback.
+ */
+static __always_inline int bpfgen_svc_forward(struct __sk_buff *skb, __be32 saddr, __be32 daddr,
+					      __be16 sport, __be16 dport, __u8 proto)
+{
+	struct bpf_fib_lookup fib = {};
+	struct bpf_redir_neigh nh = {};
+	long rc;
+
+	fib.family = AF_INET;
+	fib.l4_protocol = proto;
+	fib.sport = sport;
+	fib.dport = dport;
+	fib.tot_len = skb->len - BPFGEN_L3_OFF;
+	fib.ipv4_src = saddr;
+	fib.ipv4_dst = daddr;
+	fib.ifindex = skb->ifindex;
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_DIRECT);
+	if ((rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) ||
+	    bpfgen_svc_ttl(skb)) {
+		bpfgen_count(BPFGEN_SVC_FIB_FALLBACK);
+		return TC_ACT_OK;
+	}
+	bpfgen_count(BPFGEN_SVC_REDIRECT);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+	nh.nh_family = fib.family;
+	nh.ipv4_nh = fib.ipv4_dst; /* the lookup leaves the next hop there */
+	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+}
+
+/* The addresses and ports a packet leaves with. */
+struct bpfgen_svc_xlat {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+};
+
+/* Rewrite the packet to @x and forward it. A global function: both
+ * directions end here, and one copy of the checksum and FIB code, verified
+ * once on its own (not per call site, as a static one would be), keeps the
+ * program and the verifier's work small.
+ */
+__noinline int bpfgen_svc_rewrite(struct __sk_buff *skb, const struct bpfgen_pkt *p,
+				  const struct bpfgen_svc_xlat *x)
+{
+	if (!skb || !p || !x)
+		return TC_ACT_SHOT;
+	if ((x->daddr != p->t.daddr || x->dport != p->t.dport) &&
+	    bpfgen_rewrite_dest(skb, p, x->daddr, x->dport))
+		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+	if ((x->saddr != p->t.saddr || x->sport != p->t.sport) &&
+	    bpfgen_rewrite_source(skb, p, x->saddr, x->sport))
+		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+	return bpfgen_svc_forward(skb, x->saddr, x->daddr, x->sport, x->dport, p->t.proto);
+}
+
+/* A reply of a translated flow: backend:bport -> VIP:port as the source, and
+ * the client (restored from the SNAT address and port, if any) as destination.
+ */
+static __always_inline int bpfgen_svc_reply(struct __sk_buff *skb, const struct bpfgen_pkt *p)
+{
+	struct bpfgen_rnat_entry *r = bpf_map_lookup_elem(&bpfgen_rnat_v4, &p->t);
+	struct bpfgen_svc_xlat x;
+	struct bpfgen_nat_entry *e;
+	struct bpfgen_tuple4 fkey;
+	__be32 client, vip;
+	__be16 cport, vport;
+	__u64 now;
+
+	if (!r)
+		return BPFGEN_NOT_MINE;
+	client = r->addr;
+	cport = r->port;
+	vip = r->vip;
+	vport = r->vip_port;
+	bpfgen_rsnat_owner(&p->t, r, &fkey);
+	e = bpf_map_lookup_elem(&bpfgen_nat_v4, &fkey);
+	now = bpf_ktime_get_ns();
+	if (!e || e->backend_addr != p->t.saddr || e->backend_port != p->t.sport ||
+	    (e->nat_port && (e->nat_addr != p->t.daddr || e->nat_port != p->t.dport)) ||
+	    bpfgen_expired(e, p->t.proto, now))
+		return BPFGEN_NOT_MINE; /* a stale index entry: the packet is not ours */
+	bpfgen_session_touch(e, p, now, BPFGEN_SESSION_SEEN_REPLY);
+	bpfgen_count(BPFGEN_SVC_RDNAT);
+	x.saddr = vip;
+	x.sport = vport;
+	x.daddr = client;
+	x.dport = cport;
+	return bpfgen_svc_rewrite(skb, p, &x);
+}
+
+static __always_inline __sum16 bpfgen_svc_csum_fold(__s64 sum)
+{
+	__u32 s = (__u32)sum;
+
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__sum16)~s;
+}
+
+/* kube-proxy's REJECT for a TCP frontend without backends: the packet becomes
+ * a RST (RFC 9293 3.10.7.1: to a segment with ACK, seq = its ack; else ACK of
+ * everything it carried) and goes back out of the device it came in on.
+ * Checksums are computed whole: received packets carry a complete checksum
+ * state (or, from a local veth, CHECKSUM_PARTIAL, which the peer trusts).
+ */
+static __always_inline int bpfgen_svc_reset(struct __sk_buff *skb, const struct bpfgen_pkt *p)
+{
+	struct {
+		struct iphdr ip;
+		struct tcphdr th;
+	} r = {};
+	struct {
+		__be32 saddr;
+		__be32 daddr;
+		__u8 zero;
+		__u8 proto;
+		__be16 len;
+	} ph = {};
+	struct tcphdr in;
+	__u8 mac[12], swapped[12];
+	__u32 hdr, seg;
+	__s64 sum;
+
+	/* Never answer a RST; IP options: not rebuilt here, dropped. */
+	if (p->l4_off != BPFGEN_L3_OFF + sizeof(struct iphdr) || (p->tcp_flags & BPFGEN_TCP_RST))
+		return TC_ACT_SHOT;
+	if (bpf_skb_load_bytes(skb, p->l4_off, &in, sizeof(in)) || bpf_skb_load_bytes(skb, 0, mac, 12))
+		return TC_ACT_SHOT;
+	hdr = p->l4_off + in.doff * 4;
+	seg = skb->len > hdr ? skb->len - hdr : 0;
+	r.ip.version = 4;
+	r.ip.ihl = 5;
+	r.ip.ttl = 64;
+	r.ip.protocol = IPPROTO_TCP;
+	r.ip.tot_len = bpf_htons(sizeof(r));
+	r.ip.saddr = p->t.daddr;
+	r.ip.daddr = p->t.saddr;
+	r.th.source = p->t.dport;
+	r.th.dest = p->t.sport;
+	r.th.doff = 5;
+	r.th.rst = 1;
+	if (in.ack) {
+		r.th.seq = in.ack_seq;
+	} else {
+		r.th.ack = 1;
+		r.th.ack_seq = bpf_htonl(bpf_ntohl(in.seq) + seg + in.syn + in.fin);
+	}
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.ip, sizeof(r.ip), 0);
+	if (sum < 0)
+		return TC_ACT_SHOT;
+	r.ip.check = bpfgen_svc_csum_fold(sum);
+	ph.saddr = r.ip.saddr;
+	ph.daddr = r.ip.daddr;
+	ph.proto = IPPROTO_TCP;
+	ph.len = bpf_htons(sizeof(r.th));
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	if (sum < 0)
+		return TC_ACT_SHOT;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.th, sizeof(r.th), (__wsum)sum);
+	if (sum < 0)
+		return TC_ACT_SHOT;
+	r.th.check = bpfgen_svc_csum_fold(sum);
+	__builtin_memcpy(swapped, mac + 6, 6);
+	__builtin_memcpy(swapped + 6, mac, 6);
+	if (bpf_skb_change_tail(skb, BPFGEN_L3_OFF + sizeof(r), 0) ||
+	    bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) ||
+	    bpf_skb_store_bytes(skb, BPFGEN_L3_OFF, &r, sizeof(r), BPF_F_RECOMPUTE_CSUM))
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* kube-proxy's REJECT for UDP: an ICMP port unreachable from the frontend
+ * address, quoting the datagram's IPv4 header and first 8 bytes (RFC 792),
+ * back out of the ingress device. The packet is resized to exactly that.
+ */
+static __always_inline int bpfgen_svc_unreachable(struct __sk_buff *skb,
+						  const struct bpfgen_pkt *p)
+{
+	struct {
+		struct iphdr ip;
+		__u8 type;
+		__u8 code;
+		__sum16 check;
+		__u32 unused;
+		__u8 quote[sizeof(struct iphdr) + 8];
+	} r = {};
+	__u8 mac[12], swapped[12];
+	__s64 sum;
+
+	if (p->l4_off != BPFGEN_L3_OFF + sizeof(struct iphdr))
+		return TC_ACT_SHOT; /* IP options: not quoted here, dropped */
+	if (bpf_skb_load_bytes(skb, BPFGEN_L3_OFF, r.quote, sizeof(r.quote)) ||
+	    bpf_skb_load_bytes(skb, 0, mac, 12))
+		return TC_ACT_SHOT;
+	r.ip.version = 4;
+	r.ip.ihl = 5;
+	r.ip.ttl = 64;
+	r.ip.protocol = IPPROTO_ICMP;
+	r.ip.tot_len = bpf_htons(sizeof(r));
+	r.ip.saddr = p->t.daddr;
+	r.ip.daddr = p->t.saddr;
+	r.type = 3; /* destination unreachable */
+	r.code = 3; /* port unreachable */
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.ip, sizeof(r.ip), 0);
+	if (sum < 0)
+		return TC_ACT_SHOT;
+	r.ip.check = bpfgen_svc_csum_fold(sum);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.type, sizeof(r) - sizeof(r.ip), 0);
+	if (sum < 0)
+		return TC_ACT_SHOT;
+	r.check = bpfgen_svc_csum_fold(sum);
+	__builtin_memcpy(swapped, mac + 6, 6);
+	__builtin_memcpy(swapped + 6, mac, 6);
+	if (bpf_skb_change_tail(skb, BPFGEN_L3_OFF + sizeof(r), 0) ||
+	    bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) ||
+	    bpf_skb_store_bytes(skb, BPFGEN_L3_OFF, &r, sizeof(r), BPF_F_RECOMPUTE_CSUM))
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* A packet to frontend @v: its session's backend, or a new one. */
+static __always_inline int bpfgen_svc_dnat(struct __sk_buff *skb, const struct bpfgen_pkt *p,
+					   const struct bpfgen_svc_value *v)
+{
+	struct bpfgen_nat_entry fresh = {};
+	struct bpfgen_nat_entry *e;
+	struct bpfgen_probe pr = {};
+	struct bpfgen_svc_xlat x;
+	struct bpfgen_backend b;
+	__u64 now = bpf_ktime_get_ns();
+	__be32 saddr = p->t.saddr;
+	__be16 sport = p->t.sport;
+	int ret;
+
+	e = bpf_map_lookup_elem(&bpfgen_nat_v4, &p->t);
+	if (e && !bpfgen_expired(e, p->t.proto, now) &&
+	    !bpfgen_svc_has_backend(v, e->backend_addr, e->backend_port)) {
+		/* The backend was removed: forget the session. A TCP packet other
+		 * than a SYN cannot start over at another backend (IPVS's
+		 * expire_nodest_conn); anything else is selected anew.
+		 */
+		bpfgen_svc_forget(p, e);
+		bpf_map_delete_elem(&bpfgen_nat_v4, &p->t);
+		e = NULL;
+		if (p->t.proto == IPPROTO_TCP &&
+		    (p->tcp_flags & (BPFGEN_TCP_SYN | BPFGEN_TCP_ACK)) != BPFGEN_TCP_SYN) {
+			bpfgen_count(BPFGEN_SVC_DROP_BACKEND_GONE);
+			return TC_ACT_SHOT;
+		}
+	}
+	if (e && !bpfgen_expired(e, p->t.proto, now)) {
+		bpfgen_session_touch(e, p, now, 0);
+		b.addr = e->backend_addr;
+		b.port = e->backend_port;
+		if (e->nat_port) {
+			saddr = e->nat_addr;
+			sport = e->nat_port;
+		}
+		bpfgen_count(BPFGEN_SVC_DNAT_HIT);
+		goto rewrite;
+	}
+	if (e)
+		bpfgen_svc_forget(p, e);
+	if (!v->n_backends) {
+		bpfgen_count(BPFGEN_SVC_REJECT_NO_BACKEND);
+		return p->t.proto == IPPROTO_TCP ? bpfgen_svc_reset(skb, p) :
+						     bpfgen_svc_unreachable(skb, p);
+	}
+	if (bpfgen_svc_pick(v, bpfgen_tuple_hash_seeded(BPFGEN_SELECTION_SEED, &p->t), &b)) {
+		bpfgen_count(BPFGEN_SVC_REJECT_NO_BACKEND);
+		return TC_ACT_SHOT;
+	}
+
+	fresh.backend_addr = b.addr;
+	fresh.backend_port = b.port;
+	pr.now = now;
+	pr.rval.addr = p->t.saddr;
+	pr.rval.port = p->t.sport;
+	pr.rval.vip = p->t.daddr;
+	pr.rval.vip_port = p->t.dport;
+	pr.rkey.saddr = b.addr;
+	pr.rkey.sport = b.port;
+	pr.rkey.proto = p->t.proto;
+	if (bpfgen_svc_wants_snat(v, p, b.addr)) {
+		pr.hash = bpfgen_tuple_hash(&p->t);
+		pr.rkey.daddr = bpfgen_snat_addr(pr.hash);
+		ret = bpfgen_snat_probe(&pr);
+		if (ret)
+			return bpfgen_drop(ret);
+		fresh.nat_addr = saddr = pr.rkey.daddr;
+		fresh.nat_port = sport = pr.rkey.dport;
+	} else {
+		/* No SNAT: the reply tuple holds the client's address, so no other
+		 * client's flow can own it.
+		 */
+		pr.rkey.daddr = p->t.saddr;
+		pr.rkey.dport = p->t.sport;
+		if (bpfgen_map_update(&bpfgen_rnat_v4, &pr.rkey, &pr.rval, BPF_ANY))
+			return bpfgen_drop(BPFGEN_DROP_MAP_FULL);
+	}
+	bpfgen_session_touch(&fresh, p, now, 0);
+	if (bpfgen_map_update(&bpfgen_nat_v4, &p->t, &fresh, BPF_ANY)) {
+		bpf_map_delete_elem(&bpfgen_rnat_v4, &pr.rkey);
+		return bpfgen_drop(BPFGEN_DROP_MAP_FULL);
+	}
+	if (fresh.nat_port)
+		bpfgen_count(BPFGEN_EVT_SNAT_NEW);
+	if (pr.reclaimed)
+		bpfgen_count(BPFGEN_EVT_RECLAIMED);
+	bpfgen_count(BPFGEN_SVC_DNAT_NEW);
+
+rewrite:
+	x.saddr = saddr;
+	x.sport = sport;
+	x.daddr = b.addr;
+	x.dport = b.port;
+	return bpfgen_svc_rewrite(skb, p, &x);
+}
+
+/* Is @addr a VIP? (Map builds: an entry (VIP, port 0, ICMP) in bpfgen_svc_frontends.) */
+static __always_inline bool bpfgen_svc_is_vip(__be32 addr)
+{
+#if BPFGEN_FRONTENDS_IN_MAP
+	struct bpfgen_frontend_key k = { .addr = addr, .port = 0, .proto = IPPROTO_ICMP };
+
+	return bpf_map_lookup_elem(&bpfgen_svc_frontends, &k) != NULL;
+#else
+	return bpfgen_svc_is_vip_inline(addr);
+#endif
+}
+
+/* An echo request to a VIP: answered here, as the node answers for its VIPs
+ * in the ipvs mode (the VIP is not local in this mode). Addresses and MACs
+ * swapped (the IPv4 checksum does not change), type 8 -> 0, out of the device
+ * it came in on.
+ */
+static __always_inline int bpfgen_svc_echo(struct __sk_buff *skb, const struct bpfgen_pkt *p)
+{
+	__u16 from = bpf_htons(BPFGEN_ICMP_ECHO << 8), to = bpf_htons(BPFGEN_ICMP_ECHOREPLY << 8);
+	__u8 mac[12], swapped[12];
+
+	if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)))
+		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+	__builtin_memcpy(swapped, mac + 6, 6);
+	__builtin_memcpy(swapped + 6, mac, 6);
+	if (bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) ||
+	    bpf_skb_store_bytes(skb, BPFGEN_IP_SADDR_OFF, &p->t.daddr, 4, 0) ||
+	    bpf_skb_store_bytes(skb, BPFGEN_IP_DADDR_OFF, &p->t.saddr, 4, 0) ||
+	    bpf_l4_csum_replace(skb, p->l4_csum_off, from, to, 2) ||
+	    bpf_skb_store_bytes(skb, p->l4_off, &to, 2, 0))
+		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+	bpfgen_count(BPFGEN_SVC_ICMP_ECHO_VIP);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+static __always_inline int bpfgen_svc_ingress(struct __sk_buff *skb)
+{
+	struct bpfgen_svc_value v;
+	struct bpfgen_pkt p;
+	int ret = bpfgen_parse(skb, &p);
+
+	if (ret == BPFGEN_PARSE_MALFORMED)
+		return bpfgen_pass(BPFGEN_EVT_MALFORMED);
+	if (ret != BPFGEN_PARSE_OK || !bpfgen_proto_enabled(p.t.proto))
+		return bpfgen_pass(BPFGEN_EVT_PASS);
+	if (p.t.proto == IPPROTO_ICMP) {
+		/* An echo request has its identifier as sport and no dport. */
+		if (p.sport_off && bpfgen_svc_is_vip(p.t.daddr))
+			return bpfgen_svc_echo(skb, &p);
+		return bpfgen_pass(BPFGEN_EVT_PASS);
+	}
+	ret = bpfgen_svc_reply(skb, &p);
+	if (ret != BPFGEN_NOT_MINE)
+		return ret;
+	if (!bpfgen_svc_lookup(p.t.daddr, p.t.dport, p.t.proto, &v))
+		return bpfgen_pass(BPFGEN_EVT_PASS);
+	return bpfgen_svc_dnat(skb, &p, &v);
+}
+
+#endif /* BPFGEN_SVC_H */

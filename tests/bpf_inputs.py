@@ -1,0 +1,84 @@
+"""Inputs of the bpf-mode build and kernel tests (docs/datapath-bpf.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+NODE1, NODE2 = "198.18.0.2", "198.18.0.3"
+VIP, EMPTY_VIP, NODEPORT = "198.18.128.10", "198.18.128.11", 30080
+BACKENDS = ("198.19.1.5", "198.19.2.13", "198.19.3.7")  # sorted; the first is on this node
+BACKEND_PORT, DNS_PORT = 8080, 5353
+PORT_MIN, PORT_MAX = 65520, 65535
+SELECTION_SEED = 0x1234ABCD
+
+
+def node_config(scheduler: str = "random", maglev_size: int | None = None) -> dict[str, Any]:
+    datapath: dict[str, Any] = {"mode": "bpf", "scheduler": scheduler,
+                                "selectionSeed": SELECTION_SEED}
+    if maglev_size is not None:
+        datapath["maglevTableSize"] = maglev_size
+    return {
+        "apiVersion": "bpfgen/v1",
+        "kind": "NodeConfig",
+        "node": {"name": "node-a", "addresses": [NODE1, NODE2], "podCIDR": "198.19.1.0/24"},
+        "cluster": {"podCIDR": "198.19.0.0/16", "serviceCIDR": "198.18.128.0/17"},
+        "interfaces": [{"name": "eth0", "role": "uplink"}, {"name": "veth*", "role": "pods"}],
+        "datapath": datapath,
+        "snat": {"portRange": [PORT_MIN, PORT_MAX], "maxSessions": 64},
+    }
+
+
+def _service(name: str, vip: str, ports: list[dict[str, Any]], kind: str = "ClusterIP",
+             **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"type": kind, "clusterIP": vip, "ports": ports, **spec}}
+
+
+def _slice(service: str, ports: list[dict[str, Any]], addresses: tuple[str, ...],
+           nodes: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": f"{service}-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4", "ports": ports,
+        "endpoints": [{"addresses": [a], "nodeName": n} for a, n in zip(addresses, nodes,
+                                                                          strict=True)],
+    }
+
+
+def services() -> dict[str, Any]:
+    """web (ClusterIP + NodePort, TCP 80 and UDP 53, three backends) and empty (none)."""
+    return {"apiVersion": "v1", "kind": "List", "items": [
+        _service("web", VIP, [
+            {"name": "http", "port": 80, "protocol": "TCP", "nodePort": NODEPORT},
+            {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": NODEPORT},
+        ], kind="NodePort"),
+        _slice("web", [{"name": "http", "port": BACKEND_PORT, "protocol": "TCP"},
+                       {"name": "dns", "port": DNS_PORT, "protocol": "UDP"}],
+               BACKENDS, ("node-a", "node-b", "node-c")),
+        _service("empty", EMPTY_VIP, [{"name": "http", "port": 80},
+                                      {"name": "dns", "port": 53, "protocol": "UDP"}]),
+    ]}
+
+
+def many_services(n: int, backends: int = 2) -> dict[str, Any]:
+    """n ClusterIP services of `backends` backends each (n frontends)."""
+    items: list[dict[str, Any]] = []
+    for i in range(n):
+        name = f"svc-{i}"
+        items.append(_service(name, f"198.18.{130 + i // 200}.{1 + i % 200}", [{"port": 80}]))
+        addresses = tuple(f"198.19.{2 + i // 100}.{(i % 100) * 2 + j + 1}" for j in range(backends))
+        items.append(_slice(name, [{"name": "", "port": 8080, "protocol": "TCP"}], addresses,
+                            tuple("node-b" for _ in addresses)))
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def write_inputs(root: Path, node: dict[str, Any], svcs: dict[str, Any]) -> tuple[Path, Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    node_path, services_path = root / "node.yaml", root / "services.yaml"
+    node_path.write_text(json.dumps(node))
+    services_path.write_text(json.dumps(svcs))
+    return node_path, services_path

@@ -1,0 +1,194 @@
+"""The bpf mode (docs/datapath-bpf.md) through the whole pipeline: plan, C, clang,
+inspect, kernel verifier, manifest; for every build kind, both schedulers, a
+small config (frontends as code) and one of more than INLINE_FRONTEND_LIMIT
+frontends (maps)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bpf_inputs import many_services, node_config, services, write_inputs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import GeneratedConfig, to_yaml, valid_configs
+
+from bpfgen import layouts
+from bpfgen.compiler import compile_build
+from bpfgen.config import load_inputs
+from bpfgen.inspect import read_btf
+from bpfgen.plan import (
+    BPF_COUNTER_NAMES,
+    BUILD_KINDS,
+    INLINE_FRONTEND_LIMIT,
+    MAGLEV_RODATA_BUDGET,
+    make_plan,
+)
+
+pytestmark = pytest.mark.kernel
+
+VERIFIER_BUDGET = 20_000  # as tests/build/test_compile_properties.py (2 % of the 1M limit)
+
+#: svc_in does what the ipvs mode's ingress, egress and IPVS do together: its
+#: object budget is the ipvs programs' 1500 plus room for 64 frontends as code
+#: (a 64-frontend build measures about 1,650); the verifier budget is the same.
+BPF_INSN_BUDGET = 2000
+
+SESSION_MAPS = {"bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_counters"}
+TABLE_MAPS = {"bpfgen_svc_frontends", "bpfgen_svc_backends", "bpfgen_svc_members"}
+
+
+def _compile(root: Path, node: dict[str, Any], svcs: dict[str, Any], kind: str) -> dict[str, Any]:
+    node_path, services_path = write_inputs(root, node, svcs)
+    result = compile_build(node_path, [services_path], root / "build", build=kind)
+    return result.manifest
+
+
+def _check_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    assert manifest["mode"] == "bpf" and manifest["kernel"]["verified"] is True
+    (prog,) = manifest["programs"]
+    assert (prog["name"], prog["function"], prog["section"]) == ("svc_in", "bpfgen_svc_in", "tc")
+    assert {(a["role"], a["hook"]) for a in prog["attach"]} == {
+        ("uplink", "tc_ingress"), ("pods", "tc_ingress")}
+    assert 0 < prog["insns"] <= BPF_INSN_BUDGET, prog
+    assert 0 < prog["verifier"]["processed_insns"] <= VERIFIER_BUDGET, prog
+    assert manifest["counters"] == list(BPF_COUNTER_NAMES)
+    return prog
+
+
+@pytest.mark.parametrize("scheduler", ["random", "maglev"])
+@pytest.mark.parametrize("kind", BUILD_KINDS)
+def test_small_config_verifies(tmp_path: Path, kind: str, scheduler: str) -> None:
+    manifest = _compile(tmp_path, node_config(scheduler), services(), kind)
+    _check_manifest(manifest)
+    maps = {m["name"] for m in manifest["maps"]}
+    spec = manifest["specialization"]
+    if kind == "specialized":
+        # frontends as code, backend lists (and Maglev tables: 2 fit the budget) in .rodata
+        assert not spec["frontends_in_map"] and maps == SESSION_MAPS
+        assert spec["svc"]["maglev_tables"] == ("rodata" if scheduler == "maglev" else None)
+        assert manifest["map_init"] is None
+        source = (tmp_path / "build" / "svc_in.bpf.c").read_text()
+        assert "static const struct bpfgen_backend bpfgen_backends[BPFGEN_SVC_BACKENDS_TOTAL]" in (
+            source)
+        assert ("static const __u16 bpfgen_maglev[BPFGEN_MAGLEV_TABLES][BPFGEN_MAGLEV_SIZE]"
+                in source) == (scheduler == "maglev")
+    else:
+        want = SESSION_MAPS | TABLE_MAPS | ({"bpfgen_svc_maglev"} if scheduler == "maglev"
+                                            else set())
+        assert spec["frontends_in_map"] and maps == want
+        init = json.loads((tmp_path / "build" / "map_init.json").read_text())
+        # web: 2 ClusterIP, 2 NodePort; empty: 2 ClusterIP; 2 VIPs (port 0, ICMP) for pings
+        assert len(init["bpfgen_svc_frontends"]) == 6 + 2
+        assert len(init["bpfgen_svc_backends"]) == 4 * 3
+        if scheduler == "maglev":
+            assert len(init["bpfgen_svc_maglev"]) == 4 * 16381
+
+
+@pytest.mark.parametrize("backends", [3, 16])
+@pytest.mark.parametrize("scheduler", ["random", "maglev"])
+def test_inline_limit_of_frontends_as_code_stays_in_budget(
+    tmp_path: Path, scheduler: str, backends: int
+) -> None:
+    """64 frontends as code: table-driven selection and membership keep the object and
+    the verifier's work within the budgets (per-frontend code did not: 10k / 260k)."""
+    manifest = _compile(tmp_path, node_config(scheduler, 251),
+                        many_services(INLINE_FRONTEND_LIMIT, backends), "specialized")
+    _check_manifest(manifest)
+    assert not manifest["specialization"]["frontends_in_map"]
+
+
+@pytest.mark.parametrize("kind", ["specialized", "generic"])
+def test_more_frontends_than_inline_limit_use_maps(tmp_path: Path, kind: str) -> None:
+    n = INLINE_FRONTEND_LIMIT + 6
+    manifest = _compile(tmp_path, node_config("maglev", 251), many_services(n), kind)
+    prog = _check_manifest(manifest)
+    assert manifest["specialization"]["frontends_in_map"]
+    assert {m["name"] for m in manifest["maps"]} == SESSION_MAPS | TABLE_MAPS | {
+        "bpfgen_svc_maglev"}
+    assert prog["insns"] > 0
+
+
+def test_maglev_over_the_rodata_budget_goes_to_a_map(tmp_path: Path) -> None:
+    """Frontends as code, but 5 distinct tables of 16381 slots exceed the .rodata budget."""
+    manifest = _compile(tmp_path, node_config("maglev"), many_services(5), "specialized")
+    _check_manifest(manifest)
+    spec = manifest["specialization"]
+    assert not spec["frontends_in_map"]
+    assert spec["svc"]["maglev_tables"] == "map"
+    assert str(MAGLEV_RODATA_BUDGET) in spec["svc"]["maglev_reason"]
+    assert {m["name"] for m in manifest["maps"]} == SESSION_MAPS | {"bpfgen_svc_maglev"}
+
+
+def test_plan_records_frontends_without_backends(tmp_path: Path) -> None:
+    node_path, services_path = write_inputs(tmp_path, node_config(), services())
+    plan = make_plan(load_inputs(node_path, [services_path]))
+    text = plan.to_text()
+    assert "ClusterIP 198.18.128.11:80/TCP" in text
+    assert "0 backends: reject (TCP RST, ICMP unreachable)" in text
+    assert "UDP with an ICMP port unreachable" in plan.decision(
+        "BPFGEN_REJECT_NO_BACKEND").reason
+    assert plan.decision("BPFGEN_SELECTION_SEED").value == "0x1234abcdU"
+
+
+def _all_fields(struct: type[ctypes.Structure]) -> list[tuple[str, int, int]]:
+    fields: list[tuple[str, int, int]] = []
+    for cls in reversed(struct.__mro__):
+        for name, *_ in cls.__dict__.get("_fields_", []):
+            fields.append((name, getattr(struct, name).offset, getattr(struct, name).size))
+    return fields
+
+
+@pytest.fixture(scope="module")
+def generic_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bpf-layouts")
+    node_path, services_path = write_inputs(root, node_config("maglev"), services())
+    compile_build(node_path, [services_path], root / "build", build="generic", verify=False)
+    return root / "build" / "svc_in.bpf.o"
+
+
+@pytest.mark.parametrize("name", sorted(layouts.BPF_MIRRORS))
+def test_bpf_struct_layout_matches_btf(generic_object: Path, name: str) -> None:
+    mirror = layouts.BPF_MIRRORS[name]
+    size, members = read_btf(generic_object).struct_layout(name)
+    assert ctypes.sizeof(mirror) == size
+    assert _all_fields(mirror) == members
+
+
+def _as_bpf_mode(cfg: GeneratedConfig, scheduler: str, size: int) -> tuple[dict[str, Any], str]:
+    """A valid ipvs-mode config turned into a bpf-mode one: tc hooks, no ClientIP."""
+    node = json.loads(json.dumps(cfg.node))
+    node["datapath"] = {"mode": "bpf", "scheduler": scheduler, "maglevTableSize": size}
+    for interface in node["interfaces"]:
+        interface["hook"] = "tc"
+    snat = node.setdefault("snat", {})
+    snat["maxSessions"] = min(snat.get("maxSessions", 65536), 65536)
+    objects = json.loads(json.dumps(cfg.objects))
+    for obj in objects:
+        if obj.get("kind") == "Service" and isinstance(obj.get("spec"), dict):
+            obj["spec"].pop("sessionAffinity", None)
+            obj["spec"].pop("sessionAffinityConfig", None)
+    return node, to_yaml({"apiVersion": "v1", "kind": "List", "items": objects})
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    cfg=valid_configs(min_services=1, max_services=40, max_endpoints=16),
+    scheduler=st.sampled_from(["random", "maglev"]),
+    size=st.sampled_from([251, 1021]),
+    kind=st.sampled_from(BUILD_KINDS),
+)
+def test_random_bpf_configs_compile_and_verify(
+    tmp_path_factory: pytest.TempPathFactory, cfg: GeneratedConfig, scheduler: str, size: int,
+    kind: str,
+) -> None:
+    root = tmp_path_factory.mktemp("bpf-prop")
+    node, services_yaml = _as_bpf_mode(cfg, scheduler, size)
+    (root / "node.yaml").write_text(to_yaml(node))
+    (root / "services.yaml").write_text(services_yaml)
+    result = compile_build(root / "node.yaml", [root / "services.yaml"], root / "build",
+                           build=kind)
+    _check_manifest(result.manifest)

@@ -1,0 +1,40 @@
+"""Run in a fresh network namespace (`unshare -n`) by test_bpf_mode_cases: a veth
+pair with 198.18.0.2/15 (so every backend of tests/bpf_inputs.py has a
+connected route), forwarding on, permanent neighbours for two of the three
+backends; then svc_in on pod -> ClusterIP flows. Prints one JSON line:
+[[verdict, daddr, ttl], ...] and the counters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from bpfgen_runtime.testrun import BuildUnderTest
+
+SETUP = (
+    "ip link add bg0 type veth peer name bg1",
+    "ip link set bg0 up",
+    "ip link set bg1 up",
+    "ip link set lo up",
+    "ip addr add 198.18.0.2/15 dev bg0",
+    "sysctl -qw net.ipv4.ip_forward=1",
+    "ip neigh add 198.19.1.5 lladdr 02:00:00:00:00:01 dev bg0 nud permanent",
+    "ip neigh add 198.19.2.13 lladdr 02:00:00:00:00:02 dev bg0 nud permanent",
+)
+
+
+def main(build_dir: str, frames_hex: list[str]) -> None:
+    for cmd in SETUP:
+        subprocess.run(cmd.split(), check=True)
+    out = []
+    with BuildUnderTest(build_dir) as build:
+        for frame in frames_hex:
+            r = build.run("svc_in", bytes.fromhex(frame))
+            out.append([r.retval, r.packet.hex()])
+        counters = {k: v for k, v in build.counters().items() if v}
+    print(json.dumps({"runs": out, "counters": counters}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
