@@ -327,9 +327,31 @@ static __always_inline __sum16 bpfgen_svc_csum_fold(__s64 sum)
 /* kube-proxy's REJECT for a TCP frontend without backends: the packet becomes
  * a RST (RFC 9293 3.10.7.1: to a segment with ACK, seq = its ack; else ACK of
  * everything it carried) and goes back out of the device it came in on.
- * Checksums are computed whole: received packets carry a complete checksum
- * state (or, from a local veth, CHECKSUM_PARTIAL, which the peer trusts).
+ * The IP checksum is computed whole. The TCP checksum depends on the skb's
+ * checksum state, which tc cannot read or reset: a SYN from a local veth is
+ * CHECKSUM_PARTIAL, and a device without tx checksum offload then runs
+ * skb_checksum_help over the TCP header, expecting the check field to hold
+ * the pseudo-header sum only (with the whole checksum there, it wrote 0:
+ * found by the host e2e test, the client counted InCsumErrors). So the state
+ * is probed (bpfgen_svc_csum_partial) and the field written to match.
  */
+/* Is the skb CHECKSUM_PARTIAL? bpf_l4_csum_replace without BPF_F_PSEUDO_HDR
+ * leaves the L4 check field alone in that state (the device or
+ * skb_checksum_help finishes the sum later) and folds the change into it in
+ * every other state. So: zero the field, replace 0 by 1, read it back.
+ * Only for packets whose check field is about to be rewritten anyway.
+ */
+static __always_inline int bpfgen_svc_csum_partial(struct __sk_buff *skb, __u32 check_off)
+{
+	__sum16 zero = 0, after;
+
+	if (bpf_skb_store_bytes(skb, check_off, &zero, sizeof(zero), 0) ||
+	    bpf_l4_csum_replace(skb, check_off, 0, bpf_htons(1), sizeof(__u16)) ||
+	    bpf_skb_load_bytes(skb, check_off, &after, sizeof(after)))
+		return -1;
+	return after == 0;
+}
+
 static __always_inline int bpfgen_svc_reset(struct __sk_buff *skb, const struct bpfgen_pkt *p)
 {
 	struct {
@@ -346,6 +368,7 @@ static __always_inline int bpfgen_svc_reset(struct __sk_buff *skb, const struct 
 	struct tcphdr in;
 	__u8 mac[12], swapped[12];
 	__u32 hdr, seg;
+	int partial;
 	__s64 sum;
 
 	/* Never answer a RST; IP options: not rebuilt here, dropped. */
@@ -383,10 +406,20 @@ static __always_inline int bpfgen_svc_reset(struct __sk_buff *skb, const struct 
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
 	if (sum < 0)
 		return TC_ACT_SHOT;
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.th, sizeof(r.th), (__wsum)sum);
-	if (sum < 0)
+	partial = bpfgen_svc_csum_partial(skb, p->l4_csum_off);
+	if (partial < 0)
 		return TC_ACT_SHOT;
-	r.th.check = bpfgen_svc_csum_fold(sum);
+	if (partial) {
+		/* The pseudo-header sum, folded, not complemented: the rest of the
+		 * sum is added over the TCP header when the packet leaves.
+		 */
+		r.th.check = ~bpfgen_svc_csum_fold(sum);
+	} else {
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.th, sizeof(r.th), (__wsum)sum);
+		if (sum < 0)
+			return TC_ACT_SHOT;
+		r.th.check = bpfgen_svc_csum_fold(sum);
+	}
 	__builtin_memcpy(swapped, mac + 6, 6);
 	__builtin_memcpy(swapped + 6, mac, 6);
 	if (bpf_skb_change_tail(skb, BPFGEN_L3_OFF + sizeof(r), 0) ||
