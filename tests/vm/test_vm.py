@@ -45,14 +45,20 @@ def junit_summary(path: Path) -> dict[str, object]:
         for key in ("tests", "failures", "errors", "skipped")
     }
     # Names of the bad cases go under their own keys: "skipped" stays a count.
-    bad: dict[str, list[str]] = {"failed": [], "skipped_cases": []}
+    # JUnit has no expected-failure element: pytest writes a (strict) xfail as
+    # <skipped type="pytest.xfail">. It ran and failed as declared, so it is
+    # counted under "xfailed", not as a skip (an XPASS of a strict one fails).
+    bad: dict[str, list[str]] = {"failed": [], "skipped_cases": [], "xfailed_cases": []}
     for case in root.iter("testcase"):
         name = f"{case.get('classname')}::{case.get('name')}"
         if case.find("failure") is not None or case.find("error") is not None:
             bad["failed"].append(name)
         skipped = case.find("skipped")
         if skipped is not None:
-            bad["skipped_cases"].append(f"{name}: {skipped.get('message', '')}")
+            key = "xfailed_cases" if skipped.get("type") == "pytest.xfail" else "skipped_cases"
+            bad[key].append(f"{name}: {skipped.get('message', '')}")
+    totals["skipped"] = len(bad["skipped_cases"])
+    totals["xfailed"] = len(bad["xfailed_cases"])
     totals.update(bad)
     return totals
 
