@@ -1437,7 +1437,7 @@ class _Manifests:
             slices = by_service.get(draft.key, [])
             ports = tuple(
                 ServicePort(p.name, p.protocol, p.port, p.node_port,
-                            _backends(p, slices, node_name))
+                            *_backends(p, slices, node_name))
                 for p in draft.ports
             )
             services.append(Service(
@@ -1451,8 +1451,11 @@ class _Manifests:
         return services
 
 
-def _backends(port: _PortDraft, slices: list[_Slice], node_name: str | None) -> tuple[Backend, ...]:
-    """Ready endpoints of a service port; if none, the serving terminating ones."""
+def _backends(
+    port: _PortDraft, slices: list[_Slice], node_name: str | None
+) -> tuple[tuple[Backend, ...], tuple[Backend, ...]]:
+    """Ready endpoints of a service port (if none, the serving terminating ones), and the
+    other listed endpoints of the port (draining: existing sessions only)."""
     candidates = [
         (endpoint, number)
         for slice_ in slices
@@ -1463,14 +1466,20 @@ def _backends(port: _PortDraft, slices: list[_Slice], node_name: str | None) -> 
     chosen = [(e, n) for e, n in candidates if e.ready]
     if not chosen:
         chosen = [(e, n) for e, n in candidates if e.serving and e.terminating]
-    backends: dict[tuple[IPv4Address, int], Backend] = {}
-    chosen.sort(key=lambda c: (c[0].address, c[1], c[0].node_name or ""))
-    for endpoint, number in chosen:
-        backends.setdefault((endpoint.address, number), Backend(
-            address=endpoint.address, port=number, node_name=endpoint.node_name,
-            local=node_name is not None and endpoint.node_name == node_name,
-        ))
-    return tuple(backends.values())
+
+    def unique(endpoints: list[tuple[_Endpoint, int]]) -> dict[tuple[IPv4Address, int], Backend]:
+        out: dict[tuple[IPv4Address, int], Backend] = {}
+        for endpoint, number in sorted(endpoints,
+                                       key=lambda c: (c[0].address, c[1], c[0].node_name or "")):
+            out.setdefault((endpoint.address, number), Backend(
+                address=endpoint.address, port=number, node_name=endpoint.node_name,
+                local=node_name is not None and endpoint.node_name == node_name,
+            ))
+        return out
+
+    backends = unique(chosen)
+    draining = {k: b for k, b in unique(candidates).items() if k not in backends}
+    return tuple(backends.values()), tuple(draining.values())
 
 
 def _valid_name(

@@ -105,6 +105,10 @@ class ServicePort:
     port: int
     node_port: int | None
     backends: tuple[Backend, ...]  # sorted by (address, port); policy filtering is the plan's
+    # Listed for this port but not selectable (not ready, or terminating while ready ones
+    # exist), sorted as backends. The bpf mode keeps their existing sessions
+    # (docs/datapath-bpf.md, "Existing flows keep their backend"); the ipvs mode ignores them.
+    draining: tuple[Backend, ...] = ()
 
 
 @dataclass(frozen=True)
