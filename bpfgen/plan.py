@@ -140,6 +140,16 @@ class Frontend:
     masq_reason: str
     backends: tuple[Backend, ...]  # after traffic-policy filtering
     affinity_timeout: int | None
+    # Listed but not selectable (not ready / terminating), after the same filtering: the
+    # bpf mode keeps their sessions (docs/datapath-bpf.md). Not part of the ipvs mode.
+    draining: tuple[Backend, ...] = ()
+
+    @property
+    def members(self) -> tuple[Backend, ...]:
+        """Backends a session may keep: the selectable ones and the draining ones, sorted."""
+        if not self.draining:
+            return self.backends
+        return tuple(sorted(self.backends + self.draining, key=lambda b: (b.address, b.port)))
 
     @property
     def label(self) -> str:
@@ -210,6 +220,7 @@ class SvcFrontend:
     frontend: Frontend
     first: int  # its backends: SvcPlan.backends[first : first + n], sorted by (address, port)
     table: int | None  # index into SvcPlan.tables when its Maglev table is in .rodata
+    members_first: int  # its members (backends + draining): SvcPlan.backends[members_first:]
 
 
 @dataclass(frozen=True)
@@ -223,7 +234,8 @@ class SvcPlan:
     frontends: tuple[SvcFrontend, ...]  # every frontend, by id (index)
     tables: tuple[tuple[int, ...], ...]  # distinct .rodata Maglev tables
     table_users: tuple[str, ...]  # per table: which frontends use it (a C comment)
-    backends: tuple[CCase, ...]  # every distinct backend list, one after the other
+    backends: tuple[CCase, ...]  # every distinct backend and member list, one after the other
+    draining: bool  # some frontend has draining endpoints: members differ from backends
     moduli: tuple[int, ...]  # the distinct backend counts: h % n with a constant n
     vips: tuple[CCase, ...]  # the VIPs, for the echo-request switch
 
@@ -361,6 +373,7 @@ class Plan:
             lines.append(
                 f"  #{f.index:<4} {f.label:<36} {f.service} {f.port_name or '-'}  "
                 f"masq {f.masq.name} ({f.masq_reason}), {len(f.backends)} backends"
+                + (f" + {len(f.draining)} draining" if f.draining else "")
                 + ("" if f.backends or self.svc is None else ": reject (TCP RST, ICMP unreachable)")
             )
         if self.svc is not None:
@@ -431,6 +444,7 @@ def _frontends(inputs: Inputs) -> tuple[Frontend, ...]:
             else svc.external_traffic_local
         )
         backends = tuple(b for b in sp.backends if not local_only or is_local(b))
+        draining = tuple(b for b in sp.draining if not local_only or is_local(b))
         masq, reason = masq_for(kind, svc)
         out.append(
             Frontend(
@@ -445,6 +459,7 @@ def _frontends(inputs: Inputs) -> tuple[Frontend, ...]:
                 masq_reason=reason,
                 backends=backends,
                 affinity_timeout=svc.session_affinity_timeout,
+                draining=draining if node.mode is Mode.BPF else (),
             )
         )
 
@@ -897,15 +912,23 @@ def _svc_plan(inputs: Inputs, frontends: tuple[Frontend, ...], in_map: bool) -> 
             f"{MAGLEV_RODATA_BUDGET} bytes (.rodata budget): static const arrays"
         )
     order = list(tables)
-    # The distinct backend lists, one flat array: frontend i uses [first, first + n).
+    # The distinct backend lists, one flat array: frontend i selects from [first, first + n)
+    # and keeps sessions whose backend is in its member list (the same slice unless it has
+    # draining endpoints).
     firsts: dict[tuple[Backend, ...], int] = {}
     flat: list[CCase] = []
-    for f in frontends:
-        if f.backends and f.backends not in firsts:
-            firsts[f.backends] = len(flat)
-            for i, b in enumerate(f.backends):
+
+    def place(f: Frontend, bs: tuple[Backend, ...], what: str) -> None:
+        if bs and bs not in firsts:
+            firsts[bs] = len(flat)
+            for i, b in enumerate(bs):
                 c = _backend_init(b)
-                flat.append(CCase(c.expr, f"[{len(flat)}] #{f.index}[{i}] {c.comment}"))
+                flat.append(CCase(c.expr, f"[{len(flat)}] #{f.index} {what}[{i}] {c.comment}"))
+
+    for f in frontends:
+        place(f, f.backends, "backend")
+    for f in frontends:
+        place(f, f.members, "member")
     built = (
         tuple(
             maglev.build_table([maglev.Backend.of(b) for b in bs], m, seed=MAGLEV_TABLE_SEED)
@@ -924,6 +947,7 @@ def _svc_plan(inputs: Inputs, frontends: tuple[Frontend, ...], in_map: bool) -> 
                 f,
                 firsts.get(f.backends, 0),
                 order.index(f.backends) if in_rodata and f.backends else None,
+                firsts.get(f.members, 0),
             )
             for f in frontends
         ),
@@ -932,6 +956,7 @@ def _svc_plan(inputs: Inputs, frontends: tuple[Frontend, ...], in_map: bool) -> 
         if in_rodata
         else (),
         backends=tuple(flat),
+        draining=any(f.draining for f in frontends),
         moduli=tuple(sorted({len(f.backends) for f in frontends if f.backends})),
         vips=tuple(CCase(_be32_expr(a), str(a)) for a in _vips(frontends)),
     )
@@ -975,11 +1000,12 @@ def _bpf_parts(
     node = inputs.node
     generic = kind != "specialized"
     svc = _svc_plan(inputs, frontends, in_map)
-    total_backends = sum(len(f.backends) for f in frontends)
-    backends_max = max(64, _pow2_at_least(2 * total_backends))
+    total_members = sum(len(f.members) for f in frontends)
+    backends_max = max(64, _pow2_at_least(2 * total_members))
     rows = max(1, len(frontends))
     no_backend = [f for f in frontends if not f.backends]
-    most = max((len(f.backends) for f in frontends), default=0)
+    most = max((len(f.members) for f in frontends), default=0)
+    draining = sum(len(f.draining) for f in frontends)
     decisions = [
         Decision("BPFGEN_MODE_BPF", "1", "datapath.mode",
                  "bpf: DNAT, SNAT and forwarding in bpfgen_svc_in; no egress program"),
@@ -1009,11 +1035,20 @@ def _bpf_parts(
         Decision("BPFGEN_SVC_BACKENDS_TOTAL", str(max(1, len(svc.backends))), "services",
                  "bpfgen_backends[] (frontends as code): the distinct backend lists, flat"),
         Decision("BPFGEN_SVC_SEARCH_STEPS", str(max(1, most.bit_length())), "services",
-                 f"membership binary search: the largest backend list has {most}"),
+                 f"membership binary search: the largest member list has {most}"),
+        Decision(
+            "BPFGEN_SVC_DRAINING",
+            str(int(svc.draining)),
+            "EndpointSlices",
+            f"{draining} endpoints (per frontend) listed but not ready: their sessions go "
+            "on, new flows avoid them (member lists of their own)"
+            if svc.draining
+            else "every listed endpoint is selectable: a frontend's members are its backends",
+        ),
         Decision("BPFGEN_MAGLEV_TABLES", str(max(1, len(svc.tables))), "services",
                  "bpfgen_maglev[][] (.rodata): the distinct Maglev tables"),
         Decision("BPFGEN_SVC_BACKENDS_MAX", str(backends_max), "services",
-                 "bpfgen_svc_backends size: 2x the backends, power of two, at least 64"),
+                 "bpfgen_svc_backends/_members size: 2x the members, power of two, at least 64"),
         Decision(
             "BPFGEN_REJECT_NO_BACKEND",
             "1",
@@ -1055,7 +1090,7 @@ def _bpf_parts(
                 bytes(4),
             )
             for f in frontends
-            for b in f.backends
+            for b in f.members
         )
         map_init["bpfgen_svc_backends"] = tuple(
             (

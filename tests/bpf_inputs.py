@@ -9,6 +9,8 @@ from typing import Any
 NODE1, NODE2 = "198.18.0.2", "198.18.0.3"
 VIP, EMPTY_VIP, NODEPORT = "198.18.128.10", "198.18.128.11", 30080
 BACKENDS = ("198.19.1.5", "198.19.2.13", "198.19.3.7")  # sorted; the first is on this node
+# web's fourth endpoint: listed, terminating, not ready: existing sessions only.
+DRAINING = "198.19.2.20"
 BACKEND_PORT, DNS_PORT = 8080, 5353
 PORT_MIN, PORT_MAX = 65520, 65535
 SELECTION_SEED = 0x1234ABCD
@@ -38,19 +40,23 @@ def _service(name: str, vip: str, ports: list[dict[str, Any]], kind: str = "Clus
 
 
 def _slice(service: str, ports: list[dict[str, Any]], addresses: tuple[str, ...],
-           nodes: tuple[str, ...]) -> dict[str, Any]:
+           nodes: tuple[str, ...], draining: tuple[str, ...] = ()) -> dict[str, Any]:
+    terminating = {"ready": False, "serving": False, "terminating": True}
     return {
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": f"{service}-1", "namespace": "default",
                      "labels": {"kubernetes.io/service-name": service}},
         "addressType": "IPv4", "ports": ports,
         "endpoints": [{"addresses": [a], "nodeName": n} for a, n in zip(addresses, nodes,
-                                                                          strict=True)],
+                                                                          strict=True)]
+        + [{"addresses": [a], "nodeName": "node-b", "conditions": terminating}
+           for a in draining],
     }
 
 
 def services() -> dict[str, Any]:
-    """web (ClusterIP + NodePort, TCP 80 and UDP 53, three backends) and empty (none)."""
+    """web (ClusterIP + NodePort, TCP 80 and UDP 53, three backends and one terminating
+    endpoint) and empty (none)."""
     return {"apiVersion": "v1", "kind": "List", "items": [
         _service("web", VIP, [
             {"name": "http", "port": 80, "protocol": "TCP", "nodePort": NODEPORT},
@@ -58,7 +64,7 @@ def services() -> dict[str, Any]:
         ], kind="NodePort"),
         _slice("web", [{"name": "http", "port": BACKEND_PORT, "protocol": "TCP"},
                        {"name": "dns", "port": DNS_PORT, "protocol": "UDP"}],
-               BACKENDS, ("node-a", "node-b", "node-c")),
+               BACKENDS, ("node-a", "node-b", "node-c"), (DRAINING,)),
         _service("empty", EMPTY_VIP, [{"name": "http", "port": 80},
                                       {"name": "dns", "port": 53, "protocol": "UDP"}]),
     ]}

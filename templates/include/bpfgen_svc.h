@@ -147,8 +147,9 @@ __noinline int bpfgen_svc_has_backend_inline(__u32 first, __u32 n, __be32 addr, 
 }
 #endif
 
-/* Is addr:port still a backend of frontend @v? A session keeps its backend
- * only while it is (docs/datapath-bpf.md "Existing flows keep their backend").
+/* Is addr:port still a member of frontend @v (a backend, or listed but not
+ * ready)? A session keeps its backend only while it is (docs/datapath-bpf.md
+ * "Existing flows keep their backend").
  */
 static __always_inline bool bpfgen_svc_has_backend(const struct bpfgen_svc_value *v, __be32 addr,
 						   __be16 port)
@@ -157,6 +158,14 @@ static __always_inline bool bpfgen_svc_has_backend(const struct bpfgen_svc_value
 	struct bpfgen_backend_member k = { .frontend = v->id, .addr = addr, .port = port };
 
 	return bpf_map_lookup_elem(&bpfgen_svc_members, &k) != NULL;
+#elif BPFGEN_SVC_DRAINING
+	/* Some frontends list endpoints that are not ready: members are their own list. */
+	__u32 id = v->id;
+
+	if (id >= BPFGEN_SVC_FRONTENDS)
+		return false;
+	return bpfgen_svc_has_backend_inline(bpfgen_svc_members_at[id].first,
+					     bpfgen_svc_members_at[id].n, addr, port);
 #else
 	return bpfgen_svc_has_backend_inline(v->first, v->n_backends, addr, port);
 #endif

@@ -182,6 +182,12 @@ struct bpfgen_backend {
 	__u16 pad;
 };
 
+/* A slice of bpfgen_backends[] (frontends as code): a frontend's member list. */
+struct bpfgen_svc_span {
+	__u32 first;
+	__u32 n;
+};
+
 /* The bpf mode's counters follow the ipvs mode's; its counter map has
  * BPFGEN_SVC_COUNTER_MAX slots.
  */

@@ -100,9 +100,11 @@ def _dns_slice(name: str, service: str, endpoints: list[tuple[str, bool]]) -> st
 
 
 def services_yaml(
-    *, be2_http: bool = True, extra: bool = False, policies: bool = False, later: bool = False
+    *, be2_http: bool | None = True, extra: bool = False, policies: bool = False,
+    later: bool = False,
 ) -> str:
-    """web: ClusterIP VIP:80/TCP and :53/UDP, NodePorts, over be1 and be2;
+    """web: ClusterIP VIP:80/TCP and :53/UDP, NodePorts, over be1 and be2 (be2_http: be2
+    listed ready, listed not ready (False) or not listed (None) for http);
     extra (a second Service): a new frontend, so the specialized code changes;
     policies: `local` (NodePort, externalTrafficPolicy Local, be1) and `empty` (a
     ClusterIP without endpoints); later: `zz` (a Service sorted after web: web's frontend
@@ -112,7 +114,8 @@ def services_yaml(
                                                                   NODE_PORT_UDP)  # fmt: skip
     items = [
         _service("web", VIP, ports, "    type: NodePort\n    externalTrafficPolicy: Cluster\n"),
-        _http_slice("web-http", "web", [(be1, True), (be2, be2_http)]),
+        _http_slice("web-http", "web",
+                    [(be1, True)] + ([(be2, be2_http)] if be2_http is not None else [])),
         _dns_slice("web-dns", "web", [(be1, True), (be2, True)]),
     ]
     if extra:
@@ -156,6 +159,7 @@ class Variant:
 VARIANTS = {
     "main": Variant("random", "300s", services_yaml()),
     "drained": Variant("random", "300s", services_yaml(be2_http=False)),
+    "removed": Variant("random", "300s", services_yaml(be2_http=None)),
     "extra": Variant("random", "300s", services_yaml(extra=True)),
     "later": Variant("random", "300s", services_yaml(later=True)),
     "policies": Variant("random", "300s", services_yaml(policies=True)),
@@ -421,7 +425,7 @@ def _exchange(s: socket.socket) -> str | None:
 
 def _sync_removing_be2(live: Live, drained: Path) -> dict[str, Any]:
     """Hold one connection to be1 and one to be2 (web:80 from cp), sync to `drained`
-    (be2 not ready), ask both again; new connections' backends."""
+    (be2 not ready, or `removed`: not listed), ask both again; new connections' backends."""
     t = live.topo
     kept, _ = _hold_connection_to(t.pods["cp"], "be1")
     removed, _ = _hold_connection_to(t.pods["cp"], "be2")
@@ -441,10 +445,11 @@ def _sync_removing_be2(live: Live, drained: Path) -> dict[str, Any]:
 
 @needs_build
 def test_sync_removing_endpoint_cuts_its_sessions_only(clean: Live) -> None:
-    """docs/datapath-bpf.md: a session whose backend left the frontend is forgotten and
-    its TCP non-SYN packets dropped (drop_backend_gone, IPVS's expire_nodest_conn);
-    the other sessions go on through the program replacement; new flows avoid be2."""
-    r = _sync_removing_be2(clean, clean.builds["drained"])
+    """docs/datapath-bpf.md: a session whose backend left the frontend's EndpointSlices is
+    forgotten and its TCP non-SYN packets dropped (drop_backend_gone, IPVS's
+    expire_nodest_conn); the other sessions go on through the program replacement; new
+    flows avoid be2."""
+    r = _sync_removing_be2(clean, clean.builds["removed"])
     assert any(c.startswith("load ") for c in r["changes"]), r  # specialized: new code
     assert r["new"] == {"be1"}, f"new connections after be2 left: {r}"
     assert r["kept"] == "be1", f"the connection to be1 broke across the sync: {r}"
@@ -452,14 +457,14 @@ def test_sync_removing_endpoint_cuts_its_sessions_only(clean: Live) -> None:
 
 
 @needs_build
-@disagrees(
-    "asked of this suite (as kube-proxy keeps established flows to a removed endpoint and "
-    "the ipvs mode drains it with weight 0), but docs/datapath-bpf.md drops them "
-    "(drop_backend_gone): a decision for the spec, see the issue #6 runtime report"
-)
-def test_held_connection_to_removed_endpoint_completes(clean: Live) -> None:
+def test_held_connection_to_terminating_endpoint_completes(clean: Live) -> None:
+    """An endpoint that turns not ready (terminating) but is still listed drains, as in
+    kube-proxy and the ipvs mode (weight 0): its held connection goes on, new connections
+    avoid it, nothing is dropped."""
     r = _sync_removing_be2(clean, clean.builds["drained"])
     assert r["removed"] == "be2", f"the held connection to be2 was cut: {r}"
+    assert r["new"] == {"be1"}, f"new connections after be2 turned not ready: {r}"
+    assert r["kept"] == "be1" and not r["delta"].get("drop_backend_gone"), r
 
 
 @needs_build

@@ -28,6 +28,7 @@ from bpf_inputs import (
     BACKEND_PORT,
     BACKENDS,
     DNS_PORT,
+    DRAINING,
     EMPTY_VIP,
     NODE1,
     NODE2,
@@ -367,6 +368,26 @@ def test_a_session_whose_backend_is_gone_is_not_kept(bpf: Bpf, flags: int) -> No
         want = bpf.expected_backend(CLIENT_POD, VIP, 44000, 80, IPPROTO_TCP)
         assert out.daddr == int(want.address) and counters.get("dnat_new") == 1
         assert bpf.nat()[key].backend_addr == int(want.address)
+
+
+@pytest.mark.parametrize("proto", [IPPROTO_TCP, IPPROTO_UDP])
+def test_a_session_to_a_terminating_endpoint_goes_on(bpf: Bpf, proto: int) -> None:
+    """web lists DRAINING as terminating (not ready): no new flow selects it (the
+    scheduler test above sees only BACKENDS), but a session already on it keeps it,
+    as kube-proxy and IPVS (weight 0) let a terminating endpoint's connections finish."""
+    bpf.clear()
+    port = 80 if proto == IPPROTO_TCP else 53
+    bport = BACKEND_PORT if proto == IPPROTO_TCP else DNS_PORT
+    key = SessionKey(A(CLIENT_POD), A(VIP), 44001, port, proto)
+    entry = NAT_ENTRY.pack(time.monotonic_ns(), bytes(4), bytes(2), 0,
+                           A(DRAINING).to_bytes(4, "big"), bport.to_bytes(2, "big"), 0)
+    bpf.build.maps["bpfgen_nat_v4"].update(key.pack(), entry)
+    frame = (syn(CLIENT_POD, VIP, 44001, port, flags=ACK) if proto == IPPROTO_TCP
+             else ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_UDP,
+                                udp(A(CLIENT_POD), A(VIP), 44001, port, payload=b"q"))))
+    out = bpf.run(frame)
+    assert (out.daddr, out.dport) == (A(DRAINING), bport), out
+    assert bpf.deltas().get("dnat_hit") == 1 and key in bpf.nat()
 
 
 def test_echo_request_to_a_vip_is_answered(bpf: Bpf) -> None:
