@@ -1024,9 +1024,6 @@ class _Manifests:
         lb_ips = self.load_balancer_ips(s, fields, key) if (
             service_type is ServiceType.LOAD_BALANCER) else ()
         affinity = self.affinity(s, spec)
-        if affinity is not None and self.facts.mode is Mode.BPF:
-            s.error(spec["sessionAffinity"].line, "spec.sessionAffinity",
-                    f"ClientIP is {_NOT_YET_BPF} (datapath.mode: bpf)")
         external_local = self.policy_local(s, spec, "externalTrafficPolicy")
         internal_local = self.policy_local(s, spec, "internalTrafficPolicy")
         ports = self.ports(s, spec, node, service_type)

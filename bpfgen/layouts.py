@@ -114,6 +114,23 @@ class SvcValue(ctypes.Structure):
         ("pad", ctypes.c_uint8),
         ("first", ctypes.c_uint32),
         ("table", ctypes.c_uint32),
+        ("affinity_s", ctypes.c_uint32),
+        ("affinity_id", ctypes.c_uint32),
+    ]
+
+
+class AffinityKey(ctypes.Structure):
+    """bpfgen_affinity_v4 key (sessionAffinity: ClientIP)."""
+
+    _fields_ = [("client", ctypes.c_uint32), ("affinity_id", ctypes.c_uint32)]
+
+
+class AffinityEntry(ctypes.Structure):
+    _fields_ = [
+        ("last_seen_ns", ctypes.c_uint64),
+        ("addr", ctypes.c_uint32),
+        ("port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
     ]
 
 
@@ -160,6 +177,8 @@ BPF_MIRRORS: dict[str, type[ctypes.Structure]] = {
     "bpfgen_backend_key": BackendKey,
     "bpfgen_backend": BackendValue,
     "bpfgen_backend_member": BackendMember,
+    "bpfgen_affinity_key": AffinityKey,
+    "bpfgen_affinity_entry": AffinityEntry,
     "bpfgen_config": Config,
 }
 

@@ -53,6 +53,7 @@ BPF_COUNTER_NAMES = (
     "fib_fallback",
     "redirect",
     "icmp_echo_vip",
+    "affinity_hit",
 )
 
 #: bpf mode, specialized build with frontends as code: the Maglev tables are
@@ -71,6 +72,7 @@ IPPROTO_C = {Protocol.TCP: "IPPROTO_TCP", Protocol.UDP: "IPPROTO_UDP"}
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LRU_HASH = 9
 
 
 #: The build kinds, each the same plan rendered differently:
@@ -143,6 +145,10 @@ class Frontend:
     # Listed but not selectable (not ready / terminating), after the same filtering: the
     # bpf mode keeps their sessions (docs/datapath-bpf.md). Not part of the ipvs mode.
     draining: tuple[Backend, ...] = ()
+    # bpf mode, sessionAffinity ClientIP: the id of the first frontend of its Service
+    # port, under which the port's affinity entries are kept (kube-proxy keeps one
+    # affinity per Service port, whichever address the client used).
+    affinity_id: int = 0
 
     @property
     def members(self) -> tuple[Backend, ...]:
@@ -424,6 +430,7 @@ def _frontends(inputs: Inputs) -> tuple[Frontend, ...]:
         return Masq.ALWAYS, f"{kind.value} with externalTrafficPolicy: Cluster"
 
     seen: set[tuple[IPv4Address | None, int, Protocol]] = set()
+    affinity_ids: dict[tuple[str, str, Protocol], int] = {}
 
     def is_local(b: Backend) -> bool:
         # ipvs mode: the endpoint's nodeName; bpf mode also node.podCIDR, as
@@ -446,6 +453,7 @@ def _frontends(inputs: Inputs) -> tuple[Frontend, ...]:
         backends = tuple(b for b in sp.backends if not local_only or is_local(b))
         draining = tuple(b for b in sp.draining if not local_only or is_local(b))
         masq, reason = masq_for(kind, svc)
+        affinity_id = affinity_ids.setdefault((svc.key, sp.name, sp.protocol), len(out))
         out.append(
             Frontend(
                 index=len(out),
@@ -460,6 +468,7 @@ def _frontends(inputs: Inputs) -> tuple[Frontend, ...]:
                 backends=backends,
                 affinity_timeout=svc.session_affinity_timeout,
                 draining=draining if node.mode is Mode.BPF else (),
+                affinity_id=affinity_id,
             )
         )
 
@@ -1006,6 +1015,7 @@ def _bpf_parts(
     no_backend = [f for f in frontends if not f.backends]
     most = max((len(f.members) for f in frontends), default=0)
     draining = sum(len(f.draining) for f in frontends)
+    sticky = [f for f in frontends if f.affinity_timeout is not None]
     decisions = [
         Decision("BPFGEN_MODE_BPF", "1", "datapath.mode",
                  "bpf: DNAT, SNAT and forwarding in bpfgen_svc_in; no egress program"),
@@ -1045,6 +1055,15 @@ def _bpf_parts(
             if svc.draining
             else "every listed endpoint is selectable: a frontend's members are its backends",
         ),
+        Decision(
+            "BPFGEN_SVC_AFFINITY",
+            str(int(bool(sticky))),
+            "services",
+            f"{len(sticky)} frontends with sessionAffinity ClientIP: a new flow goes to its "
+            "client's backend of the last timeoutSeconds (bpfgen_affinity_v4)"
+            if sticky
+            else "no sessionAffinity ClientIP: compiled out",
+        ),
         Decision("BPFGEN_MAGLEV_TABLES", str(max(1, len(svc.tables))), "services",
                  "bpfgen_maglev[][] (.rodata): the distinct Maglev tables"),
         Decision("BPFGEN_SVC_BACKENDS_MAX", str(backends_max), "services",
@@ -1064,6 +1083,13 @@ def _bpf_parts(
         len(BPF_COUNTER_NAMES),
     )
     map_init: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
+    if sticky:
+        maps.append(
+            MapPlan("bpfgen_affinity_v4", "BPF_MAP_TYPE_LRU_HASH", BPF_MAP_TYPE_LRU_HASH,
+                    ctypes_size(layouts.AffinityKey), ctypes_size(layouts.AffinityEntry),
+                    node.max_sessions, True,
+                    "sessionAffinity ClientIP: (client, Service port) -> backend, last use")
+        )
     if in_map:
         frontends_max = max(64, _pow2_at_least(2 * len(frontends)))
         maps += [
@@ -1077,7 +1103,8 @@ def _bpf_parts(
         maps.append(
             MapPlan("bpfgen_svc_members", "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH,
                     ctypes_size(layouts.BackendMember), 4, backends_max, True,
-                    "(frontend id, backend addr, port): sessions keep a backend while listed")
+                    "(frontend id, backend addr, port) -> 0 backend, 1 draining: sessions keep "
+                    "a backend while listed")
         )
         map_init["bpfgen_svc_frontends"] = tuple(_svc_frontend_entry(f) for f in frontends) + tuple(
             _vip_entry(a) for a in _vips(frontends)
@@ -1087,7 +1114,7 @@ def _bpf_parts(
                 layouts.to_bytes(
                     layouts.BackendMember(f.index, layouts.be32(b.address), layouts.be16(b.port))
                 ),
-                bytes(4),
+                (b in f.draining).to_bytes(4, "little"),
             )
             for f in frontends
             for b in f.members
@@ -1144,6 +1171,7 @@ def _vip_entry(addr: IPv4Address) -> tuple[bytes, bytes]:
 
 def _svc_frontend_entry(f: Frontend) -> tuple[bytes, bytes]:
     key, _ = _frontend_entry(f)
-    value = layouts.SvcValue(id=f.index, n_backends=len(f.backends), masq=f.masq.value)
+    value = layouts.SvcValue(id=f.index, n_backends=len(f.backends), masq=f.masq.value,
+                             affinity_s=f.affinity_timeout or 0, affinity_id=f.affinity_id)
     # first/table: only the frontends-as-code arrays use them
     return key, layouts.to_bytes(value)

@@ -8,6 +8,8 @@ from typing import Any
 
 NODE1, NODE2 = "198.18.0.2", "198.18.0.3"
 VIP, EMPTY_VIP, NODEPORT = "198.18.128.10", "198.18.128.11", 30080
+# web-sticky: sessionAffinity ClientIP over web's backends, :80/TCP.
+STICKY_VIP, STICKY_TIMEOUT = "198.18.128.12", 60
 BACKENDS = ("198.19.1.5", "198.19.2.13", "198.19.3.7")  # sorted; the first is on this node
 # web's fourth endpoint: listed, terminating, not ready: existing sessions only.
 DRAINING = "198.19.2.20"
@@ -56,7 +58,7 @@ def _slice(service: str, ports: list[dict[str, Any]], addresses: tuple[str, ...]
 
 def services() -> dict[str, Any]:
     """web (ClusterIP + NodePort, TCP 80 and UDP 53, three backends and one terminating
-    endpoint) and empty (none)."""
+    endpoint), empty (none) and web-sticky (web's backends, ClientIP affinity)."""
     return {"apiVersion": "v1", "kind": "List", "items": [
         _service("web", VIP, [
             {"name": "http", "port": 80, "protocol": "TCP", "nodePort": NODEPORT},
@@ -67,6 +69,11 @@ def services() -> dict[str, Any]:
                BACKENDS, ("node-a", "node-b", "node-c"), (DRAINING,)),
         _service("empty", EMPTY_VIP, [{"name": "http", "port": 80},
                                       {"name": "dns", "port": 53, "protocol": "UDP"}]),
+        _service("web-sticky", STICKY_VIP, [{"name": "http", "port": 80, "protocol": "TCP"}],
+                 sessionAffinity="ClientIP",
+                 sessionAffinityConfig={"clientIP": {"timeoutSeconds": STICKY_TIMEOUT}}),
+        _slice("web-sticky", [{"name": "http", "port": BACKEND_PORT, "protocol": "TCP"}],
+               BACKENDS, ("node-a", "node-b", "node-c")),
     ]}
 
 

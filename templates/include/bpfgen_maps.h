@@ -87,6 +87,19 @@ struct {
 } bpfgen_svc_members SEC(".maps");
 #endif
 
+#if BPFGEN_SVC_AFFINITY
+/* sessionAffinity: ClientIP: (client, Service port) -> backend, LRU: an entry
+ * is only a preference, losing one under pressure costs a re-selection.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct bpfgen_affinity_key);
+	__type(value, struct bpfgen_affinity_entry);
+	__uint(max_entries, BPFGEN_SNAT_MAX_SESSIONS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpfgen_affinity_v4 SEC(".maps");
+#endif
+
 #if BPFGEN_SCHED_MAGLEV && BPFGEN_MAGLEV_IN_MAP
 /* Maglev tables, one row of BPFGEN_MAGLEV_SIZE slots per frontend id. */
 struct {

@@ -161,6 +161,21 @@ struct bpfgen_svc_value {
 	__u8 pad;
 	__u32 first; /* frontends as code: its backends are bpfgen_backends[first, first + n) */
 	__u32 table; /* frontends as code: its Maglev table in bpfgen_maglev[] */
+	__u32 affinity_s; /* sessionAffinity ClientIP: timeoutSeconds; 0: none */
+	__u32 affinity_id; /* the frontend id its Service port's affinity entries are kept under */
+};
+
+/* bpfgen_affinity_v4 (sessionAffinity: ClientIP): a client's backend per Service port. */
+struct bpfgen_affinity_key {
+	__be32 client;
+	__u32 affinity_id;
+};
+
+struct bpfgen_affinity_entry {
+	__u64 last_seen_ns; /* the last new flow that used it */
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
 };
 
 struct bpfgen_backend_key {
@@ -200,6 +215,7 @@ enum bpfgen_svc_counter {
 	BPFGEN_SVC_FIB_FALLBACK, /* translated, but passed to the stack (no usable route) */
 	BPFGEN_SVC_REDIRECT, /* translated and redirected (bpf_redirect_neigh) */
 	BPFGEN_SVC_ICMP_ECHO_VIP, /* echo request to a VIP answered */
+	BPFGEN_SVC_AFFINITY_HIT, /* new flow sent to its client's ClientIP-affinity backend */
 	BPFGEN_SVC_COUNTER_MAX,
 };
 

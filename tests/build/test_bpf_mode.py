@@ -39,6 +39,7 @@ BPF_INSN_BUDGET = 2000
 
 SESSION_MAPS = {"bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_counters"}
 TABLE_MAPS = {"bpfgen_svc_frontends", "bpfgen_svc_backends", "bpfgen_svc_members"}
+AFFINITY_MAP = "bpfgen_affinity_v4"  # only with a sessionAffinity ClientIP Service (web-sticky)
 
 
 def _compile(root: Path, node: dict[str, Any], svcs: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def test_small_config_verifies(tmp_path: Path, kind: str, scheduler: str) -> Non
     spec = manifest["specialization"]
     if kind == "specialized":
         # frontends as code, backend lists (and Maglev tables: 2 fit the budget) in .rodata
-        assert not spec["frontends_in_map"] and maps == SESSION_MAPS
+        assert not spec["frontends_in_map"] and maps == SESSION_MAPS | {AFFINITY_MAP}
         assert spec["svc"]["maglev_tables"] == ("rodata" if scheduler == "maglev" else None)
         assert manifest["map_init"] is None
         source = (tmp_path / "build" / "svc_in.bpf.c").read_text()
@@ -77,15 +78,18 @@ def test_small_config_verifies(tmp_path: Path, kind: str, scheduler: str) -> Non
         assert ("static const __u16 bpfgen_maglev[BPFGEN_MAGLEV_TABLES][BPFGEN_MAGLEV_SIZE]"
                 in source) == (scheduler == "maglev")
     else:
-        want = SESSION_MAPS | TABLE_MAPS | ({"bpfgen_svc_maglev"} if scheduler == "maglev"
-                                            else set())
+        want = SESSION_MAPS | TABLE_MAPS | {AFFINITY_MAP} | (
+            {"bpfgen_svc_maglev"} if scheduler == "maglev" else set())
         assert spec["frontends_in_map"] and maps == want
         init = json.loads((tmp_path / "build" / "map_init.json").read_text())
-        # web: 2 ClusterIP, 2 NodePort; empty: 2 ClusterIP; 2 VIPs (port 0, ICMP) for pings
-        assert len(init["bpfgen_svc_frontends"]) == 6 + 2
-        assert len(init["bpfgen_svc_backends"]) == 4 * 3
+        # web: 2 ClusterIP, 2 NodePort; empty: 2 ClusterIP; web-sticky: 1 ClusterIP;
+        # 3 VIPs (port 0, ICMP) for pings
+        assert len(init["bpfgen_svc_frontends"]) == 7 + 3
+        assert len(init["bpfgen_svc_backends"]) == 5 * 3
+        # members: web's 4 frontends also list the terminating endpoint
+        assert len(init["bpfgen_svc_members"]) == 4 * 4 + 3
         if scheduler == "maglev":
-            assert len(init["bpfgen_svc_maglev"]) == 4 * 16381
+            assert len(init["bpfgen_svc_maglev"]) == 5 * 16381
 
 
 @pytest.mark.parametrize("backends", [3, 16])

@@ -61,6 +61,7 @@ EXTRA_VIP = "198.18.128.40"
 LOCAL_VIP = "198.18.128.30"
 LATER_VIP = "198.18.128.70"
 EMPTY_VIP = "198.18.128.60"
+STICKY_VIP = "198.18.128.80"
 NODE_PORT_LOCAL = 30090
 MAGLEV_VIP = "198.18.128.50"
 HTTP, DNS = 8080, 5353
@@ -106,9 +107,9 @@ def services_yaml(
     """web: ClusterIP VIP:80/TCP and :53/UDP, NodePorts, over be1 and be2 (be2_http: be2
     listed ready, listed not ready (False) or not listed (None) for http);
     extra (a second Service): a new frontend, so the specialized code changes;
-    policies: `local` (NodePort, externalTrafficPolicy Local, be1) and `empty` (a
-    ClusterIP without endpoints); later: `zz` (a Service sorted after web: web's frontend
-    ids do not move)."""
+    policies: `local` (NodePort, externalTrafficPolicy Local, be1), `empty` (a
+    ClusterIP without endpoints) and `sticky` (sessionAffinity ClientIP, be1 and be2);
+    later: `zz` (a Service sorted after web: web's frontend ids do not move)."""
     be1, be2 = backend_addr(1), backend_addr(2)
     ports = _port("http", 80, "TCP", HTTP, NODE_PORT_TCP) + _port("dns", 53, "UDP", DNS,
                                                                   NODE_PORT_UDP)  # fmt: skip
@@ -135,6 +136,9 @@ def services_yaml(
             _http_slice("local-1", "local", [(be1, True)]),
             _service("empty", EMPTY_VIP, _port("http", 80, "TCP", HTTP) + _port("dns", 53, "UDP",
                                                                                  DNS)),
+            _service("sticky", STICKY_VIP, _port("http", 80, "TCP", HTTP),
+                     "    sessionAffinity: ClientIP\n"),
+            _http_slice("sticky-1", "sticky", [(be1, True), (be2, True)]),
         ]  # fmt: skip
     return "apiVersion: v1\nkind: List\nitems:\n" + "".join(items)
 
@@ -667,6 +671,20 @@ def test_external_traffic_policy_local_keeps_client_address(clean: Live) -> None
     for _ in range(3):
         a = tcp_request(t.ext, NODE_ADDR, NODE_PORT_LOCAL)
         assert (a.backend, a.peer) == ("be1", EXT_ADDR), f"Local must keep the client: {a}"
+
+
+@needs_build
+def test_client_ip_affinity_keeps_a_client_on_one_backend(clean: Live) -> None:
+    """sessionAffinity ClientIP: every new connection of one client goes to the backend
+    its first one got (web, without affinity, spreads the same client over be1 and be2)."""
+    t = clean.topo
+    sync(clean.builds["policies"], clean.opts)
+    before = counters(clean)
+    sticky = [tcp_request(t.pods["cp"], STICKY_VIP, 80).backend for _ in range(12)]
+    spread = {tcp_request(t.pods["cp"], VIP, 80).backend for _ in range(12)}
+    assert len(set(sticky)) == 1, f"affinity broken: {sticky}"
+    assert spread == {"be1", "be2"}, f"web should spread over both backends: {spread}"
+    assert delta(before, counters(clean)).get("affinity_hit", 0) >= 11
 
 
 @needs_build

@@ -36,6 +36,8 @@ from bpf_inputs import (
     PORT_MAX,
     PORT_MIN,
     SELECTION_SEED,
+    STICKY_TIMEOUT,
+    STICKY_VIP,
     VIP,
     node_config,
     services,
@@ -60,6 +62,7 @@ CLIENT_POD = "198.19.1.9"  # a pod of this node, no backend
 OUTSIDE = "203.0.113.7"  # an external client
 NAT_ENTRY = struct.Struct("=Q4s2sBx4s2sH")  # struct bpfgen_nat_entry
 RNAT_ENTRY = struct.Struct("!4sH2x4sH2x")  # struct bpfgen_rnat_entry
+AFFINITY_ENTRY = struct.Struct("=Q4s2s2x")  # struct bpfgen_affinity_entry
 
 
 def A(text: str) -> int:
@@ -116,7 +119,7 @@ class Bpf:
         return out
 
     def clear(self) -> None:
-        for name in ("bpfgen_nat_v4", "bpfgen_rnat_v4"):
+        for name in ("bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_affinity_v4"):
             m = self.build.maps[name]
             for k in list(m.keys()):
                 m.delete(k)
@@ -388,6 +391,62 @@ def test_a_session_to_a_terminating_endpoint_goes_on(bpf: Bpf, proto: int) -> No
     out = bpf.run(frame)
     assert (out.daddr, out.dport) == (A(DRAINING), bport), out
     assert bpf.deltas().get("dnat_hit") == 1 and key in bpf.nat()
+
+
+def _affinity(bpf: Bpf) -> dict[int, tuple[int, int, int]]:
+    """bpfgen_affinity_v4: client -> (last_seen_ns, backend addr, backend port)."""
+    out = {}
+    for k, v in bpf.build.maps["bpfgen_affinity_v4"].items():
+        seen, addr, port = AFFINITY_ENTRY.unpack(v)
+        out[int.from_bytes(k[:4], "big")] = (seen, int.from_bytes(addr, "big"),
+                                             int.from_bytes(port, "big"))
+    return out
+
+
+def test_client_ip_affinity_keeps_a_client_on_one_backend(bpf: Bpf) -> None:
+    """web-sticky (sessionAffinity ClientIP, 60 s): the first new flow of a client is
+    selected by hash and remembered; the client's next new flows (other source ports,
+    which would hash elsewhere) go to the same backend, counted affinity_hit."""
+    bpf.clear()
+    first = bpf.expected_backend(CLIENT_POD, STICKY_VIP, 40000, 80, IPPROTO_TCP)
+    outs = [bpf.run(syn(CLIENT_POD, STICKY_VIP, port, 80)) for port in range(40000, 40012)]
+    assert {(o.daddr, o.dport) for o in outs} == {(int(first.address), BACKEND_PORT)}, outs
+    hashed = {bpf.expected_backend(CLIENT_POD, STICKY_VIP, port, 80, IPPROTO_TCP).address
+              for port in range(40000, 40012)}
+    assert len(hashed) > 1  # without affinity these flows would have spread
+    counters = bpf.deltas()
+    assert counters.get("dnat_new") == 12 and counters.get("affinity_hit") == 11, counters
+    assert _affinity(bpf)[A(CLIENT_POD)][1:] == (int(first.address), BACKEND_PORT)
+    # Another client is selected on its own.
+    other = bpf.run(syn(OUTSIDE, STICKY_VIP, 40000, 80))
+    want = bpf.expected_backend(OUTSIDE, STICKY_VIP, 40000, 80, IPPROTO_TCP)
+    assert other.daddr == int(want.address)
+
+
+@pytest.mark.parametrize("stale", ["expired", "not a backend"])
+def test_client_ip_affinity_entry_is_ignored_when_stale(bpf: Bpf, stale: str) -> None:
+    """An entry older than timeoutSeconds, or naming an address that is no selectable
+    backend of the Service port, is not followed: the flow is selected by hash and the
+    entry rewritten."""
+    bpf.clear()
+    bpf.run(syn(CLIENT_POD, STICKY_VIP, 40000, 80))
+    ((key, value),) = bpf.build.maps["bpfgen_affinity_v4"].items()
+    seen, addr, port = AFFINITY_ENTRY.unpack(value)
+    if stale == "expired":
+        seen -= (STICKY_TIMEOUT + 1) * 10**9
+    else:
+        addr = A("198.19.9.9").to_bytes(4, "big")
+    bpf.build.maps["bpfgen_affinity_v4"].update(key, AFFINITY_ENTRY.pack(seen, addr, port))
+    # A source port whose hash picks another backend than the entry's did.
+    first = A(str(bpf.expected_backend(CLIENT_POD, STICKY_VIP, 40000, 80, IPPROTO_TCP).address))
+    sport = next(p for p in range(40001, 40100)
+                 if int(bpf.expected_backend(CLIENT_POD, STICKY_VIP, p, 80,
+                                             IPPROTO_TCP).address) != first)
+    bpf.build.reset_counters()
+    out = bpf.run(syn(CLIENT_POD, STICKY_VIP, sport, 80))
+    want = int(bpf.expected_backend(CLIENT_POD, STICKY_VIP, sport, 80, IPPROTO_TCP).address)
+    assert out.daddr == want and "affinity_hit" not in bpf.deltas()
+    assert _affinity(bpf)[A(CLIENT_POD)][1] == want
 
 
 def test_echo_request_to_a_vip_is_answered(bpf: Bpf) -> None:

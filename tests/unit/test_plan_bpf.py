@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bpf_inputs import node_config, services, write_inputs
+from bpf_inputs import STICKY_TIMEOUT, node_config, services, write_inputs
 
 from bpfgen import layouts, maglev
 from bpfgen.config import load_inputs
@@ -90,16 +90,22 @@ def test_generic_build_writes_tables_to_map_init(tmp_path: Path) -> None:
     plan = _plan(tmp_path, node_config("maglev", 251), services(), build="generic")
     assert plan.svc is not None and not plan.svc.maglev_in_rodata
     frontends = dict(plan.map_init["bpfgen_svc_frontends"])
-    assert len(frontends) == 6 + 2  # and the two VIPs, as (VIP, 0, ICMP): answer pings
+    assert len(frontends) == 7 + 3  # and the three VIPs, as (VIP, 0, ICMP): answer pings
     values = sorted(layouts.SvcValue.from_buffer_copy(v).n_backends for v in frontends.values())
-    assert values == [0, 0, 0, 0, 3, 3, 3, 3]
+    assert values == [0, 0, 0, 0, 0, 3, 3, 3, 3, 3]
+    sticky = [layouts.SvcValue.from_buffer_copy(v) for v in frontends.values()
+              if layouts.SvcValue.from_buffer_copy(v).affinity_s]
+    assert [(v.affinity_s, v.affinity_id == v.id) for v in sticky] == [(STICKY_TIMEOUT, True)]
     vips = [layouts.FrontendKey.from_buffer_copy(k) for k, v in frontends.items()
             if layouts.SvcValue.from_buffer_copy(v).id == 0xFFFFFFFF]
     assert sorted((bytes(k.addr), k.proto) for k in vips) == [
-        (bytes([198, 18, 128, 10]), 1), (bytes([198, 18, 128, 11]), 1)]
-    assert len(plan.map_init["bpfgen_svc_backends"]) == 12
+        (bytes([198, 18, 128, 10]), 1), (bytes([198, 18, 128, 11]), 1),
+        (bytes([198, 18, 128, 12]), 1)]
+    assert len(plan.map_init["bpfgen_svc_backends"]) == 15
+    members = dict(plan.map_init["bpfgen_svc_members"])  # value 1: draining
+    assert sorted(int.from_bytes(v, "little") for v in members.values()) == [0] * 15 + [1] * 4
     slots = plan.map_init["bpfgen_svc_maglev"]
-    assert len(slots) == 4 * 251 and all(int.from_bytes(v, "little") < 3 for _, v in slots)
+    assert len(slots) == 5 * 251 and all(int.from_bytes(v, "little") < 3 for _, v in slots)
     assert json.dumps(plan.to_dict()["svc"])  # the manifest's svc table is JSON
     assert plan.runtime_config is not None
     cfg = layouts.Config.from_buffer_copy(plan.runtime_config)
