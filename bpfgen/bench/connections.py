@@ -275,9 +275,18 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+# Besides the rate: figures whose per-round ratio to the reference mode is summarized too.
+RATIO_FIGURES: dict[str, Callable[[dict[str, Any]], float]] = {
+    "p50": lambda b: float(b["p50_us"]),
+    "p99": lambda b: float(b["p99_us"]),
+    "cpu": _cpu_us,
+}
+
+
 def summarize(blocks: Iterable[dict[str, Any]], reference: dict[str, str]) -> list[dict[str, Any]]:
     """One row per (path, mode, workload): medians and ranges over rounds, and the
-    per-round rate ratio against `reference[path]` (a mode) of the same workload."""
+    per-round ratios (rate, p50, p99, CPU per connection) against `reference[path]` (a
+    mode) of the same workload."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for b in blocks:
         groups.setdefault((b["path"], b["mode"], b["workload"]), []).append(b)
@@ -290,7 +299,12 @@ def summarize(blocks: Iterable[dict[str, Any]], reference: dict[str, str]) -> li
             if b["mode"] == ref_mode and b["workload"] == workload
             and (b["path"] == path or path not in reference)
         }  # fmt: skip
-        ratios = [_rate(b) / _rate(ref[b["round"]]) for b in bs if b["round"] in ref]
+        paired = [(b, ref[b["round"]]) for b in bs if b["round"] in ref]
+        ratios = [_rate(b) / _rate(r) for b, r in paired]
+        others = {
+            name: [float(f(b)) / float(f(r)) for b, r in paired]
+            for name, f in RATIO_FIGURES.items()
+        }
         rows.append(
             {
                 "path": path,
@@ -307,6 +321,7 @@ def summarize(blocks: Iterable[dict[str, Any]], reference: dict[str, str]) -> li
                 "machine_cpu_us_per_conn": _spread([_cpu_us(b, "busy_s") for b in bs]),
                 "vs": ref_mode,
                 "ratio": _spread(ratios) if ratios else None,
+                **{f"{n}_ratio": _spread(v) if v else None for n, v in others.items()},
             }
         )
     return rows
@@ -433,6 +448,21 @@ def _rows_md(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _ratios_md(rows: list[dict[str, Any]]) -> list[str]:
+    """Per-round ratios to the reference mode (median (min–max) over rounds)."""
+    out = [
+        "| workload | path | mode | vs | rate | p50 | p99 | CPU/conn |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["workload"], r["path"], r["mode"])):
+        if r["ratio"] is None or r["mode"] == r["vs"]:
+            continue
+        figures = [r["ratio"], r.get("p50_ratio"), r.get("p99_ratio"), r.get("cpu_ratio")]
+        cells = " | ".join(_fmt(f, 2, "×") for f in figures)
+        out.append(f"| {r['workload']} | {r['path']} | {r['mode']} | {r['vs']} | {cells} |")
+    return out
+
+
 HEADER = [
     "| workload | path | mode | rate | p50 µs | p99 µs | CPU µs/conn | machine CPU µs/conn "
     "| rate ratio | ok / failed / wrong source |",
@@ -448,6 +478,10 @@ def table(result: dict[str, Any]) -> str:
         "",
         *HEADER,
         *_rows_md(host["summary"]),
+        "",
+        "Ratios to direct, per round (median (min–max) over rounds):",
+        "",
+        *_ratios_md(host["summary"]),
     ]
     lines += ["", "Node namespace after each block: `conntrack -C` (after the last block; "
               "min–max over blocks), bpfgen's counters summed over its blocks:", "",
@@ -471,6 +505,10 @@ def table(result: dict[str, Any]) -> str:
             "",
             *HEADER,
             *_rows_md(vm["summary"]),
+            "",
+            "Ratios to ipvs_conntrack, per round (median (min–max) over rounds):",
+            "",
+            *_ratios_md(vm["summary"]),
         ]
     return "\n".join(lines) + "\n"
 
