@@ -44,9 +44,12 @@ import shutil
 import statistics
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bpfgen.bench._netns import BenchError, Lab, load, loadgen_binary
+
+if TYPE_CHECKING:
+    from bpfgen_runtime.node import Options
 
 VIP, VIP_PORT = "198.18.128.10", 80
 BACKEND_PORT = 8080
@@ -165,7 +168,7 @@ def bpf_build(out: Path) -> Path:
     return out / "build"
 
 
-def _bpf_counters(opts: Any) -> dict[str, int]:
+def _bpf_counters(opts: Options) -> dict[str, int]:
     from bpfgen_runtime.node import status
 
     counters: dict[str, int] = status(opts)["counters"]
