@@ -4,7 +4,10 @@ Everything lives in namespaces this module creates (names with a random
 suffix), joined by veth pairs created inside them; addresses come from
 198.18.0.0/15 and no namespace has a route out. `Lab` deletes its namespaces
 (and so their devices, rules and conntrack tables) and kills its processes
-on exit, also on failure. Nothing touches the root namespace's interfaces.
+on exit, also on failure; a bpfgen runtime it started in one of them
+(`Lab.bpfgen_up`: its own bpffs mount and run directory under the lab's
+temporary directory) is taken down and unmounted first. Nothing touches the
+root namespace's interfaces.
 
 The load generator and backend is bpfgen/bench/loadgen.c, compiled with
 clang on first use (`loadgen_binary`).
@@ -24,7 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bpfgen_runtime.node import Options
 
 LOADGEN_C = Path(__file__).with_name("loadgen.c")
 CLANG = ("clang-19", "clang", "cc")
@@ -113,6 +119,28 @@ class Lab:
     suffix: str = field(default_factory=lambda: secrets.token_hex(3))
     namespaces: list[str] = field(default_factory=list)
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    runtimes: list[Options] = field(default_factory=list)
+    _work: Path | None = None
+
+    def workdir(self) -> Path:
+        """The lab's temporary directory (builds, bpffs mounts, run dirs), removed on close."""
+        if self._work is None:
+            self._work = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-{self.suffix}-"))
+        return self._work
+
+    def bpfgen_up(self, ns: str, build: Path) -> Options:
+        """`bpfgen up` of `build` in namespace `ns` (as the e2e tests run it), with a
+        private bpffs mount and run directory; `close()` runs `down` and unmounts."""
+        from bpfgen_runtime.node import Options, up
+
+        if ns not in self.namespaces:
+            raise BenchError(f"namespace {ns} is not this lab's")
+        work = self.workdir() / f"runtime-{ns}"
+        (work / "bpffs").mkdir(parents=True)
+        opts = Options(netns=ns, bpffs=str(work / "bpffs"), run_dir=str(work / "run"))
+        self.runtimes.append(opts)  # before up: a half-done up is taken down too
+        up(build, opts)
+        return opts
 
     def ns(self, role: str) -> str:
         name = f"{self.prefix}-{role}-{self.suffix}"
@@ -149,14 +177,23 @@ class Lab:
         self.procs.append(proc)
         return proc.pid
 
-    def close(self) -> None:
+    def close(self) -> list[str]:
+        """Everything down, whatever fails; what failed (the namespaces go in any case)."""
+        failed = []
         for proc in self.procs:
             proc.kill()
             proc.wait(10)
         self.procs.clear()
+        for opts in reversed(self.runtimes):
+            failed += _runtime_down(opts)
+        self.runtimes.clear()
         for name in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
         self.namespaces.clear()
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work = None
+        return failed
 
     def __enter__(self) -> Lab:
         return self
@@ -167,7 +204,27 @@ class Lab:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        failed = self.close()
+        if failed and exc is None:
+            raise BenchError("lab teardown: " + "; ".join(failed))
+
+
+def _runtime_down(opts: Options) -> list[str]:
+    """`bpfgen down` in its namespace, then its private bpffs unmounted (also when down
+    fails: deleting the namespace detaches the programs, unmounting frees the pins)."""
+    from bpfgen_runtime.node import down
+    from bpfgen_runtime.pins import is_bpffs
+
+    failed = []
+    try:
+        down(opts)
+    except Exception as exc:  # noqa: BLE001 - reported, and the rest still torn down
+        failed.append(f"bpfgen down in {opts.netns}: {type(exc).__name__}: {exc}")
+    if is_bpffs(opts.bpffs):
+        proc = subprocess.run(["umount", opts.bpffs], check=False, capture_output=True, text=True)
+        if proc.returncode != 0:
+            failed.append(f"umount {opts.bpffs}: {proc.stderr.strip()}")
+    return failed
 
 
 def start_server(binary: Path, ns: str, port: int, threads: int = 16) -> subprocess.Popen[str]:

@@ -16,8 +16,16 @@ Host kernel (no IPVS), one client/node/backend namespace triple per mode:
 - conntrack_nat: kube-proxy iptables-mode style nftables in the node:
   DNAT VIP:80 -> backend + mark, masquerade of marked packets, and the
   `ct state invalid drop` forward chain;
-- bpfgen_bpf: bpfgen's own bpf datapath mode does not exist yet (issue #6):
-  a labelled empty slot.
+- bpfgen_bpf: bpfgen's bpf datapath mode (docs/datapath-bpf.md), run as the
+  e2e tests run it (`bpfgen up` in the node namespace, its own bpffs mount):
+  `bpfgen_svc_in` on tc ingress of both node devices DNATs VIP:80 -> backend
+  and SNATs to the node address (the client is outside the pod CIDR), then
+  forwards with bpf_fib_lookup + bpf_redirect_neigh, around netfilter; the
+  same `ct state invalid drop` forward chain is loaded, so conntrack is
+  registered in the node and would track anything that reached netfilter.
+
+After every block: the node's `conntrack -C`, and in bpfgen_bpf the
+movement of bpfgen's counters (`fib_fallback` must stay 0, `redirect` grow).
 
 Debian's 6.1 kernel in the VM (one boot, bpfgen/bench/_vm_connections.py):
 direct, ipvs_conntrack (kube-proxy IPVS mode) and bpfgen_ipvs (`bpfgen up`),
@@ -36,18 +44,33 @@ import shutil
 import statistics
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bpfgen.bench._netns import BenchError, Lab, load, loadgen_binary
+
+if TYPE_CHECKING:
+    from bpfgen_runtime.node import Options
 
 VIP, VIP_PORT = "198.18.128.10", 80
 BACKEND_PORT = 8080
 CLIENT, CLIENT_GW = "198.18.1.10", "198.18.1.1"
 BACKEND, BACKEND_GW = "198.18.2.10", "198.18.2.1"
-HOST_MODES = ("direct", "conntrack_nat")
-NOT_BUILT = {"bpfgen_bpf": "not built (#6): bpfgen has no bpf datapath mode yet"}
+HOST_MODES = ("direct", "conntrack_nat", "bpfgen_bpf")
 VM_TIMEOUT = 600.0
+# bpfgen's counters recorded per block in bpfgen_bpf (their movement over the block).
+BPF_COUNTERS = (
+    "dnat_new", "dnat_hit", "rdnat", "snat_new", "reclaimed", "redirect", "fib_fallback",
+    "drop_exhausted", "drop_map_full", "drop_backend_gone", "reject_no_backend",
+)  # fmt: skip
 
+KUBE_PROXY_LIKE_FORWARD = """\
+table inet kubeproxylike {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    ct state invalid counter drop
+  }
+}
+"""
 CONNTRACK_NAT_NFT = f"""\
 table ip kpnat {{
   chain prerouting {{
@@ -60,12 +83,27 @@ dnat to {BACKEND}:{BACKEND_PORT}
     meta mark & 0x4000 == 0x4000 masquerade
   }}
 }}
-table inet kubeproxylike {{
-  chain forward {{
-    type filter hook forward priority filter; policy accept;
-    ct state invalid counter drop
-  }}
-}}
+{KUBE_PROXY_LIKE_FORWARD}"""
+
+# bpfgen_bpf's node: c0 (towards the client) is the uplink, s0 (the backend) the pods
+# device; the node address is s0's, as masquerade picks in conntrack_nat, so the backend
+# must see the same source in both. The backend is a pod (198.18.2.8/29: the pod CIDR
+# may not hold the node address), the client outside the pod CIDR: SNAT (IF_OUTSIDE).
+# SNAT ports above the NodePort range; a closed connection's session (and its SNAT port)
+# lives tcpTransitory on, so 1 s keeps ~rate x 1 s of the 32,768 ports taken.
+BPF_NODE_YAML = f"""\
+apiVersion: bpfgen/v1
+kind: NodeConfig
+node: {{name: bench-node, addresses: [{BACKEND_GW}], podCIDR: 198.18.2.8/29}}
+cluster: {{podCIDR: 198.18.2.8/29, serviceCIDR: 198.18.128.0/17, nodePortRange: [30000, 32767]}}
+interfaces:
+  - {{name: c0, role: uplink, hook: tc}}
+  - {{name: s0, role: pods}}
+datapath: {{mode: bpf, scheduler: random}}
+snat:
+  portRange: [32768, 65535]
+  maxSessions: 262144
+  timeouts: {{tcpTransitory: 1s}}
 """
 
 
@@ -103,11 +141,41 @@ def _host_topology(lab: Lab, mode: str) -> tuple[str, str, int]:
     if mode == "conntrack_nat":
         lab.nft(node, CONNTRACK_NAT_NFT)
         return client, VIP, VIP_PORT
+    if mode == "bpfgen_bpf":
+        lab.nft(node, KUBE_PROXY_LIKE_FORWARD)
+        return client, VIP, VIP_PORT
     return client, BACKEND, BACKEND_PORT
 
 
 def _expected_peer(mode: str) -> str:
-    return BACKEND_GW if mode == "conntrack_nat" else CLIENT
+    return CLIENT if mode == "direct" else BACKEND_GW
+
+
+def bpf_build(out: Path) -> Path:
+    """The bpf-mode build of bpfgen_bpf's node: one ClusterIP Service VIP:80 -> BACKEND:8080
+    (the e2e suites' Service and EndpointSlice shape, tests/vm/guest_ipvs.py)."""
+    from bpfgen.compiler import compile_build
+    from tests.vm.guest_ipvs import _port, _service, _slice
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "node.yaml").write_text(BPF_NODE_YAML)
+    services = "apiVersion: v1\nkind: List\nitems:\n" + _service(
+        "bench", VIP, _port("http", VIP_PORT, "TCP", BACKEND_PORT)
+    ) + _slice("bench-http", "bench", [(BACKEND, True)],
+               f"  - {{name: http, port: {BACKEND_PORT}, protocol: TCP}}\n")  # fmt: skip
+    (out / "services.yaml").write_text(services)
+    compile_build(out / "node.yaml", [out / "services.yaml"], out / "build", verify=False)
+    return out / "build"
+
+
+def _bpf_counters(opts: Options) -> dict[str, int]:
+    from bpfgen_runtime.node import status
+
+    counters: dict[str, int] = status(opts)["counters"]
+    missing = [c for c in ("redirect", "fib_fallback") if c not in counters]
+    if missing:
+        raise BenchError(f"bpfgen_bpf: the build has no counter {missing}: {sorted(counters)}")
+    return {c: int(counters.get(c, 0)) for c in BPF_COUNTERS}
 
 
 def _host_part(
@@ -118,14 +186,18 @@ def _host_part(
         targets = {}
         for mode in HOST_MODES:
             client, addr, port = _host_topology(lab, mode)
-            backend = lab.namespaces[-1]
+            node, backend = lab.namespaces[-2:]
             pid = lab.serve(backend, binary, BACKEND_PORT)
-            targets[mode] = (client, addr, port, pid)
+            targets[mode] = (client, node, addr, port, pid)
+        build = bpf_build(lab.workdir() / "bpf")
+        progress("connections: bpfgen_bpf build compiled, `bpfgen up` in its node")
+        opts = lab.bpfgen_up(targets["bpfgen_bpf"][1], build)
+        counters = _bpf_counters(opts)
         items = [(m, w) for w in s["workloads"] for m in HOST_MODES]
         for rnd in range(s["rounds"]):
             k = rnd % len(items)
             for mode, workload in items[k:] + items[:k]:
-                client, addr, port, pid = targets[mode]
+                client, node, addr, port, pid = targets[mode]
                 res = load(
                     binary, client, f"tcp-{workload}", addr, port,
                     threads=s["threads"], seconds=s["workloads"][workload],
@@ -134,6 +206,11 @@ def _host_part(
                 )  # fmt: skip
                 res.update(round=rnd, mode=mode, path="host", workload=workload,
                            expect_peer=_expected_peer(mode))  # fmt: skip
+                res["conntrack_entries"] = int(lab.exec(node, "conntrack", "-C").strip() or 0)
+                if mode == "bpfgen_bpf":
+                    now = _bpf_counters(opts)
+                    res["bpf_counters"] = {c: now[c] - counters[c] for c in BPF_COUNTERS}
+                    counters = now
                 blocks.append(res)
                 progress(
                     f"connections: host round {rnd} {mode} {workload}: "
@@ -201,9 +278,18 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+# Besides the rate: figures whose per-round ratio to the reference mode is summarized too.
+RATIO_FIGURES: dict[str, Callable[[dict[str, Any]], float]] = {
+    "p50": lambda b: float(b["p50_us"]),
+    "p99": lambda b: float(b["p99_us"]),
+    "cpu": _cpu_us,
+}
+
+
 def summarize(blocks: Iterable[dict[str, Any]], reference: dict[str, str]) -> list[dict[str, Any]]:
     """One row per (path, mode, workload): medians and ranges over rounds, and the
-    per-round rate ratio against `reference[path]` (a mode) of the same workload."""
+    per-round ratios (rate, p50, p99, CPU per connection) against `reference[path]` (a
+    mode) of the same workload."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for b in blocks:
         groups.setdefault((b["path"], b["mode"], b["workload"]), []).append(b)
@@ -216,7 +302,12 @@ def summarize(blocks: Iterable[dict[str, Any]], reference: dict[str, str]) -> li
             if b["mode"] == ref_mode and b["workload"] == workload
             and (b["path"] == path or path not in reference)
         }  # fmt: skip
-        ratios = [_rate(b) / _rate(ref[b["round"]]) for b in bs if b["round"] in ref]
+        paired = [(b, ref[b["round"]]) for b in bs if b["round"] in ref]
+        ratios = [_rate(b) / _rate(r) for b, r in paired]
+        others = {
+            name: [float(f(b)) / float(f(r)) for b, r in paired]
+            for name, f in RATIO_FIGURES.items()
+        }
         rows.append(
             {
                 "path": path,
@@ -233,6 +324,7 @@ def summarize(blocks: Iterable[dict[str, Any]], reference: dict[str, str]) -> li
                 "machine_cpu_us_per_conn": _spread([_cpu_us(b, "busy_s") for b in bs]),
                 "vs": ref_mode,
                 "ratio": _spread(ratios) if ratios else None,
+                **{f"{n}_ratio": _spread(v) if v else None for n, v in others.items()},
             }
         )
     return rows
@@ -264,7 +356,7 @@ def run(
             "kernel": os.uname().release,
             "blocks": host,
             "summary": summarize(host, {"*": "direct"}),
-            "not_built": NOT_BUILT,
+            "node_state": node_state(host),
         },
     }
     if vm:
@@ -308,6 +400,29 @@ def problems(result: dict[str, Any]) -> list[str]:
                 out.append(f"{what}: {b['conntrack_entries']} conntrack entries in the node")
             if b["mode"] == "bpfgen_ipvs" and b["path"] == "nodeport" and not b.get("snat_new"):
                 out.append(f"{what}: bpfgen's snat_new counter did not move")
+            if b["mode"] == "bpfgen_bpf":
+                c = b["bpf_counters"]
+                if b["conntrack_entries"]:
+                    out.append(f"{what}: {b['conntrack_entries']} conntrack entries in the node")
+                if c["fib_fallback"] or not c["redirect"]:
+                    out.append(f"{what}: fib_fallback {c['fib_fallback']} (must be 0), "
+                               f"redirect {c['redirect']} (must move)")  # fmt: skip
+    return out
+
+
+def node_state(blocks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per host mode: the node's `conntrack -C` after its last block and the range over
+    its blocks, and (bpfgen_bpf) bpfgen's counters summed over its blocks."""
+    out: dict[str, dict[str, Any]] = {}
+    for b in sorted(blocks, key=lambda b: int(b["round"])):
+        m = out.setdefault(b["mode"], {"conntrack_min": b["conntrack_entries"],
+                                       "conntrack_max": 0})  # fmt: skip
+        m["conntrack_end"] = b["conntrack_entries"]
+        m["conntrack_min"] = min(m["conntrack_min"], b["conntrack_entries"])
+        m["conntrack_max"] = max(m["conntrack_max"], b["conntrack_entries"])
+        for name, n in b.get("bpf_counters", {}).items():
+            counters = m.setdefault("bpf_counters", {})
+            counters[name] = counters.get(name, 0) + n
     return out
 
 
@@ -336,6 +451,21 @@ def _rows_md(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _ratios_md(rows: list[dict[str, Any]]) -> list[str]:
+    """Per-round ratios to the reference mode (median (min–max) over rounds)."""
+    out = [
+        "| workload | path | mode | vs | rate | p50 | p99 | CPU/conn |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["workload"], r["path"], r["mode"])):
+        if r["ratio"] is None or r["mode"] == r["vs"]:
+            continue
+        figures = [r["ratio"], r.get("p50_ratio"), r.get("p99_ratio"), r.get("cpu_ratio")]
+        cells = " | ".join(_fmt(f, 2, "×") for f in figures)
+        out.append(f"| {r['workload']} | {r['path']} | {r['mode']} | {r['vs']} | {cells} |")
+    return out
+
+
 HEADER = [
     "| workload | path | mode | rate | p50 µs | p99 µs | CPU µs/conn | machine CPU µs/conn "
     "| rate ratio | ok / failed / wrong source |",
@@ -351,9 +481,21 @@ def table(result: dict[str, Any]) -> str:
         "",
         *HEADER,
         *_rows_md(host["summary"]),
+        "",
+        "Ratios to direct, per round (median (min–max) over rounds):",
+        "",
+        *_ratios_md(host["summary"]),
     ]
-    for mode, why in host["not_built"].items():
-        lines.append(f"| short, keepalive | host | {mode} | {why} | | | | | | |")
+    lines += ["", "Node namespace after each block: `conntrack -C` (after the last block; "
+              "min–max over blocks), bpfgen's counters summed over its blocks:", "",
+              "| mode | conntrack -C at end | over blocks | fib_fallback | redirect | "
+              "dnat_new | snat_new |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for mode, st in host["node_state"].items():
+        c = st.get("bpf_counters")
+        bpf = [f"{c[k]:,}" if c else "—" for k in ("fib_fallback", "redirect", "dnat_new",
+                                                    "snat_new")]  # fmt: skip
+        lines.append(f"| {mode} | {st['conntrack_end']:,} | {st['conntrack_min']:,}–"
+                     f"{st['conntrack_max']:,} | {' | '.join(bpf)} |")  # fmt: skip
     vm = result["vm"]
     lines.append("")
     if "skipped" in vm:
@@ -366,6 +508,10 @@ def table(result: dict[str, Any]) -> str:
             "",
             *HEADER,
             *_rows_md(vm["summary"]),
+            "",
+            "Ratios to ipvs_conntrack, per round (median (min–max) over rounds):",
+            "",
+            *_ratios_md(vm["summary"]),
         ]
     return "\n".join(lines) + "\n"
 

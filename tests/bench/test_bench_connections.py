@@ -3,7 +3,8 @@
 Assert only that it ran and its figures are sane: every connection completed,
 rates > 0, p99 >= p50, the backend saw the expected source (so the NAT
 applied: the node's address behind NAT, the client's own otherwise), in
-bpfgen's mode no conntrack entry and eBPF SNAT counted. No timing is compared.
+bpfgen's modes no conntrack entry and eBPF SNAT counted (bpf mode: redirected,
+no fib fallback). No timing is compared.
 
 The host test is marked `slow` besides `kernel` so the VM's kernel suite
 ("kernel and not slow") does not run it under emulation. The `vm` test boots
@@ -35,12 +36,19 @@ def _check_rows(rows: list[dict[str, Any]], modes: set[str]) -> None:
 def test_connections_host_quick(tmp_path: Path) -> None:
     result = connections.run(tmp_path, quick=True, progress=lambda _: None, vm=False)
     assert result["problems"] == [], result["problems"]
-    _check_rows(result["host"]["summary"], {"direct", "conntrack_nat"})
+    _check_rows(result["host"]["summary"], {"direct", "conntrack_nat", "bpfgen_bpf"})
     peers = {b["mode"]: b["expect_peer"] for b in result["host"]["blocks"]}
-    assert peers == {"direct": connections.CLIENT, "conntrack_nat": connections.BACKEND_GW}
+    assert peers == {"direct": connections.CLIENT, "conntrack_nat": connections.BACKEND_GW,
+                     "bpfgen_bpf": connections.BACKEND_GW}  # fmt: skip
+    state = result["host"]["node_state"]
+    assert state["conntrack_nat"]["conntrack_max"] > 0  # the NAT really went through conntrack
+    assert state["bpfgen_bpf"]["conntrack_max"] == 0, state  # bpfgen's went around it
+    counters = state["bpfgen_bpf"]["bpf_counters"]
+    assert counters["fib_fallback"] == 0 and counters["redirect"] > 0, counters
+    assert counters["dnat_new"] > 0 and counters["snat_new"] > 0, counters
     assert "skipped" in result["vm"]
     text = connections.table(result)
-    assert "not built (#6)" in text and "skipped" in text
+    assert "bpfgen_bpf" in text and "not built" not in text and "skipped" in text
     (png,) = connections.plot(result, tmp_path)
     assert png.stat().st_size > 0
 
