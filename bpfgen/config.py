@@ -435,7 +435,6 @@ _CLUSTER = ("podCIDR", "serviceCIDR", "masqueradeAll", "nodePortRange")
 _CLUSTER_REQUIRED = ("podCIDR", "serviceCIDR")
 _INTERFACE = ("name", "role", "hook")
 _DATAPATH = ("mode", "scheduler", "maglevTableSize", "selectionSeed")
-_NOT_YET_BPF = "not yet supported in bpf mode"
 _SNAT = ("portRange", "maxSessions", "timeouts", "mark")
 _TIMEOUTS = tuple(_DEFAULT_TIMEOUTS)
 _FEATURES = ("icmpEcho",)
@@ -485,8 +484,6 @@ class _NodeReader:
 
         self.cross_checks(top, pod_cidr, cluster_pod_cidr, service_cidr)
         self.facts = _NodeFacts(name, service_cidr, node_port_range, mode)
-        if mode is Mode.BPF and interfaces is not None:
-            self.bpf_hooks(top["interfaces"], interfaces)
         if snat_range is not None and node_port_range is not None:
             self.snat_overlap(top, snat_range, node_port_range)
         if (
@@ -652,14 +649,6 @@ class _NodeReader:
                         f"also matches the uplink {uplink}")
                 return None
         return tuple(result)
-
-    def bpf_hooks(self, node: Node, interfaces: tuple[Interface, ...]) -> None:
-        """bpf mode runs at tc only, for now (bpfgen_svc_xdp is later work)."""
-        assert isinstance(node, Seq)
-        for i, (item, interface) in enumerate(zip(node.items, interfaces, strict=True)):
-            if interface.hook is Hook.XDP and isinstance(item, Map):
-                self.scope.error(item.fields["hook"].line, f"interfaces[{i}].hook",
-                                 f"xdp is {_NOT_YET_BPF} (use tc)")
 
     def ifname(self, node: Node, path: str) -> str | None:
         value = self.scope.string(node, path)

@@ -54,6 +54,7 @@ BPF_COUNTER_NAMES = (
     "redirect",
     "icmp_echo_vip",
     "affinity_hit",
+    "xdp_to_tc",
 )
 
 #: bpf mode, specialized build with frontends as code: the Maglev tables are
@@ -1141,20 +1142,24 @@ def _bpf_parts(
             if f.backends
             for slot, index in enumerate(maglev_table(inputs, f))
         )
-    attach = tuple(Attachment(i.role, i.name, "tc_ingress") for i in node.interfaces)
-    program = ProgramPlan(
-        "svc_in",
-        "svc_in.bpf.c.j2",
-        "svc_in.bpf.c",
-        "svc_in.bpf.o",
-        "bpfgen_svc_in",
-        "tc",
-        "bpfgen_ctx_tc.h",
-        attach,
-        tuple(m.name for m in maps),
-        "DNAT + SNAT to a selected backend, replies reversed, fib lookup + redirect",
-    )
-    return _BpfParts(decisions, maps, map_init, (program,), svc)
+    # Every interface at tc. An uplink with hook: xdp also gets the datapath at XDP,
+    # which sends back out what leaves through the uplink and passes the rest, as it
+    # came, to svc_in at tc (docs/datapath-bpf.md, "XDP").
+    tc = tuple(Attachment(i.role, i.name, "tc_ingress") for i in node.interfaces)
+    xdp = tuple(Attachment(i.role, i.name, "xdp") for i in node.interfaces if i.hook is Hook.XDP)
+    programs = [ProgramPlan(
+        "svc_in", "svc_in.bpf.c.j2", "svc_in.bpf.c", "svc_in.bpf.o", "bpfgen_svc_in", "tc",
+        "bpfgen_ctx_tc.h", tc, tuple(m.name for m in maps),
+        "DNAT + SNAT to a selected backend, replies reversed, fib lookup + redirect_neigh",
+    )]
+    if xdp:
+        programs.append(ProgramPlan(
+            "svc_xdp", "svc_in.bpf.c.j2", "svc_xdp.bpf.c", "svc_xdp.bpf.o", "bpfgen_svc_xdp",
+            "xdp", "bpfgen_ctx_xdp.h", xdp, tuple(m.name for m in maps),
+            "svc_in at XDP on the uplink: what leaves through the uplink translated and "
+            "sent back (XDP_TX), the rest passed as it came to svc_in at tc",
+        ))
+    return _BpfParts(decisions, maps, map_init, tuple(programs), svc)
 
 
 def _vips(frontends: tuple[Frontend, ...]) -> tuple[IPv4Address, ...]:

@@ -1114,8 +1114,8 @@ def status(opts: Options) -> dict[str, Any]:
             progs.append(
                 {
                     "program": a["program"], "device": a["device"], "hook": a["hook"],
-                    "prog_id": live_id, "tag": info.tag if info else None,
-                    "as_recorded": live_id == a["prog_id"],
+                    "xdp_mode": a["xdp_mode"], "prog_id": live_id,
+                    "tag": info.tag if info else None, "as_recorded": live_id == a["prog_id"],
                 }
             )  # fmt: skip
         out["attached"] = progs

@@ -50,6 +50,8 @@ from .loader import (
 SK_BUFF_SIZE = 192
 SK_BUFF_MARK = struct.Struct("=I")
 SK_BUFF_MARK_OFFSET = 8
+#: struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+XDP_MD = struct.Struct("=6I")
 
 BPF_PROG_TYPE_SCHED_CLS = 3
 BPF_PROG_TYPE_XDP = 6
@@ -239,9 +241,13 @@ class BuildUnderTest:
 
     # -- running
 
-    def run(self, program: str, packet: bytes, mark: int = 0) -> RunResult:
-        """Run `program` (a manifest name) on one Ethernet frame; tc programs get `mark`."""
-        result, mark_out = self._test_run(program, packet, mark, 1)
+    def run(
+        self, program: str, packet: bytes, mark: int = 0, *, ingress_ifindex: int = 0
+    ) -> RunResult:
+        """Run `program` (a manifest name) on one Ethernet frame; tc programs get `mark`,
+        XDP programs `ingress_ifindex` (a device of this namespace; 0: the kernel's
+        default, the loopback device)."""
+        result, mark_out = self._test_run(program, packet, mark, 1, ingress_ifindex)
         return RunResult(result.retval, result.data, mark_out)
 
     def timed_run(self, program: str, packet: bytes, mark: int = 0, repeat: int = 1) -> TimedRun:
@@ -255,11 +261,14 @@ class BuildUnderTest:
         return TimedRun(result.retval, result.data, mark_out, result.duration_ns)
 
     def _test_run(
-        self, program: str, packet: bytes, mark: int, repeat: int
+        self, program: str, packet: bytes, mark: int, repeat: int, ingress_ifindex: int = 0
     ) -> tuple[TestRunResult, int]:
         prog = self.programs[program]
         if prog.is_xdp:
-            return test_run(prog.loaded, packet, repeat=repeat), mark
+            if not ingress_ifindex:
+                return test_run(prog.loaded, packet, repeat=repeat), mark
+            md = XDP_MD.pack(0, len(packet), 0, ingress_ifindex, 0, 0)
+            return test_run(prog.loaded, packet, repeat=repeat, ctx_in=md), mark
         ctx = bytearray(SK_BUFF_SIZE)
         SK_BUFF_MARK.pack_into(ctx, SK_BUFF_MARK_OFFSET, mark)
         result = test_run(prog.loaded, packet, ctx_in=bytes(ctx), repeat=repeat)

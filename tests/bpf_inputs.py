@@ -18,7 +18,8 @@ PORT_MIN, PORT_MAX = 65520, 65535
 SELECTION_SEED = 0x1234ABCD
 
 
-def node_config(scheduler: str = "random", maglev_size: int | None = None) -> dict[str, Any]:
+def node_config(scheduler: str = "random", maglev_size: int | None = None,
+                uplink_hook: str = "tc") -> dict[str, Any]:
     datapath: dict[str, Any] = {"mode": "bpf", "scheduler": scheduler,
                                 "selectionSeed": SELECTION_SEED}
     if maglev_size is not None:
@@ -28,7 +29,8 @@ def node_config(scheduler: str = "random", maglev_size: int | None = None) -> di
         "kind": "NodeConfig",
         "node": {"name": "node-a", "addresses": [NODE1, NODE2], "podCIDR": "198.19.1.0/24"},
         "cluster": {"podCIDR": "198.19.0.0/16", "serviceCIDR": "198.18.128.0/17"},
-        "interfaces": [{"name": "eth0", "role": "uplink"}, {"name": "veth*", "role": "pods"}],
+        "interfaces": [{"name": "eth0", "role": "uplink", "hook": uplink_hook},
+                       {"name": "veth*", "role": "pods"}],
         "datapath": datapath,
         "snat": {"portRange": [PORT_MIN, PORT_MAX], "maxSessions": 64},
     }

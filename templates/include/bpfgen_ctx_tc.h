@@ -74,4 +74,30 @@ static __always_inline __u32 bpfgen_ctx_len(const bpfgen_ctx_t *ctx)
 	return ctx->len;
 }
 
+/* Bytes in and out at any offset (the bpf mode's reply builders). @flags:
+ * BPF_F_RECOMPUTE_CSUM keeps a CHECKSUM_COMPLETE skb's csum true.
+ */
+static __always_inline int bpfgen_ctx_load(const bpfgen_ctx_t *ctx, __u32 off, void *to, __u32 len)
+{
+	return bpf_skb_load_bytes(ctx, off, to, len);
+}
+
+static __always_inline int bpfgen_ctx_store(bpfgen_ctx_t *ctx, __u32 off, const void *from,
+					    __u32 len, __u64 flags)
+{
+	return bpf_skb_store_bytes(ctx, off, from, len, flags);
+}
+
+/* Trim or extend the packet to @len bytes. */
+static __always_inline int bpfgen_ctx_resize(bpfgen_ctx_t *ctx, __u32 len)
+{
+	return bpf_skb_change_tail(ctx, len, 0);
+}
+
+/* Send the packet back out of the device it came in on. */
+static __always_inline int bpfgen_ctx_bounce(bpfgen_ctx_t *ctx)
+{
+	return bpf_redirect(ctx->ifindex, 0);
+}
+
 #endif /* BPFGEN_CTX_TC_H */

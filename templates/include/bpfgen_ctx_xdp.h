@@ -143,4 +143,30 @@ static __always_inline __u32 bpfgen_ctx_len(const bpfgen_ctx_t *ctx)
 	return ctx->data_end - ctx->data;
 }
 
+/* Bytes in and out at any offset (the bpf mode's reply builders; 5.18+
+ * helpers). @flags: the tc flags, meaningless here (no skb checksum state).
+ */
+static __always_inline int bpfgen_ctx_load(const bpfgen_ctx_t *ctx, __u32 off, void *to, __u32 len)
+{
+	return bpf_xdp_load_bytes((struct xdp_md *)ctx, off, to, len);
+}
+
+static __always_inline int bpfgen_ctx_store(bpfgen_ctx_t *ctx, __u32 off, const void *from,
+					    __u32 len, __u64 flags)
+{
+	return bpf_xdp_store_bytes(ctx, off, (void *)from, len);
+}
+
+/* Trim or extend the frame to @len bytes (extending needs tailroom). */
+static __always_inline int bpfgen_ctx_resize(bpfgen_ctx_t *ctx, __u32 len)
+{
+	return bpf_xdp_adjust_tail(ctx, (int)len - (int)(ctx->data_end - ctx->data));
+}
+
+/* Send the frame back out of the device it came in on. */
+static __always_inline int bpfgen_ctx_bounce(bpfgen_ctx_t *ctx)
+{
+	return XDP_TX;
+}
+
 #endif /* BPFGEN_CTX_XDP_H */

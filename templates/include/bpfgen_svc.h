@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* bpfgen — the bpf mode's service datapath (docs/datapath-bpf.md), tc ingress.
+/* bpfgen — the bpf mode's service datapath (docs/datapath-bpf.md), tc ingress
+ * and XDP: everything but forwarding and the checksum state is the same code,
+ * over the ctx vocabulary of bpfgen_ctx_tc.h / bpfgen_ctx_xdp.h.
  *
  * One program does what IPVS and the ipvs mode's egress do together: a packet
  * to a frontend gets a backend (random: h % n, maglev: table[h % M], h the
@@ -7,7 +9,8 @@
  * (DNAT) and, when the frontend's masquerade policy says so, its source too
  * (SNAT, ports allocated as in the ipvs mode: bpfgen_nat.h); a reply of such a
  * flow is translated back. Both then leave through bpf_fib_lookup +
- * bpf_redirect_neigh, never through netfilter.
+ * bpf_redirect_neigh (tc) or bpf_redirect / XDP_TX (XDP), never through
+ * netfilter.
  *
  * Session state: bpfgen_nat_v4 (original tuple -> backend, SNAT address and
  * port) and bpfgen_rnat_v4 (reply tuple -> client and frontend), written
@@ -258,48 +261,63 @@ static __always_inline void bpfgen_svc_forget(const struct bpfgen_pkt *p,
 }
 
 /* Decrement the TTL (the packet is forwarded, not delivered): 0, or -1 when it
- * must not be (TTL <= 1: the stack sends the time-exceeded).
+ * must not be (TTL <= 1: the stack sends the time-exceeded). The TTL and
+ * protocol bytes are one 16-bit word of the header checksum.
  */
-static __always_inline int bpfgen_svc_ttl(struct __sk_buff *skb)
+static __always_inline int bpfgen_svc_ttl(bpfgen_ctx_t *ctx)
 {
 	__u8 w[2];
 	__u16 from, to;
 
-	if (bpf_skb_load_bytes(skb, BPFGEN_L3_OFF + offsetof(struct iphdr, ttl), w, 2))
+	if (bpfgen_ctx_load(ctx, BPFGEN_L3_OFF + offsetof(struct iphdr, ttl), w, 2))
 		return -1;
 	if (w[0] <= 1)
 		return -1;
 	__builtin_memcpy(&from, w, 2);
 	w[0]--;
 	__builtin_memcpy(&to, w, 2);
-	if (bpf_l3_csum_replace(skb, BPFGEN_IP_CSUM_OFF, from, to, 2))
+#if BPFGEN_CTX_TC
+	if (bpf_l3_csum_replace(ctx, BPFGEN_IP_CSUM_OFF, from, to, 2))
 		return -1;
-	return bpf_skb_store_bytes(skb, BPFGEN_L3_OFF + offsetof(struct iphdr, ttl), w, 1, 0);
+#else
+	if (bpfgen_xdp_csum_update(ctx, BPFGEN_IP_CSUM_OFF, 0, from, to, 1))
+		return -1;
+#endif
+	return bpfgen_ctx_store(ctx, BPFGEN_L3_OFF + offsetof(struct iphdr, ttl), w, 1, 0);
 }
 
-/* Forward a translated packet: the route of its new addresses, looked up in
- * the FIB without the policy rules (DIRECT), then bpf_redirect_neigh to the
- * next hop (NULL: the helper resolves the neighbour). Anything else goes to
- * the stack, counted fib_fallback.
+/* The FIB's route for a translated packet's new addresses, without the policy
+ * rules (DIRECT: OUTPUT returned the ingress device, docs/datapath-bpf.md).
  */
-static __always_inline int bpfgen_svc_forward(struct __sk_buff *skb, __be32 saddr, __be32 daddr,
+static __always_inline long bpfgen_svc_fib(bpfgen_ctx_t *ctx, struct bpf_fib_lookup *fib,
+					   __u32 ifindex, __be32 saddr, __be32 daddr,
+					   __be16 sport, __be16 dport, __u8 proto)
+{
+	fib->family = AF_INET;
+	fib->l4_protocol = proto;
+	fib->sport = sport;
+	fib->dport = dport;
+	fib->tot_len = bpfgen_ctx_len(ctx) - BPFGEN_L3_OFF;
+	fib->ipv4_src = saddr;
+	fib->ipv4_dst = daddr;
+	fib->ifindex = ifindex;
+	return bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_DIRECT);
+}
+
+#if BPFGEN_CTX_TC
+/* Forward a translated packet (tc): bpf_redirect_neigh to the FIB's next hop
+ * (NULL when the FIB has no neighbour yet: the helper resolves it). Anything
+ * else goes to the stack, counted fib_fallback.
+ */
+static __always_inline int bpfgen_svc_forward(bpfgen_ctx_t *ctx, __be32 saddr, __be32 daddr,
 					      __be16 sport, __be16 dport, __u8 proto)
 {
 	struct bpf_fib_lookup fib = {};
 	struct bpf_redir_neigh nh = {};
-	long rc;
+	long rc = bpfgen_svc_fib(ctx, &fib, ctx->ifindex, saddr, daddr, sport, dport, proto);
 
-	fib.family = AF_INET;
-	fib.l4_protocol = proto;
-	fib.sport = sport;
-	fib.dport = dport;
-	fib.tot_len = skb->len - BPFGEN_L3_OFF;
-	fib.ipv4_src = saddr;
-	fib.ipv4_dst = daddr;
-	fib.ifindex = skb->ifindex;
-	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_DIRECT);
 	if ((rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) ||
-	    bpfgen_svc_ttl(skb)) {
+	    bpfgen_svc_ttl(ctx)) {
 		bpfgen_count(BPFGEN_SVC_FIB_FALLBACK);
 		return TC_ACT_OK;
 	}
@@ -310,6 +328,7 @@ static __always_inline int bpfgen_svc_forward(struct __sk_buff *skb, __be32 sadd
 	nh.ipv4_nh = fib.ipv4_dst; /* the lookup leaves the next hop there */
 	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
 }
+#endif
 
 /* The addresses and ports a packet leaves with. */
 struct bpfgen_svc_xlat {
@@ -319,29 +338,77 @@ struct bpfgen_svc_xlat {
 	__be16 dport;
 };
 
+/* Rewrite addresses and ports to @x, checksums updated. 0, or -1. */
+static __always_inline int bpfgen_svc_translate(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
+						const struct bpfgen_svc_xlat *x)
+{
+	if ((x->daddr != p->t.daddr || x->dport != p->t.dport) &&
+	    bpfgen_rewrite_dest(ctx, p, x->daddr, x->dport))
+		return -1;
+	if ((x->saddr != p->t.saddr || x->sport != p->t.sport) &&
+	    bpfgen_rewrite_source(ctx, p, x->saddr, x->sport))
+		return -1;
+	return 0;
+}
+
+#if BPFGEN_CTX_TC
 /* Rewrite the packet to @x and forward it. A global function: both
  * directions end here, and one copy of the checksum and FIB code, verified
  * once on its own (not per call site, as a static one would be), keeps the
  * program and the verifier's work small.
  */
-__noinline int bpfgen_svc_rewrite(struct __sk_buff *skb, const struct bpfgen_pkt *p,
+__noinline int bpfgen_svc_rewrite(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
 				  const struct bpfgen_svc_xlat *x)
 {
-	if (!skb || !p || !x)
-		return TC_ACT_SHOT;
-	if ((x->daddr != p->t.daddr || x->dport != p->t.dport) &&
-	    bpfgen_rewrite_dest(skb, p, x->daddr, x->dport))
+	if (!ctx || !p || !x)
+		return BPFGEN_DROP;
+	if (bpfgen_svc_translate(ctx, p, x))
 		return bpfgen_drop(BPFGEN_DROP_REWRITE);
-	if ((x->saddr != p->t.saddr || x->sport != p->t.sport) &&
-	    bpfgen_rewrite_source(skb, p, x->saddr, x->sport))
-		return bpfgen_drop(BPFGEN_DROP_REWRITE);
-	return bpfgen_svc_forward(skb, x->saddr, x->daddr, x->sport, x->dport, p->t.proto);
+	return bpfgen_svc_forward(ctx, x->saddr, x->daddr, x->sport, x->dport, p->t.proto);
 }
+#else
+/* XDP: translate and send back out of the uplink (XDP_TX) when the FIB says
+ * the packet leaves where it came in with a known neighbour (a backend or
+ * client on another node, a reply to an external client), MACs from the FIB.
+ * Anything else passes untouched to svc_in at tc on the same device, which
+ * finds the session just written and forwards with bpf_redirect_neigh: XDP
+ * cannot resolve a neighbour, and redirecting into a pod's veth needs NAPI
+ * on the pod's end (GRO or an XDP program there), which bpfgen does not
+ * control. So netfilter never sees a service packet either way. A global
+ * function, as the tc one.
+ */
+__noinline int bpfgen_svc_rewrite(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
+				  const struct bpfgen_svc_xlat *x)
+{
+	struct bpf_fib_lookup fib = {};
+	__u8 macs[12], ttl;
+	long rc;
+
+	if (!ctx || !p || !x)
+		return BPFGEN_DROP;
+	rc = bpfgen_svc_fib(ctx, &fib, ctx->ingress_ifindex, x->saddr, x->daddr, x->sport,
+			    x->dport, p->t.proto);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != ctx->ingress_ifindex ||
+	    bpfgen_ctx_load(ctx, BPFGEN_L3_OFF + offsetof(struct iphdr, ttl), &ttl, 1) ||
+	    ttl <= 1) {
+		bpfgen_count(BPFGEN_SVC_XDP_TO_TC);
+		return XDP_PASS;
+	}
+	if (bpfgen_svc_translate(ctx, p, x) || bpfgen_svc_ttl(ctx))
+		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+	__builtin_memcpy(macs, fib.dmac, 6);
+	__builtin_memcpy(macs + 6, fib.smac, 6);
+	if (bpfgen_ctx_store(ctx, 0, macs, sizeof(macs), 0))
+		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+	bpfgen_count(BPFGEN_SVC_REDIRECT);
+	return XDP_TX;
+}
+#endif
 
 /* A reply of a translated flow: backend:bport -> VIP:port as the source, and
  * the client (restored from the SNAT address and port, if any) as destination.
  */
-static __always_inline int bpfgen_svc_reply(struct __sk_buff *skb, const struct bpfgen_pkt *p)
+static __always_inline int bpfgen_svc_reply(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p)
 {
 	struct bpfgen_rnat_entry *r = bpf_map_lookup_elem(&bpfgen_rnat_v4, &p->t);
 	struct bpfgen_svc_xlat x;
@@ -370,7 +437,7 @@ static __always_inline int bpfgen_svc_reply(struct __sk_buff *skb, const struct 
 	x.sport = vport;
 	x.daddr = client;
 	x.dport = cport;
-	return bpfgen_svc_rewrite(skb, p, &x);
+	return bpfgen_svc_rewrite(ctx, p, &x);
 }
 
 static __always_inline __sum16 bpfgen_svc_csum_fold(__s64 sum)
@@ -382,35 +449,93 @@ static __always_inline __sum16 bpfgen_svc_csum_fold(__s64 sum)
 	return (__sum16)~s;
 }
 
-/* kube-proxy's REJECT for a TCP frontend without backends: the packet becomes
- * a RST (RFC 9293 3.10.7.1: to a segment with ACK, seq = its ack; else ACK of
- * everything it carried) and goes back out of the device it came in on.
- * The IP checksum is computed whole. The TCP checksum depends on the skb's
- * checksum state, which tc cannot read or reset: a SYN from a local veth is
- * CHECKSUM_PARTIAL, and a device without tx checksum offload then runs
- * skb_checksum_help over the TCP header, expecting the check field to hold
- * the pseudo-header sum only (with the whole checksum there, it wrote 0:
- * found by the host e2e test, the client counted InCsumErrors). So the state
- * is probed (bpfgen_svc_csum_partial) and the field written to match.
+/* Answers built by the program (echo reply, RST, ICMP unreachable) go back
+ * out of the device the request came in on, Ethernet addresses swapped.
  */
+static __always_inline int bpfgen_svc_swap_macs(bpfgen_ctx_t *ctx)
+{
+	__u8 mac[12], swapped[12];
+
+	if (bpfgen_ctx_load(ctx, 0, mac, sizeof(mac)))
+		return -1;
+	__builtin_memcpy(swapped, mac + 6, 6);
+	__builtin_memcpy(swapped + 6, mac, 6);
+	return bpfgen_ctx_store(ctx, 0, swapped, sizeof(swapped), 0);
+}
+
+/* The IPv4 header of such an answer (from the frontend address to the
+ * client, TTL 64, @len bytes in all), its checksum computed whole. 0, or -1.
+ */
+static __always_inline int bpfgen_svc_answer_ip(struct iphdr *ip, const struct bpfgen_pkt *p,
+						__u8 proto, __u16 len)
+{
+	__s64 sum;
+
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->ttl = 64;
+	ip->protocol = proto;
+	ip->tot_len = bpf_htons(len);
+	ip->saddr = p->t.daddr;
+	ip->daddr = p->t.saddr;
+	ip->check = 0;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0);
+	if (sum < 0)
+		return -1;
+	ip->check = bpfgen_svc_csum_fold(sum);
+	return 0;
+}
+
+/* Replace the packet by @len bytes of @answer after the Ethernet header
+ * (MACs swapped) and send it back. tc: BPF_F_RECOMPUTE_CSUM keeps a
+ * CHECKSUM_COMPLETE skb's csum in step.
+ */
+static __always_inline int bpfgen_svc_send_answer(bpfgen_ctx_t *ctx, const void *answer,
+						  __u32 len)
+{
+	if (bpfgen_ctx_resize(ctx, BPFGEN_L3_OFF + len) || bpfgen_svc_swap_macs(ctx) ||
+	    bpfgen_ctx_store(ctx, BPFGEN_L3_OFF, answer, len, BPF_F_RECOMPUTE_CSUM))
+		return BPFGEN_DROP;
+	return bpfgen_ctx_bounce(ctx);
+}
+
+#if BPFGEN_CTX_TC
 /* Is the skb CHECKSUM_PARTIAL? bpf_l4_csum_replace without BPF_F_PSEUDO_HDR
  * leaves the L4 check field alone in that state (the device or
  * skb_checksum_help finishes the sum later) and folds the change into it in
  * every other state. So: zero the field, replace 0 by 1, read it back.
  * Only for packets whose check field is about to be rewritten anyway.
  */
-static __always_inline int bpfgen_svc_csum_partial(struct __sk_buff *skb, __u32 check_off)
+static __always_inline int bpfgen_svc_csum_partial(bpfgen_ctx_t *ctx, __u32 check_off)
 {
 	__sum16 zero = 0, after;
 
-	if (bpf_skb_store_bytes(skb, check_off, &zero, sizeof(zero), 0) ||
-	    bpf_l4_csum_replace(skb, check_off, 0, bpf_htons(1), sizeof(__u16)) ||
-	    bpf_skb_load_bytes(skb, check_off, &after, sizeof(after)))
+	if (bpf_skb_store_bytes(ctx, check_off, &zero, sizeof(zero), 0) ||
+	    bpf_l4_csum_replace(ctx, check_off, 0, bpf_htons(1), sizeof(__u16)) ||
+	    bpf_skb_load_bytes(ctx, check_off, &after, sizeof(after)))
 		return -1;
 	return after == 0;
 }
+#else
+/* XDP runs before any skb: there is no checksum state, every sum is whole. */
+static __always_inline int bpfgen_svc_csum_partial(bpfgen_ctx_t *ctx, __u32 check_off)
+{
+	return 0;
+}
+#endif
 
-static __always_inline int bpfgen_svc_reset(struct __sk_buff *skb, const struct bpfgen_pkt *p)
+/* kube-proxy's REJECT for a TCP frontend without backends: the packet becomes
+ * a RST (RFC 9293 3.10.7.1: to a segment with ACK, seq = its ack; else ACK of
+ * everything it carried) and goes back out of the device it came in on.
+ * The IP checksum is computed whole. At tc the TCP checksum depends on the
+ * skb's checksum state, which tc cannot read or reset: a SYN from a local
+ * veth is CHECKSUM_PARTIAL, and a device without tx checksum offload then
+ * runs skb_checksum_help over the TCP header, expecting the check field to
+ * hold the pseudo-header sum only (with the whole checksum there, it wrote 0:
+ * found by the host e2e test, the client counted InCsumErrors). So the state
+ * is probed (bpfgen_svc_csum_partial) and the field written to match.
+ */
+static __always_inline int bpfgen_svc_reset(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p)
 {
 	struct {
 		struct iphdr ip;
@@ -424,25 +549,19 @@ static __always_inline int bpfgen_svc_reset(struct __sk_buff *skb, const struct 
 		__be16 len;
 	} ph = {};
 	struct tcphdr in;
-	__u8 mac[12], swapped[12];
-	__u32 hdr, seg;
+	__u32 hdr, seg, len = bpfgen_ctx_len(ctx);
 	int partial;
 	__s64 sum;
 
 	/* Never answer a RST; IP options: not rebuilt here, dropped. */
 	if (p->l4_off != BPFGEN_L3_OFF + sizeof(struct iphdr) || (p->tcp_flags & BPFGEN_TCP_RST))
-		return TC_ACT_SHOT;
-	if (bpf_skb_load_bytes(skb, p->l4_off, &in, sizeof(in)) || bpf_skb_load_bytes(skb, 0, mac, 12))
-		return TC_ACT_SHOT;
+		return BPFGEN_DROP;
+	if (bpfgen_ctx_load(ctx, p->l4_off, &in, sizeof(in)))
+		return BPFGEN_DROP;
 	hdr = p->l4_off + in.doff * 4;
-	seg = skb->len > hdr ? skb->len - hdr : 0;
-	r.ip.version = 4;
-	r.ip.ihl = 5;
-	r.ip.ttl = 64;
-	r.ip.protocol = IPPROTO_TCP;
-	r.ip.tot_len = bpf_htons(sizeof(r));
-	r.ip.saddr = p->t.daddr;
-	r.ip.daddr = p->t.saddr;
+	seg = len > hdr ? len - hdr : 0;
+	if (bpfgen_svc_answer_ip(&r.ip, p, IPPROTO_TCP, sizeof(r)))
+		return BPFGEN_DROP;
 	r.th.source = p->t.dport;
 	r.th.dest = p->t.sport;
 	r.th.doff = 5;
@@ -453,20 +572,16 @@ static __always_inline int bpfgen_svc_reset(struct __sk_buff *skb, const struct 
 		r.th.ack = 1;
 		r.th.ack_seq = bpf_htonl(bpf_ntohl(in.seq) + seg + in.syn + in.fin);
 	}
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.ip, sizeof(r.ip), 0);
-	if (sum < 0)
-		return TC_ACT_SHOT;
-	r.ip.check = bpfgen_svc_csum_fold(sum);
 	ph.saddr = r.ip.saddr;
 	ph.daddr = r.ip.daddr;
 	ph.proto = IPPROTO_TCP;
 	ph.len = bpf_htons(sizeof(r.th));
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
 	if (sum < 0)
-		return TC_ACT_SHOT;
-	partial = bpfgen_svc_csum_partial(skb, p->l4_csum_off);
+		return BPFGEN_DROP;
+	partial = bpfgen_svc_csum_partial(ctx, p->l4_csum_off);
 	if (partial < 0)
-		return TC_ACT_SHOT;
+		return BPFGEN_DROP;
 	if (partial) {
 		/* The pseudo-header sum, folded, not complemented: the rest of the
 		 * sum is added over the TCP header when the packet leaves.
@@ -475,24 +590,17 @@ static __always_inline int bpfgen_svc_reset(struct __sk_buff *skb, const struct 
 	} else {
 		sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.th, sizeof(r.th), (__wsum)sum);
 		if (sum < 0)
-			return TC_ACT_SHOT;
+			return BPFGEN_DROP;
 		r.th.check = bpfgen_svc_csum_fold(sum);
 	}
-	__builtin_memcpy(swapped, mac + 6, 6);
-	__builtin_memcpy(swapped + 6, mac, 6);
-	if (bpf_skb_change_tail(skb, BPFGEN_L3_OFF + sizeof(r), 0) ||
-	    bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) ||
-	    bpf_skb_store_bytes(skb, BPFGEN_L3_OFF, &r, sizeof(r), BPF_F_RECOMPUTE_CSUM))
-		return TC_ACT_SHOT;
-	return bpf_redirect(skb->ifindex, 0);
+	return bpfgen_svc_send_answer(ctx, &r, sizeof(r));
 }
 
 /* kube-proxy's REJECT for UDP: an ICMP port unreachable from the frontend
  * address, quoting the datagram's IPv4 header and first 8 bytes (RFC 792),
  * back out of the ingress device. The packet is resized to exactly that.
  */
-static __always_inline int bpfgen_svc_unreachable(struct __sk_buff *skb,
-						  const struct bpfgen_pkt *p)
+static __always_inline int bpfgen_svc_unreachable(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p)
 {
 	struct {
 		struct iphdr ip;
@@ -502,38 +610,20 @@ static __always_inline int bpfgen_svc_unreachable(struct __sk_buff *skb,
 		__u32 unused;
 		__u8 quote[sizeof(struct iphdr) + 8];
 	} r = {};
-	__u8 mac[12], swapped[12];
 	__s64 sum;
 
 	if (p->l4_off != BPFGEN_L3_OFF + sizeof(struct iphdr))
-		return TC_ACT_SHOT; /* IP options: not quoted here, dropped */
-	if (bpf_skb_load_bytes(skb, BPFGEN_L3_OFF, r.quote, sizeof(r.quote)) ||
-	    bpf_skb_load_bytes(skb, 0, mac, 12))
-		return TC_ACT_SHOT;
-	r.ip.version = 4;
-	r.ip.ihl = 5;
-	r.ip.ttl = 64;
-	r.ip.protocol = IPPROTO_ICMP;
-	r.ip.tot_len = bpf_htons(sizeof(r));
-	r.ip.saddr = p->t.daddr;
-	r.ip.daddr = p->t.saddr;
+		return BPFGEN_DROP; /* IP options: not quoted here, dropped */
+	if (bpfgen_ctx_load(ctx, BPFGEN_L3_OFF, r.quote, sizeof(r.quote)) ||
+	    bpfgen_svc_answer_ip(&r.ip, p, IPPROTO_ICMP, sizeof(r)))
+		return BPFGEN_DROP;
 	r.type = 3; /* destination unreachable */
 	r.code = 3; /* port unreachable */
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.ip, sizeof(r.ip), 0);
-	if (sum < 0)
-		return TC_ACT_SHOT;
-	r.ip.check = bpfgen_svc_csum_fold(sum);
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.type, sizeof(r) - sizeof(r.ip), 0);
 	if (sum < 0)
-		return TC_ACT_SHOT;
+		return BPFGEN_DROP;
 	r.check = bpfgen_svc_csum_fold(sum);
-	__builtin_memcpy(swapped, mac + 6, 6);
-	__builtin_memcpy(swapped + 6, mac, 6);
-	if (bpf_skb_change_tail(skb, BPFGEN_L3_OFF + sizeof(r), 0) ||
-	    bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) ||
-	    bpf_skb_store_bytes(skb, BPFGEN_L3_OFF, &r, sizeof(r), BPF_F_RECOMPUTE_CSUM))
-		return TC_ACT_SHOT;
-	return bpf_redirect(skb->ifindex, 0);
+	return bpfgen_svc_send_answer(ctx, &r, sizeof(r));
 }
 
 /* The backend of a new flow to frontend @v (which has backends): the client's
@@ -577,7 +667,7 @@ BPFGEN_SVC_SELECT_FN int bpfgen_svc_select(const struct bpfgen_svc_value *v, con
 }
 
 /* A packet to frontend @v: its session's backend, or a new one. */
-static __always_inline int bpfgen_svc_dnat(struct __sk_buff *skb, const struct bpfgen_pkt *p,
+static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
 					   const struct bpfgen_svc_value *v)
 {
 	struct bpfgen_nat_entry fresh = {};
@@ -603,7 +693,7 @@ static __always_inline int bpfgen_svc_dnat(struct __sk_buff *skb, const struct b
 		if (p->t.proto == IPPROTO_TCP &&
 		    (p->tcp_flags & (BPFGEN_TCP_SYN | BPFGEN_TCP_ACK)) != BPFGEN_TCP_SYN) {
 			bpfgen_count(BPFGEN_SVC_DROP_BACKEND_GONE);
-			return TC_ACT_SHOT;
+			return BPFGEN_DROP;
 		}
 	}
 	if (e && !bpfgen_expired(e, p->t.proto, now)) {
@@ -621,12 +711,12 @@ static __always_inline int bpfgen_svc_dnat(struct __sk_buff *skb, const struct b
 		bpfgen_svc_forget(p, e);
 	if (!v->n_backends) {
 		bpfgen_count(BPFGEN_SVC_REJECT_NO_BACKEND);
-		return p->t.proto == IPPROTO_TCP ? bpfgen_svc_reset(skb, p) :
-						     bpfgen_svc_unreachable(skb, p);
+		return p->t.proto == IPPROTO_TCP ? bpfgen_svc_reset(ctx, p) :
+						     bpfgen_svc_unreachable(ctx, p);
 	}
 	if (bpfgen_svc_select(v, p, &b)) {
 		bpfgen_count(BPFGEN_SVC_REJECT_NO_BACKEND);
-		return TC_ACT_SHOT;
+		return BPFGEN_DROP;
 	}
 
 	fresh.backend_addr = b.addr;
@@ -672,7 +762,7 @@ rewrite:
 	x.sport = sport;
 	x.daddr = b.addr;
 	x.dport = b.port;
-	return bpfgen_svc_rewrite(skb, p, &x);
+	return bpfgen_svc_rewrite(ctx, p, &x);
 }
 
 /* Is @addr a VIP? (Map builds: an entry (VIP, port 0, ICMP) in bpfgen_svc_frontends.) */
@@ -692,30 +782,26 @@ static __always_inline bool bpfgen_svc_is_vip(__be32 addr)
  * swapped (the IPv4 checksum does not change), type 8 -> 0, out of the device
  * it came in on.
  */
-static __always_inline int bpfgen_svc_echo(struct __sk_buff *skb, const struct bpfgen_pkt *p)
+static __always_inline int bpfgen_svc_echo(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p)
 {
 	__u16 from = bpf_htons(BPFGEN_ICMP_ECHO << 8), to = bpf_htons(BPFGEN_ICMP_ECHOREPLY << 8);
-	__u8 mac[12], swapped[12];
 
-	if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)))
-		return bpfgen_drop(BPFGEN_DROP_REWRITE);
-	__builtin_memcpy(swapped, mac + 6, 6);
-	__builtin_memcpy(swapped + 6, mac, 6);
-	if (bpf_skb_store_bytes(skb, 0, swapped, sizeof(swapped), 0) ||
-	    bpf_skb_store_bytes(skb, BPFGEN_IP_SADDR_OFF, &p->t.daddr, 4, 0) ||
-	    bpf_skb_store_bytes(skb, BPFGEN_IP_DADDR_OFF, &p->t.saddr, 4, 0) ||
-	    bpf_l4_csum_replace(skb, p->l4_csum_off, from, to, 2) ||
-	    bpf_skb_store_bytes(skb, p->l4_off, &to, 2, 0))
+	/* Type and code are one 16-bit word of the ICMP checksum. */
+	if (bpfgen_svc_swap_macs(ctx) ||
+	    bpfgen_ctx_store(ctx, BPFGEN_IP_SADDR_OFF, &p->t.daddr, 4, 0) ||
+	    bpfgen_ctx_store(ctx, BPFGEN_IP_DADDR_OFF, &p->t.saddr, 4, 0) ||
+	    bpfgen_ctx_rewrite_port(ctx, p->l4_off, p->l4_csum_off, 0, from, to))
 		return bpfgen_drop(BPFGEN_DROP_REWRITE);
 	bpfgen_count(BPFGEN_SVC_ICMP_ECHO_VIP);
-	return bpf_redirect(skb->ifindex, 0);
+	return bpfgen_ctx_bounce(ctx);
 }
 
-static __always_inline int bpfgen_svc_ingress(struct __sk_buff *skb)
+/* The program: tc ingress (pods, uplink) or XDP (uplink, hook: xdp). */
+static __always_inline int bpfgen_svc_ingress(bpfgen_ctx_t *ctx)
 {
 	struct bpfgen_svc_value v;
 	struct bpfgen_pkt p;
-	int ret = bpfgen_parse(skb, &p);
+	int ret = bpfgen_parse(ctx, &p);
 
 	if (ret == BPFGEN_PARSE_MALFORMED)
 		return bpfgen_pass(BPFGEN_EVT_MALFORMED);
@@ -724,15 +810,15 @@ static __always_inline int bpfgen_svc_ingress(struct __sk_buff *skb)
 	if (p.t.proto == IPPROTO_ICMP) {
 		/* An echo request has its identifier as sport and no dport. */
 		if (p.sport_off && bpfgen_svc_is_vip(p.t.daddr))
-			return bpfgen_svc_echo(skb, &p);
+			return bpfgen_svc_echo(ctx, &p);
 		return bpfgen_pass(BPFGEN_EVT_PASS);
 	}
-	ret = bpfgen_svc_reply(skb, &p);
+	ret = bpfgen_svc_reply(ctx, &p);
 	if (ret != BPFGEN_NOT_MINE)
 		return ret;
 	if (!bpfgen_svc_lookup(p.t.daddr, p.t.dport, p.t.proto, &v))
 		return bpfgen_pass(BPFGEN_EVT_PASS);
-	return bpfgen_svc_dnat(skb, &p, &v);
+	return bpfgen_svc_dnat(ctx, &p, &v);
 }
 
 #endif /* BPFGEN_SVC_H */

@@ -216,6 +216,7 @@ enum bpfgen_svc_counter {
 	BPFGEN_SVC_REDIRECT, /* translated and redirected (bpf_redirect_neigh) */
 	BPFGEN_SVC_ICMP_ECHO_VIP, /* echo request to a VIP answered */
 	BPFGEN_SVC_AFFINITY_HIT, /* new flow sent to its client's ClientIP-affinity backend */
+	BPFGEN_SVC_XDP_TO_TC, /* XDP: not back out of its device: passed as it came, to tc */
 	BPFGEN_SVC_COUNTER_MAX,
 };
 

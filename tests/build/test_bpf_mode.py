@@ -36,6 +36,9 @@ VERIFIER_BUDGET = 20_000  # as tests/build/test_compile_properties.py (2 % of th
 #: object budget is the ipvs programs' 1500 plus room for 64 frontends as code
 #: (a 64-frontend build measures about 1,650); the verifier budget is the same.
 BPF_INSN_BUDGET = 2000
+#: svc_xdp: the same, plus the checksum arithmetic the tc helpers do in the kernel
+#: (RFC 1624 updates inline; 2,002-2,073 measured over the build kinds).
+BPF_XDP_INSN_BUDGET = 2200
 
 SESSION_MAPS = {"bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_counters"}
 TABLE_MAPS = {"bpfgen_svc_frontends", "bpfgen_svc_backends", "bpfgen_svc_members"}
@@ -90,6 +93,27 @@ def test_small_config_verifies(tmp_path: Path, kind: str, scheduler: str) -> Non
         assert len(init["bpfgen_svc_members"]) == 4 * 4 + 3
         if scheduler == "maglev":
             assert len(init["bpfgen_svc_maglev"]) == 5 * 16381
+
+
+@pytest.mark.parametrize("kind", BUILD_KINDS)
+def test_xdp_uplink_runs_svc_xdp(tmp_path: Path, kind: str) -> None:
+    """`hook: xdp` on the uplink: the datapath as an XDP program there too (svc_xdp, which
+    passes what it does not send back to svc_in at tc); both verified, sharing every map."""
+    manifest = _compile(tmp_path, node_config("maglev", 251, uplink_hook="xdp"), services(),
+                        kind)
+    progs = {p["name"]: p for p in manifest["programs"]}
+    assert set(progs) == {"svc_in", "svc_xdp"}
+    assert {(a["role"], a["hook"]) for a in progs["svc_in"]["attach"]} == {
+        ("pods", "tc_ingress"), ("uplink", "tc_ingress")}
+    assert {(a["role"], a["hook"]) for a in progs["svc_xdp"]["attach"]} == {("uplink", "xdp")}
+    xdp = progs["svc_xdp"]
+    assert (xdp["function"], xdp["section"]) == ("bpfgen_svc_xdp", "xdp")
+    assert 0 < xdp["insns"] <= BPF_XDP_INSN_BUDGET, xdp
+    assert 0 < xdp["verifier"]["processed_insns"] <= VERIFIER_BUDGET, xdp
+    plan = make_plan(load_inputs(tmp_path / "node.yaml", [tmp_path / "services.yaml"]),
+                     build=kind)
+    tc_plan, xdp_plan = plan.programs
+    assert xdp_plan.maps == tc_plan.maps  # pinned by name: one set of sessions
 
 
 @pytest.mark.parametrize("backends", [3, 16])

@@ -82,7 +82,7 @@ cluster:
   nodePortRange: [30000, 32767]
   masqueradeAll: {masquerade_all}
 interfaces:
-  - {{name: up0, role: uplink, hook: tc}}
+  - {{name: up0, role: uplink, hook: {hook}}}
   - {{name: "pv*", role: pods}}
 datapath: {{mode: bpf, scheduler: {scheduler}}}
 snat:
@@ -158,6 +158,7 @@ class Variant:
     udp_timeout: str
     services: str
     masquerade_all: bool = False
+    uplink_hook: str = "tc"
 
 
 VARIANTS = {
@@ -189,6 +190,7 @@ def compile_variants(
         node.write_text(NODE_YAML.format(
             node=NODE_ADDR, scheduler=v.scheduler, udp=v.udp_timeout, first=SNAT_RANGE[0],
             last=SNAT_RANGE[1], masquerade_all=str(v.masquerade_all).lower(),
+            hook=v.uplink_hook,
         ))  # fmt: skip
         services = out / f"{name}-services.yaml"
         services.write_text(v.services)

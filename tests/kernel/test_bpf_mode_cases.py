@@ -8,6 +8,11 @@ BPF_PROG_TEST_RUN does not perform a redirect: a translated packet's verdict
 is TC_ACT_REDIRECT when the test's network namespace has a route to its new
 destination, TC_ACT_OK (counted fib_fallback) when not; either is accepted,
 and the counters must say which.
+
+The same cases run on an uplink with `hook: xdp`: bpfgen_svc_xdp, and, when it
+passes the frame (XDP_PASS), svc_in at tc on the same frame, as the device runs
+them; XDP's verdicts read as tc's: XDP_DROP/ABORTED as TC_ACT_SHOT, XDP_TX as
+TC_ACT_REDIRECT (sent on without the stack).
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import struct
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import NamedTuple
@@ -43,6 +49,7 @@ from bpf_inputs import (
     services,
     write_inputs,
 )
+from kernel.bpf_redirect_netns import NEIGHBOURS
 
 from bpfgen import maglev
 from bpfgen.compiler import compile_build
@@ -57,6 +64,8 @@ from bpfgen_runtime.testrun import BuildUnderTest, SessionKey
 pytestmark = pytest.mark.kernel
 
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
+XDP_PASS, XDP_TX = 2, 3
+XDP_AS_TC = {0: TC_ACT_SHOT, 1: TC_ACT_SHOT, XDP_TX: TC_ACT_REDIRECT}  # ABORTED, DROP, TX
 SYN, ACK = 0x02, 0x10
 CLIENT_POD = "198.19.1.9"  # a pod of this node, no backend
 OUTSIDE = "203.0.113.7"  # an external client
@@ -94,12 +103,52 @@ class Out:
     ttl: int
 
 
+class Raw(NamedTuple):
+    retval: int  # a tc verdict (XDP's translated: XDP_AS_TC)
+    packet: bytes
+
+
 @dataclass
 class Bpf:
     build: BuildUnderTest
     kind: str
     scheduler: str
     backends: dict[int, tuple[Backend, ...]]  # web's backends by IP protocol, sorted
+    program: str  # svc_in (tc) or svc_xdp
+    # XDP uplink: what svc_in counted again for frames svc_xdp passed it (see raw()).
+    repeated: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def xdp(self) -> bool:
+        return self.program == "svc_xdp"
+
+    def raw(self, frame: bytes) -> Raw:
+        """The device's verdict on a frame: tc, or XDP and then tc for what XDP passes.
+
+        A frame svc_xdp passed after its session work (xdp_to_tc) finds that session
+        at tc: tc counts a dnat_hit or rdnat that XDP counted already (as dnat_new,
+        dnat_hit or rdnat). One it passed as not its own (pass, malformed) tc counts
+        again. deltas() leaves those repeats and xdp_to_tc out, so every case states
+        the counts of one pass through the datapath, as at tc alone."""
+        if not self.xdp:
+            result = self.build.run(self.program, frame)
+            return Raw(result.retval, result.packet)
+        start = self.build.counters()
+        result = self.build.run(self.program, frame)
+        if result.retval != XDP_PASS:
+            return Raw(XDP_AS_TC[result.retval], result.packet)
+        mid = self.build.counters()
+        after = self.build.run("svc_in", result.packet)
+        end = self.build.counters()
+        at_xdp = Counter({k: v - start.get(k, 0) for k, v in mid.items()})
+        at_tc = Counter({k: v - mid.get(k, 0) for k, v in end.items()})
+        if at_xdp["xdp_to_tc"]:
+            self.repeated["xdp_to_tc"] += 1
+            for name in ("dnat_hit", "rdnat"):
+                self.repeated[name] += min(at_tc[name], 1)
+        else:
+            self.repeated.update(+at_xdp)
+        return Raw(after.retval, after.packet)
 
     def nat(self) -> dict[SessionKey, Nat]:
         out = {}
@@ -123,14 +172,19 @@ class Bpf:
             m = self.build.maps[name]
             for k in list(m.keys()):
                 m.delete(k)
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
         self.build.reset_counters()
+        self.repeated.clear()
 
     def run(self, frame: bytes) -> Out:
-        result = self.build.run("svc_in", frame)
+        result = self.raw(frame)
         return parse(result.retval, result.packet)
 
     def deltas(self) -> dict[str, int]:
-        return {k: v for k, v in self.build.counters().items() if v}
+        counts = {k: v - self.repeated[k] for k, v in self.build.counters().items()}
+        return {k: v for k, v in counts.items() if v}
 
     def expected_backend(self, saddr: str, daddr: str, sport: int, dport: int,
                          proto: int) -> Backend:
@@ -172,20 +226,38 @@ def syn(saddr: str, daddr: str, sport: int, dport: int, flags: int = SYN) -> byt
                          tcp(A(saddr), A(daddr), sport, dport, flags=flags, payload=b"hi")))
 
 
-@pytest.fixture(scope="module", params=[("specialized", "random"), ("generic", "random"),
-                                        ("frozen", "random"), ("specialized", "maglev"),
-                                        ("generic", "maglev")],
-                ids=lambda p: f"{p[0]}-{p[1]}")
+XDP_BUILDS = [("specialized", "random", "xdp"), ("frozen", "maglev", "xdp")]
+BUILDS = [("specialized", "random", "tc"), ("generic", "random", "tc"), ("frozen", "random", "tc"),
+          ("specialized", "maglev", "tc"), ("generic", "maglev", "tc"), *XDP_BUILDS]
+
+
+def _build_id(p: tuple[str, str, str]) -> str:
+    return f"{p[0]}-{p[1]}" + ("-xdp" if p[2] == "xdp" else "")
+
+
+@pytest.fixture(scope="module", params=BUILDS, ids=_build_id)
 def bpf(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bpf]:
-    kind, scheduler = request.param
-    root = tmp_path_factory.mktemp(f"bpf-{kind}-{scheduler}")
-    node_path, services_path = write_inputs(root, node_config(scheduler), services())
+    yield from _open(*request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=XDP_BUILDS, ids=_build_id)
+def xdp_bpf(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bpf]:
+    yield from _open(*request.param, tmp_path_factory)
+
+
+def _open(kind: str, scheduler: str, hook: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bpf]:
+    root = tmp_path_factory.mktemp(f"bpf-{kind}-{scheduler}-{hook}")
+    node_path, services_path = write_inputs(root, node_config(scheduler, uplink_hook=hook),
+                                            services())
     result = compile_build(node_path, [services_path], root / "build", build=kind, verify=False)
     inputs = load_inputs(node_path, [services_path])
     (web,) = [s for s in inputs.services if s.name == "web"]
     with BuildUnderTest(result.out) as build:
         yield Bpf(build, kind, scheduler, {IPPROTO_TCP: web.ports[0].backends,
-                                           IPPROTO_UDP: web.ports[1].backends})
+                                           IPPROTO_UDP: web.ports[1].backends},
+                  "svc_xdp" if hook == "xdp" else "svc_in")
 
 
 def test_pod_to_cluster_ip_is_dnated_and_both_sessions_written(bpf: Bpf) -> None:
@@ -208,11 +280,11 @@ def test_pod_to_cluster_ip_is_dnated_and_both_sessions_written(bpf: Bpf) -> None
 def test_second_packet_keeps_its_backend_and_reply_is_reversed(bpf: Bpf) -> None:
     bpf.clear()
     first = bpf.run(syn(CLIENT_POD, VIP, 40001, 80))
-    bpf.build.reset_counters()
+    bpf.reset_counters()
     second = bpf.run(syn(CLIENT_POD, VIP, 40001, 80, flags=ACK))
     assert (second.daddr, second.dport) == (first.daddr, first.dport)
     assert bpf.deltas().get("dnat_hit") == 1
-    bpf.build.reset_counters()
+    bpf.reset_counters()
     reply = bpf.run(syn(str(IPv4Address(first.daddr)), CLIENT_POD, BACKEND_PORT, 40001,
                         flags=SYN | ACK))
     counters = bpf.deltas()
@@ -239,7 +311,7 @@ def test_nodeport_from_outside_gets_dnat_and_snat(bpf: Bpf) -> None:
     rkey = SessionKey(int(want.address), out.saddr, BACKEND_PORT, out.sport, IPPROTO_TCP)
     assert bpf.rnat() == {rkey: Rnat(A(OUTSIDE), 51000, A(NODE2), NODEPORT)}
     # The backend's reply, to the SNAT address and port, goes back as NODE2:NodePort.
-    bpf.build.reset_counters()
+    bpf.reset_counters()
     reply = bpf.run(syn(str(want.address), str(IPv4Address(out.saddr)), BACKEND_PORT, out.sport,
                         flags=SYN | ACK))
     assert (reply.saddr, reply.sport, reply.daddr, reply.dport) == (
@@ -266,7 +338,7 @@ def test_tcp_to_a_frontend_without_backends_gets_a_reset(bpf: Bpf, flags: int) -
     frame = ethernet(ipv4(A(CLIENT_POD), A(EMPTY_VIP), IPPROTO_TCP, tcp(
         A(CLIENT_POD), A(EMPTY_VIP), 40000, 80, flags=flags, seq=1000, ack=7777,
         options=bytes.fromhex("020405b4"), payload=b"hi")))
-    result = bpf.build.run("svc_in", frame)
+    result = bpf.raw(frame)
     out = parse(result.retval, result.packet)
     assert result.retval == TC_ACT_REDIRECT and len(result.packet) == 54
     assert result.packet[:6] == frame[6:12] and result.packet[6:12] == frame[:6]
@@ -283,7 +355,7 @@ def test_tcp_to_a_frontend_without_backends_gets_a_reset(bpf: Bpf, flags: int) -
 
 def test_tcp_reset_to_a_frontend_without_backends_is_not_answered(bpf: Bpf) -> None:
     bpf.clear()
-    result = bpf.build.run("svc_in", syn(CLIENT_POD, EMPTY_VIP, 40000, 80, flags=0x04))
+    result = bpf.raw(syn(CLIENT_POD, EMPTY_VIP, 40000, 80, flags=0x04))
     assert result.retval == TC_ACT_SHOT
     assert bpf.deltas() == {"reject_no_backend": 1}
 
@@ -295,7 +367,7 @@ def test_udp_to_a_frontend_without_backends_gets_port_unreachable(bpf: Bpf, payl
     bpf.clear()
     frame = ethernet(ipv4(A(CLIENT_POD), A(EMPTY_VIP), IPPROTO_UDP,
                           udp(A(CLIENT_POD), A(EMPTY_VIP), 5353, 53, payload=b"q" * payload)))
-    result = bpf.build.run("svc_in", frame)
+    result = bpf.raw(frame)
     out = result.packet
     assert result.retval == TC_ACT_REDIRECT and len(out) == 14 + 20 + 8 + 28
     assert out[:6] == frame[6:12] and out[6:12] == frame[:6]
@@ -310,7 +382,7 @@ def test_udp_to_a_frontend_without_backends_gets_port_unreachable(bpf: Bpf, payl
 def test_other_traffic_passes_untouched(bpf: Bpf) -> None:
     bpf.clear()
     frame = syn(CLIENT_POD, VIP, 40000, 81)  # the VIP, but no such port
-    result = bpf.build.run("svc_in", frame)
+    result = bpf.raw(frame)
     assert (result.retval, result.packet) == (TC_ACT_OK, frame)
     assert bpf.deltas() == {"pass": 1}
 
@@ -329,21 +401,51 @@ def test_selection_follows_the_scheduler_over_many_flows(bpf: Bpf) -> None:
     assert bpf.deltas().get("dnat_new") == 40
 
 
-def test_translated_packets_are_redirected_with_a_route(bpf: Bpf) -> None:
-    """In a namespace with routes to the backends: SUCCESS (neighbour known) and
-    NO_NEIGH (the third backend) both end in bpf_redirect_neigh, TTL decremented."""
-    frames = [syn(CLIENT_POD, VIP, sport, 80) for sport in range(43000, 43040)]
+def _in_routed_netns(bpf: Bpf, program: str, ingress: str,
+                     frames: list[bytes]) -> tuple[list[tuple[int, bytes]], dict[str, int]]:
+    """Run `program` on `frames` in a fresh namespace with routes to the backends
+    (tests/kernel/bpf_redirect_netns.py): (verdict, packet) per frame, and counters."""
     proc = subprocess.run(
         ["unshare", "-n", sys.executable, str(Path(__file__).with_name("bpf_redirect_netns.py")),
-         str(bpf.build.build_dir), *(f.hex() for f in frames)],
+         str(bpf.build.build_dir), program, ingress, *(f.hex() for f in frames)],
         capture_output=True, text=True, check=False, cwd=Path(__file__).parents[2],
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.splitlines()[-1])
-    outs = [parse(verdict, bytes.fromhex(pkt)) for verdict, pkt in result["runs"]]
+    return [(v, bytes.fromhex(pkt)) for v, pkt in result["runs"]], result["counters"]
+
+
+def test_translated_packets_are_redirected_with_a_route(bpf: Bpf) -> None:
+    """In a namespace with routes to the backends: SUCCESS (neighbour known) and
+    NO_NEIGH (the third backend) both end in bpf_redirect_neigh, TTL decremented
+    (svc_in, also on an XDP uplink for what svc_xdp passes)."""
+    frames = [syn(CLIENT_POD, VIP, sport, 80) for sport in range(43000, 43040)]
+    runs, counters = _in_routed_netns(bpf, "svc_in", "-", frames)
+    outs = [parse(verdict, pkt) for verdict, pkt in runs]
     assert all(o.verdict == TC_ACT_REDIRECT and o.ttl == 63 for o in outs), outs
     assert {o.daddr for o in outs} == {A(b) for b in BACKENDS}  # with and without neighbour
-    assert result["counters"] == {"dnat_new": len(frames), "redirect": len(frames)}
+    assert counters == {"dnat_new": len(frames), "redirect": len(frames)}
+
+
+def test_xdp_sends_back_out_of_the_uplink_or_passes_to_tc(xdp_bpf: Bpf) -> None:
+    """svc_xdp with bg0 as the ingress device, the backends routed through bg0 too: with
+    a known neighbour the frame is translated and sent back (XDP_TX), TTL decremented,
+    MACs from the FIB; the third backend (no neighbour) is passed untouched to tc
+    (xdp_to_tc), its session already written for svc_in to find."""
+    frames = [syn(CLIENT_POD, VIP, sport, 80) for sport in range(43100, 43140)]
+    runs, counters = _in_routed_netns(xdp_bpf, "svc_xdp", "bg0", frames)
+    known = {A(a): mac for a, mac in NEIGHBOURS.items()}
+    sent = 0
+    for frame, (verdict, pkt) in zip(frames, runs, strict=True):
+        if verdict == XDP_TX:
+            o = parse(TC_ACT_REDIRECT, pkt)
+            assert o.daddr in known and o.ttl == 63 and pkt[:6] == known[o.daddr], o
+            sent += 1
+        else:
+            assert (verdict, pkt) == (XDP_PASS, frame)
+    assert 0 < sent < len(frames)
+    assert counters == {"dnat_new": len(frames), "redirect": sent,
+                        "xdp_to_tc": len(frames) - sent}
 
 
 @pytest.mark.parametrize("flags", [ACK, SYN])
@@ -360,7 +462,7 @@ def test_a_session_whose_backend_is_gone_is_not_kept(bpf: Bpf, flags: int) -> No
     bpf.build.maps["bpfgen_rnat_v4"].update(
         rkey.pack(), RNAT_ENTRY.pack(A(CLIENT_POD).to_bytes(4, "big"), 44000,
                                      A(VIP).to_bytes(4, "big"), 80))
-    result = bpf.build.run("svc_in", syn(CLIENT_POD, VIP, 44000, 80, flags=flags))
+    result = bpf.raw(syn(CLIENT_POD, VIP, 44000, 80, flags=flags))
     counters = bpf.deltas()
     assert rkey not in bpf.rnat()
     if flags == ACK:
@@ -442,7 +544,7 @@ def test_client_ip_affinity_entry_is_ignored_when_stale(bpf: Bpf, stale: str) ->
     sport = next(p for p in range(40001, 40100)
                  if int(bpf.expected_backend(CLIENT_POD, STICKY_VIP, p, 80,
                                              IPPROTO_TCP).address) != first)
-    bpf.build.reset_counters()
+    bpf.reset_counters()
     out = bpf.run(syn(CLIENT_POD, STICKY_VIP, sport, 80))
     want = int(bpf.expected_backend(CLIENT_POD, STICKY_VIP, sport, 80, IPPROTO_TCP).address)
     assert out.daddr == want and "affinity_hit" not in bpf.deltas()
@@ -453,7 +555,7 @@ def test_echo_request_to_a_vip_is_answered(bpf: Bpf) -> None:
     bpf.clear()
     frame = ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_ICMP, icmp(8, 0, 0x1234_0007,
                                                                       payload=b"ping")))
-    result = bpf.build.run("svc_in", frame)
+    result = bpf.raw(frame)
     out = result.packet
     assert result.retval == TC_ACT_REDIRECT  # bpf_redirect back out of the ingress device
     assert out[:6] == frame[6:12] and out[6:12] == frame[:6]  # MACs swapped
@@ -468,7 +570,7 @@ def test_echo_request_to_a_vip_is_answered(bpf: Bpf) -> None:
 def test_echo_request_to_a_non_vip_passes(bpf: Bpf) -> None:
     bpf.clear()
     frame = ethernet(ipv4(A(CLIENT_POD), A(BACKENDS[1]), IPPROTO_ICMP, icmp(8, 0, 0x1234_0007)))
-    result = bpf.build.run("svc_in", frame)
+    result = bpf.raw(frame)
     assert (result.retval, result.packet) == (TC_ACT_OK, frame)
     assert bpf.deltas() == {"pass": 1}
 
@@ -483,7 +585,7 @@ def test_hairpin_is_snated_and_its_reply_reversed(bpf: Bpf) -> None:
     assert (out.daddr, out.dport) == (A(me), BACKEND_PORT)
     assert out.saddr in (A(NODE1), A(NODE2)) and PORT_MIN <= out.sport <= PORT_MAX
     assert bpf.deltas().get("snat_new") == 1
-    bpf.build.reset_counters()
+    bpf.reset_counters()
     reply = bpf.run(syn(me, str(IPv4Address(out.saddr)), BACKEND_PORT, out.sport,
                         flags=SYN | ACK))
     assert (reply.saddr, reply.sport, reply.daddr, reply.dport) == (A(VIP), 80, A(me), sport)
