@@ -67,6 +67,7 @@ MAGLEV_VIP = "198.18.128.50"
 HTTP, DNS = 8080, 5353
 NODE_PORT_TCP, NODE_PORT_UDP = 30080, 30053
 SNAT_RANGE = (20000, 29999)
+TINY_RANGE = (20000, 20063)  # 64 ports: exhausted by held connections
 STREAM_CONNECTIONS = int(os.environ.get("BPFGEN_E2E_STREAM_CONNECTIONS", "20000"))
 STREAM_SECONDS = float(os.environ.get("BPFGEN_E2E_STREAM_SECONDS", "60"))
 MAGLEV_FLOWS = 96
@@ -159,6 +160,7 @@ class Variant:
     services: str
     masquerade_all: bool = False
     uplink_hook: str = "tc"
+    snat_range: tuple[int, int] = SNAT_RANGE
 
 
 VARIANTS = {
@@ -169,6 +171,7 @@ VARIANTS = {
     "later": Variant("random", "300s", services_yaml(later=True)),
     "policies": Variant("random", "300s", services_yaml(policies=True)),
     "masqall": Variant("random", "300s", services_yaml(), masquerade_all=True),
+    "tiny": Variant("random", "300s", services_yaml(), snat_range=TINY_RANGE),
 }
 MAGLEV_VARIANTS = {  # 1 s UDP timeout: a measurement's sessions are gone before the next
     "maglev3": Variant("maglev", "1s", maglev_services_yaml(3)),
@@ -188,8 +191,8 @@ def compile_variants(
     for name, v in variants.items():
         node = out / f"{name}-node.yaml"
         node.write_text(NODE_YAML.format(
-            node=NODE_ADDR, scheduler=v.scheduler, udp=v.udp_timeout, first=SNAT_RANGE[0],
-            last=SNAT_RANGE[1], masquerade_all=str(v.masquerade_all).lower(),
+            node=NODE_ADDR, scheduler=v.scheduler, udp=v.udp_timeout, first=v.snat_range[0],
+            last=v.snat_range[1], masquerade_all=str(v.masquerade_all).lower(),
             hook=v.uplink_hook,
         ))  # fmt: skip
         services = out / f"{name}-services.yaml"
@@ -687,6 +690,34 @@ def test_client_ip_affinity_keeps_a_client_on_one_backend(clean: Live) -> None:
     assert len(set(sticky)) == 1, f"affinity broken: {sticky}"
     assert spread == {"be1", "be2"}, f"web should spread over both backends: {spread}"
     assert delta(before, counters(clean)).get("affinity_hit", 0) >= 11
+
+
+@needs_build
+def test_snat_range_exhaustion_is_counted(clean: Live) -> None:
+    """A 64-port SNAT range: external -> NodePort connections are held until one fails;
+    the ports of each backend (endpoint-dependent mapping: 2 x 64) are nearly all used
+    first, and the failure is a counted drop (drop_exhausted), never a table overflow."""
+    sync(clean.builds["tiny"], clean.opts)
+    before = counters(clean)
+    ports = TINY_RANGE[1] - TINY_RANGE[0] + 1
+    held: list[socket.socket] = []
+    failed_at = None
+    try:
+        with netns.entered(clean.topo.ext):
+            for i in range(3 * ports):  # two backends: each has the whole range
+                try:
+                    held.append(socket.create_connection((NODE_ADDR, NODE_PORT_TCP), timeout=1.5))
+                except OSError:
+                    failed_at = i
+                    break
+    finally:
+        for sock in held:
+            sock.close()
+    d = delta(before, counters(clean))
+    print(f"bpf-mode exhaustion: {len(held)} held of {2 * ports} ports; {d}")
+    assert failed_at is not None, "the range never ran out"
+    assert len(held) >= int(0.9 * 2 * ports), f"failed early: {len(held)} of {2 * ports}: {d}"
+    assert d.get("drop_exhausted", 0) > 0 and not d.get("drop_map_full"), d
 
 
 @needs_build
