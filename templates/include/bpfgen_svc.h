@@ -496,14 +496,17 @@ static __always_inline int bpfgen_svc_dnat(struct __sk_buff *skb, const struct b
 	if (e && !bpfgen_expired(e, p->t.proto, now) &&
 	    !bpfgen_svc_has_backend(v, e->backend_addr, e->backend_port)) {
 		/* The backend was removed: forget the session. A TCP packet other
-		 * than a SYN cannot start over at another backend (IPVS's
-		 * expire_nodest_conn); anything else is selected anew.
+		 * than a bare SYN (SYN; ACK, FIN, RST clear: docs/datapath.md's
+		 * "bare SYN", as in bpfgen_session_touch) cannot start over at
+		 * another backend (IPVS's expire_nodest_conn); anything else is
+		 * selected anew.
 		 */
 		bpfgen_svc_forget(p, e);
 		bpf_map_delete_elem(&bpfgen_nat_v4, &p->t);
 		e = NULL;
 		if (p->t.proto == IPPROTO_TCP &&
-		    (p->tcp_flags & (BPFGEN_TCP_SYN | BPFGEN_TCP_ACK)) != BPFGEN_TCP_SYN) {
+		    (p->tcp_flags & (BPFGEN_TCP_SYN | BPFGEN_TCP_ACK | BPFGEN_TCP_FIN |
+				     BPFGEN_TCP_RST)) != BPFGEN_TCP_SYN) {
 			bpfgen_count(BPFGEN_SVC_DROP_BACKEND_GONE);
 			return TC_ACT_SHOT;
 		}
