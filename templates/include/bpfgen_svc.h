@@ -367,17 +367,28 @@ static __always_inline int bpfgen_svc_reset(struct __sk_buff *skb, const struct 
 	} ph = {};
 	struct tcphdr in;
 	__u8 mac[12], swapped[12];
-	__u32 hdr, seg;
+	__u32 hdr, end, seg;
+	__be16 tot_len;
 	int partial;
 	__s64 sum;
 
 	/* Never answer a RST; IP options: not rebuilt here, dropped. */
 	if (p->l4_off != BPFGEN_L3_OFF + sizeof(struct iphdr) || (p->tcp_flags & BPFGEN_TCP_RST))
 		return TC_ACT_SHOT;
-	if (bpf_skb_load_bytes(skb, p->l4_off, &in, sizeof(in)) || bpf_skb_load_bytes(skb, 0, mac, 12))
+	if (bpf_skb_load_bytes(skb, p->l4_off, &in, sizeof(in)) ||
+	    bpf_skb_load_bytes(skb, 0, mac, 12) ||
+	    bpf_skb_load_bytes(skb, BPFGEN_L3_OFF + offsetof(struct iphdr, tot_len), &tot_len,
+			       sizeof(tot_len)))
 		return TC_ACT_SHOT;
+	/* The payload ends where the IP total length says, at most at the frame's
+	 * end: at tc ingress a frame still carries its Ethernet padding (a 54-byte
+	 * SYN arrives as 60 bytes), which is no payload to acknowledge.
+	 */
 	hdr = p->l4_off + in.doff * 4;
-	seg = skb->len > hdr ? skb->len - hdr : 0;
+	end = BPFGEN_L3_OFF + bpf_ntohs(tot_len);
+	if (end > skb->len)
+		end = skb->len;
+	seg = end > hdr ? end - hdr : 0;
 	r.ip.version = 4;
 	r.ip.ihl = 5;
 	r.ip.ttl = 64;
