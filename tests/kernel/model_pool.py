@@ -44,6 +44,10 @@ class BuildPool(Generic[T]):
     view: Callable[[Inputs, str, dict[str, Any]], T]
     builds: dict[tuple[int, str], tuple[BuildUnderTest, T]] = field(default_factory=dict)
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """Short, in hypothesis's report of a failing example (not every config in full)."""
+        printer.text(f"BuildPool({self.root}, {len(self.builds)} builds loaded)")
+
     def get(self, index: int, kind: str) -> tuple[BuildUnderTest, T]:
         if (index, kind) not in self.builds:
             node_path, services_path = write_documents(self.documents, index,
