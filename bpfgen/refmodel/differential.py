@@ -18,16 +18,31 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from bpfgen.refmodel.config import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ModelConfig
 from bpfgen.refmodel.packet import ETH_HLEN
-from bpfgen.refmodel.programs import COUNTER_NAMES, PROGRAMS, Result, retval
+from bpfgen.refmodel.programs import COUNTER_NAMES, PROGRAMS, Result, Verdict, retval
 from bpfgen.refmodel.state import FlowKey, Origin, Session, SessionState
 from bpfgen_runtime.testrun import BuildUnderTest, ReverseEntry, RunResult, SessionEntry, SessionKey
 
-__all__ = ["Differential", "Mismatch", "Step", "describe", "hexdump"]
+__all__ = [
+    "HISTORY",
+    "Differential",
+    "Mismatch",
+    "Step",
+    "counter_problems",
+    "describe",
+    "differing_offsets",
+    "hexdump",
+    "outcome_problems",
+    "report_head",
+    "show_key",
+    "stamp_problems",
+    "state_lines",
+    "table_problems",
+]
 
 HISTORY = 8  # steps shown before a failing one
 
@@ -82,22 +97,13 @@ class Differential:
         step = Step(program, packet, mark, kernel, model, t_before, t_after)
         self.packets[program] += 1
 
-        problems: list[str] = []
-        want = retval(model.verdict, prog.is_xdp)
-        if kernel.retval != want:
-            problems.append(f"verdict: kernel returned {kernel.retval}, model {model.verdict.name} "
-                            f"({want})")
-        if kernel.packet != model.packet:
-            problems.append("packet out differs at bytes "
-                            + _differing_offsets(kernel.packet, model.packet))
+        problems = outcome_problems(kernel.retval, kernel.packet, model.verdict, model.packet,
+                                    prog.is_xdp)
         if kernel.mark != model.mark:
             problems.append(f"mark: kernel {kernel.mark:#x}, model {model.mark:#x}")
         counters = self.build.counters()
-        kernel_delta = {k: counters[k] - self._counters[k] for k in counters
-                        if counters[k] != self._counters[k]}
+        problems += counter_problems(self._counters, counters, model.counter_deltas())
         self._counters = counters
-        if kernel_delta != model.counter_deltas():
-            problems.append(f"counters: kernel +{kernel_delta}, model +{model.counter_deltas()}")
         problems += self._adopt_touched(model, t_before, t_after)
         if self.packets[program] % self.check_state_every == 0:
             problems += self.compare_state()
@@ -112,14 +118,10 @@ class Differential:
         for key in sorted(model.touched):
             entry = self.build.session(_kernel_key(key))
             if entry is None:
-                problems.append(f"session {_show_key(key)}: touched by the model, "
+                problems.append(f"session {show_key(key)}: touched by the model, "
                                 "missing in the kernel")
                 continue
-            if not t_before <= entry.last_seen_ns <= t_after:
-                problems.append(
-                    f"session {_show_key(key)}: kernel last_seen {entry.last_seen_ns} is not "
-                    f"within the run [{t_before}, {t_after}]"
-                )
+            problems += stamp_problems(key, entry.last_seen_ns, t_before, t_after)
             self.state.forward[key] = self.state.forward[key]._replace(
                 last_seen_ns=entry.last_seen_ns
             )
@@ -129,18 +131,10 @@ class Differential:
 
     def compare_state(self) -> list[str]:
         """Every difference between the kernel's session maps and the model's tables."""
-        problems = []
         kernel_fwd = {_model_key(k): _model_session(v) for k, v in self.build.sessions().items()}
         kernel_rev = {_model_key(k): Origin(*v) for k, v in self.build.reverse_sessions().items()}
-        for what, kernel, model in (
-            ("forward", kernel_fwd, self.state.forward),
-            ("reverse", kernel_rev, self.state.reverse),
-        ):
-            for key in sorted(kernel.keys() | model.keys()):
-                k, m = kernel.get(key), model.get(key)
-                if k != m:
-                    problems.append(f"{what} {_show_key(key)}: kernel {k}, model {m}")
-        return problems
+        return (table_problems("forward", kernel_fwd, self.state.forward)
+                + table_problems("reverse", kernel_rev, self.state.reverse))
 
     def set_last_seen(self, key: FlowKey, last_seen_ns: int) -> None:
         """Age (or rejuvenate) one session, in the kernel and in the model alike."""
@@ -172,12 +166,8 @@ class Differential:
         problems: list[str],
         before: SessionState | None = None,
     ) -> str:
-        prog = self.build.programs[program]
         lines = [
-            f"kernel and model disagree: program {program} ({self.config.build_kind} build "
-            f"{self.build.build_dir})",
-            f"generated source: {prog.source}",
-            *(f"  - {p}" for p in problems),
+            *report_head(self.build, program, self.config.build_kind, problems),
             f"packet in (mark {mark:#x}): {describe(packet)}",
             hexdump(packet),
             f"kernel: retval {kernel.retval}, mark {kernel.mark:#x}: {describe(kernel.packet)}",
@@ -190,15 +180,71 @@ class Differential:
                 hexdump(model.packet),
             ]
         if before is not None:
-            lines.append(f"model state before: {len(before.forward)} sessions, "
-                         f"{len(before.reverse)} reverse entries")
-            lines += [f"  fwd {_show_key(k)} -> {v}" for k, v in sorted(before.forward.items())]
-            lines += [f"  rev {_show_key(k)} -> {v}" for k, v in sorted(before.reverse.items())]
+            lines += state_lines(before.forward, before.reverse)
         if self._history:
             lines.append("previous steps, oldest first:")
             lines += [f"  {s.program} mark {s.mark:#x}: {describe(s.packet)}  [{s.packet.hex()}]"
                       for s in self._history]
         return "\n".join(lines)
+
+
+def report_head(build: BuildUnderTest, program: str, build_kind: str,
+                problems: list[str]) -> list[str]:
+    """The first lines of a Mismatch report: where, and every difference."""
+    return [
+        f"kernel and model disagree: program {program} ({build_kind} build {build.build_dir})",
+        f"generated source: {build.programs[program].source}",
+        *(f"  - {p}" for p in problems),
+    ]
+
+
+def state_lines(forward: Mapping[FlowKey, object], reverse: Mapping[FlowKey, object]
+                ) -> list[str]:
+    """The model's tables, for a Mismatch report."""
+    return [
+        f"model state before: {len(forward)} sessions, {len(reverse)} reverse entries",
+        *(f"  fwd {show_key(k)} -> {v}" for k, v in sorted(forward.items())),
+        *(f"  rev {show_key(k)} -> {v}" for k, v in sorted(reverse.items())),
+    ]
+
+
+def outcome_problems(kernel_retval: int, kernel_packet: bytes, verdict: Verdict,
+                     model_packet: bytes, xdp: bool) -> list[str]:
+    """The differences in verdict and packet out of one run."""
+    problems = []
+    want = retval(verdict, xdp)
+    if kernel_retval != want:
+        problems.append(f"verdict: kernel returned {kernel_retval}, model {verdict.name} ({want})")
+    if kernel_packet != model_packet:
+        problems.append("packet out differs at bytes "
+                        + differing_offsets(kernel_packet, model_packet))
+    return problems
+
+
+def counter_problems(before: dict[str, int], after: dict[str, int],
+                     model: dict[str, int]) -> list[str]:
+    """The kernel's counter increments (after - before) against the model's."""
+    kernel = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+    return [] if kernel == model else [f"counters: kernel +{kernel}, model +{model}"]
+
+
+def stamp_problems(key: FlowKey, last_seen_ns: int, t_before: int, t_after: int) -> list[str]:
+    """A session the model touched must carry a kernel last_seen within the run."""
+    if t_before <= last_seen_ns <= t_after:
+        return []
+    return [f"session {show_key(key)}: kernel last_seen {last_seen_ns} is not within the run "
+            f"[{t_before}, {t_after}]"]
+
+
+def table_problems(what: str, kernel: Mapping[FlowKey, object],
+                   model: Mapping[FlowKey, object]) -> list[str]:
+    """Every key whose entry differs between a kernel map and the model's table."""
+    problems = []
+    for key in sorted(kernel.keys() | model.keys()):
+        k, m = kernel.get(key), model.get(key)
+        if k != m:
+            problems.append(f"{what} {show_key(key)}: kernel {k}, model {m}")
+    return problems
 
 
 def _kernel_key(key: FlowKey) -> SessionKey:
@@ -213,7 +259,7 @@ def _model_session(entry: SessionEntry) -> Session:
     return Session(*entry)
 
 
-def _differing_offsets(a: bytes, b: bytes) -> str:
+def differing_offsets(a: bytes, b: bytes) -> str:
     offsets = [i for i in range(min(len(a), len(b))) if a[i] != b[i]]
     text = ", ".join(f"{i} ({a[i]:#04x} vs {b[i]:#04x})" for i in offsets[:16])
     if len(a) != len(b):
@@ -225,7 +271,7 @@ def _ip(value: int) -> str:
     return ".".join(str(b) for b in value.to_bytes(4, "big"))
 
 
-def _show_key(key: FlowKey) -> str:
+def show_key(key: FlowKey) -> str:
     proto = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp"}.get(
         key.proto, str(key.proto)
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bpfgen.refmodel.checksum import (
     ChecksumDisagreement,
@@ -42,7 +43,9 @@ from bpfgen.refmodel.state import (
     FlowKey,
     Origin,
     Session,
+    SessionLike,
     SessionState,
+    Tables,
     expired,
 )
 
@@ -50,14 +53,18 @@ __all__ = [
     "COUNTER_NAMES",
     "PROGRAMS",
     "PROBE_LIMIT",
+    "Allocation",
     "Counter",
     "Program",
     "Result",
     "Verdict",
+    "allocate_port",
     "egress",
     "ingress",
     "ingress_xdp",
     "retval",
+    "rewrite",
+    "touched_flags",
 ]
 
 PROBE_LIMIT = 128  # SNAT ports tried per new flow
@@ -66,17 +73,21 @@ PROBE_LIMIT = 128  # SNAT ports tried per new flow
 class Verdict(enum.Enum):
     PASS = "pass"
     DROP = "drop"
+    REDIRECT = "redirect"  # bpf mode, tc: bpf_redirect / bpf_redirect_neigh
 
 
-TC_ACT_OK, TC_ACT_SHOT = 0, 2
+TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
 XDP_DROP, XDP_PASS = 1, 2
 
 
 def retval(verdict: Verdict, xdp: bool) -> int:
-    """The program's return code for a verdict (tc: TC_ACT_OK/SHOT, XDP: XDP_PASS/DROP)."""
+    """The program's return code for a verdict (tc: TC_ACT_OK/SHOT/REDIRECT, XDP: XDP_PASS/DROP)."""
     if xdp:
+        if verdict is Verdict.REDIRECT:
+            raise ValueError("no XDP program of the model redirects")
         return XDP_PASS if verdict is Verdict.PASS else XDP_DROP
-    return TC_ACT_OK if verdict is Verdict.PASS else TC_ACT_SHOT
+    return {Verdict.PASS: TC_ACT_OK, Verdict.DROP: TC_ACT_SHOT,
+            Verdict.REDIRECT: TC_ACT_REDIRECT}[verdict]
 
 
 class Counter(enum.IntEnum):
@@ -104,11 +115,12 @@ class Result:
     verdict: Verdict
     packet: bytes
     mark: int
-    counters: tuple[int, ...]  # increments, indexed by Counter
+    counters: tuple[int, ...]  # increments, indexed by Counter (bpf mode: svc.SvcCounter)
     touched: frozenset[FlowKey]  # forward keys whose last_seen became now_ns
+    names: tuple[str, ...] = COUNTER_NAMES  # of the counters, by index
 
     def counter_deltas(self) -> dict[str, int]:
-        return {COUNTER_NAMES[i]: n for i, n in enumerate(self.counters) if n}
+        return {self.names[i]: n for i, n in enumerate(self.counters) if n}
 
 
 def _result(
@@ -128,11 +140,11 @@ def _result(
 
 
 def _touch(session: Session, p: Parsed, now_ns: int, extra: int, forward: bool) -> Session:
-    flags = _touched_flags(session.flags, p, extra, forward)
+    flags = touched_flags(session.flags, p, extra, forward)
     return session._replace(last_seen_ns=now_ns, flags=flags)
 
 
-def _touched_flags(flags: int, p: Parsed, extra: int, forward: bool) -> int:
+def touched_flags(flags: int, p: Parsed, extra: int, forward: bool) -> int:
     flags |= extra
     if p.proto == IPPROTO_TCP:
         bare_syn = p.tcp_flags & TCP_SYN and not p.tcp_flags & (TCP_ACK | TCP_FIN | TCP_RST)
@@ -182,7 +194,7 @@ def _l4_valid(frame: bytes, p: Parsed) -> bool:
     return valid(_l4_covered(frame, p, end, zero_field=False))
 
 
-def _rewrite(
+def rewrite(
     frame: bytes,
     p: Parsed,
     *,
@@ -282,6 +294,62 @@ def _rewrite(
     return bytes(out)
 
 
+# --------------------------------------------------------------------------- SNAT ports
+
+S = TypeVar("S", bound=SessionLike)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The outcome of a port search: a reverse key now ours, or why there is none."""
+
+    key: FlowKey | None
+    reclaimed: bool = False
+    drop: Counter | None = None  # DROP_EXHAUSTED, DROP_MAP_FULL
+
+
+def allocate_port(
+    config: ModelConfig,
+    state: Tables[S, R],
+    h: int,
+    proto: int,
+    now_ns: int,
+    value: R,
+    reverse_key: Callable[[int], FlowKey],
+    owner: Callable[[R], FlowKey],
+) -> Allocation:
+    """docs/datapath.md "SNAT", new flow: for attempt 0..127, insert `reverse_key(port)`
+    -> `value` unless it exists; a holder whose session (`owner` of its value) is gone,
+    translated to another port or expired is reclaimed (an expired session deleted).
+    Shared by both modes: only the reverse key and the owner differ."""
+    for attempt in range(PROBE_LIMIT):
+        port = candidate_port(h, attempt, config.port_min, config.port_count)
+        key = reverse_key(port)
+        inserted = state.insert_reverse_new(key, value)
+        if inserted is False:
+            return Allocation(None, drop=Counter.DROP_MAP_FULL)
+        if inserted:
+            return Allocation(key)
+        holder_key = owner(state.reverse[key])
+        holder = state.forward.get(holder_key)
+        holder_expired = holder is not None and expired(config, proto, holder, now_ns)
+        stale = (
+            holder is None
+            or holder.nat_addr != key.daddr
+            or holder.nat_port != port
+            or holder_expired
+        )
+        if not stale:
+            continue
+        if holder_expired:
+            del state.forward[holder_key]
+        del state.reverse[key]
+        state.reverse[key] = value
+        return Allocation(key, reclaimed=True)
+    return Allocation(None, drop=Counter.DROP_EXHAUSTED)
+
+
 # --------------------------------------------------------------------------- programs
 
 
@@ -302,7 +370,7 @@ def _reverse_snat(
     ):
         return _result(Verdict.PASS, frame, mark, Counter.RSNAT_MISS)
     state.forward[key] = _touch(session, p, now_ns, SEEN_REPLY, forward=False)
-    out = _rewrite(frame, p, daddr=origin.addr, dport=origin.port)
+    out = rewrite(frame, p, daddr=origin.addr, dport=origin.port)
     return _result(Verdict.PASS, out, mark, Counter.RSNAT, touched=frozenset([key]))
 
 
@@ -381,7 +449,7 @@ def _snat(
     if session is not None:
         if not expired(config, p.proto, session, now_ns):
             state.forward[key] = _touch(session, p, now_ns, 0, forward=True)
-            out = _rewrite(frame, p, saddr=session.nat_addr, sport=session.nat_port)
+            out = rewrite(frame, p, saddr=session.nat_addr, sport=session.nat_port)
             return _result(Verdict.PASS, out, mark, Counter.SNAT_HIT, touched=frozenset([key]))
         old_reverse = FlowKey(p.daddr, session.nat_addr, p.dport, session.nat_port, p.proto)
         if state.reverse.get(old_reverse) == Origin(p.saddr, p.sport):
@@ -390,47 +458,21 @@ def _snat(
     # A new flow: hash, then bounded probing of the port range.
     h = tuple_hash(config.hash_seed, p.saddr, p.daddr, p.sport, p.dport, p.proto)
     nat_addr = config.node_addrs[h % len(config.node_addrs)]
-    origin = Origin(p.saddr, p.sport)
-    reclaimed = False
-    chosen: FlowKey | None = None
-    for attempt in range(PROBE_LIMIT):
-        port = candidate_port(h, attempt, config.port_min, config.port_count)
-        reverse_key = FlowKey(p.daddr, nat_addr, p.dport, port, p.proto)
-        inserted = state.insert_reverse_new(reverse_key, origin)
-        if inserted is False:
-            return _result(Verdict.DROP, frame, mark, Counter.DROP_MAP_FULL)
-        if inserted:
-            chosen = reverse_key
-            break
-        holder = state.reverse[reverse_key]
-        holder_key = FlowKey(holder.addr, p.daddr, holder.port, p.dport, p.proto)
-        holder_session = state.forward.get(holder_key)
-        holder_expired = holder_session is not None and expired(
-            config, p.proto, holder_session, now_ns
-        )
-        stale = (
-            holder_session is None
-            or holder_session.nat_addr != nat_addr
-            or holder_session.nat_port != port
-            or holder_expired
-        )
-        if not stale:
-            continue
-        if holder_expired:
-            del state.forward[holder_key]
-        del state.reverse[reverse_key]
-        state.reverse[reverse_key] = origin
-        reclaimed = True
-        chosen = reverse_key
-        break
-    if chosen is None:
-        return _result(Verdict.DROP, frame, mark, Counter.DROP_EXHAUSTED)
+    got = allocate_port(
+        config, state, h, p.proto, now_ns, Origin(p.saddr, p.sport),
+        lambda port: FlowKey(p.daddr, nat_addr, p.dport, port, p.proto),
+        lambda holder: FlowKey(holder.addr, p.daddr, holder.port, p.dport, p.proto),
+    )
+    if got.drop is not None:
+        return _result(Verdict.DROP, frame, mark, got.drop)
+    chosen, reclaimed = got.key, got.reclaimed
+    assert chosen is not None
 
-    new = Session(now_ns, nat_addr, chosen.dport, _touched_flags(0, p, 0, forward=True))
+    new = Session(now_ns, nat_addr, chosen.dport, touched_flags(0, p, 0, forward=True))
     if not state.insert_forward(key, new):
         del state.reverse[chosen]
         return _result(Verdict.DROP, frame, mark, Counter.DROP_MAP_FULL)
-    out = _rewrite(frame, p, saddr=nat_addr, sport=chosen.dport)
+    out = rewrite(frame, p, saddr=nat_addr, sport=chosen.dport)
     # "Counters": reclaimed comes in addition to snat_new, never with a drop.
     extra = (Counter.RECLAIMED,) if reclaimed else ()
     return _result(Verdict.PASS, out, mark, *extra, Counter.SNAT_NEW, touched=frozenset([key]))

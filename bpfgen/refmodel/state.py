@@ -9,7 +9,7 @@ never is (as with BPF_MAP_TYPE_HASH).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Generic, NamedTuple, Protocol, Self, TypeVar
 
 from bpfgen.refmodel.config import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ModelConfig
 
@@ -19,7 +19,9 @@ __all__ = [
     "FlowKey",
     "Origin",
     "Session",
+    "SessionLike",
     "SessionState",
+    "Tables",
     "expired",
     "timeout_ns",
 ]
@@ -56,36 +58,67 @@ class Session(NamedTuple):
     flags: int
 
 
+class SessionLike(Protocol):
+    """What expiry and port probing read of a forward entry (either mode's)."""
+
+    @property
+    def last_seen_ns(self) -> int: ...
+    @property
+    def nat_addr(self) -> int: ...
+    @property
+    def nat_port(self) -> int: ...
+    @property
+    def flags(self) -> int: ...
+
+
+S = TypeVar("S", bound=SessionLike)
+R = TypeVar("R")
+V = TypeVar("V")
+
+
+def _insert_any(table: dict[FlowKey, V], capacity: int, key: FlowKey, value: V) -> bool:
+    """BPF_ANY into a hash map of `capacity`: a new key is refused when it is full."""
+    if key not in table and len(table) >= capacity:
+        return False
+    table[key] = value
+    return True
+
+
 @dataclass
-class SessionState:
-    """Both tables, mutated in place by the programs."""
+class Tables(Generic[S, R]):
+    """A forward and a reverse table of one capacity each, mutated in place by the programs."""
 
     capacity: int
-    forward: dict[FlowKey, Session] = field(default_factory=dict)
-    reverse: dict[FlowKey, Origin] = field(default_factory=dict)
+    forward: dict[FlowKey, S] = field(default_factory=dict)
+    reverse: dict[FlowKey, R] = field(default_factory=dict)
 
-    @classmethod
-    def for_config(cls, config: ModelConfig) -> SessionState:
-        return cls(capacity=config.max_sessions)
-
-    def insert_forward(self, key: FlowKey, session: Session) -> bool:
+    def insert_forward(self, key: FlowKey, session: S) -> bool:
         """Create or replace; False (nothing changed) when a new key finds the table full."""
-        if key not in self.forward and len(self.forward) >= self.capacity:
-            return False
-        self.forward[key] = session
-        return True
+        return _insert_any(self.forward, self.capacity, key, session)
 
-    def insert_reverse_new(self, key: FlowKey, origin: Origin) -> bool | None:
+    def insert_reverse(self, key: FlowKey, value: R) -> bool:
+        """Create or replace (BPF_ANY); False when a new key finds the table full."""
+        return _insert_any(self.reverse, self.capacity, key, value)
+
+    def insert_reverse_new(self, key: FlowKey, value: R) -> bool | None:
         """Create only (BPF_NOEXIST). None: the key exists; False: the table is full."""
         if key in self.reverse:
             return None
         if len(self.reverse) >= self.capacity:
             return False
-        self.reverse[key] = origin
+        self.reverse[key] = value
         return True
 
-    def copy(self) -> SessionState:
-        return SessionState(self.capacity, dict(self.forward), dict(self.reverse))
+    def copy(self) -> Self:
+        return type(self)(self.capacity, dict(self.forward), dict(self.reverse))
+
+
+class SessionState(Tables[Session, Origin]):
+    """The ipvs mode's tables: bpfgen_snat_v4 and bpfgen_rsnat_v4."""
+
+    @classmethod
+    def for_config(cls, config: ModelConfig) -> SessionState:
+        return cls(capacity=config.max_sessions)
 
 
 def timeout_ns(config: ModelConfig, proto: int, flags: int) -> int:
@@ -100,7 +133,7 @@ def timeout_ns(config: ModelConfig, proto: int, flags: int) -> int:
     raise ValueError(f"no session timeout for protocol {proto}")
 
 
-def expired(config: ModelConfig, proto: int, session: Session, now_ns: int) -> bool:
+def expired(config: ModelConfig, proto: int, session: SessionLike, now_ns: int) -> bool:
     """now > last_seen and now - last_seen > timeout (a clock behind last_seen: not expired)."""
     idle = now_ns - session.last_seen_ns
     return idle > 0 and idle > timeout_ns(config, proto, session.flags)

@@ -549,17 +549,27 @@ static __always_inline int bpfgen_svc_reset(bpfgen_ctx_t *ctx, const struct bpfg
 		__be16 len;
 	} ph = {};
 	struct tcphdr in;
-	__u32 hdr, seg, len = bpfgen_ctx_len(ctx);
+	__u32 hdr, end, seg, len = bpfgen_ctx_len(ctx);
+	__be16 tot_len;
 	int partial;
 	__s64 sum;
 
 	/* Never answer a RST; IP options: not rebuilt here, dropped. */
 	if (p->l4_off != BPFGEN_L3_OFF + sizeof(struct iphdr) || (p->tcp_flags & BPFGEN_TCP_RST))
 		return BPFGEN_DROP;
-	if (bpfgen_ctx_load(ctx, p->l4_off, &in, sizeof(in)))
+	if (bpfgen_ctx_load(ctx, p->l4_off, &in, sizeof(in)) ||
+	    bpfgen_ctx_load(ctx, BPFGEN_L3_OFF + offsetof(struct iphdr, tot_len), &tot_len,
+			    sizeof(tot_len)))
 		return BPFGEN_DROP;
+	/* The payload ends where the IP total length says, at most at the frame's
+	 * end: at tc ingress a frame still carries its Ethernet padding (a 54-byte
+	 * SYN arrives as 60 bytes), which is no payload to acknowledge.
+	 */
 	hdr = p->l4_off + in.doff * 4;
-	seg = len > hdr ? len - hdr : 0;
+	end = BPFGEN_L3_OFF + bpf_ntohs(tot_len);
+	if (end > len)
+		end = len;
+	seg = end > hdr ? end - hdr : 0;
 	if (bpfgen_svc_answer_ip(&r.ip, p, IPPROTO_TCP, sizeof(r)))
 		return BPFGEN_DROP;
 	r.th.source = p->t.dport;
@@ -684,14 +694,17 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 	if (e && !bpfgen_expired(e, p->t.proto, now) &&
 	    !bpfgen_svc_has_backend(v, e->backend_addr, e->backend_port)) {
 		/* The backend was removed: forget the session. A TCP packet other
-		 * than a SYN cannot start over at another backend (IPVS's
-		 * expire_nodest_conn); anything else is selected anew.
+		 * than a bare SYN (SYN; ACK, FIN, RST clear: docs/datapath.md's
+		 * "bare SYN", as in bpfgen_session_touch) cannot start over at
+		 * another backend (IPVS's expire_nodest_conn); anything else is
+		 * selected anew.
 		 */
 		bpfgen_svc_forget(p, e);
 		bpf_map_delete_elem(&bpfgen_nat_v4, &p->t);
 		e = NULL;
 		if (p->t.proto == IPPROTO_TCP &&
-		    (p->tcp_flags & (BPFGEN_TCP_SYN | BPFGEN_TCP_ACK)) != BPFGEN_TCP_SYN) {
+		    (p->tcp_flags & (BPFGEN_TCP_SYN | BPFGEN_TCP_ACK | BPFGEN_TCP_FIN |
+				     BPFGEN_TCP_RST)) != BPFGEN_TCP_SYN) {
 			bpfgen_count(BPFGEN_SVC_DROP_BACKEND_GONE);
 			return BPFGEN_DROP;
 		}

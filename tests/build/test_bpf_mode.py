@@ -151,6 +151,16 @@ def test_maglev_over_the_rodata_budget_goes_to_a_map(tmp_path: Path) -> None:
     assert {m["name"] for m in manifest["maps"]} == SESSION_MAPS | {"bpfgen_svc_maglev"}
 
 
+@pytest.mark.parametrize("kind", BUILD_KINDS)
+def test_maglev_without_any_backend_compiles(tmp_path: Path, kind: str) -> None:
+    """No frontend has a (ready) backend, so there is no Maglev table: the specialized
+    build declared none and its selection code did not compile (found by the model
+    equivalence test: a node whose only endpoints are not ready). It still rejects."""
+    svcs = services()
+    svcs["items"] = [i for i in svcs["items"] if i["kind"] != "EndpointSlice"]
+    _check_manifest(_compile(tmp_path, node_config("maglev"), svcs, kind))
+
+
 def test_plan_records_frontends_without_backends(tmp_path: Path) -> None:
     node_path, services_path = write_inputs(tmp_path, node_config(), services())
     plan = make_plan(load_inputs(node_path, [services_path]))

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from netns_private import private_netns
 
 CLANG = "clang-19"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -69,3 +70,9 @@ def bpffs(tmp_path: Path) -> Iterator[Path]:
         yield root
     finally:
         subprocess.run(["umount", str(root)], check=True)
+
+@pytest.fixture(scope="module")
+def no_routes() -> Iterator[None]:
+    """The module's tests in a network namespace without routes (see private_netns)."""
+    with private_netns():
+        yield

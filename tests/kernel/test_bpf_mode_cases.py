@@ -1,8 +1,9 @@
 """bpf mode (docs/datapath-bpf.md): bpfgen_svc_in on concrete packets, through
 BPF_PROG_TEST_RUN, for the specialized, generic and frozen builds and both
-schedulers. Written from the spec, not from a model (the bpf mode's reference
-model is later work): each case checks the rewritten bytes (addresses, ports,
-valid IPv4 and L4 checksums), the verdict, both session maps and the counters.
+schedulers. Written from the spec, independently of the reference model (which
+test_model_cases_bpf.py and test_model_equivalence_bpf.py compare with the
+kernel): each case checks the rewritten bytes (addresses, ports, valid IPv4 and
+L4 checksums), the verdict, both session maps and the counters.
 
 BPF_PROG_TEST_RUN does not perform a redirect: a translated packet's verdict
 is TC_ACT_REDIRECT when the test's network namespace has a route to its new
@@ -59,6 +60,8 @@ from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from bpfgen.refmodel.checksum import ones_sum, pseudo_header
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
 from bpfgen.refmodel.hashing import tuple_hash
+from bpfgen.refmodel.svc import NatSession, Rnat
+from bpfgen.refmodel.svc_differential import pack_nat, pack_rnat, unpack_nat, unpack_rnat
 from bpfgen_runtime.testrun import BuildUnderTest, SessionKey
 
 pytestmark = pytest.mark.kernel
@@ -69,8 +72,6 @@ XDP_AS_TC = {0: TC_ACT_SHOT, 1: TC_ACT_SHOT, XDP_TX: TC_ACT_REDIRECT}  # ABORTED
 SYN, ACK = 0x02, 0x10
 CLIENT_POD = "198.19.1.9"  # a pod of this node, no backend
 OUTSIDE = "203.0.113.7"  # an external client
-NAT_ENTRY = struct.Struct("=Q4s2sBx4s2sH")  # struct bpfgen_nat_entry
-RNAT_ENTRY = struct.Struct("!4sH2x4sH2x")  # struct bpfgen_rnat_entry
 AFFINITY_ENTRY = struct.Struct("=Q4s2s2x")  # struct bpfgen_affinity_entry
 
 
@@ -84,13 +85,6 @@ class Nat(NamedTuple):
     flags: int
     backend_addr: int
     backend_port: int
-
-
-class Rnat(NamedTuple):
-    addr: int
-    port: int
-    vip: int
-    vip_port: int
 
 
 @dataclass(frozen=True)
@@ -151,21 +145,12 @@ class Bpf:
         return Raw(after.retval, after.packet)
 
     def nat(self) -> dict[SessionKey, Nat]:
-        out = {}
-        for k, v in self.build.maps["bpfgen_nat_v4"].items():
-            _, na, np, flags, ba, bp, _ = NAT_ENTRY.unpack(v)
-            out[SessionKey.unpack(k)] = Nat(int.from_bytes(na, "big"), int.from_bytes(np, "big"),
-                                            flags, int.from_bytes(ba, "big"),
-                                            int.from_bytes(bp, "big"))
-        return out
+        return {SessionKey.unpack(k): Nat(*unpack_nat(v)[1:6])
+                for k, v in self.build.maps["bpfgen_nat_v4"].items()}
 
     def rnat(self) -> dict[SessionKey, Rnat]:
-        out = {}
-        for k, v in self.build.maps["bpfgen_rnat_v4"].items():
-            a, p, vip, vp = RNAT_ENTRY.unpack(v)
-            out[SessionKey.unpack(k)] = Rnat(int.from_bytes(a, "big"), p,
-                                             int.from_bytes(vip, "big"), vp)
-        return out
+        return {SessionKey.unpack(k): unpack_rnat(v)
+                for k, v in self.build.maps["bpfgen_rnat_v4"].items()}
 
     def clear(self) -> None:
         for name in ("bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_affinity_v4"):
@@ -455,13 +440,11 @@ def test_a_session_whose_backend_is_gone_is_not_kept(bpf: Bpf, flags: int) -> No
     selected anew among the current backends."""
     bpf.clear()
     gone, key = A("198.19.9.9"), SessionKey(A(CLIENT_POD), A(VIP), 44000, 80, IPPROTO_TCP)
-    entry = NAT_ENTRY.pack(time.monotonic_ns(), bytes(4), bytes(2), 0, gone.to_bytes(4, "big"),
-                           BACKEND_PORT.to_bytes(2, "big"), 0)
+    entry = pack_nat(NatSession(time.monotonic_ns(), 0, 0, 0, gone, BACKEND_PORT))
     bpf.build.maps["bpfgen_nat_v4"].update(key.pack(), entry)
     rkey = SessionKey(gone, A(CLIENT_POD), BACKEND_PORT, 44000, IPPROTO_TCP)
     bpf.build.maps["bpfgen_rnat_v4"].update(
-        rkey.pack(), RNAT_ENTRY.pack(A(CLIENT_POD).to_bytes(4, "big"), 44000,
-                                     A(VIP).to_bytes(4, "big"), 80))
+        rkey.pack(), pack_rnat(Rnat(A(CLIENT_POD), 44000, A(VIP), 80)))
     result = bpf.raw(syn(CLIENT_POD, VIP, 44000, 80, flags=flags))
     counters = bpf.deltas()
     assert rkey not in bpf.rnat()
@@ -484,8 +467,7 @@ def test_a_session_to_a_terminating_endpoint_goes_on(bpf: Bpf, proto: int) -> No
     port = 80 if proto == IPPROTO_TCP else 53
     bport = BACKEND_PORT if proto == IPPROTO_TCP else DNS_PORT
     key = SessionKey(A(CLIENT_POD), A(VIP), 44001, port, proto)
-    entry = NAT_ENTRY.pack(time.monotonic_ns(), bytes(4), bytes(2), 0,
-                           A(DRAINING).to_bytes(4, "big"), bport.to_bytes(2, "big"), 0)
+    entry = pack_nat(NatSession(time.monotonic_ns(), 0, 0, 0, A(DRAINING), bport))
     bpf.build.maps["bpfgen_nat_v4"].update(key.pack(), entry)
     frame = (syn(CLIENT_POD, VIP, 44001, port, flags=ACK) if proto == IPPROTO_TCP
              else ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_UDP,

@@ -19,7 +19,6 @@ does not translate leaves the kernel unchanged.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -33,12 +32,10 @@ from typing import Any
 import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
-from scapy.layers.inet import ICMP, IP, TCP, UDP, in4_chksum
-from scapy.layers.l2 import Ether
-from scapy.utils import checksum as scapy_checksum
+from model_packets import frame_for, mutate, scapy_checksums_valid
+from model_pool import NODE_PORT_RANGE, BuildPool, PortClaims, max_entries, open_pool
 
-from bpfgen.compiler import compile_build
-from bpfgen.config import load_inputs
+from bpfgen.model import Inputs
 from bpfgen.refmodel import (
     BUILD_KINDS,
     IPPROTO_ICMP,
@@ -51,8 +48,8 @@ from bpfgen.refmodel import (
     timeout_ns,
 )
 from bpfgen.refmodel.differential import Differential, Step, describe, hexdump
-from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
-from bpfgen_runtime.testrun import BuildUnderTest, tc_accepts
+from bpfgen.refmodel.frames import ethernet, icmp, ipv4
+from bpfgen_runtime.testrun import tc_accepts
 
 pytestmark = pytest.mark.kernel
 
@@ -60,7 +57,6 @@ ROUNDS = 84  # per example: 84 packets per program; 25 examples (ci) -> 2,100 pe
 POOL_SIZE = int(os.environ.get("BPFGEN_MODEL_CONFIGS", "5"))
 PROGRAM_NAMES = ("ingress", "egress", "ingress_xdp")
 NS = 1_000_000_000
-NODE_PORT_RANGE = (30000, 32767)
 
 PACKETS: Counter[tuple[str, str]] = Counter()  # (build kind, program) -> packets run
 
@@ -117,8 +113,7 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         "features": {"icmpEcho": tight or rng.random() < 0.7},
     }
     services = []
-    taken: set[tuple[str, int, str]] = set()
-    node_ports: set[tuple[int, str]] = set()
+    claims = PortClaims()
     n_services = 80 if seed == 4 else rng.randint(1, 4)
     vips = [str(a) for a in rng.sample(list(service_cidr.hosts())[1:250], n_services + 2)]
     externals = [f"198.18.64.{i}" for i in rng.sample(range(1, 250), 6)]
@@ -135,16 +130,10 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         for j in range(rng.randint(1, 3)):
             proto = rng.choice(protocols)
             port = rng.choice([53, 80, 443, 8080, rng.randrange(1, 65536), low, low + 1])
-            addrs = {cluster_ip, *external_ips, *lb_ips}
-            if any((a, port, proto) in taken for a in addrs):
+            entry = claims.port(rng, f"p{j}", port, proto, {cluster_ip, *external_ips, *lb_ips},
+                                kind)
+            if entry is None:
                 continue
-            taken.update((a, port, proto) for a in addrs)
-            entry: dict[str, Any] = {"name": f"p{j}", "port": port, "protocol": proto}
-            if kind != "ClusterIP":
-                node_port = rng.randrange(*NODE_PORT_RANGE)
-                if (node_port, proto) not in node_ports:
-                    node_ports.add((node_port, proto))
-                    entry["nodePort"] = node_port
             ports.append(entry)
         if not ports:
             continue
@@ -164,15 +153,6 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
             service["status"] = {"loadBalancer": {"ingress": [{"ip": ip} for ip in lb_ips]}}
         services.append(service)
     return node, {"apiVersion": "v1", "kind": "List", "items": services}
-
-
-def write_config(seed: int, directory: Path) -> tuple[Path, Path]:
-    node, services = config_documents(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    node_path, services_path = directory / "node.yaml", directory / "services.yaml"
-    node_path.write_text(json.dumps(node, indent=1) + "\n")  # JSON is YAML
-    services_path.write_text(json.dumps(services, indent=1) + "\n")
-    return node_path, services_path
 
 
 # ------------------------------------------------------------------------ where packets go
@@ -229,103 +209,6 @@ class Env:
         if enabled and rng.random() < 0.9:
             return rng.choice(enabled)
         return rng.choice([IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP])
-
-
-# ------------------------------------------------------------------------ packet building
-
-TCP_COMBOS = (0x02, 0x12, 0x10, 0x18, 0x11, 0x01, 0x04, 0x14, 0x19, 0x03, 0x06, 0x00, 0x29)
-
-
-def l4_bytes(rng: random.Random, proto: int, saddr: int, daddr: int, sport: int,
-             dport: int) -> bytes:
-    """A TCP/UDP header and payload, or an ICMP echo (request when sport is the identifier)."""
-    payload = rng.randbytes(rng.choice([0, 0, 1, 7, 32]))
-    if proto == IPPROTO_TCP:
-        flags = rng.randrange(256) if rng.random() < 0.3 else rng.choice(TCP_COMBOS)
-        options = b""
-        if rng.random() < 0.3:
-            options = rng.choice([bytes.fromhex("020405b4"), bytes.fromhex("01010402"),
-                                  rng.randbytes(4 * rng.randint(1, 10))])
-        return tcp(saddr, daddr, sport, dport, flags=flags, seq=rng.getrandbits(32),
-                   ack=rng.getrandbits(32), options=options, payload=payload)
-    if proto == IPPROTO_UDP:
-        return udp(saddr, daddr, sport, dport, payload=payload,
-                   checksum_value=0 if rng.random() < 0.15 else None)
-    if sport or not dport:  # echo request: the identifier is the source "port"
-        return icmp(8, 0, sport << 16 | rng.randrange(65536), payload=payload)
-    return icmp(0, 0, dport << 16 | rng.randrange(65536), payload=payload)
-
-
-def frame_for(rng: random.Random, proto: int, saddr: int, daddr: int, sport: int,
-              dport: int) -> bytes:
-    return ethernet(ipv4(saddr, daddr, proto, l4_bytes(rng, proto, saddr, daddr, sport, dport),
-                         ttl=rng.choice([64, 64, 64, 1, 0, 255]), ident=rng.randrange(65536),
-                         frag=rng.choice([0, 0, 0x4000])))
-
-
-def _set(frame: bytes, offset: int, data: bytes) -> bytes:
-    return frame[:offset] + data + frame[offset + len(data):]
-
-
-def _ihl(frame: bytes) -> int:
-    return frame[14] & 0x0F if len(frame) > 14 else 0
-
-
-def mutate(rng: random.Random, frame: bytes) -> bytes:
-    """One deliberate oddity: what real networks and attackers send."""
-    m = rng.randrange(16)
-    if m == 0 and _ihl(frame) == 5:  # IP options (IHL > 5), checksum kept right
-        opts = rng.choice([b"\x01" * 4, b"\x94\x04\x00\x00", rng.randbytes(4 * rng.randint(1, 10))])
-        ip = bytearray(frame[14:34] + opts + frame[34:])
-        ip[0] = 0x40 | (5 + len(opts) // 4)
-        ip[2:4] = (int.from_bytes(ip[2:4], "big") + len(opts)).to_bytes(2, "big")
-        ip[10:12] = b"\0\0"
-        ip[10:12] = scapy_checksum(bytes(ip[: 4 * (ip[0] & 0x0F)])).to_bytes(2, "big")
-        return frame[:14] + bytes(ip)
-    if m == 1:  # a fragment: first (MF), middle or last (offset)
-        frag = rng.choice([0x2000, 0x2000 | rng.randrange(1, 0x2000), rng.randrange(1, 0x2000)])
-        return _set(frame, 20, frag.to_bytes(2, "big"))
-    if m == 2:  # bad IPv4 header checksum
-        return _set(frame, 24, bytes([frame[24] ^ rng.randrange(1, 256)]))
-    if m == 3 and len(frame) >= 14 + 4 * _ihl(frame) + 8:  # bad L4 checksum (or UDP 0)
-        l4 = 14 + 4 * _ihl(frame)
-        field = {IPPROTO_TCP: 16, IPPROTO_UDP: 6, IPPROTO_ICMP: 2}.get(frame[23], 2)
-        if l4 + field + 2 <= len(frame):
-            value = rng.choice([0, 0xFFFF, rng.randrange(65536)])
-            return _set(frame, l4 + field, value.to_bytes(2, "big"))
-        return frame
-    if m == 4:  # truncated anywhere
-        return frame[: rng.randrange(14, len(frame) + 1)]
-    if m == 5:  # Ethernet padding or a wrong total length
-        if rng.random() < 0.5:
-            return frame + bytes(rng.randint(1, 20))
-        return _set(frame, 16, rng.randrange(65536).to_bytes(2, "big"))
-    if m == 6:  # VLAN tag, IPv6, ARP, anything
-        if rng.random() < 0.4:
-            return frame[:12] + bytes.fromhex("8100") + rng.randrange(4096).to_bytes(2, "big") \
-                + frame[12:]
-        ethertype = rng.choice([0x86DD, 0x0806, 0x88A8, rng.randrange(65536)])
-        return _set(frame, 12, ethertype.to_bytes(2, "big")) + bytes(40)
-    if m == 7:  # not IPv4, or IHL < 5
-        return _set(frame, 14, bytes([rng.choice([0x65, 0x45 & 0xF0 | rng.randrange(5), 0x00])]))
-    if m == 8 and len(frame) >= 34:  # other protocols
-        return _set(frame, 23, bytes([rng.choice([47, 132, 50, 0, 255, 58])]))
-    if m == 9 and len(frame) >= 42 and frame[23] == IPPROTO_ICMP:  # other ICMP types/codes
-        l4 = 14 + 4 * _ihl(frame)
-        return _set(frame, l4, bytes([rng.choice([3, 11, 5, 13, 8, 0]), rng.choice([0, 1, 3])]))
-    if m == 10:  # random bytes after a valid Ethernet/IPv4 start
-        return frame[:14] + rng.randbytes(rng.randrange(0, 80))
-    if m == 11:
-        return rng.randbytes(rng.randrange(14, 90))
-    if m == 12 and len(frame) >= 34:  # TTL 0/1 and other header bits, checksum right
-        ip = bytearray(frame[14 : 14 + 4 * _ihl(frame)])
-        if len(ip) >= 20:
-            ip[8] = rng.choice([0, 1])
-            ip[1] = rng.randrange(256)
-            ip[10:12] = b"\0\0"
-            ip[10:12] = scapy_checksum(bytes(ip)).to_bytes(2, "big")
-            return frame[:14] + bytes(ip) + frame[14 + len(ip):]
-    return frame
 
 
 # ------------------------------------------------------------------------ kinds of packets
@@ -475,30 +358,6 @@ def build_packet(program: str, kind: int, seed: int, env: Env,
 # ------------------------------------------------------------------------ checks of our own
 
 
-def scapy_checksums_valid(frame: bytes) -> bool | None:
-    """Whether the IPv4 and L4 checksums are right, judged by scapy; None: not applicable
-    (not an unfragmented IPv4 TCP/UDP/ICMP packet whose total length fits the frame)."""
-    packet = Ether(frame)
-    if IP not in packet:
-        return None
-    ip = packet[IP]
-    raw_ip = frame[14:]
-    header_len = 4 * ip.ihl
-    if ip.version != 4 or ip.ihl < 5 or ip.flags.MF or ip.frag or ip.len > len(raw_ip) \
-            or ip.len < header_len + 8 or len(raw_ip) < header_len:
-        return None
-    if scapy_checksum(raw_ip[:header_len]) != 0:
-        return False
-    segment = raw_ip[header_len : ip.len]
-    if ip.proto == IPPROTO_TCP and TCP in packet and len(segment) >= 20:
-        return in4_chksum(IPPROTO_TCP, ip, segment) == 0
-    if ip.proto == IPPROTO_UDP and UDP in packet:
-        return segment[6:8] == b"\0\0" or in4_chksum(IPPROTO_UDP, ip, segment) == 0
-    if ip.proto == IPPROTO_ICMP and ICMP in packet:
-        return scapy_checksum(segment) == 0
-    return None
-
-
 TRANSLATED = {"snat_new", "snat_hit", "rsnat"}
 
 
@@ -519,36 +378,20 @@ def check_step(step: Step, source: Path) -> None:
 # ------------------------------------------------------------------------ the builds
 
 
-@dataclass
-class BuildPool:
-    root: Path
-    builds: dict[tuple[int, str], tuple[BuildUnderTest, ModelConfig, Env]]
-
-    def get(self, index: int, kind: str) -> tuple[BuildUnderTest, ModelConfig, Env]:
-        if (index, kind) not in self.builds:
-            node, services = write_config(index, self.root / f"config-{index}")
-            inputs = load_inputs(node, [services])
-            result = compile_build(node, [services], self.root / f"config-{index}-{kind}",
-                                   build=kind, verify=False)
-            config = model_config(inputs, kind)
-            assert result.manifest["config_sha256"] == inputs.sha256
-            for m in result.manifest["maps"]:
-                if m["name"] in ("bpfgen_snat_v4", "bpfgen_rsnat_v4"):
-                    assert m["max_entries"] == config.max_sessions
-            self.builds[(index, kind)] = (BuildUnderTest(result.out), config, Env.of(config))
-        return self.builds[(index, kind)]
+def model_view(inputs: Inputs, kind: str, manifest: dict[str, Any]) -> tuple[ModelConfig, Env]:
+    config = model_config(inputs, kind)
+    assert max_entries(manifest, "bpfgen_snat_v4", "bpfgen_rsnat_v4") == {config.max_sessions}
+    return config, Env.of(config)
 
 
 @pytest.fixture(scope="module")
-def build_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuildPool]:
-    if os.geteuid() != 0:
-        pytest.fail("kernel tests load BPF programs: run them as root", pytrace=False)
-    pool = BuildPool(tmp_path_factory.mktemp("model-builds"), {})
-    yield pool
-    for build, _, _ in pool.builds.values():
-        build.close()
-    print("\npackets run, by build kind and program:",
-          ", ".join(f"{k}/{p}: {n}" for (k, p), n in sorted(PACKETS.items())))
+def build_pool(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[BuildPool[tuple[ModelConfig, Env]]]:
+    yield from open_pool(
+        tmp_path_factory, "model-builds", config_documents, model_view,
+        "packets run, by build kind and program", PACKETS,
+    )
 
 
 # ------------------------------------------------------------------------ the property
@@ -585,12 +428,12 @@ def age_one(diff: Differential, rng: random.Random, how: int) -> None:
 @settings(phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(config_index=st.integers(0, POOL_SIZE - 1), plan=rounds)
 def test_kernel_matches_model(
-    build_pool: BuildPool,
+    build_pool: BuildPool[tuple[ModelConfig, Env]],
     kind: str,
     config_index: int,
     plan: list[tuple[tuple[int, int], tuple[int, int], tuple[int, int], int, int]],
 ) -> None:
-    build, config, env = build_pool.get(config_index, kind)
+    build, (config, env) = build_pool.get(config_index, kind)
     diff = Differential(build, config)
     for ingress_choice, egress_choice, xdp_choice, order, age in plan:
         choices = (("ingress", ingress_choice), ("egress", egress_choice),

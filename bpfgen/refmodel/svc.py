@@ -1,0 +1,357 @@
+"""The bpf mode's `bpfgen_svc_in` (tc ingress) as a Python function, from docs/datapath-bpf.md.
+
+    result = svc_in(config, frame, state, now_ns, fib=no_route)
+
+`config` is `svc_config(inputs, kind)`, `state` the two session maps (`SvcState`:
+bpfgen_nat_v4 and bpfgen_rnat_v4, mutated in place). Parsing, hashing, SNAT port
+allocation, expiry, touching and checksum updates are the ipvs mode's
+(docs/datapath.md), shared with `programs`.
+
+Forwarding depends on the FIB of the network namespace the program runs in:
+`fib(daddr, saddr, proto)` says what `bpf_fib_lookup` answers for the translated
+packet. The model cannot know a host's routes; the tests run the kernel side in a
+network namespace of their own without routes, where every lookup fails
+(`no_route`: the packet goes to the stack, counted `fib_fallback`, TTL kept).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import NamedTuple
+
+from bpfgen.refmodel import packet
+from bpfgen.refmodel.checksum import checksum, incremental, pseudo_header
+from bpfgen.refmodel.config import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Policy
+from bpfgen.refmodel.hashing import tuple_hash
+from bpfgen.refmodel.packet import ETH_HLEN, ICMP_ECHO, Kind, Parsed, parse
+from bpfgen.refmodel.programs import (
+    COUNTER_NAMES,
+    Result,
+    Verdict,
+    allocate_port,
+    rewrite,
+    touched_flags,
+)
+from bpfgen.refmodel.state import SEEN_REPLY, FlowKey, Tables, expired
+from bpfgen.refmodel.svc_config import Endpoint, SvcConfig, SvcFrontend
+
+__all__ = [
+    "SVC_COUNTER_NAMES",
+    "Fib",
+    "FibResult",
+    "NatSession",
+    "Rnat",
+    "SvcCounter",
+    "SvcState",
+    "no_route",
+    "select_backend",
+    "svc_in",
+]
+
+
+class SvcCounter(enum.IntEnum):
+    """The counter indices of the bpf mode: the ipvs mode's twelve, then enum bpfgen_svc_counter."""
+
+    PASS = 0
+    MALFORMED = 1
+    SNAT_NEW = 3
+    RECLAIMED = 7
+    DROP_EXHAUSTED = 8
+    DROP_MAP_FULL = 9
+    DNAT_NEW = 12
+    DNAT_HIT = 13
+    RDNAT = 14
+    REJECT_NO_BACKEND = 15
+    DROP_BACKEND_GONE = 16
+    FIB_FALLBACK = 17
+    REDIRECT = 18
+    ICMP_ECHO_VIP = 19
+
+
+SVC_COUNTER_NAMES = COUNTER_NAMES + (
+    "dnat_new", "dnat_hit", "rdnat", "reject_no_backend", "drop_backend_gone", "fib_fallback",
+    "redirect", "icmp_echo_vip", "affinity_hit", "xdp_to_tc",
+)
+
+
+class NatSession(NamedTuple):
+    """bpfgen_nat_v4 value (struct bpfgen_nat_entry); nat addr/port 0: no SNAT."""
+
+    last_seen_ns: int
+    nat_addr: int
+    nat_port: int
+    flags: int
+    backend_addr: int
+    backend_port: int
+    backend_gen: int = 0  # reserved, always 0
+
+
+class Rnat(NamedTuple):
+    """bpfgen_rnat_v4 value (struct bpfgen_rnat_entry): the client and the frontend."""
+
+    addr: int
+    port: int
+    vip: int
+    vip_port: int
+
+
+class SvcState(Tables[NatSession, Rnat]):
+    """bpfgen_nat_v4 (original tuple -> session) and bpfgen_rnat_v4 (reply tuple -> client)."""
+
+    @classmethod
+    def for_config(cls, config: SvcConfig) -> SvcState:
+        return cls(capacity=config.base.max_sessions)
+
+
+class FibResult(enum.Enum):
+    SUCCESS = "success"  # route and neighbour: bpf_redirect_neigh to the next hop
+    NO_NEIGH = "no_neigh"  # route, no neighbour entry: bpf_redirect_neigh resolves it
+    OTHER = "other"  # no route, blackhole, forwarding disabled...: to the stack
+
+
+Fib = Callable[[int, int, int], FibResult]  # (daddr, saddr, proto) of the translated packet
+
+
+def no_route(daddr: int, saddr: int, proto: int) -> FibResult:
+    """A network namespace without routes (the tests'): every lookup fails."""
+    return FibResult.OTHER
+
+
+def _result(verdict: Verdict, packet: bytes, *counters: SvcCounter,
+            touched: frozenset[FlowKey] = frozenset()) -> Result:
+    """svc_in's result: it never changes the mark (0 in, 0 out)."""
+    deltas = [0] * len(SVC_COUNTER_NAMES)
+    for c in counters:
+        deltas[c] += 1
+    return Result(verdict, packet, 0, tuple(deltas), touched, SVC_COUNTER_NAMES)
+
+
+def _u16(frame: bytes, offset: int) -> int:
+    return int.from_bytes(frame[offset : offset + 2], "big")
+
+
+def _u32(frame: bytes, offset: int) -> int:
+    return int.from_bytes(frame[offset : offset + 4], "big")
+
+
+def _macs_swapped(frame: bytes) -> bytes:
+    return frame[6:12] + frame[0:6] + frame[12:14]
+
+
+# --------------------------------------------------------------------------- the program
+
+
+def svc_in(
+    config: SvcConfig,
+    frame: bytes,
+    state: SvcState,
+    now_ns: int,
+    mark: int = 0,
+    fib: Fib = no_route,
+) -> Result:
+    """bpfgen_svc_in: echo to VIPs, replies reversed, DNAT (+ SNAT) of packets to frontends."""
+    p = parse(config.base, frame)
+    if p.kind is Kind.MALFORMED:
+        return _result(Verdict.PASS, frame, SvcCounter.MALFORMED)
+    if p.kind is not Kind.OURS:  # not ours, fragment, a protocol compiled out
+        return _result(Verdict.PASS, frame, SvcCounter.PASS)
+    if p.proto == IPPROTO_ICMP:
+        # ICMP: echo requests to a VIP are answered; nothing else is translated.
+        if p.icmp_type == ICMP_ECHO and p.daddr in config.vips:
+            return _echo_reply(frame, p)
+        return _result(Verdict.PASS, frame, SvcCounter.PASS)
+    done = _reply(config, frame, p, state, now_ns, fib)
+    if done is not None:
+        return done
+    f = config.lookup(p.daddr, p.dport, p.proto)
+    if f is None:
+        return _result(Verdict.PASS, frame, SvcCounter.PASS)
+    return _dnat(config, frame, p, f, state, now_ns, fib)
+
+
+def _reply_key(key: FlowKey, s: NatSession) -> FlowKey:
+    """The reply tuple of a session: (backend, SNAT addr or client, bport, SNAT port or cport)."""
+    if s.nat_port:
+        return FlowKey(s.backend_addr, s.nat_addr, s.backend_port, s.nat_port, key.proto)
+    return FlowKey(s.backend_addr, key.saddr, s.backend_port, key.sport, key.proto)
+
+
+def _owner(proto: int, r: Rnat) -> FlowKey:
+    """The session (original tuple) a reverse entry points back to."""
+    return FlowKey(r.addr, r.vip, r.port, r.vip_port, proto)
+
+
+def _reply(config: SvcConfig, frame: bytes, p: Parsed, state: SvcState, now_ns: int,
+           fib: Fib) -> Result | None:
+    """A reply of a live session: to the client, from VIP:port. None: not a reply."""
+    key = FlowKey(p.saddr, p.daddr, p.sport, p.dport, p.proto)
+    r = state.reverse.get(key)
+    if r is None:
+        return None
+    fkey = _owner(p.proto, r)
+    s = state.forward.get(fkey)
+    # The session must be alive and this must be its reply tuple (a stale index entry
+    # whose session moved on is not ours).
+    if s is None or _reply_key(fkey, s) != key or expired(config.base, p.proto, s, now_ns):
+        return None
+    flags = touched_flags(s.flags, p, SEEN_REPLY, forward=False)
+    state.forward[fkey] = s._replace(last_seen_ns=now_ns, flags=flags)
+    return _translate(frame, p, (r.vip, r.vip_port), (r.addr, r.port), fib,
+                      SvcCounter.RDNAT, touched=fkey)
+
+
+def _forget(state: SvcState, key: FlowKey, s: NatSession) -> None:
+    """Drop a session's reverse entry, unless another flow took it over."""
+    rkey = _reply_key(key, s)
+    if state.reverse.get(rkey) == Rnat(key.saddr, key.sport, key.daddr, key.dport):
+        del state.reverse[rkey]
+
+
+def _bare_syn(p: Parsed) -> bool:
+    return bool(p.tcp_flags & packet.TCP_SYN) and not p.tcp_flags & (
+        packet.TCP_ACK | packet.TCP_FIN | packet.TCP_RST)
+
+
+def select_backend(config: SvcConfig, f: SvcFrontend, key: FlowKey) -> Endpoint:
+    """A new flow's backend: h % n (random) or table[h % M] (maglev), h under selectionSeed."""
+    h = tuple_hash(config.selection_seed, *key)
+    if config.scheduler == "maglev":
+        return f.backends[f.table[h % config.maglev_size]]
+    return f.backends[h % len(f.backends)]
+
+
+def _wants_snat(config: SvcConfig, f: SvcFrontend, p: Parsed, backend: Endpoint) -> bool:
+    if p.saddr == backend[0]:
+        return True  # hairpin: the backend would answer itself
+    return f.policy is Policy.ALWAYS or (
+        f.policy is Policy.IF_OUTSIDE and not config.base.in_cluster_pods(p.saddr)
+    )
+
+
+def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: SvcState,
+          now_ns: int, fib: Fib) -> Result:
+    key = FlowKey(p.saddr, p.daddr, p.sport, p.dport, p.proto)
+    s = state.forward.get(key)
+    if s is not None and not expired(config.base, p.proto, s, now_ns):
+        if (s.backend_addr, s.backend_port) in f.members:
+            flags = touched_flags(s.flags, p, 0, forward=True)
+            state.forward[key] = s._replace(last_seen_ns=now_ns, flags=flags)
+            source = (s.nat_addr, s.nat_port) if s.nat_port else (p.saddr, p.sport)
+            return _translate(frame, p, source, (s.backend_addr, s.backend_port), fib,
+                              SvcCounter.DNAT_HIT, touched=key)
+        # Its backend is gone: forget the session. TCP other than a bare SYN cannot
+        # start over at another backend; anything else is selected anew.
+        _forget(state, key, s)
+        del state.forward[key]
+        if p.proto == IPPROTO_TCP and not _bare_syn(p):
+            return _result(Verdict.DROP, frame, SvcCounter.DROP_BACKEND_GONE)
+    elif s is not None:  # expired: a new flow
+        _forget(state, key, s)
+
+    if not f.backends:
+        return _reject(frame, p)
+    backend = select_backend(config, f, key)
+    client = Rnat(p.saddr, p.sport, p.daddr, p.dport)
+    counters: list[SvcCounter] = []
+    if _wants_snat(config, f, p, backend):
+        base = config.base
+        h = tuple_hash(base.hash_seed, *key)
+        nat_addr = base.node_addrs[h % len(base.node_addrs)]
+        got = allocate_port(
+            base, state, h, p.proto, now_ns, client,
+            lambda port: FlowKey(backend[0], nat_addr, backend[1], port, p.proto),
+            lambda holder: _owner(p.proto, holder),
+        )
+        if got.drop is not None:
+            return _result(Verdict.DROP, frame, SvcCounter(got.drop))
+        assert got.key is not None
+        rkey, nat = got.key, (nat_addr, got.key.dport)
+        counters.append(SvcCounter.SNAT_NEW)
+        if got.reclaimed:
+            counters.append(SvcCounter.RECLAIMED)
+    else:
+        rkey, nat = FlowKey(backend[0], p.saddr, backend[1], p.sport, p.proto), (0, 0)
+        if not state.insert_reverse(rkey, client):
+            return _result(Verdict.DROP, frame, SvcCounter.DROP_MAP_FULL)
+    session = NatSession(now_ns, *nat, touched_flags(0, p, 0, forward=True), *backend)
+    if not state.insert_forward(key, session):
+        del state.reverse[rkey]
+        return _result(Verdict.DROP, frame, SvcCounter.DROP_MAP_FULL)
+    source = nat if nat[1] else (p.saddr, p.sport)
+    return _translate(frame, p, source, backend, fib, *counters, SvcCounter.DNAT_NEW,
+                      touched=key)
+
+
+# --------------------------------------------------------------------------- rewrite, forward
+
+
+def _translate(frame: bytes, p: Parsed, source: Endpoint, dest: Endpoint, fib: Fib,
+               *counters: SvcCounter, touched: FlowKey) -> Result:
+    """Rewrite to source -> dest (each side only when it changes), then forward."""
+    changes: dict[str, int] = {}
+    if dest != (p.daddr, p.dport):
+        changes.update(daddr=dest[0], dport=dest[1])
+    if source != (p.saddr, p.sport):
+        changes.update(saddr=source[0], sport=source[1])
+    out = rewrite(frame, p, **changes)
+    outcome = fib(dest[0], source[0], p.proto)
+    ttl = out[ETH_HLEN + 8]
+    if outcome is FibResult.OTHER or ttl <= 1:
+        return _result(Verdict.PASS, out, *counters, SvcCounter.FIB_FALLBACK,
+                       touched=frozenset([touched]))
+    # Forwarded: the TTL goes down by one, the IPv4 checksum with it (RFC 1624).
+    field = ETH_HLEN + 10
+    word = _u16(out, ETH_HLEN + 8)
+    check = incremental(_u16(out, field), [word], [word - 0x100])
+    out = (out[: ETH_HLEN + 8] + bytes([ttl - 1]) + out[ETH_HLEN + 9 : field]
+           + check.to_bytes(2, "big") + out[field + 2 :])
+    return _result(Verdict.REDIRECT, out, *counters, SvcCounter.REDIRECT,
+                   touched=frozenset([touched]))
+
+
+def _echo_reply(frame: bytes, p: Parsed) -> Result:
+    """MACs and addresses swapped, type 8 -> 0 (ICMP checksum updated), back out."""
+    ip = ETH_HLEN
+    l4 = p.l4
+    check = incremental(_u16(frame, l4 + 2), [ICMP_ECHO << 8], [0])
+    out = (_macs_swapped(frame) + frame[ip : ip + 12] + frame[ip + 16 : ip + 20]
+           + frame[ip + 12 : ip + 16] + frame[ip + 20 : l4] + b"\0\0"
+           + check.to_bytes(2, "big") + frame[l4 + 4 :])
+    return _result(Verdict.REDIRECT, out, SvcCounter.ICMP_ECHO_VIP)
+
+
+def _ipv4_header(saddr: int, daddr: int, proto: int, total: int) -> bytes:
+    """A fresh IPv4 header of the program's own answers: TTL 64, no options, id 0, no DF."""
+    head = (bytes([0x45, 0]) + total.to_bytes(2, "big") + bytes(4) + bytes([64, proto])
+            + bytes(2) + saddr.to_bytes(4, "big") + daddr.to_bytes(4, "big"))
+    return head[:10] + checksum(head).to_bytes(2, "big") + head[12:]
+
+
+def _reject(frame: bytes, p: Parsed) -> Result:
+    """A frontend without backends: kube-proxy's REJECT ("Implementation decisions")."""
+    if p.ihl != 5 or (p.proto == IPPROTO_TCP and p.tcp_flags & packet.TCP_RST):
+        return _result(Verdict.DROP, frame, SvcCounter.REJECT_NO_BACKEND)
+    if p.proto == IPPROTO_UDP:
+        message = bytes([3, 3, 0, 0]) + bytes(4) + frame[ETH_HLEN : ETH_HLEN + 28]
+        message = message[:2] + checksum(message).to_bytes(2, "big") + message[4:]
+        out = (_macs_swapped(frame) + _ipv4_header(p.daddr, p.saddr, IPPROTO_ICMP, 56)
+               + message)
+        return _result(Verdict.REDIRECT, out, SvcCounter.REJECT_NO_BACKEND)
+    # TCP: to a segment with ACK, a RST with seq = its ack; otherwise a RST|ACK
+    # acknowledging its SYN, FIN and payload (by the IP total length, not the frame's).
+    l4 = p.l4
+    if p.tcp_flags & packet.TCP_ACK:
+        seq, ack, flags = _u32(frame, l4 + 8), 0, packet.TCP_RST
+    else:
+        end = min(ETH_HLEN + _u16(frame, ETH_HLEN + 2), len(frame))
+        payload = max(0, end - (l4 + 4 * (frame[l4 + 12] >> 4)))
+        syn_fin = bool(p.tcp_flags & packet.TCP_SYN) + bool(p.tcp_flags & packet.TCP_FIN)
+        seq, ack = 0, (_u32(frame, l4 + 4) + payload + syn_fin) & 0xFFFFFFFF
+        flags = packet.TCP_RST | packet.TCP_ACK
+    segment = (p.dport.to_bytes(2, "big") + p.sport.to_bytes(2, "big") + seq.to_bytes(4, "big")
+               + ack.to_bytes(4, "big") + bytes([0x50, flags]) + bytes(6))
+    check = checksum(pseudo_header(p.daddr, p.saddr, IPPROTO_TCP, 20) + segment)
+    segment = segment[:16] + check.to_bytes(2, "big") + segment[18:]
+    out = _macs_swapped(frame) + _ipv4_header(p.daddr, p.saddr, IPPROTO_TCP, 40) + segment
+    return _result(Verdict.REDIRECT, out, SvcCounter.REJECT_NO_BACKEND)
