@@ -27,6 +27,7 @@ from bpfgen.plan import (
     MAGLEV_RODATA_BUDGET,
     make_plan,
 )
+from tests.build.helpers import run_cli
 
 pytestmark = pytest.mark.kernel
 
@@ -168,6 +169,19 @@ def test_socket_lb_programs_verify(tmp_path: Path, kind: str, scheduler: str) ->
     assert any(d["name"] == "BPFGEN_SOCK_LB" for d in spec["decisions"])
     client = next(d for d in spec["decisions"] if d["name"] == "BPFGEN_SOCK_CLIENT")
     assert client["runtime"] == (kind != "specialized"), client
+
+
+def test_inspect_shows_each_object_once_with_each_programs_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = _compile(tmp_path, node_config(socket_lb=True), services(), "generic")
+    code, out, _ = run_cli(capsys, "inspect", "--json", str(tmp_path / "build"))
+    assert code == 0
+    objects = json.loads(out)["objects"]
+    assert [o["object"] for o in objects] == ["svc_in.bpf.o", "sock.bpf.o"]
+    want = {p["function"]: p["verifier"] for p in manifest["programs"]}
+    got = {p["name"]: p["verifier"] for o in objects for p in o["programs"]}
+    assert got == want
 
 
 @pytest.mark.parametrize("kind", ["specialized", "generic"])
