@@ -142,10 +142,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         raise BpfgenError(
             f"{manifest_path}: cannot read ({e.strerror}); is {args.dir} a bpfgen build directory?"
         ) from e
-    objects = [inspect_object(args.dir / p["object"]).to_dict() for p in manifest["programs"]]
-    for o, p in zip(objects, manifest["programs"], strict=True):
-        o["object"] = p["object"]
-        o["verifier"] = p["verifier"]
+    # One entry per object (an object may hold several programs: bpf mode's sock.bpf.o),
+    # each program with its own verifier numbers; "verifier" is the first program's.
+    verifier = {p["function"]: p["verifier"] for p in manifest["programs"]}
+    objects = []
+    for name in dict.fromkeys(p["object"] for p in manifest["programs"]):
+        o = inspect_object(args.dir / name).to_dict()
+        o["object"] = name
+        for prog in o["programs"]:
+            prog["verifier"] = verifier.get(prog["name"])
+        o["verifier"] = o["programs"][0]["verifier"] if o["programs"] else None
+        objects.append(o)
     if args.json:
         json.dump({"manifest": manifest, "objects": objects}, sys.stdout, indent=2)
         print()
@@ -156,9 +163,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         f"{manifest['toolchain']['clang']}"
     )
     for o in objects:
-        v = o["verifier"]
         print(f"  {o['object']}")
         for prog in o["programs"]:
+            v = prog["verifier"]
             extra = (
                 f", verifier: {v['processed_insns']} processed, {v['xlated_insns']} xlated"
                 if v

@@ -92,16 +92,16 @@ def verify_objects(build_dir: Path, plan: Plan, log_dir: Path) -> dict[str, Veri
 
     initial = _initial_values(_runtime_config_entry(plan))
     out: dict[str, Verified] = {}
-    for prog in plan.programs:
+    for obj in dict.fromkeys(p.object for p in plan.programs):
         try:
             records = verify_object(
-                build_dir / prog.object, log_dir=log_dir, initial_values=initial
+                build_dir / obj, log_dir=log_dir, initial_values=initial
             )
         except VerifierRejected as e:
             raise VerifierError(str(e)) from e
         except RuntimeOpError as e:
             raise VerifierError(
-                f"could not load {prog.object} into the kernel to verify it: {e} "
+                f"could not load {obj} into the kernel to verify it: {e} "
                 "(bpfgen compile needs root and a kernel with BPF; --no-verify skips this)"
             ) from e
         for r in records:
@@ -224,16 +224,19 @@ def _restore_cached_build(
         from bpfgen_runtime.loader import verify_object
 
         initial = _initial_values(manifest.get("runtime_config"))
+        by_object: dict[str, list[Any]] = {}
         for prog in manifest["programs"]:
-            try:
-                records = verify_object(
-                    tmp / prog["object"], log_dir=log_dir, initial_values=initial
-                )
-            except VerifierRejected as e:
-                raise VerifierError(str(e)) from e
-            except RuntimeOpError as e:
-                raise VerifierError(f"could not load {prog['object']} to verify it: {e}") from e
-            for r in records:
+            if prog["object"] not in by_object:  # several programs of one object: one load
+                try:
+                    by_object[prog["object"]] = verify_object(
+                        tmp / prog["object"], log_dir=log_dir, initial_values=initial
+                    )
+                except VerifierRejected as e:
+                    raise VerifierError(str(e)) from e
+                except RuntimeOpError as e:
+                    raise VerifierError(
+                        f"could not load {prog['object']} to verify it: {e}") from e
+            for r in by_object[prog["object"]]:
                 if r.name == prog["function"]:
                     prog["verifier"] = {
                         "processed_insns": r.verified_insns,
@@ -327,10 +330,11 @@ def compile_build(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         _write_tree(tmp, rendered)
-        builds = compile_objects(tmp, rendered, [(p.source, p.object) for p in plan.programs])
+        sources = dict.fromkeys((p.source, p.object) for p in plan.programs)
+        builds = compile_objects(tmp, rendered, list(sources))
         hits = sum(b.cached for b in builds)
         progress(f"build: {len(builds)} objects ({hits} from cache, {len(builds) - hits} clang)")
-        objects = {p.object: inspect_object(tmp / p.object) for p in plan.programs}
+        objects = {o: inspect_object(tmp / o) for _, o in sources}
         check_against_plan(plan, objects)
         # Paths in the manifest are relative to the build directory.
         objects = {k: dataclasses.replace(v, path=k) for k, v in objects.items()}

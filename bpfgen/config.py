@@ -30,6 +30,7 @@ from bpfgen.errors import InputError, Problem
 from bpfgen.maglev import is_prime
 from bpfgen.model import (
     BPF_SCHEDULERS,
+    DEFAULT_CGROUP,
     DEFAULT_MAGLEV_TABLE_SIZE,
     DEFAULT_SELECTION_SEED,
     IPVS_SCHEDULERS,
@@ -434,7 +435,8 @@ _NODE = ("name", "addresses", "podCIDR")
 _CLUSTER = ("podCIDR", "serviceCIDR", "masqueradeAll", "nodePortRange")
 _CLUSTER_REQUIRED = ("podCIDR", "serviceCIDR")
 _INTERFACE = ("name", "role", "hook")
-_DATAPATH = ("mode", "scheduler", "maglevTableSize", "selectionSeed")
+INTERFACE_ROLES = [r.value for r in Role if r is not Role.NODE]
+_DATAPATH = ("mode", "scheduler", "maglevTableSize", "selectionSeed", "socketLB", "cgroup")
 _SNAT = ("portRange", "maxSessions", "timeouts", "mark")
 _TIMEOUTS = tuple(_DEFAULT_TIMEOUTS)
 _FEATURES = ("icmpEcho",)
@@ -446,6 +448,7 @@ class _NodeReader:
         self.scope = _Scope(run, 0)
         self.facts = _NodeFacts()
         self.valid_addresses: list[tuple[str, int, IPv4Address]] = []  # for cross checks
+        self.datapath_fields: dict[str, Node] | None = {}
 
     def read(self) -> tuple[NodeConfig | None, _NodeFacts]:
         source, scope = self.source, self.scope
@@ -478,6 +481,7 @@ class _NodeReader:
         cluster = self.cluster_section(top.get("cluster"))
         interfaces = self.interfaces(top.get("interfaces"))
         mode, scheduler, maglev_size, selection_seed = self.datapath(top.get("datapath"))
+        socket_lb, cgroup = self.socket_lb(mode)
         snat_range, max_sessions, timeouts, mark = self.snat(top.get("snat"))
         icmp_echo = self.features(top.get("features"))
         cluster_pod_cidr, service_cidr, masquerade_all, node_port_range = cluster
@@ -505,6 +509,8 @@ class _NodeReader:
             or timeouts is None
             or mark is None
             or icmp_echo is None
+            or socket_lb is None
+            or cgroup is None
         ):
             return None
         return NodeConfig(
@@ -526,6 +532,8 @@ class _NodeReader:
             icmp_echo=icmp_echo,
             maglev_table_size=maglev_size,
             selection_seed=selection_seed,
+            socket_lb=socket_lb,
+            cgroup=cgroup,
         )
 
     def node_section(
@@ -617,7 +625,7 @@ class _NodeReader:
                 seen[name] = i
             role = None
             if "role" in fields:
-                text = s.choice(fields["role"], f"{path}.role", [r.value for r in Role], "a role")
+                text = s.choice(fields["role"], f"{path}.role", INTERFACE_ROLES, "a role")
                 role = Role(text) if text is not None else None
             hook: Hook | None = Hook.TC
             if "hook" in fields:
@@ -665,6 +673,7 @@ class _NodeReader:
         something in bpf mode, and are refused in ipvs mode."""
         s = self.scope
         fields = s.mapping(node, "datapath", _DATAPATH) if node is not None else {}
+        self.datapath_fields = fields
         if fields is None:
             return None, None, None, None
         mode: Mode | None = Mode.IPVS
@@ -695,6 +704,34 @@ class _NodeReader:
         if bpf and "selectionSeed" in fields:
             seed = s.integer(fields["selectionSeed"], "datapath.selectionSeed", 0, 0xFFFFFFFF)
         return mode, scheduler, size, seed
+
+    def socket_lb(self, mode: Mode | None) -> tuple[bool | None, str | None]:
+        """(datapath.socketLB, datapath.cgroup): the bpf mode's cgroup sock_addr programs for
+        node processes, and the cgroup v2 directory they attach to (an absolute path).
+        After datapath(), whose fields it reads."""
+        s = self.scope
+        fields = self.datapath_fields
+        if fields is None or mode is None:
+            return False, DEFAULT_CGROUP
+        for key in ("socketLB", "cgroup"):
+            if key in fields and mode is not Mode.BPF:
+                s.error(fields[key].line, f"datapath.{key}", "is only used in bpf mode "
+                        "(datapath.mode: bpf)")
+                return None, None
+        enabled = s.boolean(fields["socketLB"], "datapath.socketLB") if "socketLB" in fields else (
+            False)
+        cgroup: str | None = DEFAULT_CGROUP
+        if "cgroup" in fields:
+            cgroup = s.string(fields["cgroup"], "datapath.cgroup")
+            if cgroup is not None and (not cgroup.startswith("/") or "\0" in cgroup):
+                s.error(fields["cgroup"].line, "datapath.cgroup",
+                        f"{cgroup!r} is not an absolute path (a cgroup v2 directory)")
+                cgroup = None
+            elif cgroup is not None and not enabled:
+                s.error(fields["cgroup"].line, "datapath.cgroup",
+                        "is only used with datapath.socketLB: true")
+                cgroup = None
+        return enabled, cgroup
 
     def snat(
         self, node: Node | None

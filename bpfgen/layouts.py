@@ -134,6 +134,21 @@ class AffinityEntry(ctypes.Structure):
     ]
 
 
+class SockRevKey(ctypes.Structure):
+    """bpfgen_sock_rev_v4 key (datapath.socketLB): the socket and the backend it was given."""
+
+    _fields_ = [
+        ("cookie", ctypes.c_uint64),
+        ("addr", ctypes.c_uint32),
+        ("port", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class SockRevValue(ctypes.Structure):
+    _fields_ = [("vip", ctypes.c_uint32), ("vip_port", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
+
+
 class BackendKey(ctypes.Structure):
     _fields_ = [("frontend", ctypes.c_uint32), ("index", ctypes.c_uint32)]
 
@@ -167,6 +182,8 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "bpfgen_frontend_key": FrontendKey,
     "bpfgen_frontend_value": FrontendValue,
     "bpfgen_config": Config,
+    "bpfgen_sock_rev_key": SockRevKey,
+    "bpfgen_sock_rev_value": SockRevValue,
 }
 
 # The bpf mode's structs, checked against a bpf-mode object (svc_in.bpf.o).
@@ -180,6 +197,8 @@ BPF_MIRRORS: dict[str, type[ctypes.Structure]] = {
     "bpfgen_affinity_key": AffinityKey,
     "bpfgen_affinity_entry": AffinityEntry,
     "bpfgen_config": Config,
+    "bpfgen_sock_rev_key": SockRevKey,
+    "bpfgen_sock_rev_value": SockRevValue,
 }
 
 

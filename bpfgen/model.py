@@ -15,6 +15,7 @@ from ipaddress import IPv4Address, IPv4Network
 class Role(enum.Enum):
     UPLINK = "uplink"  # towards other nodes and external clients
     PODS = "pods"  # host side of pod veths
+    NODE = "node"  # the node's own processes (bpf mode's cgroup hooks), not an interface role
 
 
 class Hook(enum.Enum):
@@ -47,6 +48,8 @@ BPF_SCHEDULERS = ("maglev", "random")
 #: so every node sends one flow to the same backend (docs/datapath-bpf.md).
 DEFAULT_SELECTION_SEED = 0x62706667  # b"bpfg"
 DEFAULT_MAGLEV_TABLE_SIZE = 16381
+#: datapath.cgroup when the node file gives none: the node's root cgroup (cgroup v2).
+DEFAULT_CGROUP = "/sys/fs/cgroup"
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class NodeConfig:
     icmp_echo: bool  # features.icmpEcho: translate ICMP echo (identifier as port)
     maglev_table_size: int = DEFAULT_MAGLEV_TABLE_SIZE  # datapath.maglevTableSize (bpf mode)
     selection_seed: int = DEFAULT_SELECTION_SEED  # datapath.selectionSeed (bpf mode)
+    socket_lb: bool = False  # datapath.socketLB: cgroup programs for node processes (bpf mode)
+    cgroup: str = DEFAULT_CGROUP  # datapath.cgroup: where they attach
 
 
 @dataclass(frozen=True)

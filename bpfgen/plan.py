@@ -202,8 +202,23 @@ class MapPlan:
 @dataclass(frozen=True)
 class Attachment:
     role: Role
-    interface: str
-    hook: str  # "tc_ingress" | "tc_egress" | "xdp"
+    interface: str  # a device or glob; for the cgroup hooks a cgroup v2 directory
+    hook: str  # "tc_ingress" | "tc_egress" | "xdp" | "cgroup_connect4" | ... (CGROUP_HOOKS)
+
+
+#: bpf mode, datapath.socketLB: the cgroup sock_addr programs, by hook (manifest
+#: attach.hook, the runtime's attach type): (program name, ELF section, entry in
+#: bpfgen_sock.h, purpose).
+CGROUP_HOOKS = {
+    "cgroup_connect4": ("sock_connect4", "cgroup/connect4", "bpfgen_sock_forward",
+                        "TCP and connected UDP: a frontend's address -> a backend (connect)"),
+    "cgroup_sendmsg4": ("sock_sendmsg4", "cgroup/sendmsg4", "bpfgen_sock_forward",
+                        "unconnected UDP: a frontend's address -> a backend (sendmsg)"),
+    "cgroup_recvmsg4": ("sock_recvmsg4", "cgroup/recvmsg4", "bpfgen_sock_reverse",
+                        "UDP: a backend's reply shown from the frontend's VIP:port"),
+    "cgroup_getpeername4": ("sock_getpeername4", "cgroup/getpeername4", "bpfgen_sock_reverse",
+                            "getpeername: the backend shown as the frontend's VIP:port"),
+}
 
 
 @dataclass(frozen=True)
@@ -218,6 +233,7 @@ class ProgramPlan:
     attach: tuple[Attachment, ...]
     maps: tuple[str, ...]
     purpose: str
+    entry: str = ""  # the header function the program's body calls (sock programs)
 
 
 @dataclass(frozen=True)
@@ -1142,24 +1158,61 @@ def _bpf_parts(
             if f.backends
             for slot, index in enumerate(maglev_table(inputs, f))
         )
+    programs: list[ProgramPlan] = []
+    if node.socket_lb:
+        decisions += _sock_decisions(inputs, generic)
+        maps.append(
+            MapPlan("bpfgen_sock_rev_v4", "BPF_MAP_TYPE_LRU_HASH", BPF_MAP_TYPE_LRU_HASH,
+                    ctypes_size(layouts.SockRevKey), ctypes_size(layouts.SockRevValue),
+                    node.max_sessions, True,
+                    "socketLB: (socket cookie, backend) -> the VIP:port the socket asked for")
+        )
+        programs = [
+            ProgramPlan(name, "sock.bpf.c.j2", "sock.bpf.c", "sock.bpf.o", f"bpfgen_{name}",
+                        section, "bpfgen_ctx_tc.h",
+                        (Attachment(Role.NODE, node.cgroup, hook),), (), purpose, entry)
+            for hook, (name, section, entry, purpose) in CGROUP_HOOKS.items()
+        ]
+    names = tuple(m.name for m in maps)
     # Every interface at tc. An uplink with hook: xdp also gets the datapath at XDP,
     # which sends back out what leaves through the uplink and passes the rest, as it
     # came, to svc_in at tc (docs/datapath-bpf.md, "XDP").
     tc = tuple(Attachment(i.role, i.name, "tc_ingress") for i in node.interfaces)
     xdp = tuple(Attachment(i.role, i.name, "xdp") for i in node.interfaces if i.hook is Hook.XDP)
-    programs = [ProgramPlan(
+    datapath = [ProgramPlan(
         "svc_in", "svc_in.bpf.c.j2", "svc_in.bpf.c", "svc_in.bpf.o", "bpfgen_svc_in", "tc",
-        "bpfgen_ctx_tc.h", tc, tuple(m.name for m in maps),
+        "bpfgen_ctx_tc.h", tc, names,
         "DNAT + SNAT to a selected backend, replies reversed, fib lookup + redirect_neigh",
     )]
     if xdp:
-        programs.append(ProgramPlan(
+        datapath.append(ProgramPlan(
             "svc_xdp", "svc_in.bpf.c.j2", "svc_xdp.bpf.c", "svc_xdp.bpf.o", "bpfgen_svc_xdp",
-            "xdp", "bpfgen_ctx_xdp.h", xdp, tuple(m.name for m in maps),
+            "xdp", "bpfgen_ctx_xdp.h", xdp, names,
             "svc_in at XDP on the uplink: what leaves through the uplink translated and "
             "sent back (XDP_TX), the rest passed as it came to svc_in at tc",
         ))
-    return _BpfParts(decisions, maps, map_init, tuple(programs), svc)
+    programs = [replace(p, maps=names) for p in programs]
+    return _BpfParts(decisions, maps, map_init, (*datapath, *programs), svc)
+
+
+def _sock_decisions(inputs: Inputs, generic: bool) -> list[Decision]:
+    """datapath.socketLB: the cgroup sock_addr programs' own constants."""
+    node = inputs.node
+    first = node.addresses[0]
+    return [
+        Decision(
+            "BPFGEN_SOCK_LB", "1", "datapath.socketLB",
+            f"node processes -> services: cgroup connect4/sendmsg4/recvmsg4/getpeername4 on "
+            f"{node.cgroup} (sock.bpf.o; socket-level DNAT, no per-packet NAT)",
+        ),
+        Decision(
+            "BPFGEN_SOCK_CLIENT",
+            "(bpfgen_cfg.node_addrs[0])" if generic else _be32_expr(first),
+            "node.addresses[0]",
+            f"{first}: the client of node processes for ClientIP affinity (the node)",
+            runtime=generic,
+        ),
+    ]
 
 
 def _vips(frontends: tuple[Frontend, ...]) -> tuple[IPv4Address, ...]:

@@ -60,7 +60,11 @@ def include_headers() -> tuple[RenderedFile, ...]:
 def render(plan: Plan) -> Rendered:
     env = _environment()
     files = [RenderedFile(CONFIG_HEADER, env.get_template("node_config.h.j2").render(plan=plan))]
+    rendered: set[str] = set()
     for program in plan.programs:
+        if program.source in rendered:  # several programs of one object: one source file
+            continue
+        rendered.add(program.source)
         text = env.get_template(program.template).render(plan=plan, program=program)
         files.append(RenderedFile(program.source, text))
     return Rendered(tuple(files) + include_headers())

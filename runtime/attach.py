@@ -5,6 +5,11 @@ only the ones bpfgen added) and one direct-action cls_bpf filter per hook with a
 fixed handle and priority, so a newer program replaces the old one atomically
 (BPF_TC_F_REPLACE: same handle, same priority, no moment without a program).
 XDP: native mode when the driver has it, else generic (skb) mode.
+cgroup (the bpf mode's sock_addr programs): one BPF link per hook on a cgroup v2
+directory, pinned on the bpffs (`link__<hook>` in the pin directory) so that `down`
+finds it and `sync` replaces its program atomically (BPF_LINK_UPDATE: no moment
+without a program); removing the pin after BPF_LINK_DETACH removes the link.
+Links stack with other programs on the same cgroup hook (like BPF_F_ALLOW_MULTI).
 
 All of it goes through libbpf's netlink code, which talks to the namespace the
 calling thread is in (see netns.entered).
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import os
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -27,6 +33,13 @@ TC_HANDLE = 0xB9F  # bpfgen's filters: this handle ...
 TC_PRIORITY = 1  # ... at this priority, on every hook it uses
 TC_ATTACH_POINTS = {"tc_ingress": libbpf.BPF_TC_INGRESS, "tc_egress": libbpf.BPF_TC_EGRESS}
 XDP_MODES = {"drv": libbpf.XDP_FLAGS_DRV_MODE, "skb": libbpf.XDP_FLAGS_SKB_MODE}
+CGROUP_ATTACH_TYPES = {
+    "cgroup_connect4": libbpf.BPF_CGROUP_INET4_CONNECT,
+    "cgroup_sendmsg4": libbpf.BPF_CGROUP_UDP4_SENDMSG,
+    "cgroup_recvmsg4": libbpf.BPF_CGROUP_UDP4_RECVMSG,
+    "cgroup_getpeername4": libbpf.BPF_CGROUP_INET4_GETPEERNAME,
+}
+LINK_PIN_PREFIX = "link__"  # bpffs refuses dots in names
 NEVER_MATCHED = ("lo",)  # a glob never selects these (nor the runtime's own dummy device)
 
 
@@ -145,3 +158,89 @@ def query(hook: str, ifindex: int, *, xdp_mode: str | None = None) -> int | None
             return libbpf.bpf_tc_query(ifindex, TC_ATTACH_POINTS[hook], TC_HANDLE, TC_PRIORITY)
         prog_id = libbpf.bpf_xdp_query_id(ifindex, XDP_MODES[xdp_mode or "drv"])
         return prog_id or None
+
+
+# --- cgroup hooks (BPF links) ------------------------------------------------------------------
+
+
+def is_cgroup_hook(hook: str) -> bool:
+    return hook in CGROUP_ATTACH_TYPES
+
+
+def link_pin(pin_dir: str, hook: str) -> str:
+    """Where the link of a cgroup hook is pinned."""
+    return os.path.join(pin_dir, LINK_PIN_PREFIX + hook)
+
+
+def cgroup2_problem(path: str) -> str | None:
+    """Why `path` is not a cgroup v2 directory the links can attach to; None when it is."""
+    if not os.path.isabs(path):
+        return f"cgroup {path!r} is not an absolute path"
+    if not os.path.isdir(path):
+        return f"cgroup {path} does not exist"
+    if not os.path.exists(os.path.join(path, "cgroup.controllers")):
+        return f"{path} is not a cgroup v2 directory (no cgroup.controllers)"
+    return None
+
+
+def _link_prog_id(link_fd: int) -> int:
+    info = libbpf.BpfLinkInfo()
+    libbpf.bpf_obj_get_info_by_fd(link_fd, info)
+    return int(info.prog_id)
+
+
+def attach_cgroup(program: str, hook: str, cgroup: str, prog_fd: int, pin: str) -> int:
+    """A new link of the program on the cgroup's hook, pinned at `pin`; the program id.
+    Until it is pinned the link is held by its fd only: a failure closes it (detached)."""
+    with operation(f"attach {program} to {hook} of cgroup {cgroup}"):
+        cg_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            link_fd = libbpf.bpf_link_create(prog_fd, cg_fd, CGROUP_ATTACH_TYPES[hook])
+        finally:
+            os.close(cg_fd)
+        try:
+            libbpf.bpf_obj_pin(link_fd, pin)
+            return _link_prog_id(link_fd)
+        finally:
+            os.close(link_fd)
+
+
+def update_cgroup(program: str, hook: str, pin: str, prog_fd: int) -> int:
+    """Replace the pinned link's program atomically; the program id now attached."""
+    with operation(f"replace the program of {hook} ({pin}) by {program}"):
+        link_fd = libbpf.bpf_obj_get(pin)
+        try:
+            libbpf.bpf_link_update(link_fd, prog_fd)
+            return _link_prog_id(link_fd)
+        finally:
+            os.close(link_fd)
+
+
+def query_cgroup(pin: str) -> int | None:
+    """The id of the program on the pinned link, or None when there is no such pin."""
+    if not os.path.lexists(pin):
+        return None
+    with operation(f"query the link pinned at {pin}"):
+        link_fd = libbpf.bpf_obj_get(pin)
+        try:
+            return _link_prog_id(link_fd) or None
+        finally:
+            os.close(link_fd)
+
+
+def detach_cgroup(hook: str, pin: str) -> bool:
+    """Detach the pinned link from its cgroup and unpin it; False when it was not there."""
+    if not os.path.lexists(pin):
+        return False
+    with operation(f"detach {hook} (link {pin})"):
+        link_fd = libbpf.bpf_obj_get(pin)
+        try:
+            try:
+                libbpf.bpf_link_detach(link_fd)
+            except OSError as exc:
+                if exc.errno != errno.ENOLINK:  # already defunct: its cgroup was removed
+                    raise
+        finally:
+            os.close(link_fd)
+        os.unlink(pin)
+    return True

@@ -23,6 +23,8 @@ from .errors import RuntimeOpError
 SCHEMA = 1
 BPFFS_ROOT = "/sys/fs/bpf"  # where the manifest's pin path templates point
 HOOKS = ("tc_ingress", "tc_egress", "xdp")
+# bpf mode, datapath.socketLB: the cgroup sock_addr hooks (attach.interface: a cgroup v2 path).
+CGROUP_HOOKS = ("cgroup_connect4", "cgroup_sendmsg4", "cgroup_recvmsg4", "cgroup_getpeername4")
 PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
 FRONTEND_KINDS = ("ClusterIP", "NodePort", "ExternalIP", "LoadBalancer")
 # Build kind -> the internal map holding bpfgen_cfg (manifest runtime_config.map).
@@ -50,12 +52,16 @@ class InputRefused(RuntimeOpError):
 @dataclass(frozen=True)
 class Attach:
     role: str
-    interface: str  # a device name or a glob ("veth*")
-    hook: str  # tc_ingress | tc_egress | xdp
+    interface: str  # a device name or a glob ("veth*"); cgroup hooks: a cgroup v2 directory
+    hook: str  # tc_ingress | tc_egress | xdp | CGROUP_HOOKS
+
+    @property
+    def is_cgroup(self) -> bool:
+        return self.hook in CGROUP_HOOKS
 
     @property
     def is_glob(self) -> bool:
-        return any(c in self.interface for c in "*?[")
+        return not self.is_cgroup and any(c in self.interface for c in "*?[")
 
 
 @dataclass(frozen=True)
@@ -246,6 +252,9 @@ class _Checker:
         self.build_kind(m, runtime_config)
         if mode == "bpf":
             self.bpf_mode(programs, maps, map_init)
+        for i, p in enumerate(programs):
+            if mode != "bpf" and any(a.is_cgroup for a in p.attach):
+                self.fail(f"programs[{i}].attach", "cgroup hooks are the bpf mode's (socketLB)")
         if self.problems or mode is None or node is None:
             return None
         object_sha = {}
@@ -315,10 +324,15 @@ class _Checker:
                 role = self.get(a, "role", str, f"{apath}.role")
                 iface = self.get(a, "interface", str, f"{apath}.interface")
                 hook = self.get(a, "hook", str, f"{apath}.hook")
-                if hook is not None and hook not in HOOKS:
-                    self.fail(f"{apath}.hook", f"{hook!r} is not one of {', '.join(HOOKS)}")
+                if hook is not None and hook not in HOOKS + CGROUP_HOOKS:
+                    self.fail(f"{apath}.hook",
+                              f"{hook!r} is not one of {', '.join(HOOKS + CGROUP_HOOKS)}")
                     continue
-                if iface is not None and not _valid_ifname_pattern(iface):
+                if hook in CGROUP_HOOKS:
+                    if iface is not None and not (iface.startswith("/") and "\0" not in iface):
+                        self.fail(f"{apath}.interface", f"{iface!r} is not a cgroup path")
+                        continue
+                elif iface is not None and not _valid_ifname_pattern(iface):
                     self.fail(f"{apath}.interface", f"{iface!r} is not a device name or glob")
                     continue
                 if role is None or iface is None or hook is None:

@@ -42,6 +42,7 @@ def add_subcommands(sub: Any) -> None:
         action="store_true",
         help="TEST ONLY: skip IPVS (services, vs.* sysctls) on kernels without it",
     )
+    _cgroup(u)
     u.add_argument("--json", action="store_true", help="print what changed as JSON")
 
     s = sub.add_parser("sync", help="apply service changes; sessions survive")
@@ -66,6 +67,7 @@ def add_subcommands(sub: Any) -> None:
         action="store_true",
         help="recreate maps whose definition changed (e.g. maxSessions); sessions are lost",
     )
+    _cgroup(s)
     s.add_argument("--json", action="store_true")
 
     st = sub.add_parser("status", help="attached programs, map fill, counters, IPVS")
@@ -77,6 +79,15 @@ def add_subcommands(sub: Any) -> None:
     d.add_argument("--json", action="store_true")
 
 
+def _cgroup(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cgroup",
+        default=None,
+        help="bpf mode, datapath.socketLB: the cgroup v2 directory the sock_addr programs "
+        "attach to instead of the build's datapath.cgroup (kept once up)",
+    )
+
+
 def _options(args: argparse.Namespace) -> Options:
     return Options(
         netns=args.netns,
@@ -84,6 +95,7 @@ def _options(args: argparse.Namespace) -> Options:
         run_dir=os.environ.get("BPFGEN_RUN_DIR", RUN_DIR),
         ipvs=not getattr(args, "no_ipvs", False),
         reset_sessions=getattr(args, "reset_sessions", False),
+        cgroup=getattr(args, "cgroup", None),
     )
 
 

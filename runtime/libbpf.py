@@ -232,6 +232,27 @@ class BpfXdpAttachOpts(ctypes.Structure):
     _fields_ = [("sz", c_size_t), ("old_prog_fd", c_int)]
 
 
+# enum bpf_attach_type (<linux/bpf.h>): the cgroup sock_addr hooks of the bpf mode.
+BPF_CGROUP_INET4_CONNECT = 10
+BPF_CGROUP_UDP4_SENDMSG = 14
+BPF_CGROUP_UDP4_RECVMSG = 19
+BPF_CGROUP_INET4_GETPEERNAME = 29
+
+
+class BpfLinkInfo(ctypes.Structure):
+    """struct bpf_link_info, kernel UAPI, its common head (the union's cgroup member)."""
+
+    _fields_ = [
+        ("type", c_uint32),
+        ("id", c_uint32),
+        ("prog_id", c_uint32),
+        ("_pad", c_uint32),
+        ("cgroup_id", c_uint64),
+        ("attach_type", c_uint32),
+        ("_pad2", c_uint32),
+    ]
+
+
 # typedef int (*libbpf_print_fn_t)(enum libbpf_print_level, const char *, va_list);
 # On x86-64 a va_list parameter is a pointer to the caller's __va_list_tag, so it
 # travels as a void * straight into vsnprintf.
@@ -283,6 +304,9 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_xdp_attach": (c_int, [c_int, c_int, c_uint32, POINTER(BpfXdpAttachOpts)]),
     "bpf_xdp_detach": (c_int, [c_int, c_uint32, POINTER(BpfXdpAttachOpts)]),
     "bpf_xdp_query_id": (c_int, [c_int, c_int, POINTER(c_uint32)]),
+    "bpf_link_create": (c_int, [c_int, c_int, c_int, c_void_p]),
+    "bpf_link_update": (c_int, [c_int, c_int, c_void_p]),
+    "bpf_link_detach": (c_int, [c_int]),
 }
 
 
@@ -658,3 +682,21 @@ def bpf_xdp_query_id(ifindex: int, flags: int) -> int:
     prog_id = c_uint32(0)
     _check(_lib().bpf_xdp_query_id(ifindex, flags, ctypes.byref(prog_id)))
     return prog_id.value
+
+
+# --- BPF links (cgroup hooks) -------------------------------------------------------------------
+
+
+def bpf_link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
+    """A new link of the program to the target (a cgroup directory's fd); returns its fd."""
+    return _check(int(_lib().bpf_link_create(prog_fd, target_fd, attach_type, None)))
+
+
+def bpf_link_update(link_fd: int, new_prog_fd: int) -> None:
+    """Atomically replace the link's program (the hook is never without one)."""
+    _check(_lib().bpf_link_update(link_fd, new_prog_fd, None))
+
+
+def bpf_link_detach(link_fd: int) -> None:
+    """Detach the link from its hook now (the link object stays until its last reference)."""
+    _check(_lib().bpf_link_detach(link_fd))

@@ -71,6 +71,9 @@ class Options:
     run_dir: str = RUN_DIR
     ipvs: bool = True  # False: test-only, for kernels without IPVS (no IPVS services or vs.*)
     reset_sessions: bool = False  # sync: recreate maps whose definition changed
+    # bpf mode, socketLB: the cgroup v2 directory for the sock_addr programs instead of the
+    # build's (datapath.cgroup, by default the root cgroup); kept by later runs once up
+    cgroup: str | None = None
 
     @property
     def label(self) -> str:
@@ -145,13 +148,25 @@ def desired_timeouts(build: Build) -> ipvs.Timeouts:
 
 
 def desired_targets(build: Build, present: dict[str, int]) -> dict[tuple[str, str], str]:
-    """(device, hook) -> program name, globs expanded against `present`."""
+    """(device, hook) -> program name, globs expanded against `present` (not cgroup hooks)."""
     out: dict[tuple[str, str], str] = {}
     for prog in build.programs:
         for a in prog.attach:
+            if a.is_cgroup:
+                continue
             for dev in attach.expand(a.interface, present, (DUMMY_DEVICE,)):
                 out[(dev, a.hook)] = prog.name
     return out
+
+
+def desired_links(build: Build, cgroup: str | None) -> dict[str, tuple[str, str]]:
+    """cgroup hook -> (program name, cgroup directory): the build's, or `cgroup` instead."""
+    return {
+        a.hook: (prog.name, cgroup or a.interface)
+        for prog in build.programs
+        for a in prog.attach
+        if a.is_cgroup
+    }
 
 
 # --- checks before anything changes -------------------------------------------------------------
@@ -161,8 +176,14 @@ def _preflight(build: Build, opts: Options, state: State | None, op: str) -> lis
     """Problems that refuse the run; called inside the namespace."""
     problems: list[str] = []
     present = attach.devices()
+    for cgroup in sorted({cg for _, cg in desired_links(build, opts.cgroup).values()}):
+        why = attach.cgroup2_problem(cgroup)
+        if why:
+            problems.append(f"socketLB: {why} (the cgroup programs attach there; --cgroup)")
     for prog in build.programs:
         for a in prog.attach:
+            if a.is_cgroup:
+                continue
             if not a.is_glob and a.interface not in present:
                 where = f"namespace {opts.netns}" if opts.netns else "this namespace"
                 problems.append(
@@ -285,6 +306,7 @@ class _Converge:
             self.runtime_config()
             self.sysctls()
             self.attachments()
+            self.cgroup_links()
             self.publish_tables()
         if self.build.needs_nft:
             self.nft()  # before IPVS takes traffic: its packets are never tracked
@@ -296,6 +318,7 @@ class _Converge:
         if not self.dry:
             st = self.state
             st.build_dir = str(self.build.path)
+            st.cgroup = self.opts.cgroup
             st.mode = self.build.mode
             st.config_sha256 = self.build.config_sha256
             st.object_sha256 = dict(self.build.object_sha256)
@@ -360,7 +383,7 @@ class _Converge:
         prog = next(p for p in self.build.programs if p.name == name)
         if self.state.object_sha256.get(prog.object) != self.build.object_sha256[prog.object]:
             return None
-        for a in self.state.attachments:
+        for a in self.state.attachments + self.state.links:
             if a["program"] == name and pins.program_by_id(int(a["prog_id"])) is not None:
                 return int(a["prog_id"])
         return None
@@ -401,7 +424,9 @@ class _Converge:
         hook switches program and tables together (one BPF_TC_F_REPLACE)."""
         present = attach.devices()
         targets = desired_targets(self.build, present)
-        needed = {p for p in targets.values() if self._current_program(p) is None}
+        links = desired_links(self.build, self.opts.cgroup)
+        needed = {p for p in [*targets.values(), *(n for n, _ in links.values())]
+                  if self._current_program(p) is None}  # fmt: skip
         missing_pins = [
             s.name for s in self.build.maps
             if not os.path.exists(s.pin_path(self.opts.bpffs, self.opts.label))
@@ -563,7 +588,7 @@ class _Converge:
         want = _runtime_config_sha(self.build)
         if rc is None or rc[0] != ".bss" or self.loaded or self.state.runtime_config_sha256 == want:
             return
-        prog_ids = sorted({int(a["prog_id"]) for a in self.state.attachments})
+        prog_ids = sorted({int(a["prog_id"]) for a in self.state.attachments + self.state.links})
 
         def write() -> None:
             written = 0
@@ -634,6 +659,55 @@ class _Converge:
                     self.state.attachments.remove(a)
 
                 self.change(f"detach {a['program']} from {a['hook']} of {a['device']}", drop)
+
+    def cgroup_links(self) -> None:
+        """The bpf mode's cgroup hooks: a pinned link each. A link on the wanted cgroup
+        gets the new program in place (bpf_link_update, atomic) after a load; one on
+        another cgroup, or of a hook the build no longer has, is detached after the new
+        ones are attached."""
+        wanted = desired_links(self.build, self.opts.cgroup)
+        with ExitStack() as closer:
+            for hook, (prog_name, cgroup) in sorted(wanted.items()):
+                pin = attach.link_pin(self.opts.pin_dir(), hook)
+                recorded = next((x for x in self.state.links if x["hook"] == hook), None)
+                same = recorded is not None and recorded["cgroup"] == cgroup
+                live_id = attach.query_cgroup(pin) if same else None
+                want_id = None if self.loaded else self._current_program(prog_name)
+                if want_id is not None and live_id == want_id:
+                    continue
+
+                def do_link(hook: str = hook, prog_name: str = prog_name, cgroup: str = cgroup,
+                            pin: str = pin, update: bool = live_id is not None) -> None:
+                    fd = self._program_fd(prog_name, closer)
+                    if update:
+                        prog_id = attach.update_cgroup(prog_name, hook, pin, fd)
+                    else:
+                        for x in [x for x in self.state.links if x["hook"] == hook]:
+                            attach.detach_cgroup(hook, x["pin"])  # on another cgroup
+                            self.state.links.remove(x)
+                        attach.detach_cgroup(hook, pin)  # a pin a crash left unrecorded
+                        # recorded before it exists: `down` finds it whatever happens next
+                        self.state.links.append(
+                            {"program": prog_name, "hook": hook, "cgroup": cgroup, "pin": pin,
+                             "prog_id": 0}
+                        )  # fmt: skip
+                        self.save()
+                        prog_id = attach.attach_cgroup(prog_name, hook, cgroup, fd, pin)
+                    for x in self.state.links:
+                        if x["hook"] == hook:
+                            x["program"], x["prog_id"] = prog_name, prog_id
+
+                verb = "replace" if live_id is not None else "attach"
+                self.change(f"{verb} {prog_name} on {hook} of cgroup {cgroup}", do_link)
+        for x in list(self.state.links):
+            if x["hook"] in wanted:
+                continue
+
+            def drop(x: dict[str, Any] = x) -> None:
+                attach.detach_cgroup(x["hook"], x["pin"])
+                self.state.links.remove(x)
+
+            self.change(f"detach {x['program']} from {x['hook']} of cgroup {x['cgroup']}", drop)
 
     def _attachment(self, dev: str, hook: str) -> dict[str, Any] | None:
         return next(
@@ -953,6 +1027,11 @@ def _teardown(state: State, opts: Options, report: Report) -> list[str]:
         step(f"delete dummy device {dummy['name']}", del_dummy)
     if state.nft_sha256 is not None:  # after IPVS: no service packet is tracked meanwhile
         step(f"delete nftables table {nft.FAMILY} {nft.TABLE}", nft.delete)
+    for x in reversed(state.links):  # node processes first: they stop reaching VIPs
+        step(
+            f"detach {x['program']} from {x['hook']} of cgroup {x['cgroup']}",
+            partial(attach.detach_cgroup, x["hook"], x["pin"]),
+        )
     present = attach.devices()
     for a in reversed(state.attachments):
         if present.get(a["device"]) != a["ifindex"]:
@@ -1016,13 +1095,14 @@ def _effective(opts: Options, state: State | None) -> Options:
     """A namespace that is up keeps the bpffs and the IPVS choice it was brought up with."""
     if state is None:
         return opts
-    return Options(opts.netns, state.bpffs, opts.run_dir, state.ipvs_enabled, opts.reset_sessions)
+    return Options(opts.netns, state.bpffs, opts.run_dir, state.ipvs_enabled, opts.reset_sessions,
+                   opts.cgroup if opts.cgroup is not None else state.cgroup)
 
 
 def _new_state(opts: Options, build: Build) -> State:
     return State(
         netns=opts.netns, bpffs=opts.bpffs, pin_dir=opts.pin_dir(), ipvs_enabled=opts.ipvs,
-        mode=build.mode,
+        mode=build.mode, cgroup=opts.cgroup,
     )  # fmt: skip
 
 
@@ -1110,14 +1190,9 @@ def status(opts: Options) -> dict[str, Any]:
                 attach.query(a["hook"], a["ifindex"], xdp_mode=a["xdp_mode"])
                 if ifindex == a["ifindex"] else None
             )  # fmt: skip
-            info = pins.program_by_id(live_id) if live_id else None
-            progs.append(
-                {
-                    "program": a["program"], "device": a["device"], "hook": a["hook"],
-                    "xdp_mode": a["xdp_mode"], "prog_id": live_id,
-                    "tag": info.tag if info else None, "as_recorded": live_id == a["prog_id"],
-                }
-            )  # fmt: skip
+            progs.append(_attached(a, a["device"], live_id))
+        for x in state.links:
+            progs.append(_attached(x, x["cgroup"], attach.query_cgroup(x["pin"])))
         out["attached"] = progs
         maps = []
         counters: dict[str, int] = {}
@@ -1167,7 +1242,8 @@ def status(opts: Options) -> dict[str, Any]:
         out["ipvs_services"] = services
         out["nft_table"] = nft.exists() if state.mode == "ipvs" else None  # bpf mode: none
         if build is not None:
-            dry_opts = Options(opts.netns, state.bpffs, opts.run_dir, state.ipvs_enabled)
+            dry_opts = Options(opts.netns, state.bpffs, opts.run_dir, state.ipvs_enabled,
+                               cgroup=state.cgroup)
             dry_state = State.from_json(state.to_json())
             try:
                 diff = _Converge(build, dry_opts, dry_state, dry=True).run()
@@ -1178,6 +1254,16 @@ def status(opts: Options) -> dict[str, Any]:
         else:
             out["in_sync"] = False
         return out
+
+
+def _attached(rec: dict[str, Any], where: str, live_id: int | None) -> dict[str, Any]:
+    """status: one recorded attachment (a device's hook, or a cgroup's link) as it is live."""
+    info = pins.program_by_id(live_id) if live_id else None
+    return {
+        "program": rec["program"], "device": where, "hook": rec["hook"],
+        "xdp_mode": rec.get("xdp_mode"), "prog_id": live_id,
+        "tag": info.tag if info else None, "as_recorded": live_id == rec["prog_id"],
+    }  # fmt: skip
 
 
 def which_tools() -> dict[str, str | None]:

@@ -38,6 +38,9 @@ class State:
     clsact_created: dict[str, int] = field(default_factory=dict)  # device -> ifindex
     # {program, object, device, ifindex, hook, prog_id, xdp_mode}
     attachments: list[dict[str, Any]] = field(default_factory=list)
+    # bpf mode's cgroup hooks: {program, hook, cgroup, pin, prog_id}, one pinned link each
+    links: list[dict[str, Any]] = field(default_factory=list)
+    cgroup: str | None = None  # the cgroup `up` was given (Options.cgroup), kept by sync
     dummy: dict[str, Any] | None = None  # {name, ifindex, addresses}
     ipvs_services: list[list[Any]] = field(default_factory=list)  # [protocol, address, port]
     ipvs_draining: list[list[Any]] = field(

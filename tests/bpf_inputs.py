@@ -18,12 +18,14 @@ PORT_MIN, PORT_MAX = 65520, 65535
 SELECTION_SEED = 0x1234ABCD
 
 
-def node_config(scheduler: str = "random", maglev_size: int | None = None,
-                uplink_hook: str = "tc") -> dict[str, Any]:
+def node_config(scheduler: str = "random", maglev_size: int | None = None, *,
+                uplink_hook: str = "tc", socket_lb: bool = False) -> dict[str, Any]:
     datapath: dict[str, Any] = {"mode": "bpf", "scheduler": scheduler,
                                 "selectionSeed": SELECTION_SEED}
     if maglev_size is not None:
         datapath["maglevTableSize"] = maglev_size
+    if socket_lb:
+        datapath["socketLB"] = True
     return {
         "apiVersion": "bpfgen/v1",
         "kind": "NodeConfig",

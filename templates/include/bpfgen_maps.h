@@ -100,6 +100,21 @@ struct {
 } bpfgen_affinity_v4 SEC(".maps");
 #endif
 
+#ifdef BPFGEN_SOCK_LB
+/* datapath.socketLB: (socket cookie, backend addr, port) -> the VIP:port the
+ * socket asked for; written by connect4/sendmsg4, read by recvmsg4 and
+ * getpeername4. LRU: entries are not removed when their socket closes (a
+ * cookie is never reused, so a stale one matches nothing), the oldest go.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct bpfgen_sock_rev_key);
+	__type(value, struct bpfgen_sock_rev_value);
+	__uint(max_entries, BPFGEN_SNAT_MAX_SESSIONS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpfgen_sock_rev_v4 SEC(".maps");
+#endif
+
 #if BPFGEN_SCHED_MAGLEV && BPFGEN_MAGLEV_IN_MAP
 /* Maglev tables, one row of BPFGEN_MAGLEV_SIZE slots per frontend id. */
 struct {

@@ -203,6 +203,23 @@ struct bpfgen_svc_span {
 	__u32 n;
 };
 
+/* bpfgen_sock_rev_v4 (datapath.socketLB): what a node process's socket was
+ * translated to, keyed by the socket and the backend, so that recvmsg4 and
+ * getpeername4 show the VIP:port it asked for.
+ */
+struct bpfgen_sock_rev_key {
+	__u64 cookie; /* bpf_get_socket_cookie: unique per socket, never reused */
+	__be32 addr; /* backend */
+	__be16 port;
+	__u16 pad;
+};
+
+struct bpfgen_sock_rev_value {
+	__be32 vip;
+	__be16 vip_port;
+	__u16 pad;
+};
+
 /* The bpf mode's counters follow the ipvs mode's; its counter map has
  * BPFGEN_SVC_COUNTER_MAX slots.
  */

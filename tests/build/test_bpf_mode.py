@@ -27,6 +27,7 @@ from bpfgen.plan import (
     MAGLEV_RODATA_BUDGET,
     make_plan,
 )
+from tests.build.helpers import run_cli
 
 pytestmark = pytest.mark.kernel
 
@@ -51,9 +52,22 @@ def _compile(root: Path, node: dict[str, Any], svcs: dict[str, Any], kind: str) 
     return result.manifest
 
 
+#: datapath.socketLB's programs (sock.bpf.o): name -> (section, hook). Their budgets: the
+#: object's instructions (each program counts the object's shared subprograms: the
+#: frontend switch, the membership search with affinity) and the verifier's work.
+SOCK_PROGRAMS = {
+    "sock_connect4": ("cgroup/connect4", "cgroup_connect4"),
+    "sock_sendmsg4": ("cgroup/sendmsg4", "cgroup_sendmsg4"),
+    "sock_recvmsg4": ("cgroup/recvmsg4", "cgroup_recvmsg4"),
+    "sock_getpeername4": ("cgroup/getpeername4", "cgroup_getpeername4"),
+}
+SOCK_INSN_BUDGET = 800
+SOCK_VERIFIER_BUDGET = 4000
+
+
 def _check_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     assert manifest["mode"] == "bpf" and manifest["kernel"]["verified"] is True
-    (prog,) = manifest["programs"]
+    (prog,) = [p for p in manifest["programs"] if p["name"] == "svc_in"]
     assert (prog["name"], prog["function"], prog["section"]) == ("svc_in", "bpfgen_svc_in", "tc")
     assert {(a["role"], a["hook"]) for a in prog["attach"]} == {
         ("uplink", "tc_ingress"), ("pods", "tc_ingress")}
@@ -161,6 +175,66 @@ def test_maglev_without_any_backend_compiles(tmp_path: Path, kind: str) -> None:
     _check_manifest(_compile(tmp_path, node_config("maglev"), svcs, kind))
 
 
+def _check_sock_programs(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """socketLB: the four cgroup programs in sock.bpf.o, on the node config's cgroup,
+    verified within their budgets; svc_in as without them."""
+    _check_manifest(manifest)
+    progs = {p["name"]: p for p in manifest["programs"] if p["name"] != "svc_in"}
+    assert {n: (p["section"], p["object"], p["function"]) for n, p in progs.items()} == {
+        n: (sec, "sock.bpf.o", f"bpfgen_{n}") for n, (sec, _) in SOCK_PROGRAMS.items()}
+    for name, p in progs.items():
+        assert p["attach"] == [{"role": "node", "interface": "/sys/fs/cgroup",
+                                "hook": SOCK_PROGRAMS[name][1]}], p
+        assert 0 < p["insns"] <= SOCK_INSN_BUDGET, p
+        assert 0 < p["verifier"]["processed_insns"] <= SOCK_VERIFIER_BUDGET, p
+    (rev,) = [m for m in manifest["maps"] if m["name"] == "bpfgen_sock_rev_v4"]
+    assert (rev["type"], rev["key_size"], rev["value_size"], rev["max_entries"]) == (
+        "BPF_MAP_TYPE_LRU_HASH", 16, 8, manifest["node"]["max_sessions"])
+    print({n: (p["insns"], p["verifier"]["processed_insns"]) for n, p in progs.items()})
+    return progs
+
+
+@pytest.mark.parametrize("scheduler", ["random", "maglev"])
+@pytest.mark.parametrize("kind", BUILD_KINDS)
+def test_socket_lb_programs_verify(tmp_path: Path, kind: str, scheduler: str) -> None:
+    manifest = _compile(tmp_path, node_config(scheduler, socket_lb=True), services(), kind)
+    _check_sock_programs(manifest)
+    spec = manifest["specialization"]
+    assert any(d["name"] == "BPFGEN_SOCK_LB" for d in spec["decisions"])
+    client = next(d for d in spec["decisions"] if d["name"] == "BPFGEN_SOCK_CLIENT")
+    assert client["runtime"] == (kind != "specialized"), client
+
+
+def test_inspect_shows_each_object_once_with_each_programs_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = _compile(tmp_path, node_config(socket_lb=True), services(), "generic")
+    code, out, _ = run_cli(capsys, "inspect", "--json", str(tmp_path / "build"))
+    assert code == 0
+    objects = json.loads(out)["objects"]
+    assert [o["object"] for o in objects] == ["svc_in.bpf.o", "sock.bpf.o"]
+    want = {p["function"]: p["verifier"] for p in manifest["programs"]}
+    got = {p["name"]: p["verifier"] for o in objects for p in o["programs"]}
+    assert got == want
+
+
+@pytest.mark.parametrize("kind", ["specialized", "generic"])
+def test_socket_lb_with_frontends_in_maps_verifies(tmp_path: Path, kind: str) -> None:
+    n = INLINE_FRONTEND_LIMIT + 6
+    manifest = _compile(tmp_path, node_config("maglev", 251, socket_lb=True), many_services(n),
+                        kind)
+    assert manifest["specialization"]["frontends_in_map"]
+    _check_sock_programs(manifest)
+
+
+def test_socket_lb_off_builds_no_sock_object(tmp_path: Path) -> None:
+    """Without datapath.socketLB the build is svc_in alone, as before."""
+    manifest = _compile(tmp_path, node_config(), services(), "specialized")
+    assert [p["name"] for p in manifest["programs"]] == ["svc_in"]
+    assert not (tmp_path / "build" / "sock.bpf.o").exists()
+    assert "bpfgen_sock_rev_v4" not in {m["name"] for m in manifest["maps"]}
+
+
 def test_plan_records_frontends_without_backends(tmp_path: Path) -> None:
     node_path, services_path = write_inputs(tmp_path, node_config(), services())
     plan = make_plan(load_inputs(node_path, [services_path]))
@@ -183,7 +257,8 @@ def _all_fields(struct: type[ctypes.Structure]) -> list[tuple[str, int, int]]:
 @pytest.fixture(scope="module")
 def generic_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bpf-layouts")
-    node_path, services_path = write_inputs(root, node_config("maglev"), services())
+    node_path, services_path = write_inputs(root, node_config("maglev", socket_lb=True),
+                                            services())
     compile_build(node_path, [services_path], root / "build", build="generic", verify=False)
     return root / "build" / "svc_in.bpf.o"
 
@@ -196,10 +271,12 @@ def test_bpf_struct_layout_matches_btf(generic_object: Path, name: str) -> None:
     assert _all_fields(mirror) == members
 
 
-def _as_bpf_mode(cfg: GeneratedConfig, scheduler: str, size: int) -> tuple[dict[str, Any], str]:
+def _as_bpf_mode(cfg: GeneratedConfig, scheduler: str, size: int,
+                 socket_lb: bool = False) -> tuple[dict[str, Any], str]:
     """A valid ipvs-mode config turned into a bpf-mode one: tc hooks, no ClientIP."""
     node = json.loads(json.dumps(cfg.node))
-    node["datapath"] = {"mode": "bpf", "scheduler": scheduler, "maglevTableSize": size}
+    node["datapath"] = {"mode": "bpf", "scheduler": scheduler, "maglevTableSize": size,
+                        "socketLB": socket_lb}
     for interface in node["interfaces"]:
         interface["hook"] = "tc"
     snat = node.setdefault("snat", {})
@@ -218,15 +295,19 @@ def _as_bpf_mode(cfg: GeneratedConfig, scheduler: str, size: int) -> tuple[dict[
     scheduler=st.sampled_from(["random", "maglev"]),
     size=st.sampled_from([251, 1021]),
     kind=st.sampled_from(BUILD_KINDS),
+    socket_lb=st.booleans(),
 )
 def test_random_bpf_configs_compile_and_verify(
     tmp_path_factory: pytest.TempPathFactory, cfg: GeneratedConfig, scheduler: str, size: int,
-    kind: str,
+    kind: str, socket_lb: bool,
 ) -> None:
     root = tmp_path_factory.mktemp("bpf-prop")
-    node, services_yaml = _as_bpf_mode(cfg, scheduler, size)
+    node, services_yaml = _as_bpf_mode(cfg, scheduler, size, socket_lb)
     (root / "node.yaml").write_text(to_yaml(node))
     (root / "services.yaml").write_text(services_yaml)
     result = compile_build(root / "node.yaml", [root / "services.yaml"], root / "build",
                            build=kind)
-    _check_manifest(result.manifest)
+    if socket_lb:
+        _check_sock_programs(result.manifest)
+    else:
+        _check_manifest(result.manifest)

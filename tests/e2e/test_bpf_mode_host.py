@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ cluster:
 interfaces:
   - {{name: up0, role: uplink, hook: {hook}}}
   - {{name: "pv*", role: pods}}
-datapath: {{mode: bpf, scheduler: {scheduler}}}
+datapath: {{mode: bpf, scheduler: {scheduler}{socket_lb}}}
 snat:
   portRange: [{first}, {last}]
   maxSessions: 65536
@@ -161,6 +162,7 @@ class Variant:
     masquerade_all: bool = False
     uplink_hook: str = "tc"
     snat_range: tuple[int, int] = SNAT_RANGE
+    socket_lb: bool = False  # datapath.socketLB (tests/e2e/test_bpf_mode_sock.py)
 
 
 VARIANTS = {
@@ -184,7 +186,7 @@ class BuildUnavailable(Exception):
 
 
 def compile_variants(
-    variants: dict[str, Variant], out: Path, *, generic: bool = False
+    variants: dict[str, Variant], out: Path, *, generic: bool = False, build: str | None = None
 ) -> dict[str, Path]:
     builds = {}
     out.mkdir(parents=True, exist_ok=True)
@@ -193,13 +195,14 @@ def compile_variants(
         node.write_text(NODE_YAML.format(
             node=NODE_ADDR, scheduler=v.scheduler, udp=v.udp_timeout, first=v.snat_range[0],
             last=v.snat_range[1], masquerade_all=str(v.masquerade_all).lower(),
-            hook=v.uplink_hook,
+            hook=v.uplink_hook, socket_lb=", socketLB: true" if v.socket_lb else "",
         ))  # fmt: skip
         services = out / f"{name}-services.yaml"
         services.write_text(v.services)
         builds[name] = out / name
         try:
-            compile_build(node, [services], builds[name], generic=generic, verify=False)
+            compile_build(node, [services], builds[name], generic=generic, build=build,
+                          verify=False)
         except Exception as exc:  # noqa: BLE001 - whatever the compiler says is the reason
             raise BuildUnavailable(f"build {name}: {type(exc).__name__}: {exc}") from exc
     return builds
@@ -272,15 +275,21 @@ def live(topo: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     bpffs = work / "bpffs"
     bpffs.mkdir()
     opts = Options(netns=topo.node, bpffs=str(bpffs), run_dir=str(work / "run"), ipvs=False)
-    try:
-        report = up(builds["main"], opts)
+    with node_up(builds["main"], opts) as report:
         yield Live(topo, builds, opts, report, work)
+
+
+@contextmanager
+def node_up(build: Path, opts: Options) -> Iterator[Report]:
+    """bpfgen up; at the end down, and the private bpffs unmounted, whatever happened."""
+    try:
+        yield up(build, opts)
     finally:
         try:
             down(opts)
         finally:
-            if is_bpffs(str(bpffs)):
-                subprocess.run(["umount", str(bpffs)], check=False)
+            if is_bpffs(opts.bpffs):
+                subprocess.run(["umount", opts.bpffs], check=False)
 
 
 @pytest.fixture

@@ -20,11 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 GOLDEN = Path(__file__).resolve().parent / "example"
 BUILDS = BUILD_KINDS
 BPF_GOLDEN = Path(__file__).resolve().parent / "bpf"
-# bpf mode: (directory, scheduler, maglevTableSize, build); small tables keep it readable.
+# bpf mode: directory -> (scheduler, maglevTableSize, build, datapath.socketLB); small
+# tables keep it readable.
 BPF_BUILDS = {
-    "random-specialized": ("random", None, "specialized"),
-    "random-generic": ("random", None, "generic"),
-    "maglev251-specialized": ("maglev", 251, "specialized"),
+    "random-specialized": ("random", None, "specialized", False),
+    "random-generic": ("random", None, "generic", False),
+    "maglev251-specialized": ("maglev", 251, "specialized", False),
+    "socketlb-specialized": ("random", None, "specialized", True),
+    "socketlb-generic": ("random", None, "generic", True),
 }
 
 
@@ -38,10 +41,10 @@ def rendered_example(build: str) -> dict[str, str]:
 def rendered_bpf(name: str) -> dict[str, str]:
     from tests.bpf_inputs import node_config, services
 
-    scheduler, size, build = BPF_BUILDS[name]
+    scheduler, size, build, socket_lb = BPF_BUILDS[name]
     with tempfile.TemporaryDirectory() as tmp:
         node, svcs = Path(tmp) / "node.yaml", Path(tmp) / "services.yaml"
-        node.write_text(json.dumps(node_config(scheduler, size)))
+        node.write_text(json.dumps(node_config(scheduler, size, socket_lb=socket_lb)))
         svcs.write_text(json.dumps(services()))
         # The sha256 covers the bytes only: the same inputs give the same banner.
         inputs = load_inputs(node, [svcs])

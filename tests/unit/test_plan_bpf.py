@@ -110,3 +110,34 @@ def test_generic_build_writes_tables_to_map_init(tmp_path: Path) -> None:
     assert plan.runtime_config is not None
     cfg = layouts.Config.from_buffer_copy(plan.runtime_config)
     assert cfg.selection_seed == 0x1234ABCD
+
+
+def test_socket_lb_plans_the_cgroup_programs(tmp_path: Path) -> None:
+    """datapath.socketLB: four programs in sock.bpf.o on the node config's cgroup, the
+    reverse map, and the two decisions; off (the default), none of it."""
+    node = node_config(socket_lb=True)
+    node["datapath"]["cgroup"] = "/sys/fs/cgroup/kubepods"
+    plan = _plan(tmp_path, node, services())
+    sock = [p for p in plan.programs if p.object == "sock.bpf.o"]
+    assert [(p.name, p.section, p.entry) for p in sock] == [
+        ("sock_connect4", "cgroup/connect4", "bpfgen_sock_forward"),
+        ("sock_sendmsg4", "cgroup/sendmsg4", "bpfgen_sock_forward"),
+        ("sock_recvmsg4", "cgroup/recvmsg4", "bpfgen_sock_reverse"),
+        ("sock_getpeername4", "cgroup/getpeername4", "bpfgen_sock_reverse"),
+    ]
+    assert {(a.interface, a.hook) for p in sock for a in p.attach} == {
+        ("/sys/fs/cgroup/kubepods", h) for h in
+        ("cgroup_connect4", "cgroup_sendmsg4", "cgroup_recvmsg4", "cgroup_getpeername4")}
+    rev = next(m for m in plan.maps if m.name == "bpfgen_sock_rev_v4")
+    assert (rev.type, rev.key_size, rev.value_size, rev.max_entries) == (
+        "BPF_MAP_TYPE_LRU_HASH", 16, 8, 64)
+    assert all(p.maps == plan.programs[0].maps for p in sock)
+    assert plan.decision("BPFGEN_SOCK_CLIENT").value == "__bpf_constant_htonl(0xc6120002)"
+    assert "cgroup_connect4 on /sys/fs/cgroup/kubepods (node)" in plan.to_text()
+    generic = _plan(tmp_path, node, services(), "generic")
+    assert generic.decision("BPFGEN_SOCK_CLIENT").value == "(bpfgen_cfg.node_addrs[0])"
+    off = _plan(tmp_path, node_config(), services())
+    assert [p.name for p in off.programs] == ["svc_in"]
+    assert "bpfgen_sock_rev_v4" not in {m.name for m in off.maps}
+    with pytest.raises(KeyError):
+        off.decision("BPFGEN_SOCK_LB")
