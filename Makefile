@@ -12,7 +12,7 @@ STAMP_VM := .vm/.setup.stamp
 STAMP_APT := .setup-apt.stamp
 STAMP_VENV := $(VENV)/.setup.stamp
 
-.PHONY: setup compile test test-vm test-model lint clean golden bench-compile bench-insns bench-ports bench bench-quick
+.PHONY: setup compile test test-vm test-model lint clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench bench-quick
 
 setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_VM)
 
@@ -65,6 +65,10 @@ bench-compile: setup
 
 bench-insns: setup
 	$(PY) -m bpfgen.bench_compile --insns
+
+# The bpf mode's programs (svc_in, svc_xdp, sock_connect4), specialized vs generic vs frozen.
+bench-insns-bpf: setup
+	$(PY) -m bpfgen.bench_compile --insns --mode bpf
 
 bench-ports: setup
 	$(PY) -m bpfgen.bench_ports

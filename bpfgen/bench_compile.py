@@ -38,6 +38,13 @@ snat:
 """
 
 
+#: `--insns --mode bpf`: every bpf-mode program at once (svc_in at tc, svc_xdp on the
+#: uplink, the socket programs of datapath.socketLB).
+BPF_NODE_YAML = NODE_YAML.replace("hook: tc", "hook: xdp") + """\
+datapath: {mode: bpf, scheduler: maglev, socketLB: true}
+"""
+
+
 def services_manifest(n: int, endpoints: int = 4) -> str:
     """A `kubectl get svc,endpointslices -A -o yaml`-shaped List of n services."""
     svc_base = int(IPv4Address("198.18.128.10"))
@@ -124,20 +131,22 @@ def run(sizes: list[int], rounds: int, verify: bool) -> list[dict[str, Any]]:
     return results
 
 
-def insns_table(sizes: list[int]) -> list[dict[str, Any]]:
-    """Object and verifier-processed instructions, specialized vs generic, by service count."""
+def insns_table(sizes: list[int], mode: str = "ipvs") -> list[dict[str, Any]]:
+    """Object and verifier-processed instructions, specialized vs generic (bpf mode: and
+    frozen), by service count."""
     from bpfgen.compiler import compile_build
 
     rows = []
+    kinds = ("specialized", "generic") if mode == "ipvs" else ("specialized", "generic", "frozen")
     with tempfile.TemporaryDirectory(prefix="bpfgen-insns-") as tmp:
         root = Path(tmp)
         node = root / "node.yaml"
-        node.write_text(NODE_YAML)
+        node.write_text(NODE_YAML if mode == "ipvs" else BPF_NODE_YAML)
         for n in sizes:
             svc = root / f"services-{n}.yaml"
             svc.write_text(services_manifest(n))
-            for generic in (False, True):
-                res = compile_build(node, [svc], root / f"out-{n}-{generic}", generic=generic)
+            for kind in kinds:
+                res = compile_build(node, [svc], root / f"out-{n}-{kind}", build=kind)
                 row: dict[str, Any] = {
                     "services": n,
                     "build": res.build_kind,
@@ -164,13 +173,25 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instruction counts instead of timing, specialized vs generic (sizes 1 16 64 65)",
     )
+    ap.add_argument("--mode", choices=("ipvs", "bpf"), default="ipvs",
+                    help="--insns: the datapath mode (bpf: svc_in, svc_xdp, sock programs)")
     args = ap.parse_args(argv)
     if args.insns:
         sizes = args.sizes if argv and "--sizes" in argv else [1, 16, 64, 65]
-        rows = insns_table(sizes)
+        rows = insns_table(sizes, args.mode)
         if args.json:
             json.dump(rows, sys.stdout, indent=2)
             print()
+            return 0
+        if args.mode == "bpf":
+            progs = ("svc_in", "svc_xdp", "sock_connect4")
+            print("| services | build | frontends | " + " | ".join(
+                f"{p} insns / processed" for p in progs) + " |")
+            print("|---:|---|---|" + "---|" * len(progs))
+            for r in rows:
+                cells = [f"{r[p]['insns']:,} / {r[p]['processed']:,}" for p in progs]
+                print(f"| {r['services']:,} | {r['build']} | {r['frontends']} | "
+                      + " | ".join(cells) + " |")
             return 0
         print(
             "| services | build | frontends | ingress insns / processed "
