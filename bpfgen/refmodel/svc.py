@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple, Self
 
 from bpfgen.refmodel import packet
@@ -210,12 +211,7 @@ def svc_in(
     fib: Fib = no_route,
 ) -> Result:
     """bpfgen_svc_in: echo to VIPs, replies reversed, DNAT (+ SNAT) of packets to frontends."""
-
-    def forward(frame: bytes, p: Parsed, source: Endpoint, dest: Endpoint,
-                counters: tuple[SvcCounter, ...], touched: FlowKey) -> Result:
-        return _tc_forward(fib, frame, p, source, dest, counters, touched)
-
-    return _program(config, frame, state, now_ns, forward)
+    return _program(config, frame, state, now_ns, partial(_tc_forward, fib))
 
 
 def svc_xdp(
@@ -229,12 +225,7 @@ def svc_xdp(
     """bpfgen_svc_xdp: svc_in's session work; a translated packet leaves by XDP_TX (the
     verdict REDIRECT) only when it goes back out of the ingress device, else it is passed
     untranslated to svc_in at tc ("XDP"). Answers (echo, REJECT) are svc_in's bytes."""
-
-    def forward(frame: bytes, p: Parsed, source: Endpoint, dest: Endpoint,
-                counters: tuple[SvcCounter, ...], touched: FlowKey) -> Result:
-        return _xdp_forward(route, frame, p, source, dest, counters, touched)
-
-    return _program(config, frame, state, now_ns, forward)
+    return _program(config, frame, state, now_ns, partial(_xdp_forward, route))
 
 
 def _program(config: SvcConfig, frame: bytes, state: SvcState, now_ns: int,
