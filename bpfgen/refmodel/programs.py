@@ -73,19 +73,19 @@ PROBE_LIMIT = 128  # SNAT ports tried per new flow
 class Verdict(enum.Enum):
     PASS = "pass"
     DROP = "drop"
-    REDIRECT = "redirect"  # bpf mode, tc: bpf_redirect / bpf_redirect_neigh
+    REDIRECT = "redirect"  # bpf mode, tc: bpf_redirect / bpf_redirect_neigh; XDP: XDP_TX
 
 
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
-XDP_DROP, XDP_PASS = 1, 2
+XDP_DROP, XDP_PASS, XDP_TX = 1, 2, 3
 
 
 def retval(verdict: Verdict, xdp: bool) -> int:
-    """The program's return code for a verdict (tc: TC_ACT_OK/SHOT/REDIRECT, XDP: XDP_PASS/DROP)."""
+    """The program's return code for a verdict (tc: TC_ACT_OK/SHOT/REDIRECT, XDP:
+    XDP_PASS/DROP/TX: the bpf mode's svc_xdp sends back out of the ingress device)."""
     if xdp:
-        if verdict is Verdict.REDIRECT:
-            raise ValueError("no XDP program of the model redirects")
-        return XDP_PASS if verdict is Verdict.PASS else XDP_DROP
+        return {Verdict.PASS: XDP_PASS, Verdict.DROP: XDP_DROP,
+                Verdict.REDIRECT: XDP_TX}[verdict]
     return {Verdict.PASS: TC_ACT_OK, Verdict.DROP: TC_ACT_SHOT,
             Verdict.REDIRECT: TC_ACT_REDIRECT}[verdict]
 

@@ -1,24 +1,32 @@
-"""The bpf mode's `bpfgen_svc_in` (tc ingress) as a Python function, from docs/datapath-bpf.md.
+"""The bpf mode's `bpfgen_svc_in` (tc ingress) and `bpfgen_svc_xdp` (XDP, uplink with
+`hook: xdp`) as Python functions, from docs/datapath-bpf.md.
 
     result = svc_in(config, frame, state, now_ns, fib=no_route)
+    result = svc_xdp(config, frame, state, now_ns, route=no_xdp_route)
 
-`config` is `svc_config(inputs, kind)`, `state` the two session maps (`SvcState`:
-bpfgen_nat_v4 and bpfgen_rnat_v4, mutated in place). Parsing, hashing, SNAT port
-allocation, expiry, touching and checksum updates are the ipvs mode's
-(docs/datapath.md), shared with `programs`.
+`config` is `svc_config(inputs, kind)`, `state` the session maps and the ClientIP
+affinity map (`SvcState`: bpfgen_nat_v4, bpfgen_rnat_v4 and bpfgen_affinity_v4,
+mutated in place). Parsing, hashing, SNAT port allocation, expiry, touching and
+checksum updates are the ipvs mode's (docs/datapath.md), shared with `programs`.
+Both programs are one code but for what happens to a translated packet ("XDP").
 
 Forwarding depends on the FIB of the network namespace the program runs in:
 `fib(daddr, saddr, proto)` says what `bpf_fib_lookup` answers for the translated
 packet. The model cannot know a host's routes; the tests run the kernel side in a
 network namespace of their own without routes, where every lookup fails
-(`no_route`: the packet goes to the stack, counted `fib_fallback`, TTL kept).
+(`no_route`: the packet goes to the stack, counted `fib_fallback`, TTL kept). XDP
+asks less: `route(daddr, saddr, proto)` gives the MACs when the FIB's route leaves
+through the ingress device with a resolved neighbour, else None (`no_xdp_route`: the
+packet is passed untranslated to tc, counted `xdp_to_tc`).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple, Self
 
 from bpfgen.refmodel import packet
 from bpfgen.refmodel.checksum import checksum, incremental, pseudo_header
@@ -38,15 +46,21 @@ from bpfgen.refmodel.svc_config import Endpoint, SvcConfig, SvcFrontend
 
 __all__ = [
     "SVC_COUNTER_NAMES",
+    "Affinity",
+    "AffinityKey",
     "Fib",
     "FibResult",
     "NatSession",
     "Rnat",
     "SvcCounter",
     "SvcState",
+    "XdpRoute",
+    "affinity_live",
     "no_route",
+    "no_xdp_route",
     "select_backend",
     "svc_in",
+    "svc_xdp",
 ]
 
 
@@ -67,6 +81,8 @@ class SvcCounter(enum.IntEnum):
     FIB_FALLBACK = 17
     REDIRECT = 18
     ICMP_ECHO_VIP = 19
+    AFFINITY_HIT = 20
+    XDP_TO_TC = 21
 
 
 SVC_COUNTER_NAMES = COUNTER_NAMES + (
@@ -96,12 +112,41 @@ class Rnat(NamedTuple):
     vip_port: int
 
 
+class AffinityKey(NamedTuple):
+    """bpfgen_affinity_v4 key (struct bpfgen_affinity_key): a client and a Service port."""
+
+    client: int
+    affinity_id: int
+
+
+class Affinity(NamedTuple):
+    """bpfgen_affinity_v4 value (struct bpfgen_affinity_entry): the client's backend."""
+
+    last_seen_ns: int
+    addr: int
+    port: int
+
+
+@dataclass
 class SvcState(Tables[NatSession, Rnat]):
-    """bpfgen_nat_v4 (original tuple -> session) and bpfgen_rnat_v4 (reply tuple -> client)."""
+    """bpfgen_nat_v4 (original tuple -> session), bpfgen_rnat_v4 (reply tuple -> client)
+    and bpfgen_affinity_v4 ((client, affinity id) -> backend).
+
+    The affinity map is an LRU hash of `capacity` entries: the model never evicts, so
+    tests keep far fewer entries than that. `stamped`: the affinity entries the last
+    packet wrote or touched (last_seen_ns = its now_ns).
+    """
+
+    affinity: dict[AffinityKey, Affinity] = field(default_factory=dict)
+    stamped: set[AffinityKey] = field(default_factory=set)
 
     @classmethod
     def for_config(cls, config: SvcConfig) -> SvcState:
         return cls(capacity=config.base.max_sessions)
+
+    def copy(self) -> Self:
+        return type(self)(self.capacity, dict(self.forward), dict(self.reverse),
+                          dict(self.affinity), set(self.stamped))
 
 
 class FibResult(enum.Enum):
@@ -116,6 +161,21 @@ Fib = Callable[[int, int, int], FibResult]  # (daddr, saddr, proto) of the trans
 def no_route(daddr: int, saddr: int, proto: int) -> FibResult:
     """A network namespace without routes (the tests'): every lookup fails."""
     return FibResult.OTHER
+
+
+# (daddr, saddr, proto) of the translated packet -> destination and source MAC (12 bytes)
+# when the route leaves through the ingress device with a resolved neighbour, else None.
+XdpRoute = Callable[[int, int, int], bytes | None]
+
+
+def no_xdp_route(daddr: int, saddr: int, proto: int) -> bytes | None:
+    """A network namespace without routes: XDP never sends a translated packet itself."""
+    return None
+
+
+# What becomes of a translated packet: (frame, parsed, new source, new destination,
+# counters so far, the session touched) -> the program's result.
+_Forward = Callable[[bytes, Parsed, Endpoint, Endpoint, tuple[SvcCounter, ...], FlowKey], Result]
 
 
 def _result(verdict: Verdict, packet: bytes, *counters: SvcCounter,
@@ -151,6 +211,26 @@ def svc_in(
     fib: Fib = no_route,
 ) -> Result:
     """bpfgen_svc_in: echo to VIPs, replies reversed, DNAT (+ SNAT) of packets to frontends."""
+    return _program(config, frame, state, now_ns, partial(_tc_forward, fib))
+
+
+def svc_xdp(
+    config: SvcConfig,
+    frame: bytes,
+    state: SvcState,
+    now_ns: int,
+    mark: int = 0,
+    route: XdpRoute = no_xdp_route,
+) -> Result:
+    """bpfgen_svc_xdp: svc_in's session work; a translated packet leaves by XDP_TX (the
+    verdict REDIRECT) only when it goes back out of the ingress device, else it is passed
+    untranslated to svc_in at tc ("XDP"). Answers (echo, REJECT) are svc_in's bytes."""
+    return _program(config, frame, state, now_ns, partial(_xdp_forward, route))
+
+
+def _program(config: SvcConfig, frame: bytes, state: SvcState, now_ns: int,
+             forward: _Forward) -> Result:
+    state.stamped.clear()
     p = parse(config.base, frame)
     if p.kind is Kind.MALFORMED:
         return _result(Verdict.PASS, frame, SvcCounter.MALFORMED)
@@ -161,13 +241,13 @@ def svc_in(
         if p.icmp_type == ICMP_ECHO and p.daddr in config.vips:
             return _echo_reply(frame, p)
         return _result(Verdict.PASS, frame, SvcCounter.PASS)
-    done = _reply(config, frame, p, state, now_ns, fib)
+    done = _reply(config, frame, p, state, now_ns, forward)
     if done is not None:
         return done
     f = config.lookup(p.daddr, p.dport, p.proto)
     if f is None:
         return _result(Verdict.PASS, frame, SvcCounter.PASS)
-    return _dnat(config, frame, p, f, state, now_ns, fib)
+    return _dnat(config, frame, p, f, state, now_ns, forward)
 
 
 def _reply_key(key: FlowKey, s: NatSession) -> FlowKey:
@@ -183,7 +263,7 @@ def _owner(proto: int, r: Rnat) -> FlowKey:
 
 
 def _reply(config: SvcConfig, frame: bytes, p: Parsed, state: SvcState, now_ns: int,
-           fib: Fib) -> Result | None:
+           forward: _Forward) -> Result | None:
     """A reply of a live session: to the client, from VIP:port. None: not a reply."""
     key = FlowKey(p.saddr, p.daddr, p.sport, p.dport, p.proto)
     r = state.reverse.get(key)
@@ -197,8 +277,7 @@ def _reply(config: SvcConfig, frame: bytes, p: Parsed, state: SvcState, now_ns: 
         return None
     flags = touched_flags(s.flags, p, SEEN_REPLY, forward=False)
     state.forward[fkey] = s._replace(last_seen_ns=now_ns, flags=flags)
-    return _translate(frame, p, (r.vip, r.vip_port), (r.addr, r.port), fib,
-                      SvcCounter.RDNAT, touched=fkey)
+    return forward(frame, p, (r.vip, r.vip_port), (r.addr, r.port), (SvcCounter.RDNAT,), fkey)
 
 
 def _forget(state: SvcState, key: FlowKey, s: NatSession) -> None:
@@ -221,6 +300,30 @@ def select_backend(config: SvcConfig, f: SvcFrontend, key: FlowKey) -> Endpoint:
     return f.backends[h % len(f.backends)]
 
 
+def affinity_live(f: SvcFrontend, entry: Affinity, now_ns: int) -> bool:
+    """An affinity entry is followed while now - last_seen < timeoutSeconds (u64, as the C
+    computes it: a last_seen ahead of now is no younger) and its backend is selectable."""
+    age = (now_ns - entry.last_seen_ns) % (1 << 64)
+    return age < f.affinity_s * 1_000_000_000 and (entry.addr, entry.port) in f.backends
+
+
+def _select(config: SvcConfig, f: SvcFrontend, key: FlowKey, state: SvcState,
+            now_ns: int) -> tuple[Endpoint, tuple[SvcCounter, ...]]:
+    """A new flow's backend: the client's ClientIP-affinity backend (touched, counted
+    affinity_hit), or the scheduler's (remembered when the frontend has affinity)."""
+    if not f.affinity_s:
+        return select_backend(config, f, key), ()
+    akey = AffinityKey(key.saddr, f.affinity_id)
+    entry = state.affinity.get(akey)
+    state.stamped.add(akey)
+    if entry is not None and affinity_live(f, entry, now_ns):
+        state.affinity[akey] = entry._replace(last_seen_ns=now_ns)
+        return (entry.addr, entry.port), (SvcCounter.AFFINITY_HIT,)
+    backend = select_backend(config, f, key)
+    state.affinity[akey] = Affinity(now_ns, *backend)
+    return backend, ()
+
+
 def _wants_snat(config: SvcConfig, f: SvcFrontend, p: Parsed, backend: Endpoint) -> bool:
     if p.saddr == backend[0]:
         return True  # hairpin: the backend would answer itself
@@ -230,7 +333,7 @@ def _wants_snat(config: SvcConfig, f: SvcFrontend, p: Parsed, backend: Endpoint)
 
 
 def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: SvcState,
-          now_ns: int, fib: Fib) -> Result:
+          now_ns: int, forward: _Forward) -> Result:
     key = FlowKey(p.saddr, p.daddr, p.sport, p.dport, p.proto)
     s = state.forward.get(key)
     if s is not None and not expired(config.base, p.proto, s, now_ns):
@@ -238,8 +341,8 @@ def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: Svc
             flags = touched_flags(s.flags, p, 0, forward=True)
             state.forward[key] = s._replace(last_seen_ns=now_ns, flags=flags)
             source = (s.nat_addr, s.nat_port) if s.nat_port else (p.saddr, p.sport)
-            return _translate(frame, p, source, (s.backend_addr, s.backend_port), fib,
-                              SvcCounter.DNAT_HIT, touched=key)
+            return forward(frame, p, source, (s.backend_addr, s.backend_port),
+                           (SvcCounter.DNAT_HIT,), key)
         # Its backend is gone: forget the session. TCP other than a bare SYN cannot
         # start over at another backend; anything else is selected anew.
         _forget(state, key, s)
@@ -251,9 +354,9 @@ def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: Svc
 
     if not f.backends:
         return _reject(frame, p)
-    backend = select_backend(config, f, key)
+    backend, chosen = _select(config, f, key, state, now_ns)
     client = Rnat(p.saddr, p.sport, p.daddr, p.dport)
-    counters: list[SvcCounter] = []
+    counters: list[SvcCounter] = list(chosen)
     if _wants_snat(config, f, p, backend):
         base = config.base
         h = tuple_hash(base.hash_seed, *key)
@@ -264,7 +367,7 @@ def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: Svc
             lambda holder: _owner(p.proto, holder),
         )
         if got.drop is not None:
-            return _result(Verdict.DROP, frame, SvcCounter(got.drop))
+            return _result(Verdict.DROP, frame, *chosen, SvcCounter(got.drop))
         assert got.key is not None
         rkey, nat = got.key, (nat_addr, got.key.dport)
         counters.append(SvcCounter.SNAT_NEW)
@@ -273,40 +376,60 @@ def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: Svc
     else:
         rkey, nat = FlowKey(backend[0], p.saddr, backend[1], p.sport, p.proto), (0, 0)
         if not state.insert_reverse(rkey, client):
-            return _result(Verdict.DROP, frame, SvcCounter.DROP_MAP_FULL)
+            return _result(Verdict.DROP, frame, *chosen, SvcCounter.DROP_MAP_FULL)
     session = NatSession(now_ns, *nat, touched_flags(0, p, 0, forward=True), *backend)
     if not state.insert_forward(key, session):
         del state.reverse[rkey]
-        return _result(Verdict.DROP, frame, SvcCounter.DROP_MAP_FULL)
+        return _result(Verdict.DROP, frame, *chosen, SvcCounter.DROP_MAP_FULL)
     source = nat if nat[1] else (p.saddr, p.sport)
-    return _translate(frame, p, source, backend, fib, *counters, SvcCounter.DNAT_NEW,
-                      touched=key)
+    return forward(frame, p, source, backend, (*counters, SvcCounter.DNAT_NEW), key)
 
 
 # --------------------------------------------------------------------------- rewrite, forward
 
 
-def _translate(frame: bytes, p: Parsed, source: Endpoint, dest: Endpoint, fib: Fib,
-               *counters: SvcCounter, touched: FlowKey) -> Result:
-    """Rewrite to source -> dest (each side only when it changes), then forward."""
+def _translate(frame: bytes, p: Parsed, source: Endpoint, dest: Endpoint) -> bytes:
+    """Rewrite to source -> dest (each side only when it changes)."""
     changes: dict[str, int] = {}
     if dest != (p.daddr, p.dport):
         changes.update(daddr=dest[0], dport=dest[1])
     if source != (p.saddr, p.sport):
         changes.update(saddr=source[0], sport=source[1])
-    out = rewrite(frame, p, **changes)
-    outcome = fib(dest[0], source[0], p.proto)
-    ttl = out[ETH_HLEN + 8]
-    if outcome is FibResult.OTHER or ttl <= 1:
+    return rewrite(frame, p, **changes)
+
+
+def _ttl_down(frame: bytes) -> bytes:
+    """Forwarded: the TTL goes down by one, the IPv4 checksum with it (RFC 1624)."""
+    ttl, field = frame[ETH_HLEN + 8], ETH_HLEN + 10
+    word = _u16(frame, ETH_HLEN + 8)
+    check = incremental(_u16(frame, field), [word], [word - 0x100])
+    return (frame[: ETH_HLEN + 8] + bytes([ttl - 1]) + frame[ETH_HLEN + 9 : field]
+            + check.to_bytes(2, "big") + frame[field + 2 :])
+
+
+def _tc_forward(fib: Fib, frame: bytes, p: Parsed, source: Endpoint, dest: Endpoint,
+                counters: tuple[SvcCounter, ...], touched: FlowKey) -> Result:
+    """tc: translated, then bpf_redirect_neigh when the FIB has a route (TTL - 1), else
+    to the stack (fib_fallback, TTL kept)."""
+    out = _translate(frame, p, source, dest)
+    if fib(dest[0], source[0], p.proto) is FibResult.OTHER or out[ETH_HLEN + 8] <= 1:
         return _result(Verdict.PASS, out, *counters, SvcCounter.FIB_FALLBACK,
                        touched=frozenset([touched]))
-    # Forwarded: the TTL goes down by one, the IPv4 checksum with it (RFC 1624).
-    field = ETH_HLEN + 10
-    word = _u16(out, ETH_HLEN + 8)
-    check = incremental(_u16(out, field), [word], [word - 0x100])
-    out = (out[: ETH_HLEN + 8] + bytes([ttl - 1]) + out[ETH_HLEN + 9 : field]
-           + check.to_bytes(2, "big") + out[field + 2 :])
-    return _result(Verdict.REDIRECT, out, *counters, SvcCounter.REDIRECT,
+    return _result(Verdict.REDIRECT, _ttl_down(out), *counters, SvcCounter.REDIRECT,
+                   touched=frozenset([touched]))
+
+
+def _xdp_forward(route: XdpRoute, frame: bytes, p: Parsed, source: Endpoint, dest: Endpoint,
+                 counters: tuple[SvcCounter, ...], touched: FlowKey) -> Result:
+    """XDP: back out of the ingress device (XDP_TX: translated, TTL - 1, the FIB's MACs)
+    when the route leaves there with a resolved neighbour and TTL > 1; anything else is
+    passed untranslated (xdp_to_tc), for svc_in to find the session at tc."""
+    macs = route(dest[0], source[0], p.proto)
+    if macs is None or frame[ETH_HLEN + 8] <= 1:
+        return _result(Verdict.PASS, frame, *counters, SvcCounter.XDP_TO_TC,
+                       touched=frozenset([touched]))
+    out = _ttl_down(_translate(frame, p, source, dest))
+    return _result(Verdict.REDIRECT, macs + out[12:], *counters, SvcCounter.REDIRECT,
                    touched=frozenset([touched]))
 
 

@@ -40,6 +40,10 @@ class SvcFrontend:
     backends: tuple[Endpoint, ...]  # selectable, after the traffic policy, sorted
     members: frozenset[Endpoint]  # backends and draining endpoints: sessions keep these
     table: tuple[int, ...]  # Maglev: slot -> index into backends (empty: random, or none)
+    # sessionAffinity ClientIP: timeoutSeconds (0: none) and the id of the first frontend
+    # of the Service port, under which the port's bpfgen_affinity_v4 entries are kept.
+    affinity_s: int = 0
+    affinity_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,22 @@ class SvcConfig:
         return None
 
 
+@dataclass
+class _Ids:
+    """Frontend ids: frontends are numbered as svc_config finds them (first role wins); a
+    Service port's affinity id is the id of its first frontend (docs/datapath-bpf.md)."""
+
+    next: int = 0
+    first: int | None = None  # the current Service port's first frontend
+
+    def take(self) -> int:
+        """Number one more frontend of the current Service port; its affinity id."""
+        if self.first is None:
+            self.first = self.next
+        self.next += 1
+        return self.first
+
+
 @cache
 def _maglev_table(backends: tuple[Endpoint, ...], size: int) -> tuple[int, ...]:
     keys = [maglev.Backend(f"{IPv4Address(a)}:{p}") for a, p in backends]
@@ -80,14 +100,15 @@ def svc_config(inputs: Inputs, build_kind: str = "specialized") -> SvcConfig:
     base = model_config(inputs, build_kind)
     frontends: dict[tuple[int, int, int], SvcFrontend] = {}
     node_ports: dict[tuple[int, int], SvcFrontend] = {}
+    ids = _Ids()
 
     def local(b: Backend) -> bool:
         # "Traffic policy Local keeps an endpoint when its nodeName is this node or its
         # address is in node.podCIDR".
         return b.local or b.address in node.pod_cidr
 
-    def frontend(service: Service, port: ServicePort, cluster_ip: bool, policy: Policy
-                 ) -> SvcFrontend:
+    def frontend(service: Service, port: ServicePort, cluster_ip: bool, policy: Policy,
+                 affinity_id: int) -> SvcFrontend:
         only_local = service.internal_traffic_local if cluster_ip else \
             service.external_traffic_local
 
@@ -98,26 +119,31 @@ def svc_config(inputs: Inputs, build_kind: str = "specialized") -> SvcConfig:
         backends = kept(port.backends)
         table = _maglev_table(backends, node.maglev_table_size) \
             if node.scheduler == "maglev" and backends else ()
-        return SvcFrontend(policy, backends, frozenset(backends + kept(port.draining)), table)
+        return SvcFrontend(policy, backends, frozenset(backends + kept(port.draining)), table,
+                           service.session_affinity_timeout or 0, affinity_id)
 
     for service in inputs.services:
         for port in service.ports:
             proto = _PROTO_NUMBERS[port.protocol]
+            ids.first = None
             # The same policies as the ipvs mode (docs/datapath.md), hence the base's.
             # First role wins: ClusterIP, NodePort, externalIP, LoadBalancer.
             for addr in service.cluster_ips:
                 key = (int(addr), port.port, proto)
                 if key not in frontends:
-                    frontends[key] = frontend(service, port, True, base.frontends[key])
+                    frontends[key] = frontend(service, port, True, base.frontends[key],
+                                              ids.take())
             node_port_service = service.type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER)
             if node_port_service and port.node_port is not None:
                 nkey = (port.node_port, proto)
                 if nkey not in node_ports:
-                    node_ports[nkey] = frontend(service, port, False, base.node_ports[nkey])
+                    node_ports[nkey] = frontend(service, port, False, base.node_ports[nkey],
+                                                ids.take())
             for addr in (*service.external_ips, *service.load_balancer_ips):
                 key = (int(addr), port.port, proto)
                 if key not in frontends:
-                    frontends[key] = frontend(service, port, False, base.frontends[key])
+                    frontends[key] = frontend(service, port, False, base.frontends[key],
+                                              ids.take())
     return SvcConfig(
         base=base,
         scheduler=node.scheduler,

@@ -1,4 +1,5 @@
-"""The bpf mode's `bpfgen_svc_in` in the kernel and in the model, side by side.
+"""The bpf mode's `bpfgen_svc_in` and `bpfgen_svc_xdp` in the kernel and in the model,
+side by side.
 
     with BuildUnderTest(build_dir) as build:
         diff = SvcDifferential(build, svc_config(inputs, "generic"))
@@ -6,12 +7,18 @@
 
 As `differential.Differential` does for the ipvs mode: one frame through the
 program in the kernel (BPF_PROG_TEST_RUN) and in the model, then the verdict, the
-frame out, the counter increments and both session maps (bpfgen_nat_v4,
-bpfgen_rnat_v4) compared in full; the sessions the model stamped adopt the
-kernel's last_seen once it lies within the run.
+frame out, the counter increments, both session maps (bpfgen_nat_v4,
+bpfgen_rnat_v4) and the ClientIP affinity map (bpfgen_affinity_v4, when the build
+has one) compared in full; the sessions and affinity entries the model stamped
+adopt the kernel's last_seen once it lies within the run.
 
-The model's FIB (`svc.Fib`) must say what the kernel's answers where the test
-runs: `svc.no_route` in a network namespace without routes.
+With `program="svc_xdp"` a step is what an uplink with `hook: xdp` does to the
+frame: svc_xdp, then, when it passes the frame (XDP_PASS), svc_in at tc on it,
+each run compared on its own (`SvcStep.then` is the tc run).
+
+The model's FIB (`svc.Fib`, `svc.XdpRoute`) must say what the kernel's answers where
+the test runs: `svc.no_route` / `svc.no_xdp_route` in a network namespace without
+routes.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from __future__ import annotations
 import struct
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address
 
 from bpfgen.refmodel.differential import (
     HISTORY,
@@ -34,26 +42,33 @@ from bpfgen.refmodel.differential import (
     state_lines,
     table_problems,
 )
-from bpfgen.refmodel.programs import Result
+from bpfgen.refmodel.programs import XDP_PASS, Result
 from bpfgen.refmodel.state import FlowKey
 from bpfgen.refmodel.svc import (
     SVC_COUNTER_NAMES,
+    Affinity,
+    AffinityKey,
     Fib,
     NatSession,
     Rnat,
     SvcState,
+    XdpRoute,
     no_route,
+    no_xdp_route,
     svc_in,
+    svc_xdp,
 )
 from bpfgen.refmodel.svc_config import SvcConfig
 from bpfgen_runtime.testrun import BuildUnderTest, SessionKey
 
-__all__ = ["PROGRAM", "SvcDifferential", "SvcStep"]
+__all__ = ["PROGRAM", "XDP_PROGRAM", "SvcDifferential", "SvcStep"]
 
-PROGRAM = "svc_in"
-NAT_MAP, RNAT_MAP = "bpfgen_nat_v4", "bpfgen_rnat_v4"
+PROGRAM, XDP_PROGRAM = "svc_in", "svc_xdp"
+NAT_MAP, RNAT_MAP, AFFINITY_MAP = "bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_affinity_v4"
 _NAT = struct.Struct("=Q4s2sBx4s2sH")  # struct bpfgen_nat_entry
 _RNAT = struct.Struct("!4sH2x4sH2x")  # struct bpfgen_rnat_entry
+_AFFINITY_KEY = struct.Struct("=4sI")  # struct bpfgen_affinity_key
+_AFFINITY = struct.Struct("=Q4s2s2x")  # struct bpfgen_affinity_entry
 
 
 def _addr(raw: bytes) -> int:
@@ -80,14 +95,56 @@ def unpack_rnat(raw: bytes) -> Rnat:
     return Rnat(_addr(a), p, _addr(vip), vp)
 
 
+def pack_affinity_key(k: AffinityKey) -> bytes:
+    return _AFFINITY_KEY.pack(k.client.to_bytes(4, "big"), k.affinity_id)
+
+
+def unpack_affinity_key(raw: bytes) -> AffinityKey:
+    client, affinity_id = _AFFINITY_KEY.unpack(raw)
+    return AffinityKey(_addr(client), affinity_id)
+
+
+def pack_affinity(a: Affinity) -> bytes:
+    return _AFFINITY.pack(a.last_seen_ns, a.addr.to_bytes(4, "big"), a.port.to_bytes(2, "big"))
+
+
+def unpack_affinity(raw: bytes) -> Affinity:
+    last_seen, addr, port = _AFFINITY.unpack(raw)
+    return Affinity(last_seen, _addr(addr), _addr(port))
+
+
 @dataclass(frozen=True)
 class SvcStep:
+    program: str
     packet: bytes
     retval: int
     out: bytes
     model: Result
     t_before: int
     t_after: int
+    then: SvcStep | None = None  # svc_xdp passed the frame: svc_in's run at tc
+
+    @property
+    def last(self) -> SvcStep:
+        """The run whose frame leaves the device (tc's, after an XDP pass)."""
+        return self.then.last if self.then is not None else self
+
+    def device_deltas(self) -> dict[str, int]:
+        """The counts of one pass through the device, as at tc alone: for a frame svc_xdp
+        passed after its session work (xdp_to_tc), tc's repeat of dnat_hit or rdnat and
+        xdp_to_tc are left out; for one it passed as not its own, its own counts."""
+        xdp = self.model.counter_deltas()
+        if self.then is None:
+            return xdp
+        tc = self.then.device_deltas()
+        if "xdp_to_tc" not in xdp:
+            return tc
+        del xdp["xdp_to_tc"]
+        for name in ("dnat_hit", "rdnat"):
+            if tc.get(name):
+                tc[name] -= 1
+        merged = {k: xdp.get(k, 0) + tc.get(k, 0) for k in xdp.keys() | tc.keys()}
+        return {k: v for k, v in merged.items() if v}
 
 
 @dataclass
@@ -95,6 +152,9 @@ class SvcDifferential:
     build: BuildUnderTest
     config: SvcConfig
     fib: Fib = no_route
+    program: str = PROGRAM  # or XDP_PROGRAM: svc_xdp, then svc_in for what it passes
+    route: XdpRoute = no_xdp_route
+    ingress_ifindex: int = 0  # svc_xdp's ingress device (0: the loopback device)
     state: SvcState = field(init=False)
     packets: int = field(init=False, default=0)
     _counters: dict[str, int] = field(init=False)
@@ -103,7 +163,9 @@ class SvcDifferential:
     def __post_init__(self) -> None:
         self.state = SvcState.for_config(self.config)
         self._history = deque(maxlen=HISTORY)
-        for name in (NAT_MAP, RNAT_MAP):
+        for name in (NAT_MAP, RNAT_MAP, AFFINITY_MAP):
+            if name not in self.build.maps:
+                continue  # no affinity map: no Service has ClientIP affinity
             m = self.build.maps[name]
             for key in list(m.keys()):
                 m.delete(key)
@@ -115,28 +177,43 @@ class SvcDifferential:
     # -- stepping
 
     def step(self, packet: bytes) -> SvcStep:
+        """One frame through the device: svc_in, or svc_xdp and svc_in for what it passes."""
+        if self.program == PROGRAM:
+            return self._run(PROGRAM, packet)
+        step = self._run(XDP_PROGRAM, packet)
+        if step.retval != XDP_PASS:
+            return step
+        return replace(step, then=self._run(PROGRAM, step.out))
+
+    def _run(self, program: str, packet: bytes) -> SvcStep:
+        xdp = program == XDP_PROGRAM
         t_before = time.monotonic_ns()
-        kernel = self.build.run(PROGRAM, packet)
+        kernel = self.build.run(program, packet,
+                                ingress_ifindex=self.ingress_ifindex if xdp else 0)
         t_after = time.monotonic_ns()
         before = self.state.copy()
         try:
-            model = svc_in(self.config, packet, self.state, t_before, fib=self.fib)
+            if xdp:
+                model = svc_xdp(self.config, packet, self.state, t_before, route=self.route)
+            else:
+                model = svc_in(self.config, packet, self.state, t_before, fib=self.fib)
         except AssertionError as exc:  # the model disagrees with itself (checksums)
-            raise Mismatch(self._report(packet, kernel.retval, kernel.packet, None, [str(exc)],
-                                        before)) from exc
-        step = SvcStep(packet, kernel.retval, kernel.packet, model, t_before, t_after)
+            raise Mismatch(self._report(program, packet, kernel.retval, kernel.packet, None,
+                                        [str(exc)], before)) from exc
+        step = SvcStep(program, packet, kernel.retval, kernel.packet, model, t_before, t_after)
         self.packets += 1
         problems = outcome_problems(kernel.retval, kernel.packet, model.verdict, model.packet,
-                                    xdp=False)
+                                    xdp=xdp)
         counters = self.build.counters()
         problems += counter_problems(self._counters, counters, model.counter_deltas())
         self._counters = counters
         problems += self._adopt_touched(model, t_before, t_after)
+        problems += self._adopt_stamped(t_before, t_after)
         problems += self.compare_state()
         self._history.append(step)
         if problems:
-            raise Mismatch(self._report(packet, kernel.retval, kernel.packet, model, problems,
-                                        before))
+            raise Mismatch(self._report(program, packet, kernel.retval, kernel.packet, model,
+                                        problems, before))
         return step
 
     def _adopt_touched(self, model: Result, t_before: int, t_after: int) -> list[str]:
@@ -152,6 +229,22 @@ class SvcDifferential:
             self.state.forward[key] = self.state.forward[key]._replace(last_seen_ns=last_seen)
         return problems
 
+    def _adopt_stamped(self, t_before: int, t_after: int) -> list[str]:
+        """Affinity entries the model wrote or touched carry the kernel's stamp."""
+        problems = []
+        for key in sorted(self.state.stamped):
+            raw = self.build.maps[AFFINITY_MAP].lookup(pack_affinity_key(key))
+            if raw is None:
+                problems.append(f"affinity {_show_affinity_key(key)}: written by the model, "
+                                "missing in the kernel")
+                continue
+            last_seen = unpack_affinity(raw).last_seen_ns
+            if not t_before <= last_seen <= t_after:
+                problems.append(f"affinity {_show_affinity_key(key)}: kernel last_seen "
+                                f"{last_seen} is not within the run [{t_before}, {t_after}]")
+            self.state.affinity[key] = self.state.affinity[key]._replace(last_seen_ns=last_seen)
+        return problems
+
     # -- state, on both sides
 
     def kernel_tables(self) -> tuple[dict[FlowKey, NatSession], dict[FlowKey, Rnat]]:
@@ -161,11 +254,22 @@ class SvcDifferential:
                for k, v in self.build.maps[RNAT_MAP].items()}
         return fwd, rev
 
+    def kernel_affinity(self) -> dict[AffinityKey, Affinity]:
+        if AFFINITY_MAP not in self.build.maps:
+            return {}
+        return {unpack_affinity_key(k): unpack_affinity(v)
+                for k, v in self.build.maps[AFFINITY_MAP].items()}
+
     def compare_state(self) -> list[str]:
-        """Every difference between the kernel's session maps and the model's."""
+        """Every difference between the kernel's maps and the model's."""
         kernel_fwd, kernel_rev = self.kernel_tables()
+        kernel_aff = self.kernel_affinity()
         return (table_problems("forward", kernel_fwd, self.state.forward)
-                + table_problems("reverse", kernel_rev, self.state.reverse))
+                + table_problems("reverse", kernel_rev, self.state.reverse)
+                + [f"affinity {_show_affinity_key(k)}: kernel {kernel_aff.get(k)}, "
+                   f"model {self.state.affinity.get(k)}"
+                   for k in sorted(kernel_aff.keys() | self.state.affinity.keys())
+                   if kernel_aff.get(k) != self.state.affinity.get(k)])
 
     def put_session(self, key: FlowKey, session: NatSession,
                     reverse: tuple[FlowKey, Rnat] | None = None) -> None:
@@ -181,12 +285,17 @@ class SvcDifferential:
         """Age (or rejuvenate) one session, in the kernel and in the model alike."""
         self.put_session(key, self.state.forward[key]._replace(last_seen_ns=last_seen_ns))
 
+    def put_affinity(self, key: AffinityKey, entry: Affinity) -> None:
+        """Install (or age) a ClientIP affinity entry, on both sides."""
+        self.build.maps[AFFINITY_MAP].update(pack_affinity_key(key), pack_affinity(entry))
+        self.state.affinity[key] = entry
+
     # -- reporting
 
-    def _report(self, packet: bytes, kernel_retval: int, kernel_out: bytes,
+    def _report(self, program: str, packet: bytes, kernel_retval: int, kernel_out: bytes,
                 model: Result | None, problems: list[str], before: SvcState) -> str:
         lines = [
-            *report_head(self.build, PROGRAM, self.config.build_kind, problems),
+            *report_head(self.build, program, self.config.build_kind, problems),
             f"packet in: {describe(packet)}",
             hexdump(packet),
             f"kernel: retval {kernel_retval}: {describe(kernel_out)}",
@@ -196,8 +305,15 @@ class SvcDifferential:
             lines += [f"model: {model.verdict.name}, counters +{model.counter_deltas()}: "
                       f"{describe(model.packet)}", hexdump(model.packet)]
         lines += state_lines(before.forward, before.reverse)
+        lines += [f"  affinity {_show_affinity_key(k)} -> {v}"
+                  for k, v in sorted(before.affinity.items())]
         history = list(self._history)[:-1] if model is not None else list(self._history)
         if history:
             lines.append("previous steps, oldest first:")
-            lines += [f"  {describe(s.packet)}  [{s.packet.hex()}]" for s in history]
+            lines += [f"  {s.program}: {describe(s.packet)}  [{s.packet.hex()}]"
+                      for s in history]
         return "\n".join(lines)
+
+
+def _show_affinity_key(key: AffinityKey) -> str:
+    return f"{IPv4Address(key.client)} of affinity id {key.affinity_id}"

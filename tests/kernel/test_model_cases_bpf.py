@@ -1,17 +1,26 @@
-"""bpf mode: named cases of bpfgen_svc_in against the reference model, every build kind
-and both schedulers (docs/testing.md, "The bpf mode").
+"""bpf mode: named cases of bpfgen_svc_in and bpfgen_svc_xdp against the reference
+model, every build kind and both schedulers (docs/testing.md, "The bpf mode").
 
-Each case is a short sequence of packets (and planted sessions) run through
-`SvcDifferential`, which requires the kernel and the model to agree on verdict,
-bytes, counters and both session maps; the case also states which counters the
-model must report, so that it really exercises what its name says. The kernel
-side runs in a network namespace without routes (the model's `no_route` FIB):
-translated packets go to the stack, counted fib_fallback.
+Each case is a short sequence of packets (and planted sessions and affinity entries)
+run through `SvcDifferential`, which requires the kernel and the model to agree on
+verdict, bytes, counters, both session maps and the ClientIP affinity map; the case
+also states which counters the model must report, so that it really exercises what
+its name says. The kernel side runs in a network namespace without routes (the
+model's `no_route` FIB): translated packets go to the stack, counted fib_fallback.
+
+The XDP builds (an uplink with `hook: xdp`) run every case through svc_xdp and, for
+what it passes, svc_in at tc, as the device does; a case states the counts of one
+pass through the device (`SvcStep.device_deltas`), the same as at tc. Without
+routes XDP passes every translated flow untranslated (xdp_to_tc), after its
+session work; `routed_through_the_ingress_device` gives it a route back out of its
+ingress device (XDP_TX).
 """
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,10 +32,13 @@ import pytest
 from bpf_inputs import (
     BACKEND_PORT,
     BACKENDS,
+    DNS_PORT,
     DRAINING,
     EMPTY_VIP,
     NODE2,
     NODEPORT,
+    STICKY_TIMEOUT,
+    STICKY_VIP,
     VIP,
     node_config,
     services,
@@ -41,14 +53,25 @@ from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, FlowKey
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
 from bpfgen.refmodel.svc import (
     SVC_COUNTER_NAMES,
+    Affinity,
+    AffinityKey,
     FibResult,
     NatSession,
     Rnat,
     no_route,
+    no_xdp_route,
     select_backend,
 )
 from bpfgen.refmodel.svc_config import SvcConfig, svc_config
-from bpfgen.refmodel.svc_differential import SvcDifferential, pack_nat, pack_rnat
+from bpfgen.refmodel.svc_differential import (
+    PROGRAM,
+    XDP_PROGRAM,
+    SvcDifferential,
+    pack_affinity,
+    pack_affinity_key,
+    pack_nat,
+    pack_rnat,
+)
 from bpfgen_runtime.testrun import BuildUnderTest
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_routes")]
@@ -58,6 +81,8 @@ CLIENT_POD = "198.19.1.9"  # a pod of this node, not a backend
 OUTSIDE = "203.0.113.7"
 GONE = "198.19.9.9"  # no endpoint of anything
 TIMEOUT_S = 20  # every session timeout of the cases' node
+# sticky: ClientIP affinity (STICKY_TIMEOUT) on a ClusterIP and a NodePort, two ports.
+STICKY_NP_VIP, STICKY_NODEPORT = "198.18.128.13", 30081
 
 
 def A(text: str) -> int:
@@ -65,10 +90,22 @@ def A(text: str) -> int:
 
 
 def case_services() -> dict[str, Any]:
-    """bpf_inputs' web (three ready backends, DRAINING listed as terminating) and empty
-    (none); not web-sticky (ClientIP affinity is not in the model yet)."""
+    """bpf_inputs' web (three ready backends, DRAINING listed as terminating), empty (none)
+    and web-sticky (ClientIP affinity, web's backends, ClusterIP :80/TCP), and sticky:
+    ClientIP affinity on a NodePort Service, :80/TCP and :53/UDP, web's endpoints."""
     doc = services()
-    doc["items"] = [i for i in doc["items"] if not i["metadata"]["name"].startswith("web-sticky")]
+    web = [i for i in doc["items"] if i["metadata"]["name"] in ("web", "web-1")]
+    sticky = {"apiVersion": "v1", "kind": "Service",
+              "metadata": {"name": "sticky", "namespace": "default"},
+              "spec": {**web[0]["spec"], "clusterIP": STICKY_NP_VIP,
+                       "sessionAffinity": "ClientIP",
+                       "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": STICKY_TIMEOUT}},
+                       "ports": [{**p, "nodePort": STICKY_NODEPORT}
+                                 for p in web[0]["spec"]["ports"]]}}
+    endpoints = {**web[1], "metadata": {
+        "name": "sticky-1", "namespace": "default",
+        "labels": {"kubernetes.io/service-name": "sticky"}}}
+    doc["items"] += [sticky, endpoints]
     return doc
 
 
@@ -77,11 +114,16 @@ class Case:
     diff: SvcDifferential
     config: SvcConfig
 
+    @property
+    def xdp(self) -> bool:
+        return self.diff.program == XDP_PROGRAM
+
     def send(self, frame: bytes, **want: int) -> bytes:
-        """Run `frame`; the model must count exactly `want` (and the kernel agree)."""
+        """Run `frame` through the device; the model must count exactly `want` in one pass
+        (and the kernel agree with every run). The frame that leaves the device."""
         step = self.diff.step(frame)
-        assert step.model.counter_deltas() == want, step.model.counter_deltas()
-        return step.out
+        assert step.device_deltas() == want, step.device_deltas()
+        return step.last.out
 
     def plant(self, client: str, sport: int, proto: int, backend: str, bport: int,
               flags: int = 0) -> None:
@@ -91,6 +133,25 @@ class Case:
         session = NatSession(time.monotonic_ns(), 0, 0, flags, A(backend), bport)
         rkey = FlowKey(A(backend), A(client), bport, sport, proto)
         self.diff.put_session(key, session, (rkey, Rnat(A(client), sport, A(VIP), vport)))
+
+    def plant_affinity(self, client: str, daddr: str, dport: int, proto: int, backend: str,
+                       bport: int, age_s: float = 0) -> AffinityKey:
+        """An affinity entry of client for the Service port of daddr:dport, `age_s` old."""
+        f = self.config.lookup(A(daddr), dport, proto)
+        assert f is not None and f.affinity_s
+        key = AffinityKey(A(client), f.affinity_id)
+        aged = time.monotonic_ns() - int(age_s * 10**9)
+        if aged <= 0:
+            pytest.fail(f"the clock (time since boot) is younger than {age_s} s: "
+                        "no affinity entry can be aged that far", pytrace=False)
+        self.diff.put_affinity(key, Affinity(aged, A(backend), bport))
+        return key
+
+    def affinity_of(self, client: str, daddr: str, dport: int, proto: int) -> str | None:
+        f = self.config.lookup(A(daddr), dport, proto)
+        assert f is not None
+        entry = self.diff.state.affinity.get(AffinityKey(A(client), f.affinity_id))
+        return None if entry is None else str(IPv4Address(entry.addr))
 
     def backend_of(self, client: str, daddr: str, sport: int, dport: int, proto: int) -> str:
         f = self.config.lookup(A(daddr), dport, proto)
@@ -290,11 +351,142 @@ def forwarded_with_a_route(c: Case) -> None:
     c.send(seg(CLIENT_POD, VIP, 40000, 80, ACK), **HIT)
 
 
+AFFINE = {"dnat_new": 1, "affinity_hit": 1, "fib_fallback": 1}
+
+
+def _other_sport(c: Case, start: int, daddr: str, not_to: str) -> int:
+    """A source port from `start` on whose hash (CLIENT_POD -> daddr:80/TCP) selects
+    another backend than `not_to`."""
+    return next(p for p in range(start, start + 1000)
+                if c.backend_of(CLIENT_POD, daddr, p, 80, IPPROTO_TCP) != not_to)
+
+
+def affinity_followed(c: Case) -> None:
+    """sessionAffinity ClientIP: a client's first new flow is selected by hash and
+    remembered; its next new flows (other source ports) follow the entry, touching it,
+    counted affinity_hit; another client is selected on its own."""
+    first = c.send(seg(CLIENT_POD, STICKY_VIP, 40000, 80, SYN), **NEW)
+    backend = out_tuple(first)[2]
+    assert c.affinity_of(CLIENT_POD, STICKY_VIP, 80, IPPROTO_TCP) == backend
+    hashed = set()
+    for sport in range(40001, 40011):
+        out = c.send(seg(CLIENT_POD, STICKY_VIP, sport, 80, SYN), **AFFINE)
+        assert out_tuple(out)[2] == backend
+        hashed.add(c.backend_of(CLIENT_POD, STICKY_VIP, sport, 80, IPPROTO_TCP))
+    assert len(hashed) > 1  # without affinity these flows would have spread
+    # The next packet of a flow is its session's, not affinity's.
+    c.send(seg(CLIENT_POD, STICKY_VIP, 40003, 80, ACK), **HIT)
+    out = c.send(seg(OUTSIDE, STICKY_VIP, 40000, 80, SYN), **NEW_SNAT)
+    assert out_tuple(out)[2] == c.backend_of(OUTSIDE, STICKY_VIP, 40000, 80, IPPROTO_TCP)
+
+
+def affinity_expired(c: Case) -> None:
+    """An entry timeoutSeconds old or more is not followed, nor one stamped ahead of now
+    (now - last_seen in u64 is no age); the flow is selected by hash and the entry
+    rewritten. One just younger than the timeout is followed."""
+    for start, age in ((41000, STICKY_TIMEOUT + 2), (42000, -5.0)):
+        c.plant_affinity(CLIENT_POD, STICKY_VIP, 80, IPPROTO_TCP, BACKENDS[0], BACKEND_PORT,
+                         age_s=age)
+        sport = _other_sport(c, start, STICKY_VIP, BACKENDS[0])
+        out = c.send(seg(CLIENT_POD, STICKY_VIP, sport, 80, SYN), **NEW)
+        assert out_tuple(out)[2] != BACKENDS[0]
+        assert c.affinity_of(CLIENT_POD, STICKY_VIP, 80, IPPROTO_TCP) == out_tuple(out)[2]
+    c.plant_affinity(CLIENT_POD, STICKY_VIP, 80, IPPROTO_TCP, BACKENDS[0], BACKEND_PORT,
+                     age_s=STICKY_TIMEOUT - 2)
+    sport = _other_sport(c, 43000, STICKY_VIP, BACKENDS[0])
+    out = c.send(seg(CLIENT_POD, STICKY_VIP, sport, 80, SYN), **AFFINE)
+    assert out_tuple(out)[2] == BACKENDS[0]
+
+
+def affinity_not_selectable(c: Case) -> None:
+    """An entry whose backend is draining (listed, not ready) or no endpoint at all, or
+    another port's backend (the UDP port's 5353 on the TCP port), is not followed."""
+    for start, (backend, port) in zip((41000, 42000, 43000), (
+            (DRAINING, BACKEND_PORT), (GONE, BACKEND_PORT), (BACKENDS[0], DNS_PORT)),
+            strict=True):
+        c.plant_affinity(CLIENT_POD, STICKY_NP_VIP, 80, IPPROTO_TCP, backend, port)
+        sport = _other_sport(c, start, STICKY_NP_VIP, BACKENDS[0])
+        out = c.send(seg(CLIENT_POD, STICKY_NP_VIP, sport, 80, SYN), **NEW)
+        assert out_tuple(out)[2] == c.backend_of(CLIENT_POD, STICKY_NP_VIP, sport, 80,
+                                                 IPPROTO_TCP)
+    # A draining member keeps its session, though.
+    c.plant(CLIENT_POD, 44100, IPPROTO_TCP, DRAINING, BACKEND_PORT, flags=0x01)
+    c.send(seg(CLIENT_POD, VIP, 44100, 80, ACK), **HIT)
+
+
+def affinity_per_service_port(c: Case) -> None:
+    """One entry per client and Service port, whichever frontend the client uses: a flow to
+    the ClusterIP writes it, one to the NodePort (on either node address) follows it; the
+    Service's UDP port has an entry of its own."""
+    first = c.send(seg(CLIENT_POD, STICKY_NP_VIP, 40000, 80, SYN), **NEW)
+    backend = out_tuple(first)[2]
+    for sport in range(40001, 40005):
+        out = c.send(seg(CLIENT_POD, NODE2, sport, STICKY_NODEPORT, SYN), **AFFINE,
+                     snat_new=1)
+        assert out_tuple(out)[2] == backend
+    udp = c.send(dgram(CLIENT_POD, NODE2, 5353, STICKY_NODEPORT), **NEW_SNAT)
+    assert out_tuple(udp)[2] == c.backend_of(CLIENT_POD, NODE2, 5353, STICKY_NODEPORT,
+                                             IPPROTO_UDP)
+    out = c.send(dgram(CLIENT_POD, STICKY_NP_VIP, 5354, 53), **AFFINE)
+    assert out_tuple(out)[2] == out_tuple(udp)[2]
+    tcp_id = c.config.lookup(A(STICKY_NP_VIP), 80, IPPROTO_TCP)
+    udp_id = c.config.lookup(A(NODE2), STICKY_NODEPORT, IPPROTO_UDP)
+    assert tcp_id is not None and udp_id is not None
+    assert {k.affinity_id for k in c.diff.state.affinity} == {tcp_id.affinity_id,
+                                                             udp_id.affinity_id}
+
+
+XDP_MAC = "02:00:00:00:00:aa"  # bg0's, the source MAC of what XDP sends back
+NEIGHBOUR_MAC = "02:00:00:00:00:01"  # BACKENDS[0]'s, the only neighbour
+
+
+def routed_through_the_ingress_device(c: Case) -> None:
+    """The route to the backends leaves through the device the packets came in on (bg0):
+    at tc every translated packet is redirected; svc_xdp (bg0 its ingress device) sends
+    one to a backend with a resolved neighbour back out itself (XDP_TX: translated,
+    TTL - 1, MACs from the FIB), passes the others (no neighbour, TTL 1) untranslated to
+    tc. Echo replies and REJECT answers leave as they always do."""
+    with private_netns():
+        for cmd in (f"ip link add bg0 address {XDP_MAC} type veth peer name bg1", *SETUP[1:]):
+            subprocess.run(cmd.split(), check=True)
+        c.diff.fib = routed
+        c.diff.ingress_ifindex = socket.if_nametoindex("bg0")
+        macs = bytes.fromhex(NEIGHBOUR_MAC.replace(":", "") + XDP_MAC.replace(":", ""))
+
+        def route(daddr: int, saddr: int, proto: int) -> bytes | None:
+            return macs if daddr == A(BACKENDS[0]) else None
+
+        c.diff.route = route
+        sport = next(p for p in range(40000, 41000)
+                     if c.backend_of(CLIENT_POD, VIP, p, 80, IPPROTO_TCP) == BACKENDS[0])
+        step = c.diff.step(seg(CLIENT_POD, VIP, sport, 80, SYN))
+        out = step.last.out
+        assert out_tuple(out)[2] == BACKENDS[0] and out[22] == 63
+        if c.xdp:
+            assert step.then is None and out[:12] == macs
+        assert step.device_deltas() == {"dnat_new": 1, "redirect": 1}
+        other = next(p for p in range(40000, 41000)
+                     if c.backend_of(CLIENT_POD, VIP, p, 80, IPPROTO_TCP) != BACKENDS[0])
+        step = c.diff.step(seg(CLIENT_POD, VIP, other, 80, SYN))
+        assert step.last.out[22] == 63
+        if c.xdp:
+            assert step.then is not None and step.out == step.packet  # passed untranslated
+        assert step.device_deltas() == {"dnat_new": 1, "redirect": 1}
+        c.send(ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_TCP,
+                             tcp(A(CLIENT_POD), A(VIP), sport, 80, flags=ACK), ttl=1)), **HIT)
+        c.send(ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_ICMP, icmp(8, 0, 7))),
+               icmp_echo_vip=1)
+        c.send(seg(CLIENT_POD, EMPTY_VIP, 40000, 80, SYN), reject_no_backend=1)
+        c.diff.fib, c.diff.route, c.diff.ingress_ifindex = no_route, no_xdp_route, 0
+    c.send(seg(CLIENT_POD, VIP, sport, 80, ACK), **HIT)
+
+
 CASES: dict[str, Callable[[Case], None]] = {f.__name__: f for f in (
     new_flow_dnat, hit, reply, snat_masq, udp_from_outside_masq, hairpin, reject_tcp,
     reject_tcp_padded, reject_udp, echo_vip, backend_gone_drop, backend_gone_syn_fin,
     reselect_udp, draining_keeps_session, expired_session_reselected, selection,
-    forwarded_with_a_route,
+    forwarded_with_a_route, affinity_followed, affinity_expired, affinity_not_selectable,
+    affinity_per_service_port, routed_through_the_ingress_device,
 )}
 
 
@@ -307,29 +499,43 @@ class Built:
     config: SvcConfig
 
 
-BUILDS = [(k, s) for s in ("random", "maglev") for k in ("specialized", "generic", "frozen")]
+    program: str
 
 
-@pytest.fixture(scope="module", params=BUILDS, ids=[f"{k}-{s}" for k, s in BUILDS])
+KINDS = ("specialized", "generic", "frozen")
+# tc: every kind and scheduler; XDP (uplink hook: xdp): every kind, schedulers alternating.
+BUILDS = [(k, s, "tc") for s in ("random", "maglev") for k in KINDS] + [
+    ("specialized", "maglev", "xdp"), ("generic", "random", "xdp"), ("frozen", "maglev", "xdp")]
+
+
+@pytest.fixture(scope="module", params=BUILDS,
+                ids=[f"{k}-{s}" + ("-xdp" if h == "xdp" else "") for k, s, h in BUILDS])
 def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[Built]:
-    kind, scheduler = request.param
-    root = tmp_path_factory.mktemp(f"cases-bpf-{kind}-{scheduler}")
-    node = node_config(scheduler, maglev_size=251 if scheduler == "maglev" else None)
+    kind, scheduler, hook = request.param
+    root = tmp_path_factory.mktemp(f"cases-bpf-{kind}-{scheduler}-{hook}")
+    node = node_config(scheduler, maglev_size=251 if scheduler == "maglev" else None,
+                       uplink_hook=hook)
     node["snat"]["timeouts"] = {k: f"{TIMEOUT_S}s"
                                 for k in ("tcpEstablished", "tcpTransitory", "udp", "icmp")}
     node_path, services_path = write_inputs(root, node, case_services())
     result = compile_build(node_path, [services_path], root / "build", build=kind, verify=False)
     config = svc_config(load_inputs(node_path, [services_path]), kind)
     with BuildUnderTest(result.out) as build:
-        yield Built(build, config)
+        yield Built(build, config, XDP_PROGRAM if hook == "xdp" else PROGRAM)
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_case(built: Built, name: str) -> None:
-    case = Case(SvcDifferential(built.build, built.config), built.config)
+    case = Case(SvcDifferential(built.build, built.config, program=built.program),
+                built.config)
     CASES[name](case)
     assert not case.diff.compare_state()
+
+
+def _native(value: int, size: int) -> int:
+    """The integer whose native-order bytes are `value` in network order."""
+    return int.from_bytes(value.to_bytes(size, "big"), sys.byteorder)
 
 
 def test_the_model_reads_the_maps_and_counters_as_the_c_lays_them_out(built: Built) -> None:
@@ -343,7 +549,12 @@ def test_the_model_reads_the_maps_and_counters_as_the_c_lays_them_out(built: Bui
     rnat = layouts.RnatEntry(addr=layouts.be32(1), port=layouts.be16(2), vip=layouts.be32(3),
                              vip_port=layouts.be16(4))
     assert pack_rnat(Rnat(1, 2, 3, 4)) == layouts.to_bytes(rnat)
-    for name in ("bpfgen_nat_v4", "bpfgen_rnat_v4"):
+    # The C keeps the affinity map's addresses and ports in network order in u32/u16 fields.
+    akey = layouts.AffinityKey(client=_native(1, 4), affinity_id=2)
+    assert pack_affinity_key(AffinityKey(1, 2)) == layouts.to_bytes(akey)
+    entry = layouts.AffinityEntry(last_seen_ns=1, addr=_native(2, 4), port=_native(3, 2))
+    assert pack_affinity(Affinity(1, 2, 3)) == layouts.to_bytes(entry)
+    for name in ("bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_affinity_v4"):
         (m,) = [m for m in built.build.manifest["maps"] if m["name"] == name]
         assert m["max_entries"] == built.config.base.max_sessions
 

@@ -1,19 +1,22 @@
-"""bpf mode: the kernel's bpfgen_svc_in and the reference model agree on every packet
-(docs/testing.md, "The bpf mode").
+"""bpf mode: the kernel's bpfgen_svc_in and bpfgen_svc_xdp and the reference model agree
+on every packet (docs/testing.md, "The bpf mode").
 
 Each hypothesis example picks one node configuration from a small pool of random
-valid bpf-mode ones (random and Maglev selection, traffic policies, services
-without endpoints, not-ready and terminating endpoints that are listed but not
-selectable; compiled once per session and build kind) and sends a sequence of
-packets through svc_in: to frontends and NodePorts (new flows, hairpin, REJECT),
-the next packets of existing flows, replies (and near misses), echo requests,
-anything; sessions planted with a backend that is selectable, draining or gone;
-sometimes a session aged. About a third of the packets are mutated as in the
-ipvs mode's test.
+valid bpf-mode ones (random and Maglev selection, traffic policies, ClientIP
+affinity, services without endpoints, not-ready and terminating endpoints that are
+listed but not selectable; an uplink with `hook: xdp`; compiled once per session
+and build kind) and sends a sequence of packets through svc_in, or through svc_xdp
+and then svc_in for what it passes (as the uplink runs them): to frontends and
+NodePorts (new flows, hairpin, REJECT), the next packets of existing flows, replies
+(and near misses), echo requests, anything; sessions planted with a backend that
+is selectable, draining or gone, affinity entries planted likewise (fresh, expired,
+stamped ahead of now); sometimes a session or an affinity entry aged. About a third
+of the packets are mutated as in the ipvs mode's test.
 
-`SvcDifferential.step` compares verdict, bytes, counters and both session maps.
-The kernel side runs in a network namespace without routes, where the model's
-`no_route` FIB holds: every translated packet goes to the stack (fib_fallback).
+`SvcDifferential.step` compares verdict, bytes, counters, both session maps and the
+affinity map. The kernel side runs in a network namespace without routes, where
+the model's `no_route` FIB holds: every translated packet goes to the stack
+(fib_fallback) at tc, and is passed untranslated to tc (xdp_to_tc) at XDP.
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ from bpfgen.refmodel import BUILD_KINDS, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 from bpfgen.refmodel import timeout_ns as session_timeout
 from bpfgen.refmodel.differential import describe, hexdump
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4
-from bpfgen.refmodel.svc import NatSession, Rnat, SvcState
-from bpfgen.refmodel.svc_config import SvcConfig, svc_config
-from bpfgen.refmodel.svc_differential import SvcDifferential, SvcStep
+from bpfgen.refmodel.programs import Verdict
+from bpfgen.refmodel.svc import Affinity, AffinityKey, NatSession, Rnat, SvcState
+from bpfgen.refmodel.svc_config import SvcConfig, SvcFrontend, svc_config
+from bpfgen.refmodel.svc_differential import PROGRAM, XDP_PROGRAM, SvcDifferential, SvcStep
 from bpfgen_runtime.testrun import tc_accepts
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_routes")]
@@ -75,7 +79,9 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     Entry 0 is tight (one node address, 16 SNAT ports, and more flows from one client
     in build_packet: exhaustion, reclaiming);
     entry 2 has 24 sessions (the maps fill up); entry 3 has so many services that
-    the specialized build keeps its frontends in maps. Odd entries use Maglev.
+    the specialized build keeps its frontends in maps. Odd entries use Maglev. Services
+    get ClientIP affinity only where the affinity map (an LRU hash of maxSessions
+    entries, which the model never evicts) is many times larger than a run's entries.
     """
     rng = random.Random(seed)
     tight = seed == 0
@@ -94,6 +100,7 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
                                 "selectionSeed": rng.getrandbits(32)}
     if scheduler == "maglev":
         datapath["maglevTableSize"] = rng.choice([251, 1021, 16381])
+    max_sessions = {0: 256, 2: 24}.get(seed, rng.choice([64, 1000]))
     node = {
         "apiVersion": "bpfgen/v1",
         "kind": "NodeConfig",
@@ -104,11 +111,12 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
             "masqueradeAll": (not tight) and rng.random() < 0.2,
             "nodePortRange": list(NODE_PORT_RANGE),
         },
-        "interfaces": [{"name": "eth0", "role": "uplink"}, {"name": "veth*", "role": "pods"}],
+        "interfaces": [{"name": "eth0", "role": "uplink", "hook": "xdp"},
+                       {"name": "veth*", "role": "pods"}],
         "datapath": datapath,
         "snat": {
             "portRange": [low, low + count - 1],
-            "maxSessions": {0: 256, 2: 24}.get(seed, rng.choice([64, 1000])),
+            "maxSessions": max_sessions,
             "timeouts": timeouts,
         },
         "features": {"icmpEcho": tight or rng.random() < 0.7},
@@ -143,6 +151,11 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
             spec["externalTrafficPolicy"] = rng.choice(["Cluster", "Local"])
         if rng.random() < 0.2:
             spec["internalTrafficPolicy"] = "Local"
+        if max_sessions >= 256 and rng.random() < 0.4:
+            # Timeouts far longer than a run: entries age only when the test ages them.
+            spec["sessionAffinity"] = "ClientIP"
+            spec["sessionAffinityConfig"] = {
+                "clientIP": {"timeoutSeconds": rng.choice([15, 30, 10800])}}
         service: dict[str, Any] = {"apiVersion": "v1", "kind": "Service",
                                    "metadata": {"name": f"svc-{i}", "namespace": "default"},
                                    "spec": spec}
@@ -182,6 +195,7 @@ class Env:
     vips: tuple[int, ...]
     backends: tuple[int, ...]  # every selectable and draining backend address
     busiest: Target | None  # a frontend that SNATs outsiders, with the fewest backends
+    sticky: tuple[Target, ...]  # targets of frontends with ClientIP affinity
 
     @classmethod
     def of(cls, config: SvcConfig) -> Env:
@@ -200,8 +214,17 @@ class Env:
         served = [(len(f.backends), t) for t in targets
                   if (f := config.lookup(*t)) is not None and f.backends
                   and f.policy is not Policy.NEVER]
+        sticky = tuple(t for t in targets
+                       if (f := config.lookup(*t)) is not None and f.affinity_s)
         return cls(config, tuple(targets), tuple(clients), tuple(sorted(config.vips)),
-                   tuple(members), min(served)[1] if served else None)
+                   tuple(members), min(served)[1] if served else None, sticky)
+
+    def affinity_timeout_s(self, affinity_id: int) -> int:
+        """timeoutSeconds of the Service port whose affinity id this is."""
+        (timeout,) = {f.affinity_s for t in self.sticky
+                      if (f := self.config.lookup(*t)) is not None
+                      and f.affinity_id == affinity_id}
+        return timeout
 
     def any_addr(self, rng: random.Random) -> int:
         if rng.random() < 0.1:
@@ -293,6 +316,36 @@ def planted(rng: random.Random, env: Env, state: SvcState, diff: SvcDifferential
     return frame_for(rng, proto, key.saddr, daddr, key.sport, dport)
 
 
+def _sticky(env: Env, target: Target) -> SvcFrontend:
+    f = env.config.lookup(*target)
+    assert f is not None
+    return f
+
+
+def planted_affinity(rng: random.Random, env: Env, state: SvcState,
+                     diff: SvcDifferential) -> bytes:
+    """An affinity entry planted for a client and a Service port with ClientIP affinity,
+    naming a backend that is selectable, draining or no endpoint of it, fresh, expired or
+    stamped ahead of now; then a new flow of that client to a frontend of that Service
+    port (maybe another one than the entry was written through)."""
+    if not env.sticky:
+        return to_frontend(rng, env, state, diff)
+    f = _sticky(env, rng.choice(env.sticky))
+    draining = sorted(f.members - set(f.backends))
+    port = rng.choice([8080, 53, *(p for _, p in f.backends)])
+    gone = (rng.choice(env.clients), port)
+    choices = [list(f.backends), list(f.backends), draining, [gone]]
+    backend = rng.choice(rng.choice([c for c in choices if c]))
+    client = rng.choice(env.clients)
+    now, timeout = time.monotonic_ns(), f.affinity_s * NS
+    # Far from the boundary, as sessions are aged (age_one).
+    last_seen = rng.choice([now, now - timeout // 2, now - timeout - NS, now + 5 * NS])
+    diff.put_affinity(AffinityKey(client, f.affinity_id), Affinity(max(last_seen, 0), *backend))
+    daddr, dport, proto = rng.choice([t for t in env.sticky
+                                      if _sticky(env, t).affinity_id == f.affinity_id])
+    return frame_for(rng, proto, client, daddr, rng.randrange(1024, 65536), dport)
+
+
 def echo(rng: random.Random, env: Env, state: SvcState, diff: SvcDifferential) -> bytes:
     """An echo request (to a VIP, mostly) or reply."""
     daddr = rng.choice(env.vips) if env.vips and rng.random() < 0.7 else env.any_addr(rng)
@@ -313,7 +366,7 @@ KINDS: tuple[Builder, ...] = (
     to_frontend, to_frontend, to_frontend, same_client, existing_flow, existing_flow, reply,
     reply, planted, echo,
 )
-EXTRA_KINDS: tuple[Builder, ...] = (anything,)
+EXTRA_KINDS: tuple[Builder, ...] = (anything, planted_affinity)
 
 
 def build_packet(kind: int, seed: int, env: Env, state: SvcState, diff: SvcDifferential) -> bytes:
@@ -337,11 +390,17 @@ TRANSLATED = {"dnat_new", "dnat_hit", "rdnat"}
 
 def check_step(step: SvcStep, source: Path) -> None:
     """Whatever the model says: a packet passed untranslated is untouched, a translated one
-    keeps valid checksums, an answer (RST, port unreachable, echo reply) has valid ones."""
+    keeps valid checksums, an answer (RST, port unreachable, echo reply) has valid ones.
+    svc_xdp passes a frame it does not send itself untranslated, whatever it did."""
+    if step.then is not None:
+        assert step.out == step.packet, f"svc_xdp passed a changed frame:\n{step.out.hex()}"
+        check_step(step.then, source)
+        return
     deltas = step.model.counter_deltas()
     context = (f"source {source}\nin  {describe(step.packet)}\n{hexdump(step.packet)}\n"
                f"out {describe(step.out)}\n{hexdump(step.out)}")
-    if deltas.keys() & {"reject_no_backend", "icmp_echo_vip"} and step.retval == 7:
+    if deltas.keys() & {"reject_no_backend", "icmp_echo_vip"} and step.model.verdict is \
+            Verdict.REDIRECT:
         if "reject_no_backend" in deltas or scapy_checksums_valid(step.packet):
             assert scapy_checksums_valid(step.out), f"answer with bad checksums:\n{context}"
         return
@@ -381,6 +440,18 @@ rounds = st.lists(
 )
 
 
+def age_affinity(env: Env, diff: SvcDifferential, rng: random.Random, how: int) -> None:
+    """Move one affinity entry's last_seen: past its timeout, to half of it, or ahead."""
+    keys = sorted(diff.state.affinity)
+    if not keys:
+        return
+    key = rng.choice(keys)
+    timeout = env.affinity_timeout_s(key.affinity_id) * NS
+    now = time.monotonic_ns()
+    last_seen = {10: now - timeout - NS, 11: now - timeout // 2, 12: now + 5 * NS}[how]
+    diff.put_affinity(key, diff.state.affinity[key]._replace(last_seen_ns=max(last_seen, 0)))
+
+
 def age_one(diff: SvcDifferential, rng: random.Random, how: int) -> None:
     """Move one session's last_seen: past its timeout, just short of it, or ahead of now."""
     keys = sorted(diff.state.forward)
@@ -396,23 +467,26 @@ def age_one(diff: SvcDifferential, rng: random.Random, how: int) -> None:
     diff.set_last_seen(key, max(last_seen, 0))
 
 
+@pytest.mark.parametrize("program", [PROGRAM, XDP_PROGRAM])
 @pytest.mark.parametrize("kind", BUILD_KINDS)
 # No shrinking (as in the ipvs mode's test): the Mismatch message is the reproduction.
 @settings(phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(config_index=st.integers(0, POOL_SIZE - 1), plan=rounds)
-def test_svc_in_matches_model(
-    build_pool: BuildPool[tuple[SvcConfig, Env]], kind: str, config_index: int,
+def test_svc_matches_model(
+    build_pool: BuildPool[tuple[SvcConfig, Env]], kind: str, program: str, config_index: int,
     plan: list[tuple[int, int, int]],
 ) -> None:
     build, (config, env) = build_pool.get(config_index, kind)
-    diff = SvcDifferential(build, config)
-    source = build.programs["svc_in"].source
+    diff = SvcDifferential(build, config, program=program)
+    source = build.programs[program].source
     for packet_kind, seed, age in plan:
         frame = build_packet(packet_kind, seed, env, diff.state, diff)
         step = diff.step(frame)
         check_step(step, source)
-        outcome = ",".join(sorted(step.model.counter_deltas())) or "none"
-        PACKETS[(kind, outcome)] += 1
+        outcome = ",".join(sorted(step.device_deltas())) or "none"
+        PACKETS[(f"{kind}/{program}", outcome)] += 1
         if age >= 13:
             age_one(diff, random.Random(seed), age)
+        elif age >= 10:
+            age_affinity(env, diff, random.Random(seed), age)
     assert not diff.compare_state()
