@@ -219,6 +219,7 @@ def run_in_vm(
     *,
     results: Path | None = None,
     env: dict[str, str] | None = None,
+    rwdirs: tuple[Path, ...] = (),
     cwd: Path = ROOT,
     cpus: int = DEFAULT_CPUS,
     memory: str = DEFAULT_MEMORY,
@@ -229,7 +230,8 @@ def run_in_vm(
 
     `results` (created if missing; by default a new .vm/runs/results-*) is
     shared read-write with the guest and named by $BPFGEN_VM_RESULTS there.
-    `env` adds guest environment variables. With `echo` the output is
+    `env` adds guest environment variables; `rwdirs` are host directories the
+    guest may write (everything else it sees read-only). With `echo` the output is
     streamed to sys.stdout/sys.stderr as it comes. `verbose` adds the boot
     console to stderr. Raises VMError when the VM cannot run the command to
     its end, including when `timeout` (boot included) runs out.
@@ -265,6 +267,7 @@ def run_in_vm(
             "--cwd", str(cwd),
             "--rwdir", str(ctl),
             "--rwdir", str(results),
+            *(a for d in rwdirs for a in ("--rwdir", str(d))),
         ]  # fmt: skip
         if Path("/boot").is_dir():
             args += ["--overlay-rwdir", "/boot"]
