@@ -29,14 +29,18 @@ from typing import Any, ClassVar
 import pytest
 from hypothesis import event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    Bundle,
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    multiple,
-    precondition,
-    rule,
+from hypothesis.stateful import Bundle, invariant, multiple, precondition, rule
+from machines import (
+    ACK,
+    FIN,
+    NS,
+    PSH,
+    RST,
+    SYN,
+    TIMEOUTS,
+    AgingMachine,
+    assert_ports_held,
+    snat_section,
 )
 
 from bpfgen.compiler import compile_build
@@ -50,6 +54,7 @@ from bpfgen.refmodel import (
     ModelConfig,
     Origin,
     Result,
+    Session,
     SessionState,
     expired,
     model_config,
@@ -58,17 +63,13 @@ from bpfgen.refmodel import (
 )
 from bpfgen.refmodel.differential import Differential
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
-from bpfgen.refmodel.hashing import candidate_port
-from bpfgen.refmodel.programs import PROBE_LIMIT
 from bpfgen_runtime.testrun import BuildUnderTest
 
 pytestmark = pytest.mark.kernel
 
-NS = 1_000_000_000
 NODE_ADDR = "198.18.0.2"
 PORTS = (40000, 40015)  # 16 SNAT ports
 MAX_SESSIONS = 40
-TIMEOUTS = {"tcpEstablished": 90, "tcpTransitory": 20, "udp": 40, "icmp": 30}  # seconds
 MARK = 0x4000
 VIP = "198.18.128.10"
 
@@ -79,8 +80,7 @@ NODE = {
     "cluster": {"podCIDR": "198.19.0.0/16", "serviceCIDR": "198.18.128.0/17"},
     "interfaces": [{"name": "eth0", "role": "uplink", "hook": "xdp"},
                    {"name": "veth*", "role": "pods"}],
-    "snat": {"portRange": list(PORTS), "maxSessions": MAX_SESSIONS, "mark": MARK,
-             "timeouts": {k: f"{v}s" for k, v in TIMEOUTS.items()}},
+    "snat": snat_section(PORTS, MAX_SESSIONS, mark=MARK),
     "features": {"icmpEcho": True},
 }
 SERVICES = {
@@ -98,7 +98,6 @@ SERVICES = {
 CLIENTS = ("203.0.113.7", "192.0.2.1", "198.18.64.9", "198.19.1.5", "198.19.2.7")
 REMOTES = (("198.19.1.21", 8080), ("198.19.2.13", 8080), ("198.19.3.3", 53))
 
-SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 FORWARD_FLAGS = (ACK, ACK | PSH, FIN | ACK, RST, RST | ACK, SYN)
 REPLY_FLAGS = (SYN | ACK, ACK, ACK | PSH, FIN | ACK, RST, RST | ACK)
 
@@ -147,7 +146,7 @@ class Conn:
                 f"proto {k.proto} mark {self.mark:#x}")
 
 
-class SnatMachine(RuleBasedStateMachine):
+class SnatMachine(AgingMachine):
     kind: ClassVar[str] = "specialized"
     conns = Bundle("conns")
 
@@ -188,22 +187,16 @@ class SnatMachine(RuleBasedStateMachine):
         """A drop for exhaustion: every port the flow may probe is held by a live session."""
         h = tuple_hash(self.config.hash_seed, *key)
         nat_addr = self.config.node_addrs[h % len(self.config.node_addrs)]
-        for attempt in range(PROBE_LIMIT):
-            port = candidate_port(h, attempt, self.config.port_min, self.config.port_count)
-            rkey = FlowKey(key.daddr, nat_addr, key.dport, port, key.proto)
-            holder = before.reverse.get(rkey)
-            assert holder is not None, f"port {port} was free, yet {key} was dropped"
-            session = before.forward.get(FlowKey(holder.addr, key.daddr, holder.port, key.dport,
-                                                 key.proto))
-            assert session is not None and (session.nat_addr, session.nat_port) == (
-                nat_addr, port) and not expired(self.config, key.proto, session, now), (
-                f"port {port} was stale, yet {key} was dropped")
+
+        def holder(port: int) -> Session | None:
+            origin = before.reverse.get(FlowKey(key.daddr, nat_addr, key.dport, port, key.proto))
+            session = origin and before.forward.get(
+                FlowKey(origin.addr, key.daddr, origin.port, key.dport, key.proto))
+            return session if session and session.nat_addr == nat_addr else None
+
+        assert_ports_held(self.config, key, key, h, now, holder)
 
     # -- rules
-
-    @initialize()
-    def fresh_tables(self) -> None:
-        assert not self.diff.state.forward
 
     @rule(target=conns, client=st.sampled_from(CLIENTS), remote=st.sampled_from(REMOTES),
           proto=st.sampled_from([IPPROTO_TCP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP]),
@@ -266,24 +259,6 @@ class SnatMachine(RuleBasedStateMachine):
             else:
                 assert int.from_bytes(out[36:38], "big") == k.sport
 
-    @rule(conn=conns, how=st.sampled_from(["transitory", "established", "udp", "icmp", "a bit"]))
-    def idle(self, conn: Conn, how: str) -> None:
-        """Let one session idle: its last_seen moves back, in the kernel and the model."""
-        session = self.diff.state.forward.get(conn.key)
-        if session is None:
-            return
-        seconds = {"transitory": TIMEOUTS["tcpTransitory"] + 1,
-                   "established": TIMEOUTS["tcpEstablished"] + 1,
-                   "udp": TIMEOUTS["udp"] + 1, "icmp": TIMEOUTS["icmp"] + 1, "a bit": 5}[how]
-        self.diff.set_last_seen(conn.key, max(0, session.last_seen_ns - seconds * NS))
-
-    @rule()
-    def idle_everything(self) -> None:
-        """Everything idles past the longest timeout: every port is free to reclaim."""
-        for key, session in sorted(self.diff.state.forward.items()):
-            longest = max(TIMEOUTS.values()) + 1
-            self.diff.set_last_seen(key, max(0, session.last_seen_ns - longest * NS))
-
     @precondition(lambda self: bool(self.diff.state.forward))
     @rule(data=st.data())
     def fin_shortens_life(self, data: st.DataObject) -> None:
@@ -303,11 +278,6 @@ class SnatMachine(RuleBasedStateMachine):
         assert timeout_ns(self.config, key.proto, after.flags) == TIMEOUTS["tcpTransitory"] * NS
 
     # -- invariants
-
-    @invariant()
-    def kernel_equals_model(self) -> None:
-        problems = self.diff.compare_state()
-        assert not problems, "\n".join(problems)
 
     @invariant()
     def live_translations_unique(self) -> None:
