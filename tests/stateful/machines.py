@@ -10,8 +10,10 @@ and puts `Conn`-like objects (`.key`: the session's original tuple) into `conns`
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
+from unittest import TestCase
 
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
@@ -22,6 +24,8 @@ from bpfgen.refmodel.programs import PROBE_LIMIT
 NS = 1_000_000_000
 TIMEOUTS = {"tcpEstablished": 90, "tcpTransitory": 20, "udp": 40, "icmp": 30}  # seconds
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
+FORWARD_FLAGS = (ACK, ACK | PSH, FIN | ACK, RST, RST | ACK, SYN)  # SYN: the tuple reused
+REPLY_FLAGS = (SYN | ACK, ACK, ACK | PSH, FIN | ACK, RST, RST | ACK)
 
 
 def snat_section(ports: tuple[int, int], max_sessions: int, **extra: Any) -> dict[str, Any]:
@@ -54,6 +58,7 @@ def assert_ports_held(config: ModelConfig, flow: object, key: FlowKey, h: int, n
 class AgingMachine(RuleBasedStateMachine):
     """Sessions idle past their timeouts, in the kernel and the model alike."""
 
+    kind: ClassVar[str] = "specialized"
     conns = Bundle("conns")
     diff: Any  # Differential | SvcDifferential
 
@@ -83,3 +88,17 @@ class AgingMachine(RuleBasedStateMachine):
     def kernel_equals_model(self) -> None:
         problems = self.diff.compare_state()
         assert not problems, "\n".join(problems)
+
+    @invariant()
+    def within_capacity(self) -> None:
+        assert len(self.diff.state.forward) <= self.diff.state.capacity
+        assert len(self.diff.state.reverse) <= self.diff.state.capacity
+
+
+def build_kind_cases(machine: type[AgingMachine], steps: int = 60) -> tuple[type[TestCase], ...]:
+    """The machine's test cases for the specialized build and (a subclass) the generic one."""
+    generic = type(f"Generic{machine.__name__}", (machine,), {"kind": "generic"})
+    cases = (machine.TestCase, generic.TestCase)
+    for case in cases:
+        case.settings = settings(stateful_step_count=steps)
+    return cases

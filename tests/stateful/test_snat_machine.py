@@ -24,22 +24,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
-from hypothesis import event, settings
+from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, invariant, multiple, precondition, rule
 from machines import (
     ACK,
     FIN,
+    FORWARD_FLAGS,
     NS,
-    PSH,
+    REPLY_FLAGS,
     RST,
     SYN,
     TIMEOUTS,
     AgingMachine,
     assert_ports_held,
+    build_kind_cases,
     snat_section,
 )
 
@@ -98,8 +100,6 @@ SERVICES = {
 CLIENTS = ("203.0.113.7", "192.0.2.1", "198.18.64.9", "198.19.1.5", "198.19.2.7")
 REMOTES = (("198.19.1.21", 8080), ("198.19.2.13", 8080), ("198.19.3.3", 53))
 
-FORWARD_FLAGS = (ACK, ACK | PSH, FIN | ACK, RST, RST | ACK, SYN)
-REPLY_FLAGS = (SYN | ACK, ACK, ACK | PSH, FIN | ACK, RST, RST | ACK)
 
 _BUILDS: dict[str, tuple[BuildUnderTest, ModelConfig]] = {}
 _WORKDIR: list[Path] = []
@@ -147,7 +147,6 @@ class Conn:
 
 
 class SnatMachine(AgingMachine):
-    kind: ClassVar[str] = "specialized"
     conns = Bundle("conns")
 
     def __init__(self) -> None:
@@ -299,18 +298,5 @@ class SnatMachine(AgingMachine):
             rkey = FlowKey(key.daddr, s.nat_addr, key.dport, s.nat_port, key.proto)
             assert self.diff.state.reverse.get(rkey) == Origin(key.saddr, key.sport), key
 
-    @invariant()
-    def within_capacity(self) -> None:
-        assert len(self.diff.state.forward) <= MAX_SESSIONS
-        assert len(self.diff.state.reverse) <= MAX_SESSIONS
 
-
-class GenericSnatMachine(SnatMachine):
-    kind = "generic"
-
-
-_SETTINGS = settings(stateful_step_count=60)
-TestSnatSpecialized = SnatMachine.TestCase
-TestSnatSpecialized.settings = _SETTINGS
-TestSnatGeneric = GenericSnatMachine.TestCase
-TestSnatGeneric.settings = _SETTINGS
+TestSnatSpecialized, TestSnatGeneric = build_kind_cases(SnatMachine)

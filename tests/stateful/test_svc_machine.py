@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from bpf_inputs import (
@@ -44,7 +44,7 @@ from bpf_inputs import (
     node_config,
     services,
 )
-from hypothesis import event, settings
+from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, invariant, multiple, precondition, rule
 from kernel.model_pool import BuildPool, open_pool
@@ -52,12 +52,14 @@ from kernel.netns_private import private_netns
 from machines import (
     ACK,
     FIN,
-    PSH,
+    FORWARD_FLAGS,
+    REPLY_FLAGS,
     RST,
     SYN,
     TIMEOUTS,
     AgingMachine,
     assert_ports_held,
+    build_kind_cases,
     snat_section,
 )
 
@@ -70,6 +72,7 @@ from bpfgen.refmodel import (
     timeout_ns,
     tuple_hash,
 )
+from bpfgen.refmodel.differential import show_key
 from bpfgen.refmodel.frames import ethernet, ipv4, tcp, udp
 from bpfgen.refmodel.programs import Result
 from bpfgen.refmodel.svc import NatSession, Rnat, SvcState, select_backend
@@ -99,8 +102,8 @@ TARGETS = ((VIP, 80, IPPROTO_TCP), (VIP, 53, IPPROTO_UDP), (NODE1, NODEPORT, IPP
 PODS = ("198.19.1.9", "198.19.2.7", *BACKENDS[:2])  # a backend may select itself: hairpin
 OUTSIDE = ("203.0.113.7", "192.0.2.1")
 SPORTS = st.integers(40000, 40005)  # few: tuples are reused
-FORWARD_FLAGS = (ACK, ACK | PSH, FIN | ACK, RST, SYN)
-REPLY_FLAGS = (SYN | ACK, ACK, ACK | PSH, FIN | ACK, RST)
+
+
 
 _POOL: list[BuildPool[SvcConfig]] = []
 PACKETS: Counter[tuple[str, str]] = Counter()  # (build kind, counters) -> packets
@@ -148,13 +151,10 @@ class Conn:
     key: FlowKey
 
     def __str__(self) -> str:
-        k = self.key
-        return (f"{IPv4Address(k.saddr)}:{k.sport} > {IPv4Address(k.daddr)}:{k.dport} "
-                f"proto {k.proto}")
+        return show_key(self.key)
 
 
 class SvcMachine(AgingMachine):
-    kind: ClassVar[str] = "specialized"
     conns = Bundle("conns")
 
     def __init__(self) -> None:
@@ -301,18 +301,5 @@ class SvcMachine(AgingMachine):
             assert self.diff.state.reverse.get(r) == Rnat(key.saddr, key.sport, key.daddr,
                                                           key.dport), key
 
-    @invariant()
-    def within_capacity(self) -> None:
-        assert len(self.diff.state.forward) <= MAX_SESSIONS
-        assert len(self.diff.state.reverse) <= MAX_SESSIONS
 
-
-class GenericSvcMachine(SvcMachine):
-    kind = "generic"
-
-
-_SETTINGS = settings(stateful_step_count=60)
-TestSvcSpecialized = SvcMachine.TestCase
-TestSvcSpecialized.settings = _SETTINGS
-TestSvcGeneric = GenericSvcMachine.TestCase
-TestSvcGeneric.settings = _SETTINGS
+TestSvcSpecialized, TestSvcGeneric = build_kind_cases(SvcMachine)
