@@ -10,7 +10,7 @@ and puts `Conn`-like objects (`.key`: the session's original tuple) into `conns`
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 from unittest import TestCase
 
 from hypothesis import settings
@@ -20,12 +20,14 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 from bpfgen.refmodel import FlowKey, ModelConfig, expired
 from bpfgen.refmodel.hashing import candidate_port
 from bpfgen.refmodel.programs import PROBE_LIMIT
+from bpfgen.refmodel.state import SessionLike
 
 NS = 1_000_000_000
 TIMEOUTS = {"tcpEstablished": 90, "tcpTransitory": 20, "udp": 40, "icmp": 30}  # seconds
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 FORWARD_FLAGS = (ACK, ACK | PSH, FIN | ACK, RST, RST | ACK, SYN)  # SYN: the tuple reused
 REPLY_FLAGS = (SYN | ACK, ACK, ACK | PSH, FIN | ACK, RST, RST | ACK)
+CLOSE_FLAGS = (FIN | ACK, RST, RST | ACK)
 
 
 def snat_section(ports: tuple[int, int], max_sessions: int, **extra: Any) -> dict[str, Any]:
@@ -34,17 +36,8 @@ def snat_section(ports: tuple[int, int], max_sessions: int, **extra: Any) -> dic
             "timeouts": {k: f"{v}s" for k, v in TIMEOUTS.items()}}
 
 
-class _Session(Protocol):
-    @property
-    def last_seen_ns(self) -> int: ...
-    @property
-    def nat_port(self) -> int: ...
-    @property
-    def flags(self) -> int: ...
-
-
 def assert_ports_held(config: ModelConfig, flow: object, key: FlowKey, h: int, now: int,
-                      holder: Callable[[int], _Session | None]) -> None:
+                      holder: Callable[[int], SessionLike | None]) -> None:
     """A drop for exhaustion: every port the flow (`key`, hash `h`) may probe is held by a
     live session (`holder(port)`: the session translated to it, None when there is none)."""
     for attempt in range(PROBE_LIMIT):
@@ -97,7 +90,8 @@ class AgingMachine(RuleBasedStateMachine):
 
 def build_kind_cases(machine: type[AgingMachine], steps: int = 60) -> tuple[type[TestCase], ...]:
     """The machine's test cases for the specialized build and (a subclass) the generic one."""
-    generic = type(f"Generic{machine.__name__}", (machine,), {"kind": "generic"})
+    generic: type[AgingMachine] = type(f"Generic{machine.__name__}", (machine,),
+                                       {"kind": "generic"})
     cases = (machine.TestCase, generic.TestCase)
     for case in cases:
         case.settings = settings(stateful_step_count=steps)

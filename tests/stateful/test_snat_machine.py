@@ -148,6 +148,7 @@ class Conn:
 
 class SnatMachine(AgingMachine):
     conns = Bundle("conns")
+    diff: Differential
 
     def __init__(self) -> None:
         super().__init__()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
+import machines
 import pytest
 from bpf_inputs import (
     BACKEND_PORT,
@@ -49,19 +50,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, invariant, multiple, precondition, rule
 from kernel.model_pool import BuildPool, open_pool
 from kernel.netns_private import private_netns
-from machines import (
-    ACK,
-    FIN,
-    FORWARD_FLAGS,
-    REPLY_FLAGS,
-    RST,
-    SYN,
-    TIMEOUTS,
-    AgingMachine,
-    assert_ports_held,
-    build_kind_cases,
-    snat_section,
-)
+from machines import TIMEOUTS, AgingMachine, assert_ports_held, build_kind_cases, snat_section
 
 from bpfgen.refmodel import (
     CLOSING,
@@ -156,6 +145,7 @@ class Conn:
 
 class SvcMachine(AgingMachine):
     conns = Bundle("conns")
+    diff: SvcDifferential
 
     def __init__(self) -> None:
         super().__init__()
@@ -230,7 +220,7 @@ class SvcMachine(AgingMachine):
     def open(self, client: str, target_: tuple[str, int, int], sport: int) -> Conn:
         daddr, dport, proto = target_
         conn = Conn(FlowKey(A(client), A(daddr), sport, dport, proto))
-        self.send_forward(conn, SYN)
+        self.send_forward(conn, machines.SYN)
         return conn
 
     @rule(target=conns, backend=st.sampled_from(BACKENDS), n=st.integers(1, 24),
@@ -247,15 +237,15 @@ class SvcMachine(AgingMachine):
             sport += 1
             if select_backend(self.config, frontend, key) == (A(backend), BACKEND_PORT):
                 opened.append(Conn(key))
-                self.send_forward(opened[-1], SYN)
+                self.send_forward(opened[-1], machines.SYN)
         return multiple(*opened)
 
-    @rule(conn=conns, flags=st.sampled_from(FORWARD_FLAGS))
+    @rule(conn=conns, flags=st.sampled_from(machines.FORWARD_FLAGS))
     def follow_up(self, conn: Conn, flags: int) -> None:
         """The client's next packet (a bare SYN: the tuple reused)."""
         self.send_forward(conn, flags)
 
-    @rule(conn=conns, flags=st.sampled_from(REPLY_FLAGS))
+    @rule(conn=conns, flags=st.sampled_from(machines.REPLY_FLAGS))
     def reply(self, conn: Conn, flags: int) -> None:
         """The backend answers: to the client, from the frontend, when the session is live."""
         k = conn.key
@@ -274,7 +264,7 @@ class SvcMachine(AgingMachine):
             assert out_tuple(result.packet) == (k.daddr, k.dport, k.saddr, k.sport)
 
     @precondition(lambda self: any(k.proto == IPPROTO_TCP for k, _ in self.live_sessions()))
-    @rule(data=st.data(), flags=st.sampled_from([FIN | ACK, RST, RST | ACK]),
+    @rule(data=st.data(), flags=st.sampled_from(machines.CLOSE_FLAGS),
           from_backend=st.booleans())
     def close(self, data: st.DataObject, flags: int, from_backend: bool) -> None:
         """FIN or RST on a live TCP session, either way: it lives tcpTransitory."""
