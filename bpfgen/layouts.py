@@ -182,8 +182,6 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "bpfgen_frontend_key": FrontendKey,
     "bpfgen_frontend_value": FrontendValue,
     "bpfgen_config": Config,
-    "bpfgen_sock_rev_key": SockRevKey,
-    "bpfgen_sock_rev_value": SockRevValue,
 }
 
 # The bpf mode's structs, checked against a bpf-mode object (svc_in.bpf.o).
