@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,21 @@ DRAINING = "198.19.2.20"
 BACKEND_PORT, DNS_PORT = 8080, 5353
 PORT_MIN, PORT_MAX = 65520, 65535
 SELECTION_SEED = 0x1234ABCD
+
+
+#: The build combinations (kind, scheduler, uplink hook) the bpf-mode case tables run in
+#: the 6.1 VM (tests/vm/test_vm.py): one per kind, both schedulers and both hooks among
+#: them; the host runs every combination. Under emulation each build's load and each
+#: private-namespace case cost 10-25 s.
+VM_BUILDS = (("specialized", "random", "tc"), ("generic", "maglev", "tc"),
+             ("frozen", "maglev", "xdp"))
+
+
+def on_this_kernel(builds: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """`builds`, or in the 6.1 VM those of them in VM_BUILDS."""
+    if not os.environ.get("BPFGEN_IN_VM"):
+        return builds
+    return [b for b in builds if b in VM_BUILDS]
 
 
 def node_config(scheduler: str = "random", maglev_size: int | None = None, *,

@@ -47,6 +47,7 @@ from bpf_inputs import (
     STICKY_VIP,
     VIP,
     node_config,
+    on_this_kernel,
     services,
     write_inputs,
 )
@@ -211,9 +212,10 @@ def syn(saddr: str, daddr: str, sport: int, dport: int, flags: int = SYN) -> byt
                          tcp(A(saddr), A(daddr), sport, dport, flags=flags, payload=b"hi")))
 
 
-XDP_BUILDS = [("specialized", "random", "xdp"), ("frozen", "maglev", "xdp")]
-BUILDS = [("specialized", "random", "tc"), ("generic", "random", "tc"), ("frozen", "random", "tc"),
-          ("specialized", "maglev", "tc"), ("generic", "maglev", "tc"), *XDP_BUILDS]
+XDP_BUILDS = on_this_kernel([("specialized", "random", "xdp"), ("frozen", "maglev", "xdp")])
+BUILDS = on_this_kernel([("specialized", "random", "tc"), ("generic", "random", "tc"),
+                         ("frozen", "random", "tc"), ("specialized", "maglev", "tc"),
+                         ("generic", "maglev", "tc"), *XDP_BUILDS])
 
 
 def _build_id(p: tuple[str, str, str]) -> str:

@@ -41,6 +41,7 @@ from bpf_inputs import (
     STICKY_VIP,
     VIP,
     node_config,
+    on_this_kernel,
     services,
     write_inputs,
 )
@@ -504,8 +505,8 @@ class Built:
 
 KINDS = ("specialized", "generic", "frozen")
 # tc: every kind and scheduler; XDP (uplink hook: xdp): every kind, schedulers alternating.
-BUILDS = [(k, s, "tc") for s in ("random", "maglev") for k in KINDS] + [
-    ("specialized", "maglev", "xdp"), ("generic", "random", "xdp"), ("frozen", "maglev", "xdp")]
+BUILDS = on_this_kernel([(k, s, "tc") for s in ("random", "maglev") for k in KINDS] + [
+    ("specialized", "maglev", "xdp"), ("generic", "random", "xdp"), ("frozen", "maglev", "xdp")])
 
 
 @pytest.fixture(scope="module", params=BUILDS,
