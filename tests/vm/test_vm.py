@@ -86,7 +86,7 @@ def test_suite_in_debian_6_1_vm(suite: list[str], timeout: float) -> None:
     # of the guest's time; the guest's kernel still verifies every build.
     cache = Path(os.environ["BPFGEN_CACHE_DIR"])
     env = {"BPFGEN_SHARED_CACHE_DIR": str(cache), "HYPOTHESIS_PROFILE": "vm",
-           "BPFGEN_E2E_STREAM_SECONDS": "10"}
+           "BPFGEN_E2E_STREAM_SECONDS": "20"}
     try:
         run = run_in_vm([*inner, *suite], timeout, results=results, env=env, rwdirs=(cache,))
     except VMError as exc:
