@@ -13,31 +13,13 @@ EXAMPLES = ROOT / "examples"
 
 # ci: deterministic and bounded (what .ci/run and `make test` use);
 # dev: more examples, for local runs: HYPOTHESIS_PROFILE=dev make test.
-settings.register_profile(
-    "ci",
-    derandomize=True,
-    max_examples=25,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile(
-    "dev",
-    max_examples=200,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-# The 6.1 VM's run of the same properties (tests/vm/test_vm.py): the second kernel's
+# vm: the 6.1 VM's run of the same properties (tests/vm/test_vm.py): the second kernel's
 # verifier and helpers on the first derandomized examples of `ci`; the host runs all 25.
-settings.register_profile(
-    "vm",
-    derandomize=True,
-    max_examples=6,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+_COMMON = {"deadline": None, "print_blob": True,
+           "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+settings.register_profile("ci", derandomize=True, max_examples=25, **_COMMON)
+settings.register_profile("dev", max_examples=200, **_COMMON)
+settings.register_profile("vm", derandomize=True, max_examples=6, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -43,6 +43,7 @@ from vm.guest_ipvs import (
     _slice,
     _tcp_exchange,
     conntrack_entries,
+    hold_until_refused,
     in_ns,
     ping,
     tcp_request,
@@ -710,23 +711,12 @@ def test_snat_range_exhaustion_is_counted(clean: Live) -> None:
     sync(clean.builds["tiny"], clean.opts)
     before = counters(clean)
     ports = TINY_RANGE[1] - TINY_RANGE[0] + 1
-    held: list[socket.socket] = []
-    failed_at = None
-    try:
-        with netns.entered(clean.topo.ext):
-            for i in range(3 * ports):  # two backends: each has the whole range
-                try:
-                    held.append(socket.create_connection((NODE_ADDR, NODE_PORT_TCP), timeout=1.5))
-                except OSError:
-                    failed_at = i
-                    break
-    finally:
-        for sock in held:
-            sock.close()
+    # two backends: each has the whole range
+    held, failed_at = hold_until_refused(clean.topo.ext, NODE_ADDR, NODE_PORT_TCP, 3 * ports)
     d = delta(before, counters(clean))
-    print(f"bpf-mode exhaustion: {len(held)} held of {2 * ports} ports; {d}")
+    print(f"bpf-mode exhaustion: {held} held of {2 * ports} ports; {d}")
     assert failed_at is not None, "the range never ran out"
-    assert len(held) >= int(0.9 * 2 * ports), f"failed early: {len(held)} of {2 * ports}: {d}"
+    assert held >= int(0.9 * 2 * ports), f"failed early: {held} of {2 * ports}: {d}"
     assert d.get("drop_exhausted", 0) > 0 and not d.get("drop_map_full"), d
 
 

@@ -645,32 +645,40 @@ def test_sync_drains_removed_endpoint(topo: Topo) -> None:
     assert_untracked(topo, "sync")
 
 
-def test_exhaustion_is_counted(topo: Topo) -> None:
-    """Small range: hold connections until the SNAT ports run out; then a clear counter."""
-    report = sync(topo.builds["short"], topo.opts)
-    assert any("replace egress" in c for c in report.changes), report.changes
-    before = counters(topo.opts)
+def hold_until_refused(ns: str, addr: str, port: int, limit: int) -> tuple[int, int | None]:
+    """From `ns`, open and hold up to `limit` TCP connections to addr:port until one
+    fails; all closed after. (How many were held, the index of the failure or None.)"""
     held: list[socket.socket] = []
-    ports = SHORT_RANGE[1] - SHORT_RANGE[0] + 1
     failed_at = None
     try:
-        with netns.entered(topo.ext):
-            for i in range(3 * ports):  # two backends: each has the whole range (EDM)
+        with netns.entered(ns):
+            for i in range(limit):
                 try:
-                    held.append(socket.create_connection((NODE_ADDR, NODE_PORT_TCP), timeout=1.5))
+                    held.append(socket.create_connection((addr, port), timeout=1.5))
                 except OSError:
                     failed_at = i
                     break
     finally:
         for s in held:
             s.close()
+    return len(held), failed_at
+
+
+def test_exhaustion_is_counted(topo: Topo) -> None:
+    """Small range: hold connections until the SNAT ports run out; then a clear counter."""
+    report = sync(topo.builds["short"], topo.opts)
+    assert any("replace egress" in c for c in report.changes), report.changes
+    before = counters(topo.opts)
+    ports = SHORT_RANGE[1] - SHORT_RANGE[0] + 1
+    # two backends: each has the whole range (EDM)
+    held, failed_at = hold_until_refused(topo.ext, NODE_ADDR, NODE_PORT_TCP, 3 * ports)
     delta = {k: v - before[k] for k, v in counters(topo.opts).items()}
     print(
-        f"exhaustion: {len(held)} connections held before the first failure "
+        f"exhaustion: {held} connections held before the first failure "
         f"({2 * ports} ports over two backends); counters {delta}; sessions {sessions(topo.opts)}"
     )
     assert failed_at is not None, "the range never ran out"
-    assert len(held) >= int(0.95 * 2 * ports), f"failed early: {len(held)} of {2 * ports}"
+    assert held >= int(0.95 * 2 * ports), f"failed early: {held} of {2 * ports}"
     assert delta["drop_exhausted"] > 0 and delta["drop_map_full"] == 0, delta
     assert_untracked(topo, "exhaustion")
 
