@@ -190,7 +190,7 @@ VARIANTS = {
     "later": Variant("random", services_yaml(later=True)),
     "policies": Variant("random", services_yaml(policies=True)),
     "masqall": Variant("random", services_yaml(), masquerade_all=True),
-    "tiny": Variant("random", services_yaml(), snat_range=TINY_RANGE),
+    "tiny": Variant("random", services_yaml(be2_http=None), snat_range=TINY_RANGE),
 }
 # Not load cases: a 1 s UDP timeout, so that a measurement's sessions have expired
 # before the next one (the Maglev case measures the table, not sessions).
@@ -726,19 +726,20 @@ def test_client_ip_affinity_keeps_a_client_on_one_backend(clean: Live) -> None:
 @needs_build
 def test_snat_range_exhaustion_is_counted(clean: Live) -> None:
     """A 64-port SNAT range: external -> NodePort connections are held until one fails;
-    the ports of each backend (endpoint-dependent mapping: 2 x 64) are nearly all used
-    first, and the failure is a counted drop (drop_exhausted), never a table overflow.
+    the range's ports for the one backend (`tiny` lists only be1 for http) are nearly
+    all used first, and the failure is a counted drop (drop_exhausted), never a table
+    overflow. One backend: with two, the random scheduler filled one backend's 64 ports
+    while the other had 49 of its own in about a fifth of runs (113 of 128 held).
     Not a load case: the range is its own and tiny so that it runs out (the connections
     are held open, so no timeout is involved)."""
     sync(clean.builds["tiny"], clean.opts)
     before = counters(clean)
     ports = TINY_RANGE[1] - TINY_RANGE[0] + 1
-    # two backends: each has the whole range
     held, failed_at = hold_until_refused(clean.topo.ext, NODE_ADDR, NODE_PORT_TCP, 3 * ports)
     d = delta(before, counters(clean))
-    print(f"bpf-mode exhaustion: {held} held of {2 * ports} ports; {d}")
+    print(f"bpf-mode exhaustion: {held} held of {ports} ports; {d}")
     assert failed_at is not None, "the range never ran out"
-    assert held >= int(0.9 * 2 * ports), f"failed early: {held} of {2 * ports}: {d}"
+    assert held >= int(0.9 * ports), f"failed early: {held} of {ports}: {d}"
     assert d.get("drop_exhausted", 0) > 0 and not d.get("drop_map_full"), d
 
 
