@@ -99,6 +99,20 @@ static __always_inline void bpfgen_svc_forget(const struct bpfgen_pkt *p,
 		bpf_map_delete_elem(&bpfgen_rnat_v4, &rkey);
 }
 
+/* Did the program finish with the packet (@verdict of bpfgen_svc_rewrite)?
+ * Only then may the session a packet released be deleted: svc_xdp passes most
+ * packets untranslated to svc_in at tc, which must still find their session
+ * (and releases it there); a dropped packet will come again.
+ */
+static __always_inline bool bpfgen_svc_done(int verdict)
+{
+#if BPFGEN_CTX_TC
+	return verdict != BPFGEN_DROP;
+#else
+	return verdict == XDP_TX;
+#endif
+}
+
 /* Decrement the TTL (the packet is forwarded, not delivered): 0, or -1 when it
  * must not be (TTL <= 1: the stack sends the time-exceeded). The TTL and
  * protocol bytes are one 16-bit word of the header checksum.
@@ -255,6 +269,7 @@ static __always_inline int bpfgen_svc_reply(bpfgen_ctx_t *ctx, const struct bpfg
 	struct bpfgen_tuple4 fkey;
 	__be32 client, vip;
 	__be16 cport, vport;
+	int released, ret;
 	__u64 now;
 
 	if (!r)
@@ -270,13 +285,18 @@ static __always_inline int bpfgen_svc_reply(bpfgen_ctx_t *ctx, const struct bpfg
 	    (e->nat_port && (e->nat_addr != p->t.daddr || e->nat_port != p->t.dport)) ||
 	    bpfgen_expired(e, p->t.proto, now))
 		return BPFGEN_NOT_MINE; /* a stale index entry: the packet is not ours */
-	bpfgen_session_touch(e, p, now, BPFGEN_SESSION_SEEN_REPLY);
+	released = bpfgen_session_touch(e, p, now, BPFGEN_SESSION_SEEN_REPLY);
 	bpfgen_count(BPFGEN_SVC_RDNAT);
 	x.saddr = vip;
 	x.sport = vport;
 	x.daddr = client;
 	x.dport = cport;
-	return bpfgen_svc_rewrite(ctx, p, &x);
+	ret = bpfgen_svc_rewrite(ctx, p, &x);
+	if (released && bpfgen_svc_done(ret)) {
+		bpf_map_delete_elem(&bpfgen_nat_v4, &fkey);
+		bpf_map_delete_elem(&bpfgen_rnat_v4, &p->t);
+	}
+	return ret;
 }
 
 static __always_inline __sum16 bpfgen_svc_csum_fold(__s64 sum)
@@ -487,7 +507,7 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 	__u64 now = bpf_ktime_get_ns();
 	__be32 saddr = p->t.saddr;
 	__be16 sport = p->t.sport;
-	int ret;
+	int released = 0, ret;
 
 	e = bpf_map_lookup_elem(&bpfgen_nat_v4, &p->t);
 	if (e && !bpfgen_expired(e, p->t.proto, now) &&
@@ -509,7 +529,7 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 		}
 	}
 	if (e && !bpfgen_expired(e, p->t.proto, now)) {
-		bpfgen_session_touch(e, p, now, 0);
+		released = bpfgen_session_touch(e, p, now, 0);
 		b.addr = e->backend_addr;
 		b.port = e->backend_port;
 		if (e->nat_port) {
@@ -544,6 +564,7 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 	pr.rkey.proto = p->t.proto;
 	if (bpfgen_svc_wants_snat(v, p, b.addr)) {
 		pr.hash = bpfgen_tuple_hash(&p->t);
+		pr.keep = bpfgen_snat_keep(p->t.sport);
 		pr.rkey.daddr = bpfgen_snat_addr(pr.hash);
 		ret = bpfgen_snat_probe(&pr);
 		if (ret)
@@ -575,7 +596,12 @@ rewrite:
 	x.sport = sport;
 	x.daddr = b.addr;
 	x.dport = b.port;
-	return bpfgen_svc_rewrite(ctx, p, &x);
+	ret = bpfgen_svc_rewrite(ctx, p, &x);
+	if (released && bpfgen_svc_done(ret)) {
+		bpfgen_svc_forget(p, e);
+		bpf_map_delete_elem(&bpfgen_nat_v4, &p->t);
+	}
+	return ret;
 }
 
 /* Is @addr a VIP? (Map builds: an entry (VIP, port 0, ICMP) in bpfgen_svc_frontends.) */
