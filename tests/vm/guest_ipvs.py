@@ -352,16 +352,28 @@ def conntrack_entries(ns: str) -> str:
     return in_ns(ns, "conntrack", "-L", check=False)
 
 
-def csum_errors(ns: str) -> dict[str, int]:
-    with netns.entered(ns), open("/proc/thread-self/net/snmp") as f:
+def mib(ns: str, table: str = "snmp") -> dict[str, dict[str, int]]:
+    """A namespace's /proc/net/{snmp,netstat} counters: {"Tcp": {"RetransSegs": n, ...}}."""
+    with netns.entered(ns), open(f"/proc/thread-self/net/{table}") as f:
         lines = f.read().splitlines()
-    out = {}
+    out: dict[str, dict[str, int]] = {}
     for head, values in zip(lines[::2], lines[1::2], strict=False):
-        proto = head.split(":")[0]
-        for k, v in zip(head.split()[1:], values.split()[1:], strict=False):
-            if k == "InCsumErrors":
-                out[proto] = int(v)
+        names, numbers = head.split()[1:], values.split()[1:]
+        out[head.split(":")[0]] = {k: int(v) for k, v in zip(names, numbers, strict=False)}
     return out
+
+
+def csum_errors(ns: str) -> dict[str, int]:
+    return {proto: c["InCsumErrors"] for proto, c in mib(ns).items() if "InCsumErrors" in c}
+
+
+def syn_trouble(ns: str) -> dict[str, int]:
+    """The client's SYNs sent again (TCPSynRetrans) and RSTs sent (OutRsts) so far. A
+    Linux client that gets an ACK for its SYN (a TIME_WAIT of the same 4-tuple at the
+    far end) sends a RST and the SYN again within milliseconds, so a SYN meeting a
+    TIME_WAIT shows here, not as a connection over 1 s."""
+    return {"syn_retransmits": mib(ns, "netstat")["TcpExt"]["TCPSynRetrans"],
+            "rsts_sent": mib(ns)["Tcp"]["OutRsts"]}  # fmt: skip
 
 
 def counters(opts: Options) -> dict[str, int]:
@@ -713,13 +725,14 @@ def short_load(
     closes), LOAD_THREADS at a time, from `ns` to addr:port, bounded by `seconds`.
     loadgen's result (each connection's latency from connect to the answer), with
     "delta" (the counters that moved), "problems" (what a load case forbids: a failed
-    connection, one over 1 s, fewer than n, an answer not from `expect`, drop_exhausted)
-    and "summary" (printed)."""
-    before = counters(opts)
+    connection, one over 1 s, fewer than n, an answer not from `expect`, drop_exhausted,
+    a SYN the client sent again: see syn_trouble) and "summary" (printed)."""
+    before, client_before = counters(opts), syn_trouble(ns)
     r = load(binary, ns, "tcp-short", addr, port, threads=LOAD_THREADS, seconds=seconds,
              max_requests=n, expect=expect)  # fmt: skip
     after = counters(opts)
     r["delta"] = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    r["client"] = {k: v - client_before[k] for k, v in syn_trouble(ns).items()}
     problems = []
     if r["failed"]:
         problems.append(f"{r['failed']} connections failed (first error: {r['first_error']}; "
@@ -733,12 +746,16 @@ def short_load(
         problems.append(f"{r['mismatched']} answers not from {expect}")
     if r["delta"].get("drop_exhausted", 0):
         problems.append(f"drop_exhausted counted {r['delta']['drop_exhausted']}")
+    if r["client"]["syn_retransmits"]:
+        problems.append(f"the client sent {r['client']['syn_retransmits']} SYNs again and "
+                        f"{r['client']['rsts_sent']} RSTs: SYNs dropped, or answered by a "
+                        "TIME_WAIT of the same 4-tuple")  # fmt: skip
     r["problems"] = problems
     r["summary"] = (
         f"{r['ok']} ok, {r['failed']} failed of {n} in {r['elapsed_s']:.1f} s "
         f"({r['ok'] / max(r['elapsed_s'], 1e-9):,.0f}/s); latency p50 {r['p50_us'] / 1e3:.2f} "
         f"ms, p99 {r['p99_us'] / 1e3:.2f} ms, max {r['max_us'] / 1e3:.1f} ms; counters moved "
-        f"{r['delta']}; sessions {session_fill(opts)}"
+        f"{r['delta']}; sessions {session_fill(opts)}; client {r['client']}"
         + (f"; over 200 ms by cause {r['over_200ms']}" if "over_200ms" in r else "")
     )
     print(r["summary"])
