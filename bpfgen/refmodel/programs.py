@@ -482,6 +482,15 @@ def _forget_reverse(state: SessionState, key: FlowKey, session: Session) -> None
         del state.reverse[reverse]
 
 
+def _sweep(config: ModelConfig, state: SessionState, now_ns: int) -> None:
+    """docs/datapath.md "Sessions and time", the sweep: on a full map, every expired session
+    goes, with its reverse entry when that still points back to it."""
+    for key, session in list(state.forward.items()):
+        if expired(config, key.proto, session, now_ns):
+            _forget_reverse(state, key, session)
+            del state.forward[key]
+
+
 def _snat(
     config: ModelConfig, frame: bytes, p: Parsed, state: SessionState, now_ns: int, mark: int
 ) -> Result:
@@ -507,6 +516,8 @@ def _snat(
         keep=p.sport,
     )
     if got.drop is not None:
+        if got.drop is Counter.DROP_MAP_FULL:
+            _sweep(config, state, now_ns)
         return _result(Verdict.DROP, frame, mark, got.drop)
     chosen, reclaimed = got.key, got.reclaimed
     assert chosen is not None
@@ -514,6 +525,7 @@ def _snat(
     new = _touch(Session(now_ns, nat_addr, chosen.dport, 0), p, now_ns, 0, forward=True)
     if not state.insert_forward(key, new):
         del state.reverse[chosen]
+        _sweep(config, state, now_ns)
         return _result(Verdict.DROP, frame, mark, Counter.DROP_MAP_FULL)
     out = rewrite(frame, p, saddr=nat_addr, sport=chosen.dport)
     # "Counters": reclaimed comes in addition to snat_new, never with a drop.

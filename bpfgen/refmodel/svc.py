@@ -35,6 +35,7 @@ from bpfgen.refmodel.hashing import tuple_hash
 from bpfgen.refmodel.packet import ETH_HLEN, ICMP_ECHO, Kind, Parsed, parse
 from bpfgen.refmodel.programs import (
     COUNTER_NAMES,
+    Counter,
     Result,
     Verdict,
     allocate_port,
@@ -299,6 +300,15 @@ def _forget(state: SvcState, key: FlowKey, s: NatSession) -> None:
         del state.reverse[rkey]
 
 
+def _sweep(config: SvcConfig, state: SvcState, now_ns: int) -> None:
+    """docs/datapath.md "Sessions and time", the sweep: on a full map, every expired session
+    goes, with its reverse entry when that still points back to it."""
+    for key, s in list(state.forward.items()):
+        if expired(config.base, key.proto, s, now_ns):
+            _forget(state, key, s)
+            del state.forward[key]
+
+
 def _bare_syn(p: Parsed) -> bool:
     return bool(p.tcp_flags & packet.TCP_SYN) and not p.tcp_flags & (
         packet.TCP_ACK | packet.TCP_FIN | packet.TCP_RST)
@@ -384,6 +394,8 @@ def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: Svc
             keep=p.sport,
         )
         if got.drop is not None:
+            if got.drop is Counter.DROP_MAP_FULL:
+                _sweep(config, state, now_ns)
             return _result(Verdict.DROP, frame, *chosen, SvcCounter(got.drop))
         assert got.key is not None
         rkey, nat = got.key, (nat_addr, got.key.dport)
@@ -393,11 +405,13 @@ def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: Svc
     else:
         rkey, nat = FlowKey(backend[0], p.saddr, backend[1], p.sport, p.proto), (0, 0)
         if not state.insert_reverse(rkey, client):
+            _sweep(config, state, now_ns)
             return _result(Verdict.DROP, frame, *chosen, SvcCounter.DROP_MAP_FULL)
     flags, fin_ack = touched(0, 0, p, 0, forward=True)
     session = NatSession(now_ns, *nat, flags, *backend, fin_ack=fin_ack)
     if not state.insert_forward(key, session):
         del state.reverse[rkey]
+        _sweep(config, state, now_ns)
         return _result(Verdict.DROP, frame, *chosen, SvcCounter.DROP_MAP_FULL)
     source = nat if nat[1] else (p.saddr, p.sport)
     return forward(frame, p, source, backend, (*counters, SvcCounter.DNAT_NEW), key)

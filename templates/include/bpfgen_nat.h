@@ -189,6 +189,28 @@ static __always_inline void bpfgen_rsnat_owner(const struct bpfgen_tuple4 *rkey,
 	fkey->pad[0] = fkey->pad[1] = fkey->pad[2] = 0;
 }
 
+/* The reply tuple a session's reverse entry is keyed by, from its forward key. */
+static __always_inline void bpfgen_session_rkey(const struct bpfgen_tuple4 *fkey,
+						const bpfgen_fwd_entry_t *e,
+						struct bpfgen_tuple4 *rkey)
+{
+#ifdef BPFGEN_MODE_BPF
+	/* (backend, SNAT addr or client, bport, SNAT port or cport) */
+	rkey->saddr = e->backend_addr;
+	rkey->sport = e->backend_port;
+	rkey->daddr = e->nat_port ? e->nat_addr : fkey->saddr;
+	rkey->dport = e->nat_port ? e->nat_port : fkey->sport;
+#else
+	/* (remote, nat addr, remote port, nat port) */
+	rkey->saddr = fkey->daddr;
+	rkey->sport = fkey->dport;
+	rkey->daddr = e->nat_addr;
+	rkey->dport = e->nat_port;
+#endif
+	rkey->proto = fkey->proto;
+	rkey->pad[0] = rkey->pad[1] = rkey->pad[2] = 0;
+}
+
 static __always_inline int bpfgen_rewrite_source(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
 						 __be32 addr, __be16 port)
 {
@@ -338,6 +360,50 @@ static __always_inline int bpfgen_snat_probe(struct bpfgen_probe *pr)
 	return 0;
 }
 
+/* The sweep (docs/datapath.md "Sessions and time"): delete every expired
+ * session, and its reverse entry when that still points back to it. Expired
+ * sessions are otherwise removed only when their tuple comes back or their
+ * SNAT port is probed; a session with no SNAT port (a pod's flow in the bpf
+ * mode, a DNS query from a random port) would stay in the hash map for ever
+ * and, in the end, fill it. So a packet that finds a session map full sweeps
+ * it (bpf_for_each_map_elem: one callback, verified once; about 50 ns an
+ * entry) and is dropped as drop_map_full; its retransmission finds room.
+ */
+struct bpf_map; /* opaque: the callback only hands it back to the delete helper */
+
+static long bpfgen_sweep_one(struct bpf_map *map, const struct bpfgen_tuple4 *fkey,
+			     bpfgen_fwd_entry_t *e, __u64 *now)
+{
+	struct bpfgen_tuple4 rkey, owner;
+	bpfgen_rev_entry_t *r;
+
+	if (!bpfgen_expired(e, fkey->proto, *now))
+		return 0;
+	bpfgen_session_rkey(fkey, e, &rkey);
+	r = bpf_map_lookup_elem(&BPFGEN_REV_MAP, &rkey);
+	if (r) {
+		bpfgen_rsnat_owner(&rkey, r, &owner);
+		if (owner.saddr == fkey->saddr && owner.daddr == fkey->daddr &&
+		    owner.sport == fkey->sport && owner.dport == fkey->dport)
+			bpf_map_delete_elem(&BPFGEN_REV_MAP, &rkey);
+	}
+	bpf_map_delete_elem(map, fkey);
+	return 0;
+}
+
+/* A global function: one copy for every map-full site. */
+__noinline int bpfgen_drop_full(__u64 now)
+{
+	bpf_for_each_map_elem(&BPFGEN_FWD_MAP, bpfgen_sweep_one, &now, 0);
+	return bpfgen_drop(BPFGEN_DROP_MAP_FULL);
+}
+
+/* A failed port search: swept first when a map was full. */
+static __always_inline int bpfgen_drop_probe(int reason, __u64 now)
+{
+	return reason == BPFGEN_DROP_MAP_FULL ? bpfgen_drop_full(now) : bpfgen_drop(reason);
+}
+
 #ifndef BPFGEN_MODE_BPF
 /* Egress: translate the source of a packet that needs SNAT. */
 static __always_inline int bpfgen_snat(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p)
@@ -380,14 +446,14 @@ static __always_inline int bpfgen_snat(bpfgen_ctx_t *ctx, const struct bpfgen_pk
 	pr.rkey.proto = p->t.proto;
 	ret = bpfgen_snat_probe(&pr);
 	if (ret)
-		return bpfgen_drop(ret);
+		return bpfgen_drop_probe(ret, now);
 
 	fresh.nat_addr = pr.rkey.daddr;
 	fresh.nat_port = pr.rkey.dport;
 	bpfgen_session_touch(&fresh, p, now, 0);
 	if (bpfgen_map_update(&bpfgen_snat_v4, &p->t, &fresh, BPF_ANY)) {
 		bpf_map_delete_elem(&bpfgen_rsnat_v4, &pr.rkey);
-		return bpfgen_drop(BPFGEN_DROP_MAP_FULL);
+		return bpfgen_drop_full(now);
 	}
 	if (bpfgen_rewrite_source(ctx, p, fresh.nat_addr, fresh.nat_port))
 		return bpfgen_drop(BPFGEN_DROP_REWRITE);

@@ -72,19 +72,6 @@ static __always_inline bool bpfgen_svc_wants_snat(const struct bpfgen_svc_value 
 	       (v->masq == BPFGEN_MASQ_IF_OUTSIDE && !bpfgen_in_cluster_pods(p->t.saddr));
 }
 
-/* The reply tuple of a session: (backend, SNAT addr or client, bport, SNAT port or cport). */
-static __always_inline void bpfgen_svc_reply_key(const struct bpfgen_pkt *p,
-						 const struct bpfgen_nat_entry *e,
-						 struct bpfgen_tuple4 *rkey)
-{
-	rkey->saddr = e->backend_addr;
-	rkey->sport = e->backend_port;
-	rkey->daddr = e->nat_port ? e->nat_addr : p->t.saddr;
-	rkey->dport = e->nat_port ? e->nat_port : p->t.sport;
-	rkey->proto = p->t.proto;
-	rkey->pad[0] = rkey->pad[1] = rkey->pad[2] = 0;
-}
-
 /* Drop an expired session's reverse entry, unless another flow took it over. */
 static __always_inline void bpfgen_svc_forget(const struct bpfgen_pkt *p,
 					      const struct bpfgen_nat_entry *old)
@@ -92,7 +79,7 @@ static __always_inline void bpfgen_svc_forget(const struct bpfgen_pkt *p,
 	struct bpfgen_tuple4 rkey;
 	struct bpfgen_rnat_entry *r;
 
-	bpfgen_svc_reply_key(p, old, &rkey);
+	bpfgen_session_rkey(&p->t, old, &rkey);
 	r = bpf_map_lookup_elem(&bpfgen_rnat_v4, &rkey);
 	if (r && r->addr == p->t.saddr && r->port == p->t.sport && r->vip == p->t.daddr &&
 	    r->vip_port == p->t.dport)
@@ -568,7 +555,7 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 		pr.rkey.daddr = bpfgen_snat_addr(pr.hash);
 		ret = bpfgen_snat_probe(&pr);
 		if (ret)
-			return bpfgen_drop(ret);
+			return bpfgen_drop_probe(ret, now);
 		fresh.nat_addr = saddr = pr.rkey.daddr;
 		fresh.nat_port = sport = pr.rkey.dport;
 	} else {
@@ -578,12 +565,12 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 		pr.rkey.daddr = p->t.saddr;
 		pr.rkey.dport = p->t.sport;
 		if (bpfgen_map_update(&bpfgen_rnat_v4, &pr.rkey, &pr.rval, BPF_ANY))
-			return bpfgen_drop(BPFGEN_DROP_MAP_FULL);
+			return bpfgen_drop_full(now);
 	}
 	bpfgen_session_touch(&fresh, p, now, 0);
 	if (bpfgen_map_update(&bpfgen_nat_v4, &p->t, &fresh, BPF_ANY)) {
 		bpf_map_delete_elem(&bpfgen_rnat_v4, &pr.rkey);
-		return bpfgen_drop(BPFGEN_DROP_MAP_FULL);
+		return bpfgen_drop_full(now);
 	}
 	if (fresh.nat_port)
 		bpfgen_count(BPFGEN_EVT_SNAT_NEW);

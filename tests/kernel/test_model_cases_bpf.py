@@ -85,6 +85,7 @@ SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 CLIENT_POD = "198.19.1.9"  # a pod of this node, not a backend
 OUTSIDE = "203.0.113.7"
 GONE = "198.19.9.9"  # no endpoint of anything
+MAX_SESSIONS = 64  # bpf_inputs.node_config's snat.maxSessions
 TIMEOUT_S = 20  # every session timeout of the cases' node but these two:
 TIME_WAIT_S, CLOSE_S = 30, 15
 # sticky: ClientIP affinity (STICKY_TIMEOUT) on a ClusterIP and a NodePort, two ports.
@@ -591,6 +592,24 @@ def port_preserved_when_free(c: Case) -> None:
     assert out_tuple(again)[0] == out_tuple(out)[0] and out_tuple(again)[1] != first
 
 
+def full_map_is_swept(c: Case) -> None:
+    """Session maps full of expired flows without SNAT (which no port probe ever reclaims):
+    the first new flow is dropped (drop_map_full) and sweeps every expired session with
+    its reverse entry; its retransmission gets a session. A live session survives."""
+    live_key = FlowKey(A(CLIENT_POD), A(VIP), 39999, 80, IPPROTO_TCP)
+    c.plant(CLIENT_POD, 39999, IPPROTO_TCP, BACKENDS[0], BACKEND_PORT)
+    old = time.monotonic_ns() - (TIMEOUT_S + 10) * 10**9
+    if old <= 0:
+        pytest.fail("the clock (time since boot) is too young to age a session", pytrace=False)
+    for i in range(MAX_SESSIONS - 1):
+        c.plant(OUTSIDE, 20000 + i, IPPROTO_UDP, BACKENDS[1], DNS_PORT)
+        c.diff.set_last_seen(FlowKey(A(OUTSIDE), A(VIP), 20000 + i, 53, IPPROTO_UDP), old)
+    c.send(seg(CLIENT_POD, VIP, 40200, 80, SYN), drop_map_full=1)
+    forward, reverse = c.diff.kernel_tables()
+    assert list(forward) == [live_key] and len(reverse) == 1
+    c.send(seg(CLIENT_POD, VIP, 40200, 80, SYN), **NEW)
+
+
 CASES: dict[str, Callable[[Case], None]] = {f.__name__: f for f in (
     new_flow_dnat, hit, reply, snat_masq, udp_from_outside_masq, hairpin, reject_tcp,
     reject_tcp_padded, reject_udp, echo_vip, backend_gone_drop, backend_gone_syn_fin,
@@ -599,7 +618,7 @@ CASES: dict[str, Callable[[Case], None]] = {f.__name__: f for f in (
     affinity_per_service_port, routed_through_the_ingress_device,
     closed_by_client_releases_the_port, closed_by_backend_holds_the_port,
     simultaneous_close_holds_the_port, reset_keeps_translating_for_tcp_close,
-    closed_pod_flow_without_snat_is_released, port_preserved_when_free,
+    closed_pod_flow_without_snat_is_released, port_preserved_when_free, full_map_is_swept,
 )}
 
 
