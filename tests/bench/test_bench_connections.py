@@ -19,6 +19,7 @@ synthetic blocks and need nothing.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import pytest
 
 from bpfgen.bench import _conn_report as report
-from bpfgen.bench import connections
+from bpfgen.bench import connections, readme_tables
 
 
 def _check_rows(rows: list[dict[str, Any]], modes: set[str]) -> None:
@@ -190,3 +191,18 @@ def test_windows_are_whole_and_per_second() -> None:
     res = {"per_s_ok": [10, 10, 10, 10, 10, 0, 0, 0, 0, 0, 7], "per_s_failed": [0] * 11}
     wins = report.windows(res, 5, 10.0)
     assert [w["cps"] for w in wins] == [10.0, 0.0]  # the stop shows; the tail is left out
+
+
+def test_readme_tables_name_kernel_date_and_spread(tmp_path: Path) -> None:
+    results = {"machine": {"kernel": "6.18.0", "kernel_version": "#1 SMP PREEMPT",
+                           "date": "2026-12-06T10:00:00+00:00", "cpu": "cpu", "nproc": 2},
+               "quick": False, "parts": {"connections": {"result": _synthetic()}}}  # fmt: skip
+    text = readme_tables.render(results)
+    assert "`6.18.0 #1 SMP PREEMPT`, 2026-12-06" in text
+    assert "median (min–max) over 3 interleaved rounds" in text
+    assert "| short CPS vs direct | >= 0.98 | 1.00× (0.99–1.01) pass |" in text
+    assert "bpfgen_svc_in (c0 tc_ingress)" in text
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    assert readme_tables.main([str(path)]) == 0
+    assert readme_tables.main([str(tmp_path / "missing.json")]) == 2
