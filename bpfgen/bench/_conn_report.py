@@ -343,6 +343,13 @@ def fmt(sp: Spread | None, digits: int = 0, suffix: str = "") -> str:
     return f"{f.format(sp['median'])}{suffix} ({f.format(sp['min'])}–{f.format(sp['max'])})"
 
 
+def md_table(columns: list[str], rows: Iterable[list[str]], text_columns: int) -> list[str]:
+    """Markdown lines: the first `text_columns` columns left-aligned, the figures right."""
+    align = ["---"] * text_columns + ["---:"] * (len(columns) - text_columns)
+    return [f"| {' | '.join(columns)} |", f"|{'|'.join(align)}|",
+            *(f"| {' | '.join(row)} |" for row in rows)]  # fmt: skip
+
+
 WORKLOAD_ORDER = {"short": 0, "sustained": 1, "keepalive": 2}
 
 
@@ -350,101 +357,91 @@ def order(r: dict[str, Any]) -> tuple[int, str, str]:
     return WORKLOAD_ORDER.get(r["workload"], 9), r["path"], r["mode"]
 
 
-def _rows_md(rows: list[dict[str, Any]]) -> list[str]:
-    out = []
+def unit(r: dict[str, Any]) -> str:
+    return "req/s" if r["workload"] == "keepalive" else "conn/s"
+
+
+def rates_md(rows: list[dict[str, Any]]) -> list[str]:
+    columns = ["workload", "path", "mode", "rate", "p50 µs", "p99 µs", "CPU µs/conn",
+               "machine CPU µs/conn", "rate ratio", "ok / failed / wrong source"]  # fmt: skip
+    body = []
     for r in sorted(rows, key=order):
-        unit = "req/s" if r["workload"] == "keepalive" else "conn/s"
         ratio = "1 (reference)" if r["mode"] == r["vs"] else fmt(r["ratio"], 2, "×")
-        ratio = f"{ratio} vs {r['vs']}" if r["vs"] else "—"
-        out.append(
-            f"| {r['workload']} | {r['path']} | {r['mode']} | {fmt(r['rate'])} {unit} | "
-            f"{fmt(r['p50_us'])} | {fmt(r['p99_us'])} | {fmt(r['cpu_us_per_conn'])} | "
-            f"{fmt(r.get('machine_cpu_us_per_conn'))} | "
-            f"{ratio} | {r['ok']:,} / {r['failed']} / {r['mismatched']} |"
-        )
-    return out
+        body.append([
+            r["workload"], r["path"], r["mode"], f"{fmt(r['rate'])} {unit(r)}",
+            fmt(r["p50_us"]), fmt(r["p99_us"]), fmt(r["cpu_us_per_conn"]),
+            fmt(r.get("machine_cpu_us_per_conn")), f"{ratio} vs {r['vs']}" if r["vs"] else "—",
+            f"{r['ok']:,} / {r['failed']} / {r['mismatched']}",
+        ])  # fmt: skip
+    return md_table(columns, body, 3)
 
 
-def _ratios_md(rows: list[dict[str, Any]]) -> list[str]:
+def ratios_md(rows: list[dict[str, Any]]) -> list[str]:
     """Per-round ratios to the reference mode (median (min–max) over rounds)."""
-    out = [
-        "| workload | path | mode | vs | rate | p50 | p99 | CPU/conn |",
-        "|---|---|---|---|---:|---:|---:|---:|",
-    ]
-    for r in sorted(rows, key=order):
-        if r["ratio"] is None or r["mode"] == r["vs"]:
-            continue
-        figures = [r["ratio"], r.get("p50_ratio"), r.get("p99_ratio"), r.get("cpu_ratio")]
-        cells = " | ".join(fmt(f, 2, "×") for f in figures)
-        out.append(f"| {r['workload']} | {r['path']} | {r['mode']} | {r['vs']} | {cells} |")
-    return out
+    body = [
+        [r["workload"], r["path"], r["mode"], r["vs"],
+         *(fmt(r.get(k), 2, "×") for k in ("ratio", "p50_ratio", "p99_ratio", "cpu_ratio"))]
+        for r in sorted(rows, key=order) if r["ratio"] is not None and r["mode"] != r["vs"]
+    ]  # fmt: skip
+    return md_table(["workload", "path", "mode", "vs", "rate", "p50", "p99", "CPU/conn"], body, 4)
 
 
 def latency_md(rows: list[dict[str, Any]]) -> list[str]:
     """Latency to the maximum, with the connect() and request/answer parts (µs)."""
-    out = [
-        "| workload | mode | p50 | p90 | p99 | p99.9 | max | connect p99 / max | "
-        "request/answer p99 / max |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    body = []
     for r in sorted(rows, key=order):
-        c, q = r.get("connect_us"), r.get("rr_us")
-        parts = [f"{fmt(x['p99'])} / {fmt(x['max'])}" if x else "—" for x in (c, q)]
-        out.append(f"| {r['workload']} | {r['mode']} | {fmt(r['p50_us'])} | {fmt(r['p90_us'])} "
-                   f"| {fmt(r['p99_us'])} | {fmt(r['p999_us'])} | {fmt(r['max_us'])} | "
-                   f"{' | '.join(parts)} |")  # fmt: skip
-    return out
+        parts = [f"{fmt(x['p99'])} / {fmt(x['max'])}" if x else "—"
+                 for x in (r.get("connect_us"), r.get("rr_us"))]  # fmt: skip
+        body.append([r["workload"], r["mode"], *(fmt(r[k]) for k in (
+            "p50_us", "p90_us", "p99_us", "p999_us", "max_us")), *parts])  # fmt: skip
+    columns = ["workload", "mode", "p50", "p90", "p99", "p99.9", "max", "connect p99 / max",
+               "request/answer p99 / max"]  # fmt: skip
+    return md_table(columns, body, 2)
 
 
 def stalls_md(rows: list[dict[str, Any]]) -> list[str]:
     """Requests over 200 ms by cause, failures by cause, TCP retransmissions (sums)."""
-    out = [
-        "| workload | mode | over 200 ms: syn_retransmit / rst / data_stall / other | "
-        "failed: timeout / rst / other | client SynRetrans / RetransSegs / Timeouts | "
-        "backend SynRetrans / RetransSegs / Timeouts |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for r in sorted(rows, key=order):
-        cells = [" / ".join(f"{r[key].get(k, 0):,}" for k in keys) for key, keys in (
-            ("over_200ms", STALL_CAUSES), ("failed_by_cause", FAIL_CAUSES),
-            ("tcp_client", TCP_COUNTERS), ("tcp_backend", TCP_COUNTERS))]  # fmt: skip
-        out.append(f"| {r['workload']} | {r['mode']} | {' | '.join(cells)} |")
-    return out
+    groups = (("over_200ms", STALL_CAUSES), ("failed_by_cause", FAIL_CAUSES),
+              ("tcp_client", TCP_COUNTERS), ("tcp_backend", TCP_COUNTERS))  # fmt: skip
+    body = [[r["workload"], r["mode"], *(" / ".join(f"{r[key].get(k, 0):,}" for k in keys)
+                                         for key, keys in groups)]
+            for r in sorted(rows, key=order)]  # fmt: skip
+    columns = ["workload", "mode", "over 200 ms: syn_retransmit / rst / data_stall / other",
+               "failed: timeout / rst / other", "client SynRetrans / RetransSegs / Timeouts",
+               "backend SynRetrans / RetransSegs / Timeouts"]  # fmt: skip
+    return md_table(columns, body, 2)
 
 
 def breakdown_md(rows: list[dict[str, Any]]) -> list[str]:
     """Per bpf mode and workload, per program: runs, ns per run, ns per connection."""
-    out = [
-        "| workload | mode | program (hooks) | runs/conn | ns/run | ns/conn "
-        "| ns/conn over blocks |",
-        "|---|---|---|---:|---:|---:|---:|",
-    ]
+    body = []
     for r in sorted(rows, key=order):
         for p in r.get("programs", []):
             figs = [p["runs_per_conn"], p["ns_per_run"], p["ns_per_conn"]]
-            cells = " | ".join("—" if f is None else f"{f:,.{1 if i == 0 else 0}f}"
-                               for i, f in enumerate(figs))  # fmt: skip
-            out.append(f"| {r['workload']} | {r['mode']} | {p['program']} "
-                       f"({', '.join(p['hooks'])}) | {cells} | "
-                       f"{fmt(p['ns_per_conn_blocks'])} |")  # fmt: skip
-    return out
+            body.append([r["workload"], r["mode"], f"{p['program']} ({', '.join(p['hooks'])})",
+                         *("—" if f is None else f"{f:,.{1 if i == 0 else 0}f}"
+                           for i, f in enumerate(figs)), fmt(p["ns_per_conn_blocks"])])  # fmt: skip
+    columns = ["workload", "mode", "program (hooks)", "runs/conn", "ns/run", "ns/conn",
+               "ns/conn over blocks"]  # fmt: skip
+    return md_table(columns, body, 3)
 
 
 def windows_md(rows: list[dict[str, Any]]) -> list[str]:
-    """Sustained: connections/s per window (failed/s where any), in the order they ran."""
+    """Sustained: connections/s per window (failed/s where any)."""
     sus = [r for r in rows if r["workload"] == "sustained" and r.get("windows")]
     if not sus:
         return []
-    width = len(sus[0]["windows"])
-    step = sus[0]["windows"][1]["t0"] if width > 1 else 0
-    head = " | ".join(f"{w['t0']}–{w['t0'] + step} s" for w in sus[0]["windows"])
-    out = [f"| mode | {head} |", "|---|" + "---:|" * width]
-    for r in sorted(sus, key=order):
-        cells = [f"{w['cps']:,.0f}" + (f" ({w['failed_per_s']:,.1f} failed/s)"
-                                       if w["failed_per_s"] else "")
-                 for w in r["windows"]]  # fmt: skip
-        out.append(f"| {r['mode']} | {' | '.join(cells)} |")
-    return out
+    wins = sus[0]["windows"]
+    step = wins[1]["t0"] - wins[0]["t0"] if len(wins) > 1 else 0
+    body = [[r["mode"], *(f"{w['cps']:,.0f}" + (f" ({w['failed_per_s']:,.1f} failed/s)"
+                                               if w["failed_per_s"] else "")
+                          for w in r["windows"])] for r in sorted(sus, key=order)]  # fmt: skip
+    return md_table(["mode", *(f"{w['t0']}–{w['t0'] + step} s" for w in wins)], body, 1)
+
+
+def targets_table(result: dict[str, Any]) -> str:
+    """The host targets of issue 12 (printed after every part's tables)."""
+    return "\n".join(targets_md(result["host"].get("targets", []))) + "\n"
 
 
 def targets_md(ts: list[dict[str, Any]]) -> list[str]:
@@ -452,80 +449,61 @@ def targets_md(ts: list[dict[str, Any]]) -> list[str]:
     median (min–max), verdict); then the information rows (no goal)."""
     modes = list(dict.fromkeys(t["mode"] for t in ts if t["op"]))
     cell = {(t["target"], t["mode"]): t for t in ts if t["op"]}
-    out = [f"| target | goal | {' | '.join(modes)} |", "|---|---|" + "---:|" * len(modes)]
-    for name, *_, op, threshold in TARGETS:
-        cells = [f"{_value(c)} {_verdict(c)}" if (c := cell.get((name, m))) else "—"
-                 for m in modes]  # fmt: skip
-        out.append(f"| {name} | {op} {threshold:g} | {' | '.join(cells)} |")
-    info = [t for t in ts if not t["op"]]
+    body = [[name, f"{op} {threshold:g}",
+             *(f"{_value(c)} {_verdict(c)}" if (c := cell.get((name, m))) else "—"
+               for m in modes)] for name, *_, op, threshold in TARGETS]  # fmt: skip
+    out = md_table(["target", "goal", *modes], body, 2)
+    info = [[t["mode"], t["target"].removesuffix(" (information)"), _value(t)]
+            for t in ts if not t["op"]]  # fmt: skip
     if info:
-        out += ["", "| mode | compared (information) | median (min–max) over rounds |",
-                "|---|---|---:|"]  # fmt: skip
-        out += [f"| {t['mode']} | {t['target'].removesuffix(' (information)')} | {_value(t)} |"
-                for t in info]  # fmt: skip
+        out += ["", *md_table(["mode", "compared (information)", "median (min–max) over rounds"],
+                              info, 2)]  # fmt: skip
     return out
 
 
 def node_md(state: dict[str, dict[str, Any]]) -> list[str]:
-    out = ["| mode | conntrack -C at end | over blocks | "
-           + " | ".join(SHOWN_COUNTERS) + " | sessions at end (max) |",
-           "|---|---:|---:|" + "---:|" * (len(SHOWN_COUNTERS) + 1)]  # fmt: skip
+    body = []
     for mode, st in state.items():
         c = st.get("bpf_counters")
-        cells = [f"{c.get(k, 0):,}" if c else "—" for k in SHOWN_COUNTERS]
         end, peak = st.get("map_entries_end") or {}, st.get("map_entries_max") or {}
         nat = next((k for k in sorted(end) if k.startswith("bpfgen_nat")), None)
-        sessions = f"{end[nat] or 0:,} ({peak.get(nat, 0):,})" if nat else "—"
-        out.append(f"| {mode} | {st['conntrack_end']:,} | {st['conntrack_min']:,}–"
-                   f"{st['conntrack_max']:,} | {' | '.join(cells)} | {sessions} |")  # fmt: skip
-    return out
+        body.append([mode, f"{st['conntrack_end']:,}",
+                     f"{st['conntrack_min']:,}–{st['conntrack_max']:,}",
+                     *(f"{c.get(k, 0):,}" if c else "—" for k in SHOWN_COUNTERS),
+                     f"{end[nat] or 0:,} ({peak.get(nat, 0):,})" if nat else "—"])  # fmt: skip
+    columns = ["mode", "conntrack -C at end", "over blocks", *SHOWN_COUNTERS,
+               "sessions at end (max)"]  # fmt: skip
+    return md_table(columns, body, 1)
 
 
-HEADER = [
-    "| workload | path | mode | rate | p50 µs | p99 µs | CPU µs/conn | machine CPU µs/conn "
-    "| rate ratio | ok / failed / wrong source |",
-    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-]
+def _section(title: str, lines: list[str]) -> list[str]:
+    return ["", title, "", *lines] if lines else []
 
 
 def table(result: dict[str, Any]) -> str:
-    host = result["host"]
-    s = result["settings"]
+    host, s, vm = result["host"], result["settings"], result["vm"]
+    rows = host["summary"]
     lines = [
         f"Host kernel {host['kernel']} {host.get('kernel_version', '')} (median (min–max) over "
         f"{s['rounds']} interleaved rounds; ratio per round; sustained: one block of "
         f"{s.get('sustained_s', 0):g} s per mode, ranges over its {s.get('window_s', 0)}-s "
         "windows where noted):",
         "",
-        *HEADER,
-        *_rows_md(host["summary"]),
+        *rates_md(rows),
+        *_section("Ratios to direct, per round (median (min–max) over rounds):", ratios_md(rows)),
+        *_section("Latency (µs; median (min–max) over blocks of each block's percentile):",
+                  latency_md(rows)),
+        *_section("Stalls and failures (sums over blocks; TCP counters from `nstat` in the "
+                  "client's and the backend's namespace):", stalls_md(rows)),
+        *_section("Where a connection's time goes in the bpf modes (kernel BPF statistics, "
+                  "run_time_ns / run_cnt over each block, per completed connection):",
+                  breakdown_md(rows)),
+        *_section("Sustained short connections, connections/s per window:", windows_md(rows)),
+        *_section("Node namespace: `conntrack -C` (after the last block; min–max over "
+                  "blocks), bpfgen's counters summed over its blocks, its session map's "
+                  "entries:", node_md(host["node_state"])),
         "",
-        "Ratios to direct, per round (median (min–max) over rounds):",
-        "",
-        *_ratios_md(host["summary"]),
-        "",
-        "Latency (µs; median (min–max) over blocks of each block's percentile):",
-        "",
-        *latency_md(host["summary"]),
-        "",
-        "Stalls and failures (sums over blocks; TCP counters from `nstat` in the client's "
-        "and the backend's namespace):",
-        "",
-        *stalls_md(host["summary"]),
-        "",
-        "Where a connection's time goes in the bpf modes (kernel BPF statistics, "
-        "run_time_ns / run_cnt over each block, per completed connection):",
-        "",
-        *breakdown_md(host["summary"]),
-    ]
-    if windows_md(host["summary"]):
-        lines += ["", "Sustained short connections, connections/s per window:", "",
-                  *windows_md(host["summary"])]  # fmt: skip
-    lines += ["", "Node namespace: `conntrack -C` (after the last block; min–max over blocks), "
-              "bpfgen's counters summed over its blocks, its session map's entries:", "",
-              *node_md(host["node_state"])]  # fmt: skip
-    vm = result["vm"]
-    lines.append("")
+    ]  # fmt: skip
     if "skipped" in vm:
         lines.append(f"VM (6.1, IPVS): skipped ({vm['skipped']}).")
     else:
@@ -534,16 +512,12 @@ def table(result: dict[str, Any]) -> str:
             f"{s['vm']['rounds']} interleaved rounds; "
             f"{vm.get('other_qemus_at_boot', 0)} other qemu process(es) on the host at boot):",
             "",
-            *HEADER,
-            *_rows_md(vm["summary"]),
-            "",
-            "Ratios to ipvs_conntrack, per round (median (min–max) over rounds):",
-            "",
-            *_ratios_md(vm["summary"]),
+            *rates_md(vm["summary"]),
+            *_section(
+                "Ratios to ipvs_conntrack, per round (median (min–max) over rounds):",
+                ratios_md(vm["summary"]),
+            ),
         ]
-    if host.get("targets"):
-        lines += ["", "Targets (issue 12; pass when the median meets the goal):", "",
-                  *targets_md(host["targets"])]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 
 # The part's interface (bpfgen/bench/__init__.py): run here, the rest in the report.
 table, plot, summarize = report.table, report.plot, report.summarize
+targets_table = report.targets_table
 
 VIP, VIP_PORT = "198.18.128.10", 80
 BACKEND_PORT = 8080

@@ -48,32 +48,22 @@ def connections_md(result: dict[str, Any], machine: dict[str, Any]) -> list[str]
               f"sustained: one {s['sustained_s']:g}-s block per mode, ranges over its "
               f"{s['window_s']}-s windows")  # fmt: skip
     cap = caption(machine, bool(result.get("quick")), spread)
-    out = ["#### Connections: targets (issue 12)", "", cap, "",
-           *report.targets_md(host["targets"]), ""]  # fmt: skip
-    out += [
-        "#### Connections: rate and latency",
-        "",
-        cap,
-        "",
-        "| workload | mode | rate | vs direct | p50 µs | p99 µs | max µs | over 200 ms | failed |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+
+    def section(title: str, lines: list[str]) -> list[str]:
+        return [f"#### Connections: {title}", "", cap, "", *lines, ""] if lines else []
+
+    columns = ["workload", "mode", "rate", "vs direct", "p50 µs", "p99 µs", "max µs",
+               "over 200 ms", "failed"]  # fmt: skip
+    body = [[r["workload"], r["mode"], f"{report.fmt(r['rate'])} {report.unit(r)}", _ratio(r),
+             report.fmt(r["p50_us"]), report.fmt(r["p99_us"]), report.fmt(r["max_us"]),
+             f"{sum(r['over_200ms'].values()):,}", f"{r['failed']:,}"] for r in rows]  # fmt: skip
+    return [
+        *section("targets (issue 12)", report.targets_md(host["targets"])),
+        *section("rate and latency", report.md_table(columns, body, 2)),
+        *section("stalls and failures by cause", report.stalls_md(rows)),
+        *section("where a connection's time goes (BPF statistics)", report.breakdown_md(rows)),
+        *section("sustained, connections/s per window", report.windows_md(rows)),
     ]
-    for r in rows:
-        unit = "req/s" if r["workload"] == "keepalive" else "conn/s"
-        out.append(
-            f"| {r['workload']} | {r['mode']} | {report.fmt(r['rate'])} {unit} | {_ratio(r)} | "
-            f"{report.fmt(r['p50_us'])} | {report.fmt(r['p99_us'])} | "
-            f"{report.fmt(r['max_us'])} | {sum(r['over_200ms'].values()):,} | "
-            f"{r['failed']:,} |"
-        )
-    out += ["", "#### Connections: stalls and failures by cause", "", cap, "",
-            *report.stalls_md(rows), ""]  # fmt: skip
-    out += ["#### Connections: where a connection's time goes (BPF statistics)", "", cap, "",
-            *report.breakdown_md(rows), ""]  # fmt: skip
-    if report.windows_md(rows):
-        out += ["#### Connections: sustained, connections/s per window", "", cap, "",
-                *report.windows_md(rows), ""]  # fmt: skip
-    return out
 
 
 def render(results: dict[str, Any]) -> str:

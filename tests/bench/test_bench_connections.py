@@ -102,7 +102,8 @@ def test_connections_host_quick(tmp_path: Path) -> None:
     assert stats["sysctl_after"] == stats["sysctl_before"], stats
     assert "skipped" in result["vm"]
     text = connections.table(result)
-    assert "Targets" in text and "bpfgen_svc_in" in text and "skipped" in text
+    assert "bpfgen_svc_in" in text and "syn_retransmit" in text and "skipped" in text
+    assert "| failed connections | == 0 |" in connections.targets_table(result)
     pngs = connections.plot(result, tmp_path)
     assert [p.name for p in pngs] == ["connections.png", "connections_sustained.png"]
     assert all(p.stat().st_size > 0 for p in pngs)
