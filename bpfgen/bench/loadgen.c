@@ -27,8 +27,12 @@
 //     last bucket unbounded);
 //   over_200ms: requests (completed or failed) that took >= 200 ms, by cause, in this
 //     order: rst (failed with ECONNRESET/ECONNREFUSED), syn_retransmit (connect() took
-//     >= 200 ms: on a LAN a lost or unanswered SYN), data_stall (request/answer >=
-//     200 ms), other;
+//     >= 200 ms and the SYN was sent again, or connect() timed out: on a LAN a lost or
+//     unanswered SYN), data_stall (request/answer took >= 200 ms and the client sent a
+//     segment again), other (slow without a retransmission by the client: a thread or
+//     the packet path not scheduled, or a segment the backend had to send again: its
+//     nstat counters tell); the client's TCP_INFO tcpi_total_retrans is read only for a
+//     slow part, so fast requests pay nothing for it;
 //   failed_by_cause: timeout (connect or read timed out), rst, other;
 //   per_s_ok, per_s_failed: requests completed / failed in each second of the run;
 //   backends_seen: distinct LOCAL_ADDRs the answers named (up to 256);
@@ -76,9 +80,11 @@ static uint64_t start_ns, deadline_ns;
 static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
 static char first_error[160];
 
-// One request's times (ns): connect is 0 where the request opened no connection.
+// One request's times (ns): connect is 0 where the request opened no connection;
+// syn_rtx / data_rtx: a slow part saw its segment sent again (TCP_INFO).
 struct sample {
 	uint64_t connect, rr, total;
+	uint8_t syn_rtx, data_rtx;
 };
 
 struct worker {
@@ -199,12 +205,22 @@ static void record(struct worker *w, struct sample s, int rc, int err)
 		return;
 	if (rc < 0 && fail_cause(err) == FAIL_RST)
 		w->stalls[STALL_RST]++;
-	else if (s.connect >= STALL_NS)
+	else if (s.connect >= STALL_NS && s.syn_rtx)
 		w->stalls[STALL_SYN_RETRANSMIT]++;
-	else if (s.rr >= STALL_NS)
+	else if (s.rr >= STALL_NS && s.data_rtx)
 		w->stalls[STALL_DATA]++;
 	else
 		w->stalls[STALL_OTHER]++;
+}
+
+// Segments (SYNs included) the socket has sent again so far; read only for a slow part.
+static unsigned total_retrans(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+		return 0;
+	return ti.tcpi_total_retrans;
 }
 
 static int connect_target(int *err)
@@ -245,13 +261,22 @@ static void *tcp_short(void *arg)
 		uint64_t t0 = now_ns();
 		int fd = connect_target(&err);
 		uint64_t t1 = now_ns();
+		struct sample s = {.connect = t1 - t0};
+		unsigned syn_rtx = 0;
+		// A connect() that timed out waited past the SYN's first retransmission (1 s).
+		s.syn_rtx = fd < 0 && fail_cause(err) == FAIL_TIMEOUT;
+		if (fd >= 0 && s.connect >= STALL_NS)
+			s.syn_rtx = (syn_rtx = total_retrans(fd)) > 0;
 		if (fd >= 0)
 			rc = request(w, fd, &err);
 		uint64_t t2 = now_ns();
+		s.rr = t2 - t1;
+		s.total = t2 - t0;
+		if (fd >= 0 && s.rr >= STALL_NS)
+			s.data_rtx = total_retrans(fd) > syn_rtx;
 		if (fd >= 0)
 			close(fd);
-		record(w, (struct sample){.connect = t1 - t0, .rr = t2 - t1, .total = t2 - t0}, rc,
-		       err);
+		record(w, s, rc, err);
 	}
 	return NULL;
 }
@@ -260,18 +285,31 @@ static void *tcp_keepalive(void *arg)
 {
 	struct worker *w = arg;
 	int fd = -1;
+	unsigned rtx_seen = 0;
 	while (w->failed < MAX_FAILURES_PER_THREAD && may_issue()) {
 		int err = 0;
 		uint64_t t0 = now_ns();
-		if (fd < 0 && (fd = connect_target(&err)) < 0) {
-			uint64_t t = now_ns() - t0;
-			record(w, (struct sample){.connect = t, .total = t}, -1, err);
-			continue;
+		if (fd < 0) {
+			if ((fd = connect_target(&err)) < 0) {
+				uint64_t t = now_ns() - t0;
+				record(w, (struct sample){.connect = t, .total = t,
+							  .syn_rtx = fail_cause(err) == FAIL_TIMEOUT},
+				       -1, err);
+				continue;
+			}
+			// A slow connect: the SYNs it sent again are not the requests' doing.
+			rtx_seen = now_ns() - t0 >= STALL_NS ? total_retrans(fd) : 0;
 		}
 		t0 = now_ns();
 		int rc = request(w, fd, &err);
 		uint64_t t = now_ns() - t0;
-		record(w, (struct sample){.rr = t, .total = t}, rc, err);
+		struct sample s = {.rr = t, .total = t};
+		if (t >= STALL_NS) { // retransmitted since this connection's last slow request?
+			unsigned now = total_retrans(fd);
+			s.data_rtx = now > rtx_seen;
+			rtx_seen = now;
+		}
+		record(w, s, rc, err);
 		if (rc < 0) {
 			close(fd);
 			fd = -1;

@@ -207,3 +207,40 @@ def test_readme_tables_name_kernel_date_and_spread(tmp_path: Path) -> None:
     path.write_text(json.dumps(results))
     assert readme_tables.main([str(path)]) == 0
     assert readme_tables.main([str(tmp_path / "missing.json")]) == 2
+
+
+# Every 50th SYN towards the server dropped in the client's own namespace: each costs
+# a retransmission (1 s), which the client must count as a syn_retransmit stall.
+DROP_SYNS = """\
+table inet dropsyn {
+  chain out {
+    type filter hook output priority filter; policy accept;
+    tcp dport 8080 tcp flags == syn numgen inc mod 50 == 0 drop
+  }
+}
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.root
+def test_loadgen_counts_stalls_by_cause() -> None:
+    from bpfgen.bench._kstats import nstat
+    from bpfgen.bench._netns import Lab, load, loadgen_binary
+
+    binary = loadgen_binary()
+    with Lab("bbt") as lab:
+        ns = lab.ns("lg")
+        lab.serve(ns, binary, 8080, threads=4)
+        refused = load(binary, ns, "tcp-short", "127.0.0.1", 8081, threads=1, seconds=2.0,
+                       max_requests=20)  # fmt: skip
+        assert refused["failed"] == refused["failed_by_cause"]["rst"] == 20, refused
+        assert sum(refused["over_200ms"].values()) == 0, refused  # refused at once
+        lab.nft(ns, DROP_SYNS)
+        before = nstat(lab.exec, ns)
+        res = load(binary, ns, "tcp-short", "127.0.0.1", 8080, threads=4, seconds=3.0,
+                   max_requests=5000)  # fmt: skip
+        resent = nstat(lab.exec, ns)["TcpExtTCPSynRetrans"] - before["TcpExtTCPSynRetrans"]
+    stalls = res["over_200ms"]
+    assert res["ok"] > 0 and resent > 0, res
+    assert 0 < stalls["syn_retransmit"] <= resent, (stalls, resent)
+    assert stalls["rst"] == 0 and stalls["data_stall"] == 0, stalls
