@@ -110,15 +110,23 @@ def _programs(bs: list[Block]) -> list[dict[str, Any]]:
 
 
 def paired(
-    blocks: list[Block], mode: str, ref: str, workload: str, f: Callable[[Block], float]
+    blocks: list[Block],
+    mode: str,
+    ref: str,
+    workload: str,
+    f: Callable[[Block], float],
+    clean: bool = False,
 ) -> list[float]:
-    """f(mode's block) / f(ref's block) for each round both ran `workload` in."""
+    """f(mode's block) / f(ref's block) for each round both ran `workload` in; `clean`:
+    only rounds in which neither block failed a connection (latency percentiles cover
+    completed connections only: a block that failed most has the few that got through)."""
     by_round = {(b["mode"], b["round"]): b for b in blocks if b["workload"] == workload}
     out = []
     for (m, rnd), b in sorted(by_round.items(), key=lambda kv: str(kv[0])):
         r = by_round.get((ref, rnd))
-        if m == mode and r is not None and f(r) > 0:
-            out.append(f(b) / f(r))
+        if m != mode or r is None or f(r) <= 0 or (clean and (b["failed"] or r["failed"])):
+            continue
+        out.append(f(b) / f(r))
     return out
 
 
@@ -233,7 +241,8 @@ def targets(host: dict[str, Any]) -> list[dict[str, Any]]:
                 n = sum(_over(b) if fig == "over_200ms" else int(b["failed"]) for b in mine)
                 value: Spread | None = {"median": n, "min": n, "max": n}
             else:
-                ratios = paired(blocks, mode, ref, workload, FIGURES[fig])
+                ratios = paired(blocks, mode, ref, workload, FIGURES[fig], clean=fig != "rate")
+                rounds = (len(ratios), len(paired(blocks, mode, ref, workload, FIGURES[fig])))
                 if workload == "sustained" and fig == "rate":
                     # One sustained block per mode: the range is over its windows.
                     wr = _window_ratios(blocks, mode, ref)
@@ -243,6 +252,7 @@ def targets(host: dict[str, Any]) -> list[dict[str, Any]]:
             out.append({
                 "mode": mode, "target": name, "workload": workload, "figure": fig,
                 "vs": ref, "op": op, "threshold": threshold, "value": value,
+                "rounds_judged": None if workload == "*" else rounds,
                 "pass": None if value is None else _judge(op, value["median"], threshold),
             })  # fmt: skip
     info = [("conntrack_nat", "direct")] + [
@@ -250,7 +260,7 @@ def targets(host: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     for mode, ref in info:
         for workload in ("short", "keepalive"):
-            ratios = paired(blocks, mode, ref, workload, _rate)
+            ratios = paired(blocks, mode, ref, workload, _rate, clean=True)
             if ratios:
                 out.append({"mode": mode, "target": f"{workload} rate vs {ref} (information)",
                             "workload": workload, "figure": "rate", "vs": ref, "op": "",
@@ -263,11 +273,13 @@ def _verdict(t: dict[str, Any]) -> str:
 
 
 def _value(t: dict[str, Any]) -> str:
+    judged, rounds = t.get("rounds_judged") or (0, 0)
     if t["value"] is None:
-        return "no data"
+        return "no round without failures" if rounds else "no data"
     if t["figure"] in ("over_200ms", "failed"):
         return f"{int(t['value']['median']):,}"
-    return fmt(t["value"], 2, "×")
+    part = f" [{judged} of {rounds} rounds]" if judged < rounds else ""
+    return fmt(t["value"], 2, "×") + part
 
 
 def target_lines(ts: list[dict[str, Any]]) -> list[str]:
