@@ -388,7 +388,9 @@ class PortAllocHarness:
         self._ident += 1
         frame = tcp_syn(flow, self._ident)
         h = flow.hash(self.seed)
-        candidates = tuple(self.ports.candidates(h))
+        # Port preservation first (docs/datapath.md): the flow's own port when in range and free.
+        kept = (flow.sport,) if flow.sport in self.ports else ()
+        candidates = kept + tuple(self.ports.candidates(h))
         predicted = next((p for p in candidates if p not in occupied), None)
         result = test_run(self.program, frame)
         nat = None
@@ -580,7 +582,10 @@ def measure_level(
     h.occupy(occupied)
     level = Level(ports=n, target=target, occupied=len(occupied))
     before = h.counters()
-    for sport in rng.sample(range(1024, 65536), flows):
+    # Source ports outside the range: what is measured is the hash probing (a port inside
+    # it would first be tried as itself, port preservation; send() predicts that too).
+    outside = [p for p in range(1024, 65536) if p not in h.ports]
+    for sport in rng.sample(outside, flows):
         a = h.send(h.flow(sport), occupied)
         level.attempts += 1
         if a.success:

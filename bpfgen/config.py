@@ -78,7 +78,13 @@ _MAX_ADDRESSES = 8
 _DEFAULT_AFFINITY_TIMEOUT = 10800
 _MAX_AFFINITY_TIMEOUT = 86400
 
-_DEFAULT_TIMEOUTS = {"tcpEstablished": 7440, "tcpTransitory": 240, "udp": 300, "icmp": 60}
+# docs/datapath.md "The TCP session lifecycle": RFC 5382's floors for established
+# (2 h 4 min) and transitory (4 min); tcpTimeWait and tcpClose as nf_conntrack's
+# defaults (TIME_WAIT 120 s, CLOSE 10 s), which kube-proxy's nodes run today.
+_DEFAULT_TIMEOUTS = {
+    "tcpEstablished": 7440, "tcpTransitory": 240, "tcpTimeWait": 120, "tcpClose": 10,
+    "udp": 300, "icmp": 60,
+}  # fmt: skip
 _DEFAULT_NODE_PORT_RANGE = (30000, 32767)
 _DEFAULT_SNAT_PORT_RANGE = (20000, 29999)
 _DEFAULT_MARK = 0x4000
@@ -766,10 +772,12 @@ class _NodeReader:
         values: dict[str, int | None] = dict(_DEFAULT_TIMEOUTS)
         for key, value in fields.items():
             values[key] = self.duration(value, f"snat.timeouts.{key}")
-        est, trans, udp, icmp = (values[k] for k in _TIMEOUTS)
-        if est is None or trans is None or udp is None or icmp is None:
+        est, trans, time_wait, close, udp, icmp = (values[k] for k in _TIMEOUTS)
+        if (est is None or trans is None or time_wait is None or close is None or udp is None
+                or icmp is None):
             return None
-        return Timeouts(tcp_established=est, tcp_transitory=trans, udp=udp, icmp=icmp)
+        return Timeouts(tcp_established=est, tcp_transitory=trans, tcp_time_wait=time_wait,
+                        tcp_close=close, udp=udp, icmp=icmp)
 
     def duration(self, node: Node, path: str) -> int | None:
         """Seconds: an integer, or a string of <n>h / <n>m / <n>s parts ("2h4m")."""

@@ -31,6 +31,8 @@ class SnatEntry(ctypes.Structure):
         ("nat_port", ctypes.c_uint8 * 2),
         ("flags", ctypes.c_uint8),
         ("pad", ctypes.c_uint8),
+        ("fin_ack", ctypes.c_uint32),
+        ("pad2", ctypes.c_uint32),
     ]
 
 
@@ -75,6 +77,8 @@ class Config(ctypes.Structure):
         ("timeout_tcp_transitory_ns", ctypes.c_uint64),
         ("timeout_udp_ns", ctypes.c_uint64),
         ("timeout_icmp_ns", ctypes.c_uint64),
+        ("timeout_tcp_time_wait_ns", ctypes.c_uint64),
+        ("timeout_tcp_close_ns", ctypes.c_uint64),
         ("selection_seed", ctypes.c_uint32),
         ("pad2", ctypes.c_uint32),
     ]

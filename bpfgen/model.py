@@ -67,6 +67,8 @@ class Timeouts:
     tcp_transitory: int
     udp: int
     icmp: int
+    tcp_time_wait: int = 120  # after both FINs, when the far side may hold TIME_WAIT
+    tcp_close: int = 10  # after a RST
 
 
 @dataclass(frozen=True)

@@ -631,7 +631,21 @@ def make_plan(inputs: Inputs, *, generic: bool = False, build: str | None = None
             _ns(t.tcp_transitory),
             "bpfgen_cfg.timeout_tcp_transitory_ns",
             "snat.timeouts.tcpTransitory",
-            f"{t.tcp_transitory}s idle (not yet answered, or FIN/RST seen)",
+            f"{t.tcp_transitory}s idle (not yet answered, or half-closed)",
+        ),
+        (
+            "BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS",
+            _ns(t.tcp_time_wait),
+            "bpfgen_cfg.timeout_tcp_time_wait_ns",
+            "snat.timeouts.tcpTimeWait",
+            f"{t.tcp_time_wait}s idle (closed; the far side may hold TIME_WAIT)",
+        ),
+        (
+            "BPFGEN_TIMEOUT_TCP_CLOSE_NS",
+            _ns(t.tcp_close),
+            "bpfgen_cfg.timeout_tcp_close_ns",
+            "snat.timeouts.tcpClose",
+            f"{t.tcp_close}s idle (after a RST)",
         ),
         (
             "BPFGEN_TIMEOUT_UDP_NS",
@@ -807,6 +821,8 @@ def _node_info(inputs: Inputs) -> dict[str, Any]:
         "timeouts": {
             "tcp_established": n.timeouts.tcp_established,
             "tcp_transitory": n.timeouts.tcp_transitory,
+            "tcp_time_wait": n.timeouts.tcp_time_wait,
+            "tcp_close": n.timeouts.tcp_close,
             "udp": n.timeouts.udp,
             "icmp": n.timeouts.icmp,
         },
@@ -850,6 +866,8 @@ def _runtime_config(inputs: Inputs, protocols: set[Protocol], seed: int) -> byte
     cfg.timeout_tcp_transitory_ns = node.timeouts.tcp_transitory * ns
     cfg.timeout_udp_ns = node.timeouts.udp * ns
     cfg.timeout_icmp_ns = node.timeouts.icmp * ns
+    cfg.timeout_tcp_time_wait_ns = node.timeouts.tcp_time_wait * ns
+    cfg.timeout_tcp_close_ns = node.timeouts.tcp_close * ns
     cfg.selection_seed = node.selection_seed
     return layouts.to_bytes(cfg)
 

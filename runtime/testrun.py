@@ -63,7 +63,7 @@ COUNTERS_MAP = "bpfgen_counters"
 # The C structs of templates/include/bpfgen_types.h, byte for byte (addresses and
 # ports in network order, last_seen_ns in the host's order).
 _TUPLE = struct.Struct("!4s4sHHB3x")  # struct bpfgen_tuple4
-_SNAT_ENTRY = struct.Struct("=Q4s2sBx")  # struct bpfgen_snat_entry
+_SNAT_ENTRY = struct.Struct("=Q4s2sBxI4x")  # struct bpfgen_snat_entry
 _RSNAT_ENTRY = struct.Struct("!4sH2x")  # struct bpfgen_rsnat_entry
 _COUNTER = struct.Struct("=Q")
 _INDEX = struct.Struct("=I")
@@ -100,6 +100,7 @@ class SessionEntry(NamedTuple):
     nat_addr: int
     nat_port: int
     flags: int
+    fin_ack: int = 0
 
     def pack(self) -> bytes:
         return _SNAT_ENTRY.pack(
@@ -107,12 +108,14 @@ class SessionEntry(NamedTuple):
             self.nat_addr.to_bytes(4, "big"),
             self.nat_port.to_bytes(2, "big"),
             self.flags,
+            self.fin_ack,
         )
 
     @classmethod
     def unpack(cls, raw: bytes) -> SessionEntry:
-        last_seen, addr, port, flags = _SNAT_ENTRY.unpack(raw)
-        return cls(last_seen, int.from_bytes(addr, "big"), int.from_bytes(port, "big"), flags)
+        last_seen, addr, port, flags, fin_ack = _SNAT_ENTRY.unpack(raw)
+        return cls(last_seen, int.from_bytes(addr, "big"), int.from_bytes(port, "big"), flags,
+                   fin_ack)
 
 
 class ReverseEntry(NamedTuple):

@@ -57,6 +57,8 @@ class ModelConfig:
     proto_icmp: bool
     timeout_tcp_established_ns: int
     timeout_tcp_transitory_ns: int
+    timeout_tcp_time_wait_ns: int
+    timeout_tcp_close_ns: int
     timeout_udp_ns: int
     timeout_icmp_ns: int
     max_sessions: int  # capacity of each session map
@@ -143,6 +145,8 @@ def model_config(inputs: Inputs, build_kind: str = "specialized") -> ModelConfig
         proto_icmp=node.icmp_echo,
         timeout_tcp_established_ns=timeouts.tcp_established * _NS,
         timeout_tcp_transitory_ns=timeouts.tcp_transitory * _NS,
+        timeout_tcp_time_wait_ns=timeouts.tcp_time_wait * _NS,
+        timeout_tcp_close_ns=timeouts.tcp_close * _NS,
         timeout_udp_ns=timeouts.udp * _NS,
         timeout_icmp_ns=timeouts.icmp * _NS,
         max_sessions=node.max_sessions,

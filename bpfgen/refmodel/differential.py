@@ -116,6 +116,8 @@ class Differential:
     def _adopt_touched(self, model: Result, t_before: int, t_after: int) -> list[str]:
         problems = []
         for key in sorted(model.touched):
+            if key not in self.state.forward:
+                continue  # released by this packet: compare_state sees the kernel's
             entry = self.build.session(_kernel_key(key))
             if entry is None:
                 problems.append(f"session {show_key(key)}: touched by the model, "

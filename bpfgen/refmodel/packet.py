@@ -53,6 +53,10 @@ class Parsed:
     dport: int = 0  # ICMP echo reply: the identifier
     icmp_type: int = -1
     tcp_flags: int = 0
+    # TCP, mod 2^32: the acknowledgment number, and the number that acknowledges this
+    # segment (seq + payload by the IP total length + SYN + FIN).
+    tcp_ack: int = 0
+    tcp_end: int = 0
 
     @property
     def l4_header_len(self) -> int:
@@ -87,7 +91,7 @@ def parse(config: ModelConfig, frame: bytes) -> Parsed:
         return Parsed(Kind.MALFORMED)
     saddr = int.from_bytes(frame[ETH_HLEN + 12 : ETH_HLEN + 16], "big")
     daddr = int.from_bytes(frame[ETH_HLEN + 16 : ETH_HLEN + 20], "big")
-    icmp_type, tcp_flags = -1, 0
+    icmp_type, tcp_flags, tcp_ack, tcp_end = -1, 0, 0, 0
     # 5. The tuple.
     if proto == IPPROTO_ICMP:
         icmp_type, code, ident = frame[l4], frame[l4 + 1], _u16(frame, l4 + 4)
@@ -98,10 +102,16 @@ def parse(config: ModelConfig, frame: bytes) -> Parsed:
         sport, dport = _u16(frame, l4), _u16(frame, l4 + 2)
         if proto == IPPROTO_TCP:
             tcp_flags = frame[l4 + 13]
+            tcp_ack = int.from_bytes(frame[l4 + 8 : l4 + 12], "big")
+            seq = int.from_bytes(frame[l4 + 4 : l4 + 8], "big")
+            payload = _u16(frame, ETH_HLEN + 2) - 4 * ihl - 4 * (frame[l4 + 12] >> 4)
+            counted = bool(tcp_flags & TCP_SYN) + bool(tcp_flags & TCP_FIN)
+            tcp_end = (seq + payload + counted) & 0xFFFFFFFF
     # 6. A protocol path compiled out.
     if not config.proto_enabled(proto):
         return Parsed(Kind.NOT_OURS)
     return Parsed(
         Kind.OURS, ihl=ihl, l4=l4, proto=proto, saddr=saddr, daddr=daddr, sport=sport,
-        dport=dport, icmp_type=icmp_type, tcp_flags=tcp_flags,
+        dport=dport, icmp_type=icmp_type, tcp_flags=tcp_flags, tcp_ack=tcp_ack,
+        tcp_end=tcp_end,
     )

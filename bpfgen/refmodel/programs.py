@@ -38,7 +38,13 @@ from bpfgen.refmodel.packet import (
     parse,
 )
 from bpfgen.refmodel.state import (
+    CLOSED,
     CLOSING,
+    FIN_ACKED,
+    FIN_ORIG,
+    FIN_REPLY,
+    REPLY_FIRST,
+    RST,
     SEEN_REPLY,
     FlowKey,
     Origin,
@@ -47,6 +53,7 @@ from bpfgen.refmodel.state import (
     SessionState,
     Tables,
     expired,
+    released,
 )
 
 __all__ = [
@@ -64,7 +71,7 @@ __all__ = [
     "ingress_xdp",
     "retval",
     "rewrite",
-    "touched_flags",
+    "touched",
 ]
 
 PROBE_LIMIT = 128  # SNAT ports tried per new flow
@@ -140,19 +147,35 @@ def _result(
 
 
 def _touch(session: Session, p: Parsed, now_ns: int, extra: int, forward: bool) -> Session:
-    flags = touched_flags(session.flags, p, extra, forward)
-    return session._replace(last_seen_ns=now_ns, flags=flags)
+    flags, fin_ack = touched(session.flags, session.fin_ack, p, extra, forward)
+    return session._replace(last_seen_ns=now_ns, flags=flags, fin_ack=fin_ack)
 
 
-def touched_flags(flags: int, p: Parsed, extra: int, forward: bool) -> int:
+def touched(flags: int, fin_ack: int, p: Parsed, extra: int, forward: bool) -> tuple[int, int]:
+    """A session's flags and fin_ack after packet `p` (docs/datapath.md "The TCP session
+    lifecycle"); `extra` is SEEN_REPLY for a reply. A bare SYN in the orig direction starts
+    a new incarnation of the tuple (flags 0, fin_ack kept)."""
     flags |= extra
-    if p.proto == IPPROTO_TCP:
-        bare_syn = p.tcp_flags & TCP_SYN and not p.tcp_flags & (TCP_ACK | TCP_FIN | TCP_RST)
-        if forward and bare_syn:
-            flags = 0  # a new incarnation of the tuple
-        if p.tcp_flags & (TCP_FIN | TCP_RST):
-            flags |= CLOSING
-    return flags
+    if p.proto != IPPROTO_TCP:
+        return flags, fin_ack
+    if forward and p.tcp_flags & TCP_SYN and not p.tcp_flags & (TCP_ACK | TCP_FIN | TCP_RST):
+        return 0, fin_ack
+    mine = FIN_ORIG if forward else FIN_REPLY
+    both = FIN_ORIG | FIN_REPLY
+    acks = bool(p.tcp_flags & TCP_ACK) and p.tcp_ack == fin_ack
+    if p.tcp_flags & TCP_RST:
+        flags |= CLOSING | RST
+    if p.tcp_flags & TCP_FIN and not flags & mine:
+        if not flags & both:
+            if not forward:
+                flags |= REPLY_FIRST  # the first FIN: who sent it
+        elif acks:
+            flags |= FIN_ACKED  # the second FIN acknowledges the first
+        return flags | mine | CLOSING, p.tcp_end
+    first_closer_is_reply = bool(flags & REPLY_FIRST)
+    if flags & both == both and acks and first_closer_is_reply == (not forward):
+        flags |= CLOSED  # the first closer acknowledged the second FIN
+    return flags, fin_ack
 
 
 # --------------------------------------------------------------------------- rewriting
@@ -318,11 +341,19 @@ def allocate_port(
     value: R,
     reverse_key: Callable[[int], FlowKey],
     owner: Callable[[R], FlowKey],
+    keep: int,
 ) -> Allocation:
-    """docs/datapath.md "SNAT", new flow: for attempt 0..127, insert `reverse_key(port)`
+    """docs/datapath.md "SNAT", new flow: first `keep` (the flow's source port) when it is in
+    the range and free; then for attempt 0..127, insert `reverse_key(port)`
     -> `value` unless it exists; a holder whose session (`owner` of its value) is gone,
     translated to another port or expired is reclaimed (an expired session deleted).
     Shared by both modes: only the reverse key and the owner differ."""
+    if config.in_port_range(keep):
+        # Port preservation: the flow's own source port, when no flow holds it.
+        kept = reverse_key(keep)
+        inserted = state.insert_reverse_new(kept, value)
+        if inserted is not None:
+            return Allocation(kept) if inserted else Allocation(None, drop=Counter.DROP_MAP_FULL)
     for attempt in range(PROBE_LIMIT):
         port = candidate_port(h, attempt, config.port_min, config.port_count)
         key = reverse_key(port)
@@ -369,7 +400,10 @@ def _reverse_snat(
         or expired(config, p.proto, session, now_ns)
     ):
         return _result(Verdict.PASS, frame, mark, Counter.RSNAT_MISS)
-    state.forward[key] = _touch(session, p, now_ns, SEEN_REPLY, forward=False)
+    state.forward[key] = touched_session = _touch(session, p, now_ns, SEEN_REPLY, forward=False)
+    if released(touched_session):
+        del state.forward[key]
+        del state.reverse[FlowKey(p.saddr, p.daddr, p.sport, p.dport, p.proto)]
     out = rewrite(frame, p, daddr=origin.addr, dport=origin.port)
     return _result(Verdict.PASS, out, mark, Counter.RSNAT, touched=frozenset([key]))
 
@@ -441,6 +475,22 @@ def egress(
     return _snat(config, frame, p, state, now_ns, mark)
 
 
+def _forget_reverse(state: SessionState, key: FlowKey, session: Session) -> None:
+    """Drop a session's reverse entry, unless another flow took it over."""
+    reverse = FlowKey(key.daddr, session.nat_addr, key.dport, session.nat_port, key.proto)
+    if state.reverse.get(reverse) == Origin(key.saddr, key.sport):
+        del state.reverse[reverse]
+
+
+def _sweep(config: ModelConfig, state: SessionState, now_ns: int) -> None:
+    """docs/datapath.md "Sessions and time", the sweep: on a full map, every expired session
+    goes, with its reverse entry when that still points back to it."""
+    for key, session in list(state.forward.items()):
+        if expired(config, key.proto, session, now_ns):
+            _forget_reverse(state, key, session)
+            del state.forward[key]
+
+
 def _snat(
     config: ModelConfig, frame: bytes, p: Parsed, state: SessionState, now_ns: int, mark: int
 ) -> Result:
@@ -448,12 +498,13 @@ def _snat(
     session = state.forward.get(key)
     if session is not None:
         if not expired(config, p.proto, session, now_ns):
-            state.forward[key] = _touch(session, p, now_ns, 0, forward=True)
+            state.forward[key] = touched_session = _touch(session, p, now_ns, 0, forward=True)
+            if released(touched_session):
+                _forget_reverse(state, key, session)
+                del state.forward[key]
             out = rewrite(frame, p, saddr=session.nat_addr, sport=session.nat_port)
             return _result(Verdict.PASS, out, mark, Counter.SNAT_HIT, touched=frozenset([key]))
-        old_reverse = FlowKey(p.daddr, session.nat_addr, p.dport, session.nat_port, p.proto)
-        if state.reverse.get(old_reverse) == Origin(p.saddr, p.sport):
-            del state.reverse[old_reverse]
+        _forget_reverse(state, key, session)
 
     # A new flow: hash, then bounded probing of the port range.
     h = tuple_hash(config.hash_seed, p.saddr, p.daddr, p.sport, p.dport, p.proto)
@@ -462,15 +513,19 @@ def _snat(
         config, state, h, p.proto, now_ns, Origin(p.saddr, p.sport),
         lambda port: FlowKey(p.daddr, nat_addr, p.dport, port, p.proto),
         lambda holder: FlowKey(holder.addr, p.daddr, holder.port, p.dport, p.proto),
+        keep=p.sport,
     )
     if got.drop is not None:
+        if got.drop is Counter.DROP_MAP_FULL:
+            _sweep(config, state, now_ns)
         return _result(Verdict.DROP, frame, mark, got.drop)
     chosen, reclaimed = got.key, got.reclaimed
     assert chosen is not None
 
-    new = Session(now_ns, nat_addr, chosen.dport, touched_flags(0, p, 0, forward=True))
+    new = _touch(Session(now_ns, nat_addr, chosen.dport, 0), p, now_ns, 0, forward=True)
     if not state.insert_forward(key, new):
         del state.reverse[chosen]
+        _sweep(config, state, now_ns)
         return _result(Verdict.DROP, frame, mark, Counter.DROP_MAP_FULL)
     out = rewrite(frame, p, saddr=nat_addr, sport=chosen.dport)
     # "Counters": reclaimed comes in addition to snat_new, never with a drop.

@@ -14,7 +14,13 @@ from typing import Generic, NamedTuple, Protocol, Self, TypeVar
 from bpfgen.refmodel.config import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ModelConfig
 
 __all__ = [
+    "CLOSED",
     "CLOSING",
+    "FIN_ACKED",
+    "FIN_ORIG",
+    "FIN_REPLY",
+    "REPLY_FIRST",
+    "RST",
     "SEEN_REPLY",
     "FlowKey",
     "Origin",
@@ -23,13 +29,20 @@ __all__ = [
     "SessionState",
     "Tables",
     "expired",
+    "released",
     "timeout_ns",
 ]
 
 # Session flags. The spec names them but does not give their bits; the C agrees
-# (BPFGEN_SESSION_SEEN_REPLY, BPFGEN_SESSION_CLOSING in bpfgen_types.h).
-SEEN_REPLY = 0x1
-CLOSING = 0x2
+# (BPFGEN_SESSION_* in bpfgen_types.h). docs/datapath.md "The TCP session lifecycle".
+SEEN_REPLY = 0x01  # a reply passed
+CLOSING = 0x02  # TCP: a FIN or RST passed
+FIN_ORIG = 0x04  # a FIN passed in the orig direction (client -> service)
+FIN_REPLY = 0x08  # a FIN passed in the reply direction
+REPLY_FIRST = 0x10  # the reply side sent the first FIN
+FIN_ACKED = 0x20  # the second FIN acknowledged the first: its sender closed passively
+CLOSED = 0x40  # the first closer acknowledged the second FIN
+RST = 0x80  # a RST passed
 
 
 class FlowKey(NamedTuple):
@@ -56,6 +69,7 @@ class Session(NamedTuple):
     nat_addr: int
     nat_port: int
     flags: int
+    fin_ack: int = 0  # TCP: the acknowledgment number of the latest FIN
 
 
 class SessionLike(Protocol):
@@ -69,6 +83,8 @@ class SessionLike(Protocol):
     def nat_port(self) -> int: ...
     @property
     def flags(self) -> int: ...
+    @property
+    def fin_ack(self) -> int: ...
 
 
 S = TypeVar("S", bound=SessionLike)
@@ -122,7 +138,12 @@ class SessionState(Tables[Session, Origin]):
 
 
 def timeout_ns(config: ModelConfig, proto: int, flags: int) -> int:
+    """docs/datapath.md "The TCP session lifecycle": RST, then closed, then established."""
     if proto == IPPROTO_TCP:
+        if flags & RST:
+            return config.timeout_tcp_close_ns
+        if flags & CLOSED:
+            return config.timeout_tcp_time_wait_ns
         if flags & SEEN_REPLY and not flags & CLOSING:
             return config.timeout_tcp_established_ns
         return config.timeout_tcp_transitory_ns
@@ -137,3 +158,11 @@ def expired(config: ModelConfig, proto: int, session: SessionLike, now_ns: int) 
     """now > last_seen and now - last_seen > timeout (a clock behind last_seen: not expired)."""
     idle = now_ns - session.last_seen_ns
     return idle > 0 and idle > timeout_ns(config, proto, session.flags)
+
+
+def released(session: SessionLike) -> bool:
+    """Closed, with nothing to protect: no SNAT port, or the reply side (the only one that
+    sees the SNAT port) closed passively, so holds no TIME_WAIT on it. Deleted at once."""
+    if not session.flags & CLOSED:
+        return False
+    return not session.nat_port or session.flags & (FIN_ACKED | REPLY_FIRST) == FIN_ACKED

@@ -35,13 +35,14 @@ from bpfgen.refmodel.hashing import tuple_hash
 from bpfgen.refmodel.packet import ETH_HLEN, ICMP_ECHO, Kind, Parsed, parse
 from bpfgen.refmodel.programs import (
     COUNTER_NAMES,
+    Counter,
     Result,
     Verdict,
     allocate_port,
     rewrite,
-    touched_flags,
+    touched,
 )
-from bpfgen.refmodel.state import SEEN_REPLY, FlowKey, Tables, expired
+from bpfgen.refmodel.state import SEEN_REPLY, FlowKey, Tables, expired, released
 from bpfgen.refmodel.svc_config import Endpoint, SvcConfig, SvcFrontend
 
 __all__ = [
@@ -101,6 +102,7 @@ class NatSession(NamedTuple):
     backend_addr: int
     backend_port: int
     backend_gen: int = 0  # reserved, always 0
+    fin_ack: int = 0  # TCP: the acknowledgment number of the latest FIN (struct field 5)
 
 
 class Rnat(NamedTuple):
@@ -275,9 +277,20 @@ def _reply(config: SvcConfig, frame: bytes, p: Parsed, state: SvcState, now_ns: 
     # whose session moved on is not ours).
     if s is None or _reply_key(fkey, s) != key or expired(config.base, p.proto, s, now_ns):
         return None
-    flags = touched_flags(s.flags, p, SEEN_REPLY, forward=False)
-    state.forward[fkey] = s._replace(last_seen_ns=now_ns, flags=flags)
-    return forward(frame, p, (r.vip, r.vip_port), (r.addr, r.port), (SvcCounter.RDNAT,), fkey)
+    flags, fin_ack = touched(s.flags, s.fin_ack, p, SEEN_REPLY, forward=False)
+    state.forward[fkey] = s = s._replace(last_seen_ns=now_ns, flags=flags, fin_ack=fin_ack)
+    result = forward(frame, p, (r.vip, r.vip_port), (r.addr, r.port), (SvcCounter.RDNAT,), fkey)
+    if released(s) and _done(result):
+        del state.forward[fkey]
+        del state.reverse[key]
+    return result
+
+
+def _done(result: Result) -> bool:
+    """Did the program finish with the packet? Only then is a session its packet released
+    deleted: svc_xdp passes packets untranslated to svc_in (xdp_to_tc), which must still
+    find the session (and releases it); a dropped packet comes again."""
+    return result.verdict is not Verdict.DROP and not result.counters[SvcCounter.XDP_TO_TC]
 
 
 def _forget(state: SvcState, key: FlowKey, s: NatSession) -> None:
@@ -285,6 +298,15 @@ def _forget(state: SvcState, key: FlowKey, s: NatSession) -> None:
     rkey = _reply_key(key, s)
     if state.reverse.get(rkey) == Rnat(key.saddr, key.sport, key.daddr, key.dport):
         del state.reverse[rkey]
+
+
+def _sweep(config: SvcConfig, state: SvcState, now_ns: int) -> None:
+    """docs/datapath.md "Sessions and time", the sweep: on a full map, every expired session
+    goes, with its reverse entry when that still points back to it."""
+    for key, s in list(state.forward.items()):
+        if expired(config.base, key.proto, s, now_ns):
+            _forget(state, key, s)
+            del state.forward[key]
 
 
 def _bare_syn(p: Parsed) -> bool:
@@ -338,11 +360,15 @@ def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: Svc
     s = state.forward.get(key)
     if s is not None and not expired(config.base, p.proto, s, now_ns):
         if (s.backend_addr, s.backend_port) in f.members:
-            flags = touched_flags(s.flags, p, 0, forward=True)
-            state.forward[key] = s._replace(last_seen_ns=now_ns, flags=flags)
+            flags, fin_ack = touched(s.flags, s.fin_ack, p, 0, forward=True)
+            state.forward[key] = s = s._replace(last_seen_ns=now_ns, flags=flags, fin_ack=fin_ack)
             source = (s.nat_addr, s.nat_port) if s.nat_port else (p.saddr, p.sport)
-            return forward(frame, p, source, (s.backend_addr, s.backend_port),
-                           (SvcCounter.DNAT_HIT,), key)
+            result = forward(frame, p, source, (s.backend_addr, s.backend_port),
+                             (SvcCounter.DNAT_HIT,), key)
+            if released(s) and _done(result):
+                _forget(state, key, s)
+                del state.forward[key]
+            return result
         # Its backend is gone: forget the session. TCP other than a bare SYN cannot
         # start over at another backend; anything else is selected anew.
         _forget(state, key, s)
@@ -365,8 +391,11 @@ def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: Svc
             base, state, h, p.proto, now_ns, client,
             lambda port: FlowKey(backend[0], nat_addr, backend[1], port, p.proto),
             lambda holder: _owner(p.proto, holder),
+            keep=p.sport,
         )
         if got.drop is not None:
+            if got.drop is Counter.DROP_MAP_FULL:
+                _sweep(config, state, now_ns)
             return _result(Verdict.DROP, frame, *chosen, SvcCounter(got.drop))
         assert got.key is not None
         rkey, nat = got.key, (nat_addr, got.key.dport)
@@ -376,10 +405,13 @@ def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: Svc
     else:
         rkey, nat = FlowKey(backend[0], p.saddr, backend[1], p.sport, p.proto), (0, 0)
         if not state.insert_reverse(rkey, client):
+            _sweep(config, state, now_ns)
             return _result(Verdict.DROP, frame, *chosen, SvcCounter.DROP_MAP_FULL)
-    session = NatSession(now_ns, *nat, touched_flags(0, p, 0, forward=True), *backend)
+    flags, fin_ack = touched(0, 0, p, 0, forward=True)
+    session = NatSession(now_ns, *nat, flags, *backend, fin_ack=fin_ack)
     if not state.insert_forward(key, session):
         del state.reverse[rkey]
+        _sweep(config, state, now_ns)
         return _result(Verdict.DROP, frame, *chosen, SvcCounter.DROP_MAP_FULL)
     source = nat if nat[1] else (p.saddr, p.sport)
     return forward(frame, p, source, backend, (*counters, SvcCounter.DNAT_NEW), key)

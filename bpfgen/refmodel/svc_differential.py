@@ -65,7 +65,7 @@ __all__ = ["PROGRAM", "XDP_PROGRAM", "SvcDifferential", "SvcStep"]
 
 PROGRAM, XDP_PROGRAM = "svc_in", "svc_xdp"
 NAT_MAP, RNAT_MAP, AFFINITY_MAP = "bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_affinity_v4"
-_NAT = struct.Struct("=Q4s2sBx4s2sH")  # struct bpfgen_nat_entry
+_NAT = struct.Struct("=Q4s2sBxI4x4s2sH")  # struct bpfgen_nat_entry
 _RNAT = struct.Struct("!4sH2x4sH2x")  # struct bpfgen_rnat_entry
 _AFFINITY_KEY = struct.Struct("=4sI")  # struct bpfgen_affinity_key
 _AFFINITY = struct.Struct("=Q4s2s2x")  # struct bpfgen_affinity_entry
@@ -77,13 +77,13 @@ def _addr(raw: bytes) -> int:
 
 def pack_nat(s: NatSession) -> bytes:
     return _NAT.pack(s.last_seen_ns, s.nat_addr.to_bytes(4, "big"), s.nat_port.to_bytes(2, "big"),
-                     s.flags, s.backend_addr.to_bytes(4, "big"),
+                     s.flags, s.fin_ack, s.backend_addr.to_bytes(4, "big"),
                      s.backend_port.to_bytes(2, "big"), s.backend_gen)
 
 
 def unpack_nat(raw: bytes) -> NatSession:
-    last_seen, na, np, flags, ba, bp, gen = _NAT.unpack(raw)
-    return NatSession(last_seen, _addr(na), _addr(np), flags, _addr(ba), _addr(bp), gen)
+    last_seen, na, np, flags, fin_ack, ba, bp, gen = _NAT.unpack(raw)
+    return NatSession(last_seen, _addr(na), _addr(np), flags, _addr(ba), _addr(bp), gen, fin_ack)
 
 
 def pack_rnat(r: Rnat) -> bytes:
@@ -219,6 +219,8 @@ class SvcDifferential:
     def _adopt_touched(self, model: Result, t_before: int, t_after: int) -> list[str]:
         problems = []
         for key in sorted(model.touched):
+            if key not in self.state.forward:
+                continue  # released by this packet: compare_state sees the kernel's
             raw = self.build.maps[NAT_MAP].lookup(SessionKey(*key).pack())
             if raw is None:
                 problems.append(f"session {show_key(key)}: touched by the model, "

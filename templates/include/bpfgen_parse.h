@@ -64,6 +64,13 @@ struct bpfgen_pkt {
 	__u64 l4_csum_flags; /* BPF_F_MARK_MANGLED_0 for UDP */
 	__u8 tcp_flags; /* FIN/SYN/RST/ACK bits, TCP only */
 	__u8 l4_pseudo; /* L4 checksum covers the addresses (TCP, UDP) */
+	/* TCP only, host order, mod 2^32: the acknowledgment number, and the one
+	 * that acknowledges this segment (seq + payload + SYN + FIN; the payload
+	 * by the IP total length). The session lifecycle compares them to tell a
+	 * FIN's acknowledgment (bpfgen_nat.h).
+	 */
+	__u32 tcp_ack;
+	__u32 tcp_end;
 };
 
 static __always_inline int bpfgen_parse(bpfgen_ctx_t *ctx, struct bpfgen_pkt *p)
@@ -94,6 +101,7 @@ static __always_inline int bpfgen_parse(bpfgen_ctx_t *ctx, struct bpfgen_pkt *p)
 	p->t.dport = 0;
 	p->t.pad[0] = p->t.pad[1] = p->t.pad[2] = 0;
 	p->tcp_flags = 0;
+	p->tcp_ack = p->tcp_end = 0;
 	p->l4_csum_flags = 0;
 	p->l4_pseudo = 1;
 	/* MF set or a non-zero offset: no usable L4 header in this packet. */
@@ -113,6 +121,9 @@ static __always_inline int bpfgen_parse(bpfgen_ctx_t *ctx, struct bpfgen_pkt *p)
 		p->l4_csum_off = p->l4_off + offsetof(struct tcphdr, check);
 		p->tcp_flags = (th->fin ? BPFGEN_TCP_FIN : 0) | (th->syn ? BPFGEN_TCP_SYN : 0) |
 			       (th->rst ? BPFGEN_TCP_RST : 0) | (th->ack ? BPFGEN_TCP_ACK : 0);
+		p->tcp_ack = bpf_ntohl(th->ack_seq);
+		p->tcp_end = bpf_ntohl(th->seq) + (__u32)bpf_ntohs(ip->tot_len) - ihl - th->doff * 4 +
+			     th->syn + th->fin;
 		return BPFGEN_PARSE_OK;
 	}
 	if (ip->protocol == IPPROTO_UDP) {

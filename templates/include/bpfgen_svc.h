@@ -72,19 +72,6 @@ static __always_inline bool bpfgen_svc_wants_snat(const struct bpfgen_svc_value 
 	       (v->masq == BPFGEN_MASQ_IF_OUTSIDE && !bpfgen_in_cluster_pods(p->t.saddr));
 }
 
-/* The reply tuple of a session: (backend, SNAT addr or client, bport, SNAT port or cport). */
-static __always_inline void bpfgen_svc_reply_key(const struct bpfgen_pkt *p,
-						 const struct bpfgen_nat_entry *e,
-						 struct bpfgen_tuple4 *rkey)
-{
-	rkey->saddr = e->backend_addr;
-	rkey->sport = e->backend_port;
-	rkey->daddr = e->nat_port ? e->nat_addr : p->t.saddr;
-	rkey->dport = e->nat_port ? e->nat_port : p->t.sport;
-	rkey->proto = p->t.proto;
-	rkey->pad[0] = rkey->pad[1] = rkey->pad[2] = 0;
-}
-
 /* Drop an expired session's reverse entry, unless another flow took it over. */
 static __always_inline void bpfgen_svc_forget(const struct bpfgen_pkt *p,
 					      const struct bpfgen_nat_entry *old)
@@ -92,11 +79,25 @@ static __always_inline void bpfgen_svc_forget(const struct bpfgen_pkt *p,
 	struct bpfgen_tuple4 rkey;
 	struct bpfgen_rnat_entry *r;
 
-	bpfgen_svc_reply_key(p, old, &rkey);
+	bpfgen_session_rkey(&p->t, old, &rkey);
 	r = bpf_map_lookup_elem(&bpfgen_rnat_v4, &rkey);
 	if (r && r->addr == p->t.saddr && r->port == p->t.sport && r->vip == p->t.daddr &&
 	    r->vip_port == p->t.dport)
 		bpf_map_delete_elem(&bpfgen_rnat_v4, &rkey);
+}
+
+/* Did the program finish with the packet (@verdict of bpfgen_svc_rewrite)?
+ * Only then may the session a packet released be deleted: svc_xdp passes most
+ * packets untranslated to svc_in at tc, which must still find their session
+ * (and releases it there); a dropped packet will come again.
+ */
+static __always_inline bool bpfgen_svc_done(int verdict)
+{
+#if BPFGEN_CTX_TC
+	return verdict != BPFGEN_DROP;
+#else
+	return verdict == XDP_TX;
+#endif
 }
 
 /* Decrement the TTL (the packet is forwarded, not delivered): 0, or -1 when it
@@ -255,6 +256,7 @@ static __always_inline int bpfgen_svc_reply(bpfgen_ctx_t *ctx, const struct bpfg
 	struct bpfgen_tuple4 fkey;
 	__be32 client, vip;
 	__be16 cport, vport;
+	int released, ret;
 	__u64 now;
 
 	if (!r)
@@ -270,13 +272,18 @@ static __always_inline int bpfgen_svc_reply(bpfgen_ctx_t *ctx, const struct bpfg
 	    (e->nat_port && (e->nat_addr != p->t.daddr || e->nat_port != p->t.dport)) ||
 	    bpfgen_expired(e, p->t.proto, now))
 		return BPFGEN_NOT_MINE; /* a stale index entry: the packet is not ours */
-	bpfgen_session_touch(e, p, now, BPFGEN_SESSION_SEEN_REPLY);
+	released = bpfgen_session_touch(e, p, now, BPFGEN_SESSION_SEEN_REPLY);
 	bpfgen_count(BPFGEN_SVC_RDNAT);
 	x.saddr = vip;
 	x.sport = vport;
 	x.daddr = client;
 	x.dport = cport;
-	return bpfgen_svc_rewrite(ctx, p, &x);
+	ret = bpfgen_svc_rewrite(ctx, p, &x);
+	if (released && bpfgen_svc_done(ret)) {
+		bpf_map_delete_elem(&bpfgen_nat_v4, &fkey);
+		bpf_map_delete_elem(&bpfgen_rnat_v4, &p->t);
+	}
+	return ret;
 }
 
 static __always_inline __sum16 bpfgen_svc_csum_fold(__s64 sum)
@@ -487,7 +494,7 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 	__u64 now = bpf_ktime_get_ns();
 	__be32 saddr = p->t.saddr;
 	__be16 sport = p->t.sport;
-	int ret;
+	int released = 0, ret;
 
 	e = bpf_map_lookup_elem(&bpfgen_nat_v4, &p->t);
 	if (e && !bpfgen_expired(e, p->t.proto, now) &&
@@ -509,7 +516,7 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 		}
 	}
 	if (e && !bpfgen_expired(e, p->t.proto, now)) {
-		bpfgen_session_touch(e, p, now, 0);
+		released = bpfgen_session_touch(e, p, now, 0);
 		b.addr = e->backend_addr;
 		b.port = e->backend_port;
 		if (e->nat_port) {
@@ -544,10 +551,11 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 	pr.rkey.proto = p->t.proto;
 	if (bpfgen_svc_wants_snat(v, p, b.addr)) {
 		pr.hash = bpfgen_tuple_hash(&p->t);
+		pr.keep = bpfgen_snat_keep(p->t.sport);
 		pr.rkey.daddr = bpfgen_snat_addr(pr.hash);
 		ret = bpfgen_snat_probe(&pr);
 		if (ret)
-			return bpfgen_drop(ret);
+			return bpfgen_drop_probe(ret, now);
 		fresh.nat_addr = saddr = pr.rkey.daddr;
 		fresh.nat_port = sport = pr.rkey.dport;
 	} else {
@@ -557,12 +565,12 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 		pr.rkey.daddr = p->t.saddr;
 		pr.rkey.dport = p->t.sport;
 		if (bpfgen_map_update(&bpfgen_rnat_v4, &pr.rkey, &pr.rval, BPF_ANY))
-			return bpfgen_drop(BPFGEN_DROP_MAP_FULL);
+			return bpfgen_drop_full(now);
 	}
 	bpfgen_session_touch(&fresh, p, now, 0);
 	if (bpfgen_map_update(&bpfgen_nat_v4, &p->t, &fresh, BPF_ANY)) {
 		bpf_map_delete_elem(&bpfgen_rnat_v4, &pr.rkey);
-		return bpfgen_drop(BPFGEN_DROP_MAP_FULL);
+		return bpfgen_drop_full(now);
 	}
 	if (fresh.nat_port)
 		bpfgen_count(BPFGEN_EVT_SNAT_NEW);
@@ -575,7 +583,12 @@ rewrite:
 	x.sport = sport;
 	x.daddr = b.addr;
 	x.dport = b.port;
-	return bpfgen_svc_rewrite(ctx, p, &x);
+	ret = bpfgen_svc_rewrite(ctx, p, &x);
+	if (released && bpfgen_svc_done(ret)) {
+		bpfgen_svc_forget(p, e);
+		bpf_map_delete_elem(&bpfgen_nat_v4, &p->t);
+	}
+	return ret;
 }
 
 /* Is @addr a VIP? (Map builds: an entry (VIP, port 0, ICMP) in bpfgen_svc_frontends.) */

@@ -21,9 +21,18 @@ struct bpfgen_tuple4 {
 	__u8 pad[3];
 };
 
-/* Session flags. */
+/* Session flags (docs/datapath.md "The TCP session lifecycle"). "orig" is
+ * the direction of the session's first packet (client -> service), "reply"
+ * the other. FIN_ORIG/FIN_REPLY/REPLY_FIRST/FIN_ACKED/CLOSED/RST are TCP only.
+ */
 #define BPFGEN_SESSION_SEEN_REPLY 0x01 /* a reply was reverse-translated */
-#define BPFGEN_SESSION_CLOSING 0x02 /* TCP FIN or RST seen: transitory timeout */
+#define BPFGEN_SESSION_CLOSING 0x02 /* TCP FIN or RST seen: no longer established */
+#define BPFGEN_SESSION_FIN_ORIG 0x04 /* a FIN passed in the orig direction */
+#define BPFGEN_SESSION_FIN_REPLY 0x08 /* a FIN passed in the reply direction */
+#define BPFGEN_SESSION_REPLY_FIRST 0x10 /* the reply side sent the first FIN */
+#define BPFGEN_SESSION_FIN_ACKED 0x20 /* the second FIN acknowledged the first */
+#define BPFGEN_SESSION_CLOSED 0x40 /* the second FIN was acknowledged */
+#define BPFGEN_SESSION_RST 0x80 /* a RST passed */
 
 /* bpfgen_snat_v4 value: one SNAT session, keyed by its original tuple. It is
  * the session's single source of truth (liveness, flags); bpfgen_rsnat_v4
@@ -35,6 +44,8 @@ struct bpfgen_snat_entry {
 	__be16 nat_port;
 	__u8 flags;
 	__u8 pad;
+	__u32 fin_ack; /* TCP: the ack number that acknowledges the latest FIN (host order) */
+	__u32 pad2;
 };
 
 /* bpfgen_rsnat_v4 value, keyed by the reply tuple {remote, nat addr, remote
@@ -116,6 +127,8 @@ struct bpfgen_config {
 	__u64 timeout_tcp_transitory_ns;
 	__u64 timeout_udp_ns;
 	__u64 timeout_icmp_ns;
+	__u64 timeout_tcp_time_wait_ns;
+	__u64 timeout_tcp_close_ns;
 	__u32 selection_seed; /* bpf mode: datapath.selectionSeed */
 	__u32 pad2;
 };
@@ -133,6 +146,8 @@ struct bpfgen_nat_entry {
 	__be16 nat_port;
 	__u8 flags;
 	__u8 pad;
+	__u32 fin_ack;
+	__u32 pad2;
 	__be32 backend_addr;
 	__be16 backend_port;
 	__u16 backend_gen; /* reserved: backend generations are later work */

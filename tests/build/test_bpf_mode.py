@@ -36,10 +36,16 @@ VERIFIER_BUDGET = 20_000  # as tests/build/test_compile_properties.py (2 % of th
 #: svc_in does what the ipvs mode's ingress, egress and IPVS do together: its
 #: object budget is the ipvs programs' 1500 plus room for 64 frontends as code
 #: (a 64-frontend build measures about 1,650); the verifier budget is the same.
-BPF_INSN_BUDGET = 2000
+#: +400 for the session lifecycle and the sweep (docs/datapath.md): the global
+#: functions bpfgen_session_touch, bpfgen_rsnat_stale and bpfgen_drop_full and the
+#: sweep's callback (about 330 together; 2,217-2,318 measured over the configs),
+#: which keep the verifier's processed count near what it was (6,166 vs 5,664 on
+#: the small random config) where inlined they doubled it.
+BPF_INSN_BUDGET = 2400
 #: svc_xdp: the same, plus the checksum arithmetic the tc helpers do in the kernel
-#: (RFC 1624 updates inline; 2,002-2,073 measured over the build kinds).
-BPF_XDP_INSN_BUDGET = 2200
+#: (RFC 1624 updates inline; 2,002-2,073 measured over the build kinds before the
+#: session lifecycle, +400 as above).
+BPF_XDP_INSN_BUDGET = 2600
 
 SESSION_MAPS = {"bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_counters"}
 TABLE_MAPS = {"bpfgen_svc_frontends", "bpfgen_svc_backends", "bpfgen_svc_members"}

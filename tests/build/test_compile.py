@@ -67,8 +67,8 @@ def test_generic_build_reads_config_at_run_time(
     res = compile_build(example_node, [example_services], tmp_path / "g", generic=True)
     m = res.manifest
     assert m["build"] == "generic"
-    # struct bpfgen_config, 112 bytes since selection_seed (bpf mode)
-    assert m["runtime_config"]["map"] == ".bss" and len(m["runtime_config"]["hex"]) == 2 * 112
+    # struct bpfgen_config, 128 bytes since the tcpTimeWait and tcpClose timeouts
+    assert m["runtime_config"]["map"] == ".bss" and len(m["runtime_config"]["hex"]) == 2 * 128
     assert m["map_init"] == "map_init.json"
     init = json.loads((tmp_path / "g" / "map_init.json").read_text())
     assert len(init["bpfgen_frontends"]) == len(m["specialization"]["frontends"])

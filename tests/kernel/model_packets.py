@@ -14,6 +14,8 @@ from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
 
 TCP_COMBOS = (0x02, 0x12, 0x10, 0x18, 0x11, 0x01, 0x04, 0x14, 0x19, 0x03, 0x06, 0x00, 0x29)
+C_SEQ, B_SEQ = 1000, 5000  # the sequence numbers random segments mostly start from
+FIN_ACKS = (0, C_SEQ + 1, B_SEQ + 1, C_SEQ + 2, B_SEQ + 2)  # planted sessions' fin_ack
 
 
 def l4_bytes(rng: random.Random, proto: int, saddr: int, daddr: int, sport: int,
@@ -26,8 +28,13 @@ def l4_bytes(rng: random.Random, proto: int, saddr: int, daddr: int, sport: int,
         if rng.random() < 0.3:
             options = rng.choice([bytes.fromhex("020405b4"), bytes.fromhex("01010402"),
                                   rng.randbytes(4 * rng.randint(1, 10))])
-        return tcp(saddr, daddr, sport, dport, flags=flags, seq=rng.getrandbits(32),
-                   ack=rng.getrandbits(32), options=options, payload=payload)
+        # Sequence numbers mostly from a small set, so that a FIN's end (seq + payload +
+        # 1) and a later ACK meet: the close steps of docs/datapath.md "The TCP session
+        # lifecycle" (FIN_ACKED, CLOSED, released) are reached by random packets too.
+        seq = rng.choice([C_SEQ, B_SEQ, C_SEQ + 1, B_SEQ + 1, rng.getrandbits(32)])
+        ack = rng.choice([C_SEQ + 1, B_SEQ + 1, C_SEQ + 2, B_SEQ + 2, rng.getrandbits(32)])
+        return tcp(saddr, daddr, sport, dport, flags=flags, seq=seq, ack=ack, options=options,
+                   payload=payload)
     if proto == IPPROTO_UDP:
         return udp(saddr, daddr, sport, dport, payload=payload,
                    checksum_value=0 if rng.random() < 0.15 else None)

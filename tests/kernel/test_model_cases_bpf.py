@@ -37,6 +37,8 @@ from bpf_inputs import (
     EMPTY_VIP,
     NODE2,
     NODEPORT,
+    PORT_MAX,
+    PORT_MIN,
     STICKY_TIMEOUT,
     STICKY_VIP,
     VIP,
@@ -52,6 +54,8 @@ from bpfgen.compiler import compile_build
 from bpfgen.config import load_inputs
 from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, FlowKey
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
+from bpfgen.refmodel.hashing import tuple_hash
+from bpfgen.refmodel.state import CLOSED, FIN_ACKED, REPLY_FIRST, timeout_ns
 from bpfgen.refmodel.svc import (
     SVC_COUNTER_NAMES,
     Affinity,
@@ -81,7 +85,9 @@ SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 CLIENT_POD = "198.19.1.9"  # a pod of this node, not a backend
 OUTSIDE = "203.0.113.7"
 GONE = "198.19.9.9"  # no endpoint of anything
-TIMEOUT_S = 20  # every session timeout of the cases' node
+MAX_SESSIONS = 64  # bpf_inputs.node_config's snat.maxSessions
+TIMEOUT_S = 20  # every session timeout of the cases' node but these two:
+TIME_WAIT_S, CLOSE_S = 30, 15
 # sticky: ClientIP affinity (STICKY_TIMEOUT) on a ClusterIP and a NodePort, two ports.
 STICKY_NP_VIP, STICKY_NODEPORT = "198.18.128.13", 30081
 
@@ -482,12 +488,137 @@ def routed_through_the_ingress_device(c: Case) -> None:
     c.send(seg(CLIENT_POD, VIP, sport, 80, ACK), **HIT)
 
 
+# The TCP session lifecycle (docs/datapath.md): closes with coherent sequence numbers.
+C_ISN, B_ISN = 1000, 5000  # the next sequence numbers of the client and the backend
+
+
+def _snat_open(c: Case, sport: int) -> tuple[FlowKey, str, int, str]:
+    """An outside client to the NodePort (SNAT), answered: (session key, backend, nat
+    port, nat addr)."""
+    out = c.send(seg(OUTSIDE, NODE2, sport, NODEPORT, SYN, seq=C_ISN - 1), **NEW_SNAT)
+    saddr, nport, backend, _ = out_tuple(out)
+    c.send(seg(backend, saddr, BACKEND_PORT, nport, SYN | ACK, seq=B_ISN - 1, ack=C_ISN),
+           **REPLY)
+    c.send(seg(OUTSIDE, NODE2, sport, NODEPORT, ACK, seq=C_ISN, ack=B_ISN), **HIT)
+    return FlowKey(A(OUTSIDE), A(NODE2), sport, NODEPORT, IPPROTO_TCP), backend, nport, saddr
+
+
+def closed_by_client_releases_the_port(c: Case) -> None:
+    """FIN from the client, FIN+ACK of it from the backend, the client's last ACK: the
+    backend closed passively (no TIME_WAIT there), so the session and its reverse entry
+    are gone after that last ACK, which is still translated."""
+    key, backend, nport, saddr = _snat_open(c, 52000)
+    c.send(seg(OUTSIDE, NODE2, 52000, NODEPORT, FIN | ACK, seq=C_ISN, ack=B_ISN), **HIT)
+    c.send(seg(backend, saddr, BACKEND_PORT, nport, FIN | ACK, seq=B_ISN, ack=C_ISN + 1),
+           **REPLY)
+    flags = c.diff.state.forward[key].flags
+    assert flags & FIN_ACKED and not flags & (REPLY_FIRST | CLOSED), hex(flags)
+    out = c.send(seg(OUTSIDE, NODE2, 52000, NODEPORT, ACK, seq=C_ISN + 1, ack=B_ISN + 1), **HIT)
+    assert out_tuple(out) == (saddr, nport, backend, BACKEND_PORT)
+    forward, reverse = c.diff.kernel_tables()
+    assert key not in forward and not any(r.addr == A(OUTSIDE) and r.port == 52000
+                                          for r in reverse.values())
+
+
+def closed_by_backend_holds_the_port(c: Case) -> None:
+    """The backend closes first: it holds TIME_WAIT on the SNAT port, so the closed
+    session stays (tcpTimeWait) and another client's flow cannot take that port; the
+    same tuple's bare SYN reopens it with its port (RFC 6191's case)."""
+    key, backend, nport, saddr = _snat_open(c, 52001)
+    c.send(seg(backend, saddr, BACKEND_PORT, nport, FIN | ACK, seq=B_ISN, ack=C_ISN), **REPLY)
+    c.send(seg(OUTSIDE, NODE2, 52001, NODEPORT, FIN | ACK, seq=C_ISN, ack=B_ISN + 1), **HIT)
+    c.send(seg(backend, saddr, BACKEND_PORT, nport, ACK, seq=B_ISN + 1, ack=C_ISN + 1),
+           **REPLY)
+    s = c.diff.state.forward[key]
+    assert s.flags & (CLOSED | REPLY_FIRST | FIN_ACKED) == CLOSED | REPLY_FIRST | FIN_ACKED
+    assert timeout_ns(c.config.base, IPPROTO_TCP, s.flags) == TIME_WAIT_S * 10**9
+    again = c.send(seg(OUTSIDE, NODE2, 52001, NODEPORT, SYN, seq=C_ISN + 99), **HIT)
+    assert out_tuple(again) == (saddr, nport, backend, BACKEND_PORT)
+    assert c.diff.state.forward[key].flags == 0
+
+
+def simultaneous_close_holds_the_port(c: Case) -> None:
+    """FINs that cross (the second does not acknowledge the first): both ends may hold
+    TIME_WAIT, so the session is held as closed, never released."""
+    key, backend, nport, saddr = _snat_open(c, 52002)
+    c.send(seg(OUTSIDE, NODE2, 52002, NODEPORT, FIN | ACK, seq=C_ISN, ack=B_ISN), **HIT)
+    c.send(seg(backend, saddr, BACKEND_PORT, nport, FIN | ACK, seq=B_ISN, ack=C_ISN), **REPLY)
+    c.send(seg(OUTSIDE, NODE2, 52002, NODEPORT, ACK, seq=C_ISN + 1, ack=B_ISN + 1), **HIT)
+    c.send(seg(backend, saddr, BACKEND_PORT, nport, ACK, seq=B_ISN + 1, ack=C_ISN + 1),
+           **REPLY)
+    flags = c.diff.state.forward[key].flags
+    assert flags & CLOSED and not flags & (FIN_ACKED | REPLY_FIRST), hex(flags)
+
+
+def reset_keeps_translating_for_tcp_close(c: Case) -> None:
+    """A RST: the session lives tcpClose, and a packet after it is still translated."""
+    key, backend, nport, saddr = _snat_open(c, 52003)
+    c.send(seg(backend, saddr, BACKEND_PORT, nport, RST, seq=B_ISN), **REPLY)
+    s = c.diff.state.forward[key]
+    assert timeout_ns(c.config.base, IPPROTO_TCP, s.flags) == CLOSE_S * 10**9
+    c.send(seg(OUTSIDE, NODE2, 52003, NODEPORT, ACK, seq=C_ISN, ack=B_ISN), **HIT)
+
+
+def closed_pod_flow_without_snat_is_released(c: Case) -> None:
+    """A flow without SNAT has no port to protect: released however it closed."""
+    out = c.send(seg(CLIENT_POD, VIP, 40100, 80, SYN, seq=C_ISN - 1), **NEW)
+    backend = out_tuple(out)[2]
+    c.send(seg(backend, CLIENT_POD, BACKEND_PORT, 40100, FIN | ACK, seq=B_ISN, ack=C_ISN),
+           **REPLY)
+    c.send(seg(CLIENT_POD, VIP, 40100, 80, FIN | ACK, seq=C_ISN, ack=B_ISN + 1), **HIT)
+    c.send(seg(backend, CLIENT_POD, BACKEND_PORT, 40100, ACK, seq=B_ISN + 1, ack=C_ISN + 1),
+           **REPLY)
+    assert FlowKey(A(CLIENT_POD), A(VIP), 40100, 80, IPPROTO_TCP) not in c.diff.kernel_tables()[0]
+
+
+def port_preserved_when_free(c: Case) -> None:
+    """A client port inside the SNAT range is kept when its reply tuple is free; a second
+    client with the same port to the same backend gets another port."""
+    first = next(p for p in range(PORT_MIN, PORT_MAX + 1)
+                 if c.backend_of(OUTSIDE, NODE2, p, NODEPORT, IPPROTO_TCP) == BACKENDS[0])
+    out = c.send(seg(OUTSIDE, NODE2, first, NODEPORT, SYN), **NEW_SNAT)
+    assert out_tuple(out)[1] == first
+    base = c.config.base
+
+    def nat_addr(client: str) -> str:
+        h = tuple_hash(base.hash_seed, A(client), A(NODE2), first, NODEPORT, IPPROTO_TCP)
+        return str(IPv4Address(base.node_addrs[h % len(base.node_addrs)]))
+
+    # Another client, same port, same backend, same node address: the same reply tuple.
+    other = next(a for a in (f"203.0.113.{i}" for i in range(8, 250))
+                 if c.backend_of(a, NODE2, first, NODEPORT, IPPROTO_TCP) == BACKENDS[0]
+                 and nat_addr(a) == out_tuple(out)[0])
+    again = c.send(seg(other, NODE2, first, NODEPORT, SYN), **NEW_SNAT)
+    assert out_tuple(again)[0] == out_tuple(out)[0] and out_tuple(again)[1] != first
+
+
+def full_map_is_swept(c: Case) -> None:
+    """Session maps full of expired flows without SNAT (which no port probe ever reclaims):
+    the first new flow is dropped (drop_map_full) and sweeps every expired session with
+    its reverse entry; its retransmission gets a session. A live session survives."""
+    live_key = FlowKey(A(CLIENT_POD), A(VIP), 39999, 80, IPPROTO_TCP)
+    c.plant(CLIENT_POD, 39999, IPPROTO_TCP, BACKENDS[0], BACKEND_PORT)
+    old = time.monotonic_ns() - (TIMEOUT_S + 10) * 10**9
+    if old <= 0:
+        pytest.fail("the clock (time since boot) is too young to age a session", pytrace=False)
+    for i in range(MAX_SESSIONS - 1):
+        c.plant(OUTSIDE, 20000 + i, IPPROTO_UDP, BACKENDS[1], DNS_PORT)
+        c.diff.set_last_seen(FlowKey(A(OUTSIDE), A(VIP), 20000 + i, 53, IPPROTO_UDP), old)
+    c.send(seg(CLIENT_POD, VIP, 40200, 80, SYN), drop_map_full=1)
+    forward, reverse = c.diff.kernel_tables()
+    assert list(forward) == [live_key] and len(reverse) == 1
+    c.send(seg(CLIENT_POD, VIP, 40200, 80, SYN), **NEW)
+
+
 CASES: dict[str, Callable[[Case], None]] = {f.__name__: f for f in (
     new_flow_dnat, hit, reply, snat_masq, udp_from_outside_masq, hairpin, reject_tcp,
     reject_tcp_padded, reject_udp, echo_vip, backend_gone_drop, backend_gone_syn_fin,
     reselect_udp, draining_keeps_session, expired_session_reselected, selection,
     forwarded_with_a_route, affinity_followed, affinity_expired, affinity_not_selectable,
     affinity_per_service_port, routed_through_the_ingress_device,
+    closed_by_client_releases_the_port, closed_by_backend_holds_the_port,
+    simultaneous_close_holds_the_port, reset_keeps_translating_for_tcp_close,
+    closed_pod_flow_without_snat_is_released, port_preserved_when_free, full_map_is_swept,
 )}
 
 
@@ -519,6 +650,7 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                        uplink_hook=hook)
     node["snat"]["timeouts"] = {k: f"{TIMEOUT_S}s"
                                 for k in ("tcpEstablished", "tcpTransitory", "udp", "icmp")}
+    node["snat"]["timeouts"] |= {"tcpTimeWait": f"{TIME_WAIT_S}s", "tcpClose": f"{CLOSE_S}s"}
     node_path, services_path = write_inputs(root, node, case_services())
     result = compile_build(node_path, [services_path], root / "build", build=kind, verify=False)
     config = svc_config(load_inputs(node_path, [services_path]), kind)

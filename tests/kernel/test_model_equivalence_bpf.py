@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
-from model_packets import frame_for, mutate, scapy_checksums_valid
+from model_packets import FIN_ACKS, frame_for, mutate, scapy_checksums_valid
 from model_pool import NODE_PORT_RANGE, BuildPool, PortClaims, max_entries, open_pool
 
 from bpfgen.model import Inputs
@@ -311,7 +311,8 @@ def planted(rng: random.Random, env: Env, state: SvcState, diff: SvcDifferential
     else:
         nat = (0, 0)
         rkey = FlowKey(backend[0], key.saddr, backend[1], key.sport, proto)
-    session = NatSession(time.monotonic_ns(), *nat, rng.choice([0, 1, 2, 3]), *backend)
+    flags = rng.choice([0, 1, 2, 3, rng.randrange(256)])  # any close state too
+    session = NatSession(time.monotonic_ns(), *nat, flags, *backend, fin_ack=rng.choice(FIN_ACKS))
     diff.put_session(key, session, (rkey, Rnat(key.saddr, key.sport, daddr, dport)))
     return frame_for(rng, proto, key.saddr, daddr, key.sport, dport)
 

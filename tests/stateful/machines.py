@@ -1,6 +1,6 @@
 """What the state machines of both modes share (test_snat_machine: ipvs, test_svc_machine:
 bpf): the SNAT timeouts, TCP flags, the aging rules, the kernel-equals-model invariant and
-the exhaustion check.
+the exhaustion check, and whole TCP closes (CLOSES, assert_closed).
 
 A machine sets `self.diff` (a `Differential` or an `SvcDifferential`: both keep the model's
 tables in `state`, age a session with `set_last_seen` and compare with `compare_state`)
@@ -17,17 +17,43 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
-from bpfgen.refmodel import FlowKey, ModelConfig, expired
+from bpfgen.refmodel import IPPROTO_TCP, FlowKey, ModelConfig, expired
 from bpfgen.refmodel.hashing import candidate_port
 from bpfgen.refmodel.programs import PROBE_LIMIT
-from bpfgen.refmodel.state import SessionLike
+from bpfgen.refmodel.state import CLOSED, SessionLike, timeout_ns
 
 NS = 1_000_000_000
-TIMEOUTS = {"tcpEstablished": 90, "tcpTransitory": 20, "udp": 40, "icmp": 30}  # seconds
+TIMEOUTS = {"tcpEstablished": 90, "tcpTransitory": 20, "tcpTimeWait": 30, "tcpClose": 15,
+            "udp": 40, "icmp": 30}  # seconds
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 FORWARD_FLAGS = (ACK, ACK | PSH, FIN | ACK, RST, RST | ACK, SYN)  # SYN: the tuple reused
 REPLY_FLAGS = (SYN | ACK, ACK, ACK | PSH, FIN | ACK, RST, RST | ACK)
 CLOSE_FLAGS = (FIN | ACK, RST, RST | ACK)
+
+
+# A whole TCP close with coherent sequence numbers (docs/datapath.md "The TCP session
+# lifecycle"), as (from the backend?, flags, seq, ack); the client's next sequence number
+# is C_SEQ, the backend's B_SEQ. "simultaneous": the FINs cross, neither acknowledges the
+# other's, then both are acknowledged.
+C_SEQ, B_SEQ = 1000, 5000
+CLOSES: dict[str, tuple[tuple[bool, int, int, int], ...]] = {
+    "client first": ((False, FIN | ACK, C_SEQ, B_SEQ), (True, FIN | ACK, B_SEQ, C_SEQ + 1),
+                     (False, ACK, C_SEQ + 1, B_SEQ + 1)),
+    "backend first": ((True, FIN | ACK, B_SEQ, C_SEQ), (False, FIN | ACK, C_SEQ, B_SEQ + 1),
+                      (True, ACK, B_SEQ + 1, C_SEQ + 1)),
+    "simultaneous": ((False, FIN | ACK, C_SEQ, B_SEQ), (True, FIN | ACK, B_SEQ, C_SEQ),
+                     (False, ACK, C_SEQ + 1, B_SEQ + 1), (True, ACK, B_SEQ + 1, C_SEQ + 1)),
+}
+
+
+def assert_closed(config: ModelConfig, order: str, snat: bool, after: SessionLike | None) -> None:
+    """What a whole close leaves: nothing when the session is released (the client closed
+    first, or no SNAT port to protect), else a CLOSED session that lives tcpTimeWait."""
+    if order == "client first" or not snat:
+        assert after is None, f"{order}: not released: {after}"
+        return
+    assert after is not None and after.flags & CLOSED, f"{order}: {after}"
+    assert timeout_ns(config, IPPROTO_TCP, after.flags) == TIMEOUTS["tcpTimeWait"] * NS
 
 
 def snat_section(ports: tuple[int, int], max_sessions: int, **extra: Any) -> dict[str, Any]:
@@ -59,7 +85,8 @@ class AgingMachine(RuleBasedStateMachine):
     def fresh_tables(self) -> None:
         assert not self.diff.state.forward
 
-    @rule(conn=conns, how=st.sampled_from(["transitory", "established", "udp", "icmp", "a bit"]))
+    @rule(conn=conns, how=st.sampled_from(["transitory", "established", "time_wait", "close",
+                                           "udp", "icmp", "a bit"]))
     def idle(self, conn: Any, how: str) -> None:
         """Let one session idle: its last_seen moves back, in the kernel and the model."""
         session = self.diff.state.forward.get(conn.key)
@@ -67,6 +94,7 @@ class AgingMachine(RuleBasedStateMachine):
             return
         seconds = {"transitory": TIMEOUTS["tcpTransitory"] + 1,
                    "established": TIMEOUTS["tcpEstablished"] + 1,
+                   "time_wait": TIMEOUTS["tcpTimeWait"] + 1, "close": TIMEOUTS["tcpClose"] + 1,
                    "udp": TIMEOUTS["udp"] + 1, "icmp": TIMEOUTS["icmp"] + 1, "a bit": 5}[how]
         self.diff.set_last_seen(conn.key, max(0, session.last_seen_ns - seconds * NS))
 

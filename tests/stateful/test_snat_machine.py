@@ -12,7 +12,10 @@ the spec's promises hold on those tables: no two live sessions share a
 translated tuple, every live session is reachable from its reverse entry, a
 reply of a live session goes back to its original tuple, a drop for exhaustion
 happens only when every port the flow may probe is held by a live session, an
-expired session's port is reclaimed, FIN/RST move TCP to the transitory timeout.
+expired session's port is reclaimed, a FIN moves TCP to the transitory timeout and a
+RST to tcpClose, and a whole close with coherent numbers (client first, backend first,
+simultaneous: docs/datapath.md "The TCP session lifecycle") releases the session or
+holds it CLOSED for tcpTimeWait.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, invariant, multiple, precondition, rule
 from machines import (
     ACK,
+    CLOSES,
     FIN,
     FORWARD_FLAGS,
     NS,
@@ -40,6 +44,7 @@ from machines import (
     SYN,
     TIMEOUTS,
     AgingMachine,
+    assert_closed,
     assert_ports_held,
     build_kind_cases,
     snat_section,
@@ -65,6 +70,8 @@ from bpfgen.refmodel import (
 )
 from bpfgen.refmodel.differential import Differential
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
+from bpfgen.refmodel.state import CLOSED
+from bpfgen.refmodel.state import RST as RST_SEEN
 from bpfgen_runtime.testrun import BuildUnderTest
 
 pytestmark = pytest.mark.kernel
@@ -158,20 +165,21 @@ class SnatMachine(AgingMachine):
 
     # -- packets
 
-    def forward_frame(self, conn: Conn, flags: int) -> bytes:
+    def forward_frame(self, conn: Conn, flags: int, seq: int = 1, ack: int = 0) -> bytes:
         k = conn.key
         if k.proto == IPPROTO_TCP:
-            l4 = tcp(k.saddr, k.daddr, k.sport, k.dport, flags=flags)
+            l4 = tcp(k.saddr, k.daddr, k.sport, k.dport, flags=flags, seq=seq, ack=ack)
         elif k.proto == IPPROTO_UDP:
             l4 = udp(k.saddr, k.daddr, k.sport, k.dport, payload=b"q")
         else:
             l4 = icmp(8, 0, k.sport << 16 | 1)
         return ethernet(ipv4(k.saddr, k.daddr, k.proto, l4))
 
-    def send_forward(self, conn: Conn, flags: int) -> Result:
+    def send_forward(self, conn: Conn, flags: int, seq: int = 1, ack: int = 0) -> Result:
         before = self.diff.state.copy()
         now = time.monotonic_ns()
-        result = self.diff.step("egress", self.forward_frame(conn, flags), conn.mark).model
+        frame = self.forward_frame(conn, flags, seq, ack)
+        result = self.diff.step("egress", frame, conn.mark).model
         deltas = result.counter_deltas()
         event("egress: " + " + ".join(sorted(deltas)))
         if "drop_exhausted" in deltas:
@@ -234,6 +242,9 @@ class SnatMachine(AgingMachine):
 
     @rule(conn=conns, flags=st.sampled_from(REPLY_FLAGS), xdp=st.booleans())
     def reply(self, conn: Conn, flags: int, xdp: bool) -> None:
+        self.send_reply(conn, flags, xdp)
+
+    def send_reply(self, conn: Conn, flags: int, xdp: bool, seq: int = 1, ack: int = 0) -> None:
         k = conn.key
         session = self.diff.state.forward.get(k)
         nat_addr = session.nat_addr if session else self.config.node_addrs[0]
@@ -241,7 +252,7 @@ class SnatMachine(AgingMachine):
         live = session is not None and not expired(self.config, k.proto, session,
                                                    time.monotonic_ns())
         if k.proto == IPPROTO_TCP:
-            l4 = tcp(k.daddr, nat_addr, k.dport, nat_port, flags=flags)
+            l4 = tcp(k.daddr, nat_addr, k.dport, nat_port, flags=flags, seq=seq, ack=ack)
         elif k.proto == IPPROTO_UDP:
             l4 = udp(k.daddr, nat_addr, k.dport, nat_port, payload=b"a")
         else:
@@ -272,10 +283,35 @@ class SnatMachine(AgingMachine):
             return
         mark = MARK if key.saddr != key.daddr and IPv4Address(key.saddr) not in \
             self.config.service_cidr else 0
-        self.send_forward(Conn(key, mark), data.draw(st.sampled_from([FIN | ACK, RST])))
+        flags = data.draw(st.sampled_from([FIN | ACK, RST]))
+        self.send_forward(Conn(key, mark), flags)
         after = self.diff.state.forward[key]
         assert after.flags & CLOSING
-        assert timeout_ns(self.config, key.proto, after.flags) == TIMEOUTS["tcpTransitory"] * NS
+        if flags & RST or after.flags & RST_SEEN:
+            assert timeout_ns(self.config, key.proto, after.flags) == TIMEOUTS["tcpClose"] * NS
+        elif not after.flags & CLOSED:
+            assert timeout_ns(self.config, key.proto, after.flags) == (
+                TIMEOUTS["tcpTransitory"] * NS)
+
+    @precondition(lambda self: bool(self.diff.state.forward))
+    @rule(data=st.data(), order=st.sampled_from(sorted(CLOSES)), xdp=st.booleans())
+    def close_whole(self, data: st.DataObject, order: str, xdp: bool) -> None:
+        """A whole close, numbers coherent, of a live TCP session that has not begun one:
+        released when the client closed first, else held CLOSED for tcpTimeWait."""
+        now = time.monotonic_ns()
+        keys = sorted(k for k, s in self.diff.state.forward.items() if k.proto == IPPROTO_TCP
+                      and not s.flags & CLOSING and not expired(self.config, k.proto, s, now))
+        if not keys:
+            return
+        key = data.draw(st.sampled_from(keys))
+        mark = MARK if key.saddr != key.daddr and IPv4Address(key.saddr) not in \
+            self.config.service_cidr else 0
+        for from_backend, flags, seq, ack in CLOSES[order]:
+            if from_backend:
+                self.send_reply(Conn(key, mark), flags, xdp, seq=seq, ack=ack)
+            else:
+                self.send_forward(Conn(key, mark), flags, seq=seq, ack=ack)
+        assert_closed(self.config, order, True, self.diff.state.forward.get(key))
 
     # -- invariants
 

@@ -5,7 +5,8 @@ A hypothesis RuleBasedStateMachine opens connections (TCP SYN, UDP) from pods of
 and other nodes, from backends (hairpin) and from outside clients to a ClusterIP, to a
 NodePort and to a frontend without endpoints (REJECT); exchanges packets both ways
 (backend replies, client follow-ups, a bare SYN on a used tuple); closes with FIN or
-RST from either side; lets sessions idle past their timeouts by rewriting last_seen in
+RST from either side, and whole closes with coherent numbers (client first, backend
+first, simultaneous); lets sessions idle past their timeouts by rewriting last_seen in
 the kernel and in the model alike; and floods one backend from outside until the 16
 SNAT ports of its node address run out (and the 40-session maps fill).
 
@@ -64,6 +65,8 @@ from bpfgen.refmodel import (
 from bpfgen.refmodel.differential import show_key
 from bpfgen.refmodel.frames import ethernet, ipv4, tcp, udp
 from bpfgen.refmodel.programs import Result
+from bpfgen.refmodel.state import CLOSED
+from bpfgen.refmodel.state import RST as RST_SEEN
 from bpfgen.refmodel.svc import NatSession, Rnat, SvcState, select_backend
 from bpfgen.refmodel.svc_config import SvcConfig, svc_config
 from bpfgen.refmodel.svc_differential import SvcDifferential
@@ -121,9 +124,10 @@ def reply_tuple(key: FlowKey, s: NatSession) -> FlowKey:
     return FlowKey(s.backend_addr, key.saddr, s.backend_port, key.sport, key.proto)
 
 
-def l4_frame(saddr: int, daddr: int, sport: int, dport: int, proto: int, flags: int) -> bytes:
-    l4 = tcp(saddr, daddr, sport, dport, flags=flags) if proto == IPPROTO_TCP else \
-        udp(saddr, daddr, sport, dport, payload=b"q")
+def l4_frame(saddr: int, daddr: int, sport: int, dport: int, proto: int, flags: int,
+             seq: int = 1, ack: int = 0) -> bytes:
+    l4 = tcp(saddr, daddr, sport, dport, flags=flags, seq=seq, ack=ack) \
+        if proto == IPPROTO_TCP else udp(saddr, daddr, sport, dport, payload=b"q")
     return ethernet(ipv4(saddr, daddr, proto, l4))
 
 
@@ -171,11 +175,12 @@ class SvcMachine(AgingMachine):
 
     # -- packets from clients
 
-    def send_forward(self, conn: Conn, flags: int) -> Result:
+    def send_forward(self, conn: Conn, flags: int, seq: int = 1, ack: int = 0) -> Result:
         k = conn.key
         before = self.diff.state.copy()
         now = time.monotonic_ns()
-        result = self.run(l4_frame(k.saddr, k.daddr, k.sport, k.dport, k.proto, flags), "client")
+        result = self.run(l4_frame(k.saddr, k.daddr, k.sport, k.dport, k.proto, flags, seq, ack),
+                          "client")
         deltas = result.counter_deltas()
         if "drop_exhausted" in deltas:
             self.assert_exhausted(conn, before, now)
@@ -184,7 +189,7 @@ class SvcMachine(AgingMachine):
                 f"map full with room: {conn}")
         if result.verdict.name == "PASS":
             assert {"dnat_new", "dnat_hit"} & deltas.keys(), f"not translated: {conn} {deltas}"
-            s = self.diff.state.forward[k]
+            s = self.diff.state.forward.get(k) or before.forward[k]  # or released by it
             source = (s.nat_addr, s.nat_port) if s.nat_port else (k.saddr, k.sport)
             assert out_tuple(result.packet) == (*source, s.backend_addr, s.backend_port)
         if "dnat_new" in deltas:
@@ -277,7 +282,32 @@ class SvcMachine(AgingMachine):
             self.send_forward(Conn(key), flags)
         after = self.diff.state.forward[key]
         assert after.flags & CLOSING
-        assert timeout_ns(self.base, key.proto, after.flags) == TIMEOUTS["tcpTransitory"] * 10**9
+        if flags & machines.RST or after.flags & RST_SEEN:
+            assert timeout_ns(self.base, key.proto, after.flags) == TIMEOUTS["tcpClose"] * 10**9
+        elif not after.flags & CLOSED:
+            assert timeout_ns(self.base, key.proto, after.flags) == (
+                TIMEOUTS["tcpTransitory"] * 10**9)
+
+    @precondition(lambda self: any(k.proto == IPPROTO_TCP for k, _ in self.live_sessions()))
+    @rule(data=st.data(), order=st.sampled_from(sorted(machines.CLOSES)))
+    def close_whole(self, data: st.DataObject, order: str) -> None:
+        """A whole close, numbers coherent, of a live TCP session that has not begun one:
+        released when the client closed first or the flow has no SNAT port, else held
+        CLOSED for tcpTimeWait."""
+        open_ = [(k, s) for k, s in self.live_sessions()
+                 if k.proto == IPPROTO_TCP and not s.flags & CLOSING]
+        if not open_:
+            return
+        key, s = data.draw(st.sampled_from(open_))
+        r = reply_tuple(key, s)
+        for from_backend, flags, seq, ack in machines.CLOSES[order]:
+            if from_backend:
+                self.run(l4_frame(r.saddr, r.daddr, r.sport, r.dport, key.proto, flags, seq, ack),
+                         f"close ({order})")
+            else:
+                self.send_forward(Conn(key), flags, seq, ack)
+        machines.assert_closed(self.base, order, bool(s.nat_port),
+                               self.diff.state.forward.get(key))
 
     # -- invariants
 

@@ -294,7 +294,7 @@ CASES = [
     case("timeout unknown key",
          node("icmp: 60s", "icmp: 60s, sctp: 10s"),
          SVC,
-         ["node.yaml:21: snat.timeouts: unknown field 'sctp' (expected one of: icmp, tcpEstablished, tcpTransitory, udp)"]),
+         ["node.yaml:21: snat.timeouts: unknown field 'sctp' (expected one of: icmp, tcpClose, tcpEstablished, tcpTimeWait, tcpTransitory, udp)"]),
     case("mark not a single bit",
          node("mark: 0x4000", "mark: 0x4001"),
          SVC,

@@ -96,7 +96,8 @@ def test_example_node() -> None:
     assert (node.mode, node.scheduler) == (Mode.IPVS, "rr")
     assert node.snat_port_range == (20000, 29999)
     assert node.max_sessions == 65536
-    assert node.timeouts == Timeouts(tcp_established=7440, tcp_transitory=240, udp=300, icmp=60)
+    assert node.timeouts == Timeouts(tcp_established=7440, tcp_transitory=240, udp=300, icmp=60,
+                                     tcp_time_wait=120, tcp_close=10)
     assert node.masquerade_mark == 0x4000
     assert node.icmp_echo is True
 
@@ -230,14 +231,15 @@ def test_node_value_forms(tmp_path: Path) -> None:
         datapath: {scheduler: mh}
         snat:
           portRange: "40000-40015"
-          timeouts: {tcpEstablished: 2h4m, tcpTransitory: 240, udp: 5m, icmp: 1m30s}
+          timeouts: {tcpEstablished: 2h4m, tcpTransitory: 240, tcpTimeWait: 1m, tcpClose: 5s,
+                     udp: 5m, icmp: 1m30s}
           mark: "0x80000000"
         features: {icmpEcho: false}
         """)
     node = load(tmp_path, "", text).node
     assert node.scheduler == "mh"
     assert node.snat_port_range == (40000, 40015)
-    assert node.timeouts == Timeouts(7440, 240, 300, 90)
+    assert node.timeouts == Timeouts(7440, 240, 300, 90, tcp_time_wait=60, tcp_close=5)
     assert node.masquerade_mark == 1 << 31
     assert node.icmp_echo is False
     assert node.interfaces[0].hook is Hook.XDP

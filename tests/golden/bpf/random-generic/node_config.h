@@ -24,7 +24,11 @@
  *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = (bpfgen_cfg.timeout_tcp_established_ns) (run time)
  *       snat.timeouts.tcpEstablished: 7440s idle
  *   BPFGEN_TIMEOUT_TCP_TRANSITORY_NS = (bpfgen_cfg.timeout_tcp_transitory_ns) (run time)
- *       snat.timeouts.tcpTransitory: 240s idle (not yet answered, or FIN/RST seen)
+ *       snat.timeouts.tcpTransitory: 240s idle (not yet answered, or half-closed)
+ *   BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS = (bpfgen_cfg.timeout_tcp_time_wait_ns) (run time)
+ *       snat.timeouts.tcpTimeWait: 120s idle (closed; the far side may hold TIME_WAIT)
+ *   BPFGEN_TIMEOUT_TCP_CLOSE_NS = (bpfgen_cfg.timeout_tcp_close_ns) (run time)
+ *       snat.timeouts.tcpClose: 10s idle (after a RST)
  *   BPFGEN_TIMEOUT_UDP_NS = (bpfgen_cfg.timeout_udp_ns) (run time)
  *       snat.timeouts.udp: 300s idle
  *   BPFGEN_TIMEOUT_ICMP_NS = (bpfgen_cfg.timeout_icmp_ns) (run time)
@@ -97,6 +101,8 @@ struct bpfgen_config bpfgen_cfg;
 #define BPFGEN_HASH_SEED (bpfgen_cfg.hash_seed) /* config sha256 */
 #define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS (bpfgen_cfg.timeout_tcp_established_ns) /* snat.timeouts.tcpEstablished */
 #define BPFGEN_TIMEOUT_TCP_TRANSITORY_NS (bpfgen_cfg.timeout_tcp_transitory_ns) /* snat.timeouts.tcpTransitory */
+#define BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS (bpfgen_cfg.timeout_tcp_time_wait_ns) /* snat.timeouts.tcpTimeWait */
+#define BPFGEN_TIMEOUT_TCP_CLOSE_NS (bpfgen_cfg.timeout_tcp_close_ns) /* snat.timeouts.tcpClose */
 #define BPFGEN_TIMEOUT_UDP_NS (bpfgen_cfg.timeout_udp_ns) /* snat.timeouts.udp */
 #define BPFGEN_TIMEOUT_ICMP_NS (bpfgen_cfg.timeout_icmp_ns) /* snat.timeouts.icmp */
 #define BPFGEN_PROTO_TCP (bpfgen_cfg.proto_tcp) /* services */

@@ -24,7 +24,11 @@
  *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = 7440000000000ULL
  *       snat.timeouts.tcpEstablished: 7440s idle
  *   BPFGEN_TIMEOUT_TCP_TRANSITORY_NS = 240000000000ULL
- *       snat.timeouts.tcpTransitory: 240s idle (not yet answered, or FIN/RST seen)
+ *       snat.timeouts.tcpTransitory: 240s idle (not yet answered, or half-closed)
+ *   BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS = 120000000000ULL
+ *       snat.timeouts.tcpTimeWait: 120s idle (closed; the far side may hold TIME_WAIT)
+ *   BPFGEN_TIMEOUT_TCP_CLOSE_NS = 10000000000ULL
+ *       snat.timeouts.tcpClose: 10s idle (after a RST)
  *   BPFGEN_TIMEOUT_UDP_NS = 300000000000ULL
  *       snat.timeouts.udp: 300s idle
  *   BPFGEN_TIMEOUT_ICMP_NS = 60000000000ULL
@@ -71,6 +75,7 @@
  *       services: 2 frontends without backends: TCP answered with a RST, UDP with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend
  */
 
+#define BPFGEN_SNAT_ALLOCATES 1 /* bpfgen_nat.h: the port search */
 #include "node_config.h"
 #include "bpfgen_ctx_tc.h"
 #include "bpfgen_parse.h"

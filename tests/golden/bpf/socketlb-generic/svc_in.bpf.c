@@ -24,7 +24,11 @@
  *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = (bpfgen_cfg.timeout_tcp_established_ns) (run time)
  *       snat.timeouts.tcpEstablished: 7440s idle
  *   BPFGEN_TIMEOUT_TCP_TRANSITORY_NS = (bpfgen_cfg.timeout_tcp_transitory_ns) (run time)
- *       snat.timeouts.tcpTransitory: 240s idle (not yet answered, or FIN/RST seen)
+ *       snat.timeouts.tcpTransitory: 240s idle (not yet answered, or half-closed)
+ *   BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS = (bpfgen_cfg.timeout_tcp_time_wait_ns) (run time)
+ *       snat.timeouts.tcpTimeWait: 120s idle (closed; the far side may hold TIME_WAIT)
+ *   BPFGEN_TIMEOUT_TCP_CLOSE_NS = (bpfgen_cfg.timeout_tcp_close_ns) (run time)
+ *       snat.timeouts.tcpClose: 10s idle (after a RST)
  *   BPFGEN_TIMEOUT_UDP_NS = (bpfgen_cfg.timeout_udp_ns) (run time)
  *       snat.timeouts.udp: 300s idle
  *   BPFGEN_TIMEOUT_ICMP_NS = (bpfgen_cfg.timeout_icmp_ns) (run time)
@@ -75,6 +79,7 @@
  *       node.addresses[0]: 198.18.0.2: the client of node processes for ClientIP affinity (the node)
  */
 
+#define BPFGEN_SNAT_ALLOCATES 1 /* bpfgen_nat.h: the port search */
 #include "node_config.h"
 #include "bpfgen_ctx_tc.h"
 #include "bpfgen_parse.h"

@@ -24,7 +24,11 @@
  *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = 7440000000000ULL
  *       snat.timeouts.tcpEstablished: 7440s idle
  *   BPFGEN_TIMEOUT_TCP_TRANSITORY_NS = 240000000000ULL
- *       snat.timeouts.tcpTransitory: 240s idle (not yet answered, or FIN/RST seen)
+ *       snat.timeouts.tcpTransitory: 240s idle (not yet answered, or half-closed)
+ *   BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS = 120000000000ULL
+ *       snat.timeouts.tcpTimeWait: 120s idle (closed; the far side may hold TIME_WAIT)
+ *   BPFGEN_TIMEOUT_TCP_CLOSE_NS = 10000000000ULL
+ *       snat.timeouts.tcpClose: 10s idle (after a RST)
  *   BPFGEN_TIMEOUT_UDP_NS = 300000000000ULL
  *       snat.timeouts.udp: 300s idle
  *   BPFGEN_TIMEOUT_ICMP_NS = 60000000000ULL
@@ -95,6 +99,8 @@
 #define BPFGEN_HASH_SEED 0x2fb51a5fU /* config sha256 */
 #define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS 7440000000000ULL /* snat.timeouts.tcpEstablished */
 #define BPFGEN_TIMEOUT_TCP_TRANSITORY_NS 240000000000ULL /* snat.timeouts.tcpTransitory */
+#define BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS 120000000000ULL /* snat.timeouts.tcpTimeWait */
+#define BPFGEN_TIMEOUT_TCP_CLOSE_NS 10000000000ULL /* snat.timeouts.tcpClose */
 #define BPFGEN_TIMEOUT_UDP_NS 300000000000ULL /* snat.timeouts.udp */
 #define BPFGEN_TIMEOUT_ICMP_NS 60000000000ULL /* snat.timeouts.icmp */
 #define BPFGEN_PROTO_TCP 1 /* services */
