@@ -64,8 +64,8 @@ CGROUP_HOOKS = {"cgroup_connect4", "cgroup_sendmsg4", "cgroup_recvmsg4", "cgroup
 SPREAD_CONNECTIONS = 24
 
 VARIANTS = {
-    "main": Variant("random", "300s", services_yaml(policies=True), socket_lb=True),
-    "extra": Variant("random", "300s", services_yaml(policies=True, extra=True), socket_lb=True),
+    "main": Variant("random", services_yaml(policies=True), socket_lb=True),
+    "extra": Variant("random", services_yaml(policies=True, extra=True), socket_lb=True),
 }
 
 

@@ -87,7 +87,7 @@ class Xdp:
 @pytest.fixture(scope="module")
 def xdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Xdp]:
     work = tmp_path_factory.mktemp("bpf-xdp")
-    builds = compile_variants({"xdp": Variant("random", "300s", _services(), uplink_hook="xdp")},
+    builds = compile_variants({"xdp": Variant("random", _services(), uplink_hook="xdp")},
                               work)
     with topology("bpfx", 2, [HTTP, 5353]) as topo:
         topo.servers.append(_start_server(topo.ext, "ext", [HTTP]))

@@ -5,6 +5,9 @@ out after a few hundred short connections although every earlier session had
 expired, and `reclaimed` stayed 0; the same objects reclaim on 6.18. This is the
 same sequence as BPF_PROG_TEST_RUN (no namespaces, no IPVS), so the `kernel`
 suite shows it in the VM as well as on the host.
+
+Not a load case: an expiry case, with its own 256-port range and a 1 s transitory
+timeout so that sessions aged past it are expired (docs/testing.md, "Load cases").
 """
 
 from __future__ import annotations

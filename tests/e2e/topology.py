@@ -28,7 +28,7 @@ import secrets
 import select
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +73,7 @@ class Topology:
         return {ns: errs for ns, errs in out.items() if any(errs.values())}
 
 
-def _start_server(ns: str, name: str, ports: list[int]) -> subprocess.Popen[str]:
+def _start_server(ns: str, name: str, ports: Sequence[int | str]) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ns, sys.executable, str(BACKEND_SERVER), name,
          *map(str, ports)],
@@ -91,10 +91,12 @@ def _start_server(ns: str, name: str, ports: list[int]) -> subprocess.Popen[str]
 
 @contextmanager
 def topology(
-    prefix: str, n_backends: int, ports: list[int], *, vip_routes: tuple[str, ...] = ()
+    prefix: str, n_backends: int, ports: Sequence[int | str], *,
+    vip_routes: tuple[str, ...] = (),
 ) -> Iterator[Topology]:
-    """Namespaces, veths, routes and backend servers (each answering on `ports`);
-    the external client routes SERVICE_NET and `vip_routes` via the node."""
+    """Namespaces, veths, routes and backend servers (each answering on `ports`; a
+    port given as "PORT:close" closes first, tests/vm/ipvs_backend.py); the external
+    client routes SERVICE_NET and `vip_routes` via the node."""
     sfx = secrets.token_hex(3)
     roles = [f"be{i}" for i in range(1, n_backends + 1)] + ["cp"]
     names = {r: f"{prefix}-{r}-{sfx}" for r in ["node", "ext", *roles]}
