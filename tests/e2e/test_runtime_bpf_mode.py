@@ -16,6 +16,7 @@ test_runtime_host.py: a namespace per test, private bpffs and run dir.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from bpfgen.compiler import compile_build
+from bpfgen.layouts import NatEntry, Tuple4
 from bpfgen_runtime import InputRefused, Options, RuntimeOpError, down, status, sync, up
 from bpfgen_runtime import attach as attach_mod
 from bpfgen_runtime.builddir import load_digest
@@ -331,7 +333,8 @@ def test_bpf_mode_sync_service_tables_in_place_or_replaced(env: Env) -> None:
     assert _inodes(opts) == inodes
     assert _map_contents(env, SERVICE_TABLES[0]) == _wanted(later, SERVICE_TABLES[0])
 
-    session = (bytes([198, 19, 1, 30]) + bytes(12), bytes(range(24)))
+    session = (bytes([198, 19, 1, 30]) + bytes(ctypes.sizeof(Tuple4) - 4),
+               bytes(range(ctypes.sizeof(NatEntry))))
     with PinnedMap(os.path.join(opts.pin_dir(), "bpfgen_nat_v4")) as nat:
         nat.update(*session)
     report = sync(earlier, opts)
