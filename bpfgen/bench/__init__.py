@@ -5,6 +5,7 @@ One module per part; each exposes
     run(out_dir: Path, *, quick: bool, progress: Callable[[str], None]) -> dict
     table(result: dict) -> str          # Markdown, printed and pasted into README.md
     plot(result: dict, out_dir: Path) -> list[Path]   # PNGs (matplotlib, Agg)
+    targets_table(result: dict) -> str  # optional: targets with pass/miss, printed last
 
 and `python -m bpfgen.bench` (bpfgen/bench/__main__.py) runs the parts, writes
 `results.json` with every raw figure, the PNGs and the tables.

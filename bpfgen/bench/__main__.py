@@ -3,7 +3,10 @@
 Runs the parts (modules of this package, imported by name when asked for),
 writes `DIR/results.json` (every raw figure of every part, plus the machine:
 kernel, CPU, cores, clang, date), each part's PNGs under DIR, prints the
-Markdown tables on stdout (or results.json with --json) and progress on stderr.
+Markdown tables on stdout (or results.json with --json), then the targets of
+the parts that judge any (`targets_table`) with pass/miss, and progress on
+stderr. `python -m bpfgen.bench.readme_tables` renders README.md's tables from
+results.json.
 Exit status 1 when a part reports problems (a measurement that disagrees with
 the spec), 2 when a requested part does not exist.
 """
@@ -132,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "parts": {},
     }
     tables: list[str] = []
+    targets: list[str] = []
     problems: list[str] = []
     for name, mod in modules.items():
         progress(f"{name}: start")
@@ -146,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         problems += [f"{name}: {p}" for p in result.get("problems", [])]
         tables.append(f"## {name}\n\n{mod.table(result)}")
+        if hasattr(mod, "targets_table"):  # printed after every part's tables
+            targets.append(f"### {name}\n\n{mod.targets_table(result)}")
         progress(f"{name}: done in {seconds:.1f} s, {', '.join(p.name for p in pngs)}")
         # Written after every part: an interrupted run keeps what it measured.
         (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -158,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results, indent=2, default=str))
     else:
         print(header + "\n" + "\n".join(tables))
+        if targets:
+            print("## Targets (pass when the median meets the goal)\n\n" + "\n".join(targets))
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     progress(f"wrote {out / 'results.json'}")

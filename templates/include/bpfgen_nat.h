@@ -266,14 +266,19 @@ static __always_inline void bpfgen_forget_reverse(const struct bpfgen_pkt *p,
  * function, verified once: inlined into the bpf_loop callback, its expiry
  * branches were walked again at every iteration the verifier explores there.
  */
-__noinline int bpfgen_rsnat_stale(const struct bpfgen_tuple4 *rkey, __u64 now)
+__noinline int bpfgen_rsnat_stale(const struct bpfgen_tuple4 *rkey_arg, __u64 now)
 {
+	struct bpfgen_tuple4 fkey, k;
+	const struct bpfgen_tuple4 *rkey = &k;
 	bpfgen_rev_entry_t *r;
 	bpfgen_fwd_entry_t *e;
-	struct bpfgen_tuple4 fkey;
 
-	if (!rkey)
+	if (!rkey_arg)
 		return false;
+	/* A copy on this frame's stack: 6.1's verifier takes no argument memory
+	 * (PTR_TO_MEM) as a map key ("R2 type=mem expected=fp, ... map_key").
+	 */
+	__builtin_memcpy(&k, rkey_arg, sizeof(k));
 	r = bpf_map_lookup_elem(&BPFGEN_REV_MAP, rkey);
 	if (!r)
 		return true;

@@ -58,11 +58,17 @@ def test_packet_figures_are_sane(quick_run: tuple[Path, str]) -> None:
             for prog, n in c["insns"][kind].items():
                 assert n["object"] > 0 and n["processed"] > 0, (name, kind, prog)
         # The verifier walks fewer instructions when it sees the config as constants
-        # (specialized: clang folded them too) than when it cannot (generic).
+        # (specialized: clang folded them too) than when it cannot (generic) where
+        # classification is the program (ingress). Egress is mostly session work, the same
+        # code in every build, since the port search's stale check became a global function
+        # verified once (issue 12); there its node -> ClusterIP check as code (a switch over
+        # the frontends) walks a little more than generic's one map lookup: 4,091 vs 3,966
+        # on the example. So egress is held within 10 % of generic.
         for prog in c["insns"]["generic"]:
             generic = c["insns"]["generic"][prog]["processed"]
-            assert c["insns"]["specialized"][prog]["processed"] < generic
-            assert c["insns"]["frozen"][prog]["processed"] < generic
+            bound = generic if prog == "ingress" else generic * 1.1
+            assert c["insns"]["specialized"][prog]["processed"] < bound, (name, prog)
+            assert c["insns"]["frozen"][prog]["processed"] < bound, (name, prog)
         # Frontends as code and constants folded: a smaller ingress object.
         assert (
             c["insns"]["specialized"]["ingress"]["object"]
