@@ -57,6 +57,7 @@ NODE_PORT, CLOSE_FIRST_NODE_PORT = 30080, 30081
 LOAD_CONNECTIONS = int(os.environ.get("BPFGEN_E2E_LOAD_CONNECTIONS", "25000"))
 CLOSE_FIRST_CONNECTIONS = int(os.environ.get("BPFGEN_E2E_CLOSE_FIRST_CONNECTIONS", "4000"))
 LOAD_SECONDS = float(os.environ.get("BPFGEN_E2E_LOAD_SECONDS", "60"))
+TIME_WAIT_SECONDS = 55.0  # Linux's TIME_WAIT is 60 s; a margin for the count's delay
 
 
 def services_yaml() -> str:
@@ -143,9 +144,12 @@ def test_server_closes_first_on_defaults(loaded: tuple[Live, Path]) -> None:
         in_ns(t.ext, "sysctl", "-qw", "net.ipv4.tcp_timestamps=1")
     held = _time_wait(t.pods["be1"], CLOSE_FIRST)
     client_held = _time_wait(t.ext, 81)
-    print(f"TIME_WAIT: {held} in the backend, {client_held} in the client")
+    # Linux keeps TIME_WAIT 60 s: of a longer run (the VM), only the last minute's remain.
+    expected = r["ok"] * min(1.0, TIME_WAIT_SECONDS / r["elapsed_s"])
+    print(f"TIME_WAIT: {held} in the backend (about {expected:.0f} expected), "
+          f"{client_held} in the client")  # fmt: skip
     assert not r["problems"], "; ".join(r["problems"]) + f"\n{r['summary']}"
-    assert held >= 0.9 * r["ok"], (
+    assert held >= 0.9 * expected, (
         f"{held} TIME_WAIT sockets in the backend, {client_held} in the client, for "
         f"{r['ok']} connections: the server did not close first, or tuples were reused"
     )
