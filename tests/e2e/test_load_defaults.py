@@ -21,7 +21,9 @@ ports after 1 s, as any busy client does), and for the server-closes-first case
 
 Each case asserts: no failed connection, none over 1 s, the count reached within the
 time bound, every answer from the expected peer, `drop_exhausted` 0, no SYN sent again
-by the client, `conntrack -C` 0 in the node, no checksum error, no fib fallback.
+by the client, `conntrack -C` 0 in the node, no checksum error, no fib fallback. In the
+6.1 VM (emulated, on a busy host) the two timing checks (none over 1 s, no SYN sent
+again) are reported, not asserted: see vm.guest_ipvs.short_load.
 Bounds: BPFGEN_E2E_LOAD_CONNECTIONS (25,000), BPFGEN_E2E_CLOSE_FIRST_CONNECTIONS
 (4,000), BPFGEN_E2E_LOAD_SECONDS (60 s per case); loadgen also stops a thread after 50
 failures.

@@ -737,7 +737,14 @@ def short_load(
     if r["failed"]:
         problems.append(f"{r['failed']} connections failed (first error: {r['first_error']}; "
                         "a connect unanswered for 2 s ends 'in progress')")  # fmt: skip
-    if r["max_us"] >= MAX_LATENCY_US:
+    # Timing is asserted on the host only. In the 6.1 guest under TCG on a busy 2-core host
+    # the emulator itself stalls connections by seconds and lets SYN timers fire (measured:
+    # 2.84 s max with no SYN resent, and one SYN resent in 20,000 through IPVS with nothing
+    # dropped by bpfgen): there the defects a load case exists for, a port that runs out or
+    # is reused while the backend holds it, show as failures and drop_exhausted, which are
+    # asserted everywhere; the maximum and the resent SYNs are reported in the summary.
+    timed = not os.environ.get("BPFGEN_IN_VM")
+    if timed and r["max_us"] >= MAX_LATENCY_US:
         problems.append(f"a connection took {r['max_us'] / 1e6:.2f} s (p99 "
                         f"{r['p99_us'] / 1e3:.1f} ms): over 1 s is a SYN retransmitted")
     if r["ok"] < n:
@@ -746,7 +753,7 @@ def short_load(
         problems.append(f"{r['mismatched']} answers not from {expect}")
     if r["delta"].get("drop_exhausted", 0):
         problems.append(f"drop_exhausted counted {r['delta']['drop_exhausted']}")
-    if r["client"]["syn_retransmits"]:
+    if timed and r["client"]["syn_retransmits"]:
         problems.append(f"the client sent {r['client']['syn_retransmits']} SYNs again and "
                         f"{r['client']['rsts_sent']} RSTs: SYNs dropped, or answered by a "
                         "TIME_WAIT of the same 4-tuple")  # fmt: skip
