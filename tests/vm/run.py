@@ -15,7 +15,9 @@ The exit status is the command's. A VM that cannot boot, dies before the
 command ends, or outlives --timeout (default 900 s, boot included) is an
 error with the reason (exit status 125), never a success.
 
-From Python: run_in_vm(["pytest", ...], timeout=900) -> VMRun.
+From Python: run_in_vm(["pytest", ...], timeout=900) -> VMRun; `log=` writes the
+output to a file instead of the terminal, `cancel=` (a threading.Event) stops the VM
+from another thread (tests/vm/test_vm.py runs suites in the background that way).
 """
 
 from __future__ import annotations
@@ -225,6 +227,8 @@ def run_in_vm(
     memory: str = DEFAULT_MEMORY,
     echo: bool = True,
     verbose: bool = False,
+    log: IO[str] | None = None,
+    cancel: threading.Event | None = None,
 ) -> VMRun:
     """Boot the 6.1 kernel, run `cmd` in it, return its exit status and output.
 
@@ -232,9 +236,10 @@ def run_in_vm(
     shared read-write with the guest and named by $BPFGEN_VM_RESULTS there.
     `env` adds guest environment variables; `rwdirs` are host directories the
     guest may write (everything else it sees read-only). With `echo` the output is
-    streamed to sys.stdout/sys.stderr as it comes. `verbose` adds the boot
-    console to stderr. Raises VMError when the VM cannot run the command to
-    its end, including when `timeout` (boot included) runs out.
+    streamed to sys.stdout/sys.stderr as it comes; with `log`, to that stream instead
+    (stdout and stderr both). `verbose` adds the boot console to stderr. Raises VMError
+    when the VM cannot run the command to its end, including when `timeout` (boot
+    included) runs out or `cancel` is set.
     """
     if not cmd:
         raise ValueError("run_in_vm: empty command")
@@ -287,12 +292,15 @@ def run_in_vm(
             start_new_session=True,  # vng and its qemu form one group, killed together
         )
         assert proc.stdout is not None and proc.stderr is not None
-        out = _Tee(proc.stdout, sys.stdout if echo else None)
-        err = _Tee(proc.stderr, sys.stderr if echo else None)
+        if log is not None:
+            out, err = _Tee(proc.stdout, log), _Tee(proc.stderr, log)
+        else:
+            out = _Tee(proc.stdout, sys.stdout if echo else None)
+            err = _Tee(proc.stderr, sys.stderr if echo else None)
         out.start()
         err.start()
         booted_at: float | None = None
-        timed_out = False
+        timed_out = cancelled = False
         try:
             while proc.poll() is None:
                 now = time.monotonic()
@@ -300,6 +308,10 @@ def run_in_vm(
                     booted_at = now
                 if now >= deadline:
                     timed_out = True
+                    _kill_group(proc)
+                    break
+                if cancel is not None and cancel.is_set():
+                    cancelled = True
                     _kill_group(proc)
                     break
                 time.sleep(0.2)
@@ -312,30 +324,32 @@ def run_in_vm(
         end = time.monotonic()
         if booted_at is None and (ctl / "started").exists():
             booted_at = end
-        log = (
+        log_text = (
             f"command output (last lines):\n{_tail(out.text)}\n"
             f"stderr (last lines):\n{_tail(err.text)}"
         )
 
+        if cancelled:
+            raise VMError(f"VM stopped: cancelled after {end - start:.0f} s\n{log_text}")
         if timed_out:
             stage = (
                 "while running the command"
                 if booted_at
                 else "before the command started (no boot? rerun with --verbose for the console)"
             )
-            raise VMError(f"VM timed out after {timeout:.0f} s, {stage}\n{log}")
+            raise VMError(f"VM timed out after {timeout:.0f} s, {stage}\n{log_text}")
         if booted_at is None:
             raise VMError(
                 f"VM did not boot to the command (vng exit {vng_status}): see the reason "
-                f"below; rerun with --verbose for the boot console\n{log}"
+                f"below; rerun with --verbose for the boot console\n{log_text}"
             )
         if (ctl / "setup-error").exists():
             reason = (ctl / "setup-error").read_text().strip()
-            raise VMError(f"VM booted but its setup failed: {reason}\n{log}")
+            raise VMError(f"VM booted but its setup failed: {reason}\n{log_text}")
         if not (ctl / "exit").exists():
             raise VMError(
                 f"VM stopped before the command ended (vng exit {vng_status}: kernel "
-                f"panic, qemu killed or out of memory?)\n{log}"
+                f"panic, qemu killed or out of memory?)\n{log_text}"
             )
         returncode = int((ctl / "exit").read_text().strip())
         guest_boot = _uptime(ctl / "started")
