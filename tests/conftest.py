@@ -1,8 +1,10 @@
-"""Shared test configuration: hypothesis profiles, example paths, a private object cache."""
+"""Shared test configuration: hypothesis profiles, example paths, a private object cache,
+the test order, and the 6.1 VM's suites started in the background (tests/vm/background.py)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,52 @@ def _private_object_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ["BPFGEN_CACHE_DIR"] = shared
         return
     os.environ["BPFGEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("bpfgen-cache"))
+
+
+def _runs_late(item: pytest.Item) -> bool:
+    """vm tests wait for VMs; tests/bench compiles nothing the VM's suites need."""
+    return item.get_closest_marker("vm") is not None or item.path.parent == ROOT / "tests" / "bench"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The VM's suites run in the background from the start and read the objects the
+    host's tests compile (BPFGEN_SHARED_CACHE_DIR): the host runs what they run first,
+    in their order (build, e2e, kernel, stateful), so it stays ahead of the emulated
+    guest; vm tests, which wait for VMs, and the benchmarks' smoke tests go last. A
+    stable sort: the order within each group is pytest's."""
+    items.sort(key=_runs_late)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _vm_suites_in_background(
+    request: pytest.FixtureRequest, _private_object_cache: None
+) -> Iterator[None]:
+    """Start every selected `vm_background` suite now (tests/vm/test_vm.py waits for it);
+    stop what still runs when the session ends."""
+    if os.environ.get("BPFGEN_IN_VM"):
+        yield
+        return
+    from tests.vm import background
+
+    for item in request.session.items:
+        if isinstance(item, pytest.Function) and item.get_closest_marker("vm_background"):
+            params = item.callspec.params
+            background.start(item.callspec.id, params["suite"], params["timeout"])
+    yield
+    background.stop_all()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A section per VM suite: its result, its place on the session's clock, its log."""
+    if os.environ.get("BPFGEN_IN_VM"):
+        return
+    from tests.vm import background
+
+    lines = background.summaries()
+    if lines:
+        terminalreporter.section("Debian 6.1 VM suites (run in the background)")
+        for line in lines:
+            terminalreporter.line(line)
 
 
 @pytest.fixture

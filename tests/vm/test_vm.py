@@ -3,7 +3,9 @@
 Each suite is a list of pytest arguments run in the VM by tests.vm.run; it
 passes when the inner pytest exits 0 and its JUnit XML shows tests ran and
 none was skipped (a kernel test skipped in the VM is a failure). A VM that
-cannot boot fails the test with the reason; it never skips.
+cannot boot fails the test with the reason; it never skips. The suites start in
+the background when the session starts (tests/vm/background.py) and run while
+the host's tests do; their output is in build/test-logs/vm-<suite>.log.
 
     .venv/bin/python -m pytest -m vm tests/vm        # BPFGEN_VM_TIMEOUT=S per suite
 """
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.run import VMError, VMRun, new_results_dir, run_in_vm
+from tests.vm import background
+from tests.vm.run import VMRun
 
 pytestmark = pytest.mark.vm
 
@@ -73,30 +76,18 @@ def assert_vm_run_passed(run: VMRun, junit: Path) -> None:
     assert summary["skipped"] == 0, f"tests skipped in the VM: {summary['skipped']} {where}"
 
 
+@pytest.mark.vm_background
 @pytest.mark.parametrize(("suite", "timeout"), list(SUITES.values()), ids=list(SUITES))
-def test_suite_in_debian_6_1_vm(suite: list[str], timeout: float) -> None:
+def test_suite_in_debian_6_1_vm(
+    suite: list[str], timeout: float, request: pytest.FixtureRequest
+) -> None:
     if os.environ.get("BPFGEN_IN_VM"):
         pytest.fail("already inside the VM: run the vm tests on the host", pytrace=False)
-    timeout = float(os.environ.get("BPFGEN_VM_TIMEOUT", timeout))
-    results = new_results_dir()
-    junit = results / "junit.xml"
-    inner = ["python", "-m", "pytest", "-p", "no:cacheprovider", "-q", "--durations=25",
-             f"--junitxml={junit}"]
-    # The host session's object cache (tests/conftest.py): clang under emulation was most
-    # of the guest's time; the guest's kernel still verifies every build.
-    cache = Path(os.environ["BPFGEN_CACHE_DIR"])
-    # The load cases keep their count (well past one backend's 10,000 ports) with more
-    # time: the guest made 294 connections/s on a busy host, 17,650 of 25,000 in 60 s.
-    env = {"BPFGEN_SHARED_CACHE_DIR": str(cache), "HYPOTHESIS_PROFILE": "vm",
-           "BPFGEN_E2E_STREAM_SECONDS": "20", "BPFGEN_E2E_LOAD_SECONDS": "150"}
-    try:
-        run = run_in_vm([*inner, *suite], timeout, results=results, env=env, rwdirs=(cache,))
-    except VMError as exc:
-        error = str(exc)
-    else:
-        error = ""
-    if error:
-        pytest.fail(f"the Debian 6.1 VM could not run {suite}: {error}", pytrace=False)
-
-    assert_vm_run_passed(run, junit)
-    shutil.rmtree(run.results, ignore_errors=True)
+    # Started in the background at the session's start (tests/conftest.py); here we wait.
+    job = background.start(request.node.callspec.id, suite, timeout)
+    job.wait()
+    if job.run is None:
+        pytest.fail(f"the Debian 6.1 VM could not run {suite}: {job.error}\n"
+                    f"(guest output: {job.log})", pytrace=False)  # fmt: skip
+    assert_vm_run_passed(job.run, job.junit)
+    shutil.rmtree(job.results, ignore_errors=True)
