@@ -12,7 +12,7 @@ STAMP_VM := .vm/.setup.stamp
 STAMP_APT := .setup-apt.stamp
 STAMP_VENV := $(VENV)/.setup.stamp
 
-.PHONY: setup compile test test-vm test-model lint clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench bench-quick
+.PHONY: setup compile check test test-vm test-model lint clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench bench-quick
 
 setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_VM)
 
@@ -39,6 +39,15 @@ $(STAMP_VM): $(STAMP_APT) $(STAMP_VENV)
 compile: setup
 	$(BPFGEN) compile --node examples/node.yaml --services examples/services.yaml --out build/example
 
+# The fast tier for everyday work (a few minutes, no VM, no namespaces): lint, then
+# unit, golden, build and the kernel suites on this host's kernel, hypothesis on the
+# `check` profile (fewer examples; HYPOTHESIS_PROFILE overrides it).
+CHECK_TESTS := tests/unit tests/golden tests/build tests/kernel tests/stateful
+check: lint
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-check} $(PY) -m pytest -q -m "not vm and not slow" \
+		--durations=10 $(CHECK_TESTS)
+
+# Everything: the host's suites, and the 6.1 VM's (run beside them, tests/vm/background.py).
 test: setup
 	$(PY) -m pytest
 

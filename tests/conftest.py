@@ -22,6 +22,8 @@ _COMMON = {"deadline": None, "print_blob": True,
 settings.register_profile("ci", derandomize=True, max_examples=25, **_COMMON)
 settings.register_profile("dev", max_examples=200, **_COMMON)
 settings.register_profile("vm", derandomize=True, max_examples=6, **_COMMON)
+# check: `make check`, the fast tier: the first derandomized examples only.
+settings.register_profile("check", derandomize=True, max_examples=5, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
@@ -65,8 +67,7 @@ def _vm_suites_in_background(
 
     for item in request.session.items:
         if isinstance(item, pytest.Function) and item.get_closest_marker("vm_background"):
-            params = item.callspec.params
-            background.start(item.callspec.id, params["suite"], params["timeout"])
+            background.start(item.callspec.id, item.callspec.params["suite"])
     yield
     background.stop_all()
 
