@@ -1,6 +1,6 @@
 """End to end in the Debian 6.1 guest: IPVS DNAT + bpfgen SNAT, no conntrack entry.
 
-Run inside the VM (tests/vm/test_e2e_ipvs.py does it from the host):
+Run inside the VM (tests/vm/test_vm.py does it from the host, builds first):
 
     python -m tests.vm.run -- python -m pytest tests/vm/guest_ipvs.py
 

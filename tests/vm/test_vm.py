@@ -19,22 +19,34 @@ from pathlib import Path
 
 import pytest
 
+from bpfgen.bench._netns import loadgen_binary
 from tests.vm import background
+from tests.vm.guest_ipvs import compile_builds
 from tests.vm.run import VMRun
+from tests.vm.second_kernel import SECOND_KERNEL
 
 pytestmark = pytest.mark.vm
 
-# Add a suite here: an id, then the pytest arguments (paths relative to the repository)
-# and the seconds the whole VM run may take. BPFGEN_VM_TIMEOUT overrides every timeout.
-# TCG is slow: the kernel-marked suite took 12-15 min in the VM on a busy 2-core host.
-SUITES: dict[str, tuple[list[str], float]] = {
-    # The 2,000-service compile properties (marked slow) run on the host only:
-    # parsing and clang under software emulation would take many minutes.
-    # tests/bench stays on the host too: benchmarks under TCG measure the emulator,
-    # and the connections bench boots its own VM.
-    "kernel-marked": (
-        ["-m", "kernel and not slow", "tests", "--ignore=tests/vm", "--ignore=tests/bench"],
-        2400.0,
+def _ipvs_builds(results: Path) -> dict[str, str]:
+    """The IPVS suite's builds and loadgen, compiled on the host (fast) into the results
+    directory the guest shares; tests/vm/guest_ipvs.py reads them from its environment."""
+    builds = compile_builds(results / "builds")
+    env = {"BPFGEN_E2E_BUILDS": str(builds["main"].parent),
+           "BPFGEN_E2E_LOADGEN": str(loadgen_binary(cache=results))}  # fmt: skip
+    for key in ("BPFGEN_E2E_SHORT_CONNECTIONS", "BPFGEN_E2E_SHORT_SECONDS"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+# One boot of the 6.1 kernel (under TCG a boot, Python's imports and pytest's collection
+# cost minutes) runs what needs that kernel, not everything again: see docs/testing.md,
+# "The second kernel". BPFGEN_VM_TIMEOUT overrides the timeout.
+SUITES: dict[str, background.Suite] = {
+    "debian-6.1": background.Suite(
+        args=("tests/vm/guest_ipvs.py", *SECOND_KERNEL),
+        timeout=1800.0,
+        prepare=_ipvs_builds,
     ),
 }
 
@@ -77,17 +89,15 @@ def assert_vm_run_passed(run: VMRun, junit: Path) -> None:
 
 
 @pytest.mark.vm_background
-@pytest.mark.parametrize(("suite", "timeout"), list(SUITES.values()), ids=list(SUITES))
-def test_suite_in_debian_6_1_vm(
-    suite: list[str], timeout: float, request: pytest.FixtureRequest
-) -> None:
+@pytest.mark.parametrize("suite", list(SUITES.values()), ids=list(SUITES))
+def test_suite_in_debian_6_1_vm(suite: background.Suite, request: pytest.FixtureRequest) -> None:
     if os.environ.get("BPFGEN_IN_VM"):
         pytest.fail("already inside the VM: run the vm tests on the host", pytrace=False)
     # Started in the background at the session's start (tests/conftest.py); here we wait.
-    job = background.start(request.node.callspec.id, suite, timeout)
+    job = background.start(request.node.callspec.id, suite)
     job.wait()
     if job.run is None:
-        pytest.fail(f"the Debian 6.1 VM could not run {suite}: {job.error}\n"
+        pytest.fail(f"the Debian 6.1 VM could not run {list(suite.args)}: {job.error}\n"
                     f"(guest output: {job.log})", pytrace=False)  # fmt: skip
     assert_vm_run_passed(job.run, job.junit)
     shutil.rmtree(job.results, ignore_errors=True)
