@@ -12,7 +12,7 @@ STAMP_VM := .vm/.setup.stamp
 STAMP_APT := .setup-apt.stamp
 STAMP_VENV := $(VENV)/.setup.stamp
 
-.PHONY: setup compile check test test-vm test-model lint clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench bench-quick
+.PHONY: setup compile check test test-vm test-model fault lint clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench bench-quick
 
 setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_VM)
 
@@ -54,6 +54,10 @@ test: setup
 # Only the suites that run in Debian's 6.1 kernel under virtme-ng.
 test-vm: setup
 	$(PY) -m pytest -m vm tests/vm
+
+# The runtime's fault injection at every point (make test: a sample), bpf mode, host.
+fault: setup
+	BPFGEN_FAULT_ALL=1 $(PY) -m pytest -s tests/e2e/test_runtime_faults.py
 
 lint: setup
 	$(VENV)/bin/ruff check bpfgen runtime tests

@@ -13,8 +13,16 @@ from typing import Any
 from bpfgen import __version__
 from bpfgen.errors import BpfgenError, InputError
 from bpfgen.plan import BUILD_KINDS
-from bpfgen_runtime.cli import RUNTIME_COMMANDS, add_subcommands, dispatch
+from bpfgen_runtime.cli import (
+    RUNTIME_COMMANDS,
+    add_subcommands,
+    closed_pipe_safe,
+    dispatch,
+    runtime_options,
+)
 from bpfgen_runtime.errors import RuntimeOpError
+from bpfgen_runtime.lock import held as runtime_lock
+from bpfgen_runtime.netns import valid_name as valid_netns_name
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
@@ -227,8 +235,15 @@ def _cmd_runtime(args: argparse.Namespace) -> int:
         except OSError as e:
             raise BpfgenError(f"{manifest_path}: cannot read ({e.strerror})") from e
         node = args.node or Path(manifest["inputs"]["node"])
-        # Atomic: bad input exits 2 and leaves DIR and the node as they were.
-        compile_build(node, args.services, args.dir, build=manifest["build"])
+        # Atomic: bad input exits 2 and leaves DIR and the node as they were. The
+        # namespace's lock is held from the rebuild to the end of the sync, so two syncs
+        # do not apply each other's builds.
+        opts = runtime_options(args)
+        if opts.netns is not None and not valid_netns_name(opts.netns):
+            return dispatch(args)  # refused there, before anything is compiled or locked
+        with runtime_lock(opts.run_dir, opts.label, "sync", wait=opts.lock_wait):
+            compile_build(node, args.services, args.dir, build=manifest["build"])
+            return dispatch(args)
     return dispatch(args)
 
 
@@ -243,18 +258,22 @@ COMMANDS.update({name: _cmd_runtime for name in RUNTIME_COMMANDS})
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except InputError as e:
-        for problem in e.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return e.exit_code
-    except BpfgenError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except RuntimeOpError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code  # 2 when the runtime refused bad input, else 1
+
+    def run() -> int:
+        try:
+            return COMMANDS[args.command](args)
+        except InputError as e:
+            for problem in e.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return e.exit_code
+        except BpfgenError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return e.exit_code
+        except RuntimeOpError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return e.exit_code  # 2 when the runtime refused bad input, else 1
+
+    return closed_pipe_safe(run)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 
 Output is written to a sibling temporary directory and swapped in only when
 every stage succeeded, so a failed compile leaves an existing build directory
-exactly as it was.
+exactly as it was. `--out` must be missing, an empty directory or a bpfgen build
+(its manifest.json says so); anything else (a file, a symlink, someone's home
+directory) is refused before anything is read or written (OutputRefused, exit 2).
 
 Two caches, both content-addressed: compiled objects (build.py: same C and
 toolchain, no clang), and whole builds (here: same input bytes, arguments,
 bpfgen, templates and toolchain, no parsing either). A build-cache hit still
-runs the kernel verifier, since the kernel is not part of the key.
+runs the kernel verifier, since the kernel is not part of the key. A build-cache
+entry carries the sha256 of each of its files (digests.json); an entry that does
+not match them is discarded, with a note, and the build is made again.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +33,13 @@ from typing import Any
 from bpfgen import __version__
 from bpfgen.build import ObjectBuild, Toolchain, cache_root, compile_objects, toolchain
 from bpfgen.config import load_inputs
-from bpfgen.errors import VerifierError
+from bpfgen.errors import OutputError, OutputRefused, VerifierError
 from bpfgen.inspect import ObjectInfo, check_against_plan, inspect_object
 from bpfgen.plan import Plan, build_kind, make_plan
 from bpfgen.render import Rendered, render
 
 MANIFEST_SCHEMA = 1
+DIGESTS = "digests.json"  # in a build-cache entry: relative path -> sha256 of each file
 PIN_ROOT = "/sys/fs/bpf/bpfgen"  # the runtime adds /<netns or root>/
 
 Progress = Callable[[str], None]
@@ -216,6 +223,7 @@ def _restore_cached_build(
     """Copy a cached build into tmp; re-verify it on this kernel."""
     shutil.copytree(entry, tmp, dirs_exist_ok=True)
     (tmp / "notices.json").unlink()
+    (tmp / DIGESTS).unlink()
     manifest: dict[str, Any] = json.loads((tmp / "manifest.json").read_text())
     for n in json.loads((entry / "notices.json").read_text()):
         progress(f"notice: {n}")
@@ -260,9 +268,104 @@ def _store_build(key: str, tree: Path, notices: Sequence[str]) -> None:
     try:
         shutil.copytree(tree, tmp)
         (tmp / "notices.json").write_text(json.dumps(list(notices)) + "\n")
+        (tmp / DIGESTS).write_text(json.dumps(_digests(tmp), indent=0, sort_keys=True) + "\n")
         os.replace(tmp, entry)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _digests(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file below root (DIGESTS itself excluded)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != DIGESTS
+    }
+
+
+def _cache_entry_problem(entry: Path) -> str | None:
+    """Why a build-cache entry cannot be trusted (None: every file is as stored, and the
+    manifest names objects the entry has)."""
+    try:
+        stored = json.loads((entry / DIGESTS).read_text())
+        if not isinstance(stored, dict):
+            return f"{DIGESTS} is not an object"
+        if _digests(entry) != stored:
+            have = _digests(entry)
+            bad = sorted(k for k in stored.keys() | have.keys() if stored.get(k) != have.get(k))
+            return "files differ from their digests: " + ", ".join(bad[:4])
+        manifest = json.loads((entry / "manifest.json").read_text())
+        notices = json.loads((entry / "notices.json").read_text())
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("programs"), list):
+        return "manifest.json is not a build manifest"
+    if not isinstance(notices, list):
+        return "notices.json is not a list"
+    missing = [p.get("object") for p in manifest["programs"]
+               if not isinstance(p, dict) or p.get("object") not in stored]  # fmt: skip
+    return f"objects missing: {missing}" if missing else None
+
+
+def _cached_build(key: str | None, progress: Progress) -> Path | None:
+    """The build-cache entry for `key` when it exists and is whole; a damaged one is
+    moved aside and removed (the caller rebuilds, and stores a new one)."""
+    if key is None:
+        return None
+    entry = cache_root() / "builds" / key
+    if not entry.exists():
+        return None
+    why = _cache_entry_problem(entry)
+    if why is None:
+        return entry
+    progress(f"cache: entry {key[:12]} is damaged ({why}): discarded, rebuilding")
+    trash = entry.with_name(f".{key}.damaged-{os.getpid()}")
+    try:
+        os.rename(entry, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    except OSError:
+        pass  # a read-only cache: rebuilt every time, which only costs speed
+    return None
+
+
+def check_out(out: Path) -> None:
+    """Refuse an output path bpfgen must not replace: a symlink (dangling or not), a file,
+    a non-empty directory that is not a bpfgen build. Nothing is touched."""
+    hint = "bpfgen replaces only a build directory it made: choose another --out"
+    if out.is_symlink():
+        raise OutputRefused(f"--out {out} is a symbolic link (to {os.readlink(out)}); {hint}")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputRefused(f"--out {out} exists and is not a directory; {hint}")
+    try:
+        if not any(out.iterdir()):
+            return
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = None
+    if not (isinstance(manifest, dict) and {"schema", "bpfgen_version"} <= manifest.keys()):
+        raise OutputRefused(
+            f"--out {out} is not a bpfgen build directory (no bpfgen manifest.json) and is "
+            f"not empty; {hint}, or remove it"
+        )
+
+
+@contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """OSError while writing the build (read-only or full file system, immutable directory)
+    as OutputError: `write build directory <out>: <errno text>`."""
+    try:
+        yield
+    except shutil.Error as exc:  # copytree: a list of (src, dst, why)
+        first = exc.args[0][0] if exc.args and exc.args[0] else ("", "", str(exc))
+        m = re.match(r"\[Errno \d+\] ([^:]+)", str(first[2]))
+        what = m[1] if m else str(first[2])
+        raise OutputError(f"write build directory {out}: {what} ({first[1]})") from exc
+    except OSError as exc:
+        what = exc.strerror or str(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise OutputError(f"write build directory {out}: {what}{where}") from exc
 
 
 def _write_tree(root: Path, rendered: Rendered) -> None:
@@ -297,17 +400,21 @@ def compile_build(
     kind = build_kind(build, generic=generic)
     out = out.absolute()
     log_dir = out.parent / f"{out.name}.logs"
+    check_out(out)
     key = build_cache_key(node, services, kind, toolchain())
-    entry = cache_root() / "builds" / key if key else None
-    if key is not None and entry is not None and (entry / "manifest.json").is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    entry = _cached_build(key, progress)
+    if key is not None and entry is not None:
+        with _writing(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         try:
             progress(f"cache: same inputs and toolchain as build {key[:12]}: no parse, no clang")
-            manifest = _restore_cached_build(entry, tmp, verify, log_dir, progress)
+            with _writing(out):
+                manifest = _restore_cached_build(entry, tmp, verify, log_dir, progress)
             if verify:
                 progress(_verified_line(manifest))
-            _swap_in(tmp, out)
+            with _writing(out):
+                _swap_in(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -326,10 +433,12 @@ def compile_build(
         f"({'map' if plan.frontends_in_map else 'code'}), {len(plan.programs)} programs"
     )
     rendered = render(plan)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    with _writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        _write_tree(tmp, rendered)
+        with _writing(out):
+            _write_tree(tmp, rendered)
         sources = dict.fromkeys((p.source, p.object) for p in plan.programs)
         builds = compile_objects(tmp, rendered, list(sources))
         hits = sum(b.cached for b in builds)
@@ -339,25 +448,27 @@ def compile_build(
         # Paths in the manifest are relative to the build directory.
         objects = {k: dataclasses.replace(v, path=k) for k, v in objects.items()}
         verified = verify_objects(tmp, plan, log_dir) if verify else None
-        if plan.map_init:
-            (tmp / "map_init.json").write_text(
-                json.dumps(
-                    {
-                        name: [[k.hex(), v.hex()] for k, v in entries]
-                        for name, entries in sorted(plan.map_init.items())
-                    },
-                    indent=0,
+        with _writing(out):
+            if plan.map_init:
+                (tmp / "map_init.json").write_text(
+                    json.dumps(
+                        {
+                            name: [[k.hex(), v.hex()] for k, v in entries]
+                            for name, entries in sorted(plan.map_init.items())
+                        },
+                        indent=0,
+                    )
+                    + "\n"
                 )
-                + "\n"
-            )
         inputs_desc = {"node": str(node), "services": [str(s) for s in services]}
         manifest = build_manifest(plan, rendered, objects, verified, inputs_desc)
         if verified is not None:
             progress(_verified_line(manifest))
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if key is not None:
-            _store_build(key, tmp, inputs.notices)
-        _swap_in(tmp, out)
+        with _writing(out):
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            if key is not None:
+                _store_build(key, tmp, inputs.notices)
+            _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -7,6 +7,9 @@
      +-- InspectError                the ELF does not match the plan (a bpfgen bug)
      +-- VerifierError               the kernel verifier rejected a program
      +-- ToolchainError              clang/llvm missing or unusable
+     +-- OutputError                 --out cannot be written (exit 1: read-only, full, ...)
+          +-- OutputRefused          exit 2: --out is not a bpfgen build (a file, a
+                                     symlink, a directory of something else): untouched
 
 Messages answer what, where, why and how to fix. `InputError` renders as one
 line per problem, `file:line: path: message`, in input order.
@@ -61,3 +64,13 @@ class VerifierError(BpfgenError):
 
 class ToolchainError(BpfgenError):
     """A required tool (clang, llvm-strip) is missing or too old."""
+
+
+class OutputError(BpfgenError):
+    """The build directory could not be written: the operation and the errno text."""
+
+
+class OutputRefused(OutputError):
+    """`--out` names something bpfgen did not make; it is left exactly as it was."""
+
+    exit_code = 2

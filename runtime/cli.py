@@ -13,14 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .lock import EXIT_LOCKED
 from .node import BPFFS, Options, Report, down, status, sync, up
 from .state import RUN_DIR
 
 RUNTIME_COMMANDS = ("up", "sync", "status", "down")
+EXIT_DIFFERS = 3  # status: the live state is not what bpfgen's record and build say
 
 
 def _netns(p: argparse.ArgumentParser) -> None:
@@ -29,6 +33,14 @@ def _netns(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         default=None,
         help="network namespace (/run/netns/NAME; default: the current one)",
+    )
+    p.add_argument(
+        "--wait",
+        metavar="SECONDS",
+        type=float,
+        default=0.0,
+        help="when another bpfgen command runs in the namespace, wait up to SECONDS for it "
+        f"(default: exit {EXIT_LOCKED} at once)",
     )
 
 
@@ -88,7 +100,7 @@ def _cgroup(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _options(args: argparse.Namespace) -> Options:
+def runtime_options(args: argparse.Namespace) -> Options:
     return Options(
         netns=args.netns,
         bpffs=os.environ.get("BPFGEN_BPFFS", BPFFS),
@@ -96,6 +108,7 @@ def _options(args: argparse.Namespace) -> Options:
         ipvs=not getattr(args, "no_ipvs", False),
         reset_sessions=getattr(args, "reset_sessions", False),
         cgroup=getattr(args, "cgroup", None),
+        lock_wait=getattr(args, "wait", 0.0),
     )
 
 
@@ -114,12 +127,18 @@ def _print_report(command: str, report: Report, as_json: bool, where: str) -> No
 
 def _print_status(info: dict[str, Any]) -> None:
     where = info["netns"] or "root"
+    for note in info.get("record_notes", []):
+        print(f"note: {note}", file=sys.stderr)
     if not info["up"]:
         print(f"{where}: bpfgen is not up")
+        for d in info.get("differences", []):
+            print(f"  {d}")
         return
+    origin = {"journal": " [state file lost: recovered from its bpffs copy]",
+              "none": " [no state record: found in the kernel]"}.get(info["record"], "")
     print(
-        f"{where}: up from {info['build_dir']} (mode {info['mode']}, "
-        f"config {info['config_sha256'][:12]})"
+        f"{where}: up from {info['build_dir'] or '(unknown build)'} (mode {info['mode']}, "
+        f"config {info['config_sha256'][:12] or '?'}){origin}"
     )
     print("programs:")
     for a in info["attached"]:
@@ -159,7 +178,7 @@ def _print_status(info: dict[str, Any]) -> None:
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run a parsed runtime subcommand; RuntimeOpError (InputRefused: exit_code 2) propagates."""
-    opts = _options(args)
+    opts = runtime_options(args)
     where = f"in {opts.label}"
     if args.command == "up":
         _print_report("up", up(args.dir, opts), args.json, where)
@@ -174,10 +193,30 @@ def dispatch(args: argparse.Namespace) -> int:
             print()
         else:
             _print_status(info)
-        return 0
+        return 0 if info["in_sync"] else EXIT_DIFFERS
     else:
         raise ValueError(f"not a runtime command: {args.command}")
     return 0
+
+
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell shows for a process SIGPIPE killed
+
+
+def closed_pipe_safe(run: Callable[[], int]) -> int:
+    """Run a CLI body; stdout closed by its reader (`bpfgen status | head -1`) ends it
+    quietly with 141, as SIGPIPE ends `cat`, instead of a BrokenPipeError traceback.
+    stdout is flushed here, inside the guard, and then pointed at /dev/null so the
+    interpreter's own flush at exit does not raise again. What the command did to the
+    node is done by then (the report is printed after the work)."""
+    try:
+        code = run()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,11 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bpfgen-runtime")
     add_subcommands(ap.add_subparsers(dest="command", required=True))
     args = ap.parse_args(argv)
-    try:
-        return dispatch(args)
-    except RuntimeOpError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+
+    def run() -> int:
+        try:
+            return dispatch(args)
+        except RuntimeOpError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
+
+    return closed_pipe_safe(run)
 
 
 if __name__ == "__main__":

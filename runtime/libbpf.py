@@ -307,6 +307,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_link_create": (c_int, [c_int, c_int, c_int, c_void_p]),
     "bpf_link_update": (c_int, [c_int, c_int, c_void_p]),
     "bpf_link_detach": (c_int, [c_int]),
+    "bpf_map_create": (c_int, [c_int, ctypes.c_char_p, c_uint32, c_uint32, c_uint32, c_void_p]),
 }
 
 
@@ -596,6 +597,13 @@ def bpf_obj_pin(fd: int, path: str) -> None:
 def bpf_obj_get(path: str) -> int:
     """A new fd for the object pinned at `path`; the caller closes it."""
     return _check(int(_lib().bpf_obj_get(os.fsencode(path))))
+
+
+def bpf_map_create(map_type: int, name: str, key_size: int, value_size: int,
+                   max_entries: int) -> int:
+    """A new map (no pin, default flags); the caller owns the fd."""
+    return _check(int(_lib().bpf_map_create(map_type, name.encode(), key_size, value_size,
+                                            max_entries, None)))
 
 
 def bpf_prog_get_fd_by_id(prog_id: int) -> int:

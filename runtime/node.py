@@ -23,6 +23,7 @@ place before IPVS answers for a VIP, so no service packet is ever tracked.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import os
@@ -31,20 +32,20 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 
-from . import attach, ipvs, netns, nft, pins, sysctl
+from . import attach, fault, ipvs, journal, libbpf, lock, netns, nft, pins, sysctl
 from .builddir import Build, InputRefused, read_build
 from .errors import RuntimeOpError, operation
 from .loader import LoadedObject, open_object
 from .nlerr import netlink
-from .state import RUN_DIR, State
-from .state import load as load_state
+from .state import RUN_DIR, State, from_json_checked, load_checked, state_path
 from .state import remove as remove_state
 from .state import save as save_state
 
@@ -74,6 +75,7 @@ class Options:
     # bpf mode, socketLB: the cgroup v2 directory for the sock_addr programs instead of the
     # build's (datapath.cgroup, by default the root cgroup); kept by later runs once up
     cgroup: str | None = None
+    lock_wait: float = 0.0  # seconds to wait for another bpfgen command in the namespace
 
     @property
     def label(self) -> str:
@@ -81,6 +83,10 @@ class Options:
 
     def pin_dir(self) -> str:
         return os.path.join(self.bpffs, "bpfgen", self.label)
+
+    def log_dir(self) -> Path:
+        """Where a verifier rejection at up/sync leaves its log (one file per program)."""
+        return Path(self.run_dir) / "logs" / self.label
 
 
 @dataclass
@@ -289,7 +295,9 @@ class _Converge:
     def change(self, what: str, action: Callable[[], object]) -> None:
         self.report.changes.append(what)
         if not self.dry:
+            fault.point(f"before {what}")
             action()
+            fault.point(f"after {what}")
             self.save()
 
     def save(self) -> None:
@@ -338,8 +346,9 @@ class _Converge:
         if not pins.is_bpffs(root):
 
             def mount() -> None:
+                self.state.bpffs_mounted = True  # intent first: `down` unmounts it if there
+                self.save()
                 pins.mount_bpffs(root)
-                self.state.bpffs_mounted = True
 
             self.report.notes.append(f"bpffs was not mounted at {root}: mounting it")
             self.change(f"mount bpffs at {root}", mount)
@@ -352,10 +361,17 @@ class _Converge:
         for d in missing:
 
             def mkdir(d: str = d) -> None:
+                if d not in self.state.dirs_created:
+                    self.state.dirs_created.append(d)  # intent first (removed only if empty)
+                self.save()
                 os.mkdir(d)
-                self.state.dirs_created.append(d)
 
             self.change(f"create {d}", partial(_op, f"create {d}", partial(mkdir, d)))
+        if not os.path.exists(journal.path(pin_dir)):
+            self.change(
+                f"create the state journal {journal.path(pin_dir)}",
+                partial(journal.create, pin_dir),
+            )
 
     def maps(self) -> None:
         for spec in self.build.maps:
@@ -472,6 +488,7 @@ class _Converge:
                     pin_root=self.opts.pin_dir(),
                     initial_values=self.build.initial_values(),
                     log_level=0,
+                    log_dir=self.opts.log_dir(),
                     pin_paths=self.staged,
                 )
             for spec in self.build.maps:
@@ -613,14 +630,19 @@ class _Converge:
         with ExitStack() as closer:
             for (dev, hook), prog_name in sorted(targets.items()):
                 ifindex = present[dev]
-                if hook != "xdp" and dev not in self.state.clsact_created and dev not in seen:
+                if hook != "xdp" and dev not in seen:
                     seen.add(dev)
 
                     def clsact(dev: str = dev, ifindex: int = ifindex) -> None:
-                        if attach.ensure_clsact(ifindex, dev):
-                            self.state.clsact_created[dev] = ifindex
+                        ours = dev in self.state.clsact_created
+                        self.state.clsact_created[dev] = ifindex  # intent first: no leak
+                        self.save()
+                        if not attach.ensure_clsact(ifindex, dev) and not ours:
+                            del self.state.clsact_created[dev]  # appeared meanwhile: not ours
 
-                    if attach.query("tc_ingress", ifindex) is None and not _has_clsact(ifindex):
+                    # live, not recorded: a qdisc deleted by hand (its filters went with
+                    # it) or a namespace made again under the same name is repaired
+                    if not _has_clsact(ifindex):
                         self.change(f"add clsact qdisc on {dev}", clsact)
                 recorded = self._attachment(dev, hook)
                 mode = recorded.get("xdp_mode") if recorded else None
@@ -987,6 +1009,7 @@ def _teardown(state: State, opts: Options, report: Report) -> list[str]:
     failures: list[str] = []
 
     def step(what: str, fn: Callable[[], object]) -> None:
+        fault.point(f"before {what}")
         try:
             fn()
             report.changes.append(what)
@@ -1047,15 +1070,6 @@ def _teardown(state: State, opts: Options, report: Report) -> list[str]:
             report.notes.append(f"clsact on {dev} still has filters of others: left in place")
             continue
         step(f"remove clsact qdisc on {dev}", partial(attach.remove_clsact, ifindex, dev))
-    for path in reversed(state.pins):
-        if os.path.lexists(path):
-            step(f"unpin {path}", partial(_op, f"unpin {path}", partial(os.unlink, path)))
-    for d in reversed(state.dirs_created):
-        if os.path.isdir(d):
-            if os.listdir(d):
-                report.notes.append(f"{d} is not empty: left in place")
-            else:
-                step(f"remove {d}", partial(_op, f"remove {d}", partial(os.rmdir, d)))
     for name, rec in sorted(state.sysctls.items()):
         if not sysctl.exists(name):
             continue
@@ -1066,6 +1080,17 @@ def _teardown(state: State, opts: Options, report: Report) -> list[str]:
             f"sysctl {name}: {rec['value']} -> {rec['previous'] or '(empty)'}",
             partial(sysctl.write, name, rec["previous"]),
         )
+    for path in reversed(state.pins):
+        if os.path.lexists(path):
+            step(f"unpin {path}", partial(_op, f"unpin {path}", partial(os.unlink, path)))
+    if os.path.lexists(journal.path(state.pin_dir)):  # last: it is the record of the rest
+        step("unpin the state journal", partial(journal.remove, state.pin_dir))
+    for d in reversed(state.dirs_created):
+        if os.path.isdir(d):
+            if os.listdir(d):
+                report.notes.append(f"{d} is not empty: left in place")
+            else:
+                step(f"remove {d}", partial(_op, f"remove {d}", partial(os.rmdir, d)))
     if state.bpffs_mounted and pins.is_bpffs(state.bpffs):
         if set(os.listdir(state.bpffs)) <= PRELOAD_ENTRIES:
             step(f"unmount bpffs at {state.bpffs}", lambda: pins.unmount(state.bpffs))
@@ -1095,88 +1120,253 @@ def _effective(opts: Options, state: State | None) -> Options:
     """A namespace that is up keeps the bpffs and the IPVS choice it was brought up with."""
     if state is None:
         return opts
-    return Options(opts.netns, state.bpffs, opts.run_dir, state.ipvs_enabled, opts.reset_sessions,
-                   opts.cgroup if opts.cgroup is not None else state.cgroup)
+    return dataclasses.replace(
+        opts, bpffs=state.bpffs, ipvs=state.ipvs_enabled,
+        cgroup=opts.cgroup if opts.cgroup is not None else state.cgroup,
+    )  # fmt: skip
 
 
-def _new_state(opts: Options, build: Build) -> State:
+@contextmanager
+def _locked(opts: Options, verb: str, *, shared: bool = False) -> Iterator[None]:
+    """The namespace's lock (lock.py) around a verb; the name is checked before it
+    becomes part of a path."""
+    if opts.netns is not None and not netns.valid_name(opts.netns):
+        raise InputRefused(f"{verb} in {opts.netns!r}",
+                           [f"--netns {opts.netns!r} is not a namespace name"])  # fmt: skip
+    with lock.held(opts.run_dir, opts.label, verb, shared=shared, wait=opts.lock_wait):
+        try:
+            yield
+        finally:
+            if not os.path.lexists(state_path(opts.run_dir, opts.label)):
+                lock.discard(opts.run_dir, opts.label)  # not up: leave nothing behind
+
+
+@dataclass
+class _Record:
+    """What a verb works from: the state file, else its journal copy, else nothing, plus
+    what the kernel shows of bpfgen that neither lists (`_discover`)."""
+
+    state: State | None
+    source: str  # "state file" | "journal" | "none"
+    problem: str | None  # why the state file was not used (None: there was none, or it was)
+    found: list[str] = field(default_factory=list)  # what discovery added
+
+    @property
+    def lost(self) -> bool:
+        return self.source != "state file"
+
+
+def _recover(opts: Options) -> _Record:
+    """The record of the namespace, called inside it. The state file when it is whole;
+    otherwise (missing, garbage, truncated, a list, a directory) the journal on the bpffs;
+    then everything of bpfgen's the kernel has that the record does not: pins in the
+    namespace's pin directory, filters with bpfgen's handle and priority running a
+    `bpfgen_*` program, XDP programs named so, pinned cgroup links."""
+    state, problem = load_checked(opts.run_dir, opts.label)
+    source = "state file" if state is not None else "none"
+    if state is None:
+        text = journal.read(opts.pin_dir())
+        if text is not None:
+            try:
+                state, source = from_json_checked(text), "journal"
+            except (ValueError, TypeError):
+                state = None
+    rec = _Record(state, source, problem)
+    probe = state if state is not None else _new_state(opts, None)
+    rec.found = _discover(probe, opts, guess_ownership=state is None)
+    if state is None and rec.found:
+        rec.state = probe
+    return rec
+
+
+def _discover(state: State, opts: Options, *, guess_ownership: bool) -> list[str]:
+    """Add to `state` what is bpfgen's in the kernel and not recorded; returns what.
+    `guess_ownership` (no record at all): a clsact qdisc carrying bpfgen's filter is taken
+    as bpfgen's (removed by `down` only when no other filter is left on it), and the
+    namespace's pin directory (with bpfgen/ above it) as created by bpfgen (removed only
+    when empty). The previous values of sysctls cannot be found: without a record they
+    are left as they are."""
+    found: list[str] = []
+    pin_dir = state.pin_dir
+    if os.path.isdir(pin_dir):
+        linked = {x["pin"] for x in state.links}
+        for name in sorted(os.listdir(pin_dir)):
+            path = os.path.join(pin_dir, name)
+            if name == journal.NAME or path in state.pins or path in linked:
+                continue
+            if name.startswith(attach.LINK_PIN_PREFIX):
+                hook = name[len(attach.LINK_PIN_PREFIX):]
+                state.links.append({"program": "?", "hook": hook, "cgroup": "?", "pin": path,
+                                    "prog_id": attach.query_cgroup(path) or 0})  # fmt: skip
+            else:
+                state.pins.append(path)
+            found.append(f"pin {path}")
+        if guess_ownership:
+            for d in (os.path.dirname(pin_dir), pin_dir):
+                if d not in state.dirs_created:
+                    state.dirs_created.append(d)
+    recorded = {(a["device"], a["hook"]) for a in state.attachments}
+    for dev, ifindex in sorted(attach.devices().items()):
+        live: list[tuple[str, int, str | None]] = []
+        if _has_clsact(ifindex):
+            for hook in attach.TC_ATTACH_POINTS:
+                prog_id = attach.query(hook, ifindex)
+                if prog_id:
+                    live.append((hook, prog_id, None))
+        for xdp_mode, flags in attach.XDP_MODES.items():
+            with operation(f"query xdp on {dev}"):
+                prog_id = libbpf.bpf_xdp_query_id(ifindex, flags)
+            if prog_id:
+                live.append(("xdp", prog_id, xdp_mode))
+        for hook, prog_id, mode in live:
+            info = pins.program_by_id(prog_id)
+            if info is None or not info.name.startswith("bpfgen") or (dev, hook) in recorded:
+                continue
+            state.attachments.append(
+                {"program": info.name, "device": dev, "ifindex": ifindex, "hook": hook,
+                 "prog_id": prog_id, "xdp_mode": mode}
+            )  # fmt: skip
+            recorded.add((dev, hook))
+            found.append(f"{info.name} on {hook} of {dev}")
+            if guess_ownership and hook != "xdp":
+                state.clsact_created.setdefault(dev, ifindex)
+    return found
+
+
+def _recovery_notes(rec: _Record, opts: Options) -> list[str]:
+    notes = []
+    if rec.problem is not None:
+        notes.append(f"{rec.problem}: not used")
+    if rec.source == "journal":
+        notes.append(f"state recovered from its copy on the bpffs ({journal.path(opts.pin_dir())})")
+    elif rec.lost and rec.found:
+        notes.append(
+            "no state record: bpfgen's objects found in the kernel are taken over; sysctls "
+            "bpfgen may have set are left as they are (their previous values are unknown)"
+        )
+    if rec.found and not (rec.lost and rec.source == "none"):
+        notes.append("not in the record, found in the kernel: " + ", ".join(rec.found))
+    return notes
+
+
+def _new_state(opts: Options, build: Build | None) -> State:
     return State(
         netns=opts.netns, bpffs=opts.bpffs, pin_dir=opts.pin_dir(), ipvs_enabled=opts.ipvs,
-        mode=build.mode, cgroup=opts.cgroup,
+        mode=build.mode if build is not None else "ipvs", cgroup=opts.cgroup,
     )  # fmt: skip
 
 
 def up(build_dir: str | os.PathLike[str], opts: Options) -> Report:
     """Make the build live in the namespace; on an existing `up`, converge (= sync)."""
     op = f"up {build_dir} in {opts.label}"
-    build = read_build(build_dir)
-    with _in_namespace(opts, op):
-        state = load_state(opts.run_dir, opts.label)
-        opts = _effective(opts, state)
-        problems = _preflight(build, opts, state, op)
-        if problems:
-            raise InputRefused(op, problems)
-        if state is not None:
-            return _Converge(build, opts, state, dry=False).run()
-        state = _new_state(opts, build)
-        save_state(opts.run_dir, opts.label, state)
-        try:
-            return _Converge(build, opts, state, dry=False).run()
-        except BaseException as exc:
-            rollback = Report()
-            failures = _teardown(state, opts, rollback)
-            if failures:
-                save_state(opts.run_dir, opts.label, state)
-                note = "; rollback left: " + "; ".join(failures)
-            else:
-                remove_state(opts.run_dir, opts.label)
-                note = "; rolled back: " + (", ".join(rollback.changes) or "nothing to undo")
-            if isinstance(exc, RuntimeOpError):
-                exc.args = (str(exc) + note,)
-            raise
+    with _locked(opts, "up"):
+        build = read_build(build_dir)
+        with _in_namespace(opts, op):
+            rec = _recover(opts)
+            state = rec.state
+            if state is not None and rec.source == "none":
+                state.mode = build.mode  # taken over from the kernel: no mode of its own
+            opts = _effective(opts, state)
+            problems = _preflight(build, opts, state, op)
+            if problems:
+                raise InputRefused(op, problems)
+            notes = _recovery_notes(rec, opts)
+            if state is not None:
+                report = _Converge(build, opts, state, dry=False).run()
+                report.notes[:0] = notes
+                return report
+            state = _new_state(opts, build)
+            save_state(opts.run_dir, opts.label, state)
+            try:
+                report = _Converge(build, opts, state, dry=False).run()
+                report.notes[:0] = notes
+                return report
+            except BaseException as exc:
+                rollback = Report()
+                failures = _teardown(state, opts, rollback)
+                if failures:
+                    save_state(opts.run_dir, opts.label, state)
+                    note = "; rollback left: " + "; ".join(failures)
+                else:
+                    remove_state(opts.run_dir, opts.label)
+                    note = "; rolled back: " + (", ".join(rollback.changes) or "nothing to undo")
+                if isinstance(exc, RuntimeOpError):
+                    exc.args = (str(exc) + note,)
+                raise
 
 
 def sync(build_dir: str | os.PathLike[str], opts: Options) -> Report:
     """Converge a namespace that is up to the (rebuilt) build directory; sessions are kept."""
     op = f"sync {build_dir} in {opts.label}"
-    build = read_build(build_dir)
-    with _in_namespace(opts, op):
-        state = load_state(opts.run_dir, opts.label)
-        if state is None:
-            raise InputRefused(op, [f"bpfgen is not up in {opts.label}: run `bpfgen up` first"])
-        opts = _effective(opts, state)
-        problems = _preflight(build, opts, state, op)
-        if problems:
-            raise InputRefused(op, problems)
-        return _Converge(build, opts, state, dry=False).run()
+    with _locked(opts, "sync"):
+        build = read_build(build_dir)
+        with _in_namespace(opts, op):
+            rec = _recover(opts)
+            state = rec.state
+            if state is None:
+                why = f" ({rec.problem})" if rec.problem else ""
+                raise InputRefused(
+                    op, [f"bpfgen is not up in {opts.label}{why}: run `bpfgen up` first"]
+                )
+            if rec.source == "none":
+                state.mode = build.mode
+            opts = _effective(opts, state)
+            problems = _preflight(build, opts, state, op)
+            if problems:
+                raise InputRefused(op, problems)
+            report = _Converge(build, opts, state, dry=False).run()
+            report.notes[:0] = _recovery_notes(rec, opts)
+            return report
 
 
 def down(opts: Options) -> Report:
-    """Remove everything the state file lists; a namespace that is not up: nothing to do."""
+    """Remove everything bpfgen created: what the state file (or its journal copy) lists
+    and what the kernel shows of bpfgen's; a namespace where there is none: nothing to do."""
     op = f"down in {opts.label}"
     report = Report()
-    with _in_namespace(opts, op):
-        state = load_state(opts.run_dir, opts.label)
+    with _locked(opts, "down"), _in_namespace(opts, op):
+        rec = _recover(opts)
+        state = rec.state
         if state is None:
-            report.notes.append(f"bpfgen is not up in {opts.label}: nothing to remove")
+            if rec.problem is not None:
+                remove_state(opts.run_dir, opts.label)
+                report.changes.append(f"remove the damaged state file ({rec.problem})")
+            else:
+                report.notes.append(f"bpfgen is not up in {opts.label}: nothing to remove")
+            _forget(opts)
             return report
+        report.notes += _recovery_notes(rec, opts)
         failures = _teardown(state, opts, report)
         if failures:
             raise RuntimeOpError(op, errno.EBUSY, "; ".join(failures))
         remove_state(opts.run_dir, opts.label)
+        _forget(opts)
     return report
+
+
+def _forget(opts: Options) -> None:
+    """down, nothing of bpfgen left: its verifier logs and its lock file go too."""
+    shutil.rmtree(opts.log_dir(), ignore_errors=True)
+    with suppress(OSError):
+        os.rmdir(opts.log_dir().parent)
+    lock.discard(opts.run_dir, opts.label)
 
 
 def status(opts: Options) -> dict[str, Any]:
     """Attached programs, map fill, counters, IPVS services, and what differs from the build."""
     op = f"status in {opts.label}"
-    with _in_namespace(opts, op):
-        state = load_state(opts.run_dir, opts.label)
+    with _locked(opts, "status", shared=True), _in_namespace(opts, op):
+        rec = _recover(opts)
+        state = rec.state
+        record = {"record": rec.source, "record_notes": _recovery_notes(rec, opts)}
         if state is None:
-            return {"netns": opts.netns, "up": False}
+            return {"netns": opts.netns, "up": False, "in_sync": rec.problem is None, **record,
+                    "differences": [f"{rec.problem}: `bpfgen down` removes it"]
+                    if rec.problem else []}  # fmt: skip
         out: dict[str, Any] = {
             "netns": opts.netns,
             "up": True,
+            **record,
             "build_dir": state.build_dir,
             "mode": state.mode,
             "config_sha256": state.config_sha256,
@@ -1196,11 +1386,17 @@ def status(opts: Options) -> dict[str, Any]:
         out["attached"] = progs
         maps = []
         counters: dict[str, int] = {}
-        try:
-            build: Build | None = read_build(state.build_dir)
-        except InputRefused as exc:
-            build = None
-            out["build_problem"] = str(exc)
+        build: Build | None = None
+        if not state.build_dir:
+            out["build_problem"] = (
+                "no record of the build that is up: `bpfgen up DIR` converges to DIR, "
+                "`bpfgen down` removes what is listed above"
+            )
+        else:
+            try:
+                build = read_build(state.build_dir)
+            except InputRefused as exc:
+                out["build_problem"] = str(exc)
         for path in state.pins:
             if not os.path.exists(path):
                 maps.append({"name": os.path.basename(path), "pinned": False})
