@@ -182,11 +182,15 @@ def compile_builds(out: Path) -> dict[str, Path]:
         services = out / f"{name}-services.yaml"
         services.write_text(svc)
         builds[name] = out / name
-        subprocess.run(
+        # Captured: this runs on a thread of the host's test session (tests/vm/background.py).
+        proc = subprocess.run(
             [sys.executable, "-m", "bpfgen", "compile", "--node", str(node), "--services",
              str(services), "--out", str(builds[name]), "-q", "--no-verify"],
-            check=True, cwd=ROOT,
+            capture_output=True, text=True, check=False, cwd=ROOT,
         )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"bpfgen compile of build {name}: exit {proc.returncode}\n"
+                               f"{proc.stderr}")
     return builds
 
 
