@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bpf_inputs import many_services, node_config, services, write_inputs
+from bpf_inputs import (
+    many_services,
+    node_config,
+    services,
+    single_backend_node,
+    single_backend_services,
+    write_inputs,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import GeneratedConfig, to_yaml, valid_configs
@@ -27,6 +34,7 @@ from bpfgen.plan import (
     MAGLEV_RODATA_BUDGET,
     make_plan,
 )
+from bpfgen_runtime.testrun import BuildUnderTest
 from tests.build.helpers import run_cli
 
 pytestmark = pytest.mark.kernel
@@ -209,6 +217,55 @@ def test_socket_lb_programs_verify(tmp_path: Path, kind: str, scheduler: str) ->
     assert any(d["name"] == "BPFGEN_SOCK_LB" for d in spec["decisions"])
     client = next(d for d in spec["decisions"] if d["name"] == "BPFGEN_SOCK_CLIENT")
     assert client["runtime"] == (kind != "specialized"), client
+
+
+#: Each program's (object, verifier) instruction budget, by manifest name.
+BUDGETS = {"svc_in": (BPF_INSN_BUDGET, VERIFIER_BUDGET),
+           "svc_xdp": (BPF_XDP_INSN_BUDGET, VERIFIER_BUDGET),
+           **{name: (SOCK_INSN_BUDGET, SOCK_VERIFIER_BUDGET) for name in SOCK_PROGRAMS}}
+
+
+def _check_budgets(manifest: dict[str, Any]) -> None:
+    """Every program verified, within its budgets."""
+    assert manifest["mode"] == "bpf" and manifest["kernel"]["verified"] is True
+    for p in manifest["programs"]:
+        insns, processed = BUDGETS[p["name"]]
+        assert 0 < p["insns"] <= insns, p
+        assert 0 < p["verifier"]["processed_insns"] <= processed, p
+
+
+@pytest.mark.parametrize("hook", ["tc", "xdp"])
+@pytest.mark.parametrize("kind", BUILD_KINDS)
+def test_client_ip_service_without_multi_backend_frontends_verifies(
+    tmp_path: Path, kind: str, hook: str
+) -> None:
+    """Issue 13: the random scheduler, a ClientIP Service and no frontend with more than
+    one backend. Specialized, every h % n was h % 1 = 0, so bpfgen_svc_select (a global
+    function with affinity) no longer used its hash argument; clang passed none and the
+    verifier refused the call ("R3 is not a scalar"), exit 1 in compile and sync."""
+    manifest = _compile(tmp_path, single_backend_node(hook), single_backend_services(), kind)
+    _check_budgets(manifest)
+    assert {p["name"] for p in manifest["programs"]} == {"svc_in", *SOCK_PROGRAMS} | (
+        {"svc_xdp"} if hook == "xdp" else set())
+    assert AFFINITY_MAP in {m["name"] for m in manifest["maps"]}
+
+
+@pytest.mark.parametrize("hook", ["tc", "xdp"])
+@pytest.mark.parametrize("kind", BUILD_KINDS)
+def test_client_ip_service_without_multi_backend_frontends_loads_unverified(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, hook: str
+) -> None:
+    """The same configuration built with --no-verify loads (as `up` loads it: every
+    object, runtime configuration and map_init, shared maps); it failed at `up`."""
+    node_path, services_path = write_inputs(tmp_path, single_backend_node(hook),
+                                            single_backend_services())
+    out = tmp_path / "build"
+    code, _, err = run_cli(capsys, "compile", "-q", "--no-verify", "--build", kind, "--node",
+                           str(node_path), "--services", str(services_path), "--out", str(out))
+    assert code == 0, err
+    with BuildUnderTest(out) as build:
+        assert set(build.programs) == {p["name"] for p in build.manifest["programs"]}
+        assert AFFINITY_MAP in build.maps
 
 
 def test_inspect_shows_each_object_once_with_each_programs_numbers(
