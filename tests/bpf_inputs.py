@@ -109,6 +109,28 @@ def many_services(n: int, backends: int = 2) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
+def single_backend_node(uplink_hook: str = "tc") -> dict[str, Any]:
+    """Issue 13's node: bpf mode with the default scheduler (random: no `scheduler`),
+    socketLB on (its programs select backends too)."""
+    node = node_config(uplink_hook=uplink_hook, socket_lb=True)
+    del node["datapath"]["scheduler"]
+    return node
+
+
+def single_backend_services() -> dict[str, Any]:
+    """Issue 13's configuration: a ClientIP Service and no frontend with more than one
+    backend. web-sticky (ClusterIP + NodePort, TCP, ClientIP affinity) has one
+    backend, empty none: the random scheduler's h % n is h % 1 for every frontend."""
+    return {"apiVersion": "v1", "kind": "List", "items": [
+        _service("web-sticky", STICKY_VIP, [
+            {"name": "http", "port": 80, "protocol": "TCP", "nodePort": NODEPORT}],
+            kind="NodePort", sessionAffinity="ClientIP"),
+        _slice("web-sticky", [{"name": "http", "port": BACKEND_PORT, "protocol": "TCP"}],
+               BACKENDS[:1], ("node-a",)),
+        _service("empty", EMPTY_VIP, [{"name": "http", "port": 80}]),
+    ]}
+
+
 def write_inputs(root: Path, node: dict[str, Any], svcs: dict[str, Any]) -> tuple[Path, Path]:
     root.mkdir(parents=True, exist_ok=True)
     node_path, services_path = root / "node.yaml", root / "services.yaml"

@@ -1,7 +1,13 @@
 """Hypothesis strategies for bpfgen inputs, shared by every test suite.
 
 - `valid_configs(...)`: a node file and a services manifest that `load_inputs`
-  accepts, as text, with the numbers that went into them (`GeneratedConfig`).
+  accepts, as text, with the numbers that went into them (`GeneratedConfig`);
+  in the datapath modes asked for (`modes`: the bpf mode with either scheduler,
+  the default included, ClientIP affinity, socketLB), and in one of three
+  backend shapes (`BACKEND_SHAPES`), so single-backend frontends and nodes
+  where no frontend has more than one backend are drawn, not left to chance.
+- `config_of(node, objects)`: a `GeneratedConfig` of given documents (for
+  `@example`s of a shape that once failed).
 - `invalid_configs()`: (node_yaml, services_yaml, expected_substring): a valid
   config with one thing broken; the substring names where (it is part of the
   `InputError` text).
@@ -31,7 +37,7 @@ from typing import Any, Protocol
 
 from hypothesis import strategies as st
 
-from bpfgen.model import IPVS_SCHEDULERS
+from bpfgen.model import BPF_SCHEDULERS, IPVS_SCHEDULERS
 
 TEST_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 _HALVES = (ipaddress.IPv4Network("198.18.0.0/16"), ipaddress.IPv4Network("198.19.0.0/16"))
@@ -42,6 +48,15 @@ _UPLINKS = ("eth0", "ens3", "enp1s0", "bond0.100", "eno1")
 _POD_DEVICES = ("veth*", "cali*", "lxc*", "cni0")
 _OTHER_NODES = ("node-b", "node-c", "worker-7.example")
 _KEEP_FIRST = 4  # services drawn value by value; the rest from the seeded Random
+#: Endpoints per service: "any" number (0..max_endpoints, exactly one a quarter of the
+#: time), exactly "one" ready endpoint (every frontend has one backend), "at-most-one"
+#: (no frontend has more than one backend). With the random scheduler the last two
+#: make every h % n an h % 1 in the specialized build (issue 13: clang dropped the hash
+#: argument of a global function, the verifier refused the call).
+BACKEND_SHAPES = ("any", "one", "at-most-one")
+#: datapath.maglevTableSize when drawn: small primes (the default, 16381, makes each
+#: table 32 KiB of .rodata or map entries and slows every build without changing code).
+_MAGLEV_SIZES = (251, 1021)
 
 # Metacharacters of C, Jinja, YAML and shells: none is allowed in any name bpfgen accepts.
 HOSTILE_PIECES = (
@@ -195,6 +210,9 @@ class GeneratedConfig:
     n_endpoints: int  # endpoint entries written, all slices
     n_backends: int  # backends the model has, over all service ports
     services: dict[str, dict[str, Any]] = field(default_factory=dict)  # "ns/name" -> facts
+    mode: str = "ipvs"  # datapath.mode
+    scheduler: str | None = None  # datapath.scheduler; None: the mode's default
+    backend_shape: str = "any"  # one of BACKEND_SHAPES
 
 
 class _Addresses:
@@ -231,10 +249,12 @@ def _duration(c: _Chooser, seconds: int) -> int | str:
 
 @st.composite
 def _config_parts(draw: st.DrawFn, min_services: int, max_services: int, max_endpoints: int,
-                  forms: Sequence[str], extras: bool) -> GeneratedConfig:
+                  forms: Sequence[str], extras: bool, modes: Sequence[str]) -> GeneratedConfig:
     c = _DrawChooser(draw)
     rnd = random.Random(draw(st.integers(0, 2**32 - 1)))
     n_services = draw(st.integers(min_services, max_services))
+    mode = c.choice(modes) if len(modes) > 1 else modes[0]
+    backend_shape = c.choice(BACKEND_SHAPES)
 
     # Address plan.
     pods_half, other_half = _HALVES if c.boolean() else _HALVES[::-1]
@@ -290,8 +310,20 @@ def _config_parts(draw: st.DrawFn, min_services: int, max_services: int, max_end
         "cluster": cluster,
         "interfaces": interfaces,
     }
-    if c.boolean():
-        node["datapath"] = {"mode": "ipvs", "scheduler": c.choice(IPVS_SCHEDULERS)}
+    scheduler = None
+    if mode == "bpf":
+        node["datapath"] = datapath = {"mode": "bpf"}
+        if c.boolean():  # else the default, random
+            datapath["scheduler"] = scheduler = c.choice(BPF_SCHEDULERS)
+        if scheduler == "maglev":
+            datapath["maglevTableSize"] = c.choice(_MAGLEV_SIZES)
+        if c.boolean():
+            datapath["socketLB"] = c.boolean()
+        if c.boolean():
+            datapath["selectionSeed"] = c.integer(0, 0xFFFFFFFF)
+    elif c.boolean():
+        scheduler = c.choice(IPVS_SCHEDULERS)
+        node["datapath"] = {"mode": "ipvs", "scheduler": scheduler}
     snat: dict[str, Any] = {"portRange": c.choice((list(snat_range), f"{snat_lo}-{snat_range[1]}"))}
     if c.boolean():
         snat["maxSessions"] = c.integer(1, 1 << 24)
@@ -319,7 +351,7 @@ def _config_parts(draw: st.DrawFn, min_services: int, max_services: int, max_end
         _service(chooser, rnd, i, objects, facts, counts,
                  cluster_ip=str(service_cidr[cluster_ip_offsets[i]]), node_name=node_name,
                  node_ports=node_ports, outside=outside, cluster_pods=cluster_pods,
-                 max_endpoints=max_endpoints)
+                 max_endpoints=max_endpoints, backend_shape=backend_shape)
     skipped = 0
     if extras and c.boolean():
         skipped = _extras(c, objects)
@@ -346,13 +378,17 @@ def _config_parts(draw: st.DrawFn, min_services: int, max_services: int, max_end
         n_endpoints=counts["endpoints"],
         n_backends=counts["backends"],
         services=facts,
+        mode=mode,
+        scheduler=scheduler,
+        backend_shape=backend_shape,
     )
 
 
 def _service(c: _Chooser, rnd: random.Random, i: int, objects: list[dict[str, Any]],
              facts: dict[str, dict[str, Any]], counts: dict[str, int], *, cluster_ip: str,
              node_name: str, node_ports: list[int], outside: _Addresses,
-             cluster_pods: ipaddress.IPv4Network, max_endpoints: int) -> None:
+             cluster_pods: ipaddress.IPv4Network, max_endpoints: int,
+             backend_shape: str = "any") -> None:
     namespace = c.choice(_NAMESPACES)
     name = f"svc-{i}"
     n_ports = c.integer(1, 3)
@@ -410,14 +446,20 @@ def _service(c: _Chooser, rnd: random.Random, i: int, objects: list[dict[str, An
     objects.append(service)
 
     # Endpoints: unique pod addresses, readiness mixed, in one or two slices.
-    n_endpoints = c.integer(0, max_endpoints)
+    if backend_shape == "one":
+        n_endpoints = 1
+    elif backend_shape == "at-most-one":
+        n_endpoints = c.integer(0, 1)
+    else:
+        n_endpoints = 1 if c.integer(0, 3) == 0 else c.integer(0, max_endpoints)
+    n_endpoints = min(n_endpoints, max_endpoints)
     offsets = rnd.sample(range(1, cluster_pods.num_addresses - 1), n_endpoints)
     endpoints = []
     ready = fallback = 0
     for offset in offsets:
         endpoint: dict[str, Any] = {"addresses": [str(cluster_pods[offset])]}
         conditions: dict[str, Any] = {}
-        is_ready = rnd.random() < 0.7
+        is_ready = backend_shape == "one" or rnd.random() < 0.7
         serving, terminating = is_ready, False
         if not is_ready or rnd.random() < 0.8:  # absent means ready
             conditions["ready"] = is_ready
@@ -480,9 +522,54 @@ def _extras(c: _Chooser, objects: list[dict[str, Any]]) -> int:
 
 def valid_configs(*, min_services: int = 0, max_services: int = 20, max_endpoints: int = 64,
                   forms: Sequence[str] = ("list", "multidoc", "json"),
-                  extras: bool = True) -> st.SearchStrategy[GeneratedConfig]:
-    """Valid (node file, manifest) pairs; see `GeneratedConfig` for what comes with them."""
-    return _config_parts(min_services, max_services, max_endpoints, tuple(forms), extras)
+                  extras: bool = True,
+                  modes: Sequence[str] = ("ipvs",)) -> st.SearchStrategy[GeneratedConfig]:
+    """Valid (node file, manifest) pairs; see `GeneratedConfig` for what comes with them.
+
+    modes: the datapath modes drawn ("ipvs", "bpf"); the bpf mode draws its scheduler
+    (or leaves the default), maglevTableSize, socketLB and selectionSeed."""
+    return _config_parts(min_services, max_services, max_endpoints, tuple(forms), extras,
+                         tuple(modes))
+
+
+def config_of(node: dict[str, Any], objects: list[dict[str, Any]]) -> GeneratedConfig:
+    """A `GeneratedConfig` of the given node document and manifest objects (a List), with
+    what the property tests read of it; the counts are the documents' own (every listed
+    endpoint taken as ready)."""
+    services = [o for o in objects if o["kind"] == "Service"]
+    slices = [o for o in objects if o["kind"] == "EndpointSlice"]
+    cluster = node["cluster"]
+    datapath = node.get("datapath", {})
+    node_ports = cluster.get("nodePortRange", [30000, 32767])
+    snat_ports = node["snat"]["portRange"]
+    facts = {f"{s['metadata']['namespace']}/{s['metadata']['name']}": {
+        "type": s["spec"].get("type", "ClusterIP"), "cluster_ip": s["spec"]["clusterIP"],
+        "ports": len(s["spec"]["ports"]),
+        "affinity": 10800 if s["spec"].get("sessionAffinity") == "ClientIP" else None,
+    } for s in services}
+    return GeneratedConfig(
+        node_yaml=to_yaml(node),
+        services_yaml=_serialize(objects, "list"),
+        node=node,
+        objects=objects,
+        form="list",
+        node_name=node["node"]["name"],
+        service_cidr=cluster["serviceCIDR"],
+        cluster_pod_cidr=cluster["podCIDR"],
+        node_pod_cidr=node["node"]["podCIDR"],
+        node_addresses=tuple(node["node"]["addresses"]),
+        node_port_range=(node_ports[0], node_ports[1]),
+        snat_port_range=(snat_ports[0], snat_ports[1]),
+        masquerade_all=bool(cluster.get("masqueradeAll", False)),
+        n_services=len(services),
+        n_skipped=0,
+        n_ports=sum(len(s["spec"]["ports"]) for s in services),
+        n_endpoints=sum(len(s["endpoints"]) for s in slices),
+        n_backends=sum(len(s["endpoints"]) * len(s["ports"]) for s in slices),
+        services=facts,
+        mode=datapath.get("mode", "ipvs"),
+        scheduler=datapath.get("scheduler"),
+    )
 
 
 # ----------------------------------------------------------------------------- invalid configs

@@ -8,6 +8,17 @@
 #include <stdbool.h>
 #include <linux/types.h>
 
+/* Keeps argument @x of a global (non-static __noinline) function used where
+ * its body may come to ignore it once the plan's constants are folded (the
+ * random scheduler's h % 1 is 0). For an unused argument LLVM's dead-argument
+ * elimination passes `poison`: the caller leaves the register as it was
+ * (a pointer, say), and the verifier, which checks each argument of a global
+ * function against its BTF type, refuses the call ("R3 is not a scalar",
+ * "Caller passes invalid args into func#N"). Read by an empty asm, the
+ * argument is live, so always passed (at most a register move).
+ */
+#define BPFGEN_ARG_USED(x) asm volatile("" : : "r"(x))
+
 /* A flow as seen on the wire, in packet byte order. For ICMP echo the
  * identifier plays the port: a request carries it as sport (dport 0), a reply
  * as dport (sport 0), so a reply's tuple is the mirror of its request's.
