@@ -3,7 +3,8 @@
 Every shape the plan can give a program (docs/specialization.md) in every build kind:
 both modes; the bpf mode with each scheduler, with the socket programs, on an XDP
 uplink, with frontends as code and in maps, Maglev tables in .rodata and in a map,
-and a node without any ready backend. The host compiles and verifies them; the 6.1 VM
+a node without any ready backend, and ClientIP affinity where no frontend has two
+backends. The host compiles and verifies them; the 6.1 VM
 runs this same file (tests/vm/second_kernel.py), where each build comes from the host
 session's object cache and is verified again by the guest's kernel: what a second
 kernel can reject is the verifier's judgement, not Python's, so the guest spends its
@@ -19,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bpf_inputs import many_services, node_config, services, write_inputs
+from bpf_inputs import (
+    many_services,
+    node_config,
+    services,
+    single_backend_node,
+    single_backend_services,
+    write_inputs,
+)
 
 from bpfgen.compiler import compile_build
 from bpfgen.plan import BUILD_KINDS, INLINE_FRONTEND_LIMIT
@@ -50,6 +58,8 @@ BPF_SHAPES: dict[str, Inputs] = {
         node_config("maglev", 251, socket_lb=True), many_services(INLINE_FRONTEND_LIMIT + 6)),
     "maglev-tables-in-a-map": lambda: (node_config("maglev"), many_services(5)),
     "no-ready-backend": lambda: (node_config("maglev"), _no_ready_backend()),
+    # issue 13: h % 1 everywhere folded away the hash argument of a global function
+    "affinity-single-backend-xdp": lambda: (single_backend_node("xdp"), single_backend_services()),
 }
 
 
