@@ -1028,15 +1028,20 @@ class MaglevRows(Sequence[tuple[bytes, bytes]]):
         self._frontends = frontends
         self._size = size
         self._seed = seed
+        # The last table: a Service port's frontends (ClusterIP, NodePort, ...) come one
+        # after the other with the same backends, and share it.
+        self._last: tuple[tuple[Backend, ...], bytes] | None = None
 
     def __len__(self) -> int:
         return len(self._frontends)
 
     def __getitem__(self, i: int) -> tuple[bytes, bytes]:  # type: ignore[override]
         f = self._frontends[i]
-        row = maglev.table_bytes([maglev.Backend.of(b) for b in f.backends], self._size,
-                                 seed=self._seed)
-        return f.index.to_bytes(4, "little"), row
+        if self._last is None or self._last[0] != f.backends:
+            row = maglev.table_bytes([maglev.Backend.of(b) for b in f.backends], self._size,
+                                     seed=self._seed)
+            self._last = (f.backends, row)
+        return f.index.to_bytes(4, "little"), self._last[1]
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
         return (self[i] for i in range(len(self)))
