@@ -12,7 +12,7 @@ STAMP_VM := .vm/.setup.stamp
 STAMP_APT := .setup-apt.stamp
 STAMP_VENV := $(VENV)/.setup.stamp
 
-.PHONY: setup compile check test test-vm test-model fault lint clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench bench-quick
+.PHONY: setup compile check test test-vm test-model fault lint clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench-memory bench bench-quick
 
 setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_VM)
 
@@ -85,6 +85,11 @@ bench-insns-bpf: setup
 
 bench-ports: setup
 	$(PY) -m bpfgen.bench_ports
+
+# Peak RSS and seconds of `bpfgen compile` by input shape (docs/testing.md "Memory");
+# one case: make bench-memory MEMORY_ARGS="--case maglev-10k".
+bench-memory: setup
+	$(PY) -m bpfgen.bench_memory $(MEMORY_ARGS)
 
 # The measured proof (README "Benchmarks"): every part, JSON + PNG + table under build/bench.
 # One part: make bench BENCH_ARGS="--part packets".

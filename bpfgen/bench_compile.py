@@ -45,10 +45,15 @@ datapath: {mode: bpf, scheduler: maglev, socketLB: true}
 """
 
 
-def services_manifest(n: int, endpoints: int = 4) -> str:
-    """A `kubectl get svc,endpointslices -A -o yaml`-shaped List of n services."""
+def services_manifest(n: int, endpoints: int = 4, *, ports: int = 1, padding: int = 0) -> str:
+    """A `kubectl get svc,endpointslices -A -o yaml`-shaped List of n services.
+
+    `ports` TCP ports per Service (80, 81, ...); `padding`: a last-applied-configuration
+    annotation of that many bytes on every object, as `kubectl apply` leaves them.
+    """
     svc_base = int(IPv4Address("198.18.128.10"))
     pod_base = int(IPv4Address("198.19.0.10"))
+    names = ["http", *(f"http-{p}" for p in range(1, ports))]
     out = ["apiVersion: v1", "kind: List", "items:"]
     for i in range(n):
         name = f"svc-{i}"
@@ -60,21 +65,24 @@ def services_manifest(n: int, endpoints: int = 4) -> str:
             "    namespace: bench",
             f"    uid: 00000000-0000-0000-0000-{i:012d}",
             '    resourceVersion: "1"',
+            *_annotations(f"svc-{i}", padding),
             "  spec:",
             "    type: ClusterIP",
             f"    clusterIP: {IPv4Address(svc_base + i)}",
             f"    clusterIPs: [{IPv4Address(svc_base + i)}]",
             "    ports:",
-            "    - {name: http, port: 80, protocol: TCP, targetPort: 8080}",
+            *(f"    - {{name: {pn}, port: {80 + p}, protocol: TCP, targetPort: {8080 + p}}}"
+              for p, pn in enumerate(names)),
             "- apiVersion: discovery.k8s.io/v1",
             "  kind: EndpointSlice",
             "  metadata:",
             f"    name: {name}-abcde",
             "    namespace: bench",
             f"    labels: {{kubernetes.io/service-name: {name}}}",
+            *_annotations(f"slice-{i}", padding),
             "  addressType: IPv4",
             "  ports:",
-            "  - {name: http, port: 8080, protocol: TCP}",
+            *(f"  - {{name: {pn}, port: {8080 + p}, protocol: TCP}}" for p, pn in enumerate(names)),
             "  endpoints:",
         ]
         for e in range(endpoints):
@@ -83,6 +91,15 @@ def services_manifest(n: int, endpoints: int = 4) -> str:
                 f"  - {{addresses: [{addr}], conditions: {{ready: true}}, nodeName: node-b}}"
             )
     return "\n".join(out) + "\n"
+
+
+def _annotations(what: str, padding: int) -> list[str]:
+    if not padding:
+        return []
+    return [
+        "    annotations:",
+        f"      kubectl.kubernetes.io/last-applied-configuration: '{what}-{'x' * padding}'",
+    ]
 
 
 def run(sizes: list[int], rounds: int, verify: bool) -> list[dict[str, Any]]:

@@ -368,6 +368,22 @@ def _writing(out: Path) -> Iterator[None]:
         raise OutputError(f"write build directory {out}: {what}{where}") from exc
 
 
+def _write_map_init(path: Path, plan: Plan) -> None:
+    """map_init.json, {map name: [[key hex, value hex], ...]}, written an entry at a time.
+
+    The entries are not all in memory at once: Maglev tables (plan.MaglevRows) are
+    computed as they are written, and one line holds one entry.
+    """
+    with path.open("w", encoding="utf-8") as f:
+        f.write("{")
+        for n, (name, entries) in enumerate(sorted(plan.map_init.items())):
+            f.write(f'{"," if n else ""}\n{json.dumps(name)}: [')
+            for i, (k, v) in enumerate(entries):
+                f.write(f'{"," if i else ""}\n["{k.hex()}", "{v.hex()}"]')
+            f.write("\n]")
+        f.write("\n}\n")
+
+
 def _write_tree(root: Path, rendered: Rendered) -> None:
     for f in rendered.files:
         path = root / f.path
@@ -450,16 +466,7 @@ def compile_build(
         verified = verify_objects(tmp, plan, log_dir) if verify else None
         with _writing(out):
             if plan.map_init:
-                (tmp / "map_init.json").write_text(
-                    json.dumps(
-                        {
-                            name: [[k.hex(), v.hex()] for k, v in entries]
-                            for name, entries in sorted(plan.map_init.items())
-                        },
-                        indent=0,
-                    )
-                    + "\n"
-                )
+                _write_map_init(tmp / "map_init.json", plan)
         inputs_desc = {"node": str(node), "services": [str(s) for s in services]}
         manifest = build_manifest(plan, rendered, objects, verified, inputs_desc)
         if verified is not None:

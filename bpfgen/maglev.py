@@ -46,6 +46,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import sys
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -63,6 +65,7 @@ __all__ = [
     "permutation",
     "recommended_size",
     "siphash24",
+    "table_bytes",
 ]
 
 DEFAULT_SIZE = 16381  # as Cilium's default (bpf-lb-maglev-table-size)
@@ -206,9 +209,25 @@ def build_table(
     backends, a seed outside 0..2**64-1, duplicate or empty keys, or a weight that
     is not an integer >= 1. No backends: the empty tuple (the program drops).
     """
+    return tuple(_fill(backends, size, seed))
+
+
+def table_bytes(backends: Sequence[Backend], size: int = DEFAULT_SIZE, *, seed: int = 0) -> bytes:
+    """`build_table` as the program reads it: `size` little-endian `__u16`, 2 bytes a slot.
+
+    For tables that go into a map: 2 * size bytes instead of a tuple of `size` Python
+    ints (8 bytes a slot, plus the tuple), the form a plan can hold many of.
+    """
+    table = array("H", _fill(backends, size, seed))
+    if sys.byteorder != "little":
+        table.byteswap()
+    return table.tobytes()
+
+
+def _fill(backends: Sequence[Backend], size: int, seed: int) -> list[int]:
     _validate(backends, size, seed)
     if not backends:
-        return ()
+        return []
     order = sorted(range(len(backends)), key=lambda i: backends[i].key.encode())
     offsets: list[int] = []
     skips: list[int] = []
@@ -236,12 +255,10 @@ def build_table(
         pos[r] = p
         if filled == size:
             break
-    return tuple(table)
+    return table
 
 
 if __name__ == "__main__":  # `python -m bpfgen.maglev --measure`: see bpfgen/bench_maglev.py
-    import sys
-
     from bpfgen.bench_maglev import main
 
     sys.exit(main())

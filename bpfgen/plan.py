@@ -10,7 +10,7 @@ Templates only loop over it and branch on its booleans.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -283,7 +283,7 @@ class Plan:
     maps: tuple[MapPlan, ...]
     programs: tuple[ProgramPlan, ...]
     runtime_config: bytes | None  # bpfgen_cfg's initial value (generic, frozen builds)
-    map_init: dict[str, tuple[tuple[bytes, bytes], ...]] = field(default_factory=dict)
+    map_init: dict[str, Sequence[tuple[bytes, bytes]]] = field(default_factory=dict)
     node: dict[str, Any] = field(default_factory=dict)  # what the runtime needs of the node file
     counter_names: tuple[str, ...] = COUNTER_NAMES
     svc: SvcPlan | None = None  # bpf mode only
@@ -751,7 +751,7 @@ def make_plan(inputs: Inputs, *, generic: bool = False, build: str | None = None
         ("bpfgen_rsnat_v4", layouts.RsnatEntry, "reply tuple -> original source"),
         len(COUNTER_NAMES),
     )
-    map_init: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
+    map_init: dict[str, Sequence[tuple[bytes, bytes]]] = {}
     if in_map:
         maps.append(
             MapPlan(
@@ -1015,6 +1015,38 @@ def maglev_table(inputs: Inputs, f: Frontend) -> tuple[int, ...]:
     )
 
 
+class MaglevRows(Sequence[tuple[bytes, bytes]]):
+    """bpfgen_svc_maglev's map_init entries: (frontend id, its whole Maglev table).
+
+    Computed when read, one at a time, never kept: a table is 2 * M bytes (32 KiB at
+    the default M), so 10,000 frontends' tables are 320 MiB, and as Python objects
+    (a tuple of ints, or an entry per slot) many times that. The compiler streams
+    them into map_init.json (docs/testing.md, "Memory").
+    """
+
+    def __init__(self, frontends: tuple[Frontend, ...], size: int, seed: int) -> None:
+        self._frontends = frontends
+        self._size = size
+        self._seed = seed
+        # The last table: a Service port's frontends (ClusterIP, NodePort, ...) come one
+        # after the other with the same backends, and share it.
+        self._last: tuple[tuple[Backend, ...], bytes] | None = None
+
+    def __len__(self) -> int:
+        return len(self._frontends)
+
+    def __getitem__(self, i: int) -> tuple[bytes, bytes]:  # type: ignore[override]
+        f = self._frontends[i]
+        if self._last is None or self._last[0] != f.backends:
+            row = maglev.table_bytes([maglev.Backend.of(b) for b in f.backends], self._size,
+                                     seed=self._seed)
+            self._last = (f.backends, row)
+        return f.index.to_bytes(4, "little"), self._last[1]
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        return (self[i] for i in range(len(self)))
+
+
 def _session_maps(node_max: int, fwd: tuple[str, type, str], rev: tuple[str, type, str],
                   counters: int) -> list[MapPlan]:
     """The forward and reverse session maps and the counters (both modes)."""
@@ -1032,7 +1064,7 @@ def _session_maps(node_max: int, fwd: tuple[str, type, str], rev: tuple[str, typ
 class _BpfParts:
     decisions: list[Decision]
     maps: list[MapPlan]
-    map_init: dict[str, tuple[tuple[bytes, bytes], ...]]
+    map_init: dict[str, Sequence[tuple[bytes, bytes]]]
     programs: tuple[ProgramPlan, ...]
     svc: SvcPlan
 
@@ -1117,7 +1149,7 @@ def _bpf_parts(
         ("bpfgen_rnat_v4", layouts.RnatEntry, "reply tuple -> client and frontend"),
         len(BPF_COUNTER_NAMES),
     )
-    map_init: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
+    map_init: dict[str, Sequence[tuple[bytes, bytes]]] = {}
     if sticky:
         maps.append(
             MapPlan("bpfgen_affinity_v4", "BPF_MAP_TYPE_LRU_HASH", BPF_MAP_TYPE_LRU_HASH,
@@ -1167,14 +1199,11 @@ def _bpf_parts(
     if svc.maglev and not svc.maglev_in_rodata:
         m = node.maglev_table_size
         maps.append(
-            MapPlan("bpfgen_svc_maglev", "BPF_MAP_TYPE_ARRAY", BPF_MAP_TYPE_ARRAY, 4, 2,
-                    rows * m, True, "Maglev tables: [frontend id * M + slot] -> backend index")
+            MapPlan("bpfgen_svc_maglev", "BPF_MAP_TYPE_ARRAY", BPF_MAP_TYPE_ARRAY, 4, 2 * m,
+                    rows, True, "Maglev tables: [frontend id] -> M slots of backend indexes")
         )
-        map_init["bpfgen_svc_maglev"] = tuple(
-            ((f.index * m + slot).to_bytes(4, "little"), index.to_bytes(2, "little"))
-            for f in frontends
-            if f.backends
-            for slot, index in enumerate(maglev_table(inputs, f))
+        map_init["bpfgen_svc_maglev"] = MaglevRows(
+            tuple(f for f in frontends if f.backends), m, MAGLEV_TABLE_SEED
         )
     programs: list[ProgramPlan] = []
     if node.socket_lb:

@@ -37,22 +37,22 @@ import yaml.resolver
 ScalarValue = str | int | float | bool | None
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Node:
     line: int  # 1-based line where the value starts
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Scalar(Node):
     value: ScalarValue
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Seq(Node):
     items: tuple[Node, ...]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Map(Node):
     fields: dict[str, Node]  # keys in document order
     key_lines: dict[str, int]  # line of each key

@@ -116,22 +116,36 @@ struct {
 #endif
 
 #if BPFGEN_SCHED_MAGLEV && BPFGEN_MAGLEV_IN_MAP
-/* Maglev tables, one row of BPFGEN_MAGLEV_SIZE slots per frontend id. */
+/* A frontend's Maglev table: slot -> index into its backends (bpfgen/maglev.py). */
+struct bpfgen_maglev_row {
+	__u16 slot[BPFGEN_MAGLEV_SIZE];
+};
+
+/* Maglev tables, one row (a whole table) per frontend id: the runtime writes a
+ * table with one update, and the kernel keeps 2 bytes a slot (an array map of
+ * __u16 values would round each slot up to 8).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
-	__type(value, __u16);
-	__uint(max_entries, BPFGEN_MAGLEV_ROWS * BPFGEN_MAGLEV_SIZE);
+	__type(value, struct bpfgen_maglev_row);
+	__uint(max_entries, BPFGEN_MAGLEV_ROWS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bpfgen_svc_maglev SEC(".maps");
 
 /* Slot h % M of frontend @id's Maglev table: a backend index, or 0xffff. */
 static __always_inline __u32 bpfgen_svc_maglev_slot(__u32 id, __u32 h)
 {
-	__u32 k = id * BPFGEN_MAGLEV_SIZE + h % BPFGEN_MAGLEV_SIZE;
-	__u16 *index = bpf_map_lookup_elem(&bpfgen_svc_maglev, &k);
+	struct bpfgen_maglev_row *row = bpf_map_lookup_elem(&bpfgen_svc_maglev, &id);
+	__u32 slot = h % BPFGEN_MAGLEV_SIZE;
 
-	return index ? *index : 0xffff;
+	/* clang knows slot < M and would drop the check the verifier (which does
+	 * not track modulo bounds) needs: hide the value from clang.
+	 */
+	asm volatile("" : "+r"(slot));
+	if (!row || slot >= BPFGEN_MAGLEV_SIZE)
+		return 0xffff;
+	return row->slot[slot];
 }
 #endif
 #endif /* BPFGEN_MODE_BPF */

@@ -104,8 +104,14 @@ def test_generic_build_writes_tables_to_map_init(tmp_path: Path) -> None:
     assert len(plan.map_init["bpfgen_svc_backends"]) == 15
     members = dict(plan.map_init["bpfgen_svc_members"])  # value 1: draining
     assert sorted(int.from_bytes(v, "little") for v in members.values()) == [0] * 15 + [1] * 4
-    slots = plan.map_init["bpfgen_svc_maglev"]
-    assert len(slots) == 5 * 251 and all(int.from_bytes(v, "little") < 3 for _, v in slots)
+    rows = list(plan.map_init["bpfgen_svc_maglev"])  # a whole table per frontend with backends
+    assert len(rows) == 5 and all(len(v) == 2 * 251 for _, v in rows)
+    ids = {f.index: f for f in plan.frontends}
+    for k, v in rows:
+        f = ids[int.from_bytes(k, "little")]
+        table = maglev.build_table([maglev.Backend.of(b) for b in f.backends], 251)
+        assert [int.from_bytes(v[i : i + 2], "little") for i in range(0, len(v), 2)] == list(
+            table)
     assert json.dumps(plan.to_dict()["svc"])  # the manifest's svc table is JSON
     assert plan.runtime_config is not None
     cfg = layouts.Config.from_buffer_copy(plan.runtime_config)
