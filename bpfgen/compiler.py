@@ -276,11 +276,12 @@ def _store_build(key: str, tree: Path, notices: Sequence[str]) -> None:
 
 def _digests(root: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file below root (DIGESTS itself excluded)."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != DIGESTS
-    }
+    digests = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != DIGESTS:
+            with p.open("rb") as f:  # by chunks: map_init.json can be hundreds of MiB
+                digests[str(p.relative_to(root))] = hashlib.file_digest(f, "sha256").hexdigest()
+    return digests
 
 
 def _cache_entry_problem(entry: Path) -> str | None:
