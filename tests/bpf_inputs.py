@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tests.shared_inputs import shared_inputs
+
 NODE1, NODE2 = "198.18.0.2", "198.18.0.3"
 VIP, EMPTY_VIP, NODEPORT = "198.18.128.10", "198.18.128.11", 30080
 # web-sticky: sessionAffinity ClientIP over web's backends, :80/TCP.
@@ -132,8 +134,10 @@ def single_backend_services() -> dict[str, Any]:
 
 
 def write_inputs(root: Path, node: dict[str, Any], svcs: dict[str, Any]) -> tuple[Path, Path]:
+    """root/node.yaml and root/services.yaml (for tests that read them), and the paths to
+    compile: the same contents at paths named by them (tests/shared_inputs.py)."""
     root.mkdir(parents=True, exist_ok=True)
-    node_path, services_path = root / "node.yaml", root / "services.yaml"
-    node_path.write_text(json.dumps(node))
-    services_path.write_text(json.dumps(svcs))
-    return node_path, services_path
+    node_text, services_text = json.dumps(node), json.dumps(svcs)
+    (root / "node.yaml").write_text(node_text)
+    (root / "services.yaml").write_text(services_text)
+    return shared_inputs(node_text, services_text)

@@ -36,6 +36,7 @@ from bpfgen.plan import (
 )
 from bpfgen_runtime.testrun import BuildUnderTest
 from tests.build.helpers import run_cli
+from tests.shared_inputs import shared_inputs
 
 pytestmark = pytest.mark.kernel
 
@@ -358,8 +359,6 @@ def test_random_bpf_configs_compile_and_verify(
     node = json.loads(json.dumps(cfg.node))
     snat = node.setdefault("snat", {})
     snat["maxSessions"] = min(snat.get("maxSessions", 65536), 65536)
-    (root / "node.yaml").write_text(to_yaml(node))
-    (root / "services.yaml").write_text(cfg.services_yaml)
-    result = compile_build(root / "node.yaml", [root / "services.yaml"], root / "build",
-                           build=kind)
+    node_path, services_path = shared_inputs(to_yaml(node), cfg.services_yaml)
+    result = compile_build(node_path, [services_path], root / "build", build=kind)
     _check_budgets(result.manifest)

@@ -24,6 +24,7 @@ from bpfgen.compiler import compile_build
 from bpfgen.errors import InputError
 from bpfgen.plan import BUILD_KINDS
 from tests.build.test_bpf_mode import BUDGETS, REPORTED
+from tests.shared_inputs import shared_inputs
 from tests.strategies import GeneratedConfig, hostile_names, invalid_configs, to_yaml, valid_configs
 
 INSN_BUDGET = 1500
@@ -38,10 +39,7 @@ def _write(tmp: Path, cfg: GeneratedConfig) -> tuple[Path, Path]:
     if snat.get("maxSessions", 0) > MAX_TEST_SESSIONS:
         snat["maxSessions"] = MAX_TEST_SESSIONS
         node["snat"] = snat
-    n, s = tmp / "node.yaml", tmp / "services.yaml"
-    n.write_text(to_yaml(node))
-    s.write_text(cfg.services_yaml)
-    return n, s
+    return shared_inputs(to_yaml(node), cfg.services_yaml)
 
 
 def _check_build(out: Path, cfg: GeneratedConfig, kind: str) -> None:

@@ -17,6 +17,7 @@ from bpfgen.compiler import compile_build
 from bpfgen.config import load_inputs
 from bpfgen.model import Inputs
 from bpfgen_runtime.testrun import BuildUnderTest
+from tests.shared_inputs import shared_inputs
 
 T = TypeVar("T")
 
@@ -26,12 +27,12 @@ Documents = Callable[[int], tuple[dict[str, Any], dict[str, Any]]]  # entry -> n
 
 
 def write_documents(documents: Documents, index: int, directory: Path) -> tuple[Path, Path]:
+    """The entry's files (JSON is YAML) at paths named by their contents (the 6.1 VM's
+    compile of the same entry is a build-cache hit, tests/shared_inputs.py); `directory`
+    is where the entry's build goes."""
     node, services = documents(index)
     directory.mkdir(parents=True, exist_ok=True)
-    node_path, services_path = directory / "node.yaml", directory / "services.yaml"
-    node_path.write_text(json.dumps(node, indent=1) + "\n")  # JSON is YAML
-    services_path.write_text(json.dumps(services, indent=1) + "\n")
-    return node_path, services_path
+    return shared_inputs(json.dumps(node, indent=1) + "\n", json.dumps(services, indent=1) + "\n")
 
 
 @dataclass

@@ -40,6 +40,7 @@ from bpfgen_runtime.testrun import (
     SessionKey,
     tc_accepts,
 )
+from tests.shared_inputs import shared_inputs
 
 pytestmark = pytest.mark.kernel
 
@@ -85,9 +86,7 @@ def case_build(
 ) -> Iterator[tuple[BuildUnderTest, ModelConfig]]:
     kind: str = request.param
     root = tmp_path_factory.mktemp(f"cases-{kind}")
-    node, services = root / "node.yaml", root / "services.yaml"
-    node.write_text(json.dumps(NODE))
-    services.write_text(json.dumps(SERVICES))
+    node, services = shared_inputs(json.dumps(NODE), json.dumps(SERVICES))
     result = compile_build(node, [services], root / "build", build=kind,
                            verify=False)
     with BuildUnderTest(result.out) as build:
