@@ -47,9 +47,9 @@ from bpfgen.model import (
     ServiceType,
     Timeouts,
 )
-from bpfgen.source import Map, Node, Scalar, Seq, Source, read_source
+from bpfgen.source import Map, Node, Scalar, Seq, Source, parse_input, read_input
 
-__all__ = ["load_inputs"]
+__all__ = ["load_inputs", "load_sources", "read_sources"]
 
 # Names. Each pattern is the whole alphabet the model lets through.
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -94,8 +94,18 @@ _SKIPPED_KINDS = "bpfgen reads Service and EndpointSlice"
 
 def load_inputs(node_path: Path, service_paths: Sequence[Path]) -> Inputs:
     """Read, validate and join the node file and the service manifests."""
+    return load_sources(read_sources(node_path, service_paths))
+
+
+def read_sources(node_path: Path, service_paths: Sequence[Path]) -> list[Source]:
+    """Each input's bytes, read once (source.read_input): the node file first."""
+    return [read_input(path) for path in (node_path, *service_paths)]
+
+
+def load_sources(sources: Sequence[Source]) -> Inputs:
+    """Parse, validate and join inputs already read: the node file first."""
     with _gc_paused():
-        return _load(node_path, service_paths)
+        return _load([parse_input(source) for source in sources])
 
 
 @contextlib.contextmanager
@@ -111,8 +121,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load(node_path: Path, service_paths: Sequence[Path]) -> Inputs:
-    sources = [read_source(path) for path in (node_path, *service_paths)]
+def _load(sources: Sequence[Source]) -> Inputs:
     run = _Run([source.file for source in sources])
     for index, source in enumerate(sources):
         if source.error is not None:
@@ -147,7 +156,7 @@ class _Run:
         self.problems: list[list[Problem]] = [[] for _ in files]
         self.notices: list[list[tuple[int, str]]] = [[] for _ in files]
 
-    def problem(self, index: int, line: int | None, path: str, message: str) -> None:
+    def problem(self, index: int, line: int, path: str, message: str) -> None:
         self.problems[index].append(Problem(self.files[index], line, path, message))
 
     def notice(self, index: int, line: int, message: str) -> None:
@@ -158,7 +167,7 @@ class _Run:
 
     def sorted_problems(self) -> list[Problem]:
         # Stable: problems on one line keep the order they were found in.
-        return [p for ps in self.problems for p in sorted(ps, key=lambda p: p.line or 0)]
+        return [p for ps in self.problems for p in sorted(ps, key=lambda p: p.line)]
 
     def sorted_notices(self) -> tuple[str, ...]:
         return tuple(text for ns in self.notices for _, text in sorted(ns, key=lambda n: n[0]))
@@ -181,7 +190,7 @@ class _Scope:
     def file(self) -> str:
         return self.run.files[self.index]
 
-    def error(self, line: int | None, path: str, message: str) -> None:
+    def error(self, line: int, path: str, message: str) -> None:
         full = f"{self.prefix}: {path}" if self.prefix and path else (self.prefix or path)
         self.failed = True
         self.run.problem(self.index, line, full, message)
@@ -462,7 +471,7 @@ class _NodeReader:
             return None, self.facts
         documents = [d for d in source.documents if not _is_null(d.root)]
         if not documents:
-            scope.error(None, "", "no document (expected apiVersion: bpfgen/v1, kind: NodeConfig)")
+            scope.error(1, "", "no document (expected apiVersion: bpfgen/v1, kind: NodeConfig)")
             return None, self.facts
         for extra in documents[1:]:
             scope.error(extra.root.line, "", "a second document (a node file holds one NodeConfig)")
