@@ -793,7 +793,10 @@ class _NodeReader:
         seconds = _int_value(node)
         text = node.value if isinstance(node, Scalar) else None
         if seconds is None and isinstance(text, str) and _DURATION.fullmatch(text):
-            seconds = sum(int(n) * _SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+            parts = _DURATION_PART.findall(text)
+            # More digits than any timeout needs is out of range, not an int() to compute.
+            seconds = _MAX_TIMEOUT + 1 if any(len(n) > 9 for n, _ in parts) else sum(
+                int(n) * _SECONDS[unit] for n, unit in parts)
         if seconds is None:
             self.scope.error(node.line, path, f"{_describe(node)} is not a duration "
                              '(seconds, or e.g. "90s", "5m", "2h4m")')

@@ -89,6 +89,9 @@ class Source:
 #: overrides it (README "Using it").
 DEFAULT_MAX_INPUT_BYTES = 64 << 20
 MAX_INPUT_ENV = "BPFGEN_MAX_INPUT_MB"
+#: The longest integer literal (characters, sign and 0x included) read: above
+#: any 64-bit value in any base, far below CPython's 4,300-digit str/int limit.
+MAX_INT_CHARS = 100
 
 
 def max_input_bytes() -> int:
@@ -399,6 +402,8 @@ def _construct(tag: str, value: str, line: int) -> ScalarValue:
         return None
     if kind not in ("int", "float", "bool"):
         return value  # str, and timestamps/binary kept as text: nothing here needs them
+    if kind == "int" and len(value) > MAX_INT_CHARS:
+        raise ParseError(line, _long_integer(value))
     if kind == "int" and _DECIMAL.fullmatch(value):
         return int(value)
     node = yaml.ScalarNode(tag, value)
@@ -414,6 +419,10 @@ def _construct(tag: str, value: str, line: int) -> ScalarValue:
         raise ParseError(line, f"{value!r} is not a valid !!{kind}") from None
     assert isinstance(result, int | float | bool)
     return result
+
+
+def _long_integer(text: str) -> str:
+    return f"an integer of {len(text)} characters is too long (at most {MAX_INT_CHARS})"
 
 
 # ----------------------------------------------------------------------------- JSON
@@ -532,6 +541,8 @@ class _JsonParser:
         if match is None:
             raise self.fail(pos, f"unexpected character {self.text[pos]!r}")
         text = match.group()
+        if not (match.group(1) or match.group(2)) and len(text) > MAX_INT_CHARS:
+            raise ParseError(self.line(pos), _long_integer(text))
         number = float(text) if match.group(1) or match.group(2) else int(text)
         return Scalar(self.line(pos), number), match.end()
 

@@ -7,6 +7,8 @@
   read until memory runs out;
 - a problem with a whole file (missing, a directory, unreadable, empty, only comments,
   null, too large) is reported at line 1, like every other error: `file:1: message`;
+- integers beyond CPython's 4,300-digit limit are refused with file:line in `compile`
+  and in `sync`, not a ValueError traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from bpfgen import source
-from tests.build.helpers import run_cli
+from tests.build.helpers import run_cli, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE = ROOT / "examples" / "node.yaml"
@@ -190,3 +192,23 @@ def test_input_size_limit_is_exact_and_overridable(
     assert (code, err) == (2, f"error: {padded}:1: is larger than 1 MiB (the input limit; "
                               "BPFGEN_MAX_INPUT_MB raises it)\n")
     assert not (tmp_path / "big").exists()
+
+
+def test_huge_integer_in_sync_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sync rebuilds DIR first: bad input exits 2 there, DIR and the node untouched."""
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "manifest.json").write_text(json.dumps(
+        {"inputs": {"node": str(NODE), "services": [str(SERVICES)]}, "build": "specialized"}))
+    before = snapshot(build)
+    bad = tmp_path / "svc.yaml"
+    text = SERVICES.read_text()
+    line = text[: text.index("port: 80\n")].count("\n") + 1
+    bad.write_text(text.replace("port: 80\n", "port: 8" + "0" * 5000 + "\n", 1))
+    code, stdout, stderr = run_cli(capsys, "sync", str(build), "--services", str(bad))
+    assert (code, stdout) == (2, "")
+    assert stderr == (f"error: {bad}:{line}: an integer of 5001 characters is too long "
+                      "(at most 100)\n")
+    assert snapshot(build) == before
