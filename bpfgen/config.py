@@ -738,9 +738,10 @@ class _NodeReader:
         cgroup: str | None = DEFAULT_CGROUP
         if "cgroup" in fields:
             cgroup = s.string(fields["cgroup"], "datapath.cgroup")
-            if cgroup is not None and (not cgroup.startswith("/") or "\0" in cgroup):
+            problem = _cgroup_problem(cgroup) if cgroup is not None else None
+            if problem is not None:
                 s.error(fields["cgroup"].line, "datapath.cgroup",
-                        f"{cgroup!r} is not an absolute path (a cgroup v2 directory)")
+                        f"{_quote(cgroup or '')} is not {problem} (a cgroup v2 directory)")
                 cgroup = None
             elif cgroup is not None and not enabled:
                 s.error(fields["cgroup"].line, "datapath.cgroup",
@@ -868,6 +869,22 @@ class _NodeReader:
             self.scope.error(line, "snat.portRange",
                              f"{_show_range(snat)} overlaps cluster.nodePortRange "
                              f"{_show_range(node_ports)} (SNAT would take NodePorts)")
+
+
+def _cgroup_problem(path: str) -> str | None:
+    """What a cgroup v2 directory path is not, or None: absolute, normalized, no control
+    characters, within PATH_MAX/NAME_MAX. (Any other character is a valid cgroup name;
+    the templates escape it where it reaches a C comment.)"""
+    if not path.startswith("/"):
+        return "an absolute path"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return "a path without control characters"
+    parts = path[1:].split("/")
+    if path != "/" and any(p in ("", ".", "..") for p in parts):
+        return "a normalized path (no empty, '.' or '..' parts)"
+    if len(path.encode()) > 4095 or any(len(p.encode()) > 255 for p in parts):
+        return "a path within 4095 bytes, 255 per part"
+    return None
 
 
 def _fields_of(node: Node | None) -> Mapping[str, Node]:

@@ -379,6 +379,18 @@ CASES = [
          SVC,
          ["node.yaml:18: datapath.cgroup: 'sys/fs/cgroup' is not an absolute path (a cgroup v2 "
           "directory)"]),
+    case("cgroup with a newline",
+         node("mode: ipvs\n  scheduler: rr",
+              "mode: bpf\n  socketLB: true\n  cgroup: \"/sys/fs/cgroup/a\\n#define X */\""),
+         SVC,
+         ["node.yaml:18: datapath.cgroup: '/sys/fs/cgroup/a\\n#define X */' is not a path without "
+          "control characters (a cgroup v2 directory)"]),
+    case("cgroup not normalized",
+         node("mode: ipvs\n  scheduler: rr",
+              "mode: bpf\n  socketLB: true\n  cgroup: /sys/fs/cgroup/../etc"),
+         SVC,
+         ["node.yaml:18: datapath.cgroup: '/sys/fs/cgroup/../etc' is not a normalized path (no "
+          "empty, '.' or '..' parts) (a cgroup v2 directory)"]),
     case("cgroup without socketLB",
          node("mode: ipvs\n  scheduler: rr", "mode: bpf\n  cgroup: /sys/fs/cgroup/x"),
          SVC,
