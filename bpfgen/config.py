@@ -27,13 +27,14 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from pathlib import Path
 
 from bpfgen.errors import InputError, Problem
-from bpfgen.maglev import is_prime
+from bpfgen.maglev import is_prime, recommended_size
 from bpfgen.model import (
     BPF_SCHEDULERS,
     DEFAULT_CGROUP,
     DEFAULT_MAGLEV_TABLE_SIZE,
     DEFAULT_SELECTION_SEED,
     IPVS_SCHEDULERS,
+    MAX_BACKENDS_PER_FRONTEND,
     Backend,
     Hook,
     Inputs,
@@ -442,6 +443,7 @@ class _NodeFacts:
     service_cidr: IPv4Network | None = None
     node_port_range: tuple[int, int] | None = None
     mode: Mode | None = None
+    maglev_size: int | None = None  # datapath.maglevTableSize when the scheduler is maglev
 
 
 _TOP = ("apiVersion", "kind", "node", "cluster", "interfaces", "datapath", "snat", "features")
@@ -502,7 +504,8 @@ class _NodeReader:
         cluster_pod_cidr, service_cidr, masquerade_all, node_port_range = cluster
 
         self.cross_checks(top, pod_cidr, cluster_pod_cidr, service_cidr)
-        self.facts = _NodeFacts(name, service_cidr, node_port_range, mode)
+        maglev = maglev_size if mode is Mode.BPF and scheduler == "maglev" else None
+        self.facts = _NodeFacts(name, service_cidr, node_port_range, mode, maglev)
         if snat_range is not None and node_port_range is not None:
             self.snat_overlap(top, snat_range, node_port_range)
         if (
@@ -911,6 +914,7 @@ class _PortDraft:
     protocol: Protocol
     port: int
     node_port: int | None
+    line: int
 
 
 @dataclass
@@ -926,6 +930,7 @@ class _ServiceDraft:
     session_affinity_timeout: int | None
     external_traffic_local: bool
     internal_traffic_local: bool
+    scope: _Scope  # where its problems go
 
     @property
     def key(self) -> str:
@@ -1099,6 +1104,7 @@ class _Manifests:
             cluster_ips=cluster_ips, external_ips=external_ips, load_balancer_ips=lb_ips,
             ports=[p for p, _ in ports], session_affinity_timeout=affinity,
             external_traffic_local=external_local, internal_traffic_local=internal_local,
+            scope=s,
         )
         self.claim(s, draft, ports)
         self.services.append(draft)
@@ -1308,7 +1314,7 @@ class _Manifests:
             if name is None or protocol is None or port is None or not node_port_ok:
                 ok = False
                 continue
-            result.append((_PortDraft(name, protocol, port, node_port), item.line))
+            result.append((_PortDraft(name, protocol, port, node_port, item.line), item.line))
         return result if ok else None
 
     @staticmethod
@@ -1495,20 +1501,35 @@ class _Manifests:
         services = []
         for draft in self.services:
             slices = by_service.get(draft.key, [])
-            ports = tuple(
-                ServicePort(p.name, p.protocol, p.port, p.node_port,
-                            *_backends(p, slices, node_name))
-                for p in draft.ports
-            )
+            ports = []
+            for i, p in enumerate(draft.ports):
+                backends, draining = _backends(p, slices, node_name)
+                self.check_backend_count(draft.scope, p, f"spec.ports[{i}]", len(backends))
+                ports.append(ServicePort(p.name, p.protocol, p.port, p.node_port, backends,
+                                         draining))
             services.append(Service(
                 namespace=draft.namespace, name=draft.name, source=draft.source,
                 type=draft.type, cluster_ips=draft.cluster_ips, external_ips=draft.external_ips,
-                load_balancer_ips=draft.load_balancer_ips, ports=ports,
+                load_balancer_ips=draft.load_balancer_ips, ports=tuple(ports),
                 session_affinity_timeout=draft.session_affinity_timeout,
                 external_traffic_local=draft.external_traffic_local,
                 internal_traffic_local=draft.internal_traffic_local,
             ))
         return services
+
+
+    def check_backend_count(self, s: _Scope, port: _PortDraft, path: str, count: int) -> None:
+        """bpf mode: a frontend selects among at most MAX_BACKENDS_PER_FRONTEND backends,
+        and a Maglev table needs more slots than backends (docs/maglev.md "Choice of M")."""
+        if self.facts.mode is not Mode.BPF:
+            return  # IPVS schedules any number
+        if count > MAX_BACKENDS_PER_FRONTEND:
+            s.error(port.line, path, f"{count} ready endpoints are more than a bpf-mode "
+                    f"frontend selects among ({MAX_BACKENDS_PER_FRONTEND}; split the Service)")
+        elif self.facts.maglev_size is not None and count > self.facts.maglev_size:
+            s.error(port.line, path, f"{count} ready endpoints are more than "
+                    f"datapath.maglevTableSize {self.facts.maglev_size} (Maglev needs a prime "
+                    f"well above the endpoint count, e.g. {recommended_size(count)})")
 
 
 def _backends(
