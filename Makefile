@@ -12,7 +12,7 @@ STAMP_VM := .vm/.setup.stamp
 STAMP_APT := .setup-apt.stamp
 STAMP_VENV := $(VENV)/.setup.stamp
 
-.PHONY: setup compile check test test-vm test-model fault lint clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench-memory bench bench-quick
+.PHONY: setup compile check test test-vm test-model fault fuzz lint clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench-memory bench bench-quick
 
 setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_VM)
 
@@ -66,6 +66,12 @@ lint: setup
 
 test-model: setup
 	$(PY) -m pytest tests/kernel/test_model_equivalence.py tests/kernel/test_model_cases.py tests/stateful
+
+# The compile fuzz test (tests/build/test_fuzz_compile.py) with 3,000 inputs instead of
+# make test's 300; FUZZ_SEED=n for other inputs.
+fuzz: setup
+	BPFGEN_FUZZ_N=$${FUZZ_N:-3000} BPFGEN_FUZZ_SEED=$${FUZZ_SEED:-13} \
+		$(PY) -m pytest -q -s tests/build/test_fuzz_compile.py
 
 golden: setup
 	$(PY) -m tests.golden.regenerate

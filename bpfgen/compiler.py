@@ -32,11 +32,12 @@ from typing import Any
 
 from bpfgen import __version__
 from bpfgen.build import ObjectBuild, Toolchain, cache_root, compile_objects, toolchain
-from bpfgen.config import load_inputs
+from bpfgen.config import load_sources, read_sources
 from bpfgen.errors import OutputError, OutputRefused, VerifierError
 from bpfgen.inspect import ObjectInfo, check_against_plan, inspect_object
 from bpfgen.plan import Plan, build_kind, make_plan
 from bpfgen.render import Rendered, render
+from bpfgen.source import Source
 
 MANIFEST_SCHEMA = 1
 DIGESTS = "digests.json"  # in a build-cache entry: relative path -> sha256 of each file
@@ -201,19 +202,19 @@ def _compiler_digest() -> bytes:
     return h.digest()
 
 
-def build_cache_key(node: Path, services: Sequence[Path], build: str, tc: Toolchain) -> str | None:
-    """Key of a whole build, or None when an input cannot be read (config reports it)."""
+def build_cache_key(sources: Sequence[Source], build: str, tc: Toolchain) -> str | None:
+    """Key of a whole build from the inputs' bytes as read (config.read_sources: each
+    input is read once, so a pipe's content is both hashed and parsed), or None when
+    an input could not be read (config reports it)."""
     h = hashlib.sha256()
     h.update(f"bpfgen {__version__}\0build={build}\0{tc.version}\0".encode())
     h.update("\0".join(tc.flags).encode())
     h.update(_compiler_digest())
-    for path in (node, *services):
-        try:
-            data = path.read_bytes()
-        except OSError:
+    for source in sources:
+        if source.error is not None:
             return None
-        h.update(f"\0{path}\0{len(data)}\0".encode())
-        h.update(data)
+        h.update(f"\0{source.file}\0{len(source.data)}\0".encode())
+        h.update(source.data)
     return h.hexdigest()
 
 
@@ -418,7 +419,8 @@ def compile_build(
     out = out.absolute()
     log_dir = out.parent / f"{out.name}.logs"
     check_out(out)
-    key = build_cache_key(node, services, kind, toolchain())
+    read = read_sources(node, services)
+    key = build_cache_key(read, kind, toolchain())
     entry = _cached_build(key, progress)
     if key is not None and entry is not None:
         with _writing(out):
@@ -437,7 +439,8 @@ def compile_build(
             raise
         return CompileResult(out, manifest, (), None, build_cache_hit=True)
 
-    inputs = load_inputs(node, services)
+    inputs = load_sources(read)
+    del read  # the model holds what is needed; the bytes can go
     progress(
         f"config: node {inputs.node.name}, {len(inputs.services)} services"
         + (f", {len(inputs.notices)} notices" if inputs.notices else "")

@@ -27,13 +27,14 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from pathlib import Path
 
 from bpfgen.errors import InputError, Problem
-from bpfgen.maglev import is_prime
+from bpfgen.maglev import is_prime, recommended_size
 from bpfgen.model import (
     BPF_SCHEDULERS,
     DEFAULT_CGROUP,
     DEFAULT_MAGLEV_TABLE_SIZE,
     DEFAULT_SELECTION_SEED,
     IPVS_SCHEDULERS,
+    MAX_BACKENDS_PER_FRONTEND,
     Backend,
     Hook,
     Inputs,
@@ -47,9 +48,9 @@ from bpfgen.model import (
     ServiceType,
     Timeouts,
 )
-from bpfgen.source import Map, Node, Scalar, Seq, Source, read_source
+from bpfgen.source import Map, Node, Scalar, Seq, Source, parse_input, read_input
 
-__all__ = ["load_inputs"]
+__all__ = ["load_inputs", "load_sources", "read_sources"]
 
 # Names. Each pattern is the whole alphabet the model lets through.
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -94,8 +95,18 @@ _SKIPPED_KINDS = "bpfgen reads Service and EndpointSlice"
 
 def load_inputs(node_path: Path, service_paths: Sequence[Path]) -> Inputs:
     """Read, validate and join the node file and the service manifests."""
+    return load_sources(read_sources(node_path, service_paths))
+
+
+def read_sources(node_path: Path, service_paths: Sequence[Path]) -> list[Source]:
+    """Each input's bytes, read once (source.read_input): the node file first."""
+    return [read_input(path) for path in (node_path, *service_paths)]
+
+
+def load_sources(sources: Sequence[Source]) -> Inputs:
+    """Parse, validate and join inputs already read: the node file first."""
     with _gc_paused():
-        return _load(node_path, service_paths)
+        return _load([parse_input(source) for source in sources])
 
 
 @contextlib.contextmanager
@@ -111,8 +122,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load(node_path: Path, service_paths: Sequence[Path]) -> Inputs:
-    sources = [read_source(path) for path in (node_path, *service_paths)]
+def _load(sources: Sequence[Source]) -> Inputs:
     run = _Run([source.file for source in sources])
     for index, source in enumerate(sources):
         if source.error is not None:
@@ -147,7 +157,7 @@ class _Run:
         self.problems: list[list[Problem]] = [[] for _ in files]
         self.notices: list[list[tuple[int, str]]] = [[] for _ in files]
 
-    def problem(self, index: int, line: int | None, path: str, message: str) -> None:
+    def problem(self, index: int, line: int, path: str, message: str) -> None:
         self.problems[index].append(Problem(self.files[index], line, path, message))
 
     def notice(self, index: int, line: int, message: str) -> None:
@@ -158,7 +168,7 @@ class _Run:
 
     def sorted_problems(self) -> list[Problem]:
         # Stable: problems on one line keep the order they were found in.
-        return [p for ps in self.problems for p in sorted(ps, key=lambda p: p.line or 0)]
+        return [p for ps in self.problems for p in sorted(ps, key=lambda p: p.line)]
 
     def sorted_notices(self) -> tuple[str, ...]:
         return tuple(text for ns in self.notices for _, text in sorted(ns, key=lambda n: n[0]))
@@ -181,7 +191,7 @@ class _Scope:
     def file(self) -> str:
         return self.run.files[self.index]
 
-    def error(self, line: int | None, path: str, message: str) -> None:
+    def error(self, line: int, path: str, message: str) -> None:
         full = f"{self.prefix}: {path}" if self.prefix and path else (self.prefix or path)
         self.failed = True
         self.run.problem(self.index, line, full, message)
@@ -433,6 +443,7 @@ class _NodeFacts:
     service_cidr: IPv4Network | None = None
     node_port_range: tuple[int, int] | None = None
     mode: Mode | None = None
+    maglev_size: int | None = None  # datapath.maglevTableSize when the scheduler is maglev
 
 
 _TOP = ("apiVersion", "kind", "node", "cluster", "interfaces", "datapath", "snat", "features")
@@ -462,7 +473,7 @@ class _NodeReader:
             return None, self.facts
         documents = [d for d in source.documents if not _is_null(d.root)]
         if not documents:
-            scope.error(None, "", "no document (expected apiVersion: bpfgen/v1, kind: NodeConfig)")
+            scope.error(1, "", "no document (expected apiVersion: bpfgen/v1, kind: NodeConfig)")
             return None, self.facts
         for extra in documents[1:]:
             scope.error(extra.root.line, "", "a second document (a node file holds one NodeConfig)")
@@ -493,7 +504,8 @@ class _NodeReader:
         cluster_pod_cidr, service_cidr, masquerade_all, node_port_range = cluster
 
         self.cross_checks(top, pod_cidr, cluster_pod_cidr, service_cidr)
-        self.facts = _NodeFacts(name, service_cidr, node_port_range, mode)
+        maglev = maglev_size if mode is Mode.BPF and scheduler == "maglev" else None
+        self.facts = _NodeFacts(name, service_cidr, node_port_range, mode, maglev)
         if snat_range is not None and node_port_range is not None:
             self.snat_overlap(top, snat_range, node_port_range)
         if (
@@ -729,9 +741,10 @@ class _NodeReader:
         cgroup: str | None = DEFAULT_CGROUP
         if "cgroup" in fields:
             cgroup = s.string(fields["cgroup"], "datapath.cgroup")
-            if cgroup is not None and (not cgroup.startswith("/") or "\0" in cgroup):
+            problem = _cgroup_problem(cgroup) if cgroup is not None else None
+            if problem is not None:
                 s.error(fields["cgroup"].line, "datapath.cgroup",
-                        f"{cgroup!r} is not an absolute path (a cgroup v2 directory)")
+                        f"{_quote(cgroup or '')} is not {problem} (a cgroup v2 directory)")
                 cgroup = None
             elif cgroup is not None and not enabled:
                 s.error(fields["cgroup"].line, "datapath.cgroup",
@@ -784,7 +797,10 @@ class _NodeReader:
         seconds = _int_value(node)
         text = node.value if isinstance(node, Scalar) else None
         if seconds is None and isinstance(text, str) and _DURATION.fullmatch(text):
-            seconds = sum(int(n) * _SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+            parts = _DURATION_PART.findall(text)
+            # More digits than any timeout needs is out of range, not an int() to compute.
+            seconds = _MAX_TIMEOUT + 1 if any(len(n) > 9 for n, _ in parts) else sum(
+                int(n) * _SECONDS[unit] for n, unit in parts)
         if seconds is None:
             self.scope.error(node.line, path, f"{_describe(node)} is not a duration "
                              '(seconds, or e.g. "90s", "5m", "2h4m")')
@@ -858,6 +874,22 @@ class _NodeReader:
                              f"{_show_range(node_ports)} (SNAT would take NodePorts)")
 
 
+def _cgroup_problem(path: str) -> str | None:
+    """What a cgroup v2 directory path is not, or None: absolute, normalized, no control
+    characters, within PATH_MAX/NAME_MAX. (Any other character is a valid cgroup name;
+    the templates escape it where it reaches a C comment.)"""
+    if not path.startswith("/"):
+        return "an absolute path"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return "a path without control characters"
+    parts = path[1:].split("/")
+    if path != "/" and any(p in ("", ".", "..") for p in parts):
+        return "a normalized path (no empty, '.' or '..' parts)"
+    if len(path.encode()) > 4095 or any(len(p.encode()) > 255 for p in parts):
+        return "a path within 4095 bytes, 255 per part"
+    return None
+
+
 def _fields_of(node: Node | None) -> Mapping[str, Node]:
     """The non-null fields of a mapping, or none; reports nothing (for lookups)."""
     if not isinstance(node, Map):
@@ -882,6 +914,7 @@ class _PortDraft:
     protocol: Protocol
     port: int
     node_port: int | None
+    line: int
 
 
 @dataclass
@@ -897,6 +930,7 @@ class _ServiceDraft:
     session_affinity_timeout: int | None
     external_traffic_local: bool
     internal_traffic_local: bool
+    scope: _Scope  # where its problems go
 
     @property
     def key(self) -> str:
@@ -1070,6 +1104,7 @@ class _Manifests:
             cluster_ips=cluster_ips, external_ips=external_ips, load_balancer_ips=lb_ips,
             ports=[p for p, _ in ports], session_affinity_timeout=affinity,
             external_traffic_local=external_local, internal_traffic_local=internal_local,
+            scope=s,
         )
         self.claim(s, draft, ports)
         self.services.append(draft)
@@ -1279,7 +1314,7 @@ class _Manifests:
             if name is None or protocol is None or port is None or not node_port_ok:
                 ok = False
                 continue
-            result.append((_PortDraft(name, protocol, port, node_port), item.line))
+            result.append((_PortDraft(name, protocol, port, node_port, item.line), item.line))
         return result if ok else None
 
     @staticmethod
@@ -1466,20 +1501,35 @@ class _Manifests:
         services = []
         for draft in self.services:
             slices = by_service.get(draft.key, [])
-            ports = tuple(
-                ServicePort(p.name, p.protocol, p.port, p.node_port,
-                            *_backends(p, slices, node_name))
-                for p in draft.ports
-            )
+            ports = []
+            for i, p in enumerate(draft.ports):
+                backends, draining = _backends(p, slices, node_name)
+                self.check_backend_count(draft.scope, p, f"spec.ports[{i}]", len(backends))
+                ports.append(ServicePort(p.name, p.protocol, p.port, p.node_port, backends,
+                                         draining))
             services.append(Service(
                 namespace=draft.namespace, name=draft.name, source=draft.source,
                 type=draft.type, cluster_ips=draft.cluster_ips, external_ips=draft.external_ips,
-                load_balancer_ips=draft.load_balancer_ips, ports=ports,
+                load_balancer_ips=draft.load_balancer_ips, ports=tuple(ports),
                 session_affinity_timeout=draft.session_affinity_timeout,
                 external_traffic_local=draft.external_traffic_local,
                 internal_traffic_local=draft.internal_traffic_local,
             ))
         return services
+
+
+    def check_backend_count(self, s: _Scope, port: _PortDraft, path: str, count: int) -> None:
+        """bpf mode: a frontend selects among at most MAX_BACKENDS_PER_FRONTEND backends,
+        and a Maglev table needs more slots than backends (docs/maglev.md "Choice of M")."""
+        if self.facts.mode is not Mode.BPF:
+            return  # IPVS schedules any number
+        if count > MAX_BACKENDS_PER_FRONTEND:
+            s.error(port.line, path, f"{count} ready endpoints are more than a bpf-mode "
+                    f"frontend selects among ({MAX_BACKENDS_PER_FRONTEND}; split the Service)")
+        elif self.facts.maglev_size is not None and count > self.facts.maglev_size:
+            s.error(port.line, path, f"{count} ready endpoints are more than "
+                    f"datapath.maglevTableSize {self.facts.maglev_size} (Maglev needs a prime "
+                    f"well above the endpoint count, e.g. {recommended_size(count)})")
 
 
 def _backends(

@@ -12,7 +12,9 @@
                                      symlink, a directory of something else): untouched
 
 Messages answer what, where, why and how to fix. `InputError` renders as one
-line per problem, `file:line: path: message`, in input order.
+line per problem, `file:line: path: message`, in input order. A problem with
+the whole file (it cannot be read, is too large, holds no document) is at
+line 1, so that every message has the same `file:line:` form.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ class Problem:
     """One thing wrong with one input value."""
 
     file: str
-    line: int | None
+    line: int  # 1-based; 1 for a problem with the whole file
     path: str  # where inside the document, e.g. "snat.portRange[1]"
     message: str  # what was found and what was expected
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        where = f"{self.file}:{self.line}"
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 

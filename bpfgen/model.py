@@ -48,6 +48,10 @@ BPF_SCHEDULERS = ("maglev", "random")
 #: so every node sends one flow to the same backend (docs/datapath-bpf.md).
 DEFAULT_SELECTION_SEED = 0x62706667  # b"bpfg"
 DEFAULT_MAGLEV_TABLE_SIZE = 16381
+#: bpf mode: the most backends one frontend selects among. bpfgen_svc_value.n_backends
+#: and every Maglev slot are __u16 (2 bytes a slot keeps a 131071-slot table at 256 KiB);
+#: a Service port with more ready endpoints is refused, not wrapped.
+MAX_BACKENDS_PER_FRONTEND = 0xFFFF
 #: datapath.cgroup when the node file gives none: the node's root cgroup (cgroup v2).
 DEFAULT_CGROUP = "/sys/fs/cgroup"
 

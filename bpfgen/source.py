@@ -1,9 +1,10 @@
 """Read an input file into trees whose every value knows its line.
 
-This is the only place bpfgen parses YAML or JSON. `read_source` returns a
+This is the only place bpfgen reads or parses its inputs. `read_source` returns a
 `Source`: the raw bytes (for the config hash), the documents as `Map` / `Seq` /
 `Scalar` nodes with 1-based line numbers, and at most one `SourceError` when
-the file cannot be read or parsed (then there are no documents).
+the file cannot be read or parsed (then there are no documents). It is
+`read_input` (the bytes, read once and bounded in size) then `parse_input`.
 
 YAML is read from PyYAML's event stream (libyaml when available; the pure
 Python parser words the error when libyaml rejects a file), with YAML 1.1
@@ -23,8 +24,11 @@ reported.
 from __future__ import annotations
 
 import bisect
+import errno
 import json
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +71,7 @@ class Document:
 
 @dataclass(frozen=True)
 class SourceError:
-    line: int | None
+    line: int  # 1 when the problem is the whole file (unreadable, too large, empty)
     message: str
 
 
@@ -79,13 +83,56 @@ class Source:
     error: SourceError | None = None
 
 
-def read_source(path: Path) -> Source:
+#: The largest input file read (bytes): far above any node file and, at a few
+#: KB per Service with its EndpointSlice, room for tens of thousands of Services
+#: in one `kubectl get svc,endpointslices -A -o yaml`. BPFGEN_MAX_INPUT_MB
+#: overrides it (README "Using it").
+DEFAULT_MAX_INPUT_BYTES = 64 << 20
+MAX_INPUT_ENV = "BPFGEN_MAX_INPUT_MB"
+#: The longest integer literal (characters, sign and 0x included) read: above
+#: any 64-bit value in any base, far below CPython's 4,300-digit str/int limit.
+MAX_INT_CHARS = 100
+
+
+def max_input_bytes() -> int:
+    """The input size limit: BPFGEN_MAX_INPUT_MB (a positive integer) or the default."""
+    text = os.environ.get(MAX_INPUT_ENV, "")
+    if text.strip().isdigit() and len(text.strip()) <= 7 and int(text) > 0:
+        return int(text) << 20
+    return DEFAULT_MAX_INPUT_BYTES
+
+
+def read_source(path: Path, limit: int | None = None) -> Source:
     """Read and parse one input file; never raises for bad content."""
+    return parse_input(read_input(path, limit))
+
+
+def read_input(path: Path, limit: int | None = None) -> Source:
+    """The bytes of one input, not parsed yet (no documents); never raises.
+
+    The file is opened and read once, whatever it is (a regular file, a pipe
+    such as `<(kubectl ...)`, a FIFO, /dev/stdin): `data` is what is parsed
+    and what the config hash and the build cache key are made of. At most
+    `limit` bytes (default `max_input_bytes()`) are read; a larger or endless
+    input (/dev/zero) is refused without reading further.
+    """
     file = str(path)
+    limit = max_input_bytes() if limit is None else limit
     try:
-        data = path.read_bytes()
+        data = _read_bounded(path, limit)
     except OSError as e:
-        return Source(file, b"", error=SourceError(None, f"cannot read: {e.strerror or e}"))
+        return Source(file, b"", error=SourceError(1, f"cannot read: {e.strerror or e}"))
+    if data is None:
+        return Source(file, b"", error=SourceError(
+            1, f"is larger than {_size(limit)} (the input limit; {MAX_INPUT_ENV} raises it)"))
+    return Source(file, data)
+
+
+def parse_input(source: Source) -> Source:
+    """`source` (from read_input) with its documents, or the error that stopped them."""
+    if source.error is not None:
+        return source
+    file, data = source.file, source.data
     try:
         text = _decode(data)
     except UnicodeDecodeError as e:
@@ -99,6 +146,26 @@ def read_source(path: Path) -> Source:
         return Source(file, data, error=SourceError(e.line, e.message))
 
 
+def _read_bounded(path: Path, limit: int) -> bytes | None:
+    """The whole content, or None when it is longer than `limit` bytes."""
+    with path.open("rb") as f:
+        if stat.S_ISDIR(os.fstat(f.fileno()).st_mode):  # open() succeeds on some systems
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = f.read(min(1 << 20, limit + 1 - size))
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+    return None
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 and n % (1 << 20) == 0 else f"{n} bytes"
+
+
 def parse_text(text: str) -> list[Document]:
     """Parse YAML or JSON text into documents; raises `ParseError` when invalid."""
     if text.lstrip(" \t\r\n")[:1] in ("{", "["):
@@ -108,14 +175,14 @@ def parse_text(text: str) -> list[Document]:
             try:
                 return _parse_yaml(text)
             except ParseError as yaml_error:
-                raise max(json_error, yaml_error, key=lambda e: e.line or 0) from None
+                raise max(json_error, yaml_error, key=lambda e: e.line) from None
     return _parse_yaml(text)
 
 
 class ParseError(Exception):
     """The text is not YAML/JSON (or uses what bpfgen refuses, e.g. recursive aliases)."""
 
-    def __init__(self, line: int | None, message: str) -> None:
+    def __init__(self, line: int, message: str) -> None:
         super().__init__(message)
         self.line = line
         self.message = message
@@ -152,12 +219,12 @@ def _parse_yaml(text: str) -> list[Document]:
         message = e.problem or e.context or "invalid YAML"
         if e.context and e.problem and e.context_mark is not None:
             message = f"{message} ({e.context} at line {e.context_mark.line + 1})"
-        raise ParseError(mark.line + 1 if mark else None, f"invalid YAML: {message}") from None
+        raise ParseError(mark.line + 1 if mark else 1, f"invalid YAML: {message}") from None
     except yaml.reader.ReaderError as e:
         line = text[: e.position].count("\n") + 1
         raise ParseError(line, f"invalid YAML: {_reader_message(e)}") from None
     except yaml.YAMLError as e:  # pragma: no cover - every PyYAML error is one of the above
-        raise ParseError(None, f"invalid YAML: {e}") from None
+        raise ParseError(1, f"invalid YAML: {e}") from None
 
 
 def _reader_message(e: yaml.reader.ReaderError) -> str:
@@ -335,6 +402,8 @@ def _construct(tag: str, value: str, line: int) -> ScalarValue:
         return None
     if kind not in ("int", "float", "bool"):
         return value  # str, and timestamps/binary kept as text: nothing here needs them
+    if kind == "int" and len(value) > MAX_INT_CHARS:
+        raise ParseError(line, _long_integer(value))
     if kind == "int" and _DECIMAL.fullmatch(value):
         return int(value)
     node = yaml.ScalarNode(tag, value)
@@ -350,6 +419,10 @@ def _construct(tag: str, value: str, line: int) -> ScalarValue:
         raise ParseError(line, f"{value!r} is not a valid !!{kind}") from None
     assert isinstance(result, int | float | bool)
     return result
+
+
+def _long_integer(text: str) -> str:
+    return f"an integer of {len(text)} characters is too long (at most {MAX_INT_CHARS})"
 
 
 # ----------------------------------------------------------------------------- JSON
@@ -468,6 +541,8 @@ class _JsonParser:
         if match is None:
             raise self.fail(pos, f"unexpected character {self.text[pos]!r}")
         text = match.group()
+        if not (match.group(1) or match.group(2)) and len(text) > MAX_INT_CHARS:
+            raise ParseError(self.line(pos), _long_integer(text))
         number = float(text) if match.group(1) or match.group(2) else int(text)
         return Scalar(self.line(pos), number), match.end()
 

@@ -111,7 +111,7 @@ def test_same_tree_without_libyaml(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_read_source_errors(tmp_path: Path) -> None:
     missing = read_source(tmp_path / "missing.yaml")
-    assert missing.error == source.SourceError(None, "cannot read: No such file or directory")
+    assert missing.error == source.SourceError(1, "cannot read: No such file or directory")
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"a: 1\nb: \xc3(\n")
     assert read_source(bad).error == source.SourceError(
