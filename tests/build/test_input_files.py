@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfgen import source
+from bpfgen import __version__, source
 from tests.build.helpers import run_cli, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,7 +201,8 @@ def test_huge_integer_in_sync_is_bad_input(
     build = tmp_path / "build"
     build.mkdir()
     (build / "manifest.json").write_text(json.dumps(
-        {"inputs": {"node": str(NODE), "services": [str(SERVICES)]}, "build": "specialized"}))
+        {"schema": 1, "bpfgen_version": __version__, "build": "specialized",
+         "inputs": {"node": str(NODE), "services": [str(SERVICES)]}}))
     before = snapshot(build)
     bad = tmp_path / "svc.yaml"
     text = SERVICES.read_text()
