@@ -49,8 +49,10 @@ VERIFIER_BUDGET = 20_000  # as tests/build/test_compile_properties.py (2 % of th
 #: functions bpfgen_session_touch, bpfgen_rsnat_stale and bpfgen_drop_full and the
 #: sweep's callback (about 330 together; 2,217-2,318 measured over the configs),
 #: which keep the verifier's processed count near what it was (6,166 vs 5,664 on
-#: the small random config) where inlined they doubled it.
-BPF_INSN_BUDGET = 2400
+#: the small random config) where inlined they doubled it. +100 when the random
+#: configurations began to draw ClientIP affinity in every shape (issue 13): up to
+#: 2,404 measured (the default scheduler, affinity, many frontends as code).
+BPF_INSN_BUDGET = 2500
 #: svc_xdp: the same, plus the checksum arithmetic the tc helpers do in the kernel
 #: (RFC 1624 updates inline; 2,002-2,073 measured over the build kinds before the
 #: session lifecycle, +400 as above).
