@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -106,6 +105,22 @@ class Measured:
     stderr_tail: str
 
 
+#: Runs the compile as its own child and prints that child's peak RSS (KiB). A process's
+#: ru_maxrss counts what it had before exec: a compile forked straight from a long test
+#: session started at the session's RSS (347 MiB seen), so it is forked from this small
+#: launcher instead, which sets the address-space limit in the child only.
+_LAUNCHER = """
+import os, resource, subprocess, sys
+limit = int(sys.argv[1])
+def preexec():
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+child = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL, preexec_fn=preexec)
+_, status, usage = os.wait4(child.pid, 0)
+print(usage.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def measure(case: Case, root: Path, limit_mib: int = DEFAULT_LIMIT_MIB) -> Measured:
     """Compile `case` in a child process under `limit_mib` of address space."""
     node, services = write_inputs(root / "in", case)
@@ -115,25 +130,19 @@ def measure(case: Case, root: Path, limit_mib: int = DEFAULT_LIMIT_MIB) -> Measu
     if not case.verify:
         cmd.append("--no-verify")
     env = dict(os.environ, BPFGEN_CACHE_DIR=str(root / "cache"))
-    limit = limit_mib << 20
-
-    def preexec() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
     t0 = time.perf_counter()
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          preexec_fn=preexec) as child:
-        assert child.stderr is not None
-        err = child.stderr.read()
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, str(limit_mib << 20), *cmd],
+                          env=env, capture_output=True, check=False)  # fmt: skip
+    returncode = proc.returncode
+    err = proc.stderr
+    maxrss_kib = int(proc.stdout.split()[-1]) if proc.stdout.split() else 0
     seconds = time.perf_counter() - t0
     built = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.exists() else 0
     return Measured(
         case=case.name,
-        exit_code=child.returncode,
+        exit_code=returncode,
         seconds=seconds,
-        peak_rss_mib=usage.ru_maxrss / 1024,  # KiB on Linux
+        peak_rss_mib=maxrss_kib / 1024,  # KiB on Linux
         manifest_mib=services.stat().st_size / 2**20,
         build_dir_mib=built / 2**20,
         stderr_tail=err.decode(errors="replace")[-600:],
