@@ -45,7 +45,9 @@ def _ipvs_builds(results: Path) -> dict[str, str]:
 SUITES: dict[str, background.Suite] = {
     "debian-6.1": background.Suite(
         args=("tests/vm/guest_ipvs.py", *SECOND_KERNEL),
-        timeout=1800.0,
+        # 1,401 s measured beside the host's suites on this 2-core machine (its tests
+        # 1,243 s): the timeout is there to catch a hang, not to time the run.
+        timeout=2700.0,
         prepare=_ipvs_builds,
     ),
 }
