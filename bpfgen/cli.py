@@ -21,8 +21,6 @@ from bpfgen_runtime.cli import (
     runtime_options,
 )
 from bpfgen_runtime.errors import RuntimeOpError
-from bpfgen_runtime.lock import held as runtime_lock
-from bpfgen_runtime.netns import valid_name as valid_netns_name
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
@@ -228,6 +226,7 @@ def _cmd_runtime(args: argparse.Namespace) -> int:
         if not args.services:
             raise BpfgenError("sync: --services is required (the manifests to apply)")
         from bpfgen.compiler import compile_build
+        from bpfgen_runtime.node import locked
 
         manifest_path = args.dir / "manifest.json"
         try:
@@ -238,10 +237,7 @@ def _cmd_runtime(args: argparse.Namespace) -> int:
         # Atomic: bad input exits 2 and leaves DIR and the node as they were. The
         # namespace's lock is held from the rebuild to the end of the sync, so two syncs
         # do not apply each other's builds.
-        opts = runtime_options(args)
-        if opts.netns is not None and not valid_netns_name(opts.netns):
-            return dispatch(args)  # refused there, before anything is compiled or locked
-        with runtime_lock(opts.run_dir, opts.label, "sync", wait=opts.lock_wait):
+        with locked(runtime_options(args), "sync"):  # refuses a bad --netns first
             compile_build(node, args.services, args.dir, build=manifest["build"])
             return dispatch(args)
     return dispatch(args)

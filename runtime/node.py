@@ -1127,9 +1127,10 @@ def _effective(opts: Options, state: State | None) -> Options:
 
 
 @contextmanager
-def _locked(opts: Options, verb: str, *, shared: bool = False) -> Iterator[None]:
+def locked(opts: Options, verb: str, *, shared: bool = False) -> Iterator[None]:
     """The namespace's lock (lock.py) around a verb; the name is checked before it
-    becomes part of a path."""
+    becomes part of a path. A namespace that is not up when the verb ends keeps no lock
+    file (a refused `bpfgen sync`, a `status` of nothing)."""
     if opts.netns is not None and not netns.valid_name(opts.netns):
         raise InputRefused(f"{verb} in {opts.netns!r}",
                            [f"--netns {opts.netns!r} is not a namespace name"])  # fmt: skip
@@ -1259,7 +1260,7 @@ def _new_state(opts: Options, build: Build | None) -> State:
 def up(build_dir: str | os.PathLike[str], opts: Options) -> Report:
     """Make the build live in the namespace; on an existing `up`, converge (= sync)."""
     op = f"up {build_dir} in {opts.label}"
-    with _locked(opts, "up"):
+    with locked(opts, "up"):
         build = read_build(build_dir)
         with _in_namespace(opts, op):
             rec = _recover(opts)
@@ -1298,7 +1299,7 @@ def up(build_dir: str | os.PathLike[str], opts: Options) -> Report:
 def sync(build_dir: str | os.PathLike[str], opts: Options) -> Report:
     """Converge a namespace that is up to the (rebuilt) build directory; sessions are kept."""
     op = f"sync {build_dir} in {opts.label}"
-    with _locked(opts, "sync"):
+    with locked(opts, "sync"):
         build = read_build(build_dir)
         with _in_namespace(opts, op):
             rec = _recover(opts)
@@ -1324,7 +1325,7 @@ def down(opts: Options) -> Report:
     and what the kernel shows of bpfgen's; a namespace where there is none: nothing to do."""
     op = f"down in {opts.label}"
     report = Report()
-    with _locked(opts, "down"), _in_namespace(opts, op):
+    with locked(opts, "down"), _in_namespace(opts, op):
         rec = _recover(opts)
         state = rec.state
         if state is None:
@@ -1355,7 +1356,7 @@ def _forget(opts: Options) -> None:
 def status(opts: Options) -> dict[str, Any]:
     """Attached programs, map fill, counters, IPVS services, and what differs from the build."""
     op = f"status in {opts.label}"
-    with _locked(opts, "status", shared=True), _in_namespace(opts, op):
+    with locked(opts, "status", shared=True), _in_namespace(opts, op):
         rec = _recover(opts)
         state = rec.state
         record = {"record": rec.source, "record_notes": _recovery_notes(rec, opts)}

@@ -195,9 +195,12 @@ def test_input_size_limit_is_exact_and_overridable(
 
 
 def test_huge_integer_in_sync_is_bad_input(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """sync rebuilds DIR first: bad input exits 2 there, DIR and the node untouched."""
+    """sync rebuilds DIR first: bad input exits 2 there, DIR and the node untouched,
+    and no lock file is left in the run directory (the namespace is not up)."""
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("BPFGEN_RUN_DIR", str(run_dir))  # never /run/bpfgen from a test
     build = tmp_path / "build"
     build.mkdir()
     (build / "manifest.json").write_text(json.dumps(
@@ -213,3 +216,4 @@ def test_huge_integer_in_sync_is_bad_input(
     assert stderr == (f"error: {bad}:{line}: an integer of 5001 characters is too long "
                       "(at most 100)\n")
     assert snapshot(build) == before
+    assert list(run_dir.iterdir()) == []
