@@ -14,25 +14,48 @@ from bpfgen import __version__
 from bpfgen.errors import BpfgenError, InputError
 from bpfgen.plan import BUILD_KINDS
 from bpfgen_runtime.cli import (
+    EXIT_BROKEN_PIPE,
     RUNTIME_COMMANDS,
+    add_build_dir,
+    add_command,
     add_subcommands,
     closed_pipe_safe,
     dispatch,
+    new_parser,
     runtime_options,
 )
 from bpfgen_runtime.errors import RuntimeOpError
 
+#: The compiler's exit codes (the runtime verbs': bpfgen_runtime.cli.EXIT_CODES).
+COMPILER_EXIT_CODES = (
+    (0, "done"),
+    (1, "any other failure (clang, the verifier, I/O)"),
+    (2, "bad input or usage: every problem printed as error: FILE:LINE: ...; nothing written"),
+    (EXIT_BROKEN_PIPE, "stdout closed by its reader (bpfgen inspect DIR | head -1)"),
+)
 
-def _add_inputs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--node", type=Path, required=True, help="node config (bpfgen/v1 NodeConfig)")
+
+def _add_services(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--services",
         type=Path,
         nargs="+",
         action="extend",
         required=True,
+        metavar="FILE",
         help="Service/EndpointSlice manifests (YAML or JSON; repeatable)",
     )
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--node",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="node config (bpfgen/v1 NodeConfig)",
+    )
+    _add_services(p)
     kind = p.add_mutually_exclusive_group()
     kind.add_argument(
         "--build",
@@ -51,17 +74,35 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="bpfgen",
-        description="Compile a node's Service and SNAT configuration into verified eBPF.",
-    )
-    ap.add_argument("--version", action="version", version=f"bpfgen {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True)
+def number(text: str) -> int:
+    """An integer in any base Python reads: 16384, 0x4000."""
+    return int(text, 0)
 
-    c = sub.add_parser("compile", help="config -> verified build directory")
+
+def get_parser() -> argparse.ArgumentParser:
+    """The whole CLI's parser (also what completions and the man page are made from)."""
+    ap = new_parser(
+        "bpfgen",
+        "Compile a node's Service and SNAT configuration into verified eBPF, and run it on "
+        "the node (up, sync, status, down).",
+    )
+    ap.add_argument(
+        "--version", action="version", version=f"bpfgen {__version__}", help="print the version"
+    )
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = add_command(
+        sub,
+        "compile",
+        "config -> verified build directory",
+        "Plan, render, build with clang, check the objects against the plan and have the "
+        "kernel's verifier accept them, then write DIR (atomically).",
+        COMPILER_EXIT_CODES,
+    )
     _add_inputs(c)
-    c.add_argument("--out", type=Path, required=True, help="build directory to (re)create")
+    c.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="build directory to (re)create"
+    )
     c.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     c.add_argument(
         "--no-verify",
@@ -70,26 +111,76 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
-    p = sub.add_parser("plan", help="print every specialization decision")
-    _add_inputs(p)
-    p.add_argument("--json", action="store_true")
-
-    i = sub.add_parser("inspect", help="programs, sections, maps, instruction counts of a build")
-    i.add_argument("dir", type=Path)
-    i.add_argument("--json", action="store_true")
-
-    r = sub.add_parser(
-        "replay", help="run hex packets or a pcap through a build's program (test run)"
+    p = add_command(
+        sub,
+        "plan",
+        "print every specialization decision",
+        "Print the plan: every value the build specializes, and why.",
+        COMPILER_EXIT_CODES,
     )
-    r.add_argument("dir", type=Path, help="build directory")
-    r.add_argument("--program", required=True, help="ingress, egress or ingress_xdp")
-    src = r.add_mutually_exclusive_group(required=True)
-    src.add_argument("--hex", nargs="+", action="extend", help="Ethernet frames in hex")
-    src.add_argument("--pcap", type=Path, help="classic pcap file, Ethernet link type")
-    r.add_argument("--mark", type=lambda t: int(t, 0), default=0, help="skb->mark in (tc)")
-    r.add_argument("--json", action="store_true")
+    _add_inputs(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
 
-    add_subcommands(sub)  # up, sync, status, down: the node-side runtime
+    i = add_command(
+        sub,
+        "inspect",
+        "programs, sections, maps, instruction counts of a build",
+        codes=COMPILER_EXIT_CODES,
+    )
+    add_build_dir(i)
+    i.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"manifest": ..., "objects": [...]} as JSON on stdout',
+    )
+
+    r = add_command(
+        sub,
+        "replay",
+        "run hex packets or a pcap through a build's program (test run)",
+        "Run packets one after the other through a program of DIR with BPF_PROG_TEST_RUN, "
+        "with shared session maps on a private bpffs: nothing on the node is touched.",
+        COMPILER_EXIT_CODES,
+    )
+    add_build_dir(r)
+    r.add_argument(
+        "--program",
+        required=True,
+        metavar="NAME",
+        help="a program of DIR by its manifest name, as `bpfgen inspect DIR` lists them "
+        "(e.g. egress, svc_in)",
+    )
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--hex", nargs="+", action="extend", metavar="FRAME", help="Ethernet frames in hex"
+    )
+    src.add_argument(
+        "--pcap", type=Path, metavar="FILE", help="classic pcap file, Ethernet link type"
+    )
+    r.add_argument(
+        "--mark",
+        type=number,
+        default=0,
+        help="skb->mark in (tc programs; e.g. 0x4000; default 0)",
+    )
+    r.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"steps": [...], "counters": {...}} as JSON on stdout',
+    )
+
+    runtime = add_subcommands(sub)  # up, sync, status, down: the node-side runtime
+    # bpfgen sync rebuilds DIR from these first (bpfgen-runtime's sync takes DIR as built).
+    sync = runtime["sync"]
+    sync.description = (sync.description or "") + " bpfgen rebuilds DIR from --services first."
+    _add_services(sync)
+    sync.add_argument(
+        "--node",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="node config for the rebuild (default: the one DIR was built from)",
+    )
     return ap
 
 
@@ -223,8 +314,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_runtime(args: argparse.Namespace) -> int:
     """up/status/down go straight to the runtime; sync first rebuilds DIR."""
     if args.command == "sync":
-        if not args.services:
-            raise BpfgenError("sync: --services is required (the manifests to apply)")
         from bpfgen.compiler import compile_build
         from bpfgen_runtime.node import locked
 
@@ -253,7 +342,7 @@ COMMANDS.update({name: _cmd_runtime for name in RUNTIME_COMMANDS})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = get_parser().parse_args(argv)
 
     def run() -> int:
         try:

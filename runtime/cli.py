@@ -1,11 +1,13 @@
 """The runtime's subcommands: up, sync, status, down. It only parses and prints.
 
 bpfgen/cli.py adds them with `add_subcommands(sub)` and hands their parsed
-arguments to `dispatch(args)`. For `sync`, the compiler's CLI rebuilds DIR from
---services first, then calls `dispatch` with the same arguments.
+arguments to `dispatch(args)`. For `sync`, the compiler's CLI adds --services and
+--node, rebuilds DIR from them first, then calls `dispatch` with the same arguments.
 
-Environment (tests): BPFGEN_BPFFS (default /sys/fs/bpf) and BPFGEN_RUN_DIR
-(default /run/bpfgen) move the pins and the state files.
+Environment: BPFGEN_BPFFS (default /sys/fs/bpf) and BPFGEN_RUN_DIR (default
+/run/bpfgen) move the pins and the state files (tests use private ones);
+BPFGEN_TEST_NO_IPVS=1, for tests on kernels without IPVS only, skips IPVS, its
+sysctls and the dummy device (docs/testing.md, "Environment").
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,42 @@ from .node import BPFFS, Options, Report, down, status, sync, up
 from .state import RUN_DIR
 
 RUNTIME_COMMANDS = ("up", "sync", "status", "down")
-EXIT_DIFFERS = 3  # status: the live state is not what bpfgen's record and build say
+EXIT_DIFFERS = 3  # status: not up, or the live state is not what the record and build say
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell shows for a process SIGPIPE killed
+#: Test only (docs/testing.md): a non-empty value other than "0" runs the verbs as
+#: Options(ipvs=False), for kernels without IPVS. Not a datapath mode.
+NO_IPVS_ENV = "BPFGEN_TEST_NO_IPVS"
+
+#: The runtime verbs' exit codes, for --help epilogs and the man page.
+EXIT_CODES = (
+    (0, "done; status: bpfgen is up and the live state matches the build"),
+    (1, "any other failure (the message names the operation and the errno)"),
+    (2, "bad input or usage, refused: nothing written, nothing on the node changed"),
+    (EXIT_DIFFERS, "status only: bpfgen is not up, or the live state differs from the build"),
+    (EXIT_LOCKED, "another bpfgen command is running in the namespace (see --wait)"),
+    (EXIT_BROKEN_PIPE, "stdout closed by its reader (bpfgen status | head -1); the work is done"),
+)
+
+
+def exit_codes_epilog(codes: tuple[tuple[int, str], ...] = EXIT_CODES) -> str:
+    """An argparse epilog listing exit codes, one a line (kept as is by HelpFormatter)."""
+    return "exit status:\n" + "\n".join(f"  {code:<4} {text}" for code, text in codes)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps a description or epilog that is one paragraph; keeps one with line breaks
+    (the exit codes' table) as it is written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return textwrap.fill(
+            " ".join(text.split()),
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,  # `systemctl is-active` stays whole
+        )
 
 
 def _netns(p: argparse.ArgumentParser) -> None:
@@ -44,35 +82,71 @@ def _netns(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_subcommands(sub: Any) -> None:
-    """Add up/sync/status/down to an argparse subparsers object."""
-    u = sub.add_parser("up", help="load, pin, attach; program IPVS, notrack, sysctls")
-    u.add_argument("dir", type=Path, help="build directory (bpfgen compile --out)")
-    _netns(u)
-    u.add_argument(
-        "--no-ipvs",
+def _report_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--json",
         action="store_true",
-        help="TEST ONLY: skip IPVS (services, vs.* sysctls) on kernels without it",
+        help='print the report as JSON on stdout: {"changes": [...], "notes": [...]}',
     )
-    _cgroup(u)
-    u.add_argument("--json", action="store_true", help="print what changed as JSON")
 
-    s = sub.add_parser("sync", help="apply service changes; sessions survive")
-    s.add_argument("dir", type=Path, help="build directory, rebuilt from --services first")
-    s.add_argument(
-        "--services",
-        type=Path,
-        nargs="+",
-        action="extend",
-        default=None,
-        help="Service/EndpointSlice manifests to rebuild DIR from (read by bpfgen's CLI)",
+
+def new_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A top-level parser: wrapped description, the exit codes as its epilog."""
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=exit_codes_epilog(),
+        formatter_class=HelpFormatter,
     )
-    s.add_argument(
-        "--node",
-        type=Path,
-        default=None,
-        help="node config for the rebuild (default: the one DIR was built from)",
+
+
+def add_command(
+    sub: Any,
+    name: str,
+    summary: str,
+    description: str | None = None,
+    codes: tuple[tuple[int, str], ...] = EXIT_CODES,
+) -> argparse.ArgumentParser:
+    """A subcommand: `summary` in the command list, `description` and the exit codes in
+    its own --help."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=exit_codes_epilog(codes),
+        formatter_class=HelpFormatter,
     )
+    return parser
+
+
+def add_build_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", type=Path, metavar="DIR", help="build directory (bpfgen compile --out)")
+
+
+def add_subcommands(sub: Any) -> dict[str, argparse.ArgumentParser]:
+    """Add up/sync/status/down to an argparse subparsers object; their parsers by name
+    (bpfgen's CLI adds sync's rebuild inputs to its parser)."""
+    u = add_command(
+        sub,
+        "up",
+        "load, pin, attach; program IPVS, notrack, sysctls",
+        "Make a build directory live: load and pin, attach to the configured hooks, program "
+        "IPVS and the notrack table (ipvs mode), set sysctls. Idempotent; refused before any "
+        "change on bad input; rolled back on failure.",
+    )
+    add_build_dir(u)
+    _netns(u)
+    _cgroup(u)
+    _report_json(u)
+
+    s = add_command(
+        sub,
+        "sync",
+        "apply service changes; sessions survive",
+        "Converge the node to DIR, keeping the pinned session maps: IPVS real servers, map "
+        "entries, programs replaced atomically.",
+    )
+    add_build_dir(s)
     _netns(s)
     s.add_argument(
         "--reset-sessions",
@@ -80,21 +154,42 @@ def add_subcommands(sub: Any) -> None:
         help="recreate maps whose definition changed (e.g. maxSessions); sessions are lost",
     )
     _cgroup(s)
-    s.add_argument("--json", action="store_true")
+    _report_json(s)
 
-    st = sub.add_parser("status", help="attached programs, map fill, counters, IPVS")
+    st = add_command(
+        sub,
+        "status",
+        "attached programs, map fill, counters, IPVS; exit 3 unless converged",
+        "Show what is attached, map fill, counters by name, IPVS services, and what differs "
+        "from the build recorded at the last up/sync. Like `systemctl is-active`, exits 0 "
+        f"only when bpfgen is up and converged, {EXIT_DIFFERS} when it is not up or has "
+        "drifted.",
+    )
     _netns(st)
-    st.add_argument("--json", action="store_true")
+    st.add_argument(
+        "--json",
+        action="store_true",
+        help="print the status as JSON on stdout (up, in_sync, differences, attached, maps, "
+        "counters, ipvs_services, nft_table, ...)",
+    )
 
-    d = sub.add_parser("down", help="remove everything up created, nothing else")
+    d = add_command(
+        sub,
+        "down",
+        "remove everything up created, nothing else",
+        "Remove every program, pin, rule, device and sysctl change that up created, and "
+        "nothing else; restore the sysctls' previous values.",
+    )
     _netns(d)
-    d.add_argument("--json", action="store_true")
+    _report_json(d)
+    return {"up": u, "sync": s, "status": st, "down": d}
 
 
 def _cgroup(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cgroup",
         default=None,
+        metavar="PATH",
         help="bpf mode, datapath.socketLB: the cgroup v2 directory the sock_addr programs "
         "attach to instead of the build's datapath.cgroup (kept once up)",
     )
@@ -105,7 +200,7 @@ def runtime_options(args: argparse.Namespace) -> Options:
         netns=args.netns,
         bpffs=os.environ.get("BPFGEN_BPFFS", BPFFS),
         run_dir=os.environ.get("BPFGEN_RUN_DIR", RUN_DIR),
-        ipvs=not getattr(args, "no_ipvs", False),
+        ipvs=os.environ.get(NO_IPVS_ENV, "") in ("", "0"),
         reset_sessions=getattr(args, "reset_sessions", False),
         cgroup=getattr(args, "cgroup", None),
         lock_wait=getattr(args, "wait", 0.0),
@@ -134,8 +229,10 @@ def _print_status(info: dict[str, Any]) -> None:
         for d in info.get("differences", []):
             print(f"  {d}")
         return
-    origin = {"journal": " [state file lost: recovered from its bpffs copy]",
-              "none": " [no state record: found in the kernel]"}.get(info["record"], "")
+    origin = {
+        "journal": " [state file lost: recovered from its bpffs copy]",
+        "none": " [no state record: found in the kernel]",
+    }.get(info["record"], "")
     print(
         f"{where}: up from {info['build_dir'] or '(unknown build)'} (mode {info['mode']}, "
         f"config {info['config_sha256'][:12] or '?'}){origin}"
@@ -193,13 +290,10 @@ def dispatch(args: argparse.Namespace) -> int:
             print()
         else:
             _print_status(info)
-        return 0 if info["in_sync"] else EXIT_DIFFERS
+        return 0 if info["up"] and info["in_sync"] else EXIT_DIFFERS
     else:
         raise ValueError(f"not a runtime command: {args.command}")
     return 0
-
-
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell shows for a process SIGPIPE killed
 
 
 def closed_pipe_safe(run: Callable[[], int]) -> int:
@@ -224,7 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     the compiler use."""
     from .errors import RuntimeOpError
 
-    ap = argparse.ArgumentParser(prog="bpfgen-runtime")
+    ap = new_parser(
+        "bpfgen-runtime",
+        "The node-side verbs of bpfgen without the compiler: sync takes a build directory "
+        "that is already rebuilt.",
+    )
     add_subcommands(ap.add_subparsers(dest="command", required=True))
     args = ap.parse_args(argv)
 

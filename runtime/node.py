@@ -212,7 +212,7 @@ def _preflight(build: Build, opts: Options, state: State | None, op: str) -> lis
         if reason is not None:
             problems.append(
                 f"this build is for datapath mode ipvs and {reason} (IPVS is in Debian's "
-                "kernels as the ip_vs module; --no-ipvs exists for tests only)"
+                "kernels as the ip_vs module; BPFGEN_TEST_NO_IPVS is for tests only)"
             )
         else:
             for sched in sorted({f.scheduler for f in build.frontends}):

@@ -4,7 +4,7 @@ A run with BPFGEN_FAULT_TRACE lists the points it passes (before each step, afte
 it and before its record, after each state write); then one run per point is killed
 there with BPFGEN_FAULT_KILL_AT=N (SIGKILL: no cleanup, no finally). After each kill:
 `status` tells the truth (no traceback; "not up" only when nothing of bpfgen is in
-the kernel; exit 0 when in sync, 3 when not), `up` converges (exit 0, then in sync)
+the kernel; exit 0 when up and in sync, 3 when not), `up` converges (exit 0, then in sync)
 and `down` leaves nothing: no filter, qdisc, pin, state or lock file, sysctl change
 or bpffs mount. Two verbs at once: `up` and `down` racing.
 
@@ -62,7 +62,8 @@ def _check_after_kill(env: Env, build: Path, where: str) -> None:
     if kernel_has:
         assert "is not up" not in st.stdout, (where, live, st.stdout)
     assert st.returncode in (0, 3), (where, st.returncode, st.stderr)
-    assert (st.returncode == 0) == status(_opts(env))["in_sync"], where
+    info = status(_opts(env))
+    assert (st.returncode == 0) == (info["up"] and info["in_sync"]), where
     up(build, _opts(env))  # in-process: the CLI's own paths are run by the killed ones
     info = status(_opts(env))
     assert info["in_sync"], (where, info.get("differences"))

@@ -23,6 +23,7 @@ from bpfgen.compiler import compile_build
 from bpfgen_runtime import InputRefused, Options, RuntimeOpError, down, status, sync, up
 from bpfgen_runtime import ipvs as ipvs_mod
 from bpfgen_runtime import nft as nft_mod
+from bpfgen_runtime.cli import NO_IPVS_ENV
 from e2e.runtime_env import NODE_YAML, SERVICES, Env, ip_run, ns_run, snapshot
 
 pytestmark = pytest.mark.root
@@ -174,15 +175,16 @@ def test_ipvs_build_needs_ipvs_or_says_why(env: Env) -> None:
 
 def test_cli_exit_codes(env: Env) -> None:
     cli = [sys.executable, "-m", "bpfgen_runtime.cli"]
-    environ = {**os.environ, "BPFGEN_BPFFS": env.opts.bpffs, "BPFGEN_RUN_DIR": env.opts.run_dir}
+    environ = {**os.environ, "BPFGEN_BPFFS": env.opts.bpffs, "BPFGEN_RUN_DIR": env.opts.run_dir,
+               NO_IPVS_ENV: "1"}  # fmt: skip
     bad = subprocess.run(
-        [*cli, "up", str(env.workdir / "missing"), "--netns", env.ns, "--no-ipvs"],
+        [*cli, "up", str(env.workdir / "missing"), "--netns", env.ns],
         capture_output=True, text=True, env=environ,
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.startswith("error: "), bad.stderr
     build = env.build()
     ok = subprocess.run(
-        [*cli, "up", str(build), "--netns", env.ns, "--no-ipvs", "--json"],
+        [*cli, "up", str(build), "--netns", env.ns, "--json"],
         capture_output=True, text=True, env=environ,
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
@@ -195,6 +197,10 @@ def test_cli_exit_codes(env: Env) -> None:
         [*cli, "down", "--netns", env.ns], capture_output=True, text=True, env=environ
     )
     assert gone.returncode == 0 and "unpin" in gone.stdout
+    st = subprocess.run(
+        [*cli, "status", "--netns", env.ns], capture_output=True, text=True, env=environ
+    )
+    assert st.returncode == 3 and "bpfgen is not up" in st.stdout, st.stdout  # is-active's 3
 
 
 def test_xdp_uplink_attach_and_down(env: Env) -> None:
