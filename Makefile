@@ -12,7 +12,7 @@ STAMP_VM := .vm/.setup.stamp
 STAMP_APT := .setup-apt.stamp
 STAMP_VENV := $(VENV)/.setup.stamp
 
-.PHONY: setup compile check test test-vm test-model fault fuzz lint clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench-memory bench bench-quick
+.PHONY: setup compile check test test-vm test-model fault fuzz lint man completions clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench-memory bench bench-quick
 
 setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_VM)
 
@@ -63,6 +63,17 @@ lint: setup
 	$(VENV)/bin/ruff check bpfgen runtime tests
 	@mkdir -p build/typing && ln -sfn ../../runtime build/typing/bpfgen_runtime
 	$(VENV)/bin/mypy
+
+# The man page and the bash/zsh completions, made from the CLI's parser (bpfgen/clidoc.py;
+# completions need shtab, in the dev extra). Read it: man -l build/man/bpfgen.1.
+man: setup
+	$(PY) -m bpfgen.clidoc man --out build/man/bpfgen.1
+
+# bash: source build/completions/bpfgen.bash (or copy it to
+# /usr/share/bash-completion/completions/bpfgen); zsh: put _bpfgen on $fpath.
+completions: setup
+	$(PY) -m bpfgen.clidoc bash --out build/completions/bpfgen.bash
+	$(PY) -m bpfgen.clidoc zsh --out build/completions/_bpfgen
 
 test-model: setup
 	$(PY) -m pytest tests/kernel/test_model_equivalence.py tests/kernel/test_model_cases.py tests/stateful

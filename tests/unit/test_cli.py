@@ -1,9 +1,12 @@
 """The CLI's conventions: help everywhere, required arguments, choices from the code,
-no test flags, status's exit codes."""
+no test flags, status's exit codes, the man page and the completions made from it."""
 
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,7 @@ from typing import Any
 import pytest
 
 from bpfgen import cli
+from bpfgen.clidoc import ENVIRONMENT, completion, man_page
 from bpfgen.plan import BUILD_KINDS
 from bpfgen_runtime import cli as runtime_cli
 
@@ -148,3 +152,69 @@ def test_status_help_says_its_exit_codes() -> None:
     assert "is-active" in text and "exit status:" in text
     for code, _ in runtime_cli.EXIT_CODES:
         assert f"\n  {code} " in text, code
+
+
+# --- the man page ------------------------------------------------------------------------------
+
+
+def _rendered_man(tmp_path: Path) -> str:
+    page = tmp_path / "bpfgen.1"
+    page.write_text(man_page())
+    groff = shutil.which("groff")
+    if groff is None:  # no renderer here: the roff source, its escapes removed
+        return page.read_text().replace("\\-", "-").replace("\\fB", "").replace("\\fR", "")
+    done = subprocess.run([groff, "-man", "-Tascii", "-P-cbou", "-wall", str(page)],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert done.stderr == "", done.stderr
+    return done.stdout
+
+
+def test_man_page_renders_every_command_and_option(tmp_path: Path) -> None:
+    text = _rendered_man(tmp_path)
+    flat = " ".join(text.split())
+    for name, sub in _subparsers(cli.get_parser()).choices.items():
+        assert f"BPFGEN {name.upper()}" in text, name
+        assert f"bpfgen {name} " in flat, name
+        for option in _options(sub):
+            assert option in flat, (name, option)
+    for code, _ in runtime_cli.EXIT_CODES:
+        assert re.search(rf"^\s*{code}\b", text, re.MULTILINE), code
+    for var, _ in ENVIRONMENT:
+        assert var in text
+    assert "{" + ",".join(BUILD_KINDS) + "}" in flat
+
+
+def test_man_page_is_deterministic() -> None:
+    assert man_page() == man_page()
+    assert man_page().startswith('.TH BPFGEN 1 "" "bpfgen ')
+
+
+# --- completions -------------------------------------------------------------------------------
+
+
+def _complete(script: Path, *words: str) -> list[str]:
+    """What bash's completion function offers for the last of `words` (being typed)."""
+    line = " ".join(["bpfgen", *words])
+    quoted = " ".join(f'"{w}"' for w in words)
+    prog = (f'source "{script}"; COMP_WORDS=(bpfgen {quoted}); COMP_CWORD={len(words)}; '
+            f'COMP_LINE="{line}"; COMP_POINT={len(line)}; '
+            '_shtab_bpfgen; printf "%s\\n" "${COMPREPLY[@]}"')  # fmt: skip
+    done = subprocess.run(["bash", "-c", prog], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+def test_bash_completion_is_valid_and_completes(tmp_path: Path) -> None:
+    script = tmp_path / "bpfgen.bash"
+    script.write_text(completion("bash"))
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    assert _complete(script, "") == COMMANDS
+    assert _complete(script, "compile", "--build", "") == list(BUILD_KINDS)
+    assert _complete(script, "sync", "d", "--s") == ["--services"]
+    assert "--no-ipvs" not in _complete(script, "up", "d", "--")
+
+
+def test_zsh_completion_names_every_command() -> None:
+    script = completion("zsh")
+    assert script.startswith("#compdef bpfgen")
+    for name in COMMANDS:
+        assert f"{name}:" in script or f'"{name}' in script, name
