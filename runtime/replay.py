@@ -29,8 +29,10 @@ PCAP_MAGICS = {
     b"\xa1\xb2\x3c\x4d": ">",
 }
 LINKTYPE_ETHERNET = 1
-TC_VERDICTS = {0: "TC_ACT_OK", 2: "TC_ACT_SHOT"}
-XDP_VERDICTS = {1: "XDP_DROP", 2: "XDP_PASS"}
+#: What the programs return (the bpf mode: TC_ACT_REDIRECT after bpf_redirect_neigh,
+#: XDP_TX back out of the uplink), by the kernel's names (linux/pkt_cls.h, linux/bpf.h).
+TC_VERDICTS = {0: "TC_ACT_OK", 2: "TC_ACT_SHOT", 7: "TC_ACT_REDIRECT"}
+XDP_VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
 PROTOS = {1: "ICMP", 6: "TCP", 17: "UDP"}
 
 
@@ -88,6 +90,11 @@ def describe(frame: bytes) -> str:
     return f"{src} > {dst} {name}"
 
 
+def verdict_name(retval: int, xdp: bool) -> str:
+    """A program's return value by its kernel name; `return N` for any other value."""
+    return (XDP_VERDICTS if xdp else TC_VERDICTS).get(retval, f"return {retval}")
+
+
 @dataclass(frozen=True)
 class Step:
     index: int
@@ -122,9 +129,8 @@ def replay(
                 "replay",
                 [f"{build_dir}: no program {program!r} (has: {', '.join(build.programs)})"],
             )
-        verdicts = XDP_VERDICTS if build.programs[program].is_xdp else TC_VERDICTS
+        xdp = build.programs[program].is_xdp
         for i, frame in enumerate(frames, 1):
             r = build.run(program, frame, mark=mark)
-            verdict = verdicts.get(r.retval, f"return {r.retval}")
-            steps.append(Step(i, verdict, mark, r.mark, frame, r.packet))
+            steps.append(Step(i, verdict_name(r.retval, xdp), mark, r.mark, frame, r.packet))
         return steps, build.counters()

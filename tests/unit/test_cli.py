@@ -17,6 +17,7 @@ from bpfgen import cli
 from bpfgen.clidoc import ENVIRONMENT, completion, man_page
 from bpfgen.plan import BUILD_KINDS
 from bpfgen_runtime import cli as runtime_cli
+from bpfgen_runtime.replay import verdict_name
 
 RUNTIME_VERBS = set(runtime_cli.RUNTIME_COMMANDS)
 COMMANDS = ["compile", "plan", "inspect", "replay", "up", "sync", "status", "down"]
@@ -152,6 +153,14 @@ def test_status_help_says_its_exit_codes() -> None:
     assert "is-active" in text and "exit status:" in text
     for code, _ in runtime_cli.EXIT_CODES:
         assert f"\n  {code} " in text, code
+
+
+def test_replay_names_every_verdict_the_programs_return() -> None:
+    """The bpf mode's redirects are named, not printed as `return 7`."""
+    assert verdict_name(7, xdp=False) == "TC_ACT_REDIRECT"
+    assert verdict_name(3, xdp=True) == "XDP_TX"
+    assert (verdict_name(2, xdp=False), verdict_name(2, xdp=True)) == ("TC_ACT_SHOT", "XDP_PASS")
+    assert verdict_name(99, xdp=False) == "return 99"
 
 
 # --- the man page ------------------------------------------------------------------------------
