@@ -60,7 +60,7 @@ fault: setup
 	BPFGEN_FAULT_ALL=1 $(PY) -m pytest -s tests/e2e/test_runtime_faults.py
 
 lint: setup
-	$(VENV)/bin/ruff check bpfgen runtime tests
+	$(VENV)/bin/ruff check bpfgen runtime bench tests
 	@mkdir -p build/typing && ln -sfn ../../runtime build/typing/bpfgen_runtime
 	$(VENV)/bin/mypy
 
@@ -80,28 +80,28 @@ clean:
 	rm -rf build .pytest_cache .hypothesis .mypy_cache .ruff_cache
 
 bench-compile: setup
-	$(PY) -m bpfgen.bench_compile
+	$(PY) -m bench.compile
 
 bench-insns: setup
-	$(PY) -m bpfgen.bench_compile --insns
+	$(PY) -m bench.compile --insns
 
 # The bpf mode's programs (svc_in, svc_xdp, sock_connect4), specialized vs generic vs frozen.
 bench-insns-bpf: setup
-	$(PY) -m bpfgen.bench_compile --insns --mode bpf
+	$(PY) -m bench.compile --insns --mode bpf
 
 bench-ports: setup
-	$(PY) -m bpfgen.bench_ports
+	$(PY) -m bench.port_alloc
 
 # Peak RSS and seconds of `bpfgen compile` by input shape (docs/testing.md "Memory");
 # one case: make bench-memory MEMORY_ARGS="--case maglev-10k".
 bench-memory: setup
-	$(PY) -m bpfgen.bench_memory $(MEMORY_ARGS)
+	$(PY) -m bench.memory $(MEMORY_ARGS)
 
 # The measured proof (README "Benchmarks"): every part, JSON + PNG + table under build/bench.
 # One part: make bench BENCH_ARGS="--part packets".
 bench: setup
-	$(PY) -m bpfgen.bench --out build/bench $(BENCH_ARGS)
+	$(PY) -m bench --out build/bench $(BENCH_ARGS)
 
 # The CI smoke variant: runs every part briefly, asserts nothing about speed.
 bench-quick: setup
-	$(PY) -m bpfgen.bench --quick --out build/bench-quick $(BENCH_ARGS)
+	$(PY) -m bench --quick --out build/bench-quick $(BENCH_ARGS)
