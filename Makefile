@@ -12,7 +12,7 @@ STAMP_VM := .vm/.setup.stamp
 STAMP_APT := .setup-apt.stamp
 STAMP_VENV := $(VENV)/.setup.stamp
 
-.PHONY: setup compile check test test-vm test-model fault fuzz lint clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench-memory bench bench-quick
+.PHONY: setup constraints compile check test test-vm test-model fault fuzz lint clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench-memory bench bench-quick
 
 setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_VM)
 
@@ -26,11 +26,18 @@ $(STAMP_APT):
 	fi
 	@touch $@
 
-$(STAMP_VENV): pyproject.toml
+# Versions pinned by constraints.txt; `make constraints` re-pins from the current venv.
+# bpfgen/__init__.py holds the version, which the installed metadata copies.
+$(STAMP_VENV): pyproject.toml constraints.txt bpfgen/__init__.py
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
+
+constraints:
+	@{ sed -n '/^#/p' constraints.txt; \
+	   $(PY) -m pip freeze --all --exclude-editable --exclude pip --exclude bpfgen; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 $(STAMP_VM): $(STAMP_APT) $(STAMP_VENV)
 	$(PY) -m tests.vm.kernel
