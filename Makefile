@@ -12,7 +12,7 @@ STAMP_VM := .vm/.setup.stamp
 STAMP_APT := .setup-apt.stamp
 STAMP_VENV := $(VENV)/.setup.stamp
 
-.PHONY: setup constraints compile check test test-vm test-model fault fuzz lint clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench-memory bench bench-quick
+.PHONY: setup constraints compile check test test-wheel test-vm test-model fault fuzz lint clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench-memory bench bench-quick
 
 setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_VM)
 
@@ -61,6 +61,11 @@ test: setup
 # Only the suites that run in Debian's 6.1 kernel under virtme-ng.
 test-vm: setup
 	$(PY) -m pytest -m vm tests/vm
+
+# The wheel built from this tree, installed in a fresh venv, compiles examples/
+# (tests/build/test_wheel.py, marked slow: make test runs it, make check does not).
+test-wheel: setup
+	$(PY) -m pytest -q tests/build/test_wheel.py
 
 # The runtime's fault injection at every point (make test: a sample), bpf mode, host.
 fault: setup
