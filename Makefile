@@ -12,7 +12,7 @@ STAMP_VM := .vm/.setup.stamp
 STAMP_APT := .setup-apt.stamp
 STAMP_VENV := $(VENV)/.setup.stamp
 
-.PHONY: setup compile check test test-vm test-model fault fuzz lint man completions clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench-memory bench bench-quick
+.PHONY: setup constraints compile check test test-wheel test-vm test-model fault fuzz lint man completions clean golden bench-compile bench-insns bench-insns-bpf bench-ports bench-memory bench bench-quick
 
 setup: $(STAMP_APT) $(STAMP_VENV) $(STAMP_VM)
 
@@ -26,11 +26,18 @@ $(STAMP_APT):
 	fi
 	@touch $@
 
-$(STAMP_VENV): pyproject.toml
+# Versions pinned by constraints.txt; `make constraints` re-pins from the current venv.
+# bpfgen/__init__.py holds the version, which the installed metadata copies.
+$(STAMP_VENV): pyproject.toml constraints.txt bpfgen/__init__.py
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
+
+constraints:
+	@{ sed -n '/^#/p' constraints.txt; \
+	   $(PY) -m pip freeze --all --exclude-editable --exclude pip --exclude bpfgen; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 $(STAMP_VM): $(STAMP_APT) $(STAMP_VENV)
 	$(PY) -m tests.vm.kernel
@@ -55,12 +62,17 @@ test: setup
 test-vm: setup
 	$(PY) -m pytest -m vm tests/vm
 
+# The wheel built from this tree, installed in a fresh venv, compiles examples/
+# (tests/build/test_wheel.py, marked slow: make test runs it, make check does not).
+test-wheel: setup
+	$(PY) -m pytest -q tests/build/test_wheel.py
+
 # The runtime's fault injection at every point (make test: a sample), bpf mode, host.
 fault: setup
 	BPFGEN_FAULT_ALL=1 $(PY) -m pytest -s tests/e2e/test_runtime_faults.py
 
 lint: setup
-	$(VENV)/bin/ruff check bpfgen runtime tests
+	$(VENV)/bin/ruff check bpfgen runtime bench tests
 	@mkdir -p build/typing && ln -sfn ../../runtime build/typing/bpfgen_runtime
 	$(VENV)/bin/mypy
 
@@ -91,28 +103,28 @@ clean:
 	rm -rf build .pytest_cache .hypothesis .mypy_cache .ruff_cache
 
 bench-compile: setup
-	$(PY) -m bpfgen.bench_compile
+	$(PY) -m bench.compile
 
 bench-insns: setup
-	$(PY) -m bpfgen.bench_compile --insns
+	$(PY) -m bench.compile --insns
 
 # The bpf mode's programs (svc_in, svc_xdp, sock_connect4), specialized vs generic vs frozen.
 bench-insns-bpf: setup
-	$(PY) -m bpfgen.bench_compile --insns --mode bpf
+	$(PY) -m bench.compile --insns --mode bpf
 
 bench-ports: setup
-	$(PY) -m bpfgen.bench_ports
+	$(PY) -m bench.port_alloc
 
 # Peak RSS and seconds of `bpfgen compile` by input shape (docs/testing.md "Memory");
 # one case: make bench-memory MEMORY_ARGS="--case maglev-10k".
 bench-memory: setup
-	$(PY) -m bpfgen.bench_memory $(MEMORY_ARGS)
+	$(PY) -m bench.memory $(MEMORY_ARGS)
 
 # The measured proof (README "Benchmarks"): every part, JSON + PNG + table under build/bench.
 # One part: make bench BENCH_ARGS="--part packets".
 bench: setup
-	$(PY) -m bpfgen.bench --out build/bench $(BENCH_ARGS)
+	$(PY) -m bench --out build/bench $(BENCH_ARGS)
 
 # The CI smoke variant: runs every part briefly, asserts nothing about speed.
 bench-quick: setup
-	$(PY) -m bpfgen.bench --quick --out build/bench-quick $(BENCH_ARGS)
+	$(PY) -m bench --quick --out build/bench-quick $(BENCH_ARGS)

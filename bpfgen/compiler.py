@@ -8,7 +8,8 @@ directory) is refused before anything is read or written (OutputRefused, exit 2)
 
 Two caches, both content-addressed: compiled objects (build.py: same C and
 toolchain, no clang), and whole builds (here: same input bytes, arguments,
-bpfgen, templates and toolchain, no parsing either). A build-cache hit still
+toolchain, templates and pipeline code (fingerprint.py: not the CLI, the
+reference models or the benchmarks), no parsing either). A build-cache hit still
 runs the kernel verifier, since the kernel is not part of the key. A build-cache
 entry carries the sha256 of each of its files (digests.json); an entry that does
 not match them is discarded, with a note, and the build is made again.
@@ -34,6 +35,7 @@ from bpfgen import __version__
 from bpfgen.build import ObjectBuild, Toolchain, cache_root, compile_objects, toolchain
 from bpfgen.config import load_sources, read_sources
 from bpfgen.errors import OutputError, OutputRefused, VerifierError
+from bpfgen.fingerprint import compiler_digest
 from bpfgen.inspect import ObjectInfo, check_against_plan, inspect_object
 from bpfgen.plan import Plan, build_kind, make_plan
 from bpfgen.render import Rendered, render
@@ -185,23 +187,6 @@ def build_manifest(
     }
 
 
-def _compiler_digest() -> bytes:
-    """The templates and bpfgen's own code: what turns inputs into a build."""
-    from importlib import resources
-
-    h = hashlib.sha256()
-    root = resources.files("bpfgen.templates")
-    for sub in ("include", "programs"):
-        for f in sorted((root / sub).iterdir(), key=lambda t: t.name):
-            if f.name.endswith((".h", ".j2")):
-                h.update(f"{sub}/{f.name}\0".encode())
-                h.update(f.read_bytes())
-    for py in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(f"bpfgen/{py.name}\0".encode())
-        h.update(py.read_bytes())
-    return h.digest()
-
-
 def build_cache_key(sources: Sequence[Source], build: str, tc: Toolchain) -> str | None:
     """Key of a whole build from the inputs' bytes as read (config.read_sources: each
     input is read once, so a pipe's content is both hashed and parsed), or None when
@@ -209,7 +194,7 @@ def build_cache_key(sources: Sequence[Source], build: str, tc: Toolchain) -> str
     h = hashlib.sha256()
     h.update(f"bpfgen {__version__}\0build={build}\0{tc.version}\0".encode())
     h.update("\0".join(tc.flags).encode())
-    h.update(_compiler_digest())
+    h.update(compiler_digest())
     for source in sources:
         if source.error is not None:
             return None

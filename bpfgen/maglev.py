@@ -257,8 +257,3 @@ def _fill(backends: Sequence[Backend], size: int, seed: int) -> list[int]:
             break
     return table
 
-
-if __name__ == "__main__":  # `python -m bpfgen.maglev --measure`: see bpfgen/bench_maglev.py
-    from bpfgen.bench_maglev import main
-
-    sys.exit(main())

@@ -44,3 +44,14 @@ __all__ = [
     "up",
     "verify_object",
 ]
+
+
+def __getattr__(name: str) -> str:
+    """`__version__`: the installed distribution's, which is bpfgen's (the version is
+    written once, in bpfgen/__init__.py; the runtime imports nothing of the compiler, so
+    it reads it from the package metadata, on first use only)."""
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("bpfgen")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,8 +41,9 @@ def _private_object_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def _runs_late(item: pytest.Item) -> bool:
-    """vm tests wait for VMs; tests/bench compiles nothing the VM's suites need."""
-    return item.get_closest_marker("vm") is not None or item.path.parent == ROOT / "tests" / "bench"
+    """vm tests wait for VMs; tests/benchmarks compiles nothing the VM's suites need."""
+    benchmarks = ROOT / "tests" / "benchmarks"
+    return item.get_closest_marker("vm") is not None or item.path.parent == benchmarks
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

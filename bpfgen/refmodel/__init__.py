@@ -7,13 +7,19 @@ Pure Python: each program is a function
 of the node's configuration (`model_config(inputs, build_kind)`), an Ethernet frame,
 the session state (`SessionState`, mutated in place), the time and skb->mark,
 returning the verdict, the frame and mark out, the counter increments and the
-sessions it touched. `differential.Differential` runs a build in the kernel and the
-model side by side and reports every difference; docs/testing.md tells how the
+sessions it touched. `ipvs_differential.Differential` runs a build in the kernel and
+the model side by side and reports every difference; docs/testing.md tells how the
 tests use both.
+
+Modules are named by the mode they model: ipvs_config, ipvs_snat, ipvs_differential
+(the ipvs mode's SNAT programs, exported here) and bpf_config, bpf_svc,
+bpf_differential (the bpf mode's svc_in and svc_xdp, built on the ipvs ones); packet,
+hashing, checksum, state and frames serve both.
 """
 
 from bpfgen.refmodel.checksum import ChecksumDisagreement
-from bpfgen.refmodel.config import (
+from bpfgen.refmodel.hashing import mix32, tuple_hash
+from bpfgen.refmodel.ipvs_config import (
     BUILD_KINDS,
     IPPROTO_ICMP,
     IPPROTO_TCP,
@@ -22,9 +28,7 @@ from bpfgen.refmodel.config import (
     Policy,
     model_config,
 )
-from bpfgen.refmodel.hashing import mix32, tuple_hash
-from bpfgen.refmodel.packet import Kind, Parsed, parse
-from bpfgen.refmodel.programs import (
+from bpfgen.refmodel.ipvs_snat import (
     COUNTER_NAMES,
     PROGRAMS,
     Counter,
@@ -36,6 +40,7 @@ from bpfgen.refmodel.programs import (
     ingress_xdp,
     retval,
 )
+from bpfgen.refmodel.packet import Kind, Parsed, parse
 from bpfgen.refmodel.state import (
     CLOSING,
     SEEN_REPLY,

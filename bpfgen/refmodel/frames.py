@@ -13,7 +13,7 @@ import struct
 from ipaddress import IPv4Address
 
 from bpfgen.refmodel.checksum import checksum, pseudo_header
-from bpfgen.refmodel.config import IPPROTO_TCP, IPPROTO_UDP
+from bpfgen.refmodel.ipvs_config import IPPROTO_TCP, IPPROTO_UDP
 from bpfgen.refmodel.packet import ETH_P_IP
 
 __all__ = ["ethernet", "icmp", "ipv4", "tcp", "udp"]

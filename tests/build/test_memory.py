@@ -1,5 +1,5 @@
 """The compile's memory bound (docs/testing.md, "Memory"): peak RSS of `bpfgen compile`
-in a child process, read from wait4, clang included (bpfgen/bench_memory.py)."""
+in a child process, read from wait4, clang included (bench/memory.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfgen.bench_memory import BOUND_MIB, Case, bound_mib, measure
+from bench.memory import BOUND_MIB, Case, bound_mib, measure
 
 #: A failing run stops here instead of taking the machine's memory: 4x the bound.
 LIMIT_MIB = 4 * BOUND_MIB

@@ -11,7 +11,7 @@ sessions held their SNAT port for the transitory timeout, so after about 10,000
 connections to one backend every SYN was dropped with `drop_exhausted`).
 
 The client is external (outside the cluster pod CIDR), so every connection is SNATed
-to the node's address. It is bpfgen/bench/loadgen.c (16 threads; each connection's
+to the node's address. It is bench/loadgen.c (16 threads; each connection's
 latency is measured from connect to the answer): a Python client manages about
 2,000 connections/s, this one the datapath's rate. The client namespace, and only it,
 is set as a real client host may be: `ip_local_port_range` 1024-65000 (the topology's),
@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 from vm.guest_ipvs import LOAD_THREADS, _port, _service, _slice, in_ns, loadgen, short_load
 
-from bpfgen.bench._netns import start_server
+from bench._netns import start_server
 from bpfgen_runtime.node import Options
 from e2e.test_bpf_mode_host import (
     SNAT_RANGE,

@@ -58,11 +58,11 @@ from bpfgen.compiler import compile_build
 from bpfgen.config import load_inputs
 from bpfgen.model import Backend
 from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
+from bpfgen.refmodel.bpf_differential import pack_nat, pack_rnat, unpack_nat, unpack_rnat
+from bpfgen.refmodel.bpf_svc import NatSession, Rnat
 from bpfgen.refmodel.checksum import ones_sum, pseudo_header
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
 from bpfgen.refmodel.hashing import tuple_hash
-from bpfgen.refmodel.svc import NatSession, Rnat
-from bpfgen.refmodel.svc_differential import pack_nat, pack_rnat, unpack_nat, unpack_rnat
 from bpfgen_runtime.testrun import BuildUnderTest, SessionKey
 
 pytestmark = pytest.mark.kernel

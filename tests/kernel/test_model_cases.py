@@ -31,8 +31,8 @@ from bpfgen.refmodel import (
     model_config,
 )
 from bpfgen.refmodel.checksum import ones_sum, pseudo_header
-from bpfgen.refmodel.differential import Differential
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
+from bpfgen.refmodel.ipvs_differential import Differential
 from bpfgen_runtime.testrun import (
     BuildUnderTest,
     ReverseEntry,

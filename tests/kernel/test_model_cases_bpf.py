@@ -53,10 +53,17 @@ from bpfgen import layouts
 from bpfgen.compiler import compile_build
 from bpfgen.config import load_inputs
 from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, FlowKey
-from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
-from bpfgen.refmodel.hashing import tuple_hash
-from bpfgen.refmodel.state import CLOSED, FIN_ACKED, REPLY_FIRST, timeout_ns
-from bpfgen.refmodel.svc import (
+from bpfgen.refmodel.bpf_config import SvcConfig, svc_config
+from bpfgen.refmodel.bpf_differential import (
+    PROGRAM,
+    XDP_PROGRAM,
+    SvcDifferential,
+    pack_affinity,
+    pack_affinity_key,
+    pack_nat,
+    pack_rnat,
+)
+from bpfgen.refmodel.bpf_svc import (
     SVC_COUNTER_NAMES,
     Affinity,
     AffinityKey,
@@ -67,16 +74,9 @@ from bpfgen.refmodel.svc import (
     no_xdp_route,
     select_backend,
 )
-from bpfgen.refmodel.svc_config import SvcConfig, svc_config
-from bpfgen.refmodel.svc_differential import (
-    PROGRAM,
-    XDP_PROGRAM,
-    SvcDifferential,
-    pack_affinity,
-    pack_affinity_key,
-    pack_nat,
-    pack_rnat,
-)
+from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
+from bpfgen.refmodel.hashing import tuple_hash
+from bpfgen.refmodel.state import CLOSED, FIN_ACKED, REPLY_FIRST, timeout_ns
 from bpfgen_runtime.testrun import BuildUnderTest
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_routes")]

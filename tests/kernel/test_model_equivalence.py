@@ -47,8 +47,8 @@ from bpfgen.refmodel import (
     model_config,
     timeout_ns,
 )
-from bpfgen.refmodel.differential import Differential, Step, describe, hexdump
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4
+from bpfgen.refmodel.ipvs_differential import Differential, Step, describe, hexdump
 from bpfgen_runtime.testrun import tc_accepts
 
 pytestmark = pytest.mark.kernel

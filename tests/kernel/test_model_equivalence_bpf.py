@@ -40,12 +40,12 @@ from model_pool import NODE_PORT_RANGE, BuildPool, PortClaims, max_entries, open
 from bpfgen.model import Inputs
 from bpfgen.refmodel import BUILD_KINDS, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, FlowKey, Policy
 from bpfgen.refmodel import timeout_ns as session_timeout
-from bpfgen.refmodel.differential import describe, hexdump
+from bpfgen.refmodel.bpf_config import SvcConfig, SvcFrontend, svc_config
+from bpfgen.refmodel.bpf_differential import PROGRAM, XDP_PROGRAM, SvcDifferential, SvcStep
+from bpfgen.refmodel.bpf_svc import Affinity, AffinityKey, NatSession, Rnat, SvcState
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4
-from bpfgen.refmodel.programs import Verdict
-from bpfgen.refmodel.svc import Affinity, AffinityKey, NatSession, Rnat, SvcState
-from bpfgen.refmodel.svc_config import SvcConfig, SvcFrontend, svc_config
-from bpfgen.refmodel.svc_differential import PROGRAM, XDP_PROGRAM, SvcDifferential, SvcStep
+from bpfgen.refmodel.ipvs_differential import describe, hexdump
+from bpfgen.refmodel.ipvs_snat import Verdict
 from bpfgen_runtime.testrun import tc_accepts
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_routes")]

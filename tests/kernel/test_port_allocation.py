@@ -5,8 +5,8 @@ attached). Occupancy is per remote endpoint (endpoint-dependent mapping); every 
 flow is a hairpin TCP SYN towards the same pod endpoint, which egress SNATs without
 a mark. Each attempt is compared with the spec (docs/datapath.md, "tc egress" step 4
 and "Hashing"): the kernel must take the first of the 128 candidates that is free,
-recomputed here in Python. The harness is bpfgen.bench_ports, which also prints the
-full table (`python -m bpfgen.bench_ports`).
+recomputed here in Python. The harness is bench.port_alloc, which also prints the
+full table (`python -m bench.port_alloc`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from dataclasses import replace
 
 import pytest
 
-from bpfgen import layouts
-from bpfgen.bench_ports import (
+from bench.port_alloc import (
     NODE_ADDRESS,
     SNAT_PROBES,
     TC_ACT_SHOT,
@@ -30,6 +29,7 @@ from bpfgen.bench_ports import (
     mix32,
     open_harness,
 )
+from bpfgen import layouts
 
 pytestmark = pytest.mark.kernel
 

@@ -19,7 +19,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 
 from bpfgen.refmodel import IPPROTO_TCP, FlowKey, ModelConfig, expired
 from bpfgen.refmodel.hashing import candidate_port
-from bpfgen.refmodel.programs import PROBE_LIMIT
+from bpfgen.refmodel.ipvs_snat import PROBE_LIMIT
 from bpfgen.refmodel.state import CLOSED, SessionLike, timeout_ns
 
 NS = 1_000_000_000

@@ -68,8 +68,8 @@ from bpfgen.refmodel import (
     timeout_ns,
     tuple_hash,
 )
-from bpfgen.refmodel.differential import Differential
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
+from bpfgen.refmodel.ipvs_differential import Differential
 from bpfgen.refmodel.state import CLOSED
 from bpfgen.refmodel.state import RST as RST_SEEN
 from bpfgen_runtime.testrun import BuildUnderTest

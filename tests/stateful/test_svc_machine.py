@@ -62,14 +62,14 @@ from bpfgen.refmodel import (
     timeout_ns,
     tuple_hash,
 )
-from bpfgen.refmodel.differential import show_key
+from bpfgen.refmodel.bpf_config import SvcConfig, svc_config
+from bpfgen.refmodel.bpf_differential import SvcDifferential
+from bpfgen.refmodel.bpf_svc import NatSession, Rnat, SvcState, select_backend
 from bpfgen.refmodel.frames import ethernet, ipv4, tcp, udp
-from bpfgen.refmodel.programs import Result
+from bpfgen.refmodel.ipvs_differential import show_key
+from bpfgen.refmodel.ipvs_snat import Result
 from bpfgen.refmodel.state import CLOSED
 from bpfgen.refmodel.state import RST as RST_SEEN
-from bpfgen.refmodel.svc import NatSession, Rnat, SvcState, select_backend
-from bpfgen.refmodel.svc_config import SvcConfig, svc_config
-from bpfgen.refmodel.svc_differential import SvcDifferential
 
 pytestmark = pytest.mark.kernel
 

@@ -17,7 +17,7 @@ from bpfgen.maglev import Backend, build_table, permutation, siphash24
 
 # Bound on the slots that move from one surviving backend to another when one
 # backend leaves or joins, as a fraction of M, for M = 16381 and N <= 50.
-# Measured (bpfgen.bench_maglev and random key sets): mean 0.5 % at N = 10, 1.0 %
+# Measured (bench.maglev and random key sets): mean 0.5 % at N = 10, 1.0 %
 # at N = 50 (1.35 % at N = 100); the worst of 150 random sets at N = 50 was 1.23 %
 # on removal and 1.20 % on addition (N = 20: 1.11 / 1.15 %). Maglev trades this
 # small extra disruption for its near-perfect balance (the paper, section 3.4,
@@ -263,7 +263,7 @@ def test_a_large_table_builds_well_under_a_second() -> None:
 
 
 def test_the_measurement_runs() -> None:
-    from bpfgen.bench_maglev import flow_slots, markdown, measure
+    from bench.maglev import flow_slots, markdown, measure
 
     row = measure(1021, 5, flow_slots(1021, 2000))
     assert row.ideal_remove == 0.2

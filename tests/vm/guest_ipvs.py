@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from bpfgen.bench._netns import load, loadgen_binary, start_server
+from bench._netns import load, loadgen_binary, start_server
 from bpfgen_runtime import netns
 from bpfgen_runtime.node import Options, down, status, sync, up
 
@@ -708,7 +708,7 @@ def test_exhaustion_is_counted(topo: Topo) -> None:
 
 
 def loadgen() -> Path:
-    """bpfgen/bench/loadgen.c compiled: the host's binary when it hands one over
+    """bench/loadgen.c compiled: the host's binary when it hands one over
     (BPFGEN_E2E_LOADGEN: clang under emulation is slow), else compiled here."""
     given = os.environ.get("BPFGEN_E2E_LOADGEN")
     return Path(given) if given else loadgen_binary()
@@ -782,7 +782,7 @@ def test_short_connections_on_defaults(topo: Topo) -> None:
 
     The client closes first; its namespace, and only it, has tcp_tw_reuse=1 (and the
     topology's ip_local_port_range 1024-65000), as a busy client host may. loadgen
-    (bpfgen/bench/loadgen.c) is the client and be1's server on LOAD_PORT: a Python
+    (bench/loadgen.c) is the client and be1's server on LOAD_PORT: a Python
     client makes far fewer connections per second in the guest. Bounded by count
     (BPFGEN_E2E_SHORT_CONNECTIONS) and time (BPFGEN_E2E_SHORT_SECONDS)."""
     sync(topo.builds["main"], topo.opts)  # the exhaustion case left `tiny` in place

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfgen.bench._netns import loadgen_binary
+from bench._netns import loadgen_binary
 from tests.vm import background
 from tests.vm.guest_ipvs import compile_builds
 from tests.vm.run import VMRun

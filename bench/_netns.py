@@ -9,7 +9,7 @@ on exit, also on failure; a bpfgen runtime it started in one of them
 temporary directory) is taken down and unmounted first. Nothing touches the
 root namespace's interfaces.
 
-The load generator and backend is bpfgen/bench/loadgen.c, compiled with
+The load generator and backend is bench/loadgen.c, compiled with
 clang on first use (`loadgen_binary`).
 """
 
@@ -51,7 +51,7 @@ def sh(*args: str, input: str | None = None, timeout: float = 60.0) -> str:
 
 
 def loadgen_binary(cache: Path | None = None) -> Path:
-    """bpfgen/bench/loadgen.c compiled (-O2, pthreads); cached by the source's hash."""
+    """bench/loadgen.c compiled (-O2, pthreads); cached by the source's hash."""
     source = LOADGEN_C.read_bytes()
     digest = hashlib.sha256(source).hexdigest()[:16]
     where = cache or Path(os.environ.get("BPFGEN_CACHE_DIR", Path.home() / ".cache" / "bpfgen"))
@@ -60,7 +60,7 @@ def loadgen_binary(cache: Path | None = None) -> Path:
         return binary
     compiler = next((c for c in CLANG if shutil.which(c)), None)
     if compiler is None:
-        raise BenchError("no C compiler (clang-19, clang or cc) to build bpfgen/bench/loadgen.c")
+        raise BenchError("no C compiler (clang-19, clang or cc) to build bench/loadgen.c")
     binary.parent.mkdir(parents=True, exist_ok=True)
     tmp = binary.with_suffix(f".tmp{os.getpid()}")
     sh(compiler, "-O2", "-Wall", "-pthread", "-o", str(tmp), str(LOADGEN_C))

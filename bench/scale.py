@@ -1,6 +1,6 @@
 """Bench part "scale": per-packet cost and compile time as the service count grows.
 
-bpfgen: for each size, a kubectl-shaped manifest (bpfgen.bench_compile: one
+bpfgen: for each size, a kubectl-shaped manifest (bench.compile: one
 ClusterIP TCP port and 4 endpoints per service) is compiled cold (empty build
 and object caches; parse, plan, render, clang, inspect, kernel verifier), then
 its programs run under BPF_PROG_TEST_RUN with `repeat` (the kernel's own
@@ -19,7 +19,7 @@ Against it, iptables-mode kube-proxy's cost model on real packets: client ns
 DNAT rules, one per service, linear (no verdict map), and the client targets
 the last rule's VIP. Every request is a new UDP flow (a new socket, so a new
 source port: a new conntrack entry, so the chain is walked), answered by the
-backend (bpfgen/bench/loadgen.c udp-new, one thread, source ports in turn; the
+backend (bench/loadgen.c udp-new, one thread, source ports in turn; the
 router's conntrack table is flushed before each block, so no flow of a block
 finds an entry and skips the chain). A topology with no NAT
 table, the client sending to the backend directly, is the baseline; the
@@ -38,9 +38,9 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from bpfgen.bench._netns import Lab, load, loadgen_binary
+from bench._netns import Lab, load, loadgen_binary
 
-SVC_BASE = int(IPv4Address("198.18.128.10"))  # bench_compile.services_manifest's first VIP
+SVC_BASE = int(IPv4Address("198.18.128.10"))  # bench.compile.services_manifest's first VIP
 OUTSIDE_CLIENT = "198.18.0.10"
 CLIENT, CLIENT_GW = "198.18.1.10", "198.18.1.1"
 BACKEND, BACKEND_GW = "198.18.2.10", "198.18.2.1"
@@ -95,7 +95,7 @@ def _packet_costs(build_dir: Path, n: int, s: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bpfgen_part(s: dict[str, Any], progress: Callable[[str], None]) -> list[dict[str, Any]]:
-    from bpfgen.bench_compile import NODE_YAML, services_manifest
+    from bench.compile import NODE_YAML, services_manifest
     from bpfgen.compiler import compile_build
 
     rows = []

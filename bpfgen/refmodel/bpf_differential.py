@@ -29,22 +29,8 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
-from bpfgen.refmodel.differential import (
-    HISTORY,
-    Mismatch,
-    counter_problems,
-    describe,
-    hexdump,
-    outcome_problems,
-    report_head,
-    show_key,
-    stamp_problems,
-    state_lines,
-    table_problems,
-)
-from bpfgen.refmodel.programs import XDP_PASS, Result
-from bpfgen.refmodel.state import FlowKey
-from bpfgen.refmodel.svc import (
+from bpfgen.refmodel.bpf_config import SvcConfig
+from bpfgen.refmodel.bpf_svc import (
     SVC_COUNTER_NAMES,
     Affinity,
     AffinityKey,
@@ -58,7 +44,21 @@ from bpfgen.refmodel.svc import (
     svc_in,
     svc_xdp,
 )
-from bpfgen.refmodel.svc_config import SvcConfig
+from bpfgen.refmodel.ipvs_differential import (
+    HISTORY,
+    Mismatch,
+    counter_problems,
+    describe,
+    hexdump,
+    outcome_problems,
+    report_head,
+    show_key,
+    stamp_problems,
+    state_lines,
+    table_problems,
+)
+from bpfgen.refmodel.ipvs_snat import XDP_PASS, Result
+from bpfgen.refmodel.state import FlowKey
 from bpfgen_runtime.testrun import BuildUnderTest, SessionKey
 
 __all__ = ["PROGRAM", "XDP_PROGRAM", "SvcDifferential", "SvcStep"]

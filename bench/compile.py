@@ -180,7 +180,7 @@ def insns_table(sizes: list[int], mode: str = "ipvs") -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bpfgen.bench_compile", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m bench.compile", description=__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 1000, 10000])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-verify", action="store_true")

@@ -1,6 +1,6 @@
 """The connections benchmark's VM part: runs inside Debian's 6.1 kernel (it has IPVS).
 
-    python -m bpfgen.bench._vm_connections CONFIG.json      # started by connections.py
+    python -m bench._vm_connections CONFIG.json      # started by connections.py
 
 One copy of tests/vm/guest_ipvs.py's topology per mode (its helpers and
 addresses are imported), each in its own namespaces, all up at once:
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bpfgen.bench._netns import Lab, load, sh
+from bench._netns import Lab, load, sh
 
 KP_IPVS_DEV = "kpipvs0"
 MODES = ("direct", "ipvs_conntrack", "bpfgen_ipvs")

@@ -1,4 +1,4 @@
-"""`python -m bpfgen.bench --quick` runs end to end and its figures are sane (no timing claims)."""
+"""`python -m bench --quick` runs end to end and its figures are sane (no timing claims)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         pytest.fail("the bench loads BPF programs: run it as root", pytrace=False)
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run(
-        [sys.executable, "-m", "bpfgen.bench", "--quick", "--part", "packets",
+        [sys.executable, "-m", "bench", "--quick", "--part", "packets",
          "--part", "ports", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip
@@ -89,7 +89,7 @@ def test_port_figures_are_sane(quick_run: tuple[Path, str]) -> None:
 
 
 def test_a_part_without_its_module_is_a_clear_error(tmp_path: Path) -> None:
-    from bpfgen.bench.__main__ import MissingPart, load_part
+    from bench.__main__ import MissingPart, load_part
 
-    with pytest.raises(MissingPart, match="bpfgen/bench/nonexistent.py does not exist"):
+    with pytest.raises(MissingPart, match="bench/nonexistent.py does not exist"):
         load_part("nonexistent")

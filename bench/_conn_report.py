@@ -1,6 +1,6 @@
 """The connections part's summaries, targets, Markdown tables and plots.
 
-Every figure comes from the blocks bpfgen/bench/connections.py recorded: a block is
+Every figure comes from the blocks bench/connections.py recorded: a block is
 one bounded loadgen run (see loadgen.c for its fields) plus what was read around it.
 Ratios are taken per round between blocks of the same round and workload, then
 summarized as median and range ("spread") over rounds: {"median", "min", "max"}.

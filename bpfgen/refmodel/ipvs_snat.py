@@ -23,8 +23,8 @@ from bpfgen.refmodel.checksum import (
     valid,
     words,
 )
-from bpfgen.refmodel.config import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ModelConfig, Policy
 from bpfgen.refmodel.hashing import candidate_port, tuple_hash
+from bpfgen.refmodel.ipvs_config import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ModelConfig, Policy
 from bpfgen.refmodel.packet import (
     ETH_HLEN,
     ICMP_ECHO,

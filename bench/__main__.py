@@ -1,11 +1,11 @@
-"""`python -m bpfgen.bench [--quick] [--part NAME ...] [--out DIR] [--json]`.
+"""`python -m bench [--quick] [--part NAME ...] [--out DIR] [--json]`.
 
 Runs the parts (modules of this package, imported by name when asked for),
 writes `DIR/results.json` (every raw figure of every part, plus the machine:
 kernel, CPU, cores, clang, date), each part's PNGs under DIR, prints the
 Markdown tables on stdout (or results.json with --json), then the targets of
 the parts that judge any (`targets_table`) with pass/miss, and progress on
-stderr. `python -m bpfgen.bench.readme_tables` renders README.md's tables from
+stderr. `python -m bench.readme_tables` renders README.md's tables from
 results.json.
 Exit status 1 when a part reports problems (a measurement that disagrees with
 the spec), 2 when a requested part does not exist.
@@ -35,14 +35,14 @@ class MissingPart(Exception):
 
 
 def load_part(name: str) -> ModuleType:
-    """bpfgen.bench.<name>; a missing module is reported, not a traceback."""
+    """bench.<name>; a missing module is reported, not a traceback."""
     try:
-        return importlib.import_module(f"bpfgen.bench.{name}")
+        return importlib.import_module(f"bench.{name}")
     except ModuleNotFoundError as exc:
-        if exc.name != f"bpfgen.bench.{name}":
+        if exc.name != f"bench.{name}":
             raise  # the part exists but something it imports does not
         raise MissingPart(
-            f"part {name!r}: module bpfgen/bench/{name}.py does not exist (yet); "
+            f"part {name!r}: module bench/{name}.py does not exist (yet); "
             f"run the others with --part"
         ) from exc
 
@@ -94,7 +94,7 @@ def _git_head() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m bpfgen.bench",
+        prog="python -m bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.no_vm:
-        os.environ["BPFGEN_BENCH_NO_VM"] = "1"  # read by bpfgen.bench.connections.run
+        os.environ["BPFGEN_BENCH_NO_VM"] = "1"  # read by bench.connections.run
     parts = list(dict.fromkeys(args.parts or PARTS))
     start = time.monotonic()
 

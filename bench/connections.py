@@ -1,6 +1,6 @@
 """Bench part "connections": real TCP through a node, by datapath mode.
 
-Workloads (bpfgen/bench/loadgen.c, a C client with THREADS blocking threads):
+Workloads (bench/loadgen.c, a C client with THREADS blocking threads):
 `short` = connect, one request line, the answer, close (client first) per
 connection; `keepalive` = request/answer on one open connection per thread;
 `sustained` = `short` without a pause for SUSTAINED seconds (>= 60 s in the full
@@ -39,9 +39,9 @@ Host kernel (no IPVS), one client/node/backend namespace triple per mode:
 After every block: the node's `conntrack -C`; in the bpf modes the movement of
 bpfgen's counters (`fib_fallback` must stay 0, `redirect` grow), the fill of its
 maps, and per attached program the kernel's run count and run time over the block
-(BPF statistics on for the run: bpfgen/bench/_kstats.py), per connection.
+(BPF statistics on for the run: bench/_kstats.py), per connection.
 
-Debian's 6.1 kernel in the VM (one boot, bpfgen/bench/_vm_connections.py):
+Debian's 6.1 kernel in the VM (one boot, bench/_vm_connections.py):
 direct, ipvs_conntrack (kube-proxy IPVS mode) and bpfgen_ipvs (`bpfgen up`),
 each over NodePort (external client, SNAT) and ClusterIP (pod client).
 
@@ -50,7 +50,7 @@ node each: where a datapath stops after N connections, its windows show it), the
 the interleaved rounds: every round runs every (mode, workload) once, the order
 rotated each round. Ratios are taken per round between blocks of the same round,
 then the median and the range over rounds are reported; the targets of issue 12
-are judged on them (bpfgen/bench/_conn_report.py).
+are judged on them (bench/_conn_report.py).
 """
 
 from __future__ import annotations
@@ -63,14 +63,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bpfgen.bench import _conn_report as report
-from bpfgen.bench._kstats import bpf_run_stats, delta, nstat, prog_breakdown, prog_stats
-from bpfgen.bench._netns import BenchError, Lab, load, loadgen_binary
+from bench import _conn_report as report
+from bench._kstats import bpf_run_stats, delta, nstat, prog_breakdown, prog_stats
+from bench._netns import BenchError, Lab, load, loadgen_binary
 
 if TYPE_CHECKING:
     from bpfgen_runtime.node import Options
 
-# The part's interface (bpfgen/bench/__init__.py): run here, the rest in the report.
+# The part's interface (bench/__init__.py): run here, the rest in the report.
 table, plot, summarize = report.table, report.plot, report.summarize
 targets_table = report.targets_table
 
@@ -357,7 +357,7 @@ def _vm_part(
         }
         (results / "config.json").write_text(json.dumps(cfg))
         progress("connections: booting Debian's 6.1 kernel (TCG) for the IPVS modes")
-        cmd = ["python", "-m", "bpfgen.bench._vm_connections", str(results / "config.json")]
+        cmd = ["python", "-m", "bench._vm_connections", str(results / "config.json")]
         try:
             vm = run_in_vm(cmd, VM_TIMEOUT, results=results, echo=False)
         except VMError as exc:

@@ -84,7 +84,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 IPPROTO_TCP = 6
 TCP_SYN, TCP_ACK = 0x02, 0x10
 SEEN_REPLY = 0x01
@@ -128,7 +128,7 @@ class Case:
 
 
 def _one_service_config(root: Path) -> tuple[Path, Path]:
-    from bpfgen.bench_compile import NODE_YAML, services_manifest
+    from bench.compile import NODE_YAML, services_manifest
 
     node, services = root / "node-1svc.yaml", root / "services-1svc.yaml"
     node.write_text(NODE_YAML)

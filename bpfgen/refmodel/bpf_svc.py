@@ -7,7 +7,7 @@
 `config` is `svc_config(inputs, kind)`, `state` the session maps and the ClientIP
 affinity map (`SvcState`: bpfgen_nat_v4, bpfgen_rnat_v4 and bpfgen_affinity_v4,
 mutated in place). Parsing, hashing, SNAT port allocation, expiry, touching and
-checksum updates are the ipvs mode's (docs/datapath.md), shared with `programs`.
+checksum updates are the ipvs mode's (docs/datapath.md), shared with `ipvs_snat`.
 Both programs are one code but for what happens to a translated packet ("XDP").
 
 Forwarding depends on the FIB of the network namespace the program runs in:
@@ -29,11 +29,11 @@ from functools import partial
 from typing import NamedTuple, Self
 
 from bpfgen.refmodel import packet
+from bpfgen.refmodel.bpf_config import Endpoint, SvcConfig, SvcFrontend
 from bpfgen.refmodel.checksum import checksum, incremental, pseudo_header
-from bpfgen.refmodel.config import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Policy
 from bpfgen.refmodel.hashing import tuple_hash
-from bpfgen.refmodel.packet import ETH_HLEN, ICMP_ECHO, Kind, Parsed, parse
-from bpfgen.refmodel.programs import (
+from bpfgen.refmodel.ipvs_config import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Policy
+from bpfgen.refmodel.ipvs_snat import (
     COUNTER_NAMES,
     Counter,
     Result,
@@ -42,8 +42,8 @@ from bpfgen.refmodel.programs import (
     rewrite,
     touched,
 )
+from bpfgen.refmodel.packet import ETH_HLEN, ICMP_ECHO, Kind, Parsed, parse
 from bpfgen.refmodel.state import SEEN_REPLY, FlowKey, Tables, expired, released
-from bpfgen.refmodel.svc_config import Endpoint, SvcConfig, SvcFrontend
 
 __all__ = [
     "SVC_COUNTER_NAMES",

@@ -1,4 +1,4 @@
-"""Smoke tests of `make bench`'s connections part (bpfgen/bench/connections.py), quick.
+"""Smoke tests of `make bench`'s connections part (bench/connections.py), quick.
 
 Assert only that it ran and its figures are sane, never how fast anything was:
 every block's counts add up (per second, per cause, the histogram), latency
@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from bpfgen.bench import _conn_report as report
-from bpfgen.bench import connections, readme_tables
+from bench import _conn_report as report
+from bench import connections, readme_tables
 
 
 def _check_rows(rows: list[dict[str, Any]], modes: set[str]) -> None:
@@ -229,8 +229,8 @@ table inet dropsyn {
 @pytest.mark.kernel
 @pytest.mark.root
 def test_loadgen_counts_stalls_by_cause() -> None:
-    from bpfgen.bench._kstats import nstat
-    from bpfgen.bench._netns import Lab, load, loadgen_binary
+    from bench._kstats import nstat
+    from bench._netns import Lab, load, loadgen_binary
 
     binary = loadgen_binary()
     with Lab("bbt") as lab:

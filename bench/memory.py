@@ -23,8 +23,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bpfgen import bench_compile
-from bpfgen.bench_compile import NODE_YAML
+from bench import compile as compile_bench
+from bench.compile import NODE_YAML
 
 #: Peak RSS allowed for a compile of 10,000 Services x 4 endpoints, bpf mode, Maglev
 #: (M = 16381), case maglev-10k (docs/testing.md, "Memory"): under a fifth of a 2 GiB
@@ -65,7 +65,7 @@ CASES = (
     Case("maglev-10k", 10_000),
     Case("maglev-10k-generic", 10_000, build="generic"),
     Case("ipvs-10k", 10_000, mode="ipvs", scheduler="rr"),
-    # 20 MiB of YAML: endpoint addresses repeat after 60,000 (bench_compile).
+    # 20 MiB of YAML: endpoint addresses repeat after 60,000 (bench/compile.py).
     Case("manifest-20MB", 16_000, endpoints=10, mode="ipvs", scheduler="rr"),
     Case("maglev-1k-verified", 1_000, verify=True),
 )
@@ -79,10 +79,10 @@ def node_yaml(case: Case) -> str:
 
 
 def services_manifest(case: Case) -> str:
-    """bench_compile's kubectl-shaped List (addresses in 198.18.0.0/15)."""
+    """bench/compile.py's kubectl-shaped List (addresses in 198.18.0.0/15)."""
     if case.services > 32_000:
         raise ValueError("more Services than serviceCIDR 198.18.128.0/17 holds")
-    return bench_compile.services_manifest(case.services, case.endpoints, ports=case.ports,
+    return compile_bench.services_manifest(case.services, case.endpoints, ports=case.ports,
                                            padding=case.padding)
 
 
@@ -163,7 +163,7 @@ def table(results: list[Measured]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bpfgen.bench_memory", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", action="append", choices=[c.name for c in CASES],
                     help="run only these cases (repeatable); default: all")

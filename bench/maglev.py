@@ -1,4 +1,4 @@
-"""`python -m bpfgen.bench_maglev` (or `python -m bpfgen.maglev --measure`): Maglev disruption.
+"""`python -m bench.maglev`: Maglev disruption, measured on bpfgen.maglev's tables.
 
 For each table size M (16381, 65521) and backend count N (2, 3, 5, 10, 50, 100),
 builds the table of N unweighted backends ("198.19.x.y:8080", pod addresses of
@@ -202,10 +202,7 @@ def markdown(rows: Sequence[Disruption], builds: Sequence[BuildTime]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bpfgen.bench_maglev", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument(
-        "--measure", action="store_true", help="(the default; accepted for bpfgen.maglev)"
+        prog="python -m bench.maglev", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Smoke test of `make bench`'s scale part (bpfgen/bench/scale.py), quick variant.
+"""Smoke test of `make bench`'s scale part (bench/scale.py), quick variant.
 
 Asserts only that it ran and its figures are sane: every program ran and the
 ingress hit was marked, every new flow through the DNAT chains was answered
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfgen.bench import scale
+from bench import scale
 
 pytestmark = [pytest.mark.kernel, pytest.mark.root, pytest.mark.slow]
 

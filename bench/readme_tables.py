@@ -1,4 +1,4 @@
-"""`python -m bpfgen.bench.readme_tables [RESULTS.json]`: README tables from a bench run.
+"""`python -m bench.readme_tables [RESULTS.json]`: README tables from a bench run.
 
 Reads `build/bench/results.json` (or the file given), written by `make bench`, and
 prints Markdown on stdout for README.md's "Benchmarks" section: every table opens
@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bpfgen.bench import _conn_report as report
-from bpfgen.bench.__main__ import DEFAULT_OUT, MissingPart, load_part
+from bench import _conn_report as report
+from bench.__main__ import DEFAULT_OUT, MissingPart, load_part
 
 DEFAULT_RESULTS = DEFAULT_OUT / "results.json"
-PROG = "python -m bpfgen.bench.readme_tables"
+PROG = "python -m bench.readme_tables"
 
 
 def caption(machine: dict[str, Any], quick: bool, what: str) -> str:

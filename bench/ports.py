@@ -1,6 +1,6 @@
 """Part 4 of `make bench`: SNAT port allocation quality against occupancy.
 
-A wrapper of `bpfgen.bench_ports` (its docstring has the method): for each SNAT
+A wrapper of `bench.port_alloc` (its docstring has the method): for each SNAT
 range size, the kernel's egress program allocates ports for new flows towards
 one remote endpoint while a fixed share of that endpoint's port space is
 occupied; measured success rate and mean probes are set against the theory of
@@ -22,15 +22,15 @@ SEED = 1
 
 
 def run(out_dir: Path, *, quick: bool, progress: Progress) -> dict[str, Any]:
-    from bpfgen import bench_ports
+    from bench import port_alloc
 
-    ranges = QUICK["ranges"] if quick else bench_ports.DEFAULT_RANGES
-    occupancies = QUICK["occupancies"] if quick else bench_ports.DEFAULT_OCCUPANCIES
-    flows = QUICK["flows"] if quick else bench_ports.DEFAULT_FLOWS
+    ranges = QUICK["ranges"] if quick else port_alloc.DEFAULT_RANGES
+    occupancies = QUICK["occupancies"] if quick else port_alloc.DEFAULT_OCCUPANCIES
+    flows = QUICK["flows"] if quick else port_alloc.DEFAULT_FLOWS
     assert isinstance(ranges, tuple) and isinstance(occupancies, tuple)
     assert isinstance(flows, int)
     progress(f"ports: {len(ranges)} ranges x {len(occupancies)} occupancies x {flows:,} new flows")
-    levels = bench_ports.run(list(ranges), list(occupancies), flows, SEED, progress=False)
+    levels = port_alloc.run(list(ranges), list(occupancies), flows, SEED, progress=False)
     for lv in levels:
         progress(
             f"ports: {lv.ports} ports, {lv.occupancy:.1%} occupied: {lv.success_rate:.3%} success"
@@ -38,12 +38,12 @@ def run(out_dir: Path, *, quick: bool, progress: Progress) -> dict[str, Any]:
     return {
         "flows": flows,
         "seed": SEED,
-        "probes_max": bench_ports.SNAT_PROBES,
+        "probes_max": port_alloc.SNAT_PROBES,
         "levels": [lv.to_dict() for lv in levels],
         "problems": [
             f"{lv.ports} ports, {lv.occupancy:.1%}: {p}" for lv in levels for p in lv.problems
         ],
-        "markdown": bench_ports.markdown(levels),
+        "markdown": port_alloc.markdown(levels),
     }
 
 
@@ -60,7 +60,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bpfgen.bench_ports import expected_probes, failure_odds
+    from bench.port_alloc import expected_probes, failure_odds
 
     fig, (ok_ax, probes_ax) = plt.subplots(1, 2, figsize=(11, 4))
     grid = [i / 1000 for i in range(0, 1000)]

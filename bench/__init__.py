@@ -7,6 +7,11 @@ One module per part; each exposes
     plot(result: dict, out_dir: Path) -> list[Path]   # PNGs (matplotlib, Agg)
     targets_table(result: dict) -> str  # optional: targets with pass/miss, printed last
 
-and `python -m bpfgen.bench` (bpfgen/bench/__main__.py) runs the parts, writes
-`results.json` with every raw figure, the PNGs and the tables.
+and `python -m bench` (bench/__main__.py) runs the parts, writes
+`results.json` with every raw figure, the PNGs and the tables. The standalone
+measurements sit beside the parts: compile (make bench-compile, bench-insns),
+port_alloc (make bench-ports), memory (make bench-memory) and maglev.
+
+A package of the repository, not of the wheel: it imports bpfgen and
+bpfgen_runtime, never the reverse, and runs from the repository's root.
 """

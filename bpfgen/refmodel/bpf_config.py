@@ -16,7 +16,7 @@ from types import MappingProxyType
 
 from bpfgen import maglev
 from bpfgen.model import Backend, Inputs, Mode, Protocol, Service, ServicePort, ServiceType
-from bpfgen.refmodel.config import (
+from bpfgen.refmodel.ipvs_config import (
     IPPROTO_TCP,
     IPPROTO_UDP,
     ModelConfig,

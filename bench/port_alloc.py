@@ -1,4 +1,4 @@
-"""`python -m bpfgen.bench_ports`: SNAT port-allocation quality, measured in the kernel.
+"""`python -m bench.port_alloc`: SNAT port-allocation quality, measured in the kernel.
 
 For each SNAT range size, compiles a node config whose `snat.portRange` has that
 many ports, loads its egress program (BPF_PROG_TEST_RUN, no device, nothing
@@ -681,7 +681,7 @@ def _occupancy(text: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m bpfgen.bench_ports",
+        prog="python -m bench.port_alloc",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -21,9 +21,9 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from bpfgen.refmodel.config import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ModelConfig
+from bpfgen.refmodel.ipvs_config import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ModelConfig
+from bpfgen.refmodel.ipvs_snat import COUNTER_NAMES, PROGRAMS, Result, Verdict, retval
 from bpfgen.refmodel.packet import ETH_HLEN
-from bpfgen.refmodel.programs import COUNTER_NAMES, PROGRAMS, Result, Verdict, retval
 from bpfgen.refmodel.state import FlowKey, Origin, Session, SessionState
 from bpfgen_runtime.testrun import BuildUnderTest, ReverseEntry, RunResult, SessionEntry, SessionKey
 

@@ -1,4 +1,4 @@
-// The connection benchmarks' load generator and backend (bpfgen/bench/connections.py, scale.py).
+// The connection benchmarks' load generator and backend (bench/connections.py, scale.py).
 // Compiled at bench time: clang -O2 -pthread loadgen.c -o loadgen
 //
 //   loadgen serve PORT THREADS

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from bpfgen.bench._netns import BenchError
+from bench._netns import BenchError
 
 BPF_STATS_RUN_TIME = 0  # enum bpf_stats_type
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
