@@ -185,6 +185,11 @@ def build_manifest(
     }
 
 
+#: bpfgen's code that the cache key hashes: the top-level modules and the stages'
+#: subpackages.
+_COMPILER_CODE = ("*.py", "plan/*.py")
+
+
 def _compiler_digest() -> bytes:
     """The templates and bpfgen's own code: what turns inputs into a build."""
     from importlib import resources
@@ -196,8 +201,9 @@ def _compiler_digest() -> bytes:
             if f.name.endswith((".h", ".j2")):
                 h.update(f"{sub}/{f.name}\0".encode())
                 h.update(f.read_bytes())
-    for py in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(f"bpfgen/{py.name}\0".encode())
+    here = Path(__file__).parent
+    for py in sorted(p for pattern in _COMPILER_CODE for p in here.glob(pattern)):
+        h.update(f"bpfgen/{py.relative_to(here).as_posix()}\0".encode())
         h.update(py.read_bytes())
     return h.digest()
 
