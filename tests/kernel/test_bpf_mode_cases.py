@@ -55,7 +55,7 @@ from kernel.bpf_redirect_netns import NEIGHBOURS
 
 from bpfgen import maglev
 from bpfgen.compiler import compile_build
-from bpfgen.config import load_inputs
+from bpfgen.inputs import load_inputs
 from bpfgen.model import Backend
 from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from bpfgen.refmodel.checksum import ones_sum, pseudo_header

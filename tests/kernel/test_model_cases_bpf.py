@@ -51,7 +51,7 @@ from netns_private import private_netns
 
 from bpfgen import layouts
 from bpfgen.compiler import compile_build
-from bpfgen.config import load_inputs
+from bpfgen.inputs import load_inputs
 from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, FlowKey
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
 from bpfgen.refmodel.hashing import tuple_hash

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bpfgen.config import load_inputs
+from bpfgen.inputs import load_inputs
 from bpfgen.model import Mode
 from bpfgen.plan import PLANNERS, FrontendKind, Masq, make_plan
 from bpfgen.render import render
