@@ -63,6 +63,7 @@ lint: setup
 	$(VENV)/bin/ruff check bpfgen runtime tests
 	@mkdir -p build/typing && ln -sfn ../../runtime build/typing/bpfgen_runtime
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test-model: setup
 	$(PY) -m pytest tests/kernel/test_model_equivalence.py tests/kernel/test_model_cases.py tests/stateful
