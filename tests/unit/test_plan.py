@@ -8,7 +8,6 @@ from bpfgen.inputs import load_inputs
 from bpfgen.model import Mode
 from bpfgen.plan import PLANNERS, FrontendKind, Masq, make_plan
 from bpfgen.render import render
-from bpfgen_runtime.converge import MODES
 
 NODE = """\
 apiVersion: bpfgen/v1
@@ -53,6 +52,5 @@ def test_an_address_in_two_roles_yields_one_frontend(tmp_path: Path) -> None:
     assert header.count("case __bpf_constant_htons(443)") == 2
 
 
-def test_every_mode_has_a_planner_and_runtime_steps() -> None:
+def test_every_mode_has_a_planner() -> None:
     assert set(PLANNERS) == set(Mode)
-    assert set(MODES) == {m.value for m in Mode}
