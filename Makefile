@@ -75,6 +75,7 @@ lint: setup
 	$(VENV)/bin/ruff check bpfgen runtime bench tests
 	@mkdir -p build/typing && ln -sfn ../../runtime build/typing/bpfgen_runtime
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # The man page and the bash/zsh completions, made from the CLI's parser (bpfgen/clidoc.py;
 # completions need shtab, in the dev extra). Read it: man -l build/man/bpfgen.1.

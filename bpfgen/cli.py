@@ -217,7 +217,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from bpfgen.config import load_inputs
+    from bpfgen.inputs import load_inputs
     from bpfgen.plan import make_plan
 
     plan = make_plan(load_inputs(args.node, args.services), build=args.build)

@@ -33,13 +33,13 @@ from typing import Any
 
 from bpfgen import __version__
 from bpfgen.build import ObjectBuild, Toolchain, cache_root, compile_objects, toolchain
-from bpfgen.config import load_sources, read_sources
 from bpfgen.errors import OutputError, OutputRefused, VerifierError
 from bpfgen.fingerprint import compiler_digest
+from bpfgen.inputs import load_sources, read_sources
+from bpfgen.inputs.source import Source
 from bpfgen.inspect import ObjectInfo, check_against_plan, inspect_object
 from bpfgen.plan import Plan, build_kind, make_plan
 from bpfgen.render import Rendered, render
-from bpfgen.source import Source
 
 MANIFEST_SCHEMA = 1
 DIGESTS = "digests.json"  # in a build-cache entry: relative path -> sha256 of each file
@@ -188,7 +188,7 @@ def build_manifest(
 
 
 def build_cache_key(sources: Sequence[Source], build: str, tc: Toolchain) -> str | None:
-    """Key of a whole build from the inputs' bytes as read (config.read_sources: each
+    """Key of a whole build from the inputs' bytes as read (inputs.read_sources: each
     input is read once, so a pipe's content is both hashed and parsed), or None when
     an input could not be read (config reports it)."""
     h = hashlib.sha256()

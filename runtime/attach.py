@@ -73,6 +73,12 @@ def _where(hook: str, device: str) -> str:
     return f"{hook.replace('_', ' ')} on {device}"
 
 
+def has_clsact(ifindex: int) -> bool:
+    """The device has a clsact qdisc (tc filters attach to it)."""
+    with netlink("list qdiscs"), IPRoute() as ipr:
+        return any(q.get_attr("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=ifindex))
+
+
 def ensure_clsact(ifindex: int, device: str) -> bool:
     """Add a clsact qdisc; True when this call created it (False: it was there)."""
     with libbpf.capture_prints(), operation(f"add clsact qdisc on {device}"):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import errno as errno_codes
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 # libbpf's own error codes (enum libbpf_errno in <bpf/libbpf.h>); os.strerror
@@ -100,3 +100,9 @@ def operation(op: str, *, details: Sequence[str] = ()) -> Iterator[None]:
         code = exc.errno if exc.errno is not None else errno_codes.EIO
         detail = "\n".join(details) or (str(exc.filename) if exc.filename else "")
         raise RuntimeOpError(op, code, detail) from exc
+
+
+def in_operation(op: str, fn: Callable[[], object]) -> None:
+    """Call `fn` as the operation `op` (see `operation`)."""
+    with operation(op):
+        fn()

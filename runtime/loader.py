@@ -379,7 +379,7 @@ def open_object(
         (default: a new temporary file).
     pin_paths: map name -> the pin path to use instead of `<pin_root>/<map name>`
         (reused when something is pinned there, else created and pinned there); the
-        runtime gives a build's service tables fresh maps this way (node.py).
+        runtime gives a build's service tables fresh maps this way (converge.py, mode_bpf.py).
     """
     obj_path = os.fspath(path)
     log_size = LOG_BUF_SIZE

@@ -7,7 +7,7 @@ intent before it acts where the kernel could not tell afterwards (a clsact qdisc
 directory, the bpffs mount, a sysctl's previous value). Every write is also kept
 in the journal map on the bpffs (journal.py), so a state file deleted or damaged
 by hand is recovered from there; what both miss, the runtime finds in the kernel
-(node.py, `_discover`).
+(recovery.py, `discover`).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from strategies import GeneratedConfig, config_of, to_yaml, valid_configs
 
 from bpfgen import layouts
 from bpfgen.compiler import compile_build
-from bpfgen.config import load_inputs
+from bpfgen.inputs import load_inputs
 from bpfgen.inspect import read_btf
 from bpfgen.plan import (
     BPF_COUNTER_NAMES,

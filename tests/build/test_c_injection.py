@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bpfgen.config import load_inputs
 from bpfgen.errors import InputError
+from bpfgen.inputs import load_inputs
 from bpfgen.plan import make_plan
 from bpfgen.render import c_comment, render
 from tests.bpf_inputs import node_config

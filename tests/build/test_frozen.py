@@ -108,7 +108,7 @@ def test_generic_flag_is_an_alias_and_excludes_build(
 def test_frozen_plan_is_the_generic_plan_in_rodata(
     example_node: Path, example_services: Path
 ) -> None:
-    from bpfgen.config import load_inputs
+    from bpfgen.inputs import load_inputs
     from bpfgen.plan import make_plan
 
     inputs = load_inputs(example_node, [example_services])

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from bpfgen import __version__, source
+from bpfgen import __version__
+from bpfgen.inputs import source
 from tests.build.helpers import run_cli, snapshot
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 from vm.guest_ipvs import conntrack_entries, in_ns
 
-from bpfgen_runtime import node as node_module
+from bpfgen_runtime import mode_bpf
 from bpfgen_runtime.builddir import InputRefused
 from bpfgen_runtime.errors import RuntimeOpError
 from bpfgen_runtime.node import Options, down, status, sync, up
@@ -350,7 +350,7 @@ def test_a_failed_up_detaches_the_links_it_made(
         assert len(bpftool_cgroup(test_cgroup).split("\n")) > 4, "links not attached yet"
         raise RuntimeOpError("publish the service tables", errno.EIO, "injected")
 
-    monkeypatch.setattr(node_module._Converge, "publish_tables", fail)
+    monkeypatch.setattr(mode_bpf.BpfMode, "publish_tables", fail)
     with pytest.raises(RuntimeOpError, match="rolled back: .*detach sock_connect4"):
         up(build, opts)
     shown = bpftool_cgroup(test_cgroup)

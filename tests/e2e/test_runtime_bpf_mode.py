@@ -409,7 +409,7 @@ def test_bpf_mode_interrupted_table_replacement_converges(
     pinned (rename fails) leaves the staged pins listed in the state file; the live
     programs run on their own complete tables. The next sync replaces programs and
     tables again and publishes them; `down` removes everything."""
-    import bpfgen_runtime.node as node_mod
+    import bpfgen_runtime.mode_bpf as mode_bpf
 
     opts = _production(env)
     up(_generic_bpf_build(env, ["b", "d"]), opts)
@@ -418,7 +418,7 @@ def test_bpf_mode_interrupted_table_replacement_converges(
     def rename_fails(src: str, dst: str) -> None:
         raise OSError(5, "injected by the test", src)
 
-    monkeypatch.setattr(node_mod.os, "rename", rename_fails)
+    monkeypatch.setattr(mode_bpf.os, "rename", rename_fails)
     with pytest.raises(RuntimeOpError, match="bpfgen_svc_backends__next as .*Input/output error"):
         sync(earlier, opts)
     monkeypatch.undo()

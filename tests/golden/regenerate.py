@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bpfgen.config import load_inputs
+from bpfgen.inputs import load_inputs
 from bpfgen.plan import BUILD_KINDS, make_plan
 from bpfgen.render import render
 

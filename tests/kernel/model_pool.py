@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 import pytest
 
 from bpfgen.compiler import compile_build
-from bpfgen.config import load_inputs
+from bpfgen.inputs import load_inputs
 from bpfgen.model import Inputs
 from bpfgen_runtime.testrun import BuildUnderTest
 from tests.shared_inputs import shared_inputs

@@ -55,7 +55,7 @@ from kernel.bpf_redirect_netns import NEIGHBOURS
 
 from bpfgen import maglev
 from bpfgen.compiler import compile_build
-from bpfgen.config import load_inputs
+from bpfgen.inputs import load_inputs
 from bpfgen.model import Backend
 from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from bpfgen.refmodel.bpf_differential import pack_nat, pack_rnat, unpack_nat, unpack_rnat

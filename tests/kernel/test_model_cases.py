@@ -18,7 +18,7 @@ import pytest
 
 from bpfgen import layouts
 from bpfgen.compiler import compile_build
-from bpfgen.config import load_inputs
+from bpfgen.inputs import load_inputs
 from bpfgen.refmodel import (
     BUILD_KINDS,
     IPPROTO_ICMP,

@@ -51,7 +51,7 @@ from netns_private import private_netns
 
 from bpfgen import layouts
 from bpfgen.compiler import compile_build
-from bpfgen.config import load_inputs
+from bpfgen.inputs import load_inputs
 from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, FlowKey
 from bpfgen.refmodel.bpf_config import SvcConfig, svc_config
 from bpfgen.refmodel.bpf_differential import (

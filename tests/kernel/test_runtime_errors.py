@@ -1,4 +1,5 @@
-"""The runtime's error messages, its cpu-list parsing, and what importing it pulls in."""
+"""The runtime's error messages, its cpu-list parsing, what importing it pulls in, and
+its dispatch on the datapath mode."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import sys
 
 import pytest
 
+from bpfgen.model import Mode
 from bpfgen_runtime import RuntimeOpError, VerifierRejected, operation
+from bpfgen_runtime.converge import MODES
 from bpfgen_runtime.loader import parse_cpu_list
 
 
@@ -80,3 +83,7 @@ def test_import_pulls_in_no_compiler() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_every_mode_has_runtime_steps() -> None:
+    assert set(MODES) == {m.value for m in Mode}

@@ -51,7 +51,7 @@ from machines import (
 )
 
 from bpfgen.compiler import compile_build
-from bpfgen.config import load_inputs
+from bpfgen.inputs import load_inputs
 from bpfgen.refmodel import (
     CLOSING,
     IPPROTO_ICMP,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bpfgen.config import load_inputs
 from bpfgen.errors import InputError
+from bpfgen.inputs import load_inputs
 from bpfgen.plan import BUILD_KINDS, make_plan
 from tests.bpf_inputs import node_config
 

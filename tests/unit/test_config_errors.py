@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bpfgen.config import load_inputs
 from bpfgen.errors import InputError
+from bpfgen.inputs import load_inputs
 
 NODE = """\
 apiVersion: bpfgen/v1

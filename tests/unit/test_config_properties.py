@@ -23,8 +23,8 @@ from strategies import (
     valid_configs,
 )
 
-from bpfgen.config import load_inputs
 from bpfgen.errors import InputError
+from bpfgen.inputs import load_inputs
 from bpfgen.model import Inputs
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from bpfgen.config import load_inputs
 from bpfgen.errors import InputError
+from bpfgen.inputs import load_inputs
 from bpfgen.model import (
     Backend,
     Hook,

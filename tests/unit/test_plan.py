@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bpfgen.config import load_inputs
-from bpfgen.plan import FrontendKind, Masq, make_plan
+from bpfgen.inputs import load_inputs
+from bpfgen.model import Mode
+from bpfgen.plan import PLANNERS, FrontendKind, Masq, make_plan
 from bpfgen.render import render
 
 NODE = """\
@@ -49,3 +50,7 @@ def test_an_address_in_two_roles_yields_one_frontend(tmp_path: Path) -> None:
     # One case label per address:port in the generated switch.
     header = render(make_plan(inputs)).text("node_config.h")
     assert header.count("case __bpf_constant_htons(443)") == 2
+
+
+def test_every_mode_has_a_planner() -> None:
+    assert set(PLANNERS) == set(Mode)

@@ -12,7 +12,7 @@ import pytest
 from bpf_inputs import STICKY_TIMEOUT, node_config, services, write_inputs
 
 from bpfgen import layouts, maglev
-from bpfgen.config import load_inputs
+from bpfgen.inputs import load_inputs
 from bpfgen.model import DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_SELECTION_SEED, Mode
 from bpfgen.plan import BPF_COUNTER_NAMES, COUNTER_NAMES, FrontendKind, Plan, make_plan
 

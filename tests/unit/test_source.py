@@ -1,4 +1,4 @@
-"""The line-tracking reader under the config stage (bpfgen/source.py)."""
+"""The line-tracking reader under the config stage (bpfgen/inputs/source.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bpfgen import source
-from bpfgen.source import Map, Node, ParseError, Scalar, Seq, parse_text, read_source
+from bpfgen.inputs import source
+from bpfgen.inputs.source import Map, Node, ParseError, Scalar, Seq, parse_text, read_source
 
 
 def plain(node: Node) -> object:

@@ -1,0 +1,619 @@
+"""Kubernetes manifests: Services and EndpointSlices, read leniently, joined to the model.
+
+Objects come one document or List item at a time; other kinds are noticed and
+skipped. Only the fields bpfgen uses are read, and those strictly. Services are
+drafted as they come (frontends claimed, conflicts reported where they happen);
+`finish` joins the EndpointSlices to the Service ports (`endpoints.backends_of`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+from bpfgen.inputs.endpoints import Slice, backends_of, read_endpoints, read_slice_ports
+from bpfgen.inputs.fields import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    Run,
+    Scope,
+    describe,
+    fields_of,
+    is_null,
+    quote,
+    show_range,
+)
+from bpfgen.inputs.node_file import NodeFacts
+from bpfgen.inputs.source import Map, Node, Scalar, Source
+from bpfgen.maglev import recommended_size
+from bpfgen.model import (
+    MAX_BACKENDS_PER_FRONTEND,
+    Mode,
+    Protocol,
+    Service,
+    ServicePort,
+    ServiceType,
+)
+
+_KIND = re.compile(r"[A-Za-z][A-Za-z0-9]{0,62}")
+_API_VERSION = re.compile(r"([a-z0-9][-a-z0-9.]{0,252}/)?[a-z0-9][-a-z0-9]{0,62}")
+_SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+_DEFAULT_AFFINITY_TIMEOUT = 10800
+_MAX_AFFINITY_TIMEOUT = 86400
+_SKIPPED_KINDS = "bpfgen reads Service and EndpointSlice"
+
+
+@dataclass
+class _PortDraft:
+    name: str
+    protocol: Protocol
+    port: int
+    node_port: int | None
+    line: int
+
+
+@dataclass
+class _ServiceDraft:
+    namespace: str
+    name: str
+    source: str
+    type: ServiceType
+    cluster_ips: tuple[IPv4Address, ...]
+    external_ips: tuple[IPv4Address, ...]
+    load_balancer_ips: tuple[IPv4Address, ...]
+    ports: list[_PortDraft]
+    session_affinity_timeout: int | None
+    external_traffic_local: bool
+    internal_traffic_local: bool
+    scope: Scope  # where its problems go
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """Who took a frontend first, for the conflict message."""
+
+    service: str
+    path: str
+    source: str
+
+
+_LIST_ITEM_KIND = {"ServiceList": ("Service", "v1"), "EndpointSliceList": ("EndpointSlice",
+                                                                           "discovery.k8s.io/v1")}
+
+
+class Manifests:
+    def __init__(self, run: Run, facts: NodeFacts) -> None:
+        self.run = run
+        self.facts = facts
+        self.services: list[_ServiceDraft] = []
+        self.service_keys: dict[str, str] = {}  # every named Service seen -> "file:line"
+        self.slices: list[tuple[Scope, int, str, Slice]] = []
+        self.slice_keys: dict[str, str] = {}
+        self.frontends: dict[tuple[IPv4Address, int, Protocol], _Claim] = {}
+        self.node_ports: dict[tuple[int, Protocol], _Claim] = {}
+        self.seen_objects: set[int] = set()  # id() of every object mapping read
+
+    def read(self, index: int, source: Source) -> None:
+        scope = Scope(self.run, index)
+        for document in source.documents:
+            if is_null(document.root):
+                continue  # an empty document, e.g. between two `---`
+            self.object(scope, document.root, f"document {document.index + 1}", None)
+
+    def object(
+        self, scope: Scope, node: Node, where: str, implied: tuple[str, str] | None
+    ) -> None:
+        """One document or List item: dispatch on kind, notice what is skipped."""
+        if not isinstance(node, Map):
+            scope.error(node.line, where, f"{describe(node)} is not a Kubernetes object "
+                        "(a mapping with apiVersion and kind)")
+            return
+        if id(node) in self.seen_objects:  # a YAML alias: Lists of aliased Lists would explode
+            scope.error(node.line, where, "repeats an object through a YAML alias")
+            return
+        self.seen_objects.add(id(node))
+        fields = scope.mapping(node, where)
+        assert fields is not None
+        kind, api = implied or (None, None)
+        if "kind" in fields:
+            kind = self.kind(scope, fields["kind"], where)
+            if kind is None:
+                return
+        elif kind is None:
+            scope.error(node.line, where, "missing required field 'kind'")
+            return
+        if "apiVersion" in fields:
+            api = self.api_version(scope, fields["apiVersion"], where)
+            if api is None:
+                return
+        if kind.endswith("List"):
+            items = scope.sequence(fields["items"], f"{where}: items") if "items" in fields else ()
+            for i, item in enumerate(items or ()):
+                self.object(scope, item, f"items[{i}]", _LIST_ITEM_KIND.get(kind))
+            return
+        if api is None:
+            scope.error(node.line, where, "missing required field 'apiVersion'")
+            return
+        if kind == "Service" and api == "v1":
+            self.service(scope, node, fields, where)
+        elif kind == "EndpointSlice" and api == "discovery.k8s.io/v1":
+            self.endpoint_slice(scope, node, fields, where)
+        elif kind == "EndpointSlice" and api.startswith("discovery.k8s.io/"):
+            scope.error(fields["apiVersion"].line, f"{where}: apiVersion",
+                        f"{api} is not supported (discovery.k8s.io/v1)")
+        else:
+            label = _object_label(fields)
+            what = f"{kind} {label}" if label else f"{kind} ({where})"
+            if kind in ("Service", "EndpointSlice"):
+                what += f" of {api}"
+            scope.notice(node.line, f"{what} ignored ({_SKIPPED_KINDS})")
+
+    @staticmethod
+    def kind(scope: Scope, node: Node, where: str) -> str | None:
+        if isinstance(node, Scalar) and isinstance(node.value, str) and _KIND.fullmatch(node.value):
+            return node.value
+        scope.error(node.line, f"{where}: kind", f"{describe(node)} is not a Kubernetes kind")
+        return None
+
+    @staticmethod
+    def api_version(scope: Scope, node: Node, where: str) -> str | None:
+        value = node.value if isinstance(node, Scalar) else None
+        if isinstance(value, str) and _API_VERSION.fullmatch(value):
+            return value
+        scope.error(node.line, f"{where}: apiVersion",
+                    f"{describe(node)} is not a Kubernetes API version")
+        return None
+
+    # -- Service
+
+    def service(self, file_scope: Scope, node: Node, fields: dict[str, Node], where: str) -> None:
+        meta = fields_of(fields.get("metadata"))
+        name, namespace = _valid_name(meta)
+        key = f"{namespace}/{name}" if name and namespace else None
+        s = file_scope.under(f"Service {key}" if key else f"Service ({where})")
+        source = f"{s.file}:{node.line}"
+        self.metadata(s, fields, node, DNS_LABEL, "a DNS-1123 label")
+        if key is not None:
+            if key in self.service_keys:
+                s.error(node.line, "", f"defined twice (first at {self.service_keys[key]})")
+                return
+            self.service_keys[key] = source
+        spec = s.mapping(fields["spec"], "spec") if "spec" in fields else None
+        if spec is None:
+            if "spec" not in fields:
+                s.error(node.line, "", "missing required field 'spec'")
+            return
+        type_text = "ClusterIP"
+        if "type" in spec:
+            choices = [t.value for t in ServiceType] + ["ExternalName"]
+            found = s.choice(spec["type"], "spec.type", choices, "a Service type")
+            if found is None:
+                return
+            type_text = found
+        if type_text == "ExternalName":
+            if key is not None and not s.failed:
+                s.notice(node.line, f"Service {key} is ExternalName: skipped")
+            return
+        ip_nodes = self.cluster_ip_nodes(s, spec, fields["spec"])
+        if ip_nodes is None:
+            return
+        if any(isinstance(n, Scalar) and n.value == "None" for _, n in ip_nodes[:1]):
+            if key is not None and not s.failed:
+                s.notice(node.line, f"Service {key} is headless (clusterIP: None): skipped")
+            return
+        service_type = ServiceType(type_text)
+        cluster_ips = self.cluster_ips(s, spec, ip_nodes)
+        external_ips = self.external_ips(s, spec)
+        lb_ips = self.load_balancer_ips(s, fields, key) if (
+            service_type is ServiceType.LOAD_BALANCER) else ()
+        affinity = self.affinity(s, spec)
+        external_local = self.policy_local(s, spec, "externalTrafficPolicy")
+        internal_local = self.policy_local(s, spec, "internalTrafficPolicy")
+        ports = self.ports(s, spec, node, service_type)
+        if s.failed or key is None or name is None or namespace is None:
+            return
+        assert cluster_ips is not None and external_ips is not None and lb_ips is not None
+        assert ports is not None
+        draft = _ServiceDraft(
+            namespace=namespace, name=name, source=source, type=service_type,
+            cluster_ips=cluster_ips, external_ips=external_ips, load_balancer_ips=lb_ips,
+            ports=[p for p, _ in ports], session_affinity_timeout=affinity,
+            external_traffic_local=external_local, internal_traffic_local=internal_local,
+            scope=s,
+        )
+        self.claim(s, draft, ports)
+        self.services.append(draft)
+
+    def metadata(
+        self, s: Scope, fields: dict[str, Node], node: Node, pattern: re.Pattern[str], what: str
+    ) -> None:
+        """Report a missing or malformed metadata.name / metadata.namespace."""
+        if "metadata" not in fields:
+            s.error(node.line, "", "missing required field 'metadata'")
+            return
+        meta = s.mapping(fields["metadata"], "metadata")
+        if meta is None:
+            return
+        if "name" not in meta:
+            s.error(fields["metadata"].line, "metadata", "missing required field 'name'")
+        else:
+            s.name(meta["name"], "metadata.name", pattern, what)
+        if "namespace" in meta:
+            s.name(meta["namespace"], "metadata.namespace", DNS_LABEL, "a DNS-1123 label")
+
+    def cluster_ip_nodes(
+        self, s: Scope, spec: dict[str, Node], spec_node: Node
+    ) -> list[tuple[str, Node]] | None:
+        """The cluster IP entries with their paths: spec.clusterIPs, else spec.clusterIP."""
+        if "clusterIPs" in spec:
+            items = s.sequence(spec["clusterIPs"], "spec.clusterIPs")
+            if items is None:
+                return None
+            entries = [(f"spec.clusterIPs[{i}]", item) for i, item in enumerate(items)]
+            if "clusterIP" in spec and entries:
+                single, first = spec["clusterIP"], entries[0][1]
+                if not (isinstance(single, Scalar) and isinstance(first, Scalar)
+                        and single.value == first.value):
+                    s.error(single.line, "spec.clusterIP", f"{describe(single)} does not "
+                            f"match spec.clusterIPs[0] {describe(first)}")
+                    return None
+        elif "clusterIP" in spec:
+            entries = [("spec.clusterIP", spec["clusterIP"])]
+        else:
+            entries = []
+        if not entries:
+            line = spec["clusterIPs"].line if "clusterIPs" in spec else spec_node.line
+            s.error(line, "spec.clusterIP", "no cluster IP allocated yet (use manifests read "
+                    "back from the cluster, e.g. kubectl get svc -o yaml)")
+            return None
+        return entries
+
+    def cluster_ips(
+        self, s: Scope, spec: dict[str, Node], entries: list[tuple[str, Node]]
+    ) -> tuple[IPv4Address, ...] | None:
+        v4: list[IPv4Address] = []
+        v6 = False
+        ok = True
+        for path, item in entries:
+            address = s.ip(item, path)
+            if address is None:
+                ok = False
+            elif isinstance(address, IPv6Address):
+                v6 = True
+            elif self.facts.service_cidr is not None and address not in self.facts.service_cidr:
+                s.error(item.line, path,
+                        f"{address} is outside cluster.serviceCIDR {self.facts.service_cidr}")
+                ok = False
+            elif address not in v4:
+                v4.append(address)
+        if not ok:
+            return None
+        if not v4 and v6:
+            path = "spec.clusterIPs" if "clusterIPs" in spec else "spec.clusterIP"
+            s.error(entries[0][1].line, path,
+                    "IPv6-only services are not supported yet (IPv4 only)")
+            return None
+        return tuple(v4)
+
+    def external_ips(self, s: Scope, spec: dict[str, Node]) -> tuple[IPv4Address, ...] | None:
+        if "externalIPs" not in spec:
+            return ()
+        items = s.sequence(spec["externalIPs"], "spec.externalIPs")
+        if items is None:
+            return None
+        result: list[IPv4Address] = []
+        ok = True
+        for i, item in enumerate(items):
+            address = s.ipv4(item, f"spec.externalIPs[{i}]")
+            if address is None:
+                ok = False
+            elif address not in result:
+                result.append(address)
+        return tuple(result) if ok else None
+
+    def load_balancer_ips(
+        self, s: Scope, fields: dict[str, Node], key: str | None
+    ) -> tuple[IPv4Address, ...] | None:
+        status = fields_of(fields.get("status"))
+        balancer = fields_of(status.get("loadBalancer"))
+        if "ingress" not in balancer:
+            return ()
+        path = "status.loadBalancer.ingress"
+        items = s.sequence(balancer["ingress"], path)
+        if items is None:
+            return None
+        result: list[IPv4Address] = []
+        ok = True
+        for i, item in enumerate(items):
+            entry = s.mapping(item, f"{path}[{i}]")
+            if entry is None:
+                ok = False
+                continue
+            if "ip" not in entry:
+                if key is not None:
+                    s.notice(item.line, f"Service {key}: {path}[{i}] has no ip "
+                             "(only a hostname): not used")
+                continue
+            address = s.ip(entry["ip"], f"{path}[{i}].ip")
+            if address is None:
+                ok = False
+            elif isinstance(address, IPv6Address):
+                if key is not None:
+                    s.notice(item.line, f"Service {key}: {path}[{i}].ip {address} is IPv6: "
+                             "not used (IPv4 only)")
+            elif address not in result:
+                result.append(address)
+        return tuple(result) if ok else None
+
+    @staticmethod
+    def affinity(s: Scope, spec: dict[str, Node]) -> int | None:
+        """The ClientIP affinity timeout, None without affinity (or when invalid)."""
+        if "sessionAffinity" not in spec:
+            return None
+        found = s.choice(spec["sessionAffinity"], "spec.sessionAffinity", ("None", "ClientIP"),
+                         "a session affinity")
+        if found != "ClientIP":
+            return None
+        config = fields_of(fields_of(spec.get("sessionAffinityConfig")).get("clientIP"))
+        if "timeoutSeconds" not in config:
+            return _DEFAULT_AFFINITY_TIMEOUT
+        return s.integer(config["timeoutSeconds"],
+                         "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                         1, _MAX_AFFINITY_TIMEOUT)
+
+    @staticmethod
+    def policy_local(s: Scope, spec: dict[str, Node], field: str) -> bool:
+        """Whether externalTrafficPolicy / internalTrafficPolicy is Local."""
+        if field not in spec:
+            return False
+        node = spec[field]
+        if isinstance(node, Scalar) and node.value == "Global":  # the pre-1.14 name of Cluster
+            return False
+        return s.choice(node, f"spec.{field}", ("Cluster", "Local"), "a traffic policy") == "Local"
+
+    def ports(
+        self, s: Scope, spec: dict[str, Node], node: Node, service_type: ServiceType
+    ) -> list[tuple[_PortDraft, int]] | None:
+        if "ports" not in spec:
+            s.error(node.line, "spec", "missing required field 'ports'")
+            return None
+        items = s.sequence(spec["ports"], "spec.ports")
+        if items is None:
+            return None
+        if not items:
+            s.error(spec["ports"].line, "spec.ports", "is empty (a Service needs a port)")
+            return None
+        allocate = True
+        if "allocateLoadBalancerNodePorts" in spec:
+            allocate = s.boolean(spec["allocateLoadBalancerNodePorts"],
+                                 "spec.allocateLoadBalancerNodePorts") is not False
+        result: list[tuple[_PortDraft, int]] = []
+        names: dict[str, int] = {}
+        numbers: dict[tuple[int, Protocol], int] = {}
+        ok = True
+        for i, item in enumerate(items):
+            path = f"spec.ports[{i}]"
+            fields = s.mapping(item, path)
+            if fields is None:
+                ok = False
+                continue
+            name: str | None = ""
+            if "name" in fields:
+                name = s.name(fields["name"], f"{path}.name", DNS_LABEL, "a port name",
+                              empty=True)
+            if name == "" and len(items) > 1:
+                s.error(item.line, path, "missing required field 'name' (a Service with "
+                        "more than one port names each)")
+                name = None
+            if name and name in names:
+                s.error(fields["name"].line, f"{path}.name",
+                        f"{quote(name)} is used twice (also spec.ports[{names[name]}])")
+                name = None
+            elif name:
+                names[name] = i
+            protocol = self.protocol(s, fields, f"{path}.protocol")
+            port = None
+            if "port" not in fields:
+                s.error(item.line, path, "missing required field 'port'")
+            else:
+                port = s.port(fields["port"], f"{path}.port")
+            if port is not None and protocol is not None:
+                if (port, protocol) in numbers:
+                    s.error(fields["port"].line, f"{path}.port", f"{port}/{protocol.value} is "
+                            f"listed twice (also spec.ports[{numbers[port, protocol]}])")
+                    port = None
+                else:
+                    numbers[port, protocol] = i
+            node_port_ok, node_port = self.node_port(s, fields, item, path, service_type,
+                                                     allocate)
+            if name is None or protocol is None or port is None or not node_port_ok:
+                ok = False
+                continue
+            result.append((_PortDraft(name, protocol, port, node_port, item.line), item.line))
+        return result if ok else None
+
+    @staticmethod
+    def protocol(s: Scope, fields: dict[str, Node], path: str) -> Protocol | None:
+        if "protocol" not in fields:
+            return Protocol.TCP
+        node = fields["protocol"]
+        if isinstance(node, Scalar) and node.value == "SCTP":
+            s.error(node.line, path, "SCTP is not supported (TCP, UDP)")
+            return None
+        found = s.choice(node, path, [p.value for p in Protocol], "a protocol")
+        return Protocol(found) if found is not None else None
+
+    def node_port(
+        self, s: Scope, fields: dict[str, Node], item: Node, path: str,
+        service_type: ServiceType, allocate: bool,
+    ) -> tuple[bool, int | None]:
+        """(valid, the nodePort or None): ClusterIP ports have none."""
+        if service_type is ServiceType.CLUSTER_IP:
+            return True, None  # the API server drops it; nothing listens on it
+        if "nodePort" not in fields:
+            if service_type is ServiceType.LOAD_BALANCER and not allocate:
+                return True, None
+            s.error(item.line, path, f"missing required field 'nodePort' "
+                    f"(type {service_type.value}; not allocated yet?)")
+            return False, None
+        value = s.port(fields["nodePort"], f"{path}.nodePort")
+        if value is None:
+            return False, None
+        limits = self.facts.node_port_range
+        if limits is not None and not limits[0] <= value <= limits[1]:
+            s.error(fields["nodePort"].line, f"{path}.nodePort",
+                    f"{value} is outside cluster.nodePortRange {show_range(limits)}")
+            return False, None
+        return True, value
+
+    def claim(self, s: Scope, service: _ServiceDraft, ports: list[tuple[_PortDraft, int]]) -> None:
+        """Register the service's frontends and NodePorts; report ones already taken."""
+        here = service.key
+        addresses = [*service.cluster_ips, *service.external_ips, *service.load_balancer_ips]
+        for i, (port, line) in enumerate(ports):
+            path = f"spec.ports[{i}]"
+            claim = _Claim(here, path, f"{s.file}:{line}")
+            for address in dict.fromkeys(addresses):
+                frontend = (address, port.port, port.protocol)
+                first = self.frontends.setdefault(frontend, claim)
+                if first.service != here:
+                    s.error(line, path, f"{address}:{port.port}/{port.protocol.value} is "
+                            f"already taken by Service {first.service} {first.path} "
+                            f"({first.source})")
+            if port.node_port is not None:
+                first = self.node_ports.setdefault((port.node_port, port.protocol), claim)
+                if first is not claim:
+                    s.error(line, f"{path}.nodePort", f"{port.node_port}/{port.protocol.value} "
+                            f"is already taken by Service {first.service} {first.path} "
+                            f"({first.source})")
+
+    # -- EndpointSlice
+
+    def endpoint_slice(
+        self, file_scope: Scope, node: Node, fields: dict[str, Node], where: str
+    ) -> None:
+        meta = fields_of(fields.get("metadata"))
+        name, namespace = _valid_name(meta, DNS_SUBDOMAIN)
+        key = f"{namespace}/{name}" if name and namespace else None
+        s = file_scope.under(f"EndpointSlice {key}" if key else f"EndpointSlice ({where})")
+        self.metadata(s, fields, node, DNS_SUBDOMAIN, "a DNS-1123 subdomain")
+        if key is not None:
+            if key in self.slice_keys:
+                s.error(node.line, "", f"defined twice (first at {self.slice_keys[key]})")
+                return
+            self.slice_keys[key] = f"{s.file}:{node.line}"
+        labels = s.mapping(meta["labels"], "metadata.labels") if "labels" in meta else {}
+        if labels is None:
+            return
+        if _SERVICE_NAME_LABEL not in labels:
+            if key is not None and not s.failed:
+                s.notice(node.line, f"EndpointSlice {key} has no label {_SERVICE_NAME_LABEL}: "
+                         "skipped")
+            return
+        service_name = s.name(labels[_SERVICE_NAME_LABEL],
+                              f'metadata.labels["{_SERVICE_NAME_LABEL}"]', DNS_LABEL,
+                              "a Service name")
+        if "addressType" not in fields:
+            s.error(node.line, "", "missing required field 'addressType'")
+            return
+        address_type = s.choice(fields["addressType"], "addressType", ("IPv4", "IPv6", "FQDN"),
+                                "an address type")
+        if address_type is None:
+            return
+        if address_type != "IPv4":
+            if key is not None and not s.failed:
+                s.notice(node.line, f"EndpointSlice {key} has addressType {address_type}: "
+                         "skipped (IPv4 only)")
+            return
+        ports = read_slice_ports(s, fields)
+        endpoints = read_endpoints(s, fields)
+        if s.failed or key is None or service_name is None or namespace is None:
+            return
+        assert ports is not None and endpoints is not None
+        service_key = f"{namespace}/{service_name}"
+        self.slices.append((s, node.line, key, Slice(service_key, ports, endpoints)))
+
+    # -- join
+
+    def finish(self) -> list[Service]:
+        by_service: dict[str, list[Slice]] = {}
+        for s, line, key, slice_ in self.slices:
+            if slice_.service_key not in self.service_keys:
+                s.notice(line, f"EndpointSlice {key}: Service {slice_.service_key} not found: "
+                         "skipped")
+            by_service.setdefault(slice_.service_key, []).append(slice_)
+        node_name = self.facts.name
+        services = []
+        for draft in self.services:
+            slices = by_service.get(draft.key, [])
+            ports = []
+            for i, p in enumerate(draft.ports):
+                backends, draining = backends_of(p.name, p.protocol, slices, node_name)
+                self.check_backend_count(draft.scope, p, f"spec.ports[{i}]", len(backends))
+                ports.append(ServicePort(p.name, p.protocol, p.port, p.node_port, backends,
+                                         draining))
+            services.append(Service(
+                namespace=draft.namespace, name=draft.name, source=draft.source,
+                type=draft.type, cluster_ips=draft.cluster_ips, external_ips=draft.external_ips,
+                load_balancer_ips=draft.load_balancer_ips, ports=tuple(ports),
+                session_affinity_timeout=draft.session_affinity_timeout,
+                external_traffic_local=draft.external_traffic_local,
+                internal_traffic_local=draft.internal_traffic_local,
+            ))
+        return services
+
+
+    def check_backend_count(self, s: Scope, port: _PortDraft, path: str, count: int) -> None:
+        """bpf mode: a frontend selects among at most MAX_BACKENDS_PER_FRONTEND backends,
+        and a Maglev table needs more slots than backends (docs/maglev.md "Choice of M")."""
+        if self.facts.mode is not Mode.BPF:
+            return  # IPVS schedules any number
+        if count > MAX_BACKENDS_PER_FRONTEND:
+            s.error(port.line, path, f"{count} ready endpoints are more than a bpf-mode "
+                    f"frontend selects among ({MAX_BACKENDS_PER_FRONTEND}; split the Service)")
+        elif self.facts.maglev_size is not None and count > self.facts.maglev_size:
+            s.error(port.line, path, f"{count} ready endpoints are more than "
+                    f"datapath.maglevTableSize {self.facts.maglev_size} (Maglev needs a prime "
+                    f"well above the endpoint count, e.g. {recommended_size(count)})")
+
+
+
+def _valid_name(
+    meta: Mapping[str, Node], pattern: re.Pattern[str] = DNS_LABEL
+) -> tuple[str | None, str | None]:
+    """metadata name and namespace when both are valid, without reporting anything."""
+
+    def valid(node: Node | None, pattern: re.Pattern[str], default: str | None) -> str | None:
+        if node is None or is_null(node):
+            return default
+        value = node.value if isinstance(node, Scalar) else None
+        if isinstance(value, str) and pattern.fullmatch(value) and len(value) <= 253:
+            return value
+        return None
+
+    return valid(meta.get("name"), pattern, None), valid(meta.get("namespace"), DNS_LABEL,
+                                                           "default")
+
+
+def _object_label(fields: Mapping[str, Node]) -> str | None:
+    """`namespace/name` or `name` of any object, for notices; None unless both are safe."""
+    meta = fields_of(fields.get("metadata"))
+    name_node, namespace_node = meta.get("name"), meta.get("namespace")
+    name = name_node.value if isinstance(name_node, Scalar) else None
+    if not (isinstance(name, str) and DNS_SUBDOMAIN.fullmatch(name) and len(name) <= 253):
+        return None
+    if namespace_node is None or is_null(namespace_node):
+        return name
+    namespace = namespace_node.value if isinstance(namespace_node, Scalar) else None
+    if isinstance(namespace, str) and DNS_LABEL.fullmatch(namespace):
+        return f"{namespace}/{name}"
+    return None
+
+

@@ -1,0 +1,528 @@
+"""The planning both modes share: frontends, the node's decisions, session maps.
+
+`PlanBasis` is where a mode's planner starts (the inputs, the build kind, the
+frontends and whether they are matched as code or in a map), and `PlanBasis.plan`
+is where it ends: the fields every plan has, filled in the same way for both
+modes. `node_decisions` is the decision table of the node file's values (SNAT
+ports, CIDRs, timeouts, protocol paths) that both datapaths compile in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from bpfgen import __version__, layouts
+from bpfgen.model import Backend, Inputs, Mode, Protocol, Service, ServiceType
+from bpfgen.plan.ir import (
+    CCase,
+    Decision,
+    Frontend,
+    FrontendKind,
+    InlineAddr,
+    InlineProto,
+    MapPlan,
+    Masq,
+    Plan,
+    ProgramPlan,
+    SvcPlan,
+)
+
+#: Frontends at or under this count are matched by generated code (nested
+#: switches clang turns into binary searches over constants); above it, a
+#: hash map lookup is cheaper than the comparison tree and keeps the program
+#: small. Measured by `make bench` (issue: bench).
+INLINE_FRONTEND_LIMIT = 64
+
+IPPROTO = {Protocol.TCP: 6, Protocol.UDP: 17}
+IPPROTO_ICMP = 1
+IPPROTO_C = {Protocol.TCP: "IPPROTO_TCP", Protocol.UDP: "IPPROTO_UDP"}
+
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LRU_HASH = 9
+
+
+def be32_expr(addr: IPv4Address | int) -> str:
+    return f"__bpf_constant_htonl(0x{int(addr):08x})"
+
+
+def be16_expr(port: int) -> str:
+    return f"__bpf_constant_htons({port})"
+
+
+def ns_expr(seconds: int) -> str:
+    return f"{seconds * 1_000_000_000}ULL"
+
+
+def pow2_at_least(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
+def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
+    node = inputs.node
+    out: list[Frontend] = []
+
+    def masq_for(kind: FrontendKind, svc: Service) -> tuple[Masq, str]:
+        if node.masquerade_all:
+            return Masq.ALWAYS, "cluster.masqueradeAll"
+        if kind is FrontendKind.CLUSTER_IP:
+            return Masq.IF_OUTSIDE, "ClusterIP: sources outside cluster.podCIDR"
+        if svc.external_traffic_local:
+            return Masq.NEVER, "externalTrafficPolicy: Local keeps the client address"
+        return Masq.ALWAYS, f"{kind.value} with externalTrafficPolicy: Cluster"
+
+    seen: set[tuple[IPv4Address | None, int, Protocol]] = set()
+    affinity_ids: dict[tuple[str, str, Protocol], int] = {}
+
+    def is_local(b: Backend) -> bool:
+        # ipvs mode: the endpoint's nodeName; bpf mode also node.podCIDR, as
+        # docs/datapath-bpf.md says (an endpoint without nodeName is local there).
+        return b.local or (node.mode is Mode.BPF and b.address in node.pod_cidr)
+
+    def add(svc: Service, kind: FrontendKind, addr: IPv4Address | None, port: int, sp: Any) -> None:
+        # One Service may list an address in two roles (its ClusterIP also in
+        # externalIPs; an externalIP that is also its LB ingress IP). The first
+        # role wins, in kube-proxy's rule order: ClusterIP, NodePort,
+        # externalIP, LoadBalancer. (Across Services, config refuses it.)
+        if (addr, port, sp.protocol) in seen:
+            return
+        seen.add((addr, port, sp.protocol))
+        local_only = (
+            svc.internal_traffic_local
+            if kind is FrontendKind.CLUSTER_IP
+            else svc.external_traffic_local
+        )
+        backends = tuple(b for b in sp.backends if not local_only or is_local(b))
+        draining = tuple(b for b in sp.draining if not local_only or is_local(b))
+        masq, reason = masq_for(kind, svc)
+        affinity_id = affinity_ids.setdefault((svc.key, sp.name, sp.protocol), len(out))
+        out.append(
+            Frontend(
+                index=len(out),
+                kind=kind,
+                service=svc.key,
+                port_name=sp.name,
+                addr=addr,
+                port=port,
+                protocol=sp.protocol,
+                masq=masq,
+                masq_reason=reason,
+                backends=backends,
+                affinity_timeout=svc.session_affinity_timeout,
+                draining=draining if node.mode is Mode.BPF else (),
+                affinity_id=affinity_id,
+            )
+        )
+
+    for svc in inputs.services:
+        for sp in svc.ports:
+            for ip in svc.cluster_ips:
+                add(svc, FrontendKind.CLUSTER_IP, ip, sp.port, sp)
+            if sp.node_port is not None and svc.type is not ServiceType.CLUSTER_IP:
+                add(svc, FrontendKind.NODE_PORT, None, sp.node_port, sp)
+            for ip in svc.external_ips:
+                add(svc, FrontendKind.EXTERNAL_IP, ip, sp.port, sp)
+            for ip in svc.load_balancer_ips:
+                add(svc, FrontendKind.LOAD_BALANCER, ip, sp.port, sp)
+    return tuple(out)
+
+
+def masq_result(f: Frontend) -> str:
+    return f.masq.c_name
+
+
+def id_result(f: Frontend) -> str:
+    return str(f.index)
+
+
+def inline_frontends(
+    frontends: tuple[Frontend, ...], result: Callable[[Frontend], str] = masq_result
+) -> tuple[InlineProto, ...]:
+    """Group frontends protocol -> address -> port for nested switches; each case
+    returns `result(frontend)` (ipvs mode: its masquerade policy, bpf mode: its id)."""
+    protos: list[InlineProto] = []
+    for proto in (Protocol.TCP, Protocol.UDP):
+        mine = [f for f in frontends if f.protocol is proto]
+        if not mine:
+            continue
+        by_addr: dict[IPv4Address, list[Frontend]] = {}
+        node_ports: list[CCase] = []
+        for f in sorted(mine, key=lambda f: (f.addr is None, int(f.addr or 0), f.port)):
+            case = CCase(be16_expr(f.port), f"frontend #{f.index}: {f.label}", result(f))
+            if f.addr is None:
+                node_ports.append(case)
+            else:
+                by_addr.setdefault(f.addr, []).append(f)
+        addrs = tuple(
+            InlineAddr(
+                CCase(be32_expr(a), str(a)),
+                tuple(
+                    CCase(be16_expr(f.port), f"frontend #{f.index}: {f.label}", result(f))
+                    for f in fs
+                ),
+            )
+            for a, fs in by_addr.items()
+        )
+        protos.append(InlineProto(IPPROTO_C[proto], addrs, tuple(node_ports), bool(node_ports)))
+    return tuple(protos)
+
+
+def net_exprs(n: IPv4Network) -> tuple[str, str]:
+    return be32_expr(n.network_address), be32_expr(n.netmask)
+
+
+
+
+@dataclass(frozen=True)
+class PlanBasis:
+    """What both modes' planners start from, and the fields every plan has."""
+
+    inputs: Inputs
+    kind: str  # one of BUILD_KINDS
+    frontends: tuple[Frontend, ...]
+    in_map: bool  # frontends looked up in a map: generic and frozen builds, or too many
+
+    @classmethod
+    def of(cls, inputs: Inputs, kind: str) -> PlanBasis:
+        frontends = frontends_of(inputs)
+        in_map = kind != "specialized" or len(frontends) > INLINE_FRONTEND_LIMIT
+        return cls(inputs, kind, frontends, in_map)
+
+    @property
+    def generic(self) -> bool:
+        """generic and frozen builds render the same C reads."""
+        return self.kind != "specialized"
+
+    @property
+    def protocols(self) -> set[Protocol]:
+        return {f.protocol for f in self.frontends}
+
+    @property
+    def frontends_max(self) -> int:
+        """The frontends map's size: 2x the frontends, a power of two, at least 64."""
+        return max(64, pow2_at_least(2 * len(self.frontends)))
+
+    def plan(
+        self,
+        *,
+        decisions: list[Decision],
+        inline: tuple[InlineProto, ...],
+        maps: list[MapPlan],
+        map_init: dict[str, Sequence[tuple[bytes, bytes]]],
+        programs: tuple[ProgramPlan, ...],
+        counter_names: tuple[str, ...],
+        svc: SvcPlan | None = None,
+    ) -> Plan:
+        inputs, node = self.inputs, self.inputs.node
+        return Plan(
+            bpfgen_version=__version__,
+            config_sha256=inputs.sha256,
+            build=self.kind,
+            mode=node.mode,
+            node_name=node.name,
+            scheduler=node.scheduler,
+            decisions=tuple(decisions),
+            node_addrs=tuple(
+                CCase(be32_expr(a), f"node.addresses[{i}] {a}")
+                for i, a in enumerate(node.addresses)
+            ),
+            frontends=self.frontends,
+            frontends_in_map=self.in_map,
+            inline_frontends=inline,
+            maps=tuple(maps),
+            programs=programs,
+            runtime_config=(
+                runtime_config(inputs, self.protocols, _hash_seed(inputs)) if self.generic
+                else None
+            ),
+            map_init=map_init,
+            node=node_info(inputs),
+            counter_names=counter_names,
+            svc=svc,
+        )
+
+
+def _hash_seed(inputs: Inputs) -> int:
+    """The port-allocation hash seed: stable per config."""
+    return int(inputs.sha256[:8], 16)
+
+
+def node_decisions(
+    basis: PlanBasis, *, icmp_reason: str, sessions_map: str, frontends_map: str
+) -> list[Decision]:
+    """The node's values as C constants (specialized) or bpfgen_cfg reads (generic,
+    frozen), then where the frontends are matched; the mode names its own maps and
+    what its ICMP switch does."""
+    node, kind, generic = basis.inputs.node, basis.kind, basis.generic
+    frontends, in_map, protocols = basis.frontends, basis.in_map, basis.protocols
+    seed = _hash_seed(basis.inputs)
+    port_min, port_max = node.snat_port_range
+    t = node.timeouts
+
+    pod_net, pod_mask = net_exprs(node.cluster_pod_cidr)
+    svc_net, svc_mask = net_exprs(node.service_cidr)
+    # (name, specialized value, generic read, source, reason)
+    table: list[tuple[str, str, str | None, str, str]] = [
+        (
+            "BPFGEN_SNAT_PORT_MIN",
+            str(port_min),
+            "bpfgen_cfg.snat_port_min",
+            "snat.portRange[0]",
+            "first SNAT port",
+        ),
+        (
+            "BPFGEN_SNAT_PORT_COUNT",
+            str(port_max - port_min + 1),
+            "bpfgen_cfg.snat_port_count",
+            "snat.portRange",
+            "ports in the SNAT range; a constant modulus becomes a multiply",
+        ),
+        (
+            "BPFGEN_CLUSTER_POD_NET",
+            pod_net,
+            "bpfgen_cfg.cluster_pod_net",
+            "cluster.podCIDR",
+            f"{node.cluster_pod_cidr}: pods keep their source to ClusterIPs",
+        ),
+        (
+            "BPFGEN_CLUSTER_POD_MASK",
+            pod_mask,
+            "bpfgen_cfg.cluster_pod_mask",
+            "cluster.podCIDR",
+            f"/{node.cluster_pod_cidr.prefixlen}",
+        ),
+        (
+            "BPFGEN_SERVICE_NET",
+            svc_net,
+            "bpfgen_cfg.service_net",
+            "cluster.serviceCIDR",
+            f"{node.service_cidr}: VIP sources are node processes",
+        ),
+        (
+            "BPFGEN_SERVICE_MASK",
+            svc_mask,
+            "bpfgen_cfg.service_mask",
+            "cluster.serviceCIDR",
+            f"/{node.service_cidr.prefixlen}",
+        ),
+        (
+            "BPFGEN_MARK",
+            f"0x{node.masquerade_mark:x}U",
+            "bpfgen_cfg.mark",
+            "snat.mark",
+            "skb->mark bit: ingress asks egress to SNAT",
+        ),
+        (
+            "BPFGEN_HASH_SEED",
+            f"0x{seed:08x}U",
+            "bpfgen_cfg.hash_seed",
+            "config sha256",
+            "port-allocation hash seed, stable per config",
+        ),
+        (
+            "BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS",
+            ns_expr(t.tcp_established),
+            "bpfgen_cfg.timeout_tcp_established_ns",
+            "snat.timeouts.tcpEstablished",
+            f"{t.tcp_established}s idle",
+        ),
+        (
+            "BPFGEN_TIMEOUT_TCP_TRANSITORY_NS",
+            ns_expr(t.tcp_transitory),
+            "bpfgen_cfg.timeout_tcp_transitory_ns",
+            "snat.timeouts.tcpTransitory",
+            f"{t.tcp_transitory}s idle (not yet answered, or half-closed)",
+        ),
+        (
+            "BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS",
+            ns_expr(t.tcp_time_wait),
+            "bpfgen_cfg.timeout_tcp_time_wait_ns",
+            "snat.timeouts.tcpTimeWait",
+            f"{t.tcp_time_wait}s idle (closed; the far side may hold TIME_WAIT)",
+        ),
+        (
+            "BPFGEN_TIMEOUT_TCP_CLOSE_NS",
+            ns_expr(t.tcp_close),
+            "bpfgen_cfg.timeout_tcp_close_ns",
+            "snat.timeouts.tcpClose",
+            f"{t.tcp_close}s idle (after a RST)",
+        ),
+        (
+            "BPFGEN_TIMEOUT_UDP_NS",
+            ns_expr(t.udp),
+            "bpfgen_cfg.timeout_udp_ns",
+            "snat.timeouts.udp",
+            f"{t.udp}s idle",
+        ),
+        (
+            "BPFGEN_TIMEOUT_ICMP_NS",
+            ns_expr(t.icmp),
+            "bpfgen_cfg.timeout_icmp_ns",
+            "snat.timeouts.icmp",
+            f"{t.icmp}s idle",
+        ),
+        (
+            "BPFGEN_PROTO_TCP",
+            str(int(Protocol.TCP in protocols)),
+            "bpfgen_cfg.proto_tcp",
+            "services",
+            "TCP path "
+            + (
+                "kept: a service uses TCP"
+                if Protocol.TCP in protocols
+                else "compiled out: no TCP service"
+            ),
+        ),
+        (
+            "BPFGEN_PROTO_UDP",
+            str(int(Protocol.UDP in protocols)),
+            "bpfgen_cfg.proto_udp",
+            "services",
+            "UDP path "
+            + (
+                "kept: a service uses UDP"
+                if Protocol.UDP in protocols
+                else "compiled out: no UDP service"
+            ),
+        ),
+        (
+            "BPFGEN_PROTO_ICMP",
+            str(int(node.icmp_echo)),
+            "bpfgen_cfg.proto_icmp",
+            "features.icmpEcho",
+            icmp_reason,
+        ),
+    ]
+    decisions = [
+        Decision(
+            name,
+            f"({gen})" if generic and gen else spec,
+            source,
+            reason,
+            runtime=generic and gen is not None,
+        )
+        for name, spec, gen, source, reason in table
+    ]
+    decisions += [
+        Decision(
+            "BPFGEN_SNAT_MAX_SESSIONS",
+            str(node.max_sessions),
+            "snat.maxSessions",
+            f"size of {sessions_map}",
+        ),
+        Decision(
+            "BPFGEN_FRONTENDS_IN_MAP",
+            str(int(in_map)),
+            "services",
+            f"{kind} build: frontends always in a map"
+            if generic
+            else (
+                f"{len(frontends)} frontends > {INLINE_FRONTEND_LIMIT}: hash map lookup"
+                if in_map
+                else f"{len(frontends)} frontends <= {INLINE_FRONTEND_LIMIT}: matched as code"
+            ),
+        ),
+        Decision(
+            "BPFGEN_FRONTENDS_MAX",
+            str(basis.frontends_max),
+            "services",
+            f"{frontends_map} size: 2x the frontends, power of two, at least 64",
+        ),
+    ]
+    return decisions
+
+
+def node_info(inputs: Inputs) -> dict[str, Any]:
+    """The node facts the runtime acts on (IPVS, sysctls, reserved ports, notrack)."""
+    n = inputs.node
+    return {
+        "name": n.name,
+        "addresses": [str(a) for a in n.addresses],
+        "pod_cidr": str(n.pod_cidr),
+        "cluster_pod_cidr": str(n.cluster_pod_cidr),
+        "service_cidr": str(n.service_cidr),
+        "masquerade_all": n.masquerade_all,
+        "node_port_range": list(n.node_port_range),
+        "interfaces": [
+            {"name": i.name, "role": i.role.value, "hook": i.hook.value} for i in n.interfaces
+        ],
+        "scheduler": n.scheduler,
+        "mode": n.mode.value,
+        "maglev_table_size": n.maglev_table_size,
+        "selection_seed": n.selection_seed,
+        "snat_port_range": list(n.snat_port_range),
+        "max_sessions": n.max_sessions,
+        "masquerade_mark": n.masquerade_mark,
+        "timeouts": {
+            "tcp_established": n.timeouts.tcp_established,
+            "tcp_transitory": n.timeouts.tcp_transitory,
+            "tcp_time_wait": n.timeouts.tcp_time_wait,
+            "tcp_close": n.timeouts.tcp_close,
+            "udp": n.timeouts.udp,
+            "icmp": n.timeouts.icmp,
+        },
+    }
+
+
+def ctypes_size(struct: type) -> int:
+    import ctypes
+
+    return ctypes.sizeof(struct)
+
+
+def frontend_entry(f: Frontend) -> tuple[bytes, bytes]:
+    key = layouts.FrontendKey(
+        addr=layouts.be32(f.addr if f.addr is not None else 0),
+        port=layouts.be16(f.port),
+        proto=IPPROTO[f.protocol],
+    )
+    return layouts.to_bytes(key), layouts.to_bytes(layouts.FrontendValue(masq=f.masq.value))
+
+
+def runtime_config(inputs: Inputs, protocols: set[Protocol], seed: int) -> bytes:
+    node = inputs.node
+    cfg = layouts.Config()
+    for i, a in enumerate(node.addresses):
+        cfg.node_addrs[i] = layouts.be32(a)
+    cfg.n_node_addrs = len(node.addresses)
+    cfg.cluster_pod_net = layouts.be32(node.cluster_pod_cidr.network_address)
+    cfg.cluster_pod_mask = layouts.be32(node.cluster_pod_cidr.netmask)
+    cfg.service_net = layouts.be32(node.service_cidr.network_address)
+    cfg.service_mask = layouts.be32(node.service_cidr.netmask)
+    cfg.snat_port_min = node.snat_port_range[0]
+    cfg.snat_port_count = node.snat_port_range[1] - node.snat_port_range[0] + 1
+    cfg.mark = node.masquerade_mark
+    cfg.hash_seed = seed
+    cfg.proto_tcp = int(Protocol.TCP in protocols)
+    cfg.proto_udp = int(Protocol.UDP in protocols)
+    cfg.proto_icmp = int(node.icmp_echo)
+    ns = 1_000_000_000
+    cfg.timeout_tcp_established_ns = node.timeouts.tcp_established * ns
+    cfg.timeout_tcp_transitory_ns = node.timeouts.tcp_transitory * ns
+    cfg.timeout_udp_ns = node.timeouts.udp * ns
+    cfg.timeout_icmp_ns = node.timeouts.icmp * ns
+    cfg.timeout_tcp_time_wait_ns = node.timeouts.tcp_time_wait * ns
+    cfg.timeout_tcp_close_ns = node.timeouts.tcp_close * ns
+    cfg.selection_seed = node.selection_seed
+    return layouts.to_bytes(cfg)
+
+
+def session_maps(node_max: int, fwd: tuple[str, type, str], rev: tuple[str, type, str],
+                  counters: int) -> list[MapPlan]:
+    """The forward and reverse session maps and the counters (both modes)."""
+    return [
+        MapPlan(fwd[0], "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH, ctypes_size(layouts.Tuple4),
+                ctypes_size(fwd[1]), node_max, True, fwd[2]),
+        MapPlan(rev[0], "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH, ctypes_size(layouts.Tuple4),
+                ctypes_size(rev[1]), node_max, True, rev[2]),
+        MapPlan("bpfgen_counters", "BPF_MAP_TYPE_PERCPU_ARRAY", BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8,
+                counters, True, "per-CPU event and drop counters"),
+    ]
+
