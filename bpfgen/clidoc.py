@@ -21,7 +21,7 @@ from typing import Any
 
 from bpfgen import __version__
 from bpfgen.cli import COMPILER_EXIT_CODES, get_parser
-from bpfgen.source import MAX_INPUT_ENV
+from bpfgen.inputs.source import MAX_INPUT_ENV
 from bpfgen_runtime.cli import EXIT_CODES, NO_IPVS_ENV, HelpFormatter
 
 SHELLS = ("bash", "zsh")
