@@ -11,7 +11,9 @@ another, at the top of a module or inside a function, read from the source text
 (nothing is imported or run). A module split or added later is covered as soon as the
 pipeline imports it; a module the pipeline does not import cannot change a build. The
 packages a module sits in count too (their `__init__.py` runs on import). The templates
-are every file under bpfgen.templates.
+are every file under bpfgen.templates. The contract between compiler and node
+(`bpfgen_runtime.contract`: enums, struct layouts, the manifest's model) shapes every
+build, so each of its modules counts too.
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+import bpfgen_runtime.contract
+
 PACKAGE = "bpfgen"
 ENTRY = "bpfgen.compiler"
 PACKAGE_DIR = Path(__file__).resolve().parent
+CONTRACT = "bpfgen_runtime.contract"
+CONTRACT_DIR = Path(bpfgen_runtime.contract.__file__).resolve().parent
 
 
 def _package_modules(package_dir: Path) -> dict[str, Path]:
@@ -130,9 +136,12 @@ def _template_files(root: Traversable, prefix: str = "") -> list[tuple[str, byte
 
 
 def compiler_digest(
-    package_dir: Path = PACKAGE_DIR, templates: Traversable | None = None
+    package_dir: Path = PACKAGE_DIR,
+    templates: Traversable | None = None,
+    contract_dir: Path = CONTRACT_DIR,
 ) -> bytes:
-    """sha256 over the templates and the pipeline's modules, each named by its path."""
+    """sha256 over the templates, the pipeline's modules and the contract's, each named
+    by its path."""
     h = hashlib.sha256()
     root = templates if templates is not None else resources.files("bpfgen.templates")
     for rel, data in _template_files(root):
@@ -141,5 +150,9 @@ def compiler_digest(
     for path in pipeline_modules(package_dir).values():
         data = path.read_bytes()
         h.update(f"{PACKAGE}/{path.relative_to(package_dir).as_posix()}\0{len(data)}\0".encode())
+        h.update(data)
+    for path in sorted(contract_dir.glob("*.py")):
+        data = path.read_bytes()
+        h.update(f"{CONTRACT}/{path.name}\0{len(data)}\0".encode())
         h.update(data)
     return h.digest()

@@ -11,6 +11,12 @@ import enum
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
+# The choices the node shares with the compiler are the contract's (one definition).
+from bpfgen_runtime.contract import BPF_SCHEDULERS as BPF_SCHEDULERS
+from bpfgen_runtime.contract import IPVS_SCHEDULERS as IPVS_SCHEDULERS
+from bpfgen_runtime.contract import Mode as Mode
+from bpfgen_runtime.contract import Scheduler as Scheduler
+
 
 class Role(enum.Enum):
     UPLINK = "uplink"  # towards other nodes and external clients
@@ -25,11 +31,6 @@ class Hook(enum.Enum):
     XDP = "xdp"
 
 
-class Mode(enum.Enum):
-    IPVS = "ipvs"  # IPVS DNAT + eBPF SNAT (the reference design)
-    BPF = "bpf"  # everything in eBPF
-
-
 class Protocol(enum.Enum):
     TCP = "TCP"
     UDP = "UDP"
@@ -40,9 +41,6 @@ class ServiceType(enum.Enum):
     NODE_PORT = "NodePort"
     LOAD_BALANCER = "LoadBalancer"
 
-
-IPVS_SCHEDULERS = ("dh", "lblc", "lblcr", "lc", "mh", "nq", "rr", "sed", "sh", "wlc", "wrr")
-BPF_SCHEDULERS = ("maglev", "random")
 
 #: datapath.selectionSeed when the node file gives none: the same on every node,
 #: so every node sends one flow to the same backend (docs/datapath-bpf.md).
@@ -87,7 +85,7 @@ class NodeConfig:
     node_port_range: tuple[int, int]  # cluster.nodePortRange, inclusive
     interfaces: tuple[Interface, ...]
     mode: Mode
-    scheduler: str
+    scheduler: Scheduler
     snat_port_range: tuple[int, int]  # inclusive
     max_sessions: int
     timeouts: Timeouts

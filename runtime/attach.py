@@ -26,18 +26,22 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from . import libbpf
+from .contract import Hook
 from .errors import RuntimeOpError, operation
 from .nlerr import netlink
 
 TC_HANDLE = 0xB9F  # bpfgen's filters: this handle ...
 TC_PRIORITY = 1  # ... at this priority, on every hook it uses
-TC_ATTACH_POINTS = {"tc_ingress": libbpf.BPF_TC_INGRESS, "tc_egress": libbpf.BPF_TC_EGRESS}
+TC_ATTACH_POINTS: dict[str, int] = {  # keyed by the hook as a state record names it
+    Hook.TC_INGRESS: libbpf.BPF_TC_INGRESS,
+    Hook.TC_EGRESS: libbpf.BPF_TC_EGRESS,
+}
 XDP_MODES = {"drv": libbpf.XDP_FLAGS_DRV_MODE, "skb": libbpf.XDP_FLAGS_SKB_MODE}
-CGROUP_ATTACH_TYPES = {
-    "cgroup_connect4": libbpf.BPF_CGROUP_INET4_CONNECT,
-    "cgroup_sendmsg4": libbpf.BPF_CGROUP_UDP4_SENDMSG,
-    "cgroup_recvmsg4": libbpf.BPF_CGROUP_UDP4_RECVMSG,
-    "cgroup_getpeername4": libbpf.BPF_CGROUP_INET4_GETPEERNAME,
+CGROUP_ATTACH_TYPES: dict[str, int] = {
+    Hook.CGROUP_CONNECT4: libbpf.BPF_CGROUP_INET4_CONNECT,
+    Hook.CGROUP_SENDMSG4: libbpf.BPF_CGROUP_UDP4_SENDMSG,
+    Hook.CGROUP_RECVMSG4: libbpf.BPF_CGROUP_UDP4_RECVMSG,
+    Hook.CGROUP_GETPEERNAME4: libbpf.BPF_CGROUP_INET4_GETPEERNAME,
 }
 LINK_PIN_PREFIX = "link__"  # bpffs refuses dots in names
 NEVER_MATCHED = ("lo",)  # a glob never selects these (nor the runtime's own dummy device)

@@ -18,21 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .contract import CGROUP_HOOKS, CONFIG_SECTION, DEVICE_HOOKS, BuildKind, Hook, Mode
 from .errors import RuntimeOpError
 
 SCHEMA = 1
 BPFFS_ROOT = "/sys/fs/bpf"  # where the manifest's pin path templates point
-HOOKS = ("tc_ingress", "tc_egress", "xdp")
-# bpf mode, datapath.socketLB: the cgroup sock_addr hooks (attach.interface: a cgroup v2 path).
-CGROUP_HOOKS = ("cgroup_connect4", "cgroup_sendmsg4", "cgroup_recvmsg4", "cgroup_getpeername4")
 PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
 FRONTEND_KINDS = ("ClusterIP", "NodePort", "ExternalIP", "LoadBalancer")
-# Build kind -> the internal map holding bpfgen_cfg (manifest runtime_config.map).
-CONFIG_SECTION: dict[str, str | None] = {
-    "specialized": None,
-    "generic": ".bss",
-    "frozen": ".rodata",
-}
 
 
 class InputRefused(RuntimeOpError):
@@ -53,11 +45,11 @@ class InputRefused(RuntimeOpError):
 class Attach:
     role: str
     interface: str  # a device name or a glob ("veth*"); cgroup hooks: a cgroup v2 directory
-    hook: str  # tc_ingress | tc_egress | xdp | CGROUP_HOOKS
+    hook: Hook
 
     @property
     def is_cgroup(self) -> bool:
-        return self.hook in CGROUP_HOOKS
+        return self.hook.is_cgroup
 
     @property
     def is_glob(self) -> bool:
@@ -128,7 +120,7 @@ class Build:
 
     path: Path
     manifest: dict[str, Any] = field(repr=False)
-    mode: str
+    mode: Mode
     config_sha256: str
     programs: tuple[Program, ...]
     maps: tuple[MapSpec, ...]
@@ -140,12 +132,12 @@ class Build:
 
     @property
     def needs_ipvs(self) -> bool:
-        return self.mode == "ipvs"
+        return self.mode is Mode.IPVS
 
     @property
     def needs_nft(self) -> bool:
         """The notrack table is the ipvs mode's conntrack bypass; bpf mode has none."""
-        return self.mode == "ipvs"
+        return self.mode is Mode.IPVS
 
     def object_path(self, program: Program) -> Path:
         return self.path / program.object
@@ -240,8 +232,9 @@ class _Checker:
             self.fail("schema", f"{schema} is not supported (this runtime reads schema {SCHEMA})")
             return None
         mode = self.get(m, "mode", str, "mode")
-        if mode is not None and mode not in ("ipvs", "bpf"):
-            self.fail("mode", f"{mode!r} is not ipvs or bpf")
+        if mode is not None and mode not in tuple(Mode):
+            self.fail("mode", f"{mode!r} is not {' or '.join(Mode)}")
+            mode = None
         sha = self.get(m, "config_sha256", str, "config_sha256") or ""
         programs = self.programs(build_dir, m)
         maps = self.maps(m)
@@ -273,7 +266,7 @@ class _Checker:
         return Build(
             path=build_dir.resolve(),
             manifest=m,
-            mode=mode,
+            mode=Mode(mode),
             config_sha256=sha,
             programs=tuple(programs),
             maps=tuple(maps),
@@ -294,7 +287,7 @@ class _Checker:
         map_init writes plain entries (a map of maps has no hex image)."""
         for i, p in enumerate(programs):
             for j, a in enumerate(p.attach):
-                if a.hook == "tc_egress":
+                if a.hook is Hook.TC_EGRESS:
                     self.fail(
                         f"programs[{i}].attach[{j}].hook",
                         f"tc_egress on {a.interface}: a bpf-mode build has no egress program",
@@ -324,9 +317,9 @@ class _Checker:
                 role = self.get(a, "role", str, f"{apath}.role")
                 iface = self.get(a, "interface", str, f"{apath}.interface")
                 hook = self.get(a, "hook", str, f"{apath}.hook")
-                if hook is not None and hook not in HOOKS + CGROUP_HOOKS:
+                if hook is not None and hook not in DEVICE_HOOKS + CGROUP_HOOKS:
                     self.fail(f"{apath}.hook",
-                              f"{hook!r} is not one of {', '.join(HOOKS + CGROUP_HOOKS)}")
+                              f"{hook!r} is not one of {', '.join(DEVICE_HOOKS + CGROUP_HOOKS)}")
                     continue
                 if hook in CGROUP_HOOKS:
                     if iface is not None and not (iface.startswith("/") and "\0" not in iface):
@@ -341,7 +334,7 @@ class _Checker:
                 if key in seen:
                     self.fail(f"{apath}", f"{hook} on {iface} is also taken by {seen[key]}")
                 seen[key] = str(name)
-                attach.append(Attach(role, iface, hook))
+                attach.append(Attach(role, iface, Hook(hook)))
             if name and obj and section and function:
                 out.append(Program(name, obj, section, function, tuple(attach)))
         if not out and not self.problems:
@@ -484,7 +477,7 @@ class _Checker:
         if kind not in CONFIG_SECTION:
             self.fail("build", f"{kind!r} is not one of {', '.join(CONFIG_SECTION)}")
             return
-        want = CONFIG_SECTION[kind]
+        want = BuildKind(kind).config_section
         got = None if runtime_config is None else runtime_config[0]
         if got != want:
             self.fail(

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from . import attach, fault, journal, pins, sysctl
 from .builddir import Build
+from .contract import Mode
 from .converge_hooks import Hooks, desired_links, desired_targets
 from .errors import RuntimeOpError, in_operation
 from .loader import LoadedObject, open_object
@@ -48,7 +49,7 @@ class ModeSteps(Protocol):
 
 
 #: Each datapath mode's steps, by the manifest's mode (a test checks both are here).
-MODES: dict[str, type[ModeSteps]] = {"ipvs": IpvsMode, "bpf": BpfMode}
+MODES: dict[Mode, type[ModeSteps]] = {Mode.IPVS: IpvsMode, Mode.BPF: BpfMode}
 
 
 def desired_sysctls(build: Build, with_ipvs: bool) -> dict[str, str]:

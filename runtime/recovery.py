@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from . import attach, journal, libbpf, pins
 from .builddir import Build
+from .contract import Mode
 from .errors import operation
 from .options import Options
 from .state import State, from_json_checked, load_checked
@@ -130,5 +131,5 @@ def recovery_notes(rec: Record, opts: Options) -> list[str]:
 def new_state(opts: Options, build: Build | None) -> State:
     return State(
         netns=opts.netns, bpffs=opts.bpffs, pin_dir=opts.pin_dir(), ipvs_enabled=opts.ipvs,
-        mode=build.mode if build is not None else "ipvs", cgroup=opts.cgroup,
+        mode=build.mode if build is not None else Mode.IPVS, cgroup=opts.cgroup,
     )  # fmt: skip

@@ -37,6 +37,7 @@ from bpfgen.model import (
     Mode,
     NodeConfig,
     Role,
+    Scheduler,
     Timeouts,
 )
 
@@ -134,7 +135,7 @@ class NodeReader:
         cluster_pod_cidr, service_cidr, masquerade_all, node_port_range = cluster
 
         self.cross_checks(top, pod_cidr, cluster_pod_cidr, service_cidr)
-        maglev = maglev_size if mode is Mode.BPF and scheduler == "maglev" else None
+        maglev = maglev_size if mode is Mode.BPF and scheduler is Scheduler.MAGLEV else None
         self.facts = NodeFacts(name, service_cidr, node_port_range, mode, maglev)
         if snat_range is not None and node_port_range is not None:
             self.snat_overlap(top, snat_range, node_port_range)
@@ -316,7 +317,9 @@ class NodeReader:
             return None
         return value
 
-    def datapath(self, node: Node | None) -> tuple[Mode | None, str | None, int | None, int | None]:
+    def datapath(
+        self, node: Node | None
+    ) -> tuple[Mode | None, Scheduler | None, int | None, int | None]:
         """(mode, scheduler, maglevTableSize, selectionSeed); the last two only mean
         something in bpf mode, and are refused in ipvs mode."""
         s = self.scope
@@ -331,11 +334,12 @@ class NodeReader:
         if mode is None:
             return None, None, None, None
         bpf = mode is Mode.BPF
-        scheduler: str | None = "random" if bpf else "rr"
+        scheduler: Scheduler | None = Scheduler.RANDOM if bpf else Scheduler.RR
         if "scheduler" in fields:
-            scheduler = s.choice(fields["scheduler"], "datapath.scheduler",
-                                 BPF_SCHEDULERS if bpf else IPVS_SCHEDULERS,
-                                 "a bpf scheduler" if bpf else "an IPVS scheduler")
+            text = s.choice(fields["scheduler"], "datapath.scheduler",
+                            BPF_SCHEDULERS if bpf else IPVS_SCHEDULERS,
+                            "a bpf scheduler" if bpf else "an IPVS scheduler")
+            scheduler = Scheduler(text) if text is not None else None
         size: int | None = DEFAULT_MAGLEV_TABLE_SIZE
         seed: int | None = DEFAULT_SELECTION_SEED
         for key in ("maglevTableSize", "selectionSeed"):

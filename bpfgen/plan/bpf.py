@@ -15,7 +15,7 @@ from dataclasses import replace
 from ipaddress import IPv4Address
 
 from bpfgen import layouts, maglev
-from bpfgen.model import Backend, Hook, Inputs, Role
+from bpfgen.model import Backend, Hook, Inputs, Role, Scheduler
 from bpfgen.plan.ir import (
     BPF_COUNTER_NAMES,
     Attachment,
@@ -44,6 +44,7 @@ from bpfgen.plan.shared import (
     pow2_at_least,
     session_maps,
 )
+from bpfgen_runtime.contract import Hook as AttachHook
 
 #: bpf mode, specialized build with frontends as code: the Maglev tables are
 #: `static const` arrays in `.rodata` while their total stays within this
@@ -58,15 +59,19 @@ MAGLEV_TABLE_SEED = 0
 #: attach.hook, the runtime's attach type): (program name, ELF section, entry in
 #: bpfgen_sock.h, purpose).
 CGROUP_HOOKS = {
-    "cgroup_connect4": ("sock_connect4", "cgroup/connect4", "bpfgen_sock_forward",
-                        "TCP and connected UDP: a frontend's address -> a backend (connect)"),
-    "cgroup_sendmsg4": ("sock_sendmsg4", "cgroup/sendmsg4", "bpfgen_sock_forward",
-                        "unconnected UDP: a frontend's address -> a backend (sendmsg)"),
-    "cgroup_recvmsg4": ("sock_recvmsg4", "cgroup/recvmsg4", "bpfgen_sock_reverse",
-                        "UDP: a backend's reply shown from the frontend's VIP:port"),
-    "cgroup_getpeername4": ("sock_getpeername4", "cgroup/getpeername4", "bpfgen_sock_reverse",
-                            "getpeername: the backend shown as the frontend's VIP:port"),
-}
+    AttachHook.CGROUP_CONNECT4: (
+        "sock_connect4", "cgroup/connect4", "bpfgen_sock_forward",
+        "TCP and connected UDP: a frontend's address -> a backend (connect)"),
+    AttachHook.CGROUP_SENDMSG4: (
+        "sock_sendmsg4", "cgroup/sendmsg4", "bpfgen_sock_forward",
+        "unconnected UDP: a frontend's address -> a backend (sendmsg)"),
+    AttachHook.CGROUP_RECVMSG4: (
+        "sock_recvmsg4", "cgroup/recvmsg4", "bpfgen_sock_reverse",
+        "UDP: a backend's reply shown from the frontend's VIP:port"),
+    AttachHook.CGROUP_GETPEERNAME4: (
+        "sock_getpeername4", "cgroup/getpeername4", "bpfgen_sock_reverse",
+        "getpeername: the backend shown as the frontend's VIP:port"),
+}  # fmt: skip
 
 
 
@@ -82,12 +87,12 @@ def _svc_plan(inputs: Inputs, frontends: tuple[Frontend, ...], in_map: bool) -> 
     node = inputs.node
     m = node.maglev_table_size
     tables: dict[tuple[Backend, ...], list[Frontend]] = {}
-    if node.scheduler == "maglev":
+    if node.scheduler is Scheduler.MAGLEV:
         for f in frontends:
             if f.backends:
                 tables.setdefault(f.backends, []).append(f)
     size = len(tables) * m * 2
-    if node.scheduler != "maglev":
+    if node.scheduler is not Scheduler.MAGLEV:
         in_rodata, reason = False, "scheduler random: no Maglev tables"
     elif in_map:
         in_rodata, reason = False, "frontends in maps: tables in the array map bpfgen_svc_maglev"
@@ -352,8 +357,10 @@ def plan(basis: PlanBasis) -> Plan:
     # Every interface at tc. An uplink with hook: xdp also gets the datapath at XDP,
     # which sends back out what leaves through the uplink and passes the rest, as it
     # came, to svc_in at tc (docs/datapath-bpf.md, "XDP").
-    tc = tuple(Attachment(i.role, i.name, "tc_ingress") for i in node.interfaces)
-    xdp = tuple(Attachment(i.role, i.name, "xdp") for i in node.interfaces if i.hook is Hook.XDP)
+    tc = tuple(Attachment(i.role, i.name, AttachHook.TC_INGRESS) for i in node.interfaces)
+    xdp = tuple(
+        Attachment(i.role, i.name, AttachHook.XDP) for i in node.interfaces if i.hook is Hook.XDP
+    )
     datapath = [ProgramPlan(
         "svc_in", "svc_in.bpf.c.j2", "svc_in.bpf.c", "svc_in.bpf.o", "bpfgen_svc_in", "tc",
         "bpfgen_ctx_tc.h", tc, names,

@@ -23,6 +23,7 @@ from bpfgen.plan.shared import (
     node_decisions,
     session_maps,
 )
+from bpfgen_runtime.contract import Hook as AttachHook
 
 
 def plan(basis: PlanBasis) -> Plan:
@@ -67,9 +68,11 @@ def plan(basis: PlanBasis) -> Plan:
 
 def _programs(inputs: Inputs, shared: tuple[str, ...]) -> tuple[ProgramPlan, ...]:
     node = inputs.node
-    tc_ingress = tuple(Attachment(i.role, i.name, "tc_ingress") for i in node.interfaces)
-    tc_egress = tuple(Attachment(i.role, i.name, "tc_egress") for i in node.interfaces)
-    xdp = tuple(Attachment(i.role, i.name, "xdp") for i in node.interfaces if i.hook is Hook.XDP)
+    tc_ingress = tuple(Attachment(i.role, i.name, AttachHook.TC_INGRESS) for i in node.interfaces)
+    tc_egress = tuple(Attachment(i.role, i.name, AttachHook.TC_EGRESS) for i in node.interfaces)
+    xdp = tuple(
+        Attachment(i.role, i.name, AttachHook.XDP) for i in node.interfaces if i.hook is Hook.XDP
+    )
     progs = [
         ProgramPlan(
             "ingress",

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
-from bpfgen.model import Backend, Mode, Protocol, Role
+from bpfgen.model import Backend, Mode, Protocol, Role, Scheduler
+from bpfgen_runtime.contract import BuildKind, Hook
 
 #: Number of counters: enum bpfgen_event + enum bpfgen_drop_reason (checked
 #: against the object's BTF in tests/build).
@@ -50,28 +51,19 @@ BPF_COUNTER_NAMES = (
 )
 
 
-#: The build kinds, each the same plan rendered differently:
-#:   specialized  every node value a C constant (bpfgen's point);
-#:   generic      the values in a `.bss` struct the program reads per packet
-#:                (a config-map design: neither clang nor the verifier knows them);
-#:   frozen       the same C as generic, the struct `const volatile` in `.rodata`:
-#:                set before load, frozen, so the verifier sees constants and
-#:                prunes dead branches (Cilium, Calico), while clang does not.
-BUILD_KINDS = ("specialized", "generic", "frozen")
-
-#: Where a build's `bpfgen_cfg` lives: the internal map (libbpf's name ends with it)
-#: whose initial value the runtime sets before load.
-CONFIG_SECTION = {"generic": ".bss", "frozen": ".rodata"}
+#: The build kinds (bpfgen_runtime.contract.BuildKind says what each is), as the CLI's
+#: choices and the tests' parameters spell them.
+BUILD_KINDS: tuple[str, ...] = tuple(k.value for k in BuildKind)
 
 
-def build_kind(build: str | None = None, *, generic: bool = False) -> str:
+def build_kind(build: str | None = None, *, generic: bool = False) -> BuildKind:
     """The build kind from `build`, or from the older `generic` flag when `build` is None."""
     kind = build if build is not None else ("generic" if generic else "specialized")
     if kind not in BUILD_KINDS:
         raise ValueError(f"build kind {kind!r} is not one of {', '.join(BUILD_KINDS)}")
     if generic and kind == "specialized":
         raise ValueError("generic=True contradicts build='specialized'")
-    return kind
+    return BuildKind(kind)
 
 
 class Masq(enum.Enum):
@@ -177,7 +169,7 @@ class MapPlan:
 class Attachment:
     role: Role
     interface: str  # a device or glob; for the cgroup hooks a cgroup v2 directory
-    hook: str  # "tc_ingress" | "tc_egress" | "xdp" | "cgroup_connect4" | ... (CGROUP_HOOKS)
+    hook: Hook
 
 
 
@@ -211,7 +203,7 @@ class SvcFrontend:
 class SvcPlan:
     """bpf mode: backend selection and where its tables live."""
 
-    scheduler: str  # "random" | "maglev"
+    scheduler: Scheduler  # one of BPF_SCHEDULERS
     maglev_size: int  # M
     maglev_in_rodata: bool
     maglev_reason: str
@@ -225,17 +217,17 @@ class SvcPlan:
 
     @property
     def maglev(self) -> bool:
-        return self.scheduler == "maglev"
+        return self.scheduler is Scheduler.MAGLEV
 
 
 @dataclass(frozen=True)
 class Plan:
     bpfgen_version: str
     config_sha256: str
-    build: str  # one of BUILD_KINDS
+    build: BuildKind
     mode: Mode
     node_name: str
-    scheduler: str
+    scheduler: Scheduler
     decisions: tuple[Decision, ...]
     node_addrs: tuple[CCase, ...]
     frontends: tuple[Frontend, ...]
@@ -254,23 +246,23 @@ class Plan:
         return self.mode is Mode.BPF
 
     @property
-    def build_kind(self) -> str:
+    def build_kind(self) -> BuildKind:
         return self.build
 
     @property
     def generic(self) -> bool:
         """The C reads the node's values from `bpfgen_cfg` (generic and frozen builds)."""
-        return self.build != "specialized"
+        return self.build is not BuildKind.SPECIALIZED
 
     @property
     def frozen(self) -> bool:
         """`bpfgen_cfg` is `const volatile` in `.rodata`: constants to the verifier."""
-        return self.build == "frozen"
+        return self.build is BuildKind.FROZEN
 
     @property
     def config_section(self) -> str | None:
         """The internal map holding `bpfgen_cfg` (".bss", ".rodata"), None when specialized."""
-        return CONFIG_SECTION.get(self.build)
+        return self.build.config_section
 
     def decision(self, name: str) -> Decision:
         for d in self.decisions:

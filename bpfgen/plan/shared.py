@@ -29,6 +29,7 @@ from bpfgen.plan.ir import (
     ProgramPlan,
     SvcPlan,
 )
+from bpfgen_runtime.contract import BuildKind
 
 #: Frontends at or under this count are matched by generated code (nested
 #: switches clang turns into binary searches over constants); above it, a
@@ -185,20 +186,20 @@ class PlanBasis:
     """What both modes' planners start from, and the fields every plan has."""
 
     inputs: Inputs
-    kind: str  # one of BUILD_KINDS
+    kind: BuildKind
     frontends: tuple[Frontend, ...]
     in_map: bool  # frontends looked up in a map: generic and frozen builds, or too many
 
     @classmethod
-    def of(cls, inputs: Inputs, kind: str) -> PlanBasis:
+    def of(cls, inputs: Inputs, kind: BuildKind) -> PlanBasis:
         frontends = frontends_of(inputs)
-        in_map = kind != "specialized" or len(frontends) > INLINE_FRONTEND_LIMIT
+        in_map = kind is not BuildKind.SPECIALIZED or len(frontends) > INLINE_FRONTEND_LIMIT
         return cls(inputs, kind, frontends, in_map)
 
     @property
     def generic(self) -> bool:
         """generic and frozen builds render the same C reads."""
-        return self.kind != "specialized"
+        return self.kind is not BuildKind.SPECIALIZED
 
     @property
     def protocols(self) -> set[Protocol]:

@@ -16,15 +16,16 @@ STAGES = {"inputs", "plan", "render", "build", "inspect", "compiler"}
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    """A copy of bpfgen/ and templates/ to edit."""
+    """A copy of bpfgen/, templates/ and the runtime's contract to edit."""
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(ROOT / "bpfgen", tmp_path / "bpfgen", ignore=ignore)
     shutil.copytree(ROOT / "templates", tmp_path / "templates", ignore=ignore)
+    shutil.copytree(ROOT / "runtime" / "contract", tmp_path / "contract", ignore=ignore)
     return tmp_path
 
 
 def digest(tree: Path) -> bytes:
-    return compiler_digest(tree / "bpfgen", tree / "templates")
+    return compiler_digest(tree / "bpfgen", tree / "templates", tree / "contract")
 
 
 def append(path: Path, text: str) -> None:
@@ -52,7 +53,8 @@ def test_code_outside_the_pipeline_does_not_change_the_key(tree: Path, outside: 
 @pytest.mark.parametrize(
     "inside",
     ["bpfgen/plan/bpf.py", "bpfgen/inputs/fields.py", "bpfgen/maglev.py", "bpfgen/__init__.py",
-     "templates/programs/egress.bpf.c.j2", "templates/include/bpfgen_nat.h"],
+     "templates/programs/egress.bpf.c.j2", "templates/include/bpfgen_nat.h",
+     "contract/__init__.py"],
 )  # fmt: skip
 def test_a_pipeline_module_or_a_template_changes_the_key(tree: Path, inside: str) -> None:
     before = digest(tree)
