@@ -54,10 +54,10 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from bpfgen import layouts
 from bpfgen.compiler import compile_build
 from bpfgen.plan import COUNTER_NAMES
 from bpfgen_runtime import BPF_NOEXIST, LoadedObject, open_object, test_run
+from bpfgen_runtime.contract import layouts
 
 SNAT_PROBES = 128  # BPFGEN_SNAT_PROBES (templates/include/bpfgen_nat.h); spec: i = 0 .. 127
 SESSION_SEEN_REPLY = 0x01  # BPFGEN_SESSION_SEEN_REPLY (templates/include/bpfgen_types.h)

@@ -29,6 +29,7 @@ class BtfType:
     array: tuple[int, int] = (0, 0)  # elem type, nelems
     enum: dict[str, int] = field(default_factory=dict)
     secinfo: list[tuple[int, int, int]] = field(default_factory=list)  # type, offset, size
+    params: list[tuple[str, int]] = field(default_factory=list)  # FUNC_PROTO: name, type
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,10 @@ class Btf:
                     t.enum[self._str(e_name)] = (hi << 32) | lo
                     pos += 12
             elif kind == KIND_FUNC_PROTO:
-                pos += 8 * vlen
+                for _ in range(vlen):
+                    p_name, p_type = struct.unpack_from("<II", buf, pos)
+                    t.params.append((self._str(p_name), p_type))
+                    pos += 8
             elif kind == KIND_DATASEC:
                 for _ in range(vlen):
                     t.secinfo.append(struct.unpack_from("<III", buf, pos))

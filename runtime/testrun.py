@@ -22,6 +22,7 @@ nothing of the compiler; it reads the build directory only.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
@@ -36,6 +37,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from .contract.layouts import (
+    SK_BUFF_SIZE,
+    RsnatEntry,
+    SkBuffHead,
+    SnatEntry,
+    Tuple4,
+    XdpMd,
+    be16,
+    be32,
+    from_be,
+    to_bytes,
+)
 from .errors import RuntimeOpError
 from .loader import (
     LoadedMap,
@@ -46,13 +59,6 @@ from .loader import (
     test_run,
 )
 
-# struct __sk_buff (UAPI): 192 bytes since 5.16 (hwtstamp); the mark is at offset 8.
-SK_BUFF_SIZE = 192
-SK_BUFF_MARK = struct.Struct("=I")
-SK_BUFF_MARK_OFFSET = 8
-#: struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
-XDP_MD = struct.Struct("=6I")
-
 BPF_PROG_TYPE_SCHED_CLS = 3
 BPF_PROG_TYPE_XDP = 6
 
@@ -60,11 +66,6 @@ SNAT_MAP = "bpfgen_snat_v4"
 RSNAT_MAP = "bpfgen_rsnat_v4"
 COUNTERS_MAP = "bpfgen_counters"
 
-# The C structs of templates/include/bpfgen_types.h, byte for byte (addresses and
-# ports in network order, last_seen_ns in the host's order).
-_TUPLE = struct.Struct("!4s4sHHB3x")  # struct bpfgen_tuple4
-_SNAT_ENTRY = struct.Struct("=Q4s2sBxI4x")  # struct bpfgen_snat_entry
-_RSNAT_ENTRY = struct.Struct("!4sH2x")  # struct bpfgen_rsnat_entry
 _COUNTER = struct.Struct("=Q")
 _INDEX = struct.Struct("=I")
 
@@ -79,18 +80,13 @@ class SessionKey(NamedTuple):
     proto: int
 
     def pack(self) -> bytes:
-        return _TUPLE.pack(
-            self.saddr.to_bytes(4, "big"),
-            self.daddr.to_bytes(4, "big"),
-            self.sport,
-            self.dport,
-            self.proto,
-        )
+        return to_bytes(Tuple4(be32(self.saddr), be32(self.daddr), be16(self.sport),
+                               be16(self.dport), self.proto))
 
     @classmethod
     def unpack(cls, raw: bytes) -> SessionKey:
-        saddr, daddr, sport, dport, proto = _TUPLE.unpack(raw)
-        return cls(int.from_bytes(saddr, "big"), int.from_bytes(daddr, "big"), sport, dport, proto)
+        t = Tuple4.from_buffer_copy(raw)
+        return cls(from_be(t.saddr), from_be(t.daddr), from_be(t.sport), from_be(t.dport), t.proto)
 
 
 class SessionEntry(NamedTuple):
@@ -103,19 +99,14 @@ class SessionEntry(NamedTuple):
     fin_ack: int = 0
 
     def pack(self) -> bytes:
-        return _SNAT_ENTRY.pack(
-            self.last_seen_ns,
-            self.nat_addr.to_bytes(4, "big"),
-            self.nat_port.to_bytes(2, "big"),
-            self.flags,
-            self.fin_ack,
-        )
+        return to_bytes(SnatEntry(last_seen_ns=self.last_seen_ns, nat_addr=be32(self.nat_addr),
+                                  nat_port=be16(self.nat_port), flags=self.flags,
+                                  fin_ack=self.fin_ack))
 
     @classmethod
     def unpack(cls, raw: bytes) -> SessionEntry:
-        last_seen, addr, port, flags, fin_ack = _SNAT_ENTRY.unpack(raw)
-        return cls(last_seen, int.from_bytes(addr, "big"), int.from_bytes(port, "big"), flags,
-                   fin_ack)
+        e = SnatEntry.from_buffer_copy(raw)
+        return cls(e.last_seen_ns, from_be(e.nat_addr), from_be(e.nat_port), e.flags, e.fin_ack)
 
 
 class ReverseEntry(NamedTuple):
@@ -125,12 +116,12 @@ class ReverseEntry(NamedTuple):
     port: int
 
     def pack(self) -> bytes:
-        return _RSNAT_ENTRY.pack(self.addr.to_bytes(4, "big"), self.port)
+        return to_bytes(RsnatEntry(addr=be32(self.addr), port=be16(self.port)))
 
     @classmethod
     def unpack(cls, raw: bytes) -> ReverseEntry:
-        addr, port = _RSNAT_ENTRY.unpack(raw)
-        return cls(int.from_bytes(addr, "big"), port)
+        r = RsnatEntry.from_buffer_copy(raw)
+        return cls(from_be(r.addr), from_be(r.port))
 
 
 class RunResult(NamedTuple):
@@ -270,14 +261,13 @@ class BuildUnderTest:
         if prog.is_xdp:
             if not ingress_ifindex:
                 return test_run(prog.loaded, packet, repeat=repeat), mark
-            md = XDP_MD.pack(0, len(packet), 0, ingress_ifindex, 0, 0)
+            md = to_bytes(XdpMd(data_end=len(packet), ingress_ifindex=ingress_ifindex))
             return test_run(prog.loaded, packet, repeat=repeat, ctx_in=md), mark
-        ctx = bytearray(SK_BUFF_SIZE)
-        SK_BUFF_MARK.pack_into(ctx, SK_BUFF_MARK_OFFSET, mark)
+        ctx = bytearray(SK_BUFF_SIZE)  # the rest of struct __sk_buff: zero
+        ctx[: ctypes.sizeof(SkBuffHead)] = to_bytes(SkBuffHead(mark=mark))
         result = test_run(prog.loaded, packet, ctx_in=bytes(ctx), repeat=repeat)
         assert result.ctx is not None
-        (mark_out,) = SK_BUFF_MARK.unpack_from(result.ctx, SK_BUFF_MARK_OFFSET)
-        return result, mark_out
+        return result, SkBuffHead.from_buffer_copy(result.ctx).mark
 
     # -- sessions
 

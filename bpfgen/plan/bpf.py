@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from ipaddress import IPv4Address
 
-from bpfgen import layouts, maglev
+from bpfgen import maglev
 from bpfgen.model import Backend, Hook, Inputs, Role, Scheduler
 from bpfgen.plan.ir import (
     BPF_COUNTER_NAMES,
@@ -45,6 +45,7 @@ from bpfgen.plan.shared import (
     session_maps,
 )
 from bpfgen_runtime.contract import Hook as AttachHook
+from bpfgen_runtime.contract import layouts
 
 #: bpf mode, specialized build with frontends as code: the Maglev tables are
 #: `static const` arrays in `.rodata` while their total stays within this

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bpfgen import layouts
 from bpfgen.model import Hook, Inputs
 from bpfgen.plan.ir import COUNTER_NAMES, Attachment, MapPlan, Plan, ProgramPlan
 from bpfgen.plan.shared import (
@@ -24,6 +23,7 @@ from bpfgen.plan.shared import (
     session_maps,
 )
 from bpfgen_runtime.contract import Hook as AttachHook
+from bpfgen_runtime.contract import layouts
 
 
 def plan(basis: PlanBasis) -> Plan:

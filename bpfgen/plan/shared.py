@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from bpfgen import __version__, layouts
+from bpfgen import __version__
 from bpfgen.model import Backend, Inputs, Mode, Protocol, Service, ServiceType
 from bpfgen.plan.ir import (
     CCase,
@@ -29,7 +29,7 @@ from bpfgen.plan.ir import (
     ProgramPlan,
     SvcPlan,
 )
-from bpfgen_runtime.contract import BuildKind
+from bpfgen_runtime.contract import BuildKind, layouts
 
 #: Frontends at or under this count are matched by generated code (nested
 #: switches clang turns into binary searches over constants); above it, a

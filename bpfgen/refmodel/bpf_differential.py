@@ -23,7 +23,6 @@ routes.
 
 from __future__ import annotations
 
-import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -59,58 +58,70 @@ from bpfgen.refmodel.ipvs_differential import (
 )
 from bpfgen.refmodel.ipvs_snat import XDP_PASS, Result
 from bpfgen.refmodel.state import FlowKey
+from bpfgen_runtime.contract.layouts import (
+    AffinityEntry,
+    NatEntry,
+    RnatEntry,
+    be16,
+    be32,
+    from_be,
+    from_net_int,
+    net_int,
+    to_bytes,
+)
+from bpfgen_runtime.contract.layouts import AffinityKey as AffinityKeyLayout
 from bpfgen_runtime.testrun import BuildUnderTest, SessionKey
 
 __all__ = ["PROGRAM", "XDP_PROGRAM", "SvcDifferential", "SvcStep"]
 
 PROGRAM, XDP_PROGRAM = "svc_in", "svc_xdp"
 NAT_MAP, RNAT_MAP, AFFINITY_MAP = "bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_affinity_v4"
-_NAT = struct.Struct("=Q4s2sBxI4x4s2sH")  # struct bpfgen_nat_entry
-_RNAT = struct.Struct("!4sH2x4sH2x")  # struct bpfgen_rnat_entry
-_AFFINITY_KEY = struct.Struct("=4sI")  # struct bpfgen_affinity_key
-_AFFINITY = struct.Struct("=Q4s2s2x")  # struct bpfgen_affinity_entry
 
 
-def _addr(raw: bytes) -> int:
-    return int.from_bytes(raw, "big")
+# The maps' values in the C structs' layouts (bpfgen_runtime.contract.layouts).
 
 
 def pack_nat(s: NatSession) -> bytes:
-    return _NAT.pack(s.last_seen_ns, s.nat_addr.to_bytes(4, "big"), s.nat_port.to_bytes(2, "big"),
-                     s.flags, s.fin_ack, s.backend_addr.to_bytes(4, "big"),
-                     s.backend_port.to_bytes(2, "big"), s.backend_gen)
+    return to_bytes(NatEntry(
+        last_seen_ns=s.last_seen_ns, nat_addr=be32(s.nat_addr), nat_port=be16(s.nat_port),
+        flags=s.flags, fin_ack=s.fin_ack, backend_addr=be32(s.backend_addr),
+        backend_port=be16(s.backend_port), backend_gen=s.backend_gen,
+    ))  # fmt: skip
 
 
 def unpack_nat(raw: bytes) -> NatSession:
-    last_seen, na, np, flags, fin_ack, ba, bp, gen = _NAT.unpack(raw)
-    return NatSession(last_seen, _addr(na), _addr(np), flags, _addr(ba), _addr(bp), gen, fin_ack)
+    e = NatEntry.from_buffer_copy(raw)
+    return NatSession(e.last_seen_ns, from_be(e.nat_addr), from_be(e.nat_port), e.flags,
+                      from_be(e.backend_addr), from_be(e.backend_port), e.backend_gen, e.fin_ack)
 
 
 def pack_rnat(r: Rnat) -> bytes:
-    return _RNAT.pack(r.addr.to_bytes(4, "big"), r.port, r.vip.to_bytes(4, "big"), r.vip_port)
+    return to_bytes(RnatEntry(addr=be32(r.addr), port=be16(r.port), vip=be32(r.vip),
+                              vip_port=be16(r.vip_port)))
 
 
 def unpack_rnat(raw: bytes) -> Rnat:
-    a, p, vip, vp = _RNAT.unpack(raw)
-    return Rnat(_addr(a), p, _addr(vip), vp)
+    e = RnatEntry.from_buffer_copy(raw)
+    return Rnat(from_be(e.addr), from_be(e.port), from_be(e.vip), from_be(e.vip_port))
 
 
 def pack_affinity_key(k: AffinityKey) -> bytes:
-    return _AFFINITY_KEY.pack(k.client.to_bytes(4, "big"), k.affinity_id)
+    return to_bytes(AffinityKeyLayout(client=net_int(k.client, 4), affinity_id=k.affinity_id))
 
 
 def unpack_affinity_key(raw: bytes) -> AffinityKey:
-    client, affinity_id = _AFFINITY_KEY.unpack(raw)
-    return AffinityKey(_addr(client), affinity_id)
+    key = AffinityKeyLayout.from_buffer_copy(raw)
+    return AffinityKey(from_net_int(key.client, 4), key.affinity_id)
 
 
 def pack_affinity(a: Affinity) -> bytes:
-    return _AFFINITY.pack(a.last_seen_ns, a.addr.to_bytes(4, "big"), a.port.to_bytes(2, "big"))
+    return to_bytes(AffinityEntry(last_seen_ns=a.last_seen_ns, addr=net_int(a.addr, 4),
+                                  port=net_int(a.port, 2)))
 
 
 def unpack_affinity(raw: bytes) -> Affinity:
-    last_seen, addr, port = _AFFINITY.unpack(raw)
-    return Affinity(last_seen, _addr(addr), _addr(port))
+    e = AffinityEntry.from_buffer_copy(raw)
+    return Affinity(e.last_seen_ns, from_net_int(e.addr, 4), from_net_int(e.port, 2))
 
 
 @dataclass(frozen=True)

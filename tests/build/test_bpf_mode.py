@@ -5,7 +5,6 @@ frontends (maps)."""
 
 from __future__ import annotations
 
-import ctypes
 import json
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from strategies import GeneratedConfig, config_of, to_yaml, valid_configs
 
-from bpfgen import layouts
 from bpfgen.compiler import compile_build
 from bpfgen.inputs import load_inputs
-from bpfgen.inspect import read_btf
 from bpfgen.plan import (
     BPF_COUNTER_NAMES,
     BUILD_KINDS,
@@ -312,31 +309,6 @@ def test_plan_records_frontends_without_backends(tmp_path: Path) -> None:
     assert "UDP with an ICMP port unreachable" in plan.decision(
         "BPFGEN_REJECT_NO_BACKEND").reason
     assert plan.decision("BPFGEN_SELECTION_SEED").value == "0x1234abcdU"
-
-
-def _all_fields(struct: type[ctypes.Structure]) -> list[tuple[str, int, int]]:
-    fields: list[tuple[str, int, int]] = []
-    for cls in reversed(struct.__mro__):
-        for name, *_ in cls.__dict__.get("_fields_", []):
-            fields.append((name, getattr(struct, name).offset, getattr(struct, name).size))
-    return fields
-
-
-@pytest.fixture(scope="module")
-def generic_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("bpf-layouts")
-    node_path, services_path = write_inputs(root, node_config("maglev", socket_lb=True),
-                                            services())
-    compile_build(node_path, [services_path], root / "build", build="generic", verify=False)
-    return root / "build" / "svc_in.bpf.o"
-
-
-@pytest.mark.parametrize("name", sorted(layouts.BPF_MIRRORS))
-def test_bpf_struct_layout_matches_btf(generic_object: Path, name: str) -> None:
-    mirror = layouts.BPF_MIRRORS[name]
-    size, members = read_btf(generic_object).struct_layout(name)
-    assert ctypes.sizeof(mirror) == size
-    assert _all_fields(mirror) == members
 
 
 #: Issue 13's shape as a drawn config: bpf mode, the default scheduler, a ClientIP

@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 
 from bpfgen.compiler import compile_build
-from bpfgen.layouts import NatEntry, Tuple4
 from bpfgen_runtime import InputRefused, Options, RuntimeOpError, down, status, sync, up
 from bpfgen_runtime import attach as attach_mod
 from bpfgen_runtime.builddir import load_digest
+from bpfgen_runtime.contract.layouts import NatEntry, Tuple4
 from bpfgen_runtime.pins import PinnedMap, program_map_ids
 from e2e.runtime_env import NODE_YAML, SERVICES, Env, as_bpf_mode, ns_run, snapshot
 

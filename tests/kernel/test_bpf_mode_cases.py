@@ -58,7 +58,14 @@ from bpfgen.compiler import compile_build
 from bpfgen.inputs import load_inputs
 from bpfgen.model import Backend
 from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
-from bpfgen.refmodel.bpf_differential import pack_nat, pack_rnat, unpack_nat, unpack_rnat
+from bpfgen.refmodel.bpf_differential import (
+    pack_affinity,
+    pack_nat,
+    pack_rnat,
+    unpack_affinity,
+    unpack_nat,
+    unpack_rnat,
+)
 from bpfgen.refmodel.bpf_svc import NatSession, Rnat
 from bpfgen.refmodel.checksum import ones_sum, pseudo_header
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
@@ -73,7 +80,6 @@ XDP_AS_TC = {0: TC_ACT_SHOT, 1: TC_ACT_SHOT, XDP_TX: TC_ACT_REDIRECT}  # ABORTED
 SYN, ACK = 0x02, 0x10
 CLIENT_POD = "198.19.1.9"  # a pod of this node, no backend
 OUTSIDE = "203.0.113.7"  # an external client
-AFFINITY_ENTRY = struct.Struct("=Q4s2s2x")  # struct bpfgen_affinity_entry
 
 
 def A(text: str) -> int:
@@ -483,9 +489,7 @@ def _affinity(bpf: Bpf) -> dict[int, tuple[int, int, int]]:
     """bpfgen_affinity_v4: client -> (last_seen_ns, backend addr, backend port)."""
     out = {}
     for k, v in bpf.build.maps["bpfgen_affinity_v4"].items():
-        seen, addr, port = AFFINITY_ENTRY.unpack(v)
-        out[int.from_bytes(k[:4], "big")] = (seen, int.from_bytes(addr, "big"),
-                                             int.from_bytes(port, "big"))
+        out[int.from_bytes(k[:4], "big")] = unpack_affinity(v)
     return out
 
 
@@ -517,12 +521,12 @@ def test_client_ip_affinity_entry_is_ignored_when_stale(bpf: Bpf, stale: str) ->
     bpf.clear()
     bpf.run(syn(CLIENT_POD, STICKY_VIP, 40000, 80))
     ((key, value),) = bpf.build.maps["bpfgen_affinity_v4"].items()
-    seen, addr, port = AFFINITY_ENTRY.unpack(value)
+    entry = unpack_affinity(value)
     if stale == "expired":
-        seen -= (STICKY_TIMEOUT + 1) * 10**9
+        entry = entry._replace(last_seen_ns=entry.last_seen_ns - (STICKY_TIMEOUT + 1) * 10**9)
     else:
-        addr = A("198.19.9.9").to_bytes(4, "big")
-    bpf.build.maps["bpfgen_affinity_v4"].update(key, AFFINITY_ENTRY.pack(seen, addr, port))
+        entry = entry._replace(addr=A("198.19.9.9"))
+    bpf.build.maps["bpfgen_affinity_v4"].update(key, pack_affinity(entry))
     # A source port whose hash picks another backend than the entry's did.
     first = A(str(bpf.expected_backend(CLIENT_POD, STICKY_VIP, 40000, 80, IPPROTO_TCP).address))
     sport = next(p for p in range(40001, 40100)

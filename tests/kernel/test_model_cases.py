@@ -3,7 +3,7 @@ mark, counters, what the packet out must show}, run on the specialized, generic 
 build of one fixed node. Each row also pins a spec promise independently of the model
 (expected counters and fields), and the rows that found bugs in the C are kept here
 as regression tests. The harness itself (maps as Python values, marks through the
-__sk_buff context, counters) is checked against bpfgen.layouts first.
+__sk_buff context, counters) is checked against bpfgen_runtime.contract.layouts first.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from bpfgen import layouts
 from bpfgen.compiler import compile_build
 from bpfgen.inputs import load_inputs
 from bpfgen.refmodel import (
@@ -33,6 +32,7 @@ from bpfgen.refmodel import (
 from bpfgen.refmodel.checksum import ones_sum, pseudo_header
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
 from bpfgen.refmodel.ipvs_differential import Differential
+from bpfgen_runtime.contract import layouts
 from bpfgen_runtime.testrun import (
     BuildUnderTest,
     ReverseEntry,
@@ -97,7 +97,7 @@ def case_build(
 
 
 def test_harness_layouts_match_bpfgen_layouts() -> None:
-    """testrun's struct formats (it may not import the compiler) equal bpfgen.layouts."""
+    """testrun's session records pack as bpfgen_runtime.contract.layouts' mirrors."""
     key = SessionKey(A("1.2.3.4"), A("5.6.7.8"), 0x1234, 0xABCD, 6)
     mirror = layouts.Tuple4(layouts.be32(key.saddr), layouts.be32(key.daddr),
                             layouts.be16(key.sport), layouts.be16(key.dport), key.proto)

@@ -49,7 +49,6 @@ from bpf_inputs import (
 )
 from netns_private import private_netns
 
-from bpfgen import layouts
 from bpfgen.compiler import compile_build
 from bpfgen.inputs import load_inputs
 from bpfgen.refmodel import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, FlowKey
@@ -77,6 +76,7 @@ from bpfgen.refmodel.bpf_svc import (
 from bpfgen.refmodel.frames import ethernet, icmp, ipv4, tcp, udp
 from bpfgen.refmodel.hashing import tuple_hash
 from bpfgen.refmodel.state import CLOSED, FIN_ACKED, REPLY_FIRST, timeout_ns
+from bpfgen_runtime.contract import layouts
 from bpfgen_runtime.testrun import BuildUnderTest
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("no_routes")]
@@ -673,7 +673,7 @@ def _native(value: int, size: int) -> int:
 
 def test_the_model_reads_the_maps_and_counters_as_the_c_lays_them_out(built: Built) -> None:
     """The differential's byte layouts of bpfgen_nat_v4/bpfgen_rnat_v4 values are
-    bpfgen.layouts' (the C structs), and the counters are the manifest's."""
+    the contract's layouts (the C structs), and the counters are the manifest's."""
     assert built.build.counter_names == SVC_COUNTER_NAMES
     nat = layouts.NatEntry(last_seen_ns=1, nat_addr=layouts.be32(2), nat_port=layouts.be16(3),
                            flags=4, backend_addr=layouts.be32(5), backend_port=layouts.be16(6),

@@ -29,7 +29,7 @@ from bench.port_alloc import (
     mix32,
     open_harness,
 )
-from bpfgen import layouts
+from bpfgen_runtime.contract import layouts
 
 pytestmark = pytest.mark.kernel
 

@@ -34,7 +34,7 @@ def append(path: Path, text: str) -> None:
 
 def test_the_pipeline_is_every_stage_and_what_they_import() -> None:
     modules = {name.removeprefix("bpfgen.") for name in pipeline_modules()}
-    assert STAGES | {"bpfgen", "maglev", "layouts", "model", "inputs.source", "plan.bpf"} <= modules
+    assert STAGES | {"bpfgen", "maglev", "model", "inputs.source", "plan.bpf"} <= modules
     assert not {"cli", "__main__"} & modules
     assert not any(name.startswith("refmodel") for name in modules)
 

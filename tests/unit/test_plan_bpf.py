@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from bpf_inputs import STICKY_TIMEOUT, node_config, services, write_inputs
 
-from bpfgen import layouts, maglev
+from bpfgen import maglev
 from bpfgen.inputs import load_inputs
 from bpfgen.model import DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_SELECTION_SEED, Mode
 from bpfgen.plan import BPF_COUNTER_NAMES, COUNTER_NAMES, FrontendKind, Plan, make_plan
+from bpfgen_runtime.contract import layouts
 
 
 def _plan(tmp_path: Path, node: dict[str, Any], svcs: dict[str, Any], build: str = "specialized"

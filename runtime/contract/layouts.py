@@ -1,4 +1,5 @@
-"""Python mirrors of the C structs in templates/include/bpfgen_types.h.
+"""ctypes mirrors of the C structs in templates/include/bpfgen_types.h: the one definition
+of the maps' keys and values and of bpfgen_cfg, for the compiler and the node.
 
 Field names and order are the C ones; tests/build checks sizes and offsets
 against the BTF of a compiled object. Addresses and ports are stored in
@@ -8,6 +9,7 @@ network byte order, as the kernel sees them.
 from __future__ import annotations
 
 import ctypes
+import sys
 from ipaddress import IPv4Address
 
 MAX_NODE_ADDRS = 8  # BPFGEN_MAX_NODE_ADDRS
@@ -178,7 +180,40 @@ class BackendValue(ctypes.Structure):
     ]
 
 
-# C struct name -> mirror, for the BTF layout test.
+def maglev_row(size: int) -> type[ctypes.Structure]:
+    """struct bpfgen_maglev_row of a build whose Maglev tables have `size` slots (M): the
+    bpfgen_svc_maglev value, one frontend's whole table (maglev.table_bytes fills it)."""
+    return type("MaglevRow", (ctypes.Structure,), {"_fields_": [("slot", ctypes.c_uint16 * size)]})
+
+
+# The program contexts BPF_PROG_TEST_RUN takes (testrun.py): the UAPI's structs.
+
+
+class XdpMd(ctypes.Structure):
+    """struct xdp_md."""
+
+    _fields_ = [
+        ("data", ctypes.c_uint32),
+        ("data_end", ctypes.c_uint32),
+        ("data_meta", ctypes.c_uint32),
+        ("ingress_ifindex", ctypes.c_uint32),
+        ("rx_queue_index", ctypes.c_uint32),
+        ("egress_ifindex", ctypes.c_uint32),
+    ]
+
+
+class SkBuffHead(ctypes.Structure):
+    """The first fields of struct __sk_buff, up to the mark test runs set and read."""
+
+    _fields_ = [("len", ctypes.c_uint32), ("pkt_type", ctypes.c_uint32), ("mark", ctypes.c_uint32)]
+
+
+#: sizeof(struct __sk_buff): 192 bytes since 5.16 (hwtstamp); a test run's ctx is all of it.
+SK_BUFF_SIZE = 192
+
+#: C struct name -> mirror: every struct a map of either mode holds, bpfgen_cfg's, and the
+#: contexts. tests/build/test_layouts.py checks each against the BTF of compiled objects,
+#: and fails on a struct there that a map or a global holds and that has no mirror here.
 MIRRORS: dict[str, type[ctypes.Structure]] = {
     "bpfgen_tuple4": Tuple4,
     "bpfgen_snat_entry": SnatEntry,
@@ -186,10 +221,6 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "bpfgen_frontend_key": FrontendKey,
     "bpfgen_frontend_value": FrontendValue,
     "bpfgen_config": Config,
-}
-
-# The bpf mode's structs, checked against a bpf-mode object (svc_in.bpf.o).
-BPF_MIRRORS: dict[str, type[ctypes.Structure]] = {
     "bpfgen_nat_entry": NatEntry,
     "bpfgen_rnat_entry": RnatEntry,
     "bpfgen_svc_value": SvcValue,
@@ -198,9 +229,10 @@ BPF_MIRRORS: dict[str, type[ctypes.Structure]] = {
     "bpfgen_backend_member": BackendMember,
     "bpfgen_affinity_key": AffinityKey,
     "bpfgen_affinity_entry": AffinityEntry,
-    "bpfgen_config": Config,
     "bpfgen_sock_rev_key": SockRevKey,
     "bpfgen_sock_rev_value": SockRevValue,
+    "xdp_md": XdpMd,
+    "__sk_buff": SkBuffHead,  # a prefix: the test also checks SK_BUFF_SIZE
 }
 
 
@@ -214,3 +246,19 @@ def be16(port: int) -> ctypes.Array[ctypes.c_uint8]:
 
 def to_bytes(obj: ctypes.Structure) -> bytes:
     return bytes(memoryview(obj).cast("B"))
+
+
+def net_int(value: int, size: int) -> int:
+    """What a __u32/__u16 field holds for `value` kept in network order (the affinity and
+    socketLB maps): the integer whose host-order bytes are value's big-endian ones."""
+    return int.from_bytes(value.to_bytes(size, "big"), sys.byteorder)
+
+
+def from_net_int(field: int, size: int) -> int:
+    """The value a __u32/__u16 field in network order holds (net_int's inverse)."""
+    return int.from_bytes(field.to_bytes(size, sys.byteorder), "big")
+
+
+def from_be(field: ctypes.Array[ctypes.c_uint8]) -> int:
+    """The number in a network-order field (be32, be16)."""
+    return int.from_bytes(bytes(field), "big")
