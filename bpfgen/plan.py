@@ -55,6 +55,7 @@ BPF_COUNTER_NAMES = (
     "icmp_echo_vip",
     "affinity_hit",
     "xdp_to_tc",
+    "drop_no_backend",
 )
 
 #: bpf mode, specialized build with frontends as code: the Maglev tables are
