@@ -576,7 +576,7 @@ def make_plan(inputs: Inputs, *, generic: bool = False, build: str | None = None
             str(port_max - port_min + 1),
             "bpfgen_cfg.snat_port_count",
             "snat.portRange",
-            "ports in the SNAT range; a constant modulus becomes a multiply",
+            "ports in the SNAT range: the port search's modulus",
         ),
         (
             "BPFGEN_CLUSTER_POD_NET",
@@ -671,7 +671,7 @@ def make_plan(inputs: Inputs, *, generic: bool = False, build: str | None = None
             + (
                 "kept: a service uses TCP"
                 if Protocol.TCP in protocols
-                else "compiled out: no TCP service"
+                else "not taken: no TCP service (compiled out when specialized)"
             ),
         ),
         (
@@ -683,7 +683,7 @@ def make_plan(inputs: Inputs, *, generic: bool = False, build: str | None = None
             + (
                 "kept: a service uses UDP"
                 if Protocol.UDP in protocols
-                else "compiled out: no UDP service"
+                else "not taken: no UDP service (compiled out when specialized)"
             ),
         ),
         (
@@ -691,7 +691,8 @@ def make_plan(inputs: Inputs, *, generic: bool = False, build: str | None = None
             str(int(node.icmp_echo)),
             "bpfgen_cfg.proto_icmp",
             "features.icmpEcho",
-            "ICMP echo translation " + ("kept" if node.icmp_echo else "compiled out"),
+            "ICMP echo translation "
+            + ("kept" if node.icmp_echo else "off (compiled out when specialized)"),
         ),
     ]
     decisions = [
@@ -729,7 +730,9 @@ def make_plan(inputs: Inputs, *, generic: bool = False, build: str | None = None
             "BPFGEN_FRONTENDS_MAX",
             str(frontends_max),
             "services",
-            "bpfgen_frontends size: 2x the frontends, power of two, at least 64",
+            "bpfgen_frontends size: 2x the frontends, power of two, at least 64"
+            if in_map
+            else "unused: frontends as code, no bpfgen_frontends map",
         ),
     ]
     node_addrs = tuple(
@@ -740,9 +743,11 @@ def make_plan(inputs: Inputs, *, generic: bool = False, build: str | None = None
         bpf = _bpf_parts(inputs, kind, frontends, in_map)
         reasons = {
             "BPFGEN_PROTO_ICMP": "echo requests to VIPs answered by svc_in "
-            + ("(kept)" if node.icmp_echo else "(compiled out: they pass)"),
+            + ("(kept)" if node.icmp_echo else "(off: they pass; compiled out when specialized)"),
             "BPFGEN_FRONTENDS_MAX": "bpfgen_svc_frontends size: 2x the frontends, power of two, "
-            "at least 64",
+            "at least 64" if in_map else "unused: frontends as code, no bpfgen_svc_frontends map",
+            **dict.fromkeys(("BPFGEN_MARK", "BPFGEN_SERVICE_NET", "BPFGEN_SERVICE_MASK"),
+                            "unused in the bpf mode: no ingress mark, no egress program"),
         }
         decisions = [replace(d, reason=reasons.get(d.name, d.reason)) for d in decisions]
         decisions += bpf.decisions
@@ -1103,23 +1108,26 @@ def _bpf_parts(
             + "; the other scheduler compiled out",
         ),
         Decision("BPFGEN_MAGLEV_SIZE", str(node.maglev_table_size), "datapath.maglevTableSize",
-                 "Maglev table slots M (prime)"),
+                 "Maglev table slots M (prime)" + ("" if svc.maglev else "; unused: no Maglev")),
         Decision("BPFGEN_MAGLEV_IN_MAP", str(int(svc.maglev and not svc.maglev_in_rodata)),
                  "services", svc.maglev_reason),
         Decision("BPFGEN_MAGLEV_ROWS", str(rows), "services",
-                 "bpfgen_svc_maglev rows: one per frontend id"),
+                 "bpfgen_svc_maglev rows: one per frontend id" if svc.maglev and not
+                 svc.maglev_in_rodata else "unused: no bpfgen_svc_maglev map"),
         Decision("BPFGEN_SVC_FRONTENDS", str(len(frontends)), "services",
                  "frontend ids 0..n-1"),
         Decision("BPFGEN_SVC_BACKENDS_TOTAL", str(max(1, len(svc.backends))), "services",
+                 "unused: frontends in maps" if in_map else
                  "bpfgen_backends[] (frontends as code): the distinct backend lists, flat"),
         Decision("BPFGEN_SVC_SEARCH_STEPS", str(max(1, most.bit_length())), "services",
+                 "unused: frontends in maps" if in_map else
                  f"membership binary search: the largest member list has {most}"),
         Decision(
             "BPFGEN_SVC_DRAINING",
             str(int(svc.draining)),
             "EndpointSlices",
-            f"{draining} endpoints (per frontend) listed but not ready: their sessions go "
-            "on, new flows avoid them (member lists of their own)"
+            f"{draining} listed endpoint(s) not ready, over all frontends: their sessions "
+            "go on, new flows avoid them (member lists of their own)"
             if svc.draining
             else "every listed endpoint is selectable: a frontend's members are its backends",
         ),
@@ -1133,15 +1141,18 @@ def _bpf_parts(
             else "no sessionAffinity ClientIP: compiled out",
         ),
         Decision("BPFGEN_MAGLEV_TABLES", str(max(1, len(svc.tables))), "services",
-                 "bpfgen_maglev[][] (.rodata): the distinct Maglev tables"),
+                 "bpfgen_maglev[][] (.rodata): the distinct Maglev tables"
+                 if svc.maglev_in_rodata else "unused: no Maglev table in .rodata"),
         Decision("BPFGEN_SVC_BACKENDS_MAX", str(backends_max), "services",
-                 "bpfgen_svc_backends/_members size: 2x the members, power of two, at least 64"),
+                 "bpfgen_svc_backends/_members size: 2x the members, power of two, at least 64"
+                 if in_map else "unused: frontends as code, no bpfgen_svc_backends map"),
         Decision(
             "BPFGEN_REJECT_NO_BACKEND",
             "1",
             "services",
             f"{len(no_backend)} frontends without backends: TCP answered with a RST, UDP "
-            "with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend",
+            "with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend "
+            "(a RST, IP options: dropped, drop_no_backend)",
         ),
     ]
     maps = _session_maps(

@@ -4,21 +4,22 @@
  * Node configuration: every specialized value of this build, in one place.
  * Node node-a, mode bpf, generic build.
  *
- * What was specialized, and from which input ("run time": read from bpfgen_cfg):
+ * What was specialized, and from which input ("run time": read from
+ * bpfgen_cfg on every packet; every other value is a C constant):
  *   BPFGEN_SNAT_PORT_MIN = (bpfgen_cfg.snat_port_min) (run time)
  *       snat.portRange[0]: first SNAT port
  *   BPFGEN_SNAT_PORT_COUNT = (bpfgen_cfg.snat_port_count) (run time)
- *       snat.portRange: ports in the SNAT range; a constant modulus becomes a multiply
+ *       snat.portRange: ports in the SNAT range: the port search's modulus
  *   BPFGEN_CLUSTER_POD_NET = (bpfgen_cfg.cluster_pod_net) (run time)
  *       cluster.podCIDR: 198.19.0.0/16: pods keep their source to ClusterIPs
  *   BPFGEN_CLUSTER_POD_MASK = (bpfgen_cfg.cluster_pod_mask) (run time)
  *       cluster.podCIDR: /16
  *   BPFGEN_SERVICE_NET = (bpfgen_cfg.service_net) (run time)
- *       cluster.serviceCIDR: 198.18.128.0/17: VIP sources are node processes
+ *       cluster.serviceCIDR: unused in the bpf mode: no ingress mark, no egress program
  *   BPFGEN_SERVICE_MASK = (bpfgen_cfg.service_mask) (run time)
- *       cluster.serviceCIDR: /17
+ *       cluster.serviceCIDR: unused in the bpf mode: no ingress mark, no egress program
  *   BPFGEN_MARK = (bpfgen_cfg.mark) (run time)
- *       snat.mark: skb->mark bit: ingress asks egress to SNAT
+ *       snat.mark: unused in the bpf mode: no ingress mark, no egress program
  *   BPFGEN_HASH_SEED = (bpfgen_cfg.hash_seed) (run time)
  *       config sha256: port-allocation hash seed, stable per config
  *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = (bpfgen_cfg.timeout_tcp_established_ns) (run time)
@@ -52,27 +53,27 @@
  *   BPFGEN_SCHED_MAGLEV = 0
  *       datapath.scheduler: random: backend h % n; the other scheduler compiled out
  *   BPFGEN_MAGLEV_SIZE = 16381
- *       datapath.maglevTableSize: Maglev table slots M (prime)
+ *       datapath.maglevTableSize: Maglev table slots M (prime); unused: no Maglev
  *   BPFGEN_MAGLEV_IN_MAP = 0
  *       services: scheduler random: no Maglev tables
  *   BPFGEN_MAGLEV_ROWS = 7
- *       services: bpfgen_svc_maglev rows: one per frontend id
+ *       services: unused: no bpfgen_svc_maglev map
  *   BPFGEN_SVC_FRONTENDS = 7
  *       services: frontend ids 0..n-1
  *   BPFGEN_SVC_BACKENDS_TOTAL = 14
- *       services: bpfgen_backends[] (frontends as code): the distinct backend lists, flat
+ *       services: unused: frontends in maps
  *   BPFGEN_SVC_SEARCH_STEPS = 3
- *       services: membership binary search: the largest member list has 4
+ *       services: unused: frontends in maps
  *   BPFGEN_SVC_DRAINING = 1
- *       EndpointSlices: 4 endpoints (per frontend) listed but not ready: their sessions go on, new flows avoid them (member lists of their own)
+ *       EndpointSlices: 4 listed endpoint(s) not ready, over all frontends: their sessions go on, new flows avoid them (member lists of their own)
  *   BPFGEN_SVC_AFFINITY = 1
  *       services: 1 frontends with sessionAffinity ClientIP: a new flow goes to its client's backend of the last timeoutSeconds (bpfgen_affinity_v4)
  *   BPFGEN_MAGLEV_TABLES = 1
- *       services: bpfgen_maglev[][] (.rodata): the distinct Maglev tables
+ *       services: unused: no Maglev table in .rodata
  *   BPFGEN_SVC_BACKENDS_MAX = 64
  *       services: bpfgen_svc_backends/_members size: 2x the members, power of two, at least 64
  *   BPFGEN_REJECT_NO_BACKEND = 1
- *       services: 2 frontends without backends: TCP answered with a RST, UDP with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend
+ *       services: 2 frontends without backends: TCP answered with a RST, UDP with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend (a RST, IP options: dropped, drop_no_backend)
  *   BPFGEN_SOCK_LB = 1
  *       datapath.socketLB: node processes -> services: cgroup connect4/sendmsg4/recvmsg4/getpeername4 on /sys/fs/cgroup (sock.bpf.o; socket-level DNAT, no per-packet NAT)
  *   BPFGEN_SOCK_CLIENT = (bpfgen_cfg.node_addrs[0]) (run time)

@@ -4,79 +4,8 @@
  * Program svc_in (tc, bpf mode): DNAT + SNAT to a selected backend, replies reversed, fib lookup + redirect_neigh.
  * Node node-a, mode bpf, specialized build.
  *
- * What was specialized, and from which input ("run time": read from bpfgen_cfg):
- *   BPFGEN_SNAT_PORT_MIN = 65520
- *       snat.portRange[0]: first SNAT port
- *   BPFGEN_SNAT_PORT_COUNT = 16
- *       snat.portRange: ports in the SNAT range; a constant modulus becomes a multiply
- *   BPFGEN_CLUSTER_POD_NET = __bpf_constant_htonl(0xc6130000)
- *       cluster.podCIDR: 198.19.0.0/16: pods keep their source to ClusterIPs
- *   BPFGEN_CLUSTER_POD_MASK = __bpf_constant_htonl(0xffff0000)
- *       cluster.podCIDR: /16
- *   BPFGEN_SERVICE_NET = __bpf_constant_htonl(0xc6128000)
- *       cluster.serviceCIDR: 198.18.128.0/17: VIP sources are node processes
- *   BPFGEN_SERVICE_MASK = __bpf_constant_htonl(0xffff8000)
- *       cluster.serviceCIDR: /17
- *   BPFGEN_MARK = 0x4000U
- *       snat.mark: skb->mark bit: ingress asks egress to SNAT
- *   BPFGEN_HASH_SEED = 0x2fb51a5fU
- *       config sha256: port-allocation hash seed, stable per config
- *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = 7440000000000ULL
- *       snat.timeouts.tcpEstablished: 7440s idle
- *   BPFGEN_TIMEOUT_TCP_TRANSITORY_NS = 240000000000ULL
- *       snat.timeouts.tcpTransitory: 240s idle (not yet answered, or half-closed)
- *   BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS = 120000000000ULL
- *       snat.timeouts.tcpTimeWait: 120s idle (closed; the far side may hold TIME_WAIT)
- *   BPFGEN_TIMEOUT_TCP_CLOSE_NS = 10000000000ULL
- *       snat.timeouts.tcpClose: 10s idle (after a RST)
- *   BPFGEN_TIMEOUT_UDP_NS = 300000000000ULL
- *       snat.timeouts.udp: 300s idle
- *   BPFGEN_TIMEOUT_ICMP_NS = 60000000000ULL
- *       snat.timeouts.icmp: 60s idle
- *   BPFGEN_PROTO_TCP = 1
- *       services: TCP path kept: a service uses TCP
- *   BPFGEN_PROTO_UDP = 1
- *       services: UDP path kept: a service uses UDP
- *   BPFGEN_PROTO_ICMP = 1
- *       features.icmpEcho: echo requests to VIPs answered by svc_in (kept)
- *   BPFGEN_SNAT_MAX_SESSIONS = 64
- *       snat.maxSessions: size of bpfgen_nat_v4 and bpfgen_rnat_v4
- *   BPFGEN_FRONTENDS_IN_MAP = 0
- *       services: 7 frontends <= 64: matched as code
- *   BPFGEN_FRONTENDS_MAX = 64
- *       services: bpfgen_svc_frontends size: 2x the frontends, power of two, at least 64
- *   BPFGEN_MODE_BPF = 1
- *       datapath.mode: bpf: DNAT, SNAT and forwarding in bpfgen_svc_in; no egress program
- *   BPFGEN_SELECTION_SEED = 0x1234abcdU
- *       datapath.selectionSeed: backend-selection hash seed, the same on every node (not BPFGEN_HASH_SEED)
- *   BPFGEN_SCHED_MAGLEV = 0
- *       datapath.scheduler: random: backend h % n; the other scheduler compiled out
- *   BPFGEN_MAGLEV_SIZE = 16381
- *       datapath.maglevTableSize: Maglev table slots M (prime)
- *   BPFGEN_MAGLEV_IN_MAP = 0
- *       services: scheduler random: no Maglev tables
- *   BPFGEN_MAGLEV_ROWS = 7
- *       services: bpfgen_svc_maglev rows: one per frontend id
- *   BPFGEN_SVC_FRONTENDS = 7
- *       services: frontend ids 0..n-1
- *   BPFGEN_SVC_BACKENDS_TOTAL = 14
- *       services: bpfgen_backends[] (frontends as code): the distinct backend lists, flat
- *   BPFGEN_SVC_SEARCH_STEPS = 3
- *       services: membership binary search: the largest member list has 4
- *   BPFGEN_SVC_DRAINING = 1
- *       EndpointSlices: 4 endpoints (per frontend) listed but not ready: their sessions go on, new flows avoid them (member lists of their own)
- *   BPFGEN_SVC_AFFINITY = 1
- *       services: 1 frontends with sessionAffinity ClientIP: a new flow goes to its client's backend of the last timeoutSeconds (bpfgen_affinity_v4)
- *   BPFGEN_MAGLEV_TABLES = 1
- *       services: bpfgen_maglev[][] (.rodata): the distinct Maglev tables
- *   BPFGEN_SVC_BACKENDS_MAX = 64
- *       services: bpfgen_svc_backends/_members size: 2x the members, power of two, at least 64
- *   BPFGEN_REJECT_NO_BACKEND = 1
- *       services: 2 frontends without backends: TCP answered with a RST, UDP with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend
- *   BPFGEN_SOCK_LB = 1
- *       datapath.socketLB: node processes -> services: cgroup connect4/sendmsg4/recvmsg4/getpeername4 on /sys/fs/cgroup (sock.bpf.o; socket-level DNAT, no per-packet NAT)
- *   BPFGEN_SOCK_CLIENT = __bpf_constant_htonl(0xc6120002)
- *       node.addresses[0]: 198.18.0.2: the client of node processes for ClientIP affinity (the node)
+ * What was specialized, and from which input: the decision table of
+ * node_config.h (36 decisions), which this file includes.
  */
 
 #define BPFGEN_SNAT_ALLOCATES 1 /* bpfgen_nat.h: the port search */

@@ -9,7 +9,7 @@
  *   BPFGEN_SNAT_PORT_MIN = (bpfgen_cfg.snat_port_min) (load time)
  *       snat.portRange[0]: first SNAT port
  *   BPFGEN_SNAT_PORT_COUNT = (bpfgen_cfg.snat_port_count) (load time)
- *       snat.portRange: ports in the SNAT range; a constant modulus becomes a multiply
+ *       snat.portRange: ports in the SNAT range: the port search's modulus
  *   BPFGEN_CLUSTER_POD_NET = (bpfgen_cfg.cluster_pod_net) (load time)
  *       cluster.podCIDR: 198.19.0.0/16: pods keep their source to ClusterIPs
  *   BPFGEN_CLUSTER_POD_MASK = (bpfgen_cfg.cluster_pod_mask) (load time)

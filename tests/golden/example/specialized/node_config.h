@@ -4,11 +4,11 @@
  * Node configuration: every specialized value of this build, in one place.
  * Node node-a, mode ipvs, specialized build.
  *
- * What was specialized, and from which input ("run time": read from bpfgen_cfg):
+ * What was specialized, and from which input (every value a C constant):
  *   BPFGEN_SNAT_PORT_MIN = 20000
  *       snat.portRange[0]: first SNAT port
  *   BPFGEN_SNAT_PORT_COUNT = 10000
- *       snat.portRange: ports in the SNAT range; a constant modulus becomes a multiply
+ *       snat.portRange: ports in the SNAT range: the port search's modulus
  *   BPFGEN_CLUSTER_POD_NET = __bpf_constant_htonl(0xc6130000)
  *       cluster.podCIDR: 198.19.0.0/16: pods keep their source to ClusterIPs
  *   BPFGEN_CLUSTER_POD_MASK = __bpf_constant_htonl(0xffff0000)
@@ -44,7 +44,7 @@
  *   BPFGEN_FRONTENDS_IN_MAP = 0
  *       services: 13 frontends <= 64: matched as code
  *   BPFGEN_FRONTENDS_MAX = 64
- *       services: bpfgen_frontends size: 2x the frontends, power of two, at least 64
+ *       services: unused: frontends as code, no bpfgen_frontends map
  */
 
 #ifndef BPFGEN_NODE_CONFIG_H
