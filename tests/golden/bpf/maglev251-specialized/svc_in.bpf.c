@@ -32,21 +32,27 @@ __noinline __u32 bpfgen_svc_lookup_inline(__be32 addr, __be16 port, __u8 proto)
 	switch (proto) {
 	case IPPROTO_TCP:
 		switch (addr) {
-		case __bpf_constant_htonl(0xc612800a): /* 198.18.128.10 */
+		/* 198.18.128.10 */
+		case __bpf_constant_htonl(0xc612800a):
 			switch (port) {
-			case __bpf_constant_htons(80): /* frontend #2: ClusterIP 198.18.128.10:80/TCP */
+			/* frontend #2: ClusterIP 198.18.128.10:80/TCP */
+			case __bpf_constant_htons(80):
 				return 2;
 			}
 			break;
-		case __bpf_constant_htonl(0xc612800b): /* 198.18.128.11 */
+		/* 198.18.128.11 */
+		case __bpf_constant_htonl(0xc612800b):
 			switch (port) {
-			case __bpf_constant_htons(80): /* frontend #0: ClusterIP 198.18.128.11:80/TCP */
+			/* frontend #0: ClusterIP 198.18.128.11:80/TCP */
+			case __bpf_constant_htons(80):
 				return 0;
 			}
 			break;
-		case __bpf_constant_htonl(0xc612800c): /* 198.18.128.12 */
+		/* 198.18.128.12 */
+		case __bpf_constant_htonl(0xc612800c):
 			switch (port) {
-			case __bpf_constant_htons(80): /* frontend #6: ClusterIP 198.18.128.12:80/TCP */
+			/* frontend #6: ClusterIP 198.18.128.12:80/TCP */
+			case __bpf_constant_htons(80):
 				return 6;
 			}
 			break;
@@ -54,21 +60,26 @@ __noinline __u32 bpfgen_svc_lookup_inline(__be32 addr, __be16 port, __u8 proto)
 		if (!bpfgen_is_node_addr(addr))
 			break;
 		switch (port) {
-		case __bpf_constant_htons(30080): /* frontend #3: NodePort <node>:30080/TCP */
+		/* frontend #3: NodePort <node>:30080/TCP */
+		case __bpf_constant_htons(30080):
 			return 3;
 		}
 		break;
 	case IPPROTO_UDP:
 		switch (addr) {
-		case __bpf_constant_htonl(0xc612800a): /* 198.18.128.10 */
+		/* 198.18.128.10 */
+		case __bpf_constant_htonl(0xc612800a):
 			switch (port) {
-			case __bpf_constant_htons(53): /* frontend #4: ClusterIP 198.18.128.10:53/UDP */
+			/* frontend #4: ClusterIP 198.18.128.10:53/UDP */
+			case __bpf_constant_htons(53):
 				return 4;
 			}
 			break;
-		case __bpf_constant_htonl(0xc612800b): /* 198.18.128.11 */
+		/* 198.18.128.11 */
+		case __bpf_constant_htonl(0xc612800b):
 			switch (port) {
-			case __bpf_constant_htons(53): /* frontend #1: ClusterIP 198.18.128.11:53/UDP */
+			/* frontend #1: ClusterIP 198.18.128.11:53/UDP */
+			case __bpf_constant_htons(53):
 				return 1;
 			}
 			break;
@@ -76,7 +87,8 @@ __noinline __u32 bpfgen_svc_lookup_inline(__be32 addr, __be16 port, __u8 proto)
 		if (!bpfgen_is_node_addr(addr))
 			break;
 		switch (port) {
-		case __bpf_constant_htons(30080): /* frontend #5: NodePort <node>:30080/UDP */
+		/* frontend #5: NodePort <node>:30080/UDP */
+		case __bpf_constant_htons(30080):
 			return 5;
 		}
 		break;
@@ -88,11 +100,14 @@ __noinline __u32 bpfgen_svc_lookup_inline(__be32 addr, __be16 port, __u8 proto)
 static __always_inline __attribute__((unused)) bool bpfgen_svc_is_vip_inline(__be32 addr)
 {
 	switch (addr) {
-	case __bpf_constant_htonl(0xc612800a): /* 198.18.128.10 */
+	/* 198.18.128.10 */
+	case __bpf_constant_htonl(0xc612800a):
 		return true;
-	case __bpf_constant_htonl(0xc612800b): /* 198.18.128.11 */
+	/* 198.18.128.11 */
+	case __bpf_constant_htonl(0xc612800b):
 		return true;
-	case __bpf_constant_htonl(0xc612800c): /* 198.18.128.12 */
+	/* 198.18.128.12 */
+	case __bpf_constant_htonl(0xc612800c):
 		return true;
 	}
 	return false;
@@ -103,19 +118,63 @@ static __always_inline __attribute__((unused)) bool bpfgen_svc_is_vip_inline(__b
  */
 static const struct bpfgen_svc_value bpfgen_svc_info[7] = {
 	/* #0 ClusterIP 198.18.128.11:80/TCP, default/empty port http: ClusterIP: sources outside cluster.podCIDR; no backends: reject */
-	{ .id = 0, .n_backends = 0, .masq = BPFGEN_MASQ_IF_OUTSIDE, .first = 0, .table = 0 },
+	{
+		.id = 0,
+		.n_backends = 0,
+		.masq = BPFGEN_MASQ_IF_OUTSIDE,
+		.first = 0,
+		.table = 0,
+	},
 	/* #1 ClusterIP 198.18.128.11:53/UDP, default/empty port dns: ClusterIP: sources outside cluster.podCIDR; no backends: reject */
-	{ .id = 1, .n_backends = 0, .masq = BPFGEN_MASQ_IF_OUTSIDE, .first = 0, .table = 0 },
+	{
+		.id = 1,
+		.n_backends = 0,
+		.masq = BPFGEN_MASQ_IF_OUTSIDE,
+		.first = 0,
+		.table = 0,
+	},
 	/* #2 ClusterIP 198.18.128.10:80/TCP, default/web port http: ClusterIP: sources outside cluster.podCIDR */
-	{ .id = 2, .n_backends = 3, .masq = BPFGEN_MASQ_IF_OUTSIDE, .first = 0, .table = 0 },
+	{
+		.id = 2,
+		.n_backends = 3,
+		.masq = BPFGEN_MASQ_IF_OUTSIDE,
+		.first = 0,
+		.table = 0,
+	},
 	/* #3 NodePort <node>:30080/TCP, default/web port http: NodePort with externalTrafficPolicy: Cluster */
-	{ .id = 3, .n_backends = 3, .masq = BPFGEN_MASQ_ALWAYS, .first = 0, .table = 0 },
+	{
+		.id = 3,
+		.n_backends = 3,
+		.masq = BPFGEN_MASQ_ALWAYS,
+		.first = 0,
+		.table = 0,
+	},
 	/* #4 ClusterIP 198.18.128.10:53/UDP, default/web port dns: ClusterIP: sources outside cluster.podCIDR */
-	{ .id = 4, .n_backends = 3, .masq = BPFGEN_MASQ_IF_OUTSIDE, .first = 3, .table = 1 },
+	{
+		.id = 4,
+		.n_backends = 3,
+		.masq = BPFGEN_MASQ_IF_OUTSIDE,
+		.first = 3,
+		.table = 1,
+	},
 	/* #5 NodePort <node>:30080/UDP, default/web port dns: NodePort with externalTrafficPolicy: Cluster */
-	{ .id = 5, .n_backends = 3, .masq = BPFGEN_MASQ_ALWAYS, .first = 3, .table = 1 },
+	{
+		.id = 5,
+		.n_backends = 3,
+		.masq = BPFGEN_MASQ_ALWAYS,
+		.first = 3,
+		.table = 1,
+	},
 	/* #6 ClusterIP 198.18.128.12:80/TCP, default/web-sticky port http: ClusterIP: sources outside cluster.podCIDR; ClientIP affinity 60 s */
-	{ .id = 6, .n_backends = 3, .masq = BPFGEN_MASQ_IF_OUTSIDE, .first = 0, .table = 0, .affinity_s = 60, .affinity_id = 6 },
+	{
+		.id = 6,
+		.n_backends = 3,
+		.masq = BPFGEN_MASQ_IF_OUTSIDE,
+		.first = 0,
+		.table = 0,
+		.affinity_s = 60,
+		.affinity_id = 6,
+	},
 };
 
 /* Every distinct backend list, one after the other, each sorted by address,
@@ -123,20 +182,34 @@ static const struct bpfgen_svc_value bpfgen_svc_info[7] = {
  * (backends + endpoints listed but not ready) of the frontends that have draining ones.
  */
 static const struct bpfgen_backend bpfgen_backends[BPFGEN_SVC_BACKENDS_TOTAL] = {
-	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(8080) }, /* [0] #2 backend[0] 198.19.1.5:8080 (local) */
-	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(8080) }, /* [1] #2 backend[1] 198.19.2.13:8080 */
-	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(8080) }, /* [2] #2 backend[2] 198.19.3.7:8080 */
-	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(5353) }, /* [3] #4 backend[0] 198.19.1.5:5353 (local) */
-	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(5353) }, /* [4] #4 backend[1] 198.19.2.13:5353 */
-	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(5353) }, /* [5] #4 backend[2] 198.19.3.7:5353 */
-	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(8080) }, /* [6] #2 member[0] 198.19.1.5:8080 (local) */
-	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(8080) }, /* [7] #2 member[1] 198.19.2.13:8080 */
-	{ .addr = __bpf_constant_htonl(0xc6130214), .port = __bpf_constant_htons(8080) }, /* [8] #2 member[2] 198.19.2.20:8080 */
-	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(8080) }, /* [9] #2 member[3] 198.19.3.7:8080 */
-	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(5353) }, /* [10] #4 member[0] 198.19.1.5:5353 (local) */
-	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(5353) }, /* [11] #4 member[1] 198.19.2.13:5353 */
-	{ .addr = __bpf_constant_htonl(0xc6130214), .port = __bpf_constant_htons(5353) }, /* [12] #4 member[2] 198.19.2.20:5353 */
-	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(5353) }, /* [13] #4 member[3] 198.19.3.7:5353 */
+	/* [0] #2 backend[0] 198.19.1.5:8080 (local) */
+	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(8080) },
+	/* [1] #2 backend[1] 198.19.2.13:8080 */
+	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(8080) },
+	/* [2] #2 backend[2] 198.19.3.7:8080 */
+	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(8080) },
+	/* [3] #4 backend[0] 198.19.1.5:5353 (local) */
+	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(5353) },
+	/* [4] #4 backend[1] 198.19.2.13:5353 */
+	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(5353) },
+	/* [5] #4 backend[2] 198.19.3.7:5353 */
+	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(5353) },
+	/* [6] #2 member[0] 198.19.1.5:8080 (local) */
+	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(8080) },
+	/* [7] #2 member[1] 198.19.2.13:8080 */
+	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(8080) },
+	/* [8] #2 member[2] 198.19.2.20:8080 */
+	{ .addr = __bpf_constant_htonl(0xc6130214), .port = __bpf_constant_htons(8080) },
+	/* [9] #2 member[3] 198.19.3.7:8080 */
+	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(8080) },
+	/* [10] #4 member[0] 198.19.1.5:5353 (local) */
+	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(5353) },
+	/* [11] #4 member[1] 198.19.2.13:5353 */
+	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(5353) },
+	/* [12] #4 member[2] 198.19.2.20:5353 */
+	{ .addr = __bpf_constant_htonl(0xc6130214), .port = __bpf_constant_htons(5353) },
+	/* [13] #4 member[3] 198.19.3.7:5353 */
+	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(5353) },
 };
 
 /* Per frontend id: its member list, [first, first + n) of bpfgen_backends[]: a
@@ -153,8 +226,10 @@ static const struct bpfgen_svc_span bpfgen_svc_members_at[7] = {
 };
 
 /* Maglev tables (bpfgen/maglev.py, M = 251): slot -> index into the
- * frontend's backends. 2 distinct tables x 251 slots x 2 bytes = 1004 <= 131048 bytes (.rodata budget): static const arrays.
+ * frontend's backends, 16 slots a row (slot i: row i / 16, column i % 16;
+ * clang-format would pack them). 2 distinct tables x 251 slots x 2 bytes = 1004 <= 131048 bytes (.rodata budget): static const arrays.
  */
+/* clang-format off */
 static const __u16 bpfgen_maglev[BPFGEN_MAGLEV_TABLES][BPFGEN_MAGLEV_SIZE] = {
 	{ /* table 0: frontends #2, #3, #6 */
 		2, 0, 0, 2, 0, 0, 2, 0, 2, 2, 0, 1, 1, 1, 2, 1,
@@ -193,6 +268,7 @@ static const __u16 bpfgen_maglev[BPFGEN_MAGLEV_TABLES][BPFGEN_MAGLEV_SIZE] = {
 		2, 1, 1, 2, 1, 0, 1, 2, 0, 1, 2,
 	},
 };
+/* clang-format on */
 
 /* clang knows h % n < n and drops the check the verifier (which does not
  * track modulo bounds) needs before indexing: hide the value from clang.

@@ -85,40 +85,74 @@
 
 #include "bpfgen_types.h"
 
-#define BPFGEN_SNAT_PORT_MIN 65520 /* snat.portRange[0] */
-#define BPFGEN_SNAT_PORT_COUNT 16 /* snat.portRange */
-#define BPFGEN_CLUSTER_POD_NET __bpf_constant_htonl(0xc6130000) /* cluster.podCIDR */
-#define BPFGEN_CLUSTER_POD_MASK __bpf_constant_htonl(0xffff0000) /* cluster.podCIDR */
-#define BPFGEN_SERVICE_NET __bpf_constant_htonl(0xc6128000) /* cluster.serviceCIDR */
-#define BPFGEN_SERVICE_MASK __bpf_constant_htonl(0xffff8000) /* cluster.serviceCIDR */
-#define BPFGEN_MARK 0x4000U /* snat.mark */
-#define BPFGEN_HASH_SEED 0x4a00a98fU /* config sha256 */
-#define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS 7440000000000ULL /* snat.timeouts.tcpEstablished */
-#define BPFGEN_TIMEOUT_TCP_TRANSITORY_NS 240000000000ULL /* snat.timeouts.tcpTransitory */
-#define BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS 120000000000ULL /* snat.timeouts.tcpTimeWait */
-#define BPFGEN_TIMEOUT_TCP_CLOSE_NS 10000000000ULL /* snat.timeouts.tcpClose */
-#define BPFGEN_TIMEOUT_UDP_NS 300000000000ULL /* snat.timeouts.udp */
-#define BPFGEN_TIMEOUT_ICMP_NS 60000000000ULL /* snat.timeouts.icmp */
-#define BPFGEN_PROTO_TCP 1 /* services */
-#define BPFGEN_PROTO_UDP 1 /* services */
-#define BPFGEN_PROTO_ICMP 1 /* features.icmpEcho */
-#define BPFGEN_SNAT_MAX_SESSIONS 64 /* snat.maxSessions */
-#define BPFGEN_FRONTENDS_IN_MAP 0 /* services */
-#define BPFGEN_FRONTENDS_MAX 64 /* services */
-#define BPFGEN_MODE_BPF 1 /* datapath.mode */
-#define BPFGEN_SELECTION_SEED 0x1234abcdU /* datapath.selectionSeed */
-#define BPFGEN_SCHED_MAGLEV 0 /* datapath.scheduler */
-#define BPFGEN_MAGLEV_SIZE 16381 /* datapath.maglevTableSize */
-#define BPFGEN_MAGLEV_IN_MAP 0 /* services */
-#define BPFGEN_MAGLEV_ROWS 7 /* services */
-#define BPFGEN_SVC_FRONTENDS 7 /* services */
-#define BPFGEN_SVC_BACKENDS_TOTAL 14 /* services */
-#define BPFGEN_SVC_SEARCH_STEPS 3 /* services */
-#define BPFGEN_SVC_DRAINING 1 /* EndpointSlices */
-#define BPFGEN_SVC_AFFINITY 1 /* services */
-#define BPFGEN_MAGLEV_TABLES 1 /* services */
-#define BPFGEN_SVC_BACKENDS_MAX 64 /* services */
-#define BPFGEN_REJECT_NO_BACKEND 1 /* services */
+/* snat.portRange[0] */
+#define BPFGEN_SNAT_PORT_MIN 65520
+/* snat.portRange */
+#define BPFGEN_SNAT_PORT_COUNT 16
+/* cluster.podCIDR */
+#define BPFGEN_CLUSTER_POD_NET __bpf_constant_htonl(0xc6130000)
+/* cluster.podCIDR */
+#define BPFGEN_CLUSTER_POD_MASK __bpf_constant_htonl(0xffff0000)
+/* cluster.serviceCIDR */
+#define BPFGEN_SERVICE_NET __bpf_constant_htonl(0xc6128000)
+/* cluster.serviceCIDR */
+#define BPFGEN_SERVICE_MASK __bpf_constant_htonl(0xffff8000)
+/* snat.mark */
+#define BPFGEN_MARK 0x4000U
+/* config sha256 */
+#define BPFGEN_HASH_SEED 0x4a00a98fU
+/* snat.timeouts.tcpEstablished */
+#define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS 7440000000000ULL
+/* snat.timeouts.tcpTransitory */
+#define BPFGEN_TIMEOUT_TCP_TRANSITORY_NS 240000000000ULL
+/* snat.timeouts.tcpTimeWait */
+#define BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS 120000000000ULL
+/* snat.timeouts.tcpClose */
+#define BPFGEN_TIMEOUT_TCP_CLOSE_NS 10000000000ULL
+/* snat.timeouts.udp */
+#define BPFGEN_TIMEOUT_UDP_NS 300000000000ULL
+/* snat.timeouts.icmp */
+#define BPFGEN_TIMEOUT_ICMP_NS 60000000000ULL
+/* services */
+#define BPFGEN_PROTO_TCP 1
+/* services */
+#define BPFGEN_PROTO_UDP 1
+/* features.icmpEcho */
+#define BPFGEN_PROTO_ICMP 1
+/* snat.maxSessions */
+#define BPFGEN_SNAT_MAX_SESSIONS 64
+/* services */
+#define BPFGEN_FRONTENDS_IN_MAP 0
+/* services */
+#define BPFGEN_FRONTENDS_MAX 64
+/* datapath.mode */
+#define BPFGEN_MODE_BPF 1
+/* datapath.selectionSeed */
+#define BPFGEN_SELECTION_SEED 0x1234abcdU
+/* datapath.scheduler */
+#define BPFGEN_SCHED_MAGLEV 0
+/* datapath.maglevTableSize */
+#define BPFGEN_MAGLEV_SIZE 16381
+/* services */
+#define BPFGEN_MAGLEV_IN_MAP 0
+/* services */
+#define BPFGEN_MAGLEV_ROWS 7
+/* services */
+#define BPFGEN_SVC_FRONTENDS 7
+/* services */
+#define BPFGEN_SVC_BACKENDS_TOTAL 14
+/* services */
+#define BPFGEN_SVC_SEARCH_STEPS 3
+/* EndpointSlices */
+#define BPFGEN_SVC_DRAINING 1
+/* services */
+#define BPFGEN_SVC_AFFINITY 1
+/* services */
+#define BPFGEN_MAGLEV_TABLES 1
+/* services */
+#define BPFGEN_SVC_BACKENDS_MAX 64
+/* services */
+#define BPFGEN_REJECT_NO_BACKEND 1
 
 /* Is @a one of this node's addresses (SNAT sources, NodePort listeners)? */
 static __always_inline bool bpfgen_is_node_addr(__be32 a)

@@ -96,42 +96,78 @@
  */
 struct bpfgen_config bpfgen_cfg;
 
-#define BPFGEN_SNAT_PORT_MIN (bpfgen_cfg.snat_port_min) /* snat.portRange[0] */
-#define BPFGEN_SNAT_PORT_COUNT (bpfgen_cfg.snat_port_count) /* snat.portRange */
-#define BPFGEN_CLUSTER_POD_NET (bpfgen_cfg.cluster_pod_net) /* cluster.podCIDR */
-#define BPFGEN_CLUSTER_POD_MASK (bpfgen_cfg.cluster_pod_mask) /* cluster.podCIDR */
-#define BPFGEN_SERVICE_NET (bpfgen_cfg.service_net) /* cluster.serviceCIDR */
-#define BPFGEN_SERVICE_MASK (bpfgen_cfg.service_mask) /* cluster.serviceCIDR */
-#define BPFGEN_MARK (bpfgen_cfg.mark) /* snat.mark */
-#define BPFGEN_HASH_SEED (bpfgen_cfg.hash_seed) /* config sha256 */
-#define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS (bpfgen_cfg.timeout_tcp_established_ns) /* snat.timeouts.tcpEstablished */
-#define BPFGEN_TIMEOUT_TCP_TRANSITORY_NS (bpfgen_cfg.timeout_tcp_transitory_ns) /* snat.timeouts.tcpTransitory */
-#define BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS (bpfgen_cfg.timeout_tcp_time_wait_ns) /* snat.timeouts.tcpTimeWait */
-#define BPFGEN_TIMEOUT_TCP_CLOSE_NS (bpfgen_cfg.timeout_tcp_close_ns) /* snat.timeouts.tcpClose */
-#define BPFGEN_TIMEOUT_UDP_NS (bpfgen_cfg.timeout_udp_ns) /* snat.timeouts.udp */
-#define BPFGEN_TIMEOUT_ICMP_NS (bpfgen_cfg.timeout_icmp_ns) /* snat.timeouts.icmp */
-#define BPFGEN_PROTO_TCP (bpfgen_cfg.proto_tcp) /* services */
-#define BPFGEN_PROTO_UDP (bpfgen_cfg.proto_udp) /* services */
-#define BPFGEN_PROTO_ICMP (bpfgen_cfg.proto_icmp) /* features.icmpEcho */
-#define BPFGEN_SNAT_MAX_SESSIONS 64 /* snat.maxSessions */
-#define BPFGEN_FRONTENDS_IN_MAP 1 /* services */
-#define BPFGEN_FRONTENDS_MAX 64 /* services */
-#define BPFGEN_MODE_BPF 1 /* datapath.mode */
-#define BPFGEN_SELECTION_SEED (bpfgen_cfg.selection_seed) /* datapath.selectionSeed */
-#define BPFGEN_SCHED_MAGLEV 0 /* datapath.scheduler */
-#define BPFGEN_MAGLEV_SIZE 16381 /* datapath.maglevTableSize */
-#define BPFGEN_MAGLEV_IN_MAP 0 /* services */
-#define BPFGEN_MAGLEV_ROWS 7 /* services */
-#define BPFGEN_SVC_FRONTENDS 7 /* services */
-#define BPFGEN_SVC_BACKENDS_TOTAL 14 /* services */
-#define BPFGEN_SVC_SEARCH_STEPS 3 /* services */
-#define BPFGEN_SVC_DRAINING 1 /* EndpointSlices */
-#define BPFGEN_SVC_AFFINITY 1 /* services */
-#define BPFGEN_MAGLEV_TABLES 1 /* services */
-#define BPFGEN_SVC_BACKENDS_MAX 64 /* services */
-#define BPFGEN_REJECT_NO_BACKEND 1 /* services */
-#define BPFGEN_SOCK_LB 1 /* datapath.socketLB */
-#define BPFGEN_SOCK_CLIENT (bpfgen_cfg.node_addrs[0]) /* node.addresses[0] */
+/* snat.portRange[0] */
+#define BPFGEN_SNAT_PORT_MIN (bpfgen_cfg.snat_port_min)
+/* snat.portRange */
+#define BPFGEN_SNAT_PORT_COUNT (bpfgen_cfg.snat_port_count)
+/* cluster.podCIDR */
+#define BPFGEN_CLUSTER_POD_NET (bpfgen_cfg.cluster_pod_net)
+/* cluster.podCIDR */
+#define BPFGEN_CLUSTER_POD_MASK (bpfgen_cfg.cluster_pod_mask)
+/* cluster.serviceCIDR */
+#define BPFGEN_SERVICE_NET (bpfgen_cfg.service_net)
+/* cluster.serviceCIDR */
+#define BPFGEN_SERVICE_MASK (bpfgen_cfg.service_mask)
+/* snat.mark */
+#define BPFGEN_MARK (bpfgen_cfg.mark)
+/* config sha256 */
+#define BPFGEN_HASH_SEED (bpfgen_cfg.hash_seed)
+/* snat.timeouts.tcpEstablished */
+#define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS (bpfgen_cfg.timeout_tcp_established_ns)
+/* snat.timeouts.tcpTransitory */
+#define BPFGEN_TIMEOUT_TCP_TRANSITORY_NS (bpfgen_cfg.timeout_tcp_transitory_ns)
+/* snat.timeouts.tcpTimeWait */
+#define BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS (bpfgen_cfg.timeout_tcp_time_wait_ns)
+/* snat.timeouts.tcpClose */
+#define BPFGEN_TIMEOUT_TCP_CLOSE_NS (bpfgen_cfg.timeout_tcp_close_ns)
+/* snat.timeouts.udp */
+#define BPFGEN_TIMEOUT_UDP_NS (bpfgen_cfg.timeout_udp_ns)
+/* snat.timeouts.icmp */
+#define BPFGEN_TIMEOUT_ICMP_NS (bpfgen_cfg.timeout_icmp_ns)
+/* services */
+#define BPFGEN_PROTO_TCP (bpfgen_cfg.proto_tcp)
+/* services */
+#define BPFGEN_PROTO_UDP (bpfgen_cfg.proto_udp)
+/* features.icmpEcho */
+#define BPFGEN_PROTO_ICMP (bpfgen_cfg.proto_icmp)
+/* snat.maxSessions */
+#define BPFGEN_SNAT_MAX_SESSIONS 64
+/* services */
+#define BPFGEN_FRONTENDS_IN_MAP 1
+/* services */
+#define BPFGEN_FRONTENDS_MAX 64
+/* datapath.mode */
+#define BPFGEN_MODE_BPF 1
+/* datapath.selectionSeed */
+#define BPFGEN_SELECTION_SEED (bpfgen_cfg.selection_seed)
+/* datapath.scheduler */
+#define BPFGEN_SCHED_MAGLEV 0
+/* datapath.maglevTableSize */
+#define BPFGEN_MAGLEV_SIZE 16381
+/* services */
+#define BPFGEN_MAGLEV_IN_MAP 0
+/* services */
+#define BPFGEN_MAGLEV_ROWS 7
+/* services */
+#define BPFGEN_SVC_FRONTENDS 7
+/* services */
+#define BPFGEN_SVC_BACKENDS_TOTAL 14
+/* services */
+#define BPFGEN_SVC_SEARCH_STEPS 3
+/* EndpointSlices */
+#define BPFGEN_SVC_DRAINING 1
+/* services */
+#define BPFGEN_SVC_AFFINITY 1
+/* services */
+#define BPFGEN_MAGLEV_TABLES 1
+/* services */
+#define BPFGEN_SVC_BACKENDS_MAX 64
+/* services */
+#define BPFGEN_REJECT_NO_BACKEND 1
+/* datapath.socketLB */
+#define BPFGEN_SOCK_LB 1
+/* node.addresses[0] */
+#define BPFGEN_SOCK_CLIENT (bpfgen_cfg.node_addrs[0])
 
 /* Is @a one of this node's addresses (SNAT sources, NodePort listeners)? */
 static __always_inline bool bpfgen_is_node_addr(__be32 a)
