@@ -11,8 +11,8 @@ import re
 from importlib import resources
 
 from bpfgen.plan import BPF_COUNTER_NAMES, COUNTER_NAMES
-from bpfgen.refmodel.ipvs_snat import COUNTER_NAMES as MODEL_COUNTER_NAMES
 from bpfgen.refmodel.bpf_svc import SVC_COUNTER_NAMES
+from bpfgen.refmodel.ipvs_snat import COUNTER_NAMES as MODEL_COUNTER_NAMES
 
 TEMPLATES = resources.files("bpfgen.templates")
 #: A drop verdict as the value of a return (or of a ternary's branch).

@@ -8,8 +8,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.golden.regenerate import BPF_GOLDEN, GOLDEN, ROOT
 
 CLANG_FORMAT = "clang-format-19"
