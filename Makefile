@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BPFGEN := $(VENV)/bin/bpfgen
-APT_PACKAGES := clang-19 llvm-19 libbpf-dev libbpf1 bpftool iproute2 nftables conntrack \
+APT_PACKAGES := clang-19 clang-format-19 llvm-19 libbpf-dev libbpf1 bpftool iproute2 nftables conntrack \
 	ethtool ipvsadm tcpdump kmod python3-venv \
 	qemu-system-x86 busybox-static file udev
 # The second kernel of the test matrix: Debian 12's 6.1 LTS image, unpacked
@@ -76,6 +76,7 @@ lint: setup
 	@mkdir -p build/typing && ln -sfn ../../runtime build/typing/bpfgen_runtime
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -p no:cacheprovider tests/golden/test_format.py
 
 # The man page and the bash/zsh completions, made from the CLI's parser (bpfgen/clidoc.py;
 # completions need shtab, in the dev extra). Read it: man -l build/man/bpfgen.1.

@@ -214,10 +214,16 @@ def plan(basis: PlanBasis) -> Plan:
     decisions = node_decisions(
         basis,
         icmp_reason="echo requests to VIPs answered by svc_in "
-        + ("(kept)" if node.icmp_echo else "(compiled out: they pass)"),
+        + ("(kept)" if node.icmp_echo else "(off: they pass; compiled out when specialized)"),
         sessions_map="bpfgen_nat_v4 and bpfgen_rnat_v4",
         frontends_map="bpfgen_svc_frontends",
     )
+    unused = "unused in the bpf mode: no ingress mark, no egress program"
+    decisions = [
+        replace(d, reason=unused)
+        if d.name in ("BPFGEN_MARK", "BPFGEN_SERVICE_NET", "BPFGEN_SERVICE_MASK") else d
+        for d in decisions
+    ]  # fmt: skip
     decisions += [
         Decision("BPFGEN_MODE_BPF", "1", "datapath.mode",
                  "bpf: DNAT, SNAT and forwarding in bpfgen_svc_in; no egress program"),
@@ -237,23 +243,26 @@ def plan(basis: PlanBasis) -> Plan:
             + "; the other scheduler compiled out",
         ),
         Decision("BPFGEN_MAGLEV_SIZE", str(node.maglev_table_size), "datapath.maglevTableSize",
-                 "Maglev table slots M (prime)"),
+                 "Maglev table slots M (prime)" + ("" if svc.maglev else "; unused: no Maglev")),
         Decision("BPFGEN_MAGLEV_IN_MAP", str(int(svc.maglev and not svc.maglev_in_rodata)),
                  "services", svc.maglev_reason),
         Decision("BPFGEN_MAGLEV_ROWS", str(rows), "services",
-                 "bpfgen_svc_maglev rows: one per frontend id"),
+                 "bpfgen_svc_maglev rows: one per frontend id" if svc.maglev and not
+                 svc.maglev_in_rodata else "unused: no bpfgen_svc_maglev map"),
         Decision("BPFGEN_SVC_FRONTENDS", str(len(frontends)), "services",
                  "frontend ids 0..n-1"),
         Decision("BPFGEN_SVC_BACKENDS_TOTAL", str(max(1, len(svc.backends))), "services",
+                 "unused: frontends in maps" if in_map else
                  "bpfgen_backends[] (frontends as code): the distinct backend lists, flat"),
         Decision("BPFGEN_SVC_SEARCH_STEPS", str(max(1, most.bit_length())), "services",
+                 "unused: frontends in maps" if in_map else
                  f"membership binary search: the largest member list has {most}"),
         Decision(
             "BPFGEN_SVC_DRAINING",
             str(int(svc.draining)),
             "EndpointSlices",
-            f"{draining} endpoints (per frontend) listed but not ready: their sessions go "
-            "on, new flows avoid them (member lists of their own)"
+            f"{draining} listed endpoint(s) not ready, over all frontends: their sessions "
+            "go on, new flows avoid them (member lists of their own)"
             if svc.draining
             else "every listed endpoint is selectable: a frontend's members are its backends",
         ),
@@ -267,15 +276,18 @@ def plan(basis: PlanBasis) -> Plan:
             else "no sessionAffinity ClientIP: compiled out",
         ),
         Decision("BPFGEN_MAGLEV_TABLES", str(max(1, len(svc.tables))), "services",
-                 "bpfgen_maglev[][] (.rodata): the distinct Maglev tables"),
+                 "bpfgen_maglev[][] (.rodata): the distinct Maglev tables"
+                 if svc.maglev_in_rodata else "unused: no Maglev table in .rodata"),
         Decision("BPFGEN_SVC_BACKENDS_MAX", str(backends_max), "services",
-                 "bpfgen_svc_backends/_members size: 2x the members, power of two, at least 64"),
+                 "bpfgen_svc_backends/_members size: 2x the members, power of two, at least 64"
+                 if in_map else "unused: frontends as code, no bpfgen_svc_backends map"),
         Decision(
             "BPFGEN_REJECT_NO_BACKEND",
             "1",
             "services",
             f"{len(no_backend)} frontends without backends: TCP answered with a RST, UDP "
-            "with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend",
+            "with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend "
+            "(a RST, IP options: dropped, drop_no_backend)",
         ),
     ]
     maps = session_maps(

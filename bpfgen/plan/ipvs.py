@@ -31,7 +31,8 @@ def plan(basis: PlanBasis) -> Plan:
     inputs, node, frontends = basis.inputs, basis.inputs.node, basis.frontends
     decisions = node_decisions(
         basis,
-        icmp_reason="ICMP echo translation " + ("kept" if node.icmp_echo else "compiled out"),
+        icmp_reason="ICMP echo translation "
+        + ("kept" if node.icmp_echo else "off (compiled out when specialized)"),
         sessions_map="bpfgen_snat_v4 and bpfgen_rsnat_v4",
         frontends_map="bpfgen_frontends",
     )

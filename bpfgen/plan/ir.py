@@ -48,6 +48,7 @@ BPF_COUNTER_NAMES = (
     "icmp_echo_vip",
     "affinity_hit",
     "xdp_to_tc",
+    "drop_no_backend",
 )
 
 

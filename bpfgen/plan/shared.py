@@ -283,7 +283,7 @@ def node_decisions(
             str(port_max - port_min + 1),
             "bpfgen_cfg.snat_port_count",
             "snat.portRange",
-            "ports in the SNAT range; a constant modulus becomes a multiply",
+            "ports in the SNAT range: the port search's modulus",
         ),
         (
             "BPFGEN_CLUSTER_POD_NET",
@@ -378,7 +378,7 @@ def node_decisions(
             + (
                 "kept: a service uses TCP"
                 if Protocol.TCP in protocols
-                else "compiled out: no TCP service"
+                else "not taken: no TCP service (compiled out when specialized)"
             ),
         ),
         (
@@ -390,7 +390,7 @@ def node_decisions(
             + (
                 "kept: a service uses UDP"
                 if Protocol.UDP in protocols
-                else "compiled out: no UDP service"
+                else "not taken: no UDP service (compiled out when specialized)"
             ),
         ),
         (
@@ -434,7 +434,9 @@ def node_decisions(
             "BPFGEN_FRONTENDS_MAX",
             str(basis.frontends_max),
             "services",
-            f"{frontends_map} size: 2x the frontends, power of two, at least 64",
+            f"{frontends_map} size: 2x the frontends, power of two, at least 64"
+            if in_map
+            else f"unused: frontends as code, no {frontends_map} map",
         ),
     ]
     return decisions

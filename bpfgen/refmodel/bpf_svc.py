@@ -84,11 +84,12 @@ class SvcCounter(enum.IntEnum):
     ICMP_ECHO_VIP = 19
     AFFINITY_HIT = 20
     XDP_TO_TC = 21
+    DROP_NO_BACKEND = 22
 
 
 SVC_COUNTER_NAMES = COUNTER_NAMES + (
     "dnat_new", "dnat_hit", "rdnat", "reject_no_backend", "drop_backend_gone", "fib_fallback",
-    "redirect", "icmp_echo_vip", "affinity_hit", "xdp_to_tc",
+    "redirect", "icmp_echo_vip", "affinity_hit", "xdp_to_tc", "drop_no_backend",
 )
 
 
@@ -486,7 +487,7 @@ def _ipv4_header(saddr: int, daddr: int, proto: int, total: int) -> bytes:
 def _reject(frame: bytes, p: Parsed) -> Result:
     """A frontend without backends: kube-proxy's REJECT ("Implementation decisions")."""
     if p.ihl != 5 or (p.proto == IPPROTO_TCP and p.tcp_flags & packet.TCP_RST):
-        return _result(Verdict.DROP, frame, SvcCounter.REJECT_NO_BACKEND)
+        return _result(Verdict.DROP, frame, SvcCounter.DROP_NO_BACKEND)  # no answer
     if p.proto == IPPROTO_UDP:
         message = bytes([3, 3, 0, 0]) + bytes(4) + frame[ETH_HLEN : ETH_HLEN + 28]
         message = message[:2] + checksum(message).to_bytes(2, "big") + message[4:]

@@ -13,6 +13,7 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #define BPFGEN_CTX_TC 1
 typedef struct __sk_buff bpfgen_ctx_t;
@@ -98,6 +99,82 @@ static __always_inline int bpfgen_ctx_resize(bpfgen_ctx_t *ctx, __u32 len)
 static __always_inline int bpfgen_ctx_bounce(bpfgen_ctx_t *ctx)
 {
 	return bpf_redirect(ctx->ifindex, 0);
+}
+
+/* Replace a 16-bit word the IPv4 header checksum at @l3_csum covers (the
+ * caller stores the word). 0, or -1.
+ */
+static __always_inline int bpfgen_ctx_l3_csum_replace(bpfgen_ctx_t *ctx, __u32 l3_csum, __u16 from,
+						      __u16 to)
+{
+	return bpf_l3_csum_replace(ctx, l3_csum, from, to, sizeof(to)) ? -1 : 0;
+}
+
+/* Is the skb CHECKSUM_PARTIAL? bpf_l4_csum_replace without BPF_F_PSEUDO_HDR
+ * leaves the L4 check field alone in that state (the device or
+ * skb_checksum_help finishes the sum later) and folds the change into it in
+ * every other state. So: zero the field, replace 0 by 1, read it back.
+ * Only for packets whose check field is about to be rewritten anyway.
+ * 1, 0, or -1.
+ */
+static __always_inline int bpfgen_ctx_csum_partial(bpfgen_ctx_t *ctx, __u32 check_off)
+{
+	__sum16 zero = 0, after;
+
+	if (bpf_skb_store_bytes(ctx, check_off, &zero, sizeof(zero), 0) ||
+	    bpf_l4_csum_replace(ctx, check_off, 0, bpf_htons(1), sizeof(__u16)) ||
+	    bpf_skb_load_bytes(ctx, check_off, &after, sizeof(after)))
+		return -1;
+	return after == 0;
+}
+
+/* Forwarding (the bpf mode). The device the packet came in on, for the FIB. */
+static __always_inline __u32 bpfgen_ctx_ifindex(const bpfgen_ctx_t *ctx)
+{
+	return ctx->ifindex;
+}
+
+/* What tc cannot forward itself it passes to the stack, translated: nothing
+ * after it would translate the packet.
+ */
+#define BPFGEN_CTX_PASS_UNTRANSLATED 0
+
+/* Can tc forward by this FIB answer? bpf_redirect_neigh resolves a missing
+ * neighbour itself.
+ */
+static __always_inline bool bpfgen_ctx_fib_usable(const bpfgen_ctx_t *ctx, long rc,
+						  const struct bpf_fib_lookup *fib)
+{
+	return rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH;
+}
+
+/* The Ethernet header of a forwarded packet: bpf_redirect_neigh writes it. */
+static __always_inline int bpfgen_ctx_set_l2(bpfgen_ctx_t *ctx, const struct bpf_fib_lookup *fib)
+{
+	return 0;
+}
+
+/* Forward to the FIB's next hop (NULL when the FIB has no neighbour yet: the
+ * helper resolves it).
+ */
+static __always_inline int bpfgen_ctx_redirect(bpfgen_ctx_t *ctx, long rc,
+					       const struct bpf_fib_lookup *fib)
+{
+	struct bpf_redir_neigh nh = {};
+
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0);
+	nh.nh_family = fib->family;
+	nh.ipv4_nh = fib->ipv4_dst; /* the lookup leaves the next hop there */
+	return bpf_redirect_neigh(fib->ifindex, &nh, sizeof(nh), 0);
+}
+
+/* Is @verdict the last a bpfgen program gives this packet? At tc anything
+ * but a drop is (a dropped packet will come again).
+ */
+static __always_inline bool bpfgen_ctx_final(int verdict)
+{
+	return verdict != BPFGEN_DROP;
 }
 
 #endif /* BPFGEN_CTX_TC_H */

@@ -46,9 +46,9 @@ static __always_inline __u16 bpfgen_csum_replace(__u16 check, __u32 from, __u32 
 {
 	__u32 sum = (__u16)~check;
 
-	sum += (__u16)~(from & 0xffff) + (to & 0xffff);
+	sum += (__u16)(~from & 0xffff) + (to & 0xffff);
 	if (words == 2)
-		sum += (__u16)~(from >> 16) + (to >> 16);
+		sum += (__u16)(~from >> 16) + (to >> 16);
 	return ~bpfgen_csum_fold(sum);
 }
 
@@ -167,6 +167,69 @@ static __always_inline int bpfgen_ctx_resize(bpfgen_ctx_t *ctx, __u32 len)
 static __always_inline int bpfgen_ctx_bounce(bpfgen_ctx_t *ctx)
 {
 	return XDP_TX;
+}
+
+/* Replace a 16-bit word the IPv4 header checksum at @l3_csum covers (the
+ * caller stores the word). 0, or -1.
+ */
+static __always_inline int bpfgen_ctx_l3_csum_replace(bpfgen_ctx_t *ctx, __u32 l3_csum, __u16 from,
+						      __u16 to)
+{
+	return bpfgen_xdp_csum_update(ctx, l3_csum, 0, from, to, 1);
+}
+
+/* XDP runs before any skb: there is no checksum state, every sum is whole. */
+static __always_inline int bpfgen_ctx_csum_partial(bpfgen_ctx_t *ctx, __u32 check_off)
+{
+	return 0;
+}
+
+/* Forwarding (the bpf mode). The device the frame came in on, for the FIB. */
+static __always_inline __u32 bpfgen_ctx_ifindex(const bpfgen_ctx_t *ctx)
+{
+	return ctx->ingress_ifindex;
+}
+
+/* What XDP cannot send back out itself it passes as it came to svc_in at tc
+ * on the same device, which finds the session just written and forwards
+ * with bpf_redirect_neigh: XDP cannot resolve a neighbour, and redirecting
+ * into a pod's veth needs NAPI on the pod's end (GRO or an XDP program
+ * there), which bpfgen does not control.
+ */
+#define BPFGEN_CTX_PASS_UNTRANSLATED 1
+
+/* Can XDP forward by this FIB answer? Only back out of the device the frame
+ * came in on (XDP_TX), to a known neighbour.
+ */
+static __always_inline bool bpfgen_ctx_fib_usable(const bpfgen_ctx_t *ctx, long rc,
+						  const struct bpf_fib_lookup *fib)
+{
+	return rc == BPF_FIB_LKUP_RET_SUCCESS && fib->ifindex == ctx->ingress_ifindex;
+}
+
+/* The Ethernet header of a forwarded frame: the FIB's MACs. 0, or -1. */
+static __always_inline int bpfgen_ctx_set_l2(bpfgen_ctx_t *ctx, const struct bpf_fib_lookup *fib)
+{
+	__u8 macs[12];
+
+	__builtin_memcpy(macs, fib->dmac, 6);
+	__builtin_memcpy(macs + 6, fib->smac, 6);
+	return bpfgen_ctx_store(ctx, 0, macs, sizeof(macs), 0);
+}
+
+/* Forward: back out of the device it came in on. */
+static __always_inline int bpfgen_ctx_redirect(bpfgen_ctx_t *ctx, long rc,
+					       const struct bpf_fib_lookup *fib)
+{
+	return XDP_TX;
+}
+
+/* Is @verdict the last a bpfgen program gives this frame? Only XDP_TX is:
+ * a passed frame meets svc_in at tc, which must still find its session.
+ */
+static __always_inline bool bpfgen_ctx_final(int verdict)
+{
+	return verdict == XDP_TX;
 }
 
 #endif /* BPFGEN_CTX_XDP_H */

@@ -188,8 +188,12 @@ static __always_inline void bpfgen_count(__u32 counter)
 		*v += 1;
 }
 
-/* The one way out for a dropped packet: named reason, counted. */
-static __always_inline int bpfgen_drop(enum bpfgen_drop_reason reason)
+/* The one way out for a dropped packet: named reason, counted. @reason: an
+ * enum bpfgen_drop_reason, or in the bpf mode a BPFGEN_SVC_DROP_* of enum
+ * bpfgen_svc_counter (tests/build checks that every return of a drop verdict
+ * in the templates comes from here).
+ */
+static __always_inline int bpfgen_drop(__u32 reason)
 {
 	bpfgen_count(reason);
 	return BPFGEN_DROP;

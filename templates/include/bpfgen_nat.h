@@ -132,8 +132,9 @@ static __always_inline bool bpfgen_session_released(const bpfgen_fwd_entry_t *e)
 {
 	if (!(e->flags & BPFGEN_SESSION_CLOSED))
 		return false;
-	return !e->nat_port || (e->flags & (BPFGEN_SESSION_FIN_ACKED | BPFGEN_SESSION_REPLY_FIRST)) ==
-				       BPFGEN_SESSION_FIN_ACKED;
+	return !e->nat_port ||
+	       (e->flags & (BPFGEN_SESSION_FIN_ACKED | BPFGEN_SESSION_REPLY_FIRST)) ==
+		       BPFGEN_SESSION_FIN_ACKED;
 }
 
 /* A packet of the session passed, in direction orig (@add 0) or reply (@add
@@ -221,7 +222,8 @@ static __always_inline int bpfgen_rewrite_source(bpfgen_ctx_t *ctx, const struct
 	    bpfgen_ctx_rewrite_port(ctx, p->sport_off, p->l4_csum_off, l4_flags, p->t.sport, port))
 		return -1;
 	return bpfgen_ctx_rewrite_addr(ctx, BPFGEN_IP_SADDR_OFF, BPFGEN_IP_CSUM_OFF,
-				       p->l4_pseudo ? p->l4_csum_off : 0, l4_flags, p->t.saddr, addr);
+				       p->l4_pseudo ? p->l4_csum_off : 0, l4_flags, p->t.saddr,
+				       addr);
 }
 
 static __always_inline int bpfgen_rewrite_dest(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
@@ -238,7 +240,8 @@ static __always_inline int bpfgen_rewrite_dest(bpfgen_ctx_t *ctx, const struct b
 			return -1;
 	}
 	return bpfgen_ctx_rewrite_addr(ctx, BPFGEN_IP_DADDR_OFF, BPFGEN_IP_CSUM_OFF,
-				       p->l4_pseudo ? p->l4_csum_off : 0, l4_flags, p->t.daddr, addr);
+				       p->l4_pseudo ? p->l4_csum_off : 0, l4_flags, p->t.daddr,
+				       addr);
 }
 
 #ifndef BPFGEN_MODE_BPF /* bpf mode: bpfgen_svc_forget() */

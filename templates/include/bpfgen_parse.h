@@ -122,8 +122,8 @@ static __always_inline int bpfgen_parse(bpfgen_ctx_t *ctx, struct bpfgen_pkt *p)
 		p->tcp_flags = (th->fin ? BPFGEN_TCP_FIN : 0) | (th->syn ? BPFGEN_TCP_SYN : 0) |
 			       (th->rst ? BPFGEN_TCP_RST : 0) | (th->ack ? BPFGEN_TCP_ACK : 0);
 		p->tcp_ack = bpf_ntohl(th->ack_seq);
-		p->tcp_end = bpf_ntohl(th->seq) + (__u32)bpf_ntohs(ip->tot_len) - ihl - th->doff * 4 +
-			     th->syn + th->fin;
+		p->tcp_end = bpf_ntohl(th->seq) + (__u32)bpf_ntohs(ip->tot_len) - ihl -
+			     th->doff * 4 + th->syn + th->fin;
 		return BPFGEN_PARSE_OK;
 	}
 	if (ip->protocol == IPPROTO_UDP) {

@@ -21,7 +21,7 @@
 #include "bpfgen_nat.h"
 
 /* A frontend that is not one. */
-#define BPFGEN_SVC_NONE ((__u32)-1)
+#define BPFGEN_SVC_NONE ((__u32)~0U)
 
 /* The frontend at addr:port/proto into *v; false when there is none. */
 static __always_inline bool bpfgen_svc_lookup(__be32 addr, __be16 port, __u8 proto,
@@ -134,7 +134,6 @@ __noinline int bpfgen_svc_has_backend_inline(__u32 first, __u32 n, __be32 addr, 
 }
 #endif
 
-
 #if BPFGEN_SVC_AFFINITY
 /* Is addr:port one of frontend @v's selectable backends (not a draining member)? */
 static __always_inline bool bpfgen_svc_selectable(const struct bpfgen_svc_value *v, __be32 addr,
@@ -172,9 +171,8 @@ static __always_inline int bpfgen_svc_affine(const struct bpfgen_svc_value *v, _
 }
 
 /* Remember @b as this client's backend for the Service port. */
-static __always_inline void bpfgen_svc_affinity_set(const struct bpfgen_svc_value *v,
-						    __be32 client, __u64 now,
-						    const struct bpfgen_backend *b)
+static __always_inline void bpfgen_svc_affinity_set(const struct bpfgen_svc_value *v, __be32 client,
+						    __u64 now, const struct bpfgen_backend *b)
 {
 	struct bpfgen_affinity_key k = { .client = client, .affinity_id = v->affinity_id };
 	struct bpfgen_affinity_entry a = { .last_seen_ns = now, .addr = b->addr, .port = b->port };
@@ -198,8 +196,8 @@ static __always_inline void bpfgen_svc_affinity_set(const struct bpfgen_svc_valu
 #else
 #define BPFGEN_SVC_SELECT_FN static __always_inline
 #endif
-BPFGEN_SVC_SELECT_FN int bpfgen_svc_select(const struct bpfgen_svc_value *v, __be32 client,
-					   __u32 h, struct bpfgen_backend *b)
+BPFGEN_SVC_SELECT_FN int bpfgen_svc_select(const struct bpfgen_svc_value *v, __be32 client, __u32 h,
+					   struct bpfgen_backend *b)
 {
 #if BPFGEN_SVC_AFFINITY
 	/* Read here, not passed in: clang passes no value for an argument the

@@ -82,7 +82,8 @@ static __always_inline int bpfgen_sock_forward(struct bpf_sock_addr *ctx)
 	if (!v.n_backends)
 		return bpfgen_sock_refuse();
 	cookie = bpf_get_socket_cookie(ctx);
-	if (bpfgen_svc_select(&v, BPFGEN_SOCK_CLIENT, bpfgen_sock_hash(cookie, vip, port, proto), &b))
+	if (bpfgen_svc_select(&v, BPFGEN_SOCK_CLIENT, bpfgen_sock_hash(cookie, vip, port, proto),
+			      &b))
 		return bpfgen_sock_refuse();
 	key.cookie = cookie;
 	key.addr = b.addr;

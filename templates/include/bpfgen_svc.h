@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* bpfgen — the bpf mode's service datapath (docs/datapath-bpf.md), tc ingress
- * and XDP: everything but forwarding and the checksum state is the same code,
- * over the ctx vocabulary of bpfgen_ctx_tc.h / bpfgen_ctx_xdp.h.
+ * and XDP: one code over the ctx vocabulary of bpfgen_ctx_tc.h /
+ * bpfgen_ctx_xdp.h, which hold all that differs (forwarding, checksum state).
  *
  * One program does what IPVS and the ipvs mode's egress do together: a packet
  * to a frontend gets a backend (random: h % n, maglev: table[h % M], h the
@@ -86,20 +86,6 @@ static __always_inline void bpfgen_svc_forget(const struct bpfgen_pkt *p,
 		bpf_map_delete_elem(&bpfgen_rnat_v4, &rkey);
 }
 
-/* Did the program finish with the packet (@verdict of bpfgen_svc_rewrite)?
- * Only then may the session a packet released be deleted: svc_xdp passes most
- * packets untranslated to svc_in at tc, which must still find their session
- * (and releases it there); a dropped packet will come again.
- */
-static __always_inline bool bpfgen_svc_done(int verdict)
-{
-#if BPFGEN_CTX_TC
-	return verdict != BPFGEN_DROP;
-#else
-	return verdict == XDP_TX;
-#endif
-}
-
 /* Decrement the TTL (the packet is forwarded, not delivered): 0, or -1 when it
  * must not be (TTL <= 1: the stack sends the time-exceeded). The TTL and
  * protocol bytes are one 16-bit word of the header checksum.
@@ -116,13 +102,8 @@ static __always_inline int bpfgen_svc_ttl(bpfgen_ctx_t *ctx)
 	__builtin_memcpy(&from, w, 2);
 	w[0]--;
 	__builtin_memcpy(&to, w, 2);
-#if BPFGEN_CTX_TC
-	if (bpf_l3_csum_replace(ctx, BPFGEN_IP_CSUM_OFF, from, to, 2))
+	if (bpfgen_ctx_l3_csum_replace(ctx, BPFGEN_IP_CSUM_OFF, from, to))
 		return -1;
-#else
-	if (bpfgen_xdp_csum_update(ctx, BPFGEN_IP_CSUM_OFF, 0, from, to, 1))
-		return -1;
-#endif
 	return bpfgen_ctx_store(ctx, BPFGEN_L3_OFF + offsetof(struct iphdr, ttl), w, 1, 0);
 }
 
@@ -130,8 +111,8 @@ static __always_inline int bpfgen_svc_ttl(bpfgen_ctx_t *ctx)
  * rules (DIRECT: OUTPUT returned the ingress device, docs/datapath-bpf.md).
  */
 static __always_inline long bpfgen_svc_fib(bpfgen_ctx_t *ctx, struct bpf_fib_lookup *fib,
-					   __u32 ifindex, __be32 saddr, __be32 daddr,
-					   __be16 sport, __be16 dport, __u8 proto)
+					   __u32 ifindex, __be32 saddr, __be32 daddr, __be16 sport,
+					   __be16 dport, __u8 proto)
 {
 	fib->family = AF_INET;
 	fib->l4_protocol = proto;
@@ -143,32 +124,6 @@ static __always_inline long bpfgen_svc_fib(bpfgen_ctx_t *ctx, struct bpf_fib_loo
 	fib->ifindex = ifindex;
 	return bpf_fib_lookup(ctx, fib, sizeof(*fib), BPF_FIB_LOOKUP_DIRECT);
 }
-
-#if BPFGEN_CTX_TC
-/* Forward a translated packet (tc): bpf_redirect_neigh to the FIB's next hop
- * (NULL when the FIB has no neighbour yet: the helper resolves it). Anything
- * else goes to the stack, counted fib_fallback.
- */
-static __always_inline int bpfgen_svc_forward(bpfgen_ctx_t *ctx, __be32 saddr, __be32 daddr,
-					      __be16 sport, __be16 dport, __u8 proto)
-{
-	struct bpf_fib_lookup fib = {};
-	struct bpf_redir_neigh nh = {};
-	long rc = bpfgen_svc_fib(ctx, &fib, ctx->ifindex, saddr, daddr, sport, dport, proto);
-
-	if ((rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) ||
-	    bpfgen_svc_ttl(ctx)) {
-		bpfgen_count(BPFGEN_SVC_FIB_FALLBACK);
-		return TC_ACT_OK;
-	}
-	bpfgen_count(BPFGEN_SVC_REDIRECT);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
-	nh.nh_family = fib.family;
-	nh.ipv4_nh = fib.ipv4_dst; /* the lookup leaves the next hop there */
-	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
-}
-#endif
 
 /* The addresses and ports a packet leaves with. */
 struct bpfgen_svc_xlat {
@@ -191,59 +146,43 @@ static __always_inline int bpfgen_svc_translate(bpfgen_ctx_t *ctx, const struct 
 	return 0;
 }
 
-#if BPFGEN_CTX_TC
-/* Rewrite the packet to @x and forward it. A global function: both
- * directions end here, and one copy of the checksum and FIB code, verified
- * once on its own (not per call site, as a static one would be), keeps the
- * program and the verifier's work small.
- */
-__noinline int bpfgen_svc_rewrite(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
-				  const struct bpfgen_svc_xlat *x)
-{
-	if (!ctx || !p || !x)
-		return BPFGEN_DROP;
-	if (bpfgen_svc_translate(ctx, p, x))
-		return bpfgen_drop(BPFGEN_DROP_REWRITE);
-	return bpfgen_svc_forward(ctx, x->saddr, x->daddr, x->sport, x->dport, p->t.proto);
-}
-#else
-/* XDP: translate and send back out of the uplink (XDP_TX) when the FIB says
- * the packet leaves where it came in with a known neighbour (a backend or
- * client on another node, a reply to an external client), MACs from the FIB.
- * Anything else passes untouched to svc_in at tc on the same device, which
- * finds the session just written and forwards with bpf_redirect_neigh: XDP
- * cannot resolve a neighbour, and redirecting into a pod's veth needs NAPI
- * on the pod's end (GRO or an XDP program there), which bpfgen does not
- * control. So netfilter never sees a service packet either way. A global
- * function, as the tc one.
+/* Rewrite the packet to @x and forward it by the FIB, with the hook's
+ * primitives (bpfgen_ctx_tc.h: bpf_redirect_neigh; bpfgen_ctx_xdp.h: the
+ * FIB's MACs and XDP_TX, only back out of the device the frame came in on).
+ * What the hook cannot forward (no usable route, TTL <= 1) tc passes to the
+ * stack translated (fib_fallback) and XDP passes as it came to svc_in at tc
+ * (xdp_to_tc), so netfilter never sees a service packet either way.
+ * A global function: both directions end here, and one copy of the checksum
+ * and FIB code, verified once on its own (not per call site, as a static one
+ * would be), keeps the program and the verifier's work small.
  */
 __noinline int bpfgen_svc_rewrite(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
 				  const struct bpfgen_svc_xlat *x)
 {
 	struct bpf_fib_lookup fib = {};
-	__u8 macs[12], ttl;
 	long rc;
+	__u8 ttl;
 
 	if (!ctx || !p || !x)
-		return BPFGEN_DROP;
-	rc = bpfgen_svc_fib(ctx, &fib, ctx->ingress_ifindex, x->saddr, x->daddr, x->sport,
+		return bpfgen_drop(BPFGEN_DROP_REWRITE); /* never: the verifier's NULL check */
+	/* tc translates first: what it cannot forward goes on translated. */
+	if (!BPFGEN_CTX_PASS_UNTRANSLATED && bpfgen_svc_translate(ctx, p, x))
+		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+	rc = bpfgen_svc_fib(ctx, &fib, bpfgen_ctx_ifindex(ctx), x->saddr, x->daddr, x->sport,
 			    x->dport, p->t.proto);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != ctx->ingress_ifindex ||
+	if (!bpfgen_ctx_fib_usable(ctx, rc, &fib) ||
 	    bpfgen_ctx_load(ctx, BPFGEN_L3_OFF + offsetof(struct iphdr, ttl), &ttl, 1) ||
 	    ttl <= 1) {
-		bpfgen_count(BPFGEN_SVC_XDP_TO_TC);
-		return XDP_PASS;
+		bpfgen_count(BPFGEN_CTX_PASS_UNTRANSLATED ? BPFGEN_SVC_XDP_TO_TC :
+							    BPFGEN_SVC_FIB_FALLBACK);
+		return BPFGEN_PASS;
 	}
-	if (bpfgen_svc_translate(ctx, p, x) || bpfgen_svc_ttl(ctx))
-		return bpfgen_drop(BPFGEN_DROP_REWRITE);
-	__builtin_memcpy(macs, fib.dmac, 6);
-	__builtin_memcpy(macs + 6, fib.smac, 6);
-	if (bpfgen_ctx_store(ctx, 0, macs, sizeof(macs), 0))
+	if ((BPFGEN_CTX_PASS_UNTRANSLATED && bpfgen_svc_translate(ctx, p, x)) ||
+	    bpfgen_svc_ttl(ctx) || bpfgen_ctx_set_l2(ctx, &fib))
 		return bpfgen_drop(BPFGEN_DROP_REWRITE);
 	bpfgen_count(BPFGEN_SVC_REDIRECT);
-	return XDP_TX;
+	return bpfgen_ctx_redirect(ctx, rc, &fib);
 }
-#endif
 
 /* A reply of a translated flow: backend:bport -> VIP:port as the source, and
  * the client (restored from the SNAT address and port, if any) as destination.
@@ -279,7 +218,7 @@ static __always_inline int bpfgen_svc_reply(bpfgen_ctx_t *ctx, const struct bpfg
 	x.daddr = client;
 	x.dport = cport;
 	ret = bpfgen_svc_rewrite(ctx, p, &x);
-	if (released && bpfgen_svc_done(ret)) {
+	if (released && bpfgen_ctx_final(ret)) {
 		bpf_map_delete_elem(&bpfgen_nat_v4, &fkey);
 		bpf_map_delete_elem(&bpfgen_rnat_v4, &p->t);
 	}
@@ -333,42 +272,16 @@ static __always_inline int bpfgen_svc_answer_ip(struct iphdr *ip, const struct b
 }
 
 /* Replace the packet by @len bytes of @answer after the Ethernet header
- * (MACs swapped) and send it back. tc: BPF_F_RECOMPUTE_CSUM keeps a
- * CHECKSUM_COMPLETE skb's csum in step.
+ * (MACs swapped), to be sent back. tc: BPF_F_RECOMPUTE_CSUM keeps a
+ * CHECKSUM_COMPLETE skb's csum in step. 0, or the drop reason.
  */
-static __always_inline int bpfgen_svc_send_answer(bpfgen_ctx_t *ctx, const void *answer,
-						  __u32 len)
+static __always_inline int bpfgen_svc_put_answer(bpfgen_ctx_t *ctx, const void *answer, __u32 len)
 {
 	if (bpfgen_ctx_resize(ctx, BPFGEN_L3_OFF + len) || bpfgen_svc_swap_macs(ctx) ||
 	    bpfgen_ctx_store(ctx, BPFGEN_L3_OFF, answer, len, BPF_F_RECOMPUTE_CSUM))
-		return BPFGEN_DROP;
-	return bpfgen_ctx_bounce(ctx);
-}
-
-#if BPFGEN_CTX_TC
-/* Is the skb CHECKSUM_PARTIAL? bpf_l4_csum_replace without BPF_F_PSEUDO_HDR
- * leaves the L4 check field alone in that state (the device or
- * skb_checksum_help finishes the sum later) and folds the change into it in
- * every other state. So: zero the field, replace 0 by 1, read it back.
- * Only for packets whose check field is about to be rewritten anyway.
- */
-static __always_inline int bpfgen_svc_csum_partial(bpfgen_ctx_t *ctx, __u32 check_off)
-{
-	__sum16 zero = 0, after;
-
-	if (bpf_skb_store_bytes(ctx, check_off, &zero, sizeof(zero), 0) ||
-	    bpf_l4_csum_replace(ctx, check_off, 0, bpf_htons(1), sizeof(__u16)) ||
-	    bpf_skb_load_bytes(ctx, check_off, &after, sizeof(after)))
-		return -1;
-	return after == 0;
-}
-#else
-/* XDP runs before any skb: there is no checksum state, every sum is whole. */
-static __always_inline int bpfgen_svc_csum_partial(bpfgen_ctx_t *ctx, __u32 check_off)
-{
+		return BPFGEN_DROP_REWRITE;
 	return 0;
 }
-#endif
 
 /* kube-proxy's REJECT for a TCP frontend without backends: the packet becomes
  * a RST (RFC 9293 3.10.7.1: to a segment with ACK, seq = its ack; else ACK of
@@ -379,7 +292,8 @@ static __always_inline int bpfgen_svc_csum_partial(bpfgen_ctx_t *ctx, __u32 chec
  * runs skb_checksum_help over the TCP header, expecting the check field to
  * hold the pseudo-header sum only (with the whole checksum there, it wrote 0:
  * found by the host e2e test, the client counted InCsumErrors). So the state
- * is probed (bpfgen_svc_csum_partial) and the field written to match.
+ * is probed (bpfgen_ctx_csum_partial) and the field written to match.
+ * 0 (the RST is in place), or the drop reason.
  */
 static __always_inline int bpfgen_svc_reset(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p)
 {
@@ -402,11 +316,11 @@ static __always_inline int bpfgen_svc_reset(bpfgen_ctx_t *ctx, const struct bpfg
 
 	/* Never answer a RST; IP options: not rebuilt here, dropped. */
 	if (p->l4_off != BPFGEN_L3_OFF + sizeof(struct iphdr) || (p->tcp_flags & BPFGEN_TCP_RST))
-		return BPFGEN_DROP;
+		return BPFGEN_SVC_DROP_NO_BACKEND;
 	if (bpfgen_ctx_load(ctx, p->l4_off, &in, sizeof(in)) ||
 	    bpfgen_ctx_load(ctx, BPFGEN_L3_OFF + offsetof(struct iphdr, tot_len), &tot_len,
 			    sizeof(tot_len)))
-		return BPFGEN_DROP;
+		return BPFGEN_DROP_REWRITE;
 	/* The payload ends where the IP total length says, at most at the frame's
 	 * end: at tc ingress a frame still carries its Ethernet padding (a 54-byte
 	 * SYN arrives as 60 bytes), which is no payload to acknowledge.
@@ -417,7 +331,7 @@ static __always_inline int bpfgen_svc_reset(bpfgen_ctx_t *ctx, const struct bpfg
 		end = len;
 	seg = end > hdr ? end - hdr : 0;
 	if (bpfgen_svc_answer_ip(&r.ip, p, IPPROTO_TCP, sizeof(r)))
-		return BPFGEN_DROP;
+		return BPFGEN_DROP_REWRITE;
 	r.th.source = p->t.dport;
 	r.th.dest = p->t.sport;
 	r.th.doff = 5;
@@ -434,10 +348,10 @@ static __always_inline int bpfgen_svc_reset(bpfgen_ctx_t *ctx, const struct bpfg
 	ph.len = bpf_htons(sizeof(r.th));
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
 	if (sum < 0)
-		return BPFGEN_DROP;
-	partial = bpfgen_svc_csum_partial(ctx, p->l4_csum_off);
+		return BPFGEN_DROP_REWRITE;
+	partial = bpfgen_ctx_csum_partial(ctx, p->l4_csum_off);
 	if (partial < 0)
-		return BPFGEN_DROP;
+		return BPFGEN_DROP_REWRITE;
 	if (partial) {
 		/* The pseudo-header sum, folded, not complemented: the rest of the
 		 * sum is added over the TCP header when the packet leaves.
@@ -446,15 +360,16 @@ static __always_inline int bpfgen_svc_reset(bpfgen_ctx_t *ctx, const struct bpfg
 	} else {
 		sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.th, sizeof(r.th), (__wsum)sum);
 		if (sum < 0)
-			return BPFGEN_DROP;
+			return BPFGEN_DROP_REWRITE;
 		r.th.check = bpfgen_svc_csum_fold(sum);
 	}
-	return bpfgen_svc_send_answer(ctx, &r, sizeof(r));
+	return bpfgen_svc_put_answer(ctx, &r, sizeof(r));
 }
 
 /* kube-proxy's REJECT for UDP: an ICMP port unreachable from the frontend
  * address, quoting the datagram's IPv4 header and first 8 bytes (RFC 792),
  * back out of the ingress device. The packet is resized to exactly that.
+ * 0 (the answer is in place), or the drop reason.
  */
 static __always_inline int bpfgen_svc_unreachable(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p)
 {
@@ -469,17 +384,32 @@ static __always_inline int bpfgen_svc_unreachable(bpfgen_ctx_t *ctx, const struc
 	__s64 sum;
 
 	if (p->l4_off != BPFGEN_L3_OFF + sizeof(struct iphdr))
-		return BPFGEN_DROP; /* IP options: not quoted here, dropped */
+		return BPFGEN_SVC_DROP_NO_BACKEND; /* IP options: not quoted here, dropped */
 	if (bpfgen_ctx_load(ctx, BPFGEN_L3_OFF, r.quote, sizeof(r.quote)) ||
 	    bpfgen_svc_answer_ip(&r.ip, p, IPPROTO_ICMP, sizeof(r)))
-		return BPFGEN_DROP;
+		return BPFGEN_DROP_REWRITE;
 	r.type = 3; /* destination unreachable */
 	r.code = 3; /* port unreachable */
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.type, sizeof(r) - sizeof(r.ip), 0);
 	if (sum < 0)
-		return BPFGEN_DROP;
+		return BPFGEN_DROP_REWRITE;
 	r.check = bpfgen_svc_csum_fold(sum);
-	return bpfgen_svc_send_answer(ctx, &r, sizeof(r));
+	return bpfgen_svc_put_answer(ctx, &r, sizeof(r));
+}
+
+/* A packet to a frontend without backends: answered (counted
+ * reject_no_backend) and sent back out of the device it came in on, or dropped
+ * with the reason the answer could not be built.
+ */
+static __always_inline int bpfgen_svc_reject(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p)
+{
+	int reason = p->t.proto == IPPROTO_TCP ? bpfgen_svc_reset(ctx, p) :
+						 bpfgen_svc_unreachable(ctx, p);
+
+	if (reason)
+		return bpfgen_drop(reason);
+	bpfgen_count(BPFGEN_SVC_REJECT_NO_BACKEND);
+	return bpfgen_ctx_bounce(ctx);
 }
 
 /* A packet to frontend @v: its session's backend, or a new one. */
@@ -510,10 +440,8 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 		e = NULL;
 		if (p->t.proto == IPPROTO_TCP &&
 		    (p->tcp_flags & (BPFGEN_TCP_SYN | BPFGEN_TCP_ACK | BPFGEN_TCP_FIN |
-				     BPFGEN_TCP_RST)) != BPFGEN_TCP_SYN) {
-			bpfgen_count(BPFGEN_SVC_DROP_BACKEND_GONE);
-			return BPFGEN_DROP;
-		}
+				     BPFGEN_TCP_RST)) != BPFGEN_TCP_SYN)
+			return bpfgen_drop(BPFGEN_SVC_DROP_BACKEND_GONE);
 	}
 	if (e && !bpfgen_expired(e, p->t.proto, now)) {
 		released = bpfgen_session_touch(e, p, now, 0);
@@ -528,16 +456,12 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 	}
 	if (e)
 		bpfgen_svc_forget(p, e);
-	if (!v->n_backends) {
-		bpfgen_count(BPFGEN_SVC_REJECT_NO_BACKEND);
-		return p->t.proto == IPPROTO_TCP ? bpfgen_svc_reset(ctx, p) :
-						     bpfgen_svc_unreachable(ctx, p);
-	}
+	if (!v->n_backends)
+		return bpfgen_svc_reject(ctx, p);
+	/* Fails only when a map build's tables lack @v's backends (mid-sync). */
 	if (bpfgen_svc_select(v, p->t.saddr, bpfgen_tuple_hash_seeded(BPFGEN_SELECTION_SEED, &p->t),
-			      &b)) {
-		bpfgen_count(BPFGEN_SVC_REJECT_NO_BACKEND);
-		return BPFGEN_DROP;
-	}
+			      &b))
+		return bpfgen_drop(BPFGEN_SVC_DROP_NO_BACKEND);
 
 	fresh.backend_addr = b.addr;
 	fresh.backend_port = b.port;
@@ -584,7 +508,7 @@ rewrite:
 	x.daddr = b.addr;
 	x.dport = b.port;
 	ret = bpfgen_svc_rewrite(ctx, p, &x);
-	if (released && bpfgen_svc_done(ret)) {
+	if (released && bpfgen_ctx_final(ret)) {
 		bpfgen_svc_forget(p, e);
 		bpf_map_delete_elem(&bpfgen_nat_v4, &p->t);
 	}

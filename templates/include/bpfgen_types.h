@@ -94,7 +94,10 @@ struct bpfgen_frontend_value {
 };
 
 /* Counters, per CPU, indexed by these. Events first, then drop reasons:
- * every drop goes through bpfgen_drop() with one of the latter.
+ * every drop goes through bpfgen_drop() (bpfgen_maps.h) with one of the
+ * latter, named BPFGEN_DROP_* here and BPFGEN_SVC_DROP_* in the bpf mode's
+ * enum bpfgen_svc_counter (whose indices follow these, so the ipvs mode's
+ * counter map keeps its twelve slots).
  */
 enum bpfgen_event {
 	BPFGEN_EVT_PASS = 0, /* not service traffic: left untouched */
@@ -112,7 +115,7 @@ enum bpfgen_drop_reason {
 	BPFGEN_DROP_EXHAUSTED = BPFGEN_EVT_MAX, /* no free SNAT port within the probe bound */
 	BPFGEN_DROP_MAP_FULL, /* a session map is full */
 	BPFGEN_DROP_FRAGMENT, /* needs SNAT but is an IPv4 fragment (not supported yet) */
-	BPFGEN_DROP_REWRITE, /* a store or checksum helper failed */
+	BPFGEN_DROP_REWRITE, /* a packet helper (load, store, checksum, resize) failed */
 	BPFGEN_COUNTER_MAX,
 };
 
@@ -247,19 +250,22 @@ struct bpfgen_sock_rev_value {
 };
 
 /* The bpf mode's counters follow the ipvs mode's; its counter map has
- * BPFGEN_SVC_COUNTER_MAX slots.
+ * BPFGEN_SVC_COUNTER_MAX slots. New ones are appended: a pinned counter map
+ * keeps its indices across an upgrade. BPFGEN_SVC_DROP_* are drop reasons
+ * (bpfgen_drop()), the rest events.
  */
 enum bpfgen_svc_counter {
 	BPFGEN_SVC_DNAT_NEW = BPFGEN_COUNTER_MAX, /* new flow: backend selected, translated */
 	BPFGEN_SVC_DNAT_HIT, /* existing session: translated */
 	BPFGEN_SVC_RDNAT, /* reply translated back to VIP:port -> client */
-	BPFGEN_SVC_REJECT_NO_BACKEND, /* frontend without backends: dropped */
+	BPFGEN_SVC_REJECT_NO_BACKEND, /* frontend without backends: RST / ICMP unreachable sent */
 	BPFGEN_SVC_DROP_BACKEND_GONE, /* TCP non-SYN of a session whose backend was removed */
 	BPFGEN_SVC_FIB_FALLBACK, /* translated, but passed to the stack (no usable route) */
 	BPFGEN_SVC_REDIRECT, /* translated and redirected (bpf_redirect_neigh) */
 	BPFGEN_SVC_ICMP_ECHO_VIP, /* echo request to a VIP answered */
 	BPFGEN_SVC_AFFINITY_HIT, /* new flow sent to its client's ClientIP-affinity backend */
 	BPFGEN_SVC_XDP_TO_TC, /* XDP: not back out of its device: passed as it came, to tc */
+	BPFGEN_SVC_DROP_NO_BACKEND, /* no backend, and no answer: to a RST, with IP options */
 	BPFGEN_SVC_COUNTER_MAX,
 };
 

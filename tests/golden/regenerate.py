@@ -38,13 +38,16 @@ def rendered_example(build: str) -> dict[str, str]:
     return {f.path: f.text for f in files if not f.path.startswith("include/")}
 
 
-def rendered_bpf(name: str) -> dict[str, str]:
+def rendered_bpf(name: str, uplink_hook: str = "tc") -> dict[str, str]:
+    """The bpf build `name`; uplink_hook "xdp" adds svc_xdp (not checked in: it is
+    svc_in but for the hook, tests/golden/test_golden.py)."""
     from tests.bpf_inputs import node_config, services
 
     scheduler, size, build, socket_lb = BPF_BUILDS[name]
     with tempfile.TemporaryDirectory() as tmp:
         node, svcs = Path(tmp) / "node.yaml", Path(tmp) / "services.yaml"
-        node.write_text(json.dumps(node_config(scheduler, size, socket_lb=socket_lb)))
+        node.write_text(json.dumps(node_config(scheduler, size, socket_lb=socket_lb,
+                                                uplink_hook=uplink_hook)))
         svcs.write_text(json.dumps(services()))
         # The sha256 covers the bytes only: the same inputs give the same banner.
         inputs = load_inputs(node, [svcs])

@@ -27,6 +27,22 @@ def test_bpf_mode_matches_golden(name: str) -> None:
     _compare(rendered_bpf(name), BPF_GOLDEN / name, f"bpf/{name}")
 
 
+def test_svc_in_and_svc_xdp_differ_only_by_hook() -> None:
+    """One template: the tc and XDP sources differ in what names the program and its
+    hook (banner line, ctx header, section, function), nothing else."""
+    files = rendered_bpf("random-specialized", uplink_hook="xdp")
+    tc, xdp = files["svc_in.bpf.c"].splitlines(), files["svc_xdp.bpf.c"].splitlines()
+    assert len(tc) == len(xdp)
+    differ = [(a, b) for a, b in zip(tc, xdp, strict=True) if a != b]
+    assert [a for a, _ in differ] == [
+        next(line for line in tc if line.startswith(" * Program svc_in (tc, bpf mode)")),
+        '#include "bpfgen_ctx_tc.h"', 'SEC("tc")', "int bpfgen_svc_in(bpfgen_ctx_t *ctx)",
+    ]
+    assert [b for _, b in differ][1:] == [
+        '#include "bpfgen_ctx_xdp.h"', 'SEC("xdp")', "int bpfgen_svc_xdp(bpfgen_ctx_t *ctx)",
+    ]
+
+
 def _compare(got: dict[str, str], d: Path, kind: str) -> None:
     want = {p.name: p.read_text() for p in sorted(d.iterdir())}
     assert sorted(got) == sorted(want), "file set changed: run `make golden` and review"

@@ -350,7 +350,7 @@ def test_tcp_reset_to_a_frontend_without_backends_is_not_answered(bpf: Bpf) -> N
     bpf.clear()
     result = bpf.raw(syn(CLIENT_POD, EMPTY_VIP, 40000, 80, flags=0x04))
     assert result.retval == TC_ACT_SHOT
-    assert bpf.deltas() == {"reject_no_backend": 1}
+    assert bpf.deltas() == {"drop_no_backend": 1}  # dropped, not answered
 
 
 @pytest.mark.parametrize("payload", [0, 100])  # the packet grows, or shrinks

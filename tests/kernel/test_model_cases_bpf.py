@@ -240,7 +240,7 @@ def reject_tcp(c: Case) -> None:
     c.send(seg(CLIENT_POD, EMPTY_VIP, 40000, 80, SYN, seq=1000, payload=b"hi",
                options=bytes.fromhex("020405b4")), reject_no_backend=1)
     c.send(seg(CLIENT_POD, EMPTY_VIP, 40000, 80, ACK | PSH, ack=7777), reject_no_backend=1)
-    c.send(seg(CLIENT_POD, EMPTY_VIP, 40000, 80, RST), reject_no_backend=1)
+    c.send(seg(CLIENT_POD, EMPTY_VIP, 40000, 80, RST), drop_no_backend=1)
 
 
 def reject_tcp_padded(c: Case) -> None:

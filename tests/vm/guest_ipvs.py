@@ -837,6 +837,75 @@ def test_without_notrack_conntrack_drops_ipvs_tcp(topo: Topo) -> None:
     assert_untracked(topo, "notrack table restored by sync")
 
 
+def _ipvs_mode_left(topo: Topo) -> list[str]:
+    """What of bpfgen's ipvs mode is in the node namespace (or its pins)."""
+    left = []
+    if "bpfgen" in in_ns(topo.node, "nft", "list", "tables"):
+        left.append("nft table")
+    if in_ns(topo.node, "ipvsadm", "-Ln").count("->") > 1:  # more than the header line
+        left.append("IPVS services")
+    if "bpfgen-ipvs0" in in_ns(topo.node, "ip", "link"):
+        left.append("dummy device")
+    if Path(topo.opts.pin_dir()).exists():
+        left.append("pins")
+    for dev in ("up0", "pv1"):
+        if "clsact" in in_ns(topo.node, "tc", "qdisc", "show", "dev", dev):
+            left.append(f"clsact on {dev}")
+    return left
+
+
+# The ipvs mode's own steps (runtime/node.py's change texts). The rest of `up` (bpffs,
+# pins, load, clsact, attach) is the bpf mode's, killed at every point on the host
+# (tests/e2e/test_runtime_faults.py); under emulation each kill costs ~30 s, so here
+# `up` is killed once per kind of step, right after its first such step and before
+# the state file records it: the case that leaks when `down` trusts the record.
+IPVS_MODE_STEPS = ("add IPVS service", "real server", "create dummy device",
+                   "install nftables table", "sysctl net.ipv4.vs.")  # fmt: skip
+
+
+def test_up_killed_at_points_converges(topo: Topo) -> None:
+    """The ipvs mode under faults (issue 13): `up` SIGKILLed after the first of each kind
+    of ipvs-mode step (an IPVS service, a real server, the dummy device, the notrack
+    table, a vs.* sysctl; runtime/fault.py), then `status` gives no traceback, `up`
+    converges and `down` leaves no nft table, IPVS service, dummy device, pin or clsact
+    qdisc."""
+    from bpfgen_runtime.fault import KILL_ENV, TRACE_ENV
+
+    build = topo.builds["main"]
+    down(topo.opts)
+    assert _ipvs_mode_left(topo) == []
+    cli = [sys.executable, "-m", "bpfgen_runtime.cli"]
+    environ = {**os.environ, "BPFGEN_RUN_DIR": topo.opts.run_dir}
+    trace = Path(topo.opts.run_dir).parent / "fault-trace"
+
+    def run_cli(*argv: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *argv, "--netns", topo.node], capture_output=True,
+                              text=True, env={**environ, **extra}, timeout=300)  # fmt: skip
+
+    done = run_cli("up", str(build), **{TRACE_ENV: str(trace)})
+    assert done.returncode == 0, done.stderr
+    points = [line.split(" ", 1) for line in trace.read_text().splitlines()]
+    down(topo.opts)
+    chosen = [next(((int(n), name) for n, name in points
+                    if name.startswith("after ") and step in name), (0, step))
+              for step in IPVS_MODE_STEPS]  # fmt: skip
+    assert all(n for n, _ in chosen), (chosen, points)  # every kind of step was reached
+    print(f"\nfault (ipvs mode): up has {len(points)} points", flush=True)
+    for n, name in chosen:
+        where = f"up killed at point {n}/{len(points)} ({name})"
+        print(f"\nfault (ipvs mode): {where}", flush=True)
+        done = run_cli("up", str(build), **{KILL_ENV: str(n)})
+        assert done.returncode == -9, (where, done.returncode, done.stderr)
+        st = run_cli("status")
+        assert "Traceback" not in st.stderr and st.returncode in (0, 3), (where, st.stderr)
+        up(build, topo.opts)
+        info = status(topo.opts)
+        assert info["in_sync"], (where, info.get("differences"))
+        down(topo.opts)
+        assert _ipvs_mode_left(topo) == [], (where, _ipvs_mode_left(topo))
+    up(build, topo.opts)  # as the suite's last case expects: the node up
+
+
 def test_down_removes_everything(topo: Topo) -> None:
     report = down(topo.opts)
     assert report.changes

@@ -4,21 +4,21 @@
  * Node configuration: every specialized value of this build, in one place.
  * Node node-a, mode bpf, specialized build.
  *
- * What was specialized, and from which input ("run time": read from bpfgen_cfg):
+ * What was specialized, and from which input (every value a C constant):
  *   BPFGEN_SNAT_PORT_MIN = 65520
  *       snat.portRange[0]: first SNAT port
  *   BPFGEN_SNAT_PORT_COUNT = 16
- *       snat.portRange: ports in the SNAT range; a constant modulus becomes a multiply
+ *       snat.portRange: ports in the SNAT range: the port search's modulus
  *   BPFGEN_CLUSTER_POD_NET = __bpf_constant_htonl(0xc6130000)
  *       cluster.podCIDR: 198.19.0.0/16: pods keep their source to ClusterIPs
  *   BPFGEN_CLUSTER_POD_MASK = __bpf_constant_htonl(0xffff0000)
  *       cluster.podCIDR: /16
  *   BPFGEN_SERVICE_NET = __bpf_constant_htonl(0xc6128000)
- *       cluster.serviceCIDR: 198.18.128.0/17: VIP sources are node processes
+ *       cluster.serviceCIDR: unused in the bpf mode: no ingress mark, no egress program
  *   BPFGEN_SERVICE_MASK = __bpf_constant_htonl(0xffff8000)
- *       cluster.serviceCIDR: /17
+ *       cluster.serviceCIDR: unused in the bpf mode: no ingress mark, no egress program
  *   BPFGEN_MARK = 0x4000U
- *       snat.mark: skb->mark bit: ingress asks egress to SNAT
+ *       snat.mark: unused in the bpf mode: no ingress mark, no egress program
  *   BPFGEN_HASH_SEED = 0x22c2d69eU
  *       config sha256: port-allocation hash seed, stable per config
  *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = 7440000000000ULL
@@ -44,7 +44,7 @@
  *   BPFGEN_FRONTENDS_IN_MAP = 0
  *       services: 7 frontends <= 64: matched as code
  *   BPFGEN_FRONTENDS_MAX = 64
- *       services: bpfgen_svc_frontends size: 2x the frontends, power of two, at least 64
+ *       services: unused: frontends as code, no bpfgen_svc_frontends map
  *   BPFGEN_MODE_BPF = 1
  *       datapath.mode: bpf: DNAT, SNAT and forwarding in bpfgen_svc_in; no egress program
  *   BPFGEN_SELECTION_SEED = 0x1234abcdU
@@ -56,7 +56,7 @@
  *   BPFGEN_MAGLEV_IN_MAP = 0
  *       services: 2 distinct tables x 251 slots x 2 bytes = 1004 <= 131048 bytes (.rodata budget): static const arrays
  *   BPFGEN_MAGLEV_ROWS = 7
- *       services: bpfgen_svc_maglev rows: one per frontend id
+ *       services: unused: no bpfgen_svc_maglev map
  *   BPFGEN_SVC_FRONTENDS = 7
  *       services: frontend ids 0..n-1
  *   BPFGEN_SVC_BACKENDS_TOTAL = 14
@@ -64,15 +64,15 @@
  *   BPFGEN_SVC_SEARCH_STEPS = 3
  *       services: membership binary search: the largest member list has 4
  *   BPFGEN_SVC_DRAINING = 1
- *       EndpointSlices: 4 endpoints (per frontend) listed but not ready: their sessions go on, new flows avoid them (member lists of their own)
+ *       EndpointSlices: 4 listed endpoint(s) not ready, over all frontends: their sessions go on, new flows avoid them (member lists of their own)
  *   BPFGEN_SVC_AFFINITY = 1
  *       services: 1 frontends with sessionAffinity ClientIP: a new flow goes to its client's backend of the last timeoutSeconds (bpfgen_affinity_v4)
  *   BPFGEN_MAGLEV_TABLES = 2
  *       services: bpfgen_maglev[][] (.rodata): the distinct Maglev tables
  *   BPFGEN_SVC_BACKENDS_MAX = 64
- *       services: bpfgen_svc_backends/_members size: 2x the members, power of two, at least 64
+ *       services: unused: frontends as code, no bpfgen_svc_backends map
  *   BPFGEN_REJECT_NO_BACKEND = 1
- *       services: 2 frontends without backends: TCP answered with a RST, UDP with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend
+ *       services: 2 frontends without backends: TCP answered with a RST, UDP with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend (a RST, IP options: dropped, drop_no_backend)
  */
 
 #ifndef BPFGEN_NODE_CONFIG_H
@@ -85,40 +85,74 @@
 
 #include "bpfgen_types.h"
 
-#define BPFGEN_SNAT_PORT_MIN 65520 /* snat.portRange[0] */
-#define BPFGEN_SNAT_PORT_COUNT 16 /* snat.portRange */
-#define BPFGEN_CLUSTER_POD_NET __bpf_constant_htonl(0xc6130000) /* cluster.podCIDR */
-#define BPFGEN_CLUSTER_POD_MASK __bpf_constant_htonl(0xffff0000) /* cluster.podCIDR */
-#define BPFGEN_SERVICE_NET __bpf_constant_htonl(0xc6128000) /* cluster.serviceCIDR */
-#define BPFGEN_SERVICE_MASK __bpf_constant_htonl(0xffff8000) /* cluster.serviceCIDR */
-#define BPFGEN_MARK 0x4000U /* snat.mark */
-#define BPFGEN_HASH_SEED 0x22c2d69eU /* config sha256 */
-#define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS 7440000000000ULL /* snat.timeouts.tcpEstablished */
-#define BPFGEN_TIMEOUT_TCP_TRANSITORY_NS 240000000000ULL /* snat.timeouts.tcpTransitory */
-#define BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS 120000000000ULL /* snat.timeouts.tcpTimeWait */
-#define BPFGEN_TIMEOUT_TCP_CLOSE_NS 10000000000ULL /* snat.timeouts.tcpClose */
-#define BPFGEN_TIMEOUT_UDP_NS 300000000000ULL /* snat.timeouts.udp */
-#define BPFGEN_TIMEOUT_ICMP_NS 60000000000ULL /* snat.timeouts.icmp */
-#define BPFGEN_PROTO_TCP 1 /* services */
-#define BPFGEN_PROTO_UDP 1 /* services */
-#define BPFGEN_PROTO_ICMP 1 /* features.icmpEcho */
-#define BPFGEN_SNAT_MAX_SESSIONS 64 /* snat.maxSessions */
-#define BPFGEN_FRONTENDS_IN_MAP 0 /* services */
-#define BPFGEN_FRONTENDS_MAX 64 /* services */
-#define BPFGEN_MODE_BPF 1 /* datapath.mode */
-#define BPFGEN_SELECTION_SEED 0x1234abcdU /* datapath.selectionSeed */
-#define BPFGEN_SCHED_MAGLEV 1 /* datapath.scheduler */
-#define BPFGEN_MAGLEV_SIZE 251 /* datapath.maglevTableSize */
-#define BPFGEN_MAGLEV_IN_MAP 0 /* services */
-#define BPFGEN_MAGLEV_ROWS 7 /* services */
-#define BPFGEN_SVC_FRONTENDS 7 /* services */
-#define BPFGEN_SVC_BACKENDS_TOTAL 14 /* services */
-#define BPFGEN_SVC_SEARCH_STEPS 3 /* services */
-#define BPFGEN_SVC_DRAINING 1 /* EndpointSlices */
-#define BPFGEN_SVC_AFFINITY 1 /* services */
-#define BPFGEN_MAGLEV_TABLES 2 /* services */
-#define BPFGEN_SVC_BACKENDS_MAX 64 /* services */
-#define BPFGEN_REJECT_NO_BACKEND 1 /* services */
+/* snat.portRange[0] */
+#define BPFGEN_SNAT_PORT_MIN 65520
+/* snat.portRange */
+#define BPFGEN_SNAT_PORT_COUNT 16
+/* cluster.podCIDR */
+#define BPFGEN_CLUSTER_POD_NET __bpf_constant_htonl(0xc6130000)
+/* cluster.podCIDR */
+#define BPFGEN_CLUSTER_POD_MASK __bpf_constant_htonl(0xffff0000)
+/* cluster.serviceCIDR */
+#define BPFGEN_SERVICE_NET __bpf_constant_htonl(0xc6128000)
+/* cluster.serviceCIDR */
+#define BPFGEN_SERVICE_MASK __bpf_constant_htonl(0xffff8000)
+/* snat.mark */
+#define BPFGEN_MARK 0x4000U
+/* config sha256 */
+#define BPFGEN_HASH_SEED 0x22c2d69eU
+/* snat.timeouts.tcpEstablished */
+#define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS 7440000000000ULL
+/* snat.timeouts.tcpTransitory */
+#define BPFGEN_TIMEOUT_TCP_TRANSITORY_NS 240000000000ULL
+/* snat.timeouts.tcpTimeWait */
+#define BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS 120000000000ULL
+/* snat.timeouts.tcpClose */
+#define BPFGEN_TIMEOUT_TCP_CLOSE_NS 10000000000ULL
+/* snat.timeouts.udp */
+#define BPFGEN_TIMEOUT_UDP_NS 300000000000ULL
+/* snat.timeouts.icmp */
+#define BPFGEN_TIMEOUT_ICMP_NS 60000000000ULL
+/* services */
+#define BPFGEN_PROTO_TCP 1
+/* services */
+#define BPFGEN_PROTO_UDP 1
+/* features.icmpEcho */
+#define BPFGEN_PROTO_ICMP 1
+/* snat.maxSessions */
+#define BPFGEN_SNAT_MAX_SESSIONS 64
+/* services */
+#define BPFGEN_FRONTENDS_IN_MAP 0
+/* services */
+#define BPFGEN_FRONTENDS_MAX 64
+/* datapath.mode */
+#define BPFGEN_MODE_BPF 1
+/* datapath.selectionSeed */
+#define BPFGEN_SELECTION_SEED 0x1234abcdU
+/* datapath.scheduler */
+#define BPFGEN_SCHED_MAGLEV 1
+/* datapath.maglevTableSize */
+#define BPFGEN_MAGLEV_SIZE 251
+/* services */
+#define BPFGEN_MAGLEV_IN_MAP 0
+/* services */
+#define BPFGEN_MAGLEV_ROWS 7
+/* services */
+#define BPFGEN_SVC_FRONTENDS 7
+/* services */
+#define BPFGEN_SVC_BACKENDS_TOTAL 14
+/* services */
+#define BPFGEN_SVC_SEARCH_STEPS 3
+/* EndpointSlices */
+#define BPFGEN_SVC_DRAINING 1
+/* services */
+#define BPFGEN_SVC_AFFINITY 1
+/* services */
+#define BPFGEN_MAGLEV_TABLES 2
+/* services */
+#define BPFGEN_SVC_BACKENDS_MAX 64
+/* services */
+#define BPFGEN_REJECT_NO_BACKEND 1
 
 /* Is @a one of this node's addresses (SNAT sources, NodePort listeners)? */
 static __always_inline bool bpfgen_is_node_addr(__be32 a)

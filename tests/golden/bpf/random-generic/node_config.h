@@ -4,21 +4,22 @@
  * Node configuration: every specialized value of this build, in one place.
  * Node node-a, mode bpf, generic build.
  *
- * What was specialized, and from which input ("run time": read from bpfgen_cfg):
+ * What was specialized, and from which input ("run time": read from
+ * bpfgen_cfg on every packet; every other value is a C constant):
  *   BPFGEN_SNAT_PORT_MIN = (bpfgen_cfg.snat_port_min) (run time)
  *       snat.portRange[0]: first SNAT port
  *   BPFGEN_SNAT_PORT_COUNT = (bpfgen_cfg.snat_port_count) (run time)
- *       snat.portRange: ports in the SNAT range; a constant modulus becomes a multiply
+ *       snat.portRange: ports in the SNAT range: the port search's modulus
  *   BPFGEN_CLUSTER_POD_NET = (bpfgen_cfg.cluster_pod_net) (run time)
  *       cluster.podCIDR: 198.19.0.0/16: pods keep their source to ClusterIPs
  *   BPFGEN_CLUSTER_POD_MASK = (bpfgen_cfg.cluster_pod_mask) (run time)
  *       cluster.podCIDR: /16
  *   BPFGEN_SERVICE_NET = (bpfgen_cfg.service_net) (run time)
- *       cluster.serviceCIDR: 198.18.128.0/17: VIP sources are node processes
+ *       cluster.serviceCIDR: unused in the bpf mode: no ingress mark, no egress program
  *   BPFGEN_SERVICE_MASK = (bpfgen_cfg.service_mask) (run time)
- *       cluster.serviceCIDR: /17
+ *       cluster.serviceCIDR: unused in the bpf mode: no ingress mark, no egress program
  *   BPFGEN_MARK = (bpfgen_cfg.mark) (run time)
- *       snat.mark: skb->mark bit: ingress asks egress to SNAT
+ *       snat.mark: unused in the bpf mode: no ingress mark, no egress program
  *   BPFGEN_HASH_SEED = (bpfgen_cfg.hash_seed) (run time)
  *       config sha256: port-allocation hash seed, stable per config
  *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = (bpfgen_cfg.timeout_tcp_established_ns) (run time)
@@ -52,27 +53,27 @@
  *   BPFGEN_SCHED_MAGLEV = 0
  *       datapath.scheduler: random: backend h % n; the other scheduler compiled out
  *   BPFGEN_MAGLEV_SIZE = 16381
- *       datapath.maglevTableSize: Maglev table slots M (prime)
+ *       datapath.maglevTableSize: Maglev table slots M (prime); unused: no Maglev
  *   BPFGEN_MAGLEV_IN_MAP = 0
  *       services: scheduler random: no Maglev tables
  *   BPFGEN_MAGLEV_ROWS = 7
- *       services: bpfgen_svc_maglev rows: one per frontend id
+ *       services: unused: no bpfgen_svc_maglev map
  *   BPFGEN_SVC_FRONTENDS = 7
  *       services: frontend ids 0..n-1
  *   BPFGEN_SVC_BACKENDS_TOTAL = 14
- *       services: bpfgen_backends[] (frontends as code): the distinct backend lists, flat
+ *       services: unused: frontends in maps
  *   BPFGEN_SVC_SEARCH_STEPS = 3
- *       services: membership binary search: the largest member list has 4
+ *       services: unused: frontends in maps
  *   BPFGEN_SVC_DRAINING = 1
- *       EndpointSlices: 4 endpoints (per frontend) listed but not ready: their sessions go on, new flows avoid them (member lists of their own)
+ *       EndpointSlices: 4 listed endpoint(s) not ready, over all frontends: their sessions go on, new flows avoid them (member lists of their own)
  *   BPFGEN_SVC_AFFINITY = 1
  *       services: 1 frontends with sessionAffinity ClientIP: a new flow goes to its client's backend of the last timeoutSeconds (bpfgen_affinity_v4)
  *   BPFGEN_MAGLEV_TABLES = 1
- *       services: bpfgen_maglev[][] (.rodata): the distinct Maglev tables
+ *       services: unused: no Maglev table in .rodata
  *   BPFGEN_SVC_BACKENDS_MAX = 64
  *       services: bpfgen_svc_backends/_members size: 2x the members, power of two, at least 64
  *   BPFGEN_REJECT_NO_BACKEND = 1
- *       services: 2 frontends without backends: TCP answered with a RST, UDP with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend
+ *       services: 2 frontends without backends: TCP answered with a RST, UDP with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend (a RST, IP options: dropped, drop_no_backend)
  */
 
 #ifndef BPFGEN_NODE_CONFIG_H
@@ -91,40 +92,74 @@
  */
 struct bpfgen_config bpfgen_cfg;
 
-#define BPFGEN_SNAT_PORT_MIN (bpfgen_cfg.snat_port_min) /* snat.portRange[0] */
-#define BPFGEN_SNAT_PORT_COUNT (bpfgen_cfg.snat_port_count) /* snat.portRange */
-#define BPFGEN_CLUSTER_POD_NET (bpfgen_cfg.cluster_pod_net) /* cluster.podCIDR */
-#define BPFGEN_CLUSTER_POD_MASK (bpfgen_cfg.cluster_pod_mask) /* cluster.podCIDR */
-#define BPFGEN_SERVICE_NET (bpfgen_cfg.service_net) /* cluster.serviceCIDR */
-#define BPFGEN_SERVICE_MASK (bpfgen_cfg.service_mask) /* cluster.serviceCIDR */
-#define BPFGEN_MARK (bpfgen_cfg.mark) /* snat.mark */
-#define BPFGEN_HASH_SEED (bpfgen_cfg.hash_seed) /* config sha256 */
-#define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS (bpfgen_cfg.timeout_tcp_established_ns) /* snat.timeouts.tcpEstablished */
-#define BPFGEN_TIMEOUT_TCP_TRANSITORY_NS (bpfgen_cfg.timeout_tcp_transitory_ns) /* snat.timeouts.tcpTransitory */
-#define BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS (bpfgen_cfg.timeout_tcp_time_wait_ns) /* snat.timeouts.tcpTimeWait */
-#define BPFGEN_TIMEOUT_TCP_CLOSE_NS (bpfgen_cfg.timeout_tcp_close_ns) /* snat.timeouts.tcpClose */
-#define BPFGEN_TIMEOUT_UDP_NS (bpfgen_cfg.timeout_udp_ns) /* snat.timeouts.udp */
-#define BPFGEN_TIMEOUT_ICMP_NS (bpfgen_cfg.timeout_icmp_ns) /* snat.timeouts.icmp */
-#define BPFGEN_PROTO_TCP (bpfgen_cfg.proto_tcp) /* services */
-#define BPFGEN_PROTO_UDP (bpfgen_cfg.proto_udp) /* services */
-#define BPFGEN_PROTO_ICMP (bpfgen_cfg.proto_icmp) /* features.icmpEcho */
-#define BPFGEN_SNAT_MAX_SESSIONS 64 /* snat.maxSessions */
-#define BPFGEN_FRONTENDS_IN_MAP 1 /* services */
-#define BPFGEN_FRONTENDS_MAX 64 /* services */
-#define BPFGEN_MODE_BPF 1 /* datapath.mode */
-#define BPFGEN_SELECTION_SEED (bpfgen_cfg.selection_seed) /* datapath.selectionSeed */
-#define BPFGEN_SCHED_MAGLEV 0 /* datapath.scheduler */
-#define BPFGEN_MAGLEV_SIZE 16381 /* datapath.maglevTableSize */
-#define BPFGEN_MAGLEV_IN_MAP 0 /* services */
-#define BPFGEN_MAGLEV_ROWS 7 /* services */
-#define BPFGEN_SVC_FRONTENDS 7 /* services */
-#define BPFGEN_SVC_BACKENDS_TOTAL 14 /* services */
-#define BPFGEN_SVC_SEARCH_STEPS 3 /* services */
-#define BPFGEN_SVC_DRAINING 1 /* EndpointSlices */
-#define BPFGEN_SVC_AFFINITY 1 /* services */
-#define BPFGEN_MAGLEV_TABLES 1 /* services */
-#define BPFGEN_SVC_BACKENDS_MAX 64 /* services */
-#define BPFGEN_REJECT_NO_BACKEND 1 /* services */
+/* snat.portRange[0] */
+#define BPFGEN_SNAT_PORT_MIN (bpfgen_cfg.snat_port_min)
+/* snat.portRange */
+#define BPFGEN_SNAT_PORT_COUNT (bpfgen_cfg.snat_port_count)
+/* cluster.podCIDR */
+#define BPFGEN_CLUSTER_POD_NET (bpfgen_cfg.cluster_pod_net)
+/* cluster.podCIDR */
+#define BPFGEN_CLUSTER_POD_MASK (bpfgen_cfg.cluster_pod_mask)
+/* cluster.serviceCIDR */
+#define BPFGEN_SERVICE_NET (bpfgen_cfg.service_net)
+/* cluster.serviceCIDR */
+#define BPFGEN_SERVICE_MASK (bpfgen_cfg.service_mask)
+/* snat.mark */
+#define BPFGEN_MARK (bpfgen_cfg.mark)
+/* config sha256 */
+#define BPFGEN_HASH_SEED (bpfgen_cfg.hash_seed)
+/* snat.timeouts.tcpEstablished */
+#define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS (bpfgen_cfg.timeout_tcp_established_ns)
+/* snat.timeouts.tcpTransitory */
+#define BPFGEN_TIMEOUT_TCP_TRANSITORY_NS (bpfgen_cfg.timeout_tcp_transitory_ns)
+/* snat.timeouts.tcpTimeWait */
+#define BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS (bpfgen_cfg.timeout_tcp_time_wait_ns)
+/* snat.timeouts.tcpClose */
+#define BPFGEN_TIMEOUT_TCP_CLOSE_NS (bpfgen_cfg.timeout_tcp_close_ns)
+/* snat.timeouts.udp */
+#define BPFGEN_TIMEOUT_UDP_NS (bpfgen_cfg.timeout_udp_ns)
+/* snat.timeouts.icmp */
+#define BPFGEN_TIMEOUT_ICMP_NS (bpfgen_cfg.timeout_icmp_ns)
+/* services */
+#define BPFGEN_PROTO_TCP (bpfgen_cfg.proto_tcp)
+/* services */
+#define BPFGEN_PROTO_UDP (bpfgen_cfg.proto_udp)
+/* features.icmpEcho */
+#define BPFGEN_PROTO_ICMP (bpfgen_cfg.proto_icmp)
+/* snat.maxSessions */
+#define BPFGEN_SNAT_MAX_SESSIONS 64
+/* services */
+#define BPFGEN_FRONTENDS_IN_MAP 1
+/* services */
+#define BPFGEN_FRONTENDS_MAX 64
+/* datapath.mode */
+#define BPFGEN_MODE_BPF 1
+/* datapath.selectionSeed */
+#define BPFGEN_SELECTION_SEED (bpfgen_cfg.selection_seed)
+/* datapath.scheduler */
+#define BPFGEN_SCHED_MAGLEV 0
+/* datapath.maglevTableSize */
+#define BPFGEN_MAGLEV_SIZE 16381
+/* services */
+#define BPFGEN_MAGLEV_IN_MAP 0
+/* services */
+#define BPFGEN_MAGLEV_ROWS 7
+/* services */
+#define BPFGEN_SVC_FRONTENDS 7
+/* services */
+#define BPFGEN_SVC_BACKENDS_TOTAL 14
+/* services */
+#define BPFGEN_SVC_SEARCH_STEPS 3
+/* EndpointSlices */
+#define BPFGEN_SVC_DRAINING 1
+/* services */
+#define BPFGEN_SVC_AFFINITY 1
+/* services */
+#define BPFGEN_MAGLEV_TABLES 1
+/* services */
+#define BPFGEN_SVC_BACKENDS_MAX 64
+/* services */
+#define BPFGEN_REJECT_NO_BACKEND 1
 
 /* Is @a one of this node's addresses (SNAT sources, NodePort listeners)? */
 static __always_inline bool bpfgen_is_node_addr(__be32 a)

@@ -4,79 +4,8 @@
  * Programs sock_* (cgroup sock_addr, bpf mode): node processes reach services at the socket (connect4, sendmsg4, recvmsg4, getpeername4).
  * Node node-a, mode bpf, generic build.
  *
- * What was specialized, and from which input ("run time": read from bpfgen_cfg):
- *   BPFGEN_SNAT_PORT_MIN = (bpfgen_cfg.snat_port_min) (run time)
- *       snat.portRange[0]: first SNAT port
- *   BPFGEN_SNAT_PORT_COUNT = (bpfgen_cfg.snat_port_count) (run time)
- *       snat.portRange: ports in the SNAT range; a constant modulus becomes a multiply
- *   BPFGEN_CLUSTER_POD_NET = (bpfgen_cfg.cluster_pod_net) (run time)
- *       cluster.podCIDR: 198.19.0.0/16: pods keep their source to ClusterIPs
- *   BPFGEN_CLUSTER_POD_MASK = (bpfgen_cfg.cluster_pod_mask) (run time)
- *       cluster.podCIDR: /16
- *   BPFGEN_SERVICE_NET = (bpfgen_cfg.service_net) (run time)
- *       cluster.serviceCIDR: 198.18.128.0/17: VIP sources are node processes
- *   BPFGEN_SERVICE_MASK = (bpfgen_cfg.service_mask) (run time)
- *       cluster.serviceCIDR: /17
- *   BPFGEN_MARK = (bpfgen_cfg.mark) (run time)
- *       snat.mark: skb->mark bit: ingress asks egress to SNAT
- *   BPFGEN_HASH_SEED = (bpfgen_cfg.hash_seed) (run time)
- *       config sha256: port-allocation hash seed, stable per config
- *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = (bpfgen_cfg.timeout_tcp_established_ns) (run time)
- *       snat.timeouts.tcpEstablished: 7440s idle
- *   BPFGEN_TIMEOUT_TCP_TRANSITORY_NS = (bpfgen_cfg.timeout_tcp_transitory_ns) (run time)
- *       snat.timeouts.tcpTransitory: 240s idle (not yet answered, or half-closed)
- *   BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS = (bpfgen_cfg.timeout_tcp_time_wait_ns) (run time)
- *       snat.timeouts.tcpTimeWait: 120s idle (closed; the far side may hold TIME_WAIT)
- *   BPFGEN_TIMEOUT_TCP_CLOSE_NS = (bpfgen_cfg.timeout_tcp_close_ns) (run time)
- *       snat.timeouts.tcpClose: 10s idle (after a RST)
- *   BPFGEN_TIMEOUT_UDP_NS = (bpfgen_cfg.timeout_udp_ns) (run time)
- *       snat.timeouts.udp: 300s idle
- *   BPFGEN_TIMEOUT_ICMP_NS = (bpfgen_cfg.timeout_icmp_ns) (run time)
- *       snat.timeouts.icmp: 60s idle
- *   BPFGEN_PROTO_TCP = (bpfgen_cfg.proto_tcp) (run time)
- *       services: TCP path kept: a service uses TCP
- *   BPFGEN_PROTO_UDP = (bpfgen_cfg.proto_udp) (run time)
- *       services: UDP path kept: a service uses UDP
- *   BPFGEN_PROTO_ICMP = (bpfgen_cfg.proto_icmp) (run time)
- *       features.icmpEcho: echo requests to VIPs answered by svc_in (kept)
- *   BPFGEN_SNAT_MAX_SESSIONS = 64
- *       snat.maxSessions: size of bpfgen_nat_v4 and bpfgen_rnat_v4
- *   BPFGEN_FRONTENDS_IN_MAP = 1
- *       services: generic build: frontends always in a map
- *   BPFGEN_FRONTENDS_MAX = 64
- *       services: bpfgen_svc_frontends size: 2x the frontends, power of two, at least 64
- *   BPFGEN_MODE_BPF = 1
- *       datapath.mode: bpf: DNAT, SNAT and forwarding in bpfgen_svc_in; no egress program
- *   BPFGEN_SELECTION_SEED = (bpfgen_cfg.selection_seed) (run time)
- *       datapath.selectionSeed: backend-selection hash seed, the same on every node (not BPFGEN_HASH_SEED)
- *   BPFGEN_SCHED_MAGLEV = 0
- *       datapath.scheduler: random: backend h % n; the other scheduler compiled out
- *   BPFGEN_MAGLEV_SIZE = 16381
- *       datapath.maglevTableSize: Maglev table slots M (prime)
- *   BPFGEN_MAGLEV_IN_MAP = 0
- *       services: scheduler random: no Maglev tables
- *   BPFGEN_MAGLEV_ROWS = 7
- *       services: bpfgen_svc_maglev rows: one per frontend id
- *   BPFGEN_SVC_FRONTENDS = 7
- *       services: frontend ids 0..n-1
- *   BPFGEN_SVC_BACKENDS_TOTAL = 14
- *       services: bpfgen_backends[] (frontends as code): the distinct backend lists, flat
- *   BPFGEN_SVC_SEARCH_STEPS = 3
- *       services: membership binary search: the largest member list has 4
- *   BPFGEN_SVC_DRAINING = 1
- *       EndpointSlices: 4 endpoints (per frontend) listed but not ready: their sessions go on, new flows avoid them (member lists of their own)
- *   BPFGEN_SVC_AFFINITY = 1
- *       services: 1 frontends with sessionAffinity ClientIP: a new flow goes to its client's backend of the last timeoutSeconds (bpfgen_affinity_v4)
- *   BPFGEN_MAGLEV_TABLES = 1
- *       services: bpfgen_maglev[][] (.rodata): the distinct Maglev tables
- *   BPFGEN_SVC_BACKENDS_MAX = 64
- *       services: bpfgen_svc_backends/_members size: 2x the members, power of two, at least 64
- *   BPFGEN_REJECT_NO_BACKEND = 1
- *       services: 2 frontends without backends: TCP answered with a RST, UDP with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend
- *   BPFGEN_SOCK_LB = 1
- *       datapath.socketLB: node processes -> services: cgroup connect4/sendmsg4/recvmsg4/getpeername4 on /sys/fs/cgroup (sock.bpf.o; socket-level DNAT, no per-packet NAT)
- *   BPFGEN_SOCK_CLIENT = (bpfgen_cfg.node_addrs[0]) (run time)
- *       node.addresses[0]: 198.18.0.2: the client of node processes for ClientIP affinity (the node)
+ * What was specialized, and from which input: the decision table of
+ * node_config.h (36 decisions), which this file includes.
  */
 
 /* Only what these programs use of the shared headers (bpfgen_select.h). */

@@ -4,79 +4,8 @@
  * Programs sock_* (cgroup sock_addr, bpf mode): node processes reach services at the socket (connect4, sendmsg4, recvmsg4, getpeername4).
  * Node node-a, mode bpf, specialized build.
  *
- * What was specialized, and from which input ("run time": read from bpfgen_cfg):
- *   BPFGEN_SNAT_PORT_MIN = 65520
- *       snat.portRange[0]: first SNAT port
- *   BPFGEN_SNAT_PORT_COUNT = 16
- *       snat.portRange: ports in the SNAT range; a constant modulus becomes a multiply
- *   BPFGEN_CLUSTER_POD_NET = __bpf_constant_htonl(0xc6130000)
- *       cluster.podCIDR: 198.19.0.0/16: pods keep their source to ClusterIPs
- *   BPFGEN_CLUSTER_POD_MASK = __bpf_constant_htonl(0xffff0000)
- *       cluster.podCIDR: /16
- *   BPFGEN_SERVICE_NET = __bpf_constant_htonl(0xc6128000)
- *       cluster.serviceCIDR: 198.18.128.0/17: VIP sources are node processes
- *   BPFGEN_SERVICE_MASK = __bpf_constant_htonl(0xffff8000)
- *       cluster.serviceCIDR: /17
- *   BPFGEN_MARK = 0x4000U
- *       snat.mark: skb->mark bit: ingress asks egress to SNAT
- *   BPFGEN_HASH_SEED = 0x2fb51a5fU
- *       config sha256: port-allocation hash seed, stable per config
- *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = 7440000000000ULL
- *       snat.timeouts.tcpEstablished: 7440s idle
- *   BPFGEN_TIMEOUT_TCP_TRANSITORY_NS = 240000000000ULL
- *       snat.timeouts.tcpTransitory: 240s idle (not yet answered, or half-closed)
- *   BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS = 120000000000ULL
- *       snat.timeouts.tcpTimeWait: 120s idle (closed; the far side may hold TIME_WAIT)
- *   BPFGEN_TIMEOUT_TCP_CLOSE_NS = 10000000000ULL
- *       snat.timeouts.tcpClose: 10s idle (after a RST)
- *   BPFGEN_TIMEOUT_UDP_NS = 300000000000ULL
- *       snat.timeouts.udp: 300s idle
- *   BPFGEN_TIMEOUT_ICMP_NS = 60000000000ULL
- *       snat.timeouts.icmp: 60s idle
- *   BPFGEN_PROTO_TCP = 1
- *       services: TCP path kept: a service uses TCP
- *   BPFGEN_PROTO_UDP = 1
- *       services: UDP path kept: a service uses UDP
- *   BPFGEN_PROTO_ICMP = 1
- *       features.icmpEcho: echo requests to VIPs answered by svc_in (kept)
- *   BPFGEN_SNAT_MAX_SESSIONS = 64
- *       snat.maxSessions: size of bpfgen_nat_v4 and bpfgen_rnat_v4
- *   BPFGEN_FRONTENDS_IN_MAP = 0
- *       services: 7 frontends <= 64: matched as code
- *   BPFGEN_FRONTENDS_MAX = 64
- *       services: bpfgen_svc_frontends size: 2x the frontends, power of two, at least 64
- *   BPFGEN_MODE_BPF = 1
- *       datapath.mode: bpf: DNAT, SNAT and forwarding in bpfgen_svc_in; no egress program
- *   BPFGEN_SELECTION_SEED = 0x1234abcdU
- *       datapath.selectionSeed: backend-selection hash seed, the same on every node (not BPFGEN_HASH_SEED)
- *   BPFGEN_SCHED_MAGLEV = 0
- *       datapath.scheduler: random: backend h % n; the other scheduler compiled out
- *   BPFGEN_MAGLEV_SIZE = 16381
- *       datapath.maglevTableSize: Maglev table slots M (prime)
- *   BPFGEN_MAGLEV_IN_MAP = 0
- *       services: scheduler random: no Maglev tables
- *   BPFGEN_MAGLEV_ROWS = 7
- *       services: bpfgen_svc_maglev rows: one per frontend id
- *   BPFGEN_SVC_FRONTENDS = 7
- *       services: frontend ids 0..n-1
- *   BPFGEN_SVC_BACKENDS_TOTAL = 14
- *       services: bpfgen_backends[] (frontends as code): the distinct backend lists, flat
- *   BPFGEN_SVC_SEARCH_STEPS = 3
- *       services: membership binary search: the largest member list has 4
- *   BPFGEN_SVC_DRAINING = 1
- *       EndpointSlices: 4 endpoints (per frontend) listed but not ready: their sessions go on, new flows avoid them (member lists of their own)
- *   BPFGEN_SVC_AFFINITY = 1
- *       services: 1 frontends with sessionAffinity ClientIP: a new flow goes to its client's backend of the last timeoutSeconds (bpfgen_affinity_v4)
- *   BPFGEN_MAGLEV_TABLES = 1
- *       services: bpfgen_maglev[][] (.rodata): the distinct Maglev tables
- *   BPFGEN_SVC_BACKENDS_MAX = 64
- *       services: bpfgen_svc_backends/_members size: 2x the members, power of two, at least 64
- *   BPFGEN_REJECT_NO_BACKEND = 1
- *       services: 2 frontends without backends: TCP answered with a RST, UDP with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend
- *   BPFGEN_SOCK_LB = 1
- *       datapath.socketLB: node processes -> services: cgroup connect4/sendmsg4/recvmsg4/getpeername4 on /sys/fs/cgroup (sock.bpf.o; socket-level DNAT, no per-packet NAT)
- *   BPFGEN_SOCK_CLIENT = __bpf_constant_htonl(0xc6120002)
- *       node.addresses[0]: 198.18.0.2: the client of node processes for ClientIP affinity (the node)
+ * What was specialized, and from which input: the decision table of
+ * node_config.h (36 decisions), which this file includes.
  */
 
 /* Only what these programs use of the shared headers (bpfgen_select.h). */
@@ -110,21 +39,27 @@ __noinline __u32 bpfgen_svc_lookup_inline(__be32 addr, __be16 port, __u8 proto)
 	switch (proto) {
 	case IPPROTO_TCP:
 		switch (addr) {
-		case __bpf_constant_htonl(0xc612800a): /* 198.18.128.10 */
+		/* 198.18.128.10 */
+		case __bpf_constant_htonl(0xc612800a):
 			switch (port) {
-			case __bpf_constant_htons(80): /* frontend #2: ClusterIP 198.18.128.10:80/TCP */
+			/* frontend #2: ClusterIP 198.18.128.10:80/TCP */
+			case __bpf_constant_htons(80):
 				return 2;
 			}
 			break;
-		case __bpf_constant_htonl(0xc612800b): /* 198.18.128.11 */
+		/* 198.18.128.11 */
+		case __bpf_constant_htonl(0xc612800b):
 			switch (port) {
-			case __bpf_constant_htons(80): /* frontend #0: ClusterIP 198.18.128.11:80/TCP */
+			/* frontend #0: ClusterIP 198.18.128.11:80/TCP */
+			case __bpf_constant_htons(80):
 				return 0;
 			}
 			break;
-		case __bpf_constant_htonl(0xc612800c): /* 198.18.128.12 */
+		/* 198.18.128.12 */
+		case __bpf_constant_htonl(0xc612800c):
 			switch (port) {
-			case __bpf_constant_htons(80): /* frontend #6: ClusterIP 198.18.128.12:80/TCP */
+			/* frontend #6: ClusterIP 198.18.128.12:80/TCP */
+			case __bpf_constant_htons(80):
 				return 6;
 			}
 			break;
@@ -132,21 +67,26 @@ __noinline __u32 bpfgen_svc_lookup_inline(__be32 addr, __be16 port, __u8 proto)
 		if (!bpfgen_is_node_addr(addr))
 			break;
 		switch (port) {
-		case __bpf_constant_htons(30080): /* frontend #3: NodePort <node>:30080/TCP */
+		/* frontend #3: NodePort <node>:30080/TCP */
+		case __bpf_constant_htons(30080):
 			return 3;
 		}
 		break;
 	case IPPROTO_UDP:
 		switch (addr) {
-		case __bpf_constant_htonl(0xc612800a): /* 198.18.128.10 */
+		/* 198.18.128.10 */
+		case __bpf_constant_htonl(0xc612800a):
 			switch (port) {
-			case __bpf_constant_htons(53): /* frontend #4: ClusterIP 198.18.128.10:53/UDP */
+			/* frontend #4: ClusterIP 198.18.128.10:53/UDP */
+			case __bpf_constant_htons(53):
 				return 4;
 			}
 			break;
-		case __bpf_constant_htonl(0xc612800b): /* 198.18.128.11 */
+		/* 198.18.128.11 */
+		case __bpf_constant_htonl(0xc612800b):
 			switch (port) {
-			case __bpf_constant_htons(53): /* frontend #1: ClusterIP 198.18.128.11:53/UDP */
+			/* frontend #1: ClusterIP 198.18.128.11:53/UDP */
+			case __bpf_constant_htons(53):
 				return 1;
 			}
 			break;
@@ -154,7 +94,8 @@ __noinline __u32 bpfgen_svc_lookup_inline(__be32 addr, __be16 port, __u8 proto)
 		if (!bpfgen_is_node_addr(addr))
 			break;
 		switch (port) {
-		case __bpf_constant_htons(30080): /* frontend #5: NodePort <node>:30080/UDP */
+		/* frontend #5: NodePort <node>:30080/UDP */
+		case __bpf_constant_htons(30080):
 			return 5;
 		}
 		break;
@@ -166,11 +107,14 @@ __noinline __u32 bpfgen_svc_lookup_inline(__be32 addr, __be16 port, __u8 proto)
 static __always_inline __attribute__((unused)) bool bpfgen_svc_is_vip_inline(__be32 addr)
 {
 	switch (addr) {
-	case __bpf_constant_htonl(0xc612800a): /* 198.18.128.10 */
+	/* 198.18.128.10 */
+	case __bpf_constant_htonl(0xc612800a):
 		return true;
-	case __bpf_constant_htonl(0xc612800b): /* 198.18.128.11 */
+	/* 198.18.128.11 */
+	case __bpf_constant_htonl(0xc612800b):
 		return true;
-	case __bpf_constant_htonl(0xc612800c): /* 198.18.128.12 */
+	/* 198.18.128.12 */
+	case __bpf_constant_htonl(0xc612800c):
 		return true;
 	}
 	return false;
@@ -181,19 +125,63 @@ static __always_inline __attribute__((unused)) bool bpfgen_svc_is_vip_inline(__b
  */
 static const struct bpfgen_svc_value bpfgen_svc_info[7] = {
 	/* #0 ClusterIP 198.18.128.11:80/TCP, default/empty port http: ClusterIP: sources outside cluster.podCIDR; no backends: reject */
-	{ .id = 0, .n_backends = 0, .masq = BPFGEN_MASQ_IF_OUTSIDE, .first = 0, .table = 0 },
+	{
+		.id = 0,
+		.n_backends = 0,
+		.masq = BPFGEN_MASQ_IF_OUTSIDE,
+		.first = 0,
+		.table = 0,
+	},
 	/* #1 ClusterIP 198.18.128.11:53/UDP, default/empty port dns: ClusterIP: sources outside cluster.podCIDR; no backends: reject */
-	{ .id = 1, .n_backends = 0, .masq = BPFGEN_MASQ_IF_OUTSIDE, .first = 0, .table = 0 },
+	{
+		.id = 1,
+		.n_backends = 0,
+		.masq = BPFGEN_MASQ_IF_OUTSIDE,
+		.first = 0,
+		.table = 0,
+	},
 	/* #2 ClusterIP 198.18.128.10:80/TCP, default/web port http: ClusterIP: sources outside cluster.podCIDR */
-	{ .id = 2, .n_backends = 3, .masq = BPFGEN_MASQ_IF_OUTSIDE, .first = 0, .table = 0 },
+	{
+		.id = 2,
+		.n_backends = 3,
+		.masq = BPFGEN_MASQ_IF_OUTSIDE,
+		.first = 0,
+		.table = 0,
+	},
 	/* #3 NodePort <node>:30080/TCP, default/web port http: NodePort with externalTrafficPolicy: Cluster */
-	{ .id = 3, .n_backends = 3, .masq = BPFGEN_MASQ_ALWAYS, .first = 0, .table = 0 },
+	{
+		.id = 3,
+		.n_backends = 3,
+		.masq = BPFGEN_MASQ_ALWAYS,
+		.first = 0,
+		.table = 0,
+	},
 	/* #4 ClusterIP 198.18.128.10:53/UDP, default/web port dns: ClusterIP: sources outside cluster.podCIDR */
-	{ .id = 4, .n_backends = 3, .masq = BPFGEN_MASQ_IF_OUTSIDE, .first = 3, .table = 0 },
+	{
+		.id = 4,
+		.n_backends = 3,
+		.masq = BPFGEN_MASQ_IF_OUTSIDE,
+		.first = 3,
+		.table = 0,
+	},
 	/* #5 NodePort <node>:30080/UDP, default/web port dns: NodePort with externalTrafficPolicy: Cluster */
-	{ .id = 5, .n_backends = 3, .masq = BPFGEN_MASQ_ALWAYS, .first = 3, .table = 0 },
+	{
+		.id = 5,
+		.n_backends = 3,
+		.masq = BPFGEN_MASQ_ALWAYS,
+		.first = 3,
+		.table = 0,
+	},
 	/* #6 ClusterIP 198.18.128.12:80/TCP, default/web-sticky port http: ClusterIP: sources outside cluster.podCIDR; ClientIP affinity 60 s */
-	{ .id = 6, .n_backends = 3, .masq = BPFGEN_MASQ_IF_OUTSIDE, .first = 0, .table = 0, .affinity_s = 60, .affinity_id = 6 },
+	{
+		.id = 6,
+		.n_backends = 3,
+		.masq = BPFGEN_MASQ_IF_OUTSIDE,
+		.first = 0,
+		.table = 0,
+		.affinity_s = 60,
+		.affinity_id = 6,
+	},
 };
 
 /* Every distinct backend list, one after the other, each sorted by address,
@@ -201,20 +189,34 @@ static const struct bpfgen_svc_value bpfgen_svc_info[7] = {
  * (backends + endpoints listed but not ready) of the frontends that have draining ones.
  */
 static const struct bpfgen_backend bpfgen_backends[BPFGEN_SVC_BACKENDS_TOTAL] = {
-	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(8080) }, /* [0] #2 backend[0] 198.19.1.5:8080 (local) */
-	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(8080) }, /* [1] #2 backend[1] 198.19.2.13:8080 */
-	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(8080) }, /* [2] #2 backend[2] 198.19.3.7:8080 */
-	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(5353) }, /* [3] #4 backend[0] 198.19.1.5:5353 (local) */
-	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(5353) }, /* [4] #4 backend[1] 198.19.2.13:5353 */
-	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(5353) }, /* [5] #4 backend[2] 198.19.3.7:5353 */
-	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(8080) }, /* [6] #2 member[0] 198.19.1.5:8080 (local) */
-	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(8080) }, /* [7] #2 member[1] 198.19.2.13:8080 */
-	{ .addr = __bpf_constant_htonl(0xc6130214), .port = __bpf_constant_htons(8080) }, /* [8] #2 member[2] 198.19.2.20:8080 */
-	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(8080) }, /* [9] #2 member[3] 198.19.3.7:8080 */
-	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(5353) }, /* [10] #4 member[0] 198.19.1.5:5353 (local) */
-	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(5353) }, /* [11] #4 member[1] 198.19.2.13:5353 */
-	{ .addr = __bpf_constant_htonl(0xc6130214), .port = __bpf_constant_htons(5353) }, /* [12] #4 member[2] 198.19.2.20:5353 */
-	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(5353) }, /* [13] #4 member[3] 198.19.3.7:5353 */
+	/* [0] #2 backend[0] 198.19.1.5:8080 (local) */
+	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(8080) },
+	/* [1] #2 backend[1] 198.19.2.13:8080 */
+	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(8080) },
+	/* [2] #2 backend[2] 198.19.3.7:8080 */
+	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(8080) },
+	/* [3] #4 backend[0] 198.19.1.5:5353 (local) */
+	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(5353) },
+	/* [4] #4 backend[1] 198.19.2.13:5353 */
+	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(5353) },
+	/* [5] #4 backend[2] 198.19.3.7:5353 */
+	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(5353) },
+	/* [6] #2 member[0] 198.19.1.5:8080 (local) */
+	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(8080) },
+	/* [7] #2 member[1] 198.19.2.13:8080 */
+	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(8080) },
+	/* [8] #2 member[2] 198.19.2.20:8080 */
+	{ .addr = __bpf_constant_htonl(0xc6130214), .port = __bpf_constant_htons(8080) },
+	/* [9] #2 member[3] 198.19.3.7:8080 */
+	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(8080) },
+	/* [10] #4 member[0] 198.19.1.5:5353 (local) */
+	{ .addr = __bpf_constant_htonl(0xc6130105), .port = __bpf_constant_htons(5353) },
+	/* [11] #4 member[1] 198.19.2.13:5353 */
+	{ .addr = __bpf_constant_htonl(0xc613020d), .port = __bpf_constant_htons(5353) },
+	/* [12] #4 member[2] 198.19.2.20:5353 */
+	{ .addr = __bpf_constant_htonl(0xc6130214), .port = __bpf_constant_htons(5353) },
+	/* [13] #4 member[3] 198.19.3.7:5353 */
+	{ .addr = __bpf_constant_htonl(0xc6130307), .port = __bpf_constant_htons(5353) },
 };
 
 /* Per frontend id: its member list, [first, first + n) of bpfgen_backends[]: a

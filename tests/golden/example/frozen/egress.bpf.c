@@ -4,48 +4,8 @@
  * Program egress (tc egress): SNAT for service traffic that needs it.
  * Node node-a, mode ipvs, frozen build.
  *
- * What was specialized, and from which input ("load time": read from the
- * const volatile bpfgen_cfg, a constant to the verifier, not to clang):
- *   BPFGEN_SNAT_PORT_MIN = (bpfgen_cfg.snat_port_min) (load time)
- *       snat.portRange[0]: first SNAT port
- *   BPFGEN_SNAT_PORT_COUNT = (bpfgen_cfg.snat_port_count) (load time)
- *       snat.portRange: ports in the SNAT range; a constant modulus becomes a multiply
- *   BPFGEN_CLUSTER_POD_NET = (bpfgen_cfg.cluster_pod_net) (load time)
- *       cluster.podCIDR: 198.19.0.0/16: pods keep their source to ClusterIPs
- *   BPFGEN_CLUSTER_POD_MASK = (bpfgen_cfg.cluster_pod_mask) (load time)
- *       cluster.podCIDR: /16
- *   BPFGEN_SERVICE_NET = (bpfgen_cfg.service_net) (load time)
- *       cluster.serviceCIDR: 198.18.128.0/17: VIP sources are node processes
- *   BPFGEN_SERVICE_MASK = (bpfgen_cfg.service_mask) (load time)
- *       cluster.serviceCIDR: /17
- *   BPFGEN_MARK = (bpfgen_cfg.mark) (load time)
- *       snat.mark: skb->mark bit: ingress asks egress to SNAT
- *   BPFGEN_HASH_SEED = (bpfgen_cfg.hash_seed) (load time)
- *       config sha256: port-allocation hash seed, stable per config
- *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = (bpfgen_cfg.timeout_tcp_established_ns) (load time)
- *       snat.timeouts.tcpEstablished: 7440s idle
- *   BPFGEN_TIMEOUT_TCP_TRANSITORY_NS = (bpfgen_cfg.timeout_tcp_transitory_ns) (load time)
- *       snat.timeouts.tcpTransitory: 240s idle (not yet answered, or half-closed)
- *   BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS = (bpfgen_cfg.timeout_tcp_time_wait_ns) (load time)
- *       snat.timeouts.tcpTimeWait: 120s idle (closed; the far side may hold TIME_WAIT)
- *   BPFGEN_TIMEOUT_TCP_CLOSE_NS = (bpfgen_cfg.timeout_tcp_close_ns) (load time)
- *       snat.timeouts.tcpClose: 10s idle (after a RST)
- *   BPFGEN_TIMEOUT_UDP_NS = (bpfgen_cfg.timeout_udp_ns) (load time)
- *       snat.timeouts.udp: 300s idle
- *   BPFGEN_TIMEOUT_ICMP_NS = (bpfgen_cfg.timeout_icmp_ns) (load time)
- *       snat.timeouts.icmp: 60s idle
- *   BPFGEN_PROTO_TCP = (bpfgen_cfg.proto_tcp) (load time)
- *       services: TCP path kept: a service uses TCP
- *   BPFGEN_PROTO_UDP = (bpfgen_cfg.proto_udp) (load time)
- *       services: UDP path kept: a service uses UDP
- *   BPFGEN_PROTO_ICMP = (bpfgen_cfg.proto_icmp) (load time)
- *       features.icmpEcho: ICMP echo translation kept
- *   BPFGEN_SNAT_MAX_SESSIONS = 65536
- *       snat.maxSessions: size of bpfgen_snat_v4 and bpfgen_rsnat_v4
- *   BPFGEN_FRONTENDS_IN_MAP = 1
- *       services: frozen build: frontends always in a map
- *   BPFGEN_FRONTENDS_MAX = 64
- *       services: bpfgen_frontends size: 2x the frontends, power of two, at least 64
+ * What was specialized, and from which input: the decision table of
+ * node_config.h (20 decisions), which this file includes.
  */
 
 #define BPFGEN_SNAT_ALLOCATES 1 /* bpfgen_nat.h: the port search */

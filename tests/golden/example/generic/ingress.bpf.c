@@ -4,47 +4,8 @@
  * Program ingress (tc ingress): reverse SNAT, then mark what egress must SNAT.
  * Node node-a, mode ipvs, generic build.
  *
- * What was specialized, and from which input ("run time": read from bpfgen_cfg):
- *   BPFGEN_SNAT_PORT_MIN = (bpfgen_cfg.snat_port_min) (run time)
- *       snat.portRange[0]: first SNAT port
- *   BPFGEN_SNAT_PORT_COUNT = (bpfgen_cfg.snat_port_count) (run time)
- *       snat.portRange: ports in the SNAT range; a constant modulus becomes a multiply
- *   BPFGEN_CLUSTER_POD_NET = (bpfgen_cfg.cluster_pod_net) (run time)
- *       cluster.podCIDR: 198.19.0.0/16: pods keep their source to ClusterIPs
- *   BPFGEN_CLUSTER_POD_MASK = (bpfgen_cfg.cluster_pod_mask) (run time)
- *       cluster.podCIDR: /16
- *   BPFGEN_SERVICE_NET = (bpfgen_cfg.service_net) (run time)
- *       cluster.serviceCIDR: 198.18.128.0/17: VIP sources are node processes
- *   BPFGEN_SERVICE_MASK = (bpfgen_cfg.service_mask) (run time)
- *       cluster.serviceCIDR: /17
- *   BPFGEN_MARK = (bpfgen_cfg.mark) (run time)
- *       snat.mark: skb->mark bit: ingress asks egress to SNAT
- *   BPFGEN_HASH_SEED = (bpfgen_cfg.hash_seed) (run time)
- *       config sha256: port-allocation hash seed, stable per config
- *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = (bpfgen_cfg.timeout_tcp_established_ns) (run time)
- *       snat.timeouts.tcpEstablished: 7440s idle
- *   BPFGEN_TIMEOUT_TCP_TRANSITORY_NS = (bpfgen_cfg.timeout_tcp_transitory_ns) (run time)
- *       snat.timeouts.tcpTransitory: 240s idle (not yet answered, or half-closed)
- *   BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS = (bpfgen_cfg.timeout_tcp_time_wait_ns) (run time)
- *       snat.timeouts.tcpTimeWait: 120s idle (closed; the far side may hold TIME_WAIT)
- *   BPFGEN_TIMEOUT_TCP_CLOSE_NS = (bpfgen_cfg.timeout_tcp_close_ns) (run time)
- *       snat.timeouts.tcpClose: 10s idle (after a RST)
- *   BPFGEN_TIMEOUT_UDP_NS = (bpfgen_cfg.timeout_udp_ns) (run time)
- *       snat.timeouts.udp: 300s idle
- *   BPFGEN_TIMEOUT_ICMP_NS = (bpfgen_cfg.timeout_icmp_ns) (run time)
- *       snat.timeouts.icmp: 60s idle
- *   BPFGEN_PROTO_TCP = (bpfgen_cfg.proto_tcp) (run time)
- *       services: TCP path kept: a service uses TCP
- *   BPFGEN_PROTO_UDP = (bpfgen_cfg.proto_udp) (run time)
- *       services: UDP path kept: a service uses UDP
- *   BPFGEN_PROTO_ICMP = (bpfgen_cfg.proto_icmp) (run time)
- *       features.icmpEcho: ICMP echo translation kept
- *   BPFGEN_SNAT_MAX_SESSIONS = 65536
- *       snat.maxSessions: size of bpfgen_snat_v4 and bpfgen_rsnat_v4
- *   BPFGEN_FRONTENDS_IN_MAP = 1
- *       services: generic build: frontends always in a map
- *   BPFGEN_FRONTENDS_MAX = 64
- *       services: bpfgen_frontends size: 2x the frontends, power of two, at least 64
+ * What was specialized, and from which input: the decision table of
+ * node_config.h (20 decisions), which this file includes.
  */
 
 #include "node_config.h"

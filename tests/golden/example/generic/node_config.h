@@ -4,11 +4,12 @@
  * Node configuration: every specialized value of this build, in one place.
  * Node node-a, mode ipvs, generic build.
  *
- * What was specialized, and from which input ("run time": read from bpfgen_cfg):
+ * What was specialized, and from which input ("run time": read from
+ * bpfgen_cfg on every packet; every other value is a C constant):
  *   BPFGEN_SNAT_PORT_MIN = (bpfgen_cfg.snat_port_min) (run time)
  *       snat.portRange[0]: first SNAT port
  *   BPFGEN_SNAT_PORT_COUNT = (bpfgen_cfg.snat_port_count) (run time)
- *       snat.portRange: ports in the SNAT range; a constant modulus becomes a multiply
+ *       snat.portRange: ports in the SNAT range: the port search's modulus
  *   BPFGEN_CLUSTER_POD_NET = (bpfgen_cfg.cluster_pod_net) (run time)
  *       cluster.podCIDR: 198.19.0.0/16: pods keep their source to ClusterIPs
  *   BPFGEN_CLUSTER_POD_MASK = (bpfgen_cfg.cluster_pod_mask) (run time)
@@ -63,26 +64,46 @@
  */
 struct bpfgen_config bpfgen_cfg;
 
-#define BPFGEN_SNAT_PORT_MIN (bpfgen_cfg.snat_port_min) /* snat.portRange[0] */
-#define BPFGEN_SNAT_PORT_COUNT (bpfgen_cfg.snat_port_count) /* snat.portRange */
-#define BPFGEN_CLUSTER_POD_NET (bpfgen_cfg.cluster_pod_net) /* cluster.podCIDR */
-#define BPFGEN_CLUSTER_POD_MASK (bpfgen_cfg.cluster_pod_mask) /* cluster.podCIDR */
-#define BPFGEN_SERVICE_NET (bpfgen_cfg.service_net) /* cluster.serviceCIDR */
-#define BPFGEN_SERVICE_MASK (bpfgen_cfg.service_mask) /* cluster.serviceCIDR */
-#define BPFGEN_MARK (bpfgen_cfg.mark) /* snat.mark */
-#define BPFGEN_HASH_SEED (bpfgen_cfg.hash_seed) /* config sha256 */
-#define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS (bpfgen_cfg.timeout_tcp_established_ns) /* snat.timeouts.tcpEstablished */
-#define BPFGEN_TIMEOUT_TCP_TRANSITORY_NS (bpfgen_cfg.timeout_tcp_transitory_ns) /* snat.timeouts.tcpTransitory */
-#define BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS (bpfgen_cfg.timeout_tcp_time_wait_ns) /* snat.timeouts.tcpTimeWait */
-#define BPFGEN_TIMEOUT_TCP_CLOSE_NS (bpfgen_cfg.timeout_tcp_close_ns) /* snat.timeouts.tcpClose */
-#define BPFGEN_TIMEOUT_UDP_NS (bpfgen_cfg.timeout_udp_ns) /* snat.timeouts.udp */
-#define BPFGEN_TIMEOUT_ICMP_NS (bpfgen_cfg.timeout_icmp_ns) /* snat.timeouts.icmp */
-#define BPFGEN_PROTO_TCP (bpfgen_cfg.proto_tcp) /* services */
-#define BPFGEN_PROTO_UDP (bpfgen_cfg.proto_udp) /* services */
-#define BPFGEN_PROTO_ICMP (bpfgen_cfg.proto_icmp) /* features.icmpEcho */
-#define BPFGEN_SNAT_MAX_SESSIONS 65536 /* snat.maxSessions */
-#define BPFGEN_FRONTENDS_IN_MAP 1 /* services */
-#define BPFGEN_FRONTENDS_MAX 64 /* services */
+/* snat.portRange[0] */
+#define BPFGEN_SNAT_PORT_MIN (bpfgen_cfg.snat_port_min)
+/* snat.portRange */
+#define BPFGEN_SNAT_PORT_COUNT (bpfgen_cfg.snat_port_count)
+/* cluster.podCIDR */
+#define BPFGEN_CLUSTER_POD_NET (bpfgen_cfg.cluster_pod_net)
+/* cluster.podCIDR */
+#define BPFGEN_CLUSTER_POD_MASK (bpfgen_cfg.cluster_pod_mask)
+/* cluster.serviceCIDR */
+#define BPFGEN_SERVICE_NET (bpfgen_cfg.service_net)
+/* cluster.serviceCIDR */
+#define BPFGEN_SERVICE_MASK (bpfgen_cfg.service_mask)
+/* snat.mark */
+#define BPFGEN_MARK (bpfgen_cfg.mark)
+/* config sha256 */
+#define BPFGEN_HASH_SEED (bpfgen_cfg.hash_seed)
+/* snat.timeouts.tcpEstablished */
+#define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS (bpfgen_cfg.timeout_tcp_established_ns)
+/* snat.timeouts.tcpTransitory */
+#define BPFGEN_TIMEOUT_TCP_TRANSITORY_NS (bpfgen_cfg.timeout_tcp_transitory_ns)
+/* snat.timeouts.tcpTimeWait */
+#define BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS (bpfgen_cfg.timeout_tcp_time_wait_ns)
+/* snat.timeouts.tcpClose */
+#define BPFGEN_TIMEOUT_TCP_CLOSE_NS (bpfgen_cfg.timeout_tcp_close_ns)
+/* snat.timeouts.udp */
+#define BPFGEN_TIMEOUT_UDP_NS (bpfgen_cfg.timeout_udp_ns)
+/* snat.timeouts.icmp */
+#define BPFGEN_TIMEOUT_ICMP_NS (bpfgen_cfg.timeout_icmp_ns)
+/* services */
+#define BPFGEN_PROTO_TCP (bpfgen_cfg.proto_tcp)
+/* services */
+#define BPFGEN_PROTO_UDP (bpfgen_cfg.proto_udp)
+/* features.icmpEcho */
+#define BPFGEN_PROTO_ICMP (bpfgen_cfg.proto_icmp)
+/* snat.maxSessions */
+#define BPFGEN_SNAT_MAX_SESSIONS 65536
+/* services */
+#define BPFGEN_FRONTENDS_IN_MAP 1
+/* services */
+#define BPFGEN_FRONTENDS_MAX 64
 
 /* Is @a one of this node's addresses (SNAT sources, NodePort listeners)? */
 static __always_inline bool bpfgen_is_node_addr(__be32 a)

@@ -4,47 +4,8 @@
  * Program ingress (tc ingress): reverse SNAT, then mark what egress must SNAT.
  * Node node-a, mode ipvs, specialized build.
  *
- * What was specialized, and from which input ("run time": read from bpfgen_cfg):
- *   BPFGEN_SNAT_PORT_MIN = 20000
- *       snat.portRange[0]: first SNAT port
- *   BPFGEN_SNAT_PORT_COUNT = 10000
- *       snat.portRange: ports in the SNAT range; a constant modulus becomes a multiply
- *   BPFGEN_CLUSTER_POD_NET = __bpf_constant_htonl(0xc6130000)
- *       cluster.podCIDR: 198.19.0.0/16: pods keep their source to ClusterIPs
- *   BPFGEN_CLUSTER_POD_MASK = __bpf_constant_htonl(0xffff0000)
- *       cluster.podCIDR: /16
- *   BPFGEN_SERVICE_NET = __bpf_constant_htonl(0xc6128000)
- *       cluster.serviceCIDR: 198.18.128.0/17: VIP sources are node processes
- *   BPFGEN_SERVICE_MASK = __bpf_constant_htonl(0xffff8000)
- *       cluster.serviceCIDR: /17
- *   BPFGEN_MARK = 0x4000U
- *       snat.mark: skb->mark bit: ingress asks egress to SNAT
- *   BPFGEN_HASH_SEED = 0xd4567150U
- *       config sha256: port-allocation hash seed, stable per config
- *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = 7440000000000ULL
- *       snat.timeouts.tcpEstablished: 7440s idle
- *   BPFGEN_TIMEOUT_TCP_TRANSITORY_NS = 240000000000ULL
- *       snat.timeouts.tcpTransitory: 240s idle (not yet answered, or half-closed)
- *   BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS = 120000000000ULL
- *       snat.timeouts.tcpTimeWait: 120s idle (closed; the far side may hold TIME_WAIT)
- *   BPFGEN_TIMEOUT_TCP_CLOSE_NS = 10000000000ULL
- *       snat.timeouts.tcpClose: 10s idle (after a RST)
- *   BPFGEN_TIMEOUT_UDP_NS = 300000000000ULL
- *       snat.timeouts.udp: 300s idle
- *   BPFGEN_TIMEOUT_ICMP_NS = 60000000000ULL
- *       snat.timeouts.icmp: 60s idle
- *   BPFGEN_PROTO_TCP = 1
- *       services: TCP path kept: a service uses TCP
- *   BPFGEN_PROTO_UDP = 1
- *       services: UDP path kept: a service uses UDP
- *   BPFGEN_PROTO_ICMP = 1
- *       features.icmpEcho: ICMP echo translation kept
- *   BPFGEN_SNAT_MAX_SESSIONS = 65536
- *       snat.maxSessions: size of bpfgen_snat_v4 and bpfgen_rsnat_v4
- *   BPFGEN_FRONTENDS_IN_MAP = 0
- *       services: 13 frontends <= 64: matched as code
- *   BPFGEN_FRONTENDS_MAX = 64
- *       services: bpfgen_frontends size: 2x the frontends, power of two, at least 64
+ * What was specialized, and from which input: the decision table of
+ * node_config.h (20 decisions), which this file includes.
  */
 
 #include "node_config.h"

@@ -4,11 +4,11 @@
  * Node configuration: every specialized value of this build, in one place.
  * Node node-a, mode ipvs, specialized build.
  *
- * What was specialized, and from which input ("run time": read from bpfgen_cfg):
+ * What was specialized, and from which input (every value a C constant):
  *   BPFGEN_SNAT_PORT_MIN = 20000
  *       snat.portRange[0]: first SNAT port
  *   BPFGEN_SNAT_PORT_COUNT = 10000
- *       snat.portRange: ports in the SNAT range; a constant modulus becomes a multiply
+ *       snat.portRange: ports in the SNAT range: the port search's modulus
  *   BPFGEN_CLUSTER_POD_NET = __bpf_constant_htonl(0xc6130000)
  *       cluster.podCIDR: 198.19.0.0/16: pods keep their source to ClusterIPs
  *   BPFGEN_CLUSTER_POD_MASK = __bpf_constant_htonl(0xffff0000)
@@ -44,7 +44,7 @@
  *   BPFGEN_FRONTENDS_IN_MAP = 0
  *       services: 13 frontends <= 64: matched as code
  *   BPFGEN_FRONTENDS_MAX = 64
- *       services: bpfgen_frontends size: 2x the frontends, power of two, at least 64
+ *       services: unused: frontends as code, no bpfgen_frontends map
  */
 
 #ifndef BPFGEN_NODE_CONFIG_H
@@ -57,26 +57,46 @@
 
 #include "bpfgen_types.h"
 
-#define BPFGEN_SNAT_PORT_MIN 20000 /* snat.portRange[0] */
-#define BPFGEN_SNAT_PORT_COUNT 10000 /* snat.portRange */
-#define BPFGEN_CLUSTER_POD_NET __bpf_constant_htonl(0xc6130000) /* cluster.podCIDR */
-#define BPFGEN_CLUSTER_POD_MASK __bpf_constant_htonl(0xffff0000) /* cluster.podCIDR */
-#define BPFGEN_SERVICE_NET __bpf_constant_htonl(0xc6128000) /* cluster.serviceCIDR */
-#define BPFGEN_SERVICE_MASK __bpf_constant_htonl(0xffff8000) /* cluster.serviceCIDR */
-#define BPFGEN_MARK 0x4000U /* snat.mark */
-#define BPFGEN_HASH_SEED 0xd4567150U /* config sha256 */
-#define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS 7440000000000ULL /* snat.timeouts.tcpEstablished */
-#define BPFGEN_TIMEOUT_TCP_TRANSITORY_NS 240000000000ULL /* snat.timeouts.tcpTransitory */
-#define BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS 120000000000ULL /* snat.timeouts.tcpTimeWait */
-#define BPFGEN_TIMEOUT_TCP_CLOSE_NS 10000000000ULL /* snat.timeouts.tcpClose */
-#define BPFGEN_TIMEOUT_UDP_NS 300000000000ULL /* snat.timeouts.udp */
-#define BPFGEN_TIMEOUT_ICMP_NS 60000000000ULL /* snat.timeouts.icmp */
-#define BPFGEN_PROTO_TCP 1 /* services */
-#define BPFGEN_PROTO_UDP 1 /* services */
-#define BPFGEN_PROTO_ICMP 1 /* features.icmpEcho */
-#define BPFGEN_SNAT_MAX_SESSIONS 65536 /* snat.maxSessions */
-#define BPFGEN_FRONTENDS_IN_MAP 0 /* services */
-#define BPFGEN_FRONTENDS_MAX 64 /* services */
+/* snat.portRange[0] */
+#define BPFGEN_SNAT_PORT_MIN 20000
+/* snat.portRange */
+#define BPFGEN_SNAT_PORT_COUNT 10000
+/* cluster.podCIDR */
+#define BPFGEN_CLUSTER_POD_NET __bpf_constant_htonl(0xc6130000)
+/* cluster.podCIDR */
+#define BPFGEN_CLUSTER_POD_MASK __bpf_constant_htonl(0xffff0000)
+/* cluster.serviceCIDR */
+#define BPFGEN_SERVICE_NET __bpf_constant_htonl(0xc6128000)
+/* cluster.serviceCIDR */
+#define BPFGEN_SERVICE_MASK __bpf_constant_htonl(0xffff8000)
+/* snat.mark */
+#define BPFGEN_MARK 0x4000U
+/* config sha256 */
+#define BPFGEN_HASH_SEED 0xd4567150U
+/* snat.timeouts.tcpEstablished */
+#define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS 7440000000000ULL
+/* snat.timeouts.tcpTransitory */
+#define BPFGEN_TIMEOUT_TCP_TRANSITORY_NS 240000000000ULL
+/* snat.timeouts.tcpTimeWait */
+#define BPFGEN_TIMEOUT_TCP_TIME_WAIT_NS 120000000000ULL
+/* snat.timeouts.tcpClose */
+#define BPFGEN_TIMEOUT_TCP_CLOSE_NS 10000000000ULL
+/* snat.timeouts.udp */
+#define BPFGEN_TIMEOUT_UDP_NS 300000000000ULL
+/* snat.timeouts.icmp */
+#define BPFGEN_TIMEOUT_ICMP_NS 60000000000ULL
+/* services */
+#define BPFGEN_PROTO_TCP 1
+/* services */
+#define BPFGEN_PROTO_UDP 1
+/* features.icmpEcho */
+#define BPFGEN_PROTO_ICMP 1
+/* snat.maxSessions */
+#define BPFGEN_SNAT_MAX_SESSIONS 65536
+/* services */
+#define BPFGEN_FRONTENDS_IN_MAP 0
+/* services */
+#define BPFGEN_FRONTENDS_MAX 64
 
 /* Is @a one of this node's addresses (SNAT sources, NodePort listeners)? */
 static __always_inline bool bpfgen_is_node_addr(__be32 a)
@@ -104,45 +124,60 @@ static __always_inline __u8 bpfgen_frontend_masq_inline(__be32 addr, __be16 port
 	switch (proto) {
 	case IPPROTO_TCP:
 		switch (addr) {
-		case __bpf_constant_htonl(0xc612400a): /* 198.18.64.10 */
+		/* 198.18.64.10 */
+		case __bpf_constant_htonl(0xc612400a):
 			switch (port) {
-			case __bpf_constant_htons(80): /* frontend #9: LoadBalancer 198.18.64.10:80/TCP */
+			/* frontend #9: LoadBalancer 198.18.64.10:80/TCP */
+			case __bpf_constant_htons(80):
 				return BPFGEN_MASQ_ALWAYS;
-			case __bpf_constant_htons(443): /* frontend #12: LoadBalancer 198.18.64.10:443/TCP */
+			/* frontend #12: LoadBalancer 198.18.64.10:443/TCP */
+			case __bpf_constant_htons(443):
 				return BPFGEN_MASQ_ALWAYS;
 			}
 			break;
-		case __bpf_constant_htonl(0xc6128001): /* 198.18.128.1 */
+		/* 198.18.128.1 */
+		case __bpf_constant_htonl(0xc6128001):
 			switch (port) {
-			case __bpf_constant_htons(443): /* frontend #0: ClusterIP 198.18.128.1:443/TCP */
+			/* frontend #0: ClusterIP 198.18.128.1:443/TCP */
+			case __bpf_constant_htons(443):
 				return BPFGEN_MASQ_IF_OUTSIDE;
 			}
 			break;
-		case __bpf_constant_htonl(0xc612800a): /* 198.18.128.10 */
+		/* 198.18.128.10 */
+		case __bpf_constant_htonl(0xc612800a):
 			switch (port) {
-			case __bpf_constant_htons(53): /* frontend #3: ClusterIP 198.18.128.10:53/TCP */
+			/* frontend #3: ClusterIP 198.18.128.10:53/TCP */
+			case __bpf_constant_htons(53):
 				return BPFGEN_MASQ_IF_OUTSIDE;
-			case __bpf_constant_htons(9153): /* frontend #4: ClusterIP 198.18.128.10:9153/TCP */
+			/* frontend #4: ClusterIP 198.18.128.10:9153/TCP */
+			case __bpf_constant_htons(9153):
 				return BPFGEN_MASQ_IF_OUTSIDE;
 			}
 			break;
-		case __bpf_constant_htonl(0xc6128507): /* 198.18.133.7 */
+		/* 198.18.133.7 */
+		case __bpf_constant_htonl(0xc6128507):
 			switch (port) {
-			case __bpf_constant_htons(8080): /* frontend #5: ClusterIP 198.18.133.7:8080/TCP */
+			/* frontend #5: ClusterIP 198.18.133.7:8080/TCP */
+			case __bpf_constant_htons(8080):
 				return BPFGEN_MASQ_IF_OUTSIDE;
 			}
 			break;
-		case __bpf_constant_htonl(0xc6128c17): /* 198.18.140.23 */
+		/* 198.18.140.23 */
+		case __bpf_constant_htonl(0xc6128c17):
 			switch (port) {
-			case __bpf_constant_htons(80): /* frontend #1: ClusterIP 198.18.140.23:80/TCP */
+			/* frontend #1: ClusterIP 198.18.140.23:80/TCP */
+			case __bpf_constant_htons(80):
 				return BPFGEN_MASQ_IF_OUTSIDE;
 			}
 			break;
-		case __bpf_constant_htonl(0xc6129663): /* 198.18.150.99 */
+		/* 198.18.150.99 */
+		case __bpf_constant_htonl(0xc6129663):
 			switch (port) {
-			case __bpf_constant_htons(80): /* frontend #7: ClusterIP 198.18.150.99:80/TCP */
+			/* frontend #7: ClusterIP 198.18.150.99:80/TCP */
+			case __bpf_constant_htons(80):
 				return BPFGEN_MASQ_IF_OUTSIDE;
-			case __bpf_constant_htons(443): /* frontend #10: ClusterIP 198.18.150.99:443/TCP */
+			/* frontend #10: ClusterIP 198.18.150.99:443/TCP */
+			case __bpf_constant_htons(443):
 				return BPFGEN_MASQ_IF_OUTSIDE;
 			}
 			break;
@@ -150,19 +185,24 @@ static __always_inline __u8 bpfgen_frontend_masq_inline(__be32 addr, __be16 port
 		if (!bpfgen_is_node_addr(addr))
 			break;
 		switch (port) {
-		case __bpf_constant_htons(30080): /* frontend #6: NodePort <node>:30080/TCP */
+		/* frontend #6: NodePort <node>:30080/TCP */
+		case __bpf_constant_htons(30080):
 			return BPFGEN_MASQ_NEVER;
-		case __bpf_constant_htons(31380): /* frontend #8: NodePort <node>:31380/TCP */
+		/* frontend #8: NodePort <node>:31380/TCP */
+		case __bpf_constant_htons(31380):
 			return BPFGEN_MASQ_ALWAYS;
-		case __bpf_constant_htons(31443): /* frontend #11: NodePort <node>:31443/TCP */
+		/* frontend #11: NodePort <node>:31443/TCP */
+		case __bpf_constant_htons(31443):
 			return BPFGEN_MASQ_ALWAYS;
 		}
 		break;
 	case IPPROTO_UDP:
 		switch (addr) {
-		case __bpf_constant_htonl(0xc612800a): /* 198.18.128.10 */
+		/* 198.18.128.10 */
+		case __bpf_constant_htonl(0xc612800a):
 			switch (port) {
-			case __bpf_constant_htons(53): /* frontend #2: ClusterIP 198.18.128.10:53/UDP */
+			/* frontend #2: ClusterIP 198.18.128.10:53/UDP */
+			case __bpf_constant_htons(53):
 				return BPFGEN_MASQ_IF_OUTSIDE;
 			}
 			break;
