@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BPFGEN := $(VENV)/bin/bpfgen
 APT_PACKAGES := clang-19 clang-format-19 llvm-19 libbpf-dev libbpf1 bpftool iproute2 nftables conntrack \
 	ethtool ipvsadm tcpdump kmod python3-venv \
-	qemu-system-x86 busybox-static file udev
+	qemu-system-x86 busybox-static file udev python3-bpfcc linux-headers-amd64
 # The second kernel of the test matrix: Debian 12's 6.1 LTS image, unpacked
 # under .vm/ (not installed), booted with virtme-ng (pip, in the venv).
 STAMP_VM := .vm/.setup.stamp

@@ -1,4 +1,4 @@
-"""The runtime's subcommands: up, sync, status, down. It only parses and prints.
+"""The runtime's subcommands: up, sync, status, down, trace. It only parses and prints.
 
 bpfgen/cli.py adds them with `add_subcommands(sub)` and hands their parsed
 arguments to `dispatch(args)`. For `sync`, the compiler's CLI adds --services and
@@ -22,11 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import trace
 from .lock import EXIT_LOCKED
 from .node import BPFFS, Options, Report, down, status, sync, up
 from .state import RUN_DIR
 
-RUNTIME_COMMANDS = ("up", "sync", "status", "down")
+RUNTIME_COMMANDS = ("up", "sync", "status", "down", "trace")
 EXIT_DIFFERS = 3  # status: not up, or the live state is not what the record and build say
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell shows for a process SIGPIPE killed
 #: Test only (docs/testing.md): a non-empty value other than "0" runs the verbs as
@@ -124,7 +125,7 @@ def add_build_dir(p: argparse.ArgumentParser) -> None:
 
 
 def add_subcommands(sub: Any) -> dict[str, argparse.ArgumentParser]:
-    """Add up/sync/status/down to an argparse subparsers object; their parsers by name
+    """Add up/sync/status/down/trace to an argparse subparsers object; their parsers by name
     (bpfgen's CLI adds sync's rebuild inputs to its parser)."""
     u = add_command(
         sub,
@@ -182,7 +183,19 @@ def add_subcommands(sub: Any) -> dict[str, argparse.ArgumentParser]:
     )
     _netns(d)
     _report_json(d)
-    return {"up": u, "sync": s, "status": st, "down": d}
+
+    t = add_command(
+        sub,
+        "trace",
+        "follow a Service's packets through the kernel: drops, routes, bpfgen's verdicts",
+        "Why a Service does not answer: each packet to or from a VIP or a backend that the "
+        "kernel drops (the drop reason), fails to route or to resolve, and bpfgen's own drop "
+        "reasons, one line each, from every namespace. Needs bcc (Debian: python3-bpfcc).",
+        trace.EXIT_CODES,
+    )
+    trace.add_arguments(t)
+    _netns(t)
+    return {"up": u, "sync": s, "status": st, "down": d, "trace": t}
 
 
 def _cgroup(p: argparse.ArgumentParser) -> None:
@@ -283,6 +296,8 @@ def dispatch(args: argparse.Namespace) -> int:
         _print_report("sync", sync(args.dir, opts), args.json, where)
     elif args.command == "down":
         _print_report("down", down(opts), args.json, where)
+    elif args.command == "trace":
+        return trace.run(args, opts)
     elif args.command == "status":
         info = status(opts)
         if args.json:

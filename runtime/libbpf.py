@@ -308,6 +308,12 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_link_update": (c_int, [c_int, c_int, c_void_p]),
     "bpf_link_detach": (c_int, [c_int]),
     "bpf_map_create": (c_int, [c_int, ctypes.c_char_p, c_uint32, c_uint32, c_uint32, c_void_p]),
+    # The kernel's BTF (kbtf.py, for bpfgen trace)
+    "btf__load_vmlinux_btf": (c_void_p, []),
+    "btf__free": (None, [c_void_p]),
+    "btf__find_by_name_kind": (c_int, [c_void_p, c_char_p, c_uint32]),
+    "btf__type_by_id": (c_void_p, [c_void_p, c_uint32]),
+    "btf__name_by_offset": (c_char_p, [c_void_p, c_uint32]),
 }
 
 
@@ -708,3 +714,30 @@ def bpf_link_update(link_fd: int, new_prog_fd: int) -> None:
 def bpf_link_detach(link_fd: int) -> None:
     """Detach the link from its hook now (the link object stays until its last reference)."""
     _check(_lib().bpf_link_detach(link_fd))
+
+
+# -- BTF (struct btf *: an opaque handle) ---------------------------------------------------
+
+
+def btf__load_vmlinux_btf() -> int:
+    """The running kernel's BTF (/sys/kernel/btf/vmlinux); free it with btf__free."""
+    return _check_ptr(_lib().btf__load_vmlinux_btf())
+
+
+def btf__free(btf: int) -> None:
+    _lib().btf__free(btf)
+
+
+def btf__find_by_name_kind(btf: int, name: str, kind: int) -> int | None:
+    """The type id of `name` of BTF kind `kind`; None when there is none."""
+    type_id: int = _lib().btf__find_by_name_kind(btf, name.encode(), kind)
+    return type_id if type_id > 0 else None
+
+
+def btf__type_by_id(btf: int, type_id: int) -> int:
+    """The address of the type's `struct btf_type` (its members follow it)."""
+    return _check_ptr(_lib().btf__type_by_id(btf, type_id))
+
+
+def btf__name_by_offset(btf: int, offset: int) -> str:
+    return _decode(_lib().btf__name_by_offset(btf, offset))

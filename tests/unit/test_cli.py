@@ -20,7 +20,7 @@ from bpfgen_runtime import cli as runtime_cli
 from bpfgen_runtime.replay import verdict_name
 
 RUNTIME_VERBS = set(runtime_cli.RUNTIME_COMMANDS)
-COMMANDS = ["compile", "plan", "inspect", "replay", "up", "sync", "status", "down"]
+COMMANDS = ["compile", "plan", "inspect", "replay", "up", "sync", "status", "down", "trace"]
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[Any]:
