@@ -70,6 +70,8 @@ def _vm_suites_in_background(
 
     for item in request.session.items:
         if isinstance(item, pytest.Function) and item.get_closest_marker("vm_background"):
+            if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker would boot its own VM
+                pytest.fail("the VM suites run without pytest -n (make test runs them)")
             background.start(item.callspec.id, item.callspec.params["suite"])
     yield
     background.stop_all()
