@@ -415,6 +415,8 @@ def compile_build(
             progress(f"cache: same inputs and toolchain as build {key[:12]}: no parse, no clang")
             with _writing(out):
                 manifest = _restore_cached_build(entry, tmp, verify, log_dir, progress)
+                manifest["inputs"] = _record_inputs(read[0], [r.file for r in read[1:]], tmp, out)
+                (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
             if verify:
                 progress(_verified_line(manifest))
             with _writing(out):
@@ -425,7 +427,8 @@ def compile_build(
         return CompileResult(out, manifest, (), None, build_cache_hit=True)
 
     inputs = load_sources(read)
-    del read  # the model holds what is needed; the bytes can go
+    node_source = read[0]
+    del read  # the model holds what is needed; the bytes can go (but the node file's)
     progress(
         f"config: node {inputs.node.name}, {len(inputs.services)} services"
         + (f", {len(inputs.notices)} notices" if inputs.notices else "")
@@ -456,7 +459,8 @@ def compile_build(
         with _writing(out):
             if plan.map_init:
                 _write_map_init(tmp / "map_init.json", plan)
-        inputs_desc = {"node": str(node), "services": [str(s) for s in services]}
+        with _writing(out):
+            inputs_desc = _record_inputs(node_source, [str(s) for s in services], tmp, out)
         manifest = build_manifest(plan, rendered, objects, verified, inputs_desc)
         if verified is not None:
             progress(_verified_line(manifest))
@@ -469,6 +473,21 @@ def compile_build(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return CompileResult(out, manifest, tuple(builds), plan)
+
+
+#: Where a node file that is not a regular file (`--node <(...)`, /dev/stdin) is kept.
+NODE_COPY = "node.yaml"
+
+
+def _record_inputs(node: Source, services: list[str], tmp: Path, out: Path) -> dict[str, Any]:
+    """The manifest's `inputs`: the paths as given. `bpfgen sync` rebuilds from the
+    recorded node file, and a pipe's /dev/fd/N means nothing after this process: such a
+    node file is kept in the build directory (its bytes as read) and recorded there."""
+    node_path = node.file
+    if not os.path.isfile(node.file):
+        (tmp / NODE_COPY).write_bytes(node.data)
+        node_path = str(out / NODE_COPY)
+    return {"node": node_path, "services": services}
 
 
 def _verified_line(manifest: dict[str, Any]) -> str:

@@ -58,16 +58,9 @@ def reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> list[object
 @pytest.fixture
 def pipe() -> Iterator[Path]:
     """/dev/fd/N of a pipe a thread writes the example services into, as `<(cat ...)`."""
-    read_end, write_end = os.pipe()
-
-    def feed() -> None:
-        with os.fdopen(write_end, "wb") as w:
-            w.write(SERVICES.read_bytes())
-
-    writer = threading.Thread(target=feed)
-    writer.start()
+    path, writer, read_end = _pipe_of(SERVICES.read_bytes())
     try:
-        yield Path(f"/dev/fd/{read_end}")
+        yield path
     finally:
         writer.join(timeout=10)
         os.close(read_end)
@@ -82,6 +75,40 @@ def test_services_from_a_pipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     code, _, err = _compile(capsys, NODE, SERVICES, tmp_path / "again")
     assert code == 0, err
     assert _frontends(tmp_path / "again") == reference
+
+
+def _pipe_of(data: bytes) -> tuple[Path, threading.Thread, int]:
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write_end, "wb") as w:
+            w.write(data)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    return Path(f"/dev/fd/{read_end}"), writer, read_end
+
+
+def test_node_from_a_pipe_is_kept_for_sync(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`--node <(...)`: /dev/fd/N means nothing to a later `bpfgen sync`, which rebuilds
+    from the node file the manifest records; the build keeps the bytes it read as
+    node.yaml and records that, also when the build comes from the cache."""
+    for out in (tmp_path / "first", tmp_path / "cached"):
+        node, writer, fd = _pipe_of(NODE.read_bytes())
+        try:
+            code, _, err = _compile(capsys, node, SERVICES, out)
+        finally:
+            writer.join(timeout=10)
+            os.close(fd)
+        assert code == 0, err
+        recorded = json.loads((out / "manifest.json").read_text())["inputs"]
+        assert recorded == {"node": str(out / "node.yaml"), "services": [str(SERVICES)]}
+        assert (out / "node.yaml").read_bytes() == NODE.read_bytes()
+    # What sync does with the record: rebuild from it.
+    code, _, err = _compile(capsys, Path(recorded["node"]), SERVICES, tmp_path / "rebuilt")
+    assert code == 0, err
+    assert _frontends(tmp_path / "rebuilt") == _frontends(tmp_path / "first")
 
 
 def test_services_from_a_fifo(tmp_path: Path, capsys: pytest.CaptureFixture[str],
