@@ -179,7 +179,8 @@ def get_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="FILE",
-        help="node config for the rebuild (default: the one DIR was built from)",
+        help="node config for the rebuild (default: the one DIR was built from; one that "
+        "was read from a pipe is kept as DIR/node.yaml)",
     )
     return ap
 
