@@ -34,6 +34,7 @@ import pytest
 from packaging.requirements import Requirement
 
 import bpfgen
+from bpfgen_runtime.cli import RUNTIME_COMMANDS
 from tests.conftest import EXAMPLES, ROOT
 
 pytestmark = pytest.mark.slow
@@ -198,7 +199,7 @@ def test_bpfgen_compile_from_the_wheel(installed: Installed, tmp_path: Path) -> 
 def test_the_runtime_cli_from_the_wheel(installed: Installed) -> None:
     proc = run(installed, str(installed.python), "-m", "bpfgen_runtime.cli", "--help")
     assert proc.returncode == 0, proc.stderr
-    assert "{up,sync,status,down}" in proc.stdout
+    assert "{" + ",".join(RUNTIME_COMMANDS) + "}" in proc.stdout
 
 
 def test_the_fresh_venv_sees_only_the_declared_dependencies(installed: Installed) -> None:
