@@ -204,13 +204,16 @@ def build_cache_key(sources: Sequence[Source], build: str, tc: Toolchain) -> str
 
 
 def _restore_cached_build(
-    entry: Path, tmp: Path, verify: bool, log_dir: Path, progress: Progress
+    entry: Path, tmp: Path, inputs: dict[str, Any], verify: bool, log_dir: Path,
+    progress: Progress,
 ) -> dict[str, Any]:
-    """Copy a cached build into tmp; re-verify it on this kernel."""
+    """Copy a cached build into tmp, with this compile's `inputs` record; re-verify it on
+    this kernel."""
     shutil.copytree(entry, tmp, dirs_exist_ok=True)
     (tmp / "notices.json").unlink()
     (tmp / DIGESTS).unlink()
     manifest: dict[str, Any] = json.loads((tmp / "manifest.json").read_text())
+    manifest["inputs"] = inputs
     for n in json.loads((entry / "notices.json").read_text()):
         progress(f"notice: {n}")
     if verify:
@@ -414,9 +417,8 @@ def compile_build(
         try:
             progress(f"cache: same inputs and toolchain as build {key[:12]}: no parse, no clang")
             with _writing(out):
-                manifest = _restore_cached_build(entry, tmp, verify, log_dir, progress)
-                manifest["inputs"] = _record_inputs(read[0], [r.file for r in read[1:]], tmp, out)
-                (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+                recorded = _record_inputs(read[0], [r.file for r in read[1:]], tmp, out)
+                manifest = _restore_cached_build(entry, tmp, recorded, verify, log_dir, progress)
             if verify:
                 progress(_verified_line(manifest))
             with _writing(out):
