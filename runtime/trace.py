@@ -368,9 +368,11 @@ def _run(args: argparse.Namespace, opts: Options) -> int:
         what = f"{', '.join(target.addresses)}{ports}"
         print(f"bpfgen trace {target.label}: following {what} in every namespace (drops, "
               f"failed route lookups, neighbours{ours})", file=err)  # fmt: skip
-        print("waiting for packets (Ctrl-C to stop)", file=err, flush=True)
         limits = Limits(args.count, args.seconds)
         try:
+            # The readiness line is inside the try: a Ctrl-C sent as soon as it is
+            # read can arrive before the loop starts (seen in CI).
+            print("waiting for packets (Ctrl-C to stop)", file=err, flush=True)
             while not limits.done():
                 events = [decode(e) for e in tracer.poll(POLL_MS)]
                 moved = counters.moved() if counters else {}
@@ -384,6 +386,9 @@ def _run(args: argparse.Namespace, opts: Options) -> int:
         lost = f", {tracer.lost} lost (the tracer's buffer was full)" if tracer.lost else ""
         elapsed = time.monotonic() - limits.start
         print(f"bpfgen trace: {limits.printed} events in {elapsed:.1f} s{lost}", file=err)
+    except KeyboardInterrupt:
+        print("bpfgen trace: interrupted before tracing started", file=err)
+        return EXIT_INTERRUPTED
     finally:
         tracer.close()
         if counters:
