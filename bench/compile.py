@@ -169,11 +169,12 @@ def insns_table(sizes: list[int], mode: str = "ipvs") -> list[dict[str, Any]]:
                     "build": res.build_kind,
                     "frontends": "map" if res.frontends_in_map else "code",
                 }
-                for prog in res.manifest["programs"]:
-                    row[prog["name"]] = {
-                        "insns": prog["insns"],
-                        "processed": prog["verifier"]["processed_insns"],
-                        "xlated": prog["verifier"]["xlated_insns"],
+                for prog in res.manifest.programs:
+                    assert prog.verifier is not None  # compiled with verify
+                    row[prog.name] = {
+                        "insns": prog.insns,
+                        "processed": prog.verifier.processed_insns,
+                        "xlated": prog.verifier.xlated_insns,
                     }
                 rows.append(row)
     return rows

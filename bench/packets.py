@@ -78,6 +78,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpfgen.plan import BUILD_KINDS
+from bpfgen_runtime.contract.manifest import to_json
 
 if TYPE_CHECKING:
     from bpfgen_runtime.testrun import BuildUnderTest
@@ -256,7 +257,7 @@ class Bench:
         r = self.build.timed_run(case.program, case.frame, case.mark)
         after = self.build.counters()
         delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
-        kind = self.build.manifest["build"]
+        kind = self.build.manifest.build
         where = f"{kind} build, {case.program}/{case.cls}"
         if r.retval != 0 or delta != {case.counter: 1} or r.mark != case.mark_out:
             raise RuntimeError(
@@ -312,12 +313,13 @@ def _compile(
     out = {}
     for kind in BUILD_KINDS:
         res = compile_build(node, [services], root / f"{name}-{kind}", build=kind)
-        out[kind] = {"dir": res.out, "manifest": res.manifest}
+        out[kind] = {"dir": res.out, "manifest": to_json(res.manifest)}
         progress(
             f"packets: {name}: {kind} build: "
             + ", ".join(
-                f"{p['name']} {p['insns']} insns / {p['verifier']['processed_insns']} processed"
-                for p in res.manifest["programs"]
+                f"{p.name} {p.insns} insns / "
+                f"{p.verifier.processed_insns if p.verifier else '?'} processed"
+                for p in res.manifest.programs
             )
         )
     return out

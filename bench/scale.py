@@ -118,7 +118,7 @@ def _bpfgen_part(s: dict[str, Any], progress: Callable[[str], None]) -> list[dic
                         "build": kind,
                         "frontends_in_map": res.frontends_in_map,
                         "compile_s": compile_s,
-                        "insns": {p["name"]: p["insns"] for p in res.manifest["programs"]},
+                        "insns": {p.name: p.insns for p in res.manifest.programs},
                         **_packet_costs(root / f"out-{n}-{kind}", n, s),
                     }
                     rows.append(row)

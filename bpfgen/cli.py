@@ -24,6 +24,7 @@ from bpfgen_runtime.cli import (
     new_parser,
     runtime_options,
 )
+from bpfgen_runtime.contract.manifest import to_json
 from bpfgen_runtime.errors import RuntimeOpError
 
 #: The compiler's exit codes (the runtime verbs': bpfgen_runtime.cli.EXIT_CODES).
@@ -203,17 +204,15 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         progress=progress,
     )
     if args.json:
-        json.dump(res.manifest, sys.stdout, indent=2)
+        json.dump(to_json(res.manifest), sys.stdout, indent=2)
         print()
         return 0
     print(f"{res.out}: {res.build_kind} build for node {res.node_name}")
-    for prog in res.manifest["programs"]:
-        v = prog["verifier"]
-        checked = f", verifier {v['processed_insns']} processed" if v else ", not verified"
-        at = ", ".join(f"{a['hook']}:{a['interface']}" for a in prog["attach"])
-        print(
-            f"  {prog['object']:<20} {prog['section']:<4} {prog['insns']:>5} insns{checked}  [{at}]"
-        )
+    for prog in res.manifest.programs:
+        v = prog.verifier
+        checked = f", verifier {v.processed_insns} processed" if v else ", not verified"
+        at = ", ".join(f"{a.hook}:{a.interface}" for a in prog.attach)
+        print(f"  {prog.object:<20} {prog.section:<4} {prog.insns:>5} insns{checked}  [{at}]")
     return 0
 
 
@@ -231,20 +230,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    from bpfgen.compiler import read_manifest
     from bpfgen.inspect import inspect_object
 
-    manifest_path = args.dir / "manifest.json"
-    try:
-        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
-    except OSError as e:
-        raise BpfgenError(
-            f"{manifest_path}: cannot read ({e.strerror}); is {args.dir} a bpfgen build directory?"
-        ) from e
+    model = read_manifest(args.dir / "manifest.json")
+    manifest: dict[str, Any] = to_json(model)
     # One entry per object (an object may hold several programs: bpf mode's sock.bpf.o),
     # each program with its own verifier numbers; "verifier" is the first program's.
     verifier = {p["function"]: p["verifier"] for p in manifest["programs"]}
     objects = []
-    for name in dict.fromkeys(p["object"] for p in manifest["programs"]):
+    for name in dict.fromkeys(p.object for p in model.programs):
         o = inspect_object(args.dir / name).to_dict()
         o["object"] = name
         for prog in o["programs"]:
@@ -315,20 +310,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_runtime(args: argparse.Namespace) -> int:
     """up/status/down go straight to the runtime; sync first rebuilds DIR."""
     if args.command == "sync":
-        from bpfgen.compiler import compile_build
+        from bpfgen.compiler import compile_build, read_manifest
         from bpfgen_runtime.node import locked
 
-        manifest_path = args.dir / "manifest.json"
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except OSError as e:
-            raise BpfgenError(f"{manifest_path}: cannot read ({e.strerror})") from e
-        node = args.node or Path(manifest["inputs"]["node"])
+        manifest = read_manifest(args.dir / "manifest.json")
+        node = args.node or Path(manifest.inputs["node"])
         # Atomic: bad input exits 2 and leaves DIR and the node as they were. The
         # namespace's lock is held from the rebuild to the end of the sync, so two syncs
         # do not apply each other's builds.
         with locked(runtime_options(args), "sync"):  # refuses a bad --netns first
-            compile_build(node, args.services, args.dir, build=manifest["build"])
+            compile_build(node, args.services, args.dir, build=manifest.build)
             return dispatch(args)
     return dispatch(args)
 

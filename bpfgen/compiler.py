@@ -33,15 +33,28 @@ from typing import Any
 
 from bpfgen import __version__
 from bpfgen.build import ObjectBuild, Toolchain, cache_root, compile_objects, toolchain
-from bpfgen.errors import OutputError, OutputRefused, VerifierError
+from bpfgen.errors import InputError, OutputError, OutputRefused, Problem, VerifierError
 from bpfgen.fingerprint import compiler_digest
 from bpfgen.inputs import load_sources, read_sources
 from bpfgen.inputs.source import Source
 from bpfgen.inspect import ObjectInfo, check_against_plan, inspect_object
 from bpfgen.plan import Plan, build_kind, make_plan
 from bpfgen.render import Rendered, render
+from bpfgen_runtime.contract.manifest import SCHEMA as MANIFEST_SCHEMA
+from bpfgen_runtime.contract.manifest import (
+    Attach,
+    KernelEntry,
+    Manifest,
+    MapEntry,
+    Problems,
+    ProgramEntry,
+    RuntimeConfig,
+    ToolchainEntry,
+    VerifierCounts,
+    decode_manifest,
+    to_json,
+)
 
-MANIFEST_SCHEMA = 1
 DIGESTS = "digests.json"  # in a build-cache entry: relative path -> sha256 of each file
 PIN_ROOT = "/sys/fs/bpf/bpfgen"  # the runtime adds /<netns or root>/
 
@@ -58,7 +71,7 @@ class Verified:
 @dataclass(frozen=True)
 class CompileResult:
     out: Path
-    manifest: dict[str, Any]
+    manifest: Manifest  # as written to out/manifest.json
     objects: tuple[ObjectBuild, ...]  # empty on a build-cache hit
     plan: Plan | None  # None on a build-cache hit (the manifest has the plan's tables)
     build_cache_hit: bool = False
@@ -69,22 +82,22 @@ class CompileResult:
 
     @property
     def build_kind(self) -> str:
-        return str(self.manifest["build"])
+        return self.manifest.build.value
 
     @property
     def node_name(self) -> str:
-        return str(self.manifest["specialization"]["node"])
+        return self.manifest.specialization.node
 
     @property
     def frontends_in_map(self) -> bool:
-        return bool(self.manifest["specialization"]["frontends_in_map"])
+        return self.manifest.specialization.frontends_in_map
 
 
 def _quiet(_: str) -> None:
     pass
 
 
-def _initial_values(runtime_config: dict[str, str] | None) -> dict[str, bytes]:
+def _initial_values(runtime_config: RuntimeConfig | None) -> dict[str, bytes]:
     """The manifest's `runtime_config` as loader initial values: what the runtime sets.
 
     A frozen build must be verified with its real `.rodata`: the verifier prunes on
@@ -92,7 +105,7 @@ def _initial_values(runtime_config: dict[str, str] | None) -> dict[str, bytes]:
     """
     if runtime_config is None:
         return {}
-    return {runtime_config["map"]: bytes.fromhex(runtime_config["hex"])}
+    return {runtime_config.map: bytes.fromhex(runtime_config.hex)}
 
 
 def verify_objects(build_dir: Path, plan: Plan, log_dir: Path) -> dict[str, Verified]:
@@ -119,10 +132,10 @@ def verify_objects(build_dir: Path, plan: Plan, log_dir: Path) -> dict[str, Veri
     return out
 
 
-def _runtime_config_entry(plan: Plan) -> dict[str, str] | None:
+def _runtime_config_entry(plan: Plan) -> RuntimeConfig | None:
     if plan.runtime_config is None or plan.config_section is None:
         return None
-    return {"map": plan.config_section, "hex": plan.runtime_config.hex()}
+    return RuntimeConfig(plan.config_section, plan.runtime_config.hex())
 
 
 def build_manifest(
@@ -131,7 +144,7 @@ def build_manifest(
     objects: dict[str, ObjectInfo],
     verified: dict[str, Verified] | None,
     inputs_desc: dict[str, Any],
-) -> dict[str, Any]:
+) -> Manifest:
     tc = toolchain()
     programs = []
     for p in plan.programs:
@@ -139,52 +152,69 @@ def build_manifest(
         prog_insns = {i.name: i.insns for i in info.programs}
         v = verified.get(p.function) if verified else None
         programs.append(
-            {
-                "name": p.name,
-                "object": p.object,
-                "source": p.source,
-                "function": p.function,
-                "section": p.section,
-                "purpose": p.purpose,
-                "attach": [
-                    {"role": a.role.value, "interface": a.interface, "hook": a.hook}
-                    for a in p.attach
-                ],
-                "insns": prog_insns.get(p.function, 0) + sum(s.insns for s in info.subprograms),
-                "verifier": None
-                if v is None
-                else {"processed_insns": v.verified_insns, "xlated_insns": v.xlated_insns},
-            }
+            ProgramEntry(
+                name=p.name,
+                object=p.object,
+                source=p.source,
+                function=p.function,
+                section=p.section,
+                purpose=p.purpose,
+                attach=tuple(Attach(a.role.value, a.interface, a.hook) for a in p.attach),
+                insns=prog_insns.get(p.function, 0) + sum(s.insns for s in info.subprograms),
+                verifier=None if v is None else VerifierCounts(v.verified_insns, v.xlated_insns),
+            )
         )
-    return {
-        "schema": MANIFEST_SCHEMA,
-        "bpfgen_version": __version__,
-        "config_sha256": plan.config_sha256,
-        "inputs": inputs_desc,
-        "mode": plan.mode.value,
-        "build": plan.build_kind,
-        "node": plan.node,
-        "toolchain": {"clang": tc.version, "flags": list(tc.flags)},
-        "kernel": {"release": platform.release(), "verified": verified is not None},
-        "programs": programs,
-        "maps": [
-            {
-                "name": m.name,
-                "type": m.type,
-                "key_size": m.key_size,
-                "value_size": m.value_size,
-                "max_entries": m.max_entries,
-                "pin_path": f"{PIN_ROOT}/{{netns}}/{m.name}" if m.pinned else None,
-                "purpose": m.purpose,
-            }
+    assert plan.node is not None
+    return Manifest(
+        schema=MANIFEST_SCHEMA,
+        bpfgen_version=__version__,
+        config_sha256=plan.config_sha256,
+        inputs=inputs_desc,
+        mode=plan.mode,
+        build=plan.build_kind,
+        node=plan.node,
+        toolchain=ToolchainEntry(tc.version, tuple(tc.flags)),
+        kernel=KernelEntry(platform.release(), verified is not None),
+        programs=tuple(programs),
+        maps=tuple(
+            MapEntry(
+                name=m.name,
+                type=m.type,
+                key_size=m.key_size,
+                value_size=m.value_size,
+                max_entries=m.max_entries,
+                pin_path=f"{PIN_ROOT}/{{netns}}/{m.name}" if m.pinned else None,
+                purpose=m.purpose,
+            )
             for m in plan.maps
-        ],
-        "counters": list(plan.counter_names),
-        "runtime_config": _runtime_config_entry(plan),
-        "map_init": "map_init.json" if plan.map_init else None,
-        "sources": sorted(f.path for f in rendered.files),
-        "specialization": plan.to_dict(),
-    }
+        ),
+        counters=tuple(plan.counter_names),
+        runtime_config=_runtime_config_entry(plan),
+        map_init="map_init.json" if plan.map_init else None,
+        sources=tuple(sorted(f.path for f in rendered.files)),
+        specialization=plan.specialization(),
+    )  # fmt: skip
+
+
+def write_manifest(path: Path, manifest: Manifest) -> None:
+    path.write_text(json.dumps(to_json(manifest), indent=2) + "\n")
+
+
+def read_manifest(path: Path) -> Manifest:
+    """DIR/manifest.json through the contract's model; InputError (exit 2) lists every
+    problem, each as `manifest.json:1: <path in the file>: <what>`."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        problem = f"cannot read ({e.strerror}); is {path.parent} a bpfgen build directory?"
+        raise InputError([Problem(str(path), 1, "", problem)]) from e
+    except ValueError as e:
+        raise InputError([Problem(str(path), 1, "", f"not JSON ({e})")]) from e
+    problems = Problems()
+    manifest = decode_manifest(data, problems)
+    if manifest is None:
+        raise InputError([Problem(str(path), 1, "", p) for p in problems])
+    return manifest
 
 
 def build_cache_key(sources: Sequence[Source], build: str, tc: Toolchain) -> str | None:
@@ -206,45 +236,42 @@ def build_cache_key(sources: Sequence[Source], build: str, tc: Toolchain) -> str
 def _restore_cached_build(
     entry: Path, tmp: Path, inputs: dict[str, Any], verify: bool, log_dir: Path,
     progress: Progress,
-) -> dict[str, Any]:
+) -> Manifest:
     """Copy a cached build into tmp, with this compile's `inputs` record; re-verify it on
     this kernel."""
     shutil.copytree(entry, tmp, dirs_exist_ok=True)
     (tmp / "notices.json").unlink()
     (tmp / DIGESTS).unlink()
-    manifest: dict[str, Any] = json.loads((tmp / "manifest.json").read_text())
-    manifest["inputs"] = inputs
+    manifest = read_manifest(tmp / "manifest.json")
     for n in json.loads((entry / "notices.json").read_text()):
         progress(f"notice: {n}")
+    programs: list[ProgramEntry] = []
     if verify:
         from bpfgen_runtime.errors import RuntimeOpError, VerifierRejected
         from bpfgen_runtime.loader import verify_object
 
-        initial = _initial_values(manifest.get("runtime_config"))
+        initial = _initial_values(manifest.runtime_config)
         by_object: dict[str, list[Any]] = {}
-        for prog in manifest["programs"]:
-            if prog["object"] not in by_object:  # several programs of one object: one load
+        for prog in manifest.programs:
+            if prog.object not in by_object:  # several programs of one object: one load
                 try:
-                    by_object[prog["object"]] = verify_object(
-                        tmp / prog["object"], log_dir=log_dir, initial_values=initial
+                    by_object[prog.object] = verify_object(
+                        tmp / prog.object, log_dir=log_dir, initial_values=initial
                     )
                 except VerifierRejected as e:
                     raise VerifierError(str(e)) from e
                 except RuntimeOpError as e:
-                    raise VerifierError(
-                        f"could not load {prog['object']} to verify it: {e}") from e
-            for r in by_object[prog["object"]]:
-                if r.name == prog["function"]:
-                    prog["verifier"] = {
-                        "processed_insns": r.verified_insns,
-                        "xlated_insns": r.xlated_insns,
-                    }
-        manifest["kernel"] = {"release": platform.release(), "verified": True}
+                    raise VerifierError(f"could not load {prog.object} to verify it: {e}") from e
+            counts = [VerifierCounts(r.verified_insns, r.xlated_insns)
+                      for r in by_object[prog.object] if r.name == prog.function]  # fmt: skip
+            programs.append(dataclasses.replace(prog, verifier=counts[0] if counts else None))
     else:
-        for prog in manifest["programs"]:
-            prog["verifier"] = None
-        manifest["kernel"] = {"release": platform.release(), "verified": False}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        programs = [dataclasses.replace(prog, verifier=None) for prog in manifest.programs]
+    manifest = dataclasses.replace(
+        manifest, inputs=inputs, programs=tuple(programs),
+        kernel=KernelEntry(platform.release(), verify),
+    )  # fmt: skip
+    write_manifest(tmp / "manifest.json", manifest)
     return manifest
 
 
@@ -284,16 +311,13 @@ def _cache_entry_problem(entry: Path) -> str | None:
             have = _digests(entry)
             bad = sorted(k for k in stored.keys() | have.keys() if stored.get(k) != have.get(k))
             return "files differ from their digests: " + ", ".join(bad[:4])
-        manifest = json.loads((entry / "manifest.json").read_text())
+        manifest = read_manifest(entry / "manifest.json")
         notices = json.loads((entry / "notices.json").read_text())
-    except (OSError, ValueError) as exc:
-        return str(exc)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("programs"), list):
-        return "manifest.json is not a build manifest"
+    except (OSError, ValueError, InputError) as exc:
+        return str(exc).splitlines()[0]
     if not isinstance(notices, list):
         return "notices.json is not a list"
-    missing = [p.get("object") for p in manifest["programs"]
-               if not isinstance(p, dict) or p.get("object") not in stored]  # fmt: skip
+    missing = [p.object for p in manifest.programs if p.object not in stored]
     return f"objects missing: {missing}" if missing else None
 
 
@@ -467,7 +491,7 @@ def compile_build(
         if verified is not None:
             progress(_verified_line(manifest))
         with _writing(out):
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            write_manifest(tmp / "manifest.json", manifest)
             if key is not None:
                 _store_build(key, tmp, inputs.notices)
             _swap_in(tmp, out)
@@ -492,7 +516,8 @@ def _record_inputs(node: Source, services: list[str], tmp: Path, out: Path) -> d
     return {"node": node_path, "services": services}
 
 
-def _verified_line(manifest: dict[str, Any]) -> str:
+def _verified_line(manifest: Manifest) -> str:
     return f"verify: kernel {platform.release()} accepted " + ", ".join(
-        f"{p['name']} ({p['verifier']['processed_insns']} insns)" for p in manifest["programs"]
+        f"{p.name} ({p.verifier.processed_insns if p.verifier else '?'} insns)"
+        for p in manifest.programs
     )

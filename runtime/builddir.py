@@ -13,17 +13,15 @@ import hashlib
 import ipaddress
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .contract import CGROUP_HOOKS, CONFIG_SECTION, DEVICE_HOOKS, BuildKind, Hook, Mode
+from .contract import Hook, Mode
+from .contract import manifest as manifest_model
+from .contract.manifest import Manifest
 from .errors import RuntimeOpError
 
-SCHEMA = 1
 BPFFS_ROOT = "/sys/fs/bpf"  # where the manifest's pin path templates point
-PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
 FRONTEND_KINDS = ("ClusterIP", "NodePort", "ExternalIP", "LoadBalancer")
 
 
@@ -41,28 +39,12 @@ class InputRefused(RuntimeOpError):
         self.args = (f"{op}: " + ("\n  ".join(["refused:", *problems])),)
 
 
-@dataclass(frozen=True)
-class Attach:
-    role: str
-    interface: str  # a device name or a glob ("veth*"); cgroup hooks: a cgroup v2 directory
-    hook: Hook
-
-    @property
-    def is_cgroup(self) -> bool:
-        return self.hook.is_cgroup
-
-    @property
-    def is_glob(self) -> bool:
-        return not self.is_cgroup and any(c in self.interface for c in "*?[")
-
-
-@dataclass(frozen=True)
-class Program:
-    name: str
-    object: str  # file name inside the build directory
-    section: str
-    function: str
-    attach: tuple[Attach, ...]
+# The manifest's entries are the runtime's view of them (the contract's model).
+Attach = manifest_model.Attach
+Program = manifest_model.ProgramEntry
+Backend = manifest_model.BackendEntry
+Frontend = manifest_model.FrontendEntry
+NodeFacts = manifest_model.NodeEntry
 
 
 @dataclass(frozen=True)
@@ -81,45 +63,11 @@ class MapSpec:
 
 
 @dataclass(frozen=True)
-class Backend:
-    address: str
-    port: int
-    weight: int
-
-
-@dataclass(frozen=True)
-class Frontend:
-    kind: str
-    service: str
-    address: str | None  # None: a NodePort, on every node address
-    port: int
-    protocol: str  # TCP | UDP
-    scheduler: str
-    persistence_timeout: int | None
-    backends: tuple[Backend, ...]
-
-    @property
-    def proto_number(self) -> int:
-        return PROTOCOLS[self.protocol]
-
-
-@dataclass(frozen=True)
-class NodeFacts:
-    name: str
-    addresses: tuple[str, ...]
-    snat_port_range: tuple[int, int]
-    node_port_range: tuple[int, int]
-    scheduler: str
-    timeouts: dict[str, int]
-    masquerade_mark: int
-
-
-@dataclass(frozen=True)
 class Build:
     """What the runtime needs of a build directory, checked."""
 
     path: Path
-    manifest: dict[str, Any] = field(repr=False)
+    manifest: Manifest = field(repr=False)
     mode: Mode
     config_sha256: str
     programs: tuple[Program, ...]
@@ -156,18 +104,26 @@ class Build:
 
 
 def read_build(path: str | os.PathLike[str]) -> Build:
-    """Read and check `path`/manifest.json and what it names; InputRefused lists every problem."""
+    """Read and check `path`/manifest.json and what it names; InputRefused lists every problem.
+
+    Two passes: the contract's model decodes the file (shapes, enums, required and
+    unknown fields), then `_Checker` holds the decoded values to what this node needs
+    (addresses, ports, pin paths, files that exist, one program per hook)."""
     build_dir = Path(path)
     op = f"read build directory {build_dir}"
     manifest_path = build_dir / "manifest.json"
     try:
-        manifest = json.loads(manifest_path.read_text())
+        data = json.loads(manifest_path.read_text())
     except OSError as exc:
         raise InputRefused(
             op, [f"{manifest_path}: cannot read ({exc.strerror}); is it a bpfgen build directory?"]
         ) from exc
     except ValueError as exc:
         raise InputRefused(op, [f"{manifest_path}: not JSON ({exc})"]) from exc
+    decoded = manifest_model.Problems()
+    manifest = manifest_model.decode_manifest(data, decoded)
+    if manifest is None:
+        raise InputRefused(op, [f"{manifest_path}: {p}" for p in decoded])
     checker = _Checker(str(manifest_path))
     build = checker.build(build_dir, manifest)
     if checker.problems or build is None:
@@ -176,7 +132,7 @@ def read_build(path: str | os.PathLike[str]) -> Build:
 
 
 class _Checker:
-    """Reads the manifest field by field; each problem names its path in the file."""
+    """Holds a decoded manifest to what the node needs; each problem names its path."""
 
     def __init__(self, where: str) -> None:
         self.where = where
@@ -185,73 +141,38 @@ class _Checker:
     def fail(self, path: str, message: str) -> None:
         self.problems.append(f"{self.where}: {path}: {message}")
 
-    def get(self, obj: Any, key: str, kind: type | tuple[type, ...], path: str) -> Any:
-        if not isinstance(obj, dict) or key not in obj:
-            self.fail(path, "missing")
-            return None
-        value = obj[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            self.fail(path, f"{value!r} is not {names}")
-            return None
-        return value
-
-    def items(self, obj: Any, key: str, path: str) -> Iterator[tuple[str, Any]]:
-        seq = self.get(obj, key, list, path)
-        for i, item in enumerate(seq or []):
-            yield f"{path}[{i}]", item
-
-    def address(self, value: Any, path: str) -> str | None:
+    def address(self, value: str, path: str) -> None:
         try:
-            return str(ipaddress.IPv4Address(value))
-        except (ValueError, TypeError):
+            ipaddress.IPv4Address(value)
+        except ValueError:
             self.fail(path, f"{value!r} is not an IPv4 address")
-            return None
 
-    def port(self, value: Any, path: str) -> int | None:
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+    def port(self, value: int, path: str) -> None:
+        if not 1 <= value <= 65535:
             self.fail(path, f"{value!r} is not a port (1-65535)")
-            return None
-        return value
 
-    def port_range(self, obj: Any, key: str, path: str) -> tuple[int, int]:
-        pair = self.get(obj, key, list, path) or []
-        if len(pair) != 2:
-            self.fail(path, f"{pair!r} is not [first, last]")
-            return (0, 0)
-        first, last = self.port(pair[0], f"{path}[0]"), self.port(pair[1], f"{path}[1]")
-        if first is None or last is None:
-            return (0, 0)
-        if first > last:
-            self.fail(path, f"{first} > {last}")
-        return (first, last)
+    def port_range(self, pair: tuple[int, int], path: str) -> None:
+        self.port(pair[0], f"{path}[0]")
+        self.port(pair[1], f"{path}[1]")
+        if pair[0] > pair[1]:
+            self.fail(path, f"{pair[0]} > {pair[1]}")
 
-    def build(self, build_dir: Path, m: Any) -> Build | None:
-        schema = self.get(m, "schema", int, "schema")
-        if schema is not None and schema != SCHEMA:
-            self.fail("schema", f"{schema} is not supported (this runtime reads schema {SCHEMA})")
-            return None
-        mode = self.get(m, "mode", str, "mode")
-        if mode is not None and mode not in tuple(Mode):
-            self.fail("mode", f"{mode!r} is not {' or '.join(Mode)}")
-            mode = None
-        sha = self.get(m, "config_sha256", str, "config_sha256") or ""
-        programs = self.programs(build_dir, m)
+    def build(self, build_dir: Path, m: Manifest) -> Build | None:
+        self.programs(build_dir, m)
         maps = self.maps(m)
-        node = self.node(m)
-        frontends = self.frontends(m)
+        self.node(m.node)
+        self.frontends(m.specialization.frontends)
         map_init = self.map_init(build_dir, m, {mp.name: mp for mp in maps})
         runtime_config = self.runtime_config(m)
-        self.build_kind(m, runtime_config)
-        if mode == "bpf":
-            self.bpf_mode(programs, maps, map_init)
-        for i, p in enumerate(programs):
-            if mode != "bpf" and any(a.is_cgroup for a in p.attach):
+        if m.mode is Mode.BPF:
+            self.bpf_mode(m.programs, maps, map_init)
+        for i, p in enumerate(m.programs):
+            if m.mode is not Mode.BPF and any(a.is_cgroup for a in p.attach):
                 self.fail(f"programs[{i}].attach", "cgroup hooks are the bpf mode's (socketLB)")
-        if self.problems or mode is None or node is None:
+        if self.problems:
             return None
         object_sha = {}
-        for obj in dict.fromkeys(p.object for p in programs):
+        for obj in dict.fromkeys(p.object for p in m.programs):
             digest = load_digest((build_dir / obj).read_bytes())
             if digest is None:
                 self.fail("programs", f"{build_dir / obj}: not a 64-bit little-endian ELF object")
@@ -266,12 +187,12 @@ class _Checker:
         return Build(
             path=build_dir.resolve(),
             manifest=m,
-            mode=Mode(mode),
-            config_sha256=sha,
-            programs=tuple(programs),
+            mode=m.mode,
+            config_sha256=m.config_sha256,
+            programs=m.programs,
             maps=tuple(maps),
-            node=node,
-            frontends=tuple(frontends),
+            node=m.node,
+            frontends=m.specialization.frontends,
             map_init=map_init,
             runtime_config=runtime_config,
             object_sha256=object_sha,
@@ -279,7 +200,7 @@ class _Checker:
 
     def bpf_mode(
         self,
-        programs: list[Program],
+        programs: tuple[Program, ...],
         maps: list[MapSpec],
         map_init: dict[str, tuple[tuple[bytes, bytes], ...]],
     ) -> None:
@@ -297,143 +218,80 @@ class _Checker:
             if types.get(name, "").endswith("_OF_MAPS"):
                 self.fail("map_init", f"map {name} is a {types[name]}: map_init cannot fill it")
 
-    def programs(self, build_dir: Path, m: Any) -> list[Program]:
-        out = []
+    def programs(self, build_dir: Path, m: Manifest) -> None:
         seen: dict[tuple[str, str], str] = {}
-        for path, p in self.items(m, "programs", "programs"):
-            name = self.get(p, "name", str, f"{path}.name")
-            obj = self.get(p, "object", str, f"{path}.object")
-            section = self.get(p, "section", str, f"{path}.section")
-            function = self.get(p, "function", str, f"{path}.function")
-            if obj is not None:
-                if os.path.basename(obj) != obj:
-                    self.fail(
-                        f"{path}.object", f"{obj!r} is not a file name in the build directory"
-                    )
-                elif not (build_dir / obj).is_file():
-                    self.fail(f"{path}.object", f"{build_dir / obj} does not exist")
-            attach = []
-            for apath, a in self.items(p, "attach", f"{path}.attach"):
-                role = self.get(a, "role", str, f"{apath}.role")
-                iface = self.get(a, "interface", str, f"{apath}.interface")
-                hook = self.get(a, "hook", str, f"{apath}.hook")
-                if hook is not None and hook not in DEVICE_HOOKS + CGROUP_HOOKS:
-                    self.fail(f"{apath}.hook",
-                              f"{hook!r} is not one of {', '.join(DEVICE_HOOKS + CGROUP_HOOKS)}")
-                    continue
-                if hook in CGROUP_HOOKS:
-                    if iface is not None and not (iface.startswith("/") and "\0" not in iface):
-                        self.fail(f"{apath}.interface", f"{iface!r} is not a cgroup path")
+        for i, p in enumerate(m.programs):
+            path = f"programs[{i}]"
+            if os.path.basename(p.object) != p.object:
+                self.fail(f"{path}.object",
+                          f"{p.object!r} is not a file name in the build directory")  # fmt: skip
+            elif not (build_dir / p.object).is_file():
+                self.fail(f"{path}.object", f"{build_dir / p.object} does not exist")
+            for j, a in enumerate(p.attach):
+                apath = f"{path}.attach[{j}]"
+                if a.is_cgroup:
+                    if not (a.interface.startswith("/") and "\0" not in a.interface):
+                        self.fail(f"{apath}.interface", f"{a.interface!r} is not a cgroup path")
                         continue
-                elif iface is not None and not _valid_ifname_pattern(iface):
-                    self.fail(f"{apath}.interface", f"{iface!r} is not a device name or glob")
+                elif not _valid_ifname_pattern(a.interface):
+                    self.fail(f"{apath}.interface", f"{a.interface!r} is not a device name or glob")
                     continue
-                if role is None or iface is None or hook is None:
-                    continue
-                key = (iface, hook)
+                key = (a.interface, a.hook.value)
                 if key in seen:
-                    self.fail(f"{apath}", f"{hook} on {iface} is also taken by {seen[key]}")
-                seen[key] = str(name)
-                attach.append(Attach(role, iface, Hook(hook)))
-            if name and obj and section and function:
-                out.append(Program(name, obj, section, function, tuple(attach)))
-        if not out and not self.problems:
+                    self.fail(apath, f"{a.hook} on {a.interface} is also taken by {seen[key]}")
+                seen[key] = p.name
+        if not m.programs:
             self.fail("programs", "no program")
-        return out
 
-    def maps(self, m: Any) -> list[MapSpec]:
+    def maps(self, m: Manifest) -> list[MapSpec]:
         out = []
-        for path, mp in self.items(m, "maps", "maps"):
-            name = self.get(mp, "name", str, f"{path}.name")
-            mtype = self.get(mp, "type", str, f"{path}.type")
-            sizes = [
-                self.get(mp, k, int, f"{path}.{k}")
-                for k in ("key_size", "value_size", "max_entries")
-            ]
-            pin = self.get(mp, "pin_path", str, f"{path}.pin_path")
-            if pin is not None and name is not None:
-                expected = f"{BPFFS_ROOT}/bpfgen/{{netns}}/{name}"
-                if pin != expected:
-                    self.fail(f"{path}.pin_path", f"{pin!r}: expected {expected!r}")
-            if name and mtype and pin and all(s is not None for s in sizes):
-                out.append(MapSpec(name, mtype, sizes[0], sizes[1], sizes[2], pin))
+        for i, mp in enumerate(m.maps):
+            path = f"maps[{i}]"
+            expected = f"{BPFFS_ROOT}/bpfgen/{{netns}}/{mp.name}"
+            if mp.pin_path != expected:
+                self.fail(f"{path}.pin_path", f"{mp.pin_path!r}: expected {expected!r}")
+                continue
+            out.append(MapSpec(mp.name, mp.type, mp.key_size, mp.value_size, mp.max_entries,
+                               mp.pin_path))  # fmt: skip
         return out
 
-    def node(self, m: Any) -> NodeFacts | None:
-        n = self.get(m, "node", dict, "node")
-        if n is None:
-            return None
-        addresses = [
+    def node(self, n: NodeFacts) -> None:
+        for i, a in enumerate(n.addresses):
             self.address(a, f"node.addresses[{i}]")
-            for i, a in enumerate(self.get(n, "addresses", list, "node.addresses") or [])
-        ]
-        if not addresses:
+        if not n.addresses:
             self.fail("node.addresses", "no node address")
-        timeouts = self.get(n, "timeouts", dict, "node.timeouts") or {}
-        for key in ("tcp_established", "tcp_transitory", "udp"):
-            self.get(timeouts, key, int, f"node.timeouts.{key}")
-        name = self.get(n, "name", str, "node.name") or ""
-        scheduler = self.get(n, "scheduler", str, "node.scheduler") or ""
-        mark = self.get(n, "masquerade_mark", int, "node.masquerade_mark") or 0
-        return NodeFacts(
-            name=name,
-            addresses=tuple(a for a in addresses if a is not None),
-            snat_port_range=self.port_range(n, "snat_port_range", "node.snat_port_range"),
-            node_port_range=self.port_range(n, "node_port_range", "node.node_port_range"),
-            scheduler=scheduler,
-            timeouts=dict(timeouts),
-            masquerade_mark=mark,
-        )
+        self.port_range(n.snat_port_range, "node.snat_port_range")
+        self.port_range(n.node_port_range, "node.node_port_range")
 
-    def frontends(self, m: Any) -> list[Frontend]:
-        spec = self.get(m, "specialization", dict, "specialization")
-        out = []
-        for path, f in self.items(spec, "frontends", "specialization.frontends"):
-            kind = self.get(f, "kind", str, f"{path}.kind")
-            if kind is not None and kind not in FRONTEND_KINDS:
-                self.fail(f"{path}.kind", f"{kind!r} is not one of {', '.join(FRONTEND_KINDS)}")
-            address = None
-            if kind != "NodePort":
-                address = self.address(
-                    f.get("address") if isinstance(f, dict) else None, f"{path}.address"
-                )
-            elif isinstance(f, dict) and f.get("address") is not None:
+    def frontends(self, frontends: tuple[Frontend, ...]) -> None:
+        for i, f in enumerate(frontends):
+            path = f"specialization.frontends[{i}]"
+            if f.kind not in FRONTEND_KINDS:
+                self.fail(f"{path}.kind", f"{f.kind!r} is not one of {', '.join(FRONTEND_KINDS)}")
+            if f.kind != "NodePort":
+                if f.address is None:
+                    self.fail(f"{path}.address", "None is not an IPv4 address")
+                else:
+                    self.address(f.address, f"{path}.address")
+            elif f.address is not None:
                 self.fail(f"{path}.address", "a NodePort frontend has no address (null)")
-            port = self.port(f.get("port") if isinstance(f, dict) else None, f"{path}.port")
-            proto = self.get(f, "protocol", str, f"{path}.protocol")
-            if proto is not None and proto not in ("TCP", "UDP"):
-                self.fail(f"{path}.protocol", f"{proto!r}: IPVS services here are TCP or UDP")
-            scheduler = self.get(f, "scheduler", str, f"{path}.scheduler")
-            persistence = f.get("persistence_timeout") if isinstance(f, dict) else None
-            if persistence is not None and (not isinstance(persistence, int) or persistence < 1):
-                self.fail(f"{path}.persistence_timeout", f"{persistence!r} is not seconds or null")
-            backends = []
-            for bpath, b in self.items(f, "backends", f"{path}.backends"):
-                addr = self.address(
-                    b.get("address") if isinstance(b, dict) else None, f"{bpath}.address"
-                )
-                bport = self.port(b.get("port") if isinstance(b, dict) else None, f"{bpath}.port")
-                weight = self.get(b, "weight", int, f"{bpath}.weight")
-                if addr and bport and weight is not None:
-                    backends.append(Backend(addr, bport, weight))
-            service = f.get("service", "") if isinstance(f, dict) else ""
-            complete = kind and proto in ("TCP", "UDP") and scheduler
-            if complete and port is not None and (kind == "NodePort" or address):
-                out.append(
-                    Frontend(
-                        kind, str(service), address, port, proto, scheduler,
-                        persistence, tuple(backends),
-                    )
-                )  # fmt: skip
-        return out
+            self.port(f.port, f"{path}.port")
+            if f.protocol not in ("TCP", "UDP"):
+                self.fail(f"{path}.protocol", f"{f.protocol!r}: IPVS services here are TCP or UDP")
+            if f.persistence_timeout is not None and f.persistence_timeout < 1:
+                self.fail(f"{path}.persistence_timeout",
+                          f"{f.persistence_timeout!r} is not seconds or null")  # fmt: skip
+            for j, b in enumerate(f.backends):
+                self.address(b.address, f"{path}.backends[{j}].address")
+                self.port(b.port, f"{path}.backends[{j}].port")
 
     def map_init(
-        self, build_dir: Path, m: Any, maps: dict[str, MapSpec]
+        self, build_dir: Path, m: Manifest, maps: dict[str, MapSpec]
     ) -> dict[str, tuple[tuple[bytes, bytes], ...]]:
-        name = m.get("map_init") if isinstance(m, dict) else None
+        name = m.map_init
         if name is None:
             return {}
-        if not isinstance(name, str) or os.path.basename(name) != name:
+        if os.path.basename(name) != name:
             self.fail("map_init", f"{name!r} is not a file name in the build directory")
             return {}
         where = build_dir / name
@@ -469,33 +327,21 @@ class _Checker:
             out[map_name] = tuple(pairs)
         return out
 
-    def build_kind(self, m: Any, runtime_config: tuple[str, bytes] | None) -> None:
+    def runtime_config(self, m: Manifest) -> tuple[str, bytes] | None:
         """specialized: no runtime config; generic: the .bss image; frozen: the .rodata one."""
-        kind = self.get(m, "build", str, "build")
-        if kind is None:
-            return
-        if kind not in CONFIG_SECTION:
-            self.fail("build", f"{kind!r} is not one of {', '.join(CONFIG_SECTION)}")
-            return
-        want = BuildKind(kind).config_section
-        got = None if runtime_config is None else runtime_config[0]
+        rc = m.runtime_config
+        want = m.build.config_section
+        got = None if rc is None else rc.map
         if got != want:
             self.fail(
                 "runtime_config.map",
-                f"{got!r}: a {kind} build needs "
+                f"{got!r}: a {m.build} build needs "
                 + ("no runtime config" if want is None else f"its config in {want}"),
             )
-
-    def runtime_config(self, m: Any) -> tuple[str, bytes] | None:
-        rc = m.get("runtime_config") if isinstance(m, dict) else None
         if rc is None:
             return None
-        section = self.get(rc, "map", str, "runtime_config.map")
-        hexdata = self.get(rc, "hex", str, "runtime_config.hex")
-        if section is None or hexdata is None:
-            return None
         try:
-            return section, bytes.fromhex(hexdata)
+            return rc.map, bytes.fromhex(rc.hex)
         except ValueError:
             self.fail("runtime_config.hex", "not hex")
             return None

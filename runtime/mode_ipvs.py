@@ -68,9 +68,9 @@ def desired_nft(build: Build) -> str:
 def desired_timeouts(build: Build) -> ipvs.Timeouts:
     t = build.node.timeouts
     return ipvs.Timeouts(
-        tcp=max(int(t.get("tcp_established", 0)), IPVS_TCP_FLOOR),
-        tcp_fin=max(int(t.get("tcp_transitory", 0)), IPVS_TCPFIN_FLOOR),
-        udp=max(int(t.get("udp", 0)), IPVS_UDP_FLOOR),
+        tcp=max(t.tcp_established, IPVS_TCP_FLOOR),
+        tcp_fin=max(t.tcp_transitory, IPVS_TCPFIN_FLOOR),
+        udp=max(t.udp, IPVS_UDP_FLOOR),
     )
 
 

@@ -250,10 +250,10 @@ def status(opts: Options) -> dict[str, Any]:
                      "entries": entries, "max_entries": m.max_entries}
                 )  # fmt: skip
                 if m.name == COUNTERS_MAP and build is not None:
-                    names = build.manifest.get("counters") or []
+                    names = build.manifest.counters
                     for i, cname in enumerate(names):
                         values = m.lookup_percpu(i.to_bytes(4, "little")) or []
-                        counters[str(cname)] = sum(int.from_bytes(v[:8], "little") for v in values)
+                        counters[cname] = sum(int.from_bytes(v[:8], "little") for v in values)
         out["maps"] = maps
         out["counters"] = counters
         services, ipvs_problem = live_services(state)

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from .contract.layouts import (
     SK_BUFF_SIZE,
@@ -49,6 +49,7 @@ from .contract.layouts import (
     from_be,
     to_bytes,
 )
+from .contract.manifest import Problems, decode_manifest
 from .errors import RuntimeOpError
 from .loader import (
     LoadedMap,
@@ -172,8 +173,14 @@ class BuildUnderTest:
 
     def __init__(self, build_dir: str | os.PathLike[str]) -> None:
         self.build_dir = Path(build_dir).absolute()
-        self.manifest: dict[str, Any] = json.loads((self.build_dir / "manifest.json").read_text())
-        self.counter_names: tuple[str, ...] = tuple(self.manifest["counters"])
+        problems = Problems()
+        manifest = decode_manifest(
+            json.loads((self.build_dir / "manifest.json").read_text()), problems
+        )
+        if manifest is None:
+            raise ValueError(f"{self.build_dir}/manifest.json: {'; '.join(problems)}")
+        self.manifest = manifest
+        self.counter_names: tuple[str, ...] = manifest.counters
         self._objects: list[LoadedObject] = []
         workdir = Path(tempfile.mkdtemp(prefix="bpfgen-testrun-"))
         self.pin_root = workdir / "bpffs"
@@ -191,13 +198,13 @@ class BuildUnderTest:
 
     def _open_programs(self) -> dict[str, ProgramUnderTest]:
         initial: Mapping[str, bytes] = {}
-        runtime_config = self.manifest.get("runtime_config")
+        runtime_config = self.manifest.runtime_config
         if runtime_config is not None:
-            initial = {runtime_config["map"]: bytes.fromhex(runtime_config["hex"])}
+            initial = {runtime_config.map: bytes.fromhex(runtime_config.hex)}
         objects: dict[str, LoadedObject] = {}
         programs: dict[str, ProgramUnderTest] = {}
-        for entry in self.manifest["programs"]:
-            name = entry["object"]
+        for entry in self.manifest.programs:
+            name = entry.object
             if name not in objects:
                 objects[name] = open_object(
                     self.build_dir / name,
@@ -206,12 +213,12 @@ class BuildUnderTest:
                     log_level=0,
                 )
                 self._objects.append(objects[name])
-            loaded = objects[name].programs[entry["function"]]
-            programs[entry["name"]] = ProgramUnderTest(
-                name=entry["name"],
-                function=entry["function"],
+            loaded = objects[name].programs[entry.function]
+            programs[entry.name] = ProgramUnderTest(
+                name=entry.name,
+                function=entry.function,
                 object=self.build_dir / name,
-                source=self.build_dir / entry["source"],
+                source=self.build_dir / entry.source,
                 is_xdp=loaded.type == BPF_PROG_TYPE_XDP,
                 loaded=loaded,
             )
@@ -226,9 +233,9 @@ class BuildUnderTest:
         return maps
 
     def _write_map_init(self) -> None:
-        if not self.manifest.get("map_init"):
+        if not self.manifest.map_init:
             return
-        entries = json.loads((self.build_dir / self.manifest["map_init"]).read_text())
+        entries = json.loads((self.build_dir / self.manifest.map_init).read_text())
         for name, pairs in entries.items():
             for key, value in pairs:
                 self.maps[name].update(bytes.fromhex(key), bytes.fromhex(value))

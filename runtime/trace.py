@@ -186,7 +186,7 @@ def resolve(opts: Options, vip: str | None, backend: str | None, port: int | Non
         label, tuple(sorted(addresses, key=ipaddress.IPv4Address)),
         tuple(sorted(ports)) if port is not None else (),
         _inode(opts.netns), counters_pin if os.path.exists(counters_pin) else None,
-        tuple(str(n) for n in build.manifest.get("counters") or ()),
+        build.manifest.counters,
     )  # fmt: skip
 
 

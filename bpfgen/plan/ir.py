@@ -16,6 +16,15 @@ from typing import Any
 
 from bpfgen.model import Backend, Mode, Protocol, Role, Scheduler
 from bpfgen_runtime.contract import BuildKind, Hook
+from bpfgen_runtime.contract.manifest import (
+    BackendEntry,
+    DecisionEntry,
+    FrontendEntry,
+    NodeEntry,
+    Specialization,
+    SvcEntry,
+    to_json,
+)
 
 #: Number of counters: enum bpfgen_event + enum bpfgen_drop_reason (checked
 #: against the object's BTF in tests/build).
@@ -238,7 +247,7 @@ class Plan:
     programs: tuple[ProgramPlan, ...]
     runtime_config: bytes | None  # bpfgen_cfg's initial value (generic, frozen builds)
     map_init: dict[str, Sequence[tuple[bytes, bytes]]] = field(default_factory=dict)
-    node: dict[str, Any] = field(default_factory=dict)  # what the runtime needs of the node file
+    node: NodeEntry | None = None  # what the runtime needs of the node file
     counter_names: tuple[str, ...] = COUNTER_NAMES
     svc: SvcPlan | None = None  # bpf mode only
 
@@ -273,55 +282,52 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as JSON-able data: the manifest's specialization table."""
-        return {
-            "build": self.build_kind,
-            "mode": self.mode.value,
-            "node": self.node_name,
-            "decisions": [
-                {
-                    "name": d.name,
-                    "value": d.value,
-                    "source": d.source,
-                    "reason": d.reason,
-                    "runtime": d.runtime,
-                }
-                for d in self.decisions
-            ],
-            "frontends_in_map": self.frontends_in_map,
-            "frontends": [
-                {
-                    "index": f.index,
-                    "kind": f.kind.value,
-                    "service": f.service,
-                    "port_name": f.port_name,
-                    "address": None if f.addr is None else str(f.addr),
-                    "port": f.port,
-                    "protocol": f.protocol.value,
-                    "masquerade": f.masq.name,
-                    "masquerade_reason": f.masq_reason,
-                    "scheduler": self.scheduler,
-                    "persistence_timeout": f.affinity_timeout,
-                    "backends": [
-                        {"address": str(b.address), "port": b.port, "weight": 1} for b in f.backends
-                    ],
-                }
-                for f in self.frontends
-            ],
-            **({"svc": self._svc_dict()} if self.svc is not None else {}),
-        }
+        return dict(to_json(self.specialization()))
 
-    def _svc_dict(self) -> dict[str, Any]:
+    def specialization(self) -> Specialization:
+        """The manifest's specialization table (runtime/contract/manifest.py)."""
+        return Specialization(
+            build=self.build_kind,
+            mode=self.mode,
+            node=self.node_name,
+            decisions=tuple(
+                DecisionEntry(d.name, d.value, d.source, d.reason, d.runtime)
+                for d in self.decisions
+            ),
+            frontends_in_map=self.frontends_in_map,
+            frontends=tuple(
+                FrontendEntry(
+                    index=f.index,
+                    kind=f.kind.value,
+                    service=f.service,
+                    port_name=f.port_name,
+                    address=None if f.addr is None else str(f.addr),
+                    port=f.port,
+                    protocol=f.protocol.value,
+                    masquerade=f.masq.name,
+                    masquerade_reason=f.masq_reason,
+                    scheduler=self.scheduler,
+                    persistence_timeout=f.affinity_timeout,
+                    backends=tuple(BackendEntry(str(b.address), b.port, 1) for b in f.backends),
+                )
+                for f in self.frontends
+            ),
+            svc=self._svc_entry(),
+        )
+
+    def _svc_entry(self) -> SvcEntry | None:
         """bpf mode: where the selection tables live, and why (manifest and plan)."""
-        assert self.svc is not None
-        return {
-            "scheduler": self.svc.scheduler,
-            "maglev_table_size": self.svc.maglev_size,
-            "maglev_tables": "rodata" if self.svc.maglev_in_rodata else (
+        if self.svc is None:
+            return None
+        return SvcEntry(
+            scheduler=self.svc.scheduler,
+            maglev_table_size=self.svc.maglev_size,
+            maglev_tables="rodata" if self.svc.maglev_in_rodata else (
                 "map" if self.svc.maglev else None),
-            "maglev_reason": self.svc.maglev_reason,
-            "backends": "map" if self.frontends_in_map else "rodata",
-            "no_backend": "TCP RST, UDP ICMP port unreachable (reject_no_backend)",
-        }
+            maglev_reason=self.svc.maglev_reason,
+            backends="map" if self.frontends_in_map else "rodata",
+            no_backend="TCP RST, UDP ICMP port unreachable (reject_no_backend)",
+        )  # fmt: skip
 
     def to_text(self) -> str:
         """What `bpfgen plan` prints: every decision and its reason."""

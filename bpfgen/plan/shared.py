@@ -29,7 +29,8 @@ from bpfgen.plan.ir import (
     ProgramPlan,
     SvcPlan,
 )
-from bpfgen_runtime.contract import BuildKind, layouts
+from bpfgen_runtime.contract import BuildKind, Scheduler, layouts
+from bpfgen_runtime.contract.manifest import InterfaceEntry, NodeEntry, Timeouts
 
 #: Frontends at or under this count are matched by generated code (nested
 #: switches clang turns into binary searches over constants); above it, a
@@ -442,36 +443,29 @@ def node_decisions(
     return decisions
 
 
-def node_info(inputs: Inputs) -> dict[str, Any]:
+def node_info(inputs: Inputs) -> NodeEntry:
     """The node facts the runtime acts on (IPVS, sysctls, reserved ports, notrack)."""
     n = inputs.node
-    return {
-        "name": n.name,
-        "addresses": [str(a) for a in n.addresses],
-        "pod_cidr": str(n.pod_cidr),
-        "cluster_pod_cidr": str(n.cluster_pod_cidr),
-        "service_cidr": str(n.service_cidr),
-        "masquerade_all": n.masquerade_all,
-        "node_port_range": list(n.node_port_range),
-        "interfaces": [
-            {"name": i.name, "role": i.role.value, "hook": i.hook.value} for i in n.interfaces
-        ],
-        "scheduler": n.scheduler,
-        "mode": n.mode.value,
-        "maglev_table_size": n.maglev_table_size,
-        "selection_seed": n.selection_seed,
-        "snat_port_range": list(n.snat_port_range),
-        "max_sessions": n.max_sessions,
-        "masquerade_mark": n.masquerade_mark,
-        "timeouts": {
-            "tcp_established": n.timeouts.tcp_established,
-            "tcp_transitory": n.timeouts.tcp_transitory,
-            "tcp_time_wait": n.timeouts.tcp_time_wait,
-            "tcp_close": n.timeouts.tcp_close,
-            "udp": n.timeouts.udp,
-            "icmp": n.timeouts.icmp,
-        },
-    }
+    t = n.timeouts
+    return NodeEntry(
+        name=n.name,
+        addresses=tuple(str(a) for a in n.addresses),
+        pod_cidr=str(n.pod_cidr),
+        cluster_pod_cidr=str(n.cluster_pod_cidr),
+        service_cidr=str(n.service_cidr),
+        masquerade_all=n.masquerade_all,
+        node_port_range=n.node_port_range,
+        interfaces=tuple(InterfaceEntry(i.name, i.role.value, i.hook.value) for i in n.interfaces),
+        scheduler=Scheduler(n.scheduler),
+        mode=n.mode,
+        maglev_table_size=n.maglev_table_size,
+        selection_seed=n.selection_seed,
+        snat_port_range=n.snat_port_range,
+        max_sessions=n.max_sessions,
+        masquerade_mark=n.masquerade_mark,
+        timeouts=Timeouts(t.tcp_established, t.tcp_transitory, t.tcp_time_wait, t.tcp_close,
+                          t.udp, t.icmp),
+    )  # fmt: skip
 
 
 def ctypes_size(struct: type) -> int:

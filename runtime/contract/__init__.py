@@ -4,7 +4,8 @@ the build directory (docs/architecture.md "The contract").
 The choices both sides name (datapath modes, build kinds, schedulers, attach hooks) are
 `StrEnum`s whose values are the strings the node file and manifest.json have always
 used, so a member serializes as it did before and compares equal to its string.
-`layouts` holds the C structs' ctypes mirrors, `manifest` the manifest's model.
+`layouts` holds the C structs' ctypes mirrors, `manifest` the manifest's model
+(written by the compiler, decoded by the runtime: one definition).
 
 It lives in the runtime because the compiler may import the runtime and not the
 reverse; it imports nothing else of the runtime (`make lint`), so the compiler pulls

@@ -20,6 +20,7 @@ from bpf_inputs import (
 )
 from hypothesis import example, given
 from hypothesis import strategies as st
+from manifests import as_json
 from strategies import GeneratedConfig, config_of, to_yaml, valid_configs
 
 from bpfgen.compiler import compile_build
@@ -63,7 +64,7 @@ AFFINITY_MAP = "bpfgen_affinity_v4"  # only with a sessionAffinity ClientIP Serv
 def _compile(root: Path, node: dict[str, Any], svcs: dict[str, Any], kind: str) -> dict[str, Any]:
     node_path, services_path = write_inputs(root, node, svcs)
     result = compile_build(node_path, [services_path], root / "build", build=kind)
-    return result.manifest
+    return as_json(result)
 
 
 #: datapath.socketLB's programs (sock.bpf.o): name -> (section, hook). Their budgets: the
@@ -266,7 +267,7 @@ def test_client_ip_service_without_multi_backend_frontends_loads_unverified(
                            str(node_path), "--services", str(services_path), "--out", str(out))
     assert code == 0, err
     with BuildUnderTest(out) as build:
-        assert set(build.programs) == {p["name"] for p in build.manifest["programs"]}
+        assert set(build.programs) == {p.name for p in build.manifest.programs}
         assert AFFINITY_MAP in build.maps
 
 
@@ -335,4 +336,4 @@ def test_random_bpf_configs_compile_and_verify(
     snat["maxSessions"] = min(snat.get("maxSessions", 65536), 65536)
     node_path, services_path = shared_inputs(to_yaml(node), cfg.services_yaml)
     result = compile_build(node_path, [services_path], root / "build", build=kind)
-    _check_budgets(result.manifest)
+    _check_budgets(as_json(result))

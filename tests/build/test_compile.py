@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from manifests import as_json
 
 from bpfgen.compiler import compile_build
 from tests.build.helpers import run_cli, snapshot
@@ -69,7 +70,7 @@ def test_generic_build_reads_config_at_run_time(
     tmp_path: Path, example_node: Path, example_services: Path
 ) -> None:
     res = compile_build(example_node, [example_services], tmp_path / "g", generic=True)
-    m = res.manifest
+    m = as_json(res)
     assert m["build"] == "generic"
     # struct bpfgen_config, 128 bytes since the tcpTimeWait and tcpClose timeouts
     assert m["runtime_config"]["map"] == ".bss" and len(m["runtime_config"]["hex"]) == 2 * 128
@@ -158,6 +159,6 @@ def test_object_cache_hit_without_build_cache_hit(
     assert not first.build_cache_hit and first.clang_runs == len(first.objects)
     assert not second.build_cache_hit and second.clang_runs == 0
     assert len(second.objects) == len(first.objects)
-    for prog in first.manifest["programs"]:
+    for prog in as_json(first)["programs"]:
         a = (tmp_path / "one" / prog["object"]).read_bytes()
         assert a == (tmp_path / "two" / prog["object"]).read_bytes()

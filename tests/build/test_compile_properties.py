@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from manifests import as_json
 
 from bpfgen.compiler import compile_build
 from bpfgen.errors import InputError
@@ -45,7 +46,7 @@ def _write(tmp: Path, cfg: GeneratedConfig) -> tuple[Path, Path]:
 def _check_build(out: Path, cfg: GeneratedConfig, kind: str) -> None:
     node, services = _write(out.parent, cfg)
     res = compile_build(node, [services], out, build=kind)
-    m = res.manifest
+    m = as_json(res)
     assert (m["build"], m["mode"]) == (kind, cfg.mode)
     assert m["kernel"]["verified"]
     for prog in m["programs"]:

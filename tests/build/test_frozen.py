@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from manifests import as_json
 
 from bpfgen.compiler import compile_build
 from bpfgen.inspect import inspect_object
@@ -37,7 +38,7 @@ def test_frozen_build_compiles_verifies_and_prunes(
     assert frozen["build"] == "frozen" and frozen["kernel"]["verified"] is True
     # The same values as the generic build, in the other internal map.
     assert frozen["runtime_config"]["map"] == ".rodata"
-    assert frozen["runtime_config"]["hex"] == generic.manifest["runtime_config"]["hex"]
+    assert frozen["runtime_config"]["hex"] == as_json(generic)["runtime_config"]["hex"]
     assert frozen["map_init"] == "map_init.json"
     header = (out / "node_config.h").read_text()
     assert "const volatile struct bpfgen_config bpfgen_cfg = {};" in header
@@ -51,7 +52,7 @@ def test_frozen_build_compiles_verifies_and_prunes(
     # The verifier saw constants: it walked fewer instructions than for the generic
     # build, whose .bss it cannot trust.
     for name, n in _processed(frozen).items():
-        assert 0 < n < _processed(generic.manifest)[name], name
+        assert 0 < n < _processed(as_json(generic))[name], name
 
 
 def test_frozen_build_is_verified_with_its_own_rodata(
@@ -59,7 +60,7 @@ def test_frozen_build_is_verified_with_its_own_rodata(
 ) -> None:
     """An all-zero .rodata (every protocol off) would verify other, smaller code."""
     res = compile_build(example_node, [example_services], tmp_path / "f", build="frozen")
-    egress = next(p for p in res.manifest["programs"] if p["name"] == "egress")
+    egress = next(p for p in as_json(res)["programs"] if p["name"] == "egress")
     zeros = verify_object(res.out / egress["object"], log_dir=tmp_path)
     by_name = {r.name: r.verified_insns for r in zeros}
     assert by_name[egress["function"]] != egress["verifier"]["processed_insns"]

@@ -28,6 +28,7 @@ from bpf_inputs import (
     single_backend_services,
     write_inputs,
 )
+from manifests import as_json
 
 from bpfgen.compiler import compile_build
 from bpfgen.plan import BUILD_KINDS, INLINE_FRONTEND_LIMIT
@@ -77,13 +78,13 @@ def _accepted(manifest: dict[str, Any]) -> None:
 def test_bpf_mode_shape_verifies(tmp_path: Path, shape: str, kind: str) -> None:
     node_path, services_path = write_inputs(tmp_path, *BPF_SHAPES[shape]())
     result = compile_build(node_path, [services_path], tmp_path / "build", build=kind)
-    assert result.manifest["mode"] == "bpf"
-    _accepted(result.manifest)
+    assert as_json(result)["mode"] == "bpf"
+    _accepted(as_json(result))
 
 
 @pytest.mark.parametrize("kind", BUILD_KINDS)
 def test_ipvs_mode_example_verifies(tmp_path: Path, kind: str) -> None:
     result = compile_build(EXAMPLES / "node.yaml", [EXAMPLES / "services.yaml"],
                            tmp_path / "build", build=kind)  # fmt: skip
-    assert result.manifest["mode"] == "ipvs"
-    _accepted(result.manifest)
+    assert as_json(result)["mode"] == "ipvs"
+    _accepted(as_json(result))

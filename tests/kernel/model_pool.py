@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pytest
+from manifests import as_json
 
 from bpfgen.compiler import compile_build
 from bpfgen.inputs import load_inputs
@@ -56,9 +57,9 @@ class BuildPool(Generic[T]):
             inputs = load_inputs(node_path, [services_path])
             result = compile_build(node_path, [services_path], self.root / f"config-{index}-{kind}",
                                    build=kind, verify=False)
-            assert result.manifest["config_sha256"] == inputs.sha256
+            assert as_json(result)["config_sha256"] == inputs.sha256
             self.builds[(index, kind)] = (BuildUnderTest(result.out),
-                                          self.view(inputs, kind, result.manifest))
+                                          self.view(inputs, kind, as_json(result)))
         return self.builds[(index, kind)]
 
 

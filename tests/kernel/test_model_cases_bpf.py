@@ -688,8 +688,8 @@ def test_the_model_reads_the_maps_and_counters_as_the_c_lays_them_out(built: Bui
     entry = layouts.AffinityEntry(last_seen_ns=1, addr=_native(2, 4), port=_native(3, 2))
     assert pack_affinity(Affinity(1, 2, 3)) == layouts.to_bytes(entry)
     for name in ("bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_affinity_v4"):
-        (m,) = [m for m in built.build.manifest["maps"] if m["name"] == name]
-        assert m["max_entries"] == built.config.base.max_sessions
+        (m,) = [m for m in built.build.manifest.maps if m.name == name]
+        assert m.max_entries == built.config.base.max_sessions
 
 
 def test_cases_run_in_a_namespace_without_routes() -> None:

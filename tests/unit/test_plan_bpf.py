@@ -28,9 +28,9 @@ def test_bpf_mode_defaults(tmp_path: Path) -> None:
     node = node_config()
     node["datapath"] = {"mode": "bpf"}
     plan = _plan(tmp_path, node, services())
-    assert plan.mode is Mode.BPF and plan.scheduler == "random"
-    assert plan.node["maglev_table_size"] == DEFAULT_MAGLEV_TABLE_SIZE == 16381
-    assert plan.node["selection_seed"] == DEFAULT_SELECTION_SEED
+    assert plan.mode is Mode.BPF and plan.scheduler == "random" and plan.node is not None
+    assert plan.node.maglev_table_size == DEFAULT_MAGLEV_TABLE_SIZE == 16381
+    assert plan.node.selection_seed == DEFAULT_SELECTION_SEED
     assert plan.decision("BPFGEN_SELECTION_SEED").value == f"0x{DEFAULT_SELECTION_SEED:08x}U"
     assert [p.name for p in plan.programs] == ["svc_in"]  # no egress program in bpf mode
     assert plan.counter_names == BPF_COUNTER_NAMES
