@@ -342,8 +342,21 @@ class Manifests:
                              "(only a hostname): not used")
                 continue
             address = s.ip(entry["ip"], f"{path}[{i}].ip")
+            mode = "VIP"
+            if "ipMode" in entry:
+                mode = s.choice(entry["ipMode"], f"{path}[{i}].ipMode", ("VIP", "Proxy"),
+                                "an IP mode") or ""  # fmt: skip
+                ok = ok and bool(mode)
             if address is None:
                 ok = False
+            elif mode == "Proxy":
+                # KEP-1860: the load balancer proxies (it may also translate the family);
+                # kube-proxy installs nothing for such an IP, so in-cluster clients reach
+                # the load balancer itself, with its own policies and TLS.
+                if key is not None:
+                    s.notice(item.line, f"Service {key}: {path}[{i}].ip {address} has ipMode "
+                             "Proxy: not captured (traffic to it goes to the load balancer, "
+                             "as with kube-proxy)")  # fmt: skip
             elif isinstance(address, IPv6Address):
                 if key is not None:
                     s.notice(item.line, f"Service {key}: {path}[{i}].ip {address} is IPv6: "

@@ -72,9 +72,12 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
     out: list[Frontend] = []
 
     def masq_for(kind: FrontendKind, svc: Service) -> tuple[Masq, str]:
-        if node.masquerade_all:
-            return Masq.ALWAYS, "cluster.masqueradeAll"
+        # kube-proxy (iptables, nftables and ipvs proxiers alike) applies masqueradeAll
+        # to traffic to cluster IPs only; a NodePort, externalIP or LB IP follows its
+        # externalTrafficPolicy, so Local keeps the client's address (issue 15).
         if kind is FrontendKind.CLUSTER_IP:
+            if node.masquerade_all:
+                return Masq.ALWAYS, "ClusterIP with cluster.masqueradeAll"
             return Masq.IF_OUTSIDE, "ClusterIP: sources outside cluster.podCIDR"
         if svc.external_traffic_local:
             return Masq.NEVER, "externalTrafficPolicy: Local keeps the client address"

@@ -110,8 +110,8 @@ def model_config(inputs: Inputs, build_kind: str = "specialized") -> ModelConfig
     protocols: set[Protocol] = set()
 
     def external(local: bool) -> Policy:
-        if node.masquerade_all:
-            return Policy.ALWAYS
+        # masqueradeAll is the ClusterIP's (kube-proxy: the cluster IP's chain only);
+        # external traffic follows its traffic policy with or without it.
         return Policy.NEVER if local else Policy.ALWAYS
 
     for service in inputs.services:

@@ -85,7 +85,7 @@ enum bpfgen_masq {
 	BPFGEN_FRONTEND_NONE = 0, /* not a frontend */
 	BPFGEN_MASQ_NEVER = 1, /* e.g. externalTrafficPolicy: Local */
 	BPFGEN_MASQ_IF_OUTSIDE = 2, /* ClusterIP: only sources outside the cluster pod CIDR */
-	BPFGEN_MASQ_ALWAYS = 3, /* NodePort/external with policy Cluster; masqueradeAll */
+	BPFGEN_MASQ_ALWAYS = 3, /* external with policy Cluster; ClusterIP, masqueradeAll */
 };
 
 struct bpfgen_frontend_value {

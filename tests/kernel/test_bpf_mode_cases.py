@@ -578,3 +578,68 @@ def test_hairpin_is_snated_and_its_reply_reversed(bpf: Bpf) -> None:
                         flags=SYN | ACK))
     assert (reply.saddr, reply.sport, reply.daddr, reply.dport) == (A(VIP), 80, A(me), sport)
     assert bpf.deltas().get("rdnat") == 1
+
+
+LB_VIP_MODE, LB_PROXY_MODE = "198.18.2.20", "198.18.2.21"
+
+
+@pytest.mark.parametrize("kind", ["specialized", "generic"])
+def test_lb_ip_with_proxy_ip_mode_is_not_captured(tmp_path: Path, kind: str) -> None:
+    """issue 15, KEP-1860: kube-proxy serves a load balancer's ingress IP on the node only
+    in `ipMode: VIP` (the default); with `Proxy` the load balancer proxies, and traffic
+    to that IP must reach it untouched. The same frontends feed the ipvs mode's IPVS
+    services (tests/unit/test_config_valid.py checks the inputs)."""
+    svcs = services()
+    lb = next(i for i in svcs["items"] if i["metadata"]["name"] == "web")
+    lb["spec"]["type"] = "LoadBalancer"
+    lb["status"] = {"loadBalancer": {"ingress": [{"ip": LB_VIP_MODE, "ipMode": "VIP"},
+                                                 {"ip": LB_PROXY_MODE, "ipMode": "Proxy"}]}}
+    node_path, services_path = write_inputs(tmp_path, node_config(), svcs)
+    result = compile_build(node_path, [services_path], tmp_path / "build", build=kind,
+                           verify=False)
+    frontends = {(f.kind, f.address) for f in result.manifest.specialization.frontends}
+    assert ("LoadBalancer", LB_VIP_MODE) in frontends
+    assert not any(address == LB_PROXY_MODE for _, address in frontends)
+    with BuildUnderTest(result.out) as build:
+        bpf = Bpf(build, kind, "random", {}, "svc_in")
+        bpf.clear()
+        out = bpf.run(syn(OUTSIDE, LB_PROXY_MODE, 51000, 80))
+        assert (out.verdict, out.daddr, out.dport, out.saddr) == (
+            TC_ACT_OK, A(LB_PROXY_MODE), 80, A(OUTSIDE))
+        assert bpf.deltas() == {"pass": 1} and bpf.nat() == {}
+        out = bpf.run(syn(OUTSIDE, LB_VIP_MODE, 51000, 80))
+        assert str(IPv4Address(out.daddr)) in BACKENDS and out.dport == BACKEND_PORT
+        assert bpf.deltas().get("dnat_new") == 1
+
+
+@pytest.mark.parametrize("kind", ["specialized", "frozen"])
+def test_masquerade_all_leaves_external_traffic_policy_local_alone(
+    tmp_path: Path, kind: str
+) -> None:
+    """issue 15: kube-proxy's --masquerade-all is the cluster IPs' (its iptables, nftables
+    and ipvs proxiers alike). A NodePort with externalTrafficPolicy: Local still keeps
+    the client's address under it; a ClusterIP is masqueraded even from a pod."""
+    node = node_config()
+    node["cluster"]["masqueradeAll"] = True
+    svcs = services()
+    web = next(i for i in svcs["items"] if i["metadata"]["name"] == "web")
+    web["spec"]["externalTrafficPolicy"] = "Local"
+    node_path, services_path = write_inputs(tmp_path, node, svcs)
+    result = compile_build(node_path, [services_path], tmp_path / "build", build=kind,
+                           verify=False)
+    policies = {(f.kind, f.service): f.masquerade
+                for f in result.manifest.specialization.frontends}  # fmt: skip
+    assert policies[("NodePort", "default/web")] == "NEVER"
+    assert policies[("ClusterIP", "default/web")] == "ALWAYS"
+    with BuildUnderTest(result.out) as build:
+        bpf = Bpf(build, kind, "random", {}, "svc_in")
+        bpf.clear()
+        out = bpf.run(syn(OUTSIDE, NODE2, 51000, NODEPORT))
+        # the one local endpoint (BACKENDS[0] is on node-a), the client's address kept
+        assert (out.saddr, out.sport) == (A(OUTSIDE), 51000)
+        assert (out.daddr, out.dport) == (A(BACKENDS[0]), BACKEND_PORT)
+        assert bpf.deltas().get("dnat_new") == 1 and "snat_new" not in bpf.deltas()
+        bpf.reset_counters()
+        out = bpf.run(syn(CLIENT_POD, VIP, 40000, 80))
+        assert out.saddr in (A(NODE1), A(NODE2)) and PORT_MIN <= out.sport <= PORT_MAX
+        assert bpf.deltas().get("snat_new") == 1

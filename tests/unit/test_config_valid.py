@@ -394,6 +394,33 @@ def test_load_balancer_frontends(tmp_path: Path) -> None:
     )
 
 
+def test_proxy_ip_mode_is_not_captured(tmp_path: Path) -> None:
+    """issue 15: kube-proxy installs nothing for an ingress IP with ipMode Proxy (KEP-1860):
+    traffic to it must reach the load balancer. VIP, the default, is captured."""
+    text = """\
+        apiVersion: v1
+        kind: Service
+        metadata: {name: lb, namespace: shop}
+        spec:
+          type: LoadBalancer
+          allocateLoadBalancerNodePorts: false
+          clusterIP: 198.18.128.40
+          ports: [{name: http, port: 80}]
+        status:
+          loadBalancer:
+            ingress: [{ip: 198.18.1.20, ipMode: Proxy}, {ip: 198.18.1.21, ipMode: VIP},
+                      {ip: 198.18.1.22}]
+        """
+    inputs = load(tmp_path, text)
+    lb = service(inputs, "shop/lb")
+    assert lb.load_balancer_ips == (IPv4Address("198.18.1.21"), IPv4Address("198.18.1.22"))
+    assert inputs.notices == (
+        f"{tmp_path / 'services0.yaml'}:11: Service shop/lb: status.loadBalancer.ingress[0].ip "
+        "198.18.1.20 has ipMode Proxy: not captured (traffic to it goes to the load balancer, "
+        "as with kube-proxy)",
+    )
+
+
 def test_same_port_on_tcp_and_udp_is_no_conflict(tmp_path: Path) -> None:
     text = WEB.replace("ports: [{name: http, port: 80}]",
                        "type: NodePort\n  ports: [{name: a, port: 53, nodePort: 30053},"
