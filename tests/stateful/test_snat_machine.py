@@ -21,6 +21,7 @@ holds it CLOSED for tcpTimeWait.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -134,6 +135,9 @@ def _close_builds() -> Iterator[None]:
     for build, _ in _BUILDS.values():
         build.close()
     _BUILDS.clear()
+    for workdir in _WORKDIR:  # the builds' sources and objects (it leaked one per run)
+        shutil.rmtree(workdir, ignore_errors=True)
+    _WORKDIR.clear()
 
 
 def _addr(text: str) -> int:
