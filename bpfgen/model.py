@@ -8,6 +8,7 @@ objects, ports are ints in range, names are Kubernetes DNS labels. Stages after
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
@@ -118,6 +119,16 @@ class ServicePort:
     # exist), sorted as backends. The bpf mode keeps their existing sessions
     # (docs/datapath-bpf.md, "Existing flows keep their backend"); the ipvs mode ignores them.
     draining: tuple[Backend, ...] = ()
+    # The serving terminating endpoints, sorted as backends: kube-proxy falls back to them
+    # per set of endpoints, so a Local policy with no ready endpoint on this node takes
+    # this node's serving terminating ones (`local_backends`).
+    serving_terminating: tuple[Backend, ...] = ()
+
+    def local_backends(self, is_local: Callable[[Backend], bool]) -> tuple[Backend, ...]:
+        """The backends under a Local traffic policy: this node's ready endpoints, else its
+        serving terminating ones (kube-proxy's CategorizeEndpoints)."""
+        ready = tuple(b for b in self.backends if is_local(b))
+        return ready or tuple(b for b in self.serving_terminating if is_local(b))
 
 
 @dataclass(frozen=True)

@@ -107,9 +107,10 @@ def read_endpoints(s: Scope, fields: dict[str, Node]) -> list[Endpoint] | None:
 
 def backends_of(
     port_name: str, port_protocol: Protocol, slices: list[Slice], node_name: str | None
-) -> tuple[tuple[Backend, ...], tuple[Backend, ...]]:
-    """Ready endpoints of a service port (if none, the serving terminating ones), and the
-    other listed endpoints of the port (draining: existing sessions only)."""
+) -> tuple[tuple[Backend, ...], tuple[Backend, ...], tuple[Backend, ...]]:
+    """Ready endpoints of a service port (if none, the serving terminating ones), the
+    other listed endpoints of the port (draining: existing sessions only), and the serving
+    terminating ones (a Local policy's fallback: ServicePort.local_backends)."""
     candidates = [
         (endpoint, number)
         for slice_ in slices
@@ -133,4 +134,5 @@ def backends_of(
 
     backends = unique(chosen)
     draining = {k: b for k, b in unique(candidates).items() if k not in backends}
-    return tuple(backends.values()), tuple(draining.values())
+    fallback = unique([(e, n) for e, n in candidates if e.serving and e.terminating])
+    return tuple(backends.values()), tuple(draining.values()), tuple(fallback.values())

@@ -104,8 +104,11 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
             if kind is FrontendKind.CLUSTER_IP
             else svc.external_traffic_local
         )
-        backends = tuple(b for b in sp.backends if not local_only or is_local(b))
-        draining = tuple(b for b in sp.draining if not local_only or is_local(b))
+        # A Local policy falls back to this node's serving terminating endpoints when
+        # it has no ready one here, whatever other nodes have (kube-proxy, issue 15).
+        backends = sp.local_backends(is_local) if local_only else sp.backends
+        draining = tuple(b for b in sp.draining
+                         if (not local_only or is_local(b)) and b not in backends)  # fmt: skip
         masq, reason = masq_for(kind, svc)
         affinity_id = affinity_ids.setdefault((svc.key, sp.name, sp.protocol), len(out))
         out.append(

@@ -117,6 +117,10 @@ def svc_config(inputs: Inputs, build_kind: str = "specialized") -> SvcConfig:
                                  if not only_local or local(b)}))
 
         backends = kept(port.backends)
+        if only_local and not backends:
+            # "A Local policy with no ready endpoint on this node falls back to this
+            # node's serving terminating endpoints" (kube-proxy; docs/datapath-bpf.md).
+            backends = kept(port.serving_terminating)
         table = _maglev_table(backends, node.maglev_table_size) \
             if node.scheduler == "maglev" and backends else ()
         return SvcFrontend(policy, backends, frozenset(backends + kept(port.draining)), table,

@@ -643,3 +643,23 @@ def test_masquerade_all_leaves_external_traffic_policy_local_alone(
         out = bpf.run(syn(CLIENT_POD, VIP, 40000, 80))
         assert out.saddr in (A(NODE1), A(NODE2)) and PORT_MIN <= out.sport <= PORT_MAX
         assert bpf.deltas().get("snat_new") == 1
+
+
+def test_local_policy_serves_this_nodes_terminating_endpoint(tmp_path: Path) -> None:
+    """issue 15: under externalTrafficPolicy: Local, no ready endpoint on this node but
+    ready ones elsewhere: kube-proxy serves this node's serving terminating endpoint;
+    bpfgen rejected the connection (RST)."""
+    svcs = services()
+    web = next(i for i in svcs["items"] if i["metadata"]["name"] == "web")
+    web["spec"]["externalTrafficPolicy"] = "Local"
+    web_slice = next(i for i in svcs["items"] if i["metadata"]["name"] == "web-1")
+    local = next(e for e in web_slice["endpoints"] if e["addresses"] == [BACKENDS[0]])
+    local["conditions"] = {"ready": False, "serving": True, "terminating": True}
+    node_path, services_path = write_inputs(tmp_path, node_config(), svcs)
+    result = compile_build(node_path, [services_path], tmp_path / "build", verify=False)
+    with BuildUnderTest(result.out) as build:
+        bpf = Bpf(build, "specialized", "random", {}, "svc_in")
+        bpf.clear()
+        out = bpf.run(syn(OUTSIDE, NODE2, 51000, NODEPORT))
+        assert (out.saddr, out.daddr, out.dport) == (A(OUTSIDE), A(BACKENDS[0]), BACKEND_PORT)
+        assert bpf.deltas().get("dnat_new") == 1 and "reject_no_backend" not in bpf.deltas()

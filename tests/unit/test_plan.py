@@ -54,3 +54,53 @@ def test_an_address_in_two_roles_yields_one_frontend(tmp_path: Path) -> None:
 
 def test_every_mode_has_a_planner() -> None:
     assert set(PLANNERS) == set(Mode)
+
+
+LOCAL_TERMINATING = """\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: web, namespace: default}
+  spec:
+    type: NodePort
+    clusterIP: 198.18.128.30
+    externalTrafficPolicy: Local
+    ports: [{name: http, port: 80, protocol: TCP, nodePort: 30080}]
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata:
+    name: web-1
+    namespace: default
+    labels: {kubernetes.io/service-name: web}
+  addressType: IPv4
+  ports: [{name: http, port: 8080, protocol: TCP}]
+  endpoints:
+  - {addresses: [198.19.2.7], nodeName: node-b}
+  - addresses: [198.19.1.7]
+    nodeName: node-a
+    conditions: {ready: false, serving: true, terminating: true}
+  - addresses: [198.19.1.8]
+    nodeName: node-a
+    conditions: {ready: false, serving: false, terminating: true}
+"""
+
+
+def test_local_policy_falls_back_to_this_nodes_serving_terminating(tmp_path: Path) -> None:
+    """issue 15: kube-proxy falls back per set of endpoints. The NodePort (Local) has no
+    ready endpoint on node-a while node-b has one: it serves node-a's serving terminating
+    endpoint (was: no backend, rejected); the ClusterIP (Cluster) keeps the ready one.
+    One plan feeds both modes: the bpf mode's frontends and the ipvs mode's real servers."""
+    for mode in ("ipvs", "bpf"):
+        (tmp_path / "node.yaml").write_text(NODE + f"datapath: {{mode: {mode}}}\n")
+        (tmp_path / "svc.yaml").write_text(LOCAL_TERMINATING)
+        plan = make_plan(load_inputs(tmp_path / "node.yaml", [tmp_path / "svc.yaml"]))
+        got = {f.kind: ([str(b.address) for b in f.backends], [str(b.address) for b in f.draining])
+               for f in plan.frontends}  # fmt: skip
+        want_draining = ["198.19.1.8"] if mode == "bpf" else []
+        assert got == {
+            FrontendKind.CLUSTER_IP: (["198.19.2.7"], ["198.19.1.7", "198.19.1.8"]
+                                      if mode == "bpf" else []),
+            FrontendKind.NODE_PORT: (["198.19.1.7"], want_draining),
+        }, mode
