@@ -21,7 +21,7 @@ _COMMON = {"deadline": None, "print_blob": True,
            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
 settings.register_profile("ci", derandomize=True, max_examples=25, **_COMMON)
 settings.register_profile("dev", max_examples=200, **_COMMON)
-settings.register_profile("vm", derandomize=True, max_examples=4, **_COMMON)
+settings.register_profile("vm", derandomize=True, max_examples=3, **_COMMON)
 # check: `make check`, the fast tier: the first derandomized examples only.
 settings.register_profile("check", derandomize=True, max_examples=5, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

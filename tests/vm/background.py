@@ -46,6 +46,8 @@ class Suite:
     #: Host work before the boot (builds, binaries the guest runs): given the results
     #: directory (shared read-write with the guest), returns environment for the guest.
     prepare: Callable[[Path], dict[str, str]] | None = None
+    #: Niceness added to the VM (negative: before the host's tests on a busy machine).
+    nice: int = 0
 
 
 @dataclass
@@ -89,7 +91,7 @@ class SuiteRun:
                         env.update(self.suite.prepare(self.results))
                     self.run = run_in_vm(self.command(), self.timeout, results=self.results,
                                          env=env, rwdirs=(cache,), log=log,
-                                         cancel=self._cancel)  # fmt: skip
+                                         cancel=self._cancel, nice=self.suite.nice)  # fmt: skip
                 except VMError as exc:
                     self.error = str(exc)
                 except Exception as exc:  # noqa: BLE001 - reported by the waiting test

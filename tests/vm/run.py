@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import os
 import re
 import shlex
@@ -261,6 +262,12 @@ def _uptime(path: Path) -> float:
         return float("nan")
 
 
+def _renice(increment: int) -> None:
+    """In the child before exec: vng and the qemu it forks inherit the niceness."""
+    with contextlib.suppress(OSError):  # not root: the VM runs at the caller's priority
+        os.nice(increment)
+
+
 def run_in_vm(
     cmd: list[str],
     timeout: float = DEFAULT_TIMEOUT,
@@ -276,6 +283,7 @@ def run_in_vm(
     cached: bool = os.environ.get("BPFGEN_VM_CACHED", "1") != "0",
     log: IO[str] | None = None,
     cancel: threading.Event | None = None,
+    nice: int = 0,
 ) -> VMRun:
     """Boot the 6.1 kernel, run `cmd` in it, return its exit status and output.
 
@@ -287,7 +295,8 @@ def run_in_vm(
     (stdout and stderr both). `verbose` adds the boot console to stderr. `cached` serves
     cached_paths() from a cached read-only mount (BPFGEN_VM_CACHED=0: vng's only). Raises VMError
     when the VM cannot run the command to its end, including when `timeout` (boot
-    included) runs out or `cancel` is set.
+    included) runs out or `cancel` is set. `nice` is added to the VM's niceness (negative
+    raises its priority, as root; elsewhere the VM runs at the caller's).
     """
     if not cmd:
         raise ValueError("run_in_vm: empty command")
@@ -343,6 +352,7 @@ def run_in_vm(
             env=host_env,
             cwd=cwd,
             start_new_session=True,  # vng and its qemu form one group, killed together
+            preexec_fn=(lambda: _renice(nice)) if nice else None,
         )
         assert proc.stdout is not None and proc.stderr is not None
         if log is not None:
