@@ -310,16 +310,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_runtime(args: argparse.Namespace) -> int:
     """up/status/down go straight to the runtime; sync first rebuilds DIR."""
     if args.command == "sync":
-        from bpfgen.compiler import compile_build, read_manifest
+        from bpfgen.compiler import compile_build, read_manifest_inputs
         from bpfgen_runtime.node import locked
 
-        manifest = read_manifest(args.dir / "manifest.json")
-        node = args.node or Path(manifest.inputs["node"])
+        node_file, build = read_manifest_inputs(args.dir / "manifest.json")
+        node = args.node or node_file
         # Atomic: bad input exits 2 and leaves DIR and the node as they were. The
         # namespace's lock is held from the rebuild to the end of the sync, so two syncs
         # do not apply each other's builds.
         with locked(runtime_options(args), "sync"):  # refuses a bad --netns first
-            compile_build(node, args.services, args.dir, build=manifest.build)
+            compile_build(node, args.services, args.dir, build=build)
             return dispatch(args)
     return dispatch(args)
 

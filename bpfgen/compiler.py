@@ -33,7 +33,14 @@ from typing import Any
 
 from bpfgen import __version__
 from bpfgen.build import ObjectBuild, Toolchain, cache_root, compile_objects, toolchain
-from bpfgen.errors import InputError, OutputError, OutputRefused, Problem, VerifierError
+from bpfgen.errors import (
+    BpfgenError,
+    InputError,
+    OutputError,
+    OutputRefused,
+    Problem,
+    VerifierError,
+)
 from bpfgen.fingerprint import compiler_digest
 from bpfgen.inputs import load_sources, read_sources
 from bpfgen.inputs.source import Source
@@ -203,18 +210,41 @@ def write_manifest(path: Path, manifest: Manifest) -> None:
 def read_manifest(path: Path) -> Manifest:
     """DIR/manifest.json through the contract's model; InputError (exit 2) lists every
     problem, each as `manifest.json:1: <path in the file>: <what>`."""
-    try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        problem = f"cannot read ({e.strerror}); is {path.parent} a bpfgen build directory?"
-        raise InputError([Problem(str(path), 1, "", problem)]) from e
-    except ValueError as e:
-        raise InputError([Problem(str(path), 1, "", f"not JSON ({e})")]) from e
+    data = _manifest_json(path)
     problems = Problems()
     manifest = decode_manifest(data, problems)
     if manifest is None:
         raise InputError([Problem(str(path), 1, "", p) for p in problems])
     return manifest
+
+
+def read_manifest_inputs(path: Path) -> tuple[Path, str]:
+    """The node file and build kind DIR was compiled from, all `sync` needs to rebuild
+    DIR. Read alone, not through the whole model, so that sync can rebuild a directory
+    whose manifest an older bpfgen wrote or that is damaged elsewhere."""
+    data = _manifest_json(path)
+    inputs = data.get("inputs") if isinstance(data, dict) else None
+    node = inputs.get("node") if isinstance(inputs, dict) else None
+    build = data.get("build") if isinstance(data, dict) else None
+    if not isinstance(node, str) or not isinstance(build, str):
+        problem = "inputs.node and build must be strings (compile DIR again)"
+        raise InputError([Problem(str(path), 1, "", problem)])
+    return Path(node), build
+
+
+def _manifest_json(path: Path) -> Any:
+    """An unreadable manifest is an I/O failure (exit 1), one that is not JSON bad
+    input (exit 2), as `compile` treats its own inputs."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise BpfgenError(
+            f"{path}: cannot read ({e.strerror}); is {path.parent} a bpfgen build directory?"
+        ) from e
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise InputError([Problem(str(path), 1, "", f"not JSON ({e})")]) from e
 
 
 def build_cache_key(sources: Sequence[Source], build: str, tc: Toolchain) -> str | None:
@@ -313,7 +343,7 @@ def _cache_entry_problem(entry: Path) -> str | None:
             return "files differ from their digests: " + ", ".join(bad[:4])
         manifest = read_manifest(entry / "manifest.json")
         notices = json.loads((entry / "notices.json").read_text())
-    except (OSError, ValueError, InputError) as exc:
+    except (OSError, ValueError, BpfgenError) as exc:
         return str(exc).splitlines()[0]
     if not isinstance(notices, list):
         return "notices.json is not a list"
