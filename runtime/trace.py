@@ -334,12 +334,17 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 def run(args: argparse.Namespace, opts: Options) -> int:
     """The verb: resolve, load the tracer, print events until a limit, Ctrl-C or SIGTERM
-    (`timeout 60 bpfgen trace ...` ends as cleanly as Ctrl-C)."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    (`timeout 60 bpfgen trace ...` ends as cleanly as Ctrl-C).
+
+    SIGINT is caught here too, not left to Python's default: a process started with
+    SIGINT ignored (a non-interactive shell's `cmd &`, some CI runners) inherits SIG_IGN
+    and Python keeps it, so `kill -INT` would never stop the trace (as tcpdump, we stop)."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return _run(args, opts)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run(args: argparse.Namespace, opts: Options) -> int:

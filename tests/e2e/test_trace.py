@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,10 +96,13 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
             yield Node(topo, opts, env)
 
 
-def _trace(n: Node, *args: str) -> subprocess.Popen[str]:
+def _trace(
+    n: Node, *args: str, preexec: Callable[[], None] | None = None
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [str(BPFGEN), "trace", "--netns", n.topo.node, "--json", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=n.env,
+        preexec_fn=preexec,
     )  # fmt: skip
 
 
@@ -183,8 +186,16 @@ def test_closed_backend_port_names_no_socket_and_the_tuple(node: Node) -> None:
         assert e["src"].startswith(f"{CP_ADDR}:") and e["dst"] == f"{be1}:{CLOSED}", e
 
 
-def test_ctrl_c_ends_it_cleanly(node: Node) -> None:
-    proc = _trace(node, "--vip", WEB_VIP)
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("started", ["normally", "with-sigint-ignored"])
+def test_ctrl_c_ends_it_cleanly(node: Node, started: str) -> None:
+    """Also when started with SIGINT ignored, as a non-interactive shell's `cmd &` (and
+    some CI runners) start it: Python would keep ignoring it (seen in CI as a hang)."""
+    preexec = _ignore_sigint if started == "with-sigint-ignored" else None
+    proc = _trace(node, "--vip", WEB_VIP, preexec=preexec)
     _wait_ready(proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
