@@ -144,6 +144,10 @@ class Service:
     session_affinity_timeout: int | None  # seconds when sessionAffinity is ClientIP
     external_traffic_local: bool  # externalTrafficPolicy: Local
     internal_traffic_local: bool  # internalTrafficPolicy: Local
+    # spec.loadBalancerSourceRanges, IPv4 only, masked: None when not restricted (no field,
+    # or a range of /0); () when ranges were given but none is IPv4 (every IPv4 client
+    # refused, docs/datapath.md "Source ranges").
+    source_ranges: tuple[IPv4Network, ...] | None = None
 
     @property
     def key(self) -> str:

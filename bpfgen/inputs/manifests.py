@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 
 from bpfgen.inputs.endpoints import Slice, backends_of, read_endpoints, read_slice_ports
 from bpfgen.inputs.fields import (
@@ -67,6 +67,7 @@ class _ServiceDraft:
     session_affinity_timeout: int | None
     external_traffic_local: bool
     internal_traffic_local: bool
+    source_ranges: tuple[IPv4Network, ...] | None
     scope: Scope  # where its problems go
 
     @property
@@ -217,6 +218,7 @@ class Manifests:
         external_local = self.policy_local(s, spec, "externalTrafficPolicy")
         internal_local = self.policy_local(s, spec, "internalTrafficPolicy")
         ports = self.ports(s, spec, node, service_type)
+        ranges = self.source_ranges(s, spec, service_type, key)
         if s.failed or key is None or name is None or namespace is None:
             return
         assert cluster_ips is not None and external_ips is not None and lb_ips is not None
@@ -226,7 +228,7 @@ class Manifests:
             cluster_ips=cluster_ips, external_ips=external_ips, load_balancer_ips=lb_ips,
             ports=[p for p, _ in ports], session_affinity_timeout=affinity,
             external_traffic_local=external_local, internal_traffic_local=internal_local,
-            scope=s,
+            source_ranges=ranges, scope=s,
         )
         self.claim(s, draft, ports)
         self.services.append(draft)
@@ -364,6 +366,49 @@ class Manifests:
             elif address not in result:
                 result.append(address)
         return tuple(result) if ok else None
+
+    @staticmethod
+    def source_ranges(
+        s: Scope, spec: dict[str, Node], service_type: ServiceType, key: str | None
+    ) -> tuple[IPv4Network, ...] | None:
+        """spec.loadBalancerSourceRanges as kube-proxy reads it: each entry trimmed and
+        parsed as a CIDR with host bits allowed (the API server's own parse), the other
+        family's entries left out. None: no restriction (no ranges, or one of /0)."""
+        path = "spec.loadBalancerSourceRanges"
+        if "loadBalancerSourceRanges" not in spec:
+            return None
+        items = s.sequence(spec["loadBalancerSourceRanges"], path)
+        if items is None or not items:
+            return None
+        if service_type is not ServiceType.LOAD_BALANCER:
+            # The API server refuses the field on other types; a file that has it was
+            # not read back from a cluster.
+            s.error(items[0].line, path, "may only be used when spec.type is LoadBalancer")
+            return None
+        v4: list[IPv4Network] = []
+        v6 = False
+        for i, item in enumerate(items):
+            text = s.string(item, f"{path}[{i}]")
+            if text is None:
+                continue
+            try:
+                net = ip_network(text.strip(), strict=False)
+            except ValueError:
+                s.error(item.line, f"{path}[{i}]", f"{text!r} is not a CIDR (address/prefix, "
+                        "e.g. 198.18.0.0/15)")  # fmt: skip
+                continue
+            if isinstance(net, IPv6Network):
+                v6 = True
+            elif net.prefixlen == 0:
+                return None  # 0.0.0.0/0: every IPv4 client, as with no ranges
+            elif net not in v4:
+                v4.append(net)
+        if not v4 and v6 and key is not None and not s.failed:
+            # kube-proxy's IPv4 proxier would see no range and filter nothing; refusing
+            # every IPv4 client is what the Service's owner asked for (docs/datapath.md).
+            s.notice(items[0].line, f"Service {key}: {path} lists IPv6 ranges only: every "
+                     "IPv4 client of its LoadBalancer IPs is dropped")  # fmt: skip
+        return tuple(sorted(v4, key=lambda n: (int(n.network_address), n.prefixlen)))
 
     @staticmethod
     def affinity(s: Scope, spec: dict[str, Node]) -> int | None:
@@ -580,6 +625,7 @@ class Manifests:
                 session_affinity_timeout=draft.session_affinity_timeout,
                 external_traffic_local=draft.external_traffic_local,
                 internal_traffic_local=draft.internal_traffic_local,
+                source_ranges=draft.source_ranges,
             ))
         return services
 

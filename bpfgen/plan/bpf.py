@@ -43,6 +43,7 @@ from bpfgen.plan.shared import (
     node_decisions,
     pow2_at_least,
     session_maps,
+    source_range_maps,
 )
 from bpfgen_runtime.contract import Hook as AttachHook
 from bpfgen_runtime.contract import layouts
@@ -351,6 +352,9 @@ def plan(basis: PlanBasis) -> Plan:
         map_init["bpfgen_svc_maglev"] = MaglevRows(
             tuple(f for f in frontends if f.backends), m, MAGLEV_TABLE_SEED
         )
+    src_maps, src_init = source_range_maps(basis.source_ranges)
+    maps += src_maps
+    map_init.update(src_init)
     programs: list[ProgramPlan] = []
     if node.socket_lb:
         decisions += _sock_decisions(inputs, generic)

@@ -21,6 +21,7 @@ from bpfgen.plan.shared import (
     inline_frontends,
     node_decisions,
     session_maps,
+    source_range_maps,
 )
 from bpfgen_runtime.contract import Hook as AttachHook
 from bpfgen_runtime.contract import layouts
@@ -57,6 +58,9 @@ def plan(basis: PlanBasis) -> Plan:
             )
         )
         map_init["bpfgen_frontends"] = tuple(frontend_entry(f) for f in frontends)
+    src_maps, src_init = source_range_maps(basis.source_ranges)
+    maps += src_maps
+    map_init.update(src_init)
     return basis.plan(
         decisions=decisions,
         inline=() if basis.in_map else inline_frontends(frontends),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from bpfgen.model import Backend, Mode, Protocol, Role, Scheduler
@@ -41,10 +41,12 @@ COUNTER_NAMES = (
     "drop_map_full",
     "drop_fragment",
     "drop_rewrite",
+    "drop_source_range",
 )
 
-#: The bpf mode's counters come after the ipvs mode's (enum bpfgen_svc_counter);
-#: the ipvs mode's list and counter map stay as they were.
+#: The bpf mode's counters come after the ipvs mode's (enum bpfgen_svc_counter).
+#: drop_source_range (issue 15) moved them up by one: a counter map whose size
+#: changed is replaced at `up` (counters restart), never read with old indices.
 BPF_COUNTER_NAMES = (
     *COUNTER_NAMES,
     "dnat_new",
@@ -138,6 +140,22 @@ class Frontend:
     def label(self) -> str:
         where = str(self.addr) if self.addr is not None else "<node>"
         return f"{self.kind.value} {where}:{self.port}/{self.protocol.value}"
+
+
+@dataclass(frozen=True)
+class SourceRangeRule:
+    """spec.loadBalancerSourceRanges at one LB IP:port/proto: only these sources pass."""
+
+    service: str  # namespace/name
+    addr: IPv4Address
+    port: int
+    protocol: Protocol
+    allowed: tuple[IPv4Network, ...]  # () when no IPv4 range was given: every client dropped
+    reason: str  # why the LB IPs themselves are allowed, when they are
+
+    @property
+    def label(self) -> str:
+        return f"{self.addr}:{self.port}/{self.protocol.value}"
 
 
 @dataclass(frozen=True)
@@ -250,6 +268,7 @@ class Plan:
     node: NodeEntry | None = None  # what the runtime needs of the node file
     counter_names: tuple[str, ...] = COUNTER_NAMES
     svc: SvcPlan | None = None  # bpf mode only
+    source_ranges: tuple[SourceRangeRule, ...] = ()  # both modes: bpfgen_src_ranges
 
     @property
     def bpf_mode(self) -> bool:

@@ -27,6 +27,7 @@ from bpfgen.plan.ir import (
     Masq,
     Plan,
     ProgramPlan,
+    SourceRangeRule,
     SvcPlan,
 )
 from bpfgen_runtime.contract import BuildKind, Scheduler, layouts
@@ -46,6 +47,7 @@ BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_LPM_TRIE = 11
 
 
 def be32_expr(addr: IPv4Address | int) -> str:
@@ -142,6 +144,63 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
     return tuple(out)
 
 
+def source_range_rules(inputs: Inputs) -> tuple[SourceRangeRule, ...]:
+    """spec.loadBalancerSourceRanges, per LB IP:port/proto of a LoadBalancer Service, as
+    kube-proxy's nftables proxier applies them (its firewall-ips map): to the LB IPs
+    only (never NodePorts or externalIPs), whatever other role the address has. When a
+    range holds a node address, the LB IPs are allowed as sources too: a node reaching
+    an LB IP that is local to it may use the LB IP as its source (kube-proxy's
+    allowFromNode, with its one node IP; here any node address)."""
+    rules: list[SourceRangeRule] = []
+    for svc in inputs.services:
+        if svc.source_ranges is None or svc.type is not ServiceType.LOAD_BALANCER:
+            continue
+        allowed = svc.source_ranges
+        reason = ""
+        holder = next((a for a in inputs.node.addresses
+                       if any(a in r for r in svc.source_ranges)), None)  # fmt: skip
+        if holder is not None:
+            allowed += tuple(IPv4Network(ip) for ip in svc.load_balancer_ips
+                             if IPv4Network(ip) not in allowed)  # fmt: skip
+            reason = f"node address {holder} is in a range: the LB IPs are allowed as sources"
+        for sp in svc.ports:
+            for ip in svc.load_balancer_ips:
+                rules.append(SourceRangeRule(svc.key, ip, sp.port, sp.protocol, allowed, reason))
+    return tuple(rules)
+
+
+def source_range_maps(
+    rules: tuple[SourceRangeRule, ...],
+) -> tuple[list[MapPlan], dict[str, Sequence[tuple[bytes, bytes]]]]:
+    """bpfgen_src_ranges and its entries, when some rule exists: per rule one entry of
+    prefixlen 64 (any source: drop) and one of 64 + n per allowed range (pass)."""
+    if not rules:
+        return [], {}
+    entries: list[tuple[bytes, bytes]] = []
+    for r in rules:
+        for net, allow in ((None, 0), *((n, 1) for n in r.allowed)):
+            key = layouts.SrcRangeKey(
+                prefixlen=64 + (net.prefixlen if net is not None else 0),
+                vip=layouts.be32(r.addr),
+                port=layouts.be16(r.port),
+                proto=IPPROTO[r.protocol],
+                saddr=layouts.be32(net.network_address if net is not None else 0),
+            )
+            entries.append((layouts.to_bytes(key),
+                            layouts.to_bytes(layouts.SrcRangeValue(allow=allow))))  # fmt: skip
+    size = source_ranges_max(rules)
+    return [
+        MapPlan("bpfgen_src_ranges", "BPF_MAP_TYPE_LPM_TRIE", BPF_MAP_TYPE_LPM_TRIE,
+                ctypes_size(layouts.SrcRangeKey), ctypes_size(layouts.SrcRangeValue), size, True,
+                "loadBalancerSourceRanges: (LB IP, port, proto, source prefix) -> pass or drop")
+    ], {"bpfgen_src_ranges": tuple(entries)}  # fmt: skip
+
+
+def source_ranges_max(rules: tuple[SourceRangeRule, ...]) -> int:
+    """The trie's size: 2x its entries, a power of two, at least 64 (as the frontends map)."""
+    return max(64, pow2_at_least(2 * sum(1 + len(r.allowed) for r in rules)))
+
+
 def masq_result(f: Frontend) -> str:
     return f.masq.c_name
 
@@ -196,12 +255,13 @@ class PlanBasis:
     kind: BuildKind
     frontends: tuple[Frontend, ...]
     in_map: bool  # frontends looked up in a map: generic and frozen builds, or too many
+    source_ranges: tuple[SourceRangeRule, ...] = ()
 
     @classmethod
     def of(cls, inputs: Inputs, kind: BuildKind) -> PlanBasis:
         frontends = frontends_of(inputs)
         in_map = kind is not BuildKind.SPECIALIZED or len(frontends) > INLINE_FRONTEND_LIMIT
-        return cls(inputs, kind, frontends, in_map)
+        return cls(inputs, kind, frontends, in_map, source_range_rules(inputs))
 
     @property
     def generic(self) -> bool:
@@ -254,6 +314,7 @@ class PlanBasis:
             node=node_info(inputs),
             counter_names=counter_names,
             svc=svc,
+            source_ranges=self.source_ranges,
         )
 
 
@@ -436,6 +497,21 @@ def node_decisions(
                 if in_map
                 else f"{len(frontends)} frontends <= {INLINE_FRONTEND_LIMIT}: matched as code"
             ),
+        ),
+        Decision(
+            "BPFGEN_SOURCE_RANGES",
+            str(int(bool(basis.source_ranges))),
+            "services[].spec.loadBalancerSourceRanges",
+            f"{len(basis.source_ranges)} LB IP:port/proto with source ranges: checked in "
+            "bpfgen_src_ranges before any translation" if basis.source_ranges
+            else "no Service has loadBalancerSourceRanges: the check is compiled out",
+        ),
+        Decision(
+            "BPFGEN_SRC_RANGES_MAX",
+            str(source_ranges_max(basis.source_ranges)),
+            "services[].spec.loadBalancerSourceRanges",
+            "bpfgen_src_ranges size: 2x its entries, power of two, at least 64"
+            if basis.source_ranges else "unused: no bpfgen_src_ranges map",
         ),
         Decision(
             "BPFGEN_FRONTENDS_MAX",

@@ -66,7 +66,8 @@ __all__ = [
 
 
 class SvcCounter(enum.IntEnum):
-    """The counter indices of the bpf mode: the ipvs mode's twelve, then enum bpfgen_svc_counter."""
+    """The counter indices of the bpf mode: the ipvs mode's thirteen, then enum
+    bpfgen_svc_counter."""
 
     PASS = 0
     MALFORMED = 1
@@ -74,17 +75,18 @@ class SvcCounter(enum.IntEnum):
     RECLAIMED = 7
     DROP_EXHAUSTED = 8
     DROP_MAP_FULL = 9
-    DNAT_NEW = 12
-    DNAT_HIT = 13
-    RDNAT = 14
-    REJECT_NO_BACKEND = 15
-    DROP_BACKEND_GONE = 16
-    FIB_FALLBACK = 17
-    REDIRECT = 18
-    ICMP_ECHO_VIP = 19
-    AFFINITY_HIT = 20
-    XDP_TO_TC = 21
-    DROP_NO_BACKEND = 22
+    DROP_SOURCE_RANGE = 12
+    DNAT_NEW = 13
+    DNAT_HIT = 14
+    RDNAT = 15
+    REJECT_NO_BACKEND = 16
+    DROP_BACKEND_GONE = 17
+    FIB_FALLBACK = 18
+    REDIRECT = 19
+    ICMP_ECHO_VIP = 20
+    AFFINITY_HIT = 21
+    XDP_TO_TC = 22
+    DROP_NO_BACKEND = 23
 
 
 SVC_COUNTER_NAMES = COUNTER_NAMES + (
@@ -250,6 +252,8 @@ def _program(config: SvcConfig, frame: bytes, state: SvcState, now_ns: int,
     f = config.lookup(p.daddr, p.dport, p.proto)
     if f is None:
         return _result(Verdict.PASS, frame, SvcCounter.PASS)
+    if not config.base.source_allowed(p.saddr, p.daddr, p.dport, p.proto):
+        return _result(Verdict.DROP, frame, SvcCounter.DROP_SOURCE_RANGE)
     return _dnat(config, frame, p, f, state, now_ns, forward)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from types import MappingProxyType
 
@@ -66,6 +66,10 @@ class ModelConfig:
     frontends: Mapping[tuple[int, int, int], Policy]
     # (port, protocol number) -> policy: NodePorts, on every node address
     node_ports: Mapping[tuple[int, int], Policy]
+    # (LB IP, port, protocol number) -> the sources allowed (loadBalancerSourceRanges)
+    source_ranges: Mapping[tuple[int, int, int], tuple[IPv4Network, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     @property
     def port_count(self) -> int:
@@ -90,6 +94,12 @@ class ModelConfig:
             IPPROTO_ICMP: self.proto_icmp,
         }.get(proto, False)
 
+    def source_allowed(self, saddr: int, daddr: int, dport: int, proto: int) -> bool:
+        """docs/datapath.md "Source ranges": to an LB IP:port/proto with ranges, only a
+        source inside one of them passes."""
+        allowed = self.source_ranges.get((daddr, dport, proto))
+        return allowed is None or any(IPv4Address(saddr) in n for n in allowed)
+
     def lookup_frontend(self, addr: int, port: int, proto: int) -> Policy | None:
         """An exact frontend first; otherwise, on a node address, a NodePort."""
         exact = self.frontends.get((addr, port, proto))
@@ -98,6 +108,23 @@ class ModelConfig:
         if self.is_node_addr(addr):
             return self.node_ports.get((port, proto))
         return None
+
+
+def source_ranges(inputs: Inputs) -> Mapping[tuple[int, int, int], tuple[IPv4Network, ...]]:
+    """docs/datapath.md "Source ranges": a LoadBalancer Service's ranges guard each of its
+    LB IPs at each of its ports; when one holds a node address, the LB IPs themselves
+    are allowed sources too."""
+    out: dict[tuple[int, int, int], tuple[IPv4Network, ...]] = {}
+    for service in inputs.services:
+        if service.type is not ServiceType.LOAD_BALANCER or service.source_ranges is None:
+            continue
+        allowed = service.source_ranges
+        if any(a in n for a in inputs.node.addresses for n in allowed):
+            allowed += tuple(IPv4Network(ip) for ip in service.load_balancer_ips)
+        for port in service.ports:
+            for ip in service.load_balancer_ips:
+                out[(int(ip), port.port, _PROTO_NUMBERS[port.protocol])] = allowed
+    return MappingProxyType(out)
 
 
 def model_config(inputs: Inputs, build_kind: str = "specialized") -> ModelConfig:
@@ -152,4 +179,5 @@ def model_config(inputs: Inputs, build_kind: str = "specialized") -> ModelConfig
         max_sessions=node.max_sessions,
         frontends=MappingProxyType(frontends),
         node_ports=MappingProxyType(node_ports),
+        source_ranges=source_ranges(inputs),
     )

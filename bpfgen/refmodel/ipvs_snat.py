@@ -112,6 +112,7 @@ class Counter(enum.IntEnum):
     DROP_MAP_FULL = 9
     DROP_FRAGMENT = 10
     DROP_REWRITE = 11
+    DROP_SOURCE_RANGE = 12  # loadBalancerSourceRanges: both modes, before any translation
 
 
 COUNTER_NAMES = tuple(c.name.lower() for c in Counter)
@@ -430,6 +431,10 @@ def ingress(
     if done is not None:
         return done
     policy = config.lookup_frontend(p.daddr, p.dport, p.proto)
+    if policy is None:
+        return _result(Verdict.PASS, frame, mark, Counter.PASS)
+    if not config.source_allowed(p.saddr, p.daddr, p.dport, p.proto):
+        return _result(Verdict.DROP, frame, mark, Counter.DROP_SOURCE_RANGE)
     if policy is Policy.ALWAYS or (
         policy is Policy.IF_OUTSIDE and not config.in_cluster_pods(p.saddr)
     ):

@@ -59,6 +59,24 @@ class FrontendValue(ctypes.Structure):
     _fields_ = [("masq", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 3)]
 
 
+class SrcRangeKey(ctypes.Structure):
+    """bpfgen_src_ranges (LPM trie): prefixlen counts bits of everything after it, so
+    64 + n matches (vip, port, proto) exactly and the first n bits of saddr."""
+
+    _fields_ = [
+        ("prefixlen", ctypes.c_uint32),
+        ("vip", ctypes.c_uint8 * 4),
+        ("port", ctypes.c_uint8 * 2),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("saddr", ctypes.c_uint8 * 4),
+    ]
+
+
+class SrcRangeValue(ctypes.Structure):
+    _fields_ = [("allow", ctypes.c_uint32)]
+
+
 class Config(ctypes.Structure):
     _fields_ = [
         ("node_addrs", (ctypes.c_uint8 * 4) * MAX_NODE_ADDRS),

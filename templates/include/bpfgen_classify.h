@@ -48,11 +48,11 @@ static __always_inline __u8 bpfgen_frontend_masq(__be32 addr, __be16 port, __u8 
 #endif
 }
 
-/* Ingress: does this packet, towards a frontend, need SNAT after IPVS? */
-static __always_inline bool bpfgen_ingress_wants_snat(const struct bpfgen_pkt *p)
+/* Ingress: does this packet, towards a frontend of policy @masq, need SNAT
+ * after IPVS?
+ */
+static __always_inline bool bpfgen_ingress_wants_snat(const struct bpfgen_pkt *p, __u8 masq)
 {
-	__u8 masq = bpfgen_frontend_masq(p->t.daddr, p->t.dport, p->t.proto);
-
 	return masq == BPFGEN_MASQ_ALWAYS ||
 	       (masq == BPFGEN_MASQ_IF_OUTSIDE && !bpfgen_in_cluster_pods(p->t.saddr));
 }
@@ -75,6 +75,29 @@ static __always_inline bool bpfgen_egress_wants_snat(const struct bpfgen_pkt *p)
 	       bpfgen_frontend_masq(p->t.saddr, p->t.sport, p->t.proto) == BPFGEN_FRONTEND_NONE;
 }
 #endif /* !BPFGEN_MODE_BPF: the bpf mode looks frontends up in bpfgen_svc.h */
+
+/* spec.loadBalancerSourceRanges (both modes, before any translation): false when
+ * the packet is to an LB IP:port/proto with ranges and its source is in none of
+ * them. kube-proxy checks only new connections (ct state new); without conntrack
+ * every packet is checked, so a narrowed range also ends established flows.
+ */
+static __always_inline bool bpfgen_source_allowed(const struct bpfgen_pkt *p)
+{
+#if BPFGEN_SOURCE_RANGES
+	struct bpfgen_src_range_key k = {
+		.prefixlen = 96, /* vip, port, proto, pad and all of saddr */
+		.vip = p->t.daddr,
+		.port = p->t.dport,
+		.proto = p->t.proto,
+		.saddr = p->t.saddr,
+	};
+	struct bpfgen_src_range_value *v = bpf_map_lookup_elem(&bpfgen_src_ranges, &k);
+
+	return !v || v->allow;
+#else
+	return true; /* no Service has loadBalancerSourceRanges: compiled out */
+#endif
+}
 
 static __always_inline bool bpfgen_proto_enabled(__u8 proto)
 {

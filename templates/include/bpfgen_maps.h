@@ -150,6 +150,20 @@ static __always_inline __u32 bpfgen_svc_maglev_slot(__u32 id, __u32 h)
 #endif
 #endif /* BPFGEN_MODE_BPF */
 
+#if BPFGEN_SOURCE_RANGES
+/* spec.loadBalancerSourceRanges of every LB IP:port/proto that has them, from
+ * the build's map_init.json (struct bpfgen_src_range_key says how it matches).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct bpfgen_src_range_key);
+	__type(value, struct bpfgen_src_range_value);
+	__uint(max_entries, BPFGEN_SRC_RANGES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required of an LPM trie */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bpfgen_src_ranges SEC(".maps");
+#endif
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);

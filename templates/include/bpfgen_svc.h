@@ -568,6 +568,8 @@ static __always_inline int bpfgen_svc_ingress(bpfgen_ctx_t *ctx)
 		return ret;
 	if (!bpfgen_svc_lookup(p.t.daddr, p.t.dport, p.t.proto, &v))
 		return bpfgen_pass(BPFGEN_EVT_PASS);
+	if (!bpfgen_source_allowed(&p))
+		return bpfgen_drop(BPFGEN_DROP_SOURCE_RANGE);
 	return bpfgen_svc_dnat(ctx, &p, &v);
 }
 

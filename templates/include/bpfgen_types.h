@@ -96,8 +96,9 @@ struct bpfgen_frontend_value {
 /* Counters, per CPU, indexed by these. Events first, then drop reasons:
  * every drop goes through bpfgen_drop() (bpfgen_maps.h) with one of the
  * latter, named BPFGEN_DROP_* here and BPFGEN_SVC_DROP_* in the bpf mode's
- * enum bpfgen_svc_counter (whose indices follow these, so the ipvs mode's
- * counter map keeps its twelve slots).
+ * enum bpfgen_svc_counter (whose indices follow these). A new reason here
+ * moves the bpf mode's counters up: their map changes size, and `up` replaces
+ * a pinned counter map whose size changed (its counts restart).
  */
 enum bpfgen_event {
 	BPFGEN_EVT_PASS = 0, /* not service traffic: left untouched */
@@ -116,7 +117,27 @@ enum bpfgen_drop_reason {
 	BPFGEN_DROP_MAP_FULL, /* a session map is full */
 	BPFGEN_DROP_FRAGMENT, /* needs SNAT but is an IPv4 fragment (not supported yet) */
 	BPFGEN_DROP_REWRITE, /* a packet helper (load, store, checksum, resize) failed */
+	BPFGEN_DROP_SOURCE_RANGE, /* to an LB IP from outside its loadBalancerSourceRanges */
 	BPFGEN_COUNTER_MAX,
+};
+
+/* bpfgen_src_ranges (LPM trie, spec.loadBalancerSourceRanges): prefixlen counts
+ * the bits after it. Per LB IP:port/proto, one entry of prefixlen 64 (the
+ * frontend, any source) says "drop", and one of 64 + n per allowed range
+ * says "pass": the longest match decides. A frontend without ranges has no
+ * entry at all.
+ */
+struct bpfgen_src_range_key {
+	__u32 prefixlen;
+	__be32 vip;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__be32 saddr;
+};
+
+struct bpfgen_src_range_value {
+	__u32 allow;
 };
 
 /* The generic build reads every specialized value from this, at run time. */

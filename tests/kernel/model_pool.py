@@ -102,3 +102,16 @@ class PortClaims:
 def max_entries(manifest: dict[str, Any], *names: str) -> set[int]:
     """The capacities the manifest states for the maps `names`."""
     return {m["max_entries"] for m in manifest["maps"] if m["name"] in names}
+
+
+def source_ranges(seed: int, service: int, node_addr: str, cluster_pods: str) -> list[str] | None:
+    """spec.loadBalancerSourceRanges for LoadBalancer Service number `service` of pool entry
+    `seed`, half the time: ranges the packet generators' sources fall in and out of
+    (their external clients, the pods, a node address: the LB IP then allowed too; /0:
+    no restriction). An rng of its own, so the rest of the entry is as it was."""
+    rng = random.Random(f"source-ranges-{seed}-{service}")
+    if rng.random() < 0.5:
+        return None
+    pool = ["203.0.113.0/24", "192.0.2.0/25", "198.18.64.0/26", cluster_pods, f"{node_addr}/32",
+            "198.18.64.128/25", "0.0.0.0/0"]
+    return rng.sample(pool, rng.randint(1, 3))

@@ -612,6 +612,41 @@ def test_lb_ip_with_proxy_ip_mode_is_not_captured(tmp_path: Path, kind: str) -> 
         assert bpf.deltas().get("dnat_new") == 1
 
 
+@pytest.mark.parametrize("kind", ["specialized", "generic"])
+def test_load_balancer_source_ranges_drop_other_clients(tmp_path: Path, kind: str) -> None:
+    """issue 15: spec.loadBalancerSourceRanges was accepted and not enforced. As kube-proxy
+    (nftables firewall-ips): a client outside the ranges is dropped at the LB IP, before
+    any translation, counted drop_source_range; one inside is served; the Service's
+    NodePort and ClusterIP are not subject to the ranges. A range that holds a node
+    address also admits the LB IP itself as a source (kube-proxy's allowFromNode)."""
+    allowed_client = "203.0.113.70"
+    svcs = services()
+    lb = next(i for i in svcs["items"] if i["metadata"]["name"] == "web")
+    lb["spec"]["type"] = "LoadBalancer"
+    lb["spec"]["loadBalancerSourceRanges"] = ["203.0.113.64/26", f"{NODE1}/32"]
+    lb["status"] = {"loadBalancer": {"ingress": [{"ip": LB_VIP_MODE}]}}
+    node_path, services_path = write_inputs(tmp_path, node_config(), svcs)
+    result = compile_build(node_path, [services_path], tmp_path / "build", build=kind,
+                           verify=False)
+    with BuildUnderTest(result.out) as build:
+        bpf = Bpf(build, kind, "random", {}, "svc_in")
+        bpf.clear()
+        out = bpf.run(syn(OUTSIDE, LB_VIP_MODE, 51000, 80))
+        assert out.verdict == TC_ACT_SHOT
+        assert bpf.deltas() == {"drop_source_range": 1} and bpf.nat() == {}
+        bpf.reset_counters()
+        for client in (allowed_client, LB_VIP_MODE):  # in a range; the LB IP (node in range)
+            out = bpf.run(syn(client, LB_VIP_MODE, 51000, 80))
+            assert str(IPv4Address(out.daddr)) in BACKENDS and out.dport == BACKEND_PORT
+            assert bpf.deltas().get("dnat_new") == 1, client
+            bpf.reset_counters()
+        for daddr, dport in ((NODE2, NODEPORT), (VIP, 80)):  # not the LB IP: no ranges
+            out = bpf.run(syn(OUTSIDE, daddr, 52000, dport))
+            assert str(IPv4Address(out.daddr)) in BACKENDS, (daddr, dport)
+            assert "drop_source_range" not in bpf.deltas()
+            bpf.reset_counters()
+
+
 @pytest.mark.parametrize("kind", ["specialized", "frozen"])
 def test_masquerade_all_leaves_external_traffic_policy_local_alone(
     tmp_path: Path, kind: str

@@ -53,6 +53,8 @@ NODE1, NODE2 = "198.18.0.2", "198.18.0.3"
 VIP, NODEPORT = "198.18.128.10", 30080
 CLIENT, POD, BACKEND = "203.0.113.7", "198.19.1.5", "198.19.2.13"
 MARK = 0x4000
+GUARDED_VIP, LB_IP, GUARDED_NODEPORT = "198.18.128.20", "198.18.2.30", 30443
+ALLOWED_RANGE, ALLOWED_CLIENT = "203.0.113.64/26", "203.0.113.70"
 PORT_MIN, PORT_MAX = 65520, 65535
 
 NODE = {
@@ -76,6 +78,16 @@ SERVICES = {
                             "nodePort": NODEPORT},
                            {"name": "dns", "port": 53, "protocol": "UDP",
                             "nodePort": NODEPORT}]},
+    }, {
+        # issue 15: loadBalancerSourceRanges, enforced at the LB IP only; NODE1 is in a
+        # range, so the LB IP itself is an allowed source too (kube-proxy's allowFromNode)
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "guarded", "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "clusterIP": GUARDED_VIP,
+                 "loadBalancerSourceRanges": [ALLOWED_RANGE, f"{NODE1}/32"],
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP",
+                            "nodePort": GUARDED_NODEPORT}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": LB_IP}]}},
     }],
 }
 
@@ -290,6 +302,31 @@ CASES = [
         "egress",
         lambda: ethernet(ipv4(A(POD), A(POD), IPPROTO_UDP, udp(A(POD), A(POD), 5000, 53))),
         {"snat_new": 1},
+    ),
+    *(
+        Case(
+            f"loadBalancerSourceRanges: {what} to the LB IP is {fate}",
+            "ingress",
+            lambda src=src: ethernet(ipv4(A(src), A(LB_IP), IPPROTO_TCP,
+                                          tcp(A(src), A(LB_IP), 40000, 443, flags=0x02))),
+            counters,
+            marks=(0, 0 if fate == "dropped" else MARK),
+        )
+        for what, src, fate, counters in (
+            ("a client outside the ranges", CLIENT, "dropped", {"drop_source_range": 1}),
+            ("a pod outside the ranges", POD, "dropped", {"drop_source_range": 1}),
+            ("a client inside a range", ALLOWED_CLIENT, "marked", {"marked": 1}),
+            ("the LB IP itself (a node address is in a range)", LB_IP, "marked",
+             {"marked": 1}),
+        )
+    ),
+    Case(
+        "loadBalancerSourceRanges: the Service's NodePort is not subject to them",
+        "ingress",
+        lambda: ethernet(ipv4(A(CLIENT), A(NODE2), IPPROTO_TCP,
+                              tcp(A(CLIENT), A(NODE2), 40000, GUARDED_NODEPORT, flags=0x02))),
+        {"marked": 1},
+        marks=(0, MARK),
     ),
     Case(
         "an IPVS reply from VIP:80 is not translated",

@@ -33,7 +33,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from model_packets import frame_for, mutate, scapy_checksums_valid
-from model_pool import NODE_PORT_RANGE, BuildPool, PortClaims, max_entries, open_pool
+from model_pool import NODE_PORT_RANGE, BuildPool, PortClaims, max_entries, open_pool, source_ranges
 
 from bpfgen.model import Inputs
 from bpfgen.refmodel import (
@@ -151,6 +151,9 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         }
         if lb_ips:
             service["status"] = {"loadBalancer": {"ingress": [{"ip": ip} for ip in lb_ips]}}
+            ranges = source_ranges(seed, i, node_addrs[0], str(cluster_pods))
+            if ranges:
+                spec["loadBalancerSourceRanges"] = ranges
         services.append(service)
     return node, {"apiVersion": "v1", "kind": "List", "items": services}
 

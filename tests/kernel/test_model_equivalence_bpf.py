@@ -35,7 +35,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from model_packets import FIN_ACKS, frame_for, mutate, scapy_checksums_valid
-from model_pool import NODE_PORT_RANGE, BuildPool, PortClaims, max_entries, open_pool
+from model_pool import NODE_PORT_RANGE, BuildPool, PortClaims, max_entries, open_pool, source_ranges
 
 from bpfgen.model import Inputs
 from bpfgen.refmodel import BUILD_KINDS, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, FlowKey, Policy
@@ -161,6 +161,9 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
                                    "spec": spec}
         if lb_ips:
             service["status"] = {"loadBalancer": {"ingress": [{"ip": ip} for ip in lb_ips]}}
+            ranges = source_ranges(seed, i, node_addrs[0], str(cluster_pods))
+            if ranges:
+                spec["loadBalancerSourceRanges"] = ranges
         items.append(service)
         if rng.random() < 0.15:
             continue  # no endpoints: REJECT
@@ -211,9 +214,12 @@ class Env:
         outside = [int(IPv4Address(a)) for a in ("203.0.113.7", "192.0.2.1", "198.18.64.250")]
         clients = (*members, *others, *outside, *base.node_addrs)
         # SNATed for an outside client (not externalTrafficPolicy: Local), fewest backends.
+        # (Not one whose loadBalancerSourceRanges drop that client: same_client's flows
+        # must reach the SNAT ports.)
         served = [(len(f.backends), t) for t in targets
                   if (f := config.lookup(*t)) is not None and f.backends
-                  and f.policy is not Policy.NEVER]
+                  and f.policy is not Policy.NEVER
+                  and base.source_allowed(outside[0], *t)]
         sticky = tuple(t for t in targets
                        if (f := config.lookup(*t)) is not None and f.affinity_s)
         return cls(config, tuple(targets), tuple(clients), tuple(sorted(config.vips)),

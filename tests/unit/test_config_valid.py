@@ -421,6 +421,41 @@ def test_proxy_ip_mode_is_not_captured(tmp_path: Path) -> None:
     )
 
 
+def test_load_balancer_source_ranges_are_read_as_the_api_server_reads_them(
+    tmp_path: Path,
+) -> None:
+    """issue 15: spaces trimmed, host bits masked, IPv6 ranges left out (IPv4 only), a /0
+    lifts the restriction, and IPv6 ranges alone refuse every IPv4 client (a notice)."""
+    def ranges(entries: str) -> tuple[IPv4Network, ...] | None:
+        text = f"""\
+            apiVersion: v1
+            kind: Service
+            metadata: {{name: lb, namespace: shop}}
+            spec:
+              type: LoadBalancer
+              allocateLoadBalancerNodePorts: false
+              clusterIP: 198.18.128.40
+              loadBalancerSourceRanges: {entries}
+              ports: [{{name: http, port: 80}}]
+            status: {{loadBalancer: {{ingress: [{{ip: 198.18.1.21}}]}}}}
+            """
+        inputs = load(tmp_path, text)
+        lb = service(inputs, "shop/lb")
+        if entries.startswith("['2001"):
+            assert inputs.notices == (
+                f"{tmp_path / 'services0.yaml'}:8: Service shop/lb: "
+                "spec.loadBalancerSourceRanges lists IPv6 ranges only: every IPv4 client of "
+                "its LoadBalancer IPs is dropped",
+            )
+        return lb.source_ranges
+
+    assert ranges("[' 198.18.9.7/24 ', 198.18.4.0/22, '2001:db8::/64', 198.18.9.0/24]") == (
+        IPv4Network("198.18.4.0/22"), IPv4Network("198.18.9.0/24"))
+    assert ranges("[198.18.9.0/24, 0.0.0.0/0]") is None
+    assert ranges("[]") is None
+    assert ranges("['2001:db8::/64']") == ()
+
+
 def test_same_port_on_tcp_and_udp_is_no_conflict(tmp_path: Path) -> None:
     text = WEB.replace("ports: [{name: http, port: 80}]",
                        "type: NodePort\n  ports: [{name: a, port: 53, nodePort: 30053},"

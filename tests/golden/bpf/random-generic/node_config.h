@@ -44,6 +44,10 @@
  *       snat.maxSessions: size of bpfgen_nat_v4 and bpfgen_rnat_v4
  *   BPFGEN_FRONTENDS_IN_MAP = 1
  *       services: generic build: frontends always in a map
+ *   BPFGEN_SOURCE_RANGES = 0
+ *       services[].spec.loadBalancerSourceRanges: no Service has loadBalancerSourceRanges: the check is compiled out
+ *   BPFGEN_SRC_RANGES_MAX = 64
+ *       services[].spec.loadBalancerSourceRanges: unused: no bpfgen_src_ranges map
  *   BPFGEN_FRONTENDS_MAX = 64
  *       services: bpfgen_svc_frontends size: 2x the frontends, power of two, at least 64
  *   BPFGEN_MODE_BPF = 1
@@ -130,6 +134,10 @@ struct bpfgen_config bpfgen_cfg;
 #define BPFGEN_SNAT_MAX_SESSIONS 64
 /* services */
 #define BPFGEN_FRONTENDS_IN_MAP 1
+/* services[].spec.loadBalancerSourceRanges */
+#define BPFGEN_SOURCE_RANGES 0
+/* services[].spec.loadBalancerSourceRanges */
+#define BPFGEN_SRC_RANGES_MAX 64
 /* services */
 #define BPFGEN_FRONTENDS_MAX 64
 /* datapath.mode */

@@ -43,6 +43,10 @@
  *       snat.maxSessions: size of bpfgen_nat_v4 and bpfgen_rnat_v4
  *   BPFGEN_FRONTENDS_IN_MAP = 0
  *       services: 7 frontends <= 64: matched as code
+ *   BPFGEN_SOURCE_RANGES = 0
+ *       services[].spec.loadBalancerSourceRanges: no Service has loadBalancerSourceRanges: the check is compiled out
+ *   BPFGEN_SRC_RANGES_MAX = 64
+ *       services[].spec.loadBalancerSourceRanges: unused: no bpfgen_src_ranges map
  *   BPFGEN_FRONTENDS_MAX = 64
  *       services: unused: frontends as code, no bpfgen_svc_frontends map
  *   BPFGEN_MODE_BPF = 1
@@ -127,6 +131,10 @@
 #define BPFGEN_SNAT_MAX_SESSIONS 64
 /* services */
 #define BPFGEN_FRONTENDS_IN_MAP 0
+/* services[].spec.loadBalancerSourceRanges */
+#define BPFGEN_SOURCE_RANGES 0
+/* services[].spec.loadBalancerSourceRanges */
+#define BPFGEN_SRC_RANGES_MAX 64
 /* services */
 #define BPFGEN_FRONTENDS_MAX 64
 /* datapath.mode */

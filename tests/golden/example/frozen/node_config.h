@@ -44,6 +44,10 @@
  *       snat.maxSessions: size of bpfgen_snat_v4 and bpfgen_rsnat_v4
  *   BPFGEN_FRONTENDS_IN_MAP = 1
  *       services: frozen build: frontends always in a map
+ *   BPFGEN_SOURCE_RANGES = 0
+ *       services[].spec.loadBalancerSourceRanges: no Service has loadBalancerSourceRanges: the check is compiled out
+ *   BPFGEN_SRC_RANGES_MAX = 64
+ *       services[].spec.loadBalancerSourceRanges: unused: no bpfgen_src_ranges map
  *   BPFGEN_FRONTENDS_MAX = 64
  *       services: bpfgen_frontends size: 2x the frontends, power of two, at least 64
  */
@@ -105,6 +109,10 @@ const volatile struct bpfgen_config bpfgen_cfg = {};
 #define BPFGEN_SNAT_MAX_SESSIONS 65536
 /* services */
 #define BPFGEN_FRONTENDS_IN_MAP 1
+/* services[].spec.loadBalancerSourceRanges */
+#define BPFGEN_SOURCE_RANGES 0
+/* services[].spec.loadBalancerSourceRanges */
+#define BPFGEN_SRC_RANGES_MAX 64
 /* services */
 #define BPFGEN_FRONTENDS_MAX 64
 

@@ -5,7 +5,7 @@
  * Node node-a, mode ipvs, specialized build.
  *
  * What was specialized, and from which input: the decision table of
- * node_config.h (20 decisions), which this file includes.
+ * node_config.h (22 decisions), which this file includes.
  */
 
 #include "node_config.h"
@@ -22,6 +22,7 @@ int bpfgen_ingress(struct __sk_buff *skb)
 {
 	struct bpfgen_pkt p;
 	int ret = bpfgen_parse(skb, &p);
+	__u8 masq;
 
 	if (ret == BPFGEN_PARSE_MALFORMED)
 		return bpfgen_pass(BPFGEN_EVT_MALFORMED);
@@ -32,7 +33,13 @@ int bpfgen_ingress(struct __sk_buff *skb)
 	if (ret != BPFGEN_NOT_MINE)
 		return ret;
 
-	if (!bpfgen_ingress_wants_snat(&p))
+	masq = bpfgen_frontend_masq(p.t.daddr, p.t.dport, p.t.proto);
+	if (masq == BPFGEN_FRONTEND_NONE)
+		return bpfgen_pass(BPFGEN_EVT_PASS);
+	/* Before IPVS sees it (tc ingress runs before netfilter's LOCAL_IN). */
+	if (!bpfgen_source_allowed(&p))
+		return bpfgen_drop(BPFGEN_DROP_SOURCE_RANGE);
+	if (!bpfgen_ingress_wants_snat(&p, masq))
 		return bpfgen_pass(BPFGEN_EVT_PASS);
 	skb->mark |= BPFGEN_MARK;
 	return bpfgen_pass(BPFGEN_EVT_MARKED);

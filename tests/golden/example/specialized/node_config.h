@@ -43,6 +43,10 @@
  *       snat.maxSessions: size of bpfgen_snat_v4 and bpfgen_rsnat_v4
  *   BPFGEN_FRONTENDS_IN_MAP = 0
  *       services: 13 frontends <= 64: matched as code
+ *   BPFGEN_SOURCE_RANGES = 0
+ *       services[].spec.loadBalancerSourceRanges: no Service has loadBalancerSourceRanges: the check is compiled out
+ *   BPFGEN_SRC_RANGES_MAX = 64
+ *       services[].spec.loadBalancerSourceRanges: unused: no bpfgen_src_ranges map
  *   BPFGEN_FRONTENDS_MAX = 64
  *       services: unused: frontends as code, no bpfgen_frontends map
  */
@@ -95,6 +99,10 @@
 #define BPFGEN_SNAT_MAX_SESSIONS 65536
 /* services */
 #define BPFGEN_FRONTENDS_IN_MAP 0
+/* services[].spec.loadBalancerSourceRanges */
+#define BPFGEN_SOURCE_RANGES 0
+/* services[].spec.loadBalancerSourceRanges */
+#define BPFGEN_SRC_RANGES_MAX 64
 /* services */
 #define BPFGEN_FRONTENDS_MAX 64
 
