@@ -42,6 +42,7 @@ COUNTER_NAMES = (
     "drop_fragment",
     "drop_rewrite",
     "drop_source_range",
+    "drop_no_local_endpoint",
 )
 
 #: The bpf mode's counters come after the ipvs mode's (enum bpfgen_svc_counter).
@@ -84,6 +85,9 @@ class Masq(enum.Enum):
     NEVER = 1
     IF_OUTSIDE = 2
     ALWAYS = 3
+    # Not a masquerade policy: a Local traffic policy with no usable endpoint on this
+    # node while the Service has some elsewhere; new flows are dropped (kube-proxy).
+    DROP = 4
 
     @property
     def c_name(self) -> str:

@@ -112,6 +112,13 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
         draining = tuple(b for b in sp.draining
                          if (not local_only or is_local(b)) and b not in backends)  # fmt: skip
         masq, reason = masq_for(kind, svc)
+        if local_only and not backends and sp.backends:
+            # kube-proxy rejects only when the Service has no endpoint at all; a Local
+            # policy that leaves none here while other nodes have some drops (issue 15).
+            policy = "internal" if kind is FrontendKind.CLUSTER_IP else "external"
+            masq, reason = Masq.DROP, (
+                f"{policy}TrafficPolicy: Local, no endpoint on this node, "
+                f"{len(sp.backends)} elsewhere: new flows dropped (kube-proxy)")
         affinity_id = affinity_ids.setdefault((svc.key, sp.name, sp.protocol), len(out))
         out.append(
             Frontend(

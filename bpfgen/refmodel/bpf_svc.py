@@ -66,7 +66,7 @@ __all__ = [
 
 
 class SvcCounter(enum.IntEnum):
-    """The counter indices of the bpf mode: the ipvs mode's thirteen, then enum
+    """The counter indices of the bpf mode: the ipvs mode's fourteen, then enum
     bpfgen_svc_counter."""
 
     PASS = 0
@@ -76,17 +76,18 @@ class SvcCounter(enum.IntEnum):
     DROP_EXHAUSTED = 8
     DROP_MAP_FULL = 9
     DROP_SOURCE_RANGE = 12
-    DNAT_NEW = 13
-    DNAT_HIT = 14
-    RDNAT = 15
-    REJECT_NO_BACKEND = 16
-    DROP_BACKEND_GONE = 17
-    FIB_FALLBACK = 18
-    REDIRECT = 19
-    ICMP_ECHO_VIP = 20
-    AFFINITY_HIT = 21
-    XDP_TO_TC = 22
-    DROP_NO_BACKEND = 23
+    DROP_NO_LOCAL_ENDPOINT = 13
+    DNAT_NEW = 14
+    DNAT_HIT = 15
+    RDNAT = 16
+    REJECT_NO_BACKEND = 17
+    DROP_BACKEND_GONE = 18
+    FIB_FALLBACK = 19
+    REDIRECT = 20
+    ICMP_ECHO_VIP = 21
+    AFFINITY_HIT = 22
+    XDP_TO_TC = 23
+    DROP_NO_BACKEND = 24
 
 
 SVC_COUNTER_NAMES = COUNTER_NAMES + (
@@ -383,6 +384,8 @@ def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: Svc
     elif s is not None:  # expired: a new flow
         _forget(state, key, s)
 
+    if f.policy is Policy.DROP:  # no backend here, some on other nodes
+        return _result(Verdict.DROP, frame, SvcCounter.DROP_NO_LOCAL_ENDPOINT)
     if not f.backends:
         return _reject(frame, p)
     backend, chosen = _select(config, f, key, state, now_ns)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from types import MappingProxyType
 
-from bpfgen.model import Inputs, Protocol, ServiceType
+from bpfgen.model import Backend, Inputs, Mode, Protocol, ServicePort, ServiceType
 
 __all__ = [
     "BUILD_KINDS",
@@ -40,6 +40,9 @@ class Policy(enum.Enum):
     ALWAYS = "always"
     IF_OUTSIDE = "if_outside"  # the source is outside cluster.podCIDR
     NEVER = "never"  # the client address is kept (externalTrafficPolicy: Local)
+    # A Local policy with no usable endpoint on this node while the Service has some
+    # elsewhere: new flows are dropped, not rejected (docs/datapath.md).
+    DROP = "drop"
 
 
 @dataclass(frozen=True)
@@ -141,10 +144,25 @@ def model_config(inputs: Inputs, build_kind: str = "specialized") -> ModelConfig
         # external traffic follows its traffic policy with or without it.
         return Policy.NEVER if local else Policy.ALWAYS
 
+    def here(b: Backend) -> bool:
+        # The endpoint's nodeName; the bpf mode also node.podCIDR (docs/datapath-bpf.md).
+        return b.local or (node.mode is Mode.BPF and b.address in node.pod_cidr)
+
+    def dropping(local: bool, port: ServicePort, policy: Policy) -> Policy:
+        """DROP when a Local policy finds no endpoint here (ready, else serving
+        terminating) while the Service port has endpoints elsewhere."""
+        if not local or not port.backends:
+            return policy
+        mine = [b for b in (*port.backends, *port.serving_terminating) if here(b)]
+        return policy if mine else Policy.DROP
+
     for service in inputs.services:
-        cluster_policy = Policy.ALWAYS if node.masquerade_all else Policy.IF_OUTSIDE
-        external_policy = external(service.external_traffic_local)
         for port in service.ports:
+            cluster_policy = dropping(
+                service.internal_traffic_local, port,
+                Policy.ALWAYS if node.masquerade_all else Policy.IF_OUTSIDE)
+            external_policy = dropping(
+                service.external_traffic_local, port, external(service.external_traffic_local))
             protocols.add(port.protocol)
             proto = _PROTO_NUMBERS[port.protocol]
             # The config stage refuses two services claiming one (address, port,

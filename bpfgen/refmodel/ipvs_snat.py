@@ -113,6 +113,7 @@ class Counter(enum.IntEnum):
     DROP_FRAGMENT = 10
     DROP_REWRITE = 11
     DROP_SOURCE_RANGE = 12  # loadBalancerSourceRanges: both modes, before any translation
+    DROP_NO_LOCAL_ENDPOINT = 13  # Local traffic policy, endpoints only on other nodes
 
 
 COUNTER_NAMES = tuple(c.name.lower() for c in Counter)
@@ -435,6 +436,8 @@ def ingress(
         return _result(Verdict.PASS, frame, mark, Counter.PASS)
     if not config.source_allowed(p.saddr, p.daddr, p.dport, p.proto):
         return _result(Verdict.DROP, frame, mark, Counter.DROP_SOURCE_RANGE)
+    if policy is Policy.DROP:
+        return _result(Verdict.DROP, frame, mark, Counter.DROP_NO_LOCAL_ENDPOINT)
     if policy is Policy.ALWAYS or (
         policy is Policy.IF_OUTSIDE and not config.in_cluster_pods(p.saddr)
     ):

@@ -456,6 +456,8 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 	}
 	if (e)
 		bpfgen_svc_forget(p, e);
+	if (v->masq == BPFGEN_MASQ_DROP) /* n_backends is 0: endpoints elsewhere only */
+		return bpfgen_drop(BPFGEN_DROP_NO_LOCAL_ENDPOINT);
 	if (!v->n_backends)
 		return bpfgen_svc_reject(ctx, p);
 	/* Fails only when a map build's tables lack @v's backends (mid-sync). */

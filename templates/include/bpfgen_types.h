@@ -86,6 +86,11 @@ enum bpfgen_masq {
 	BPFGEN_MASQ_NEVER = 1, /* e.g. externalTrafficPolicy: Local */
 	BPFGEN_MASQ_IF_OUTSIDE = 2, /* ClusterIP: only sources outside the cluster pod CIDR */
 	BPFGEN_MASQ_ALWAYS = 3, /* external with policy Cluster; ClusterIP, masqueradeAll */
+	/* Not a masquerade policy: a Local traffic policy leaves no usable endpoint
+	 * on this node while the Service has some elsewhere: new flows are dropped
+	 * (kube-proxy rejects only a Service without any endpoint).
+	 */
+	BPFGEN_MASQ_DROP = 4,
 };
 
 struct bpfgen_frontend_value {
@@ -118,6 +123,7 @@ enum bpfgen_drop_reason {
 	BPFGEN_DROP_FRAGMENT, /* needs SNAT but is an IPv4 fragment (not supported yet) */
 	BPFGEN_DROP_REWRITE, /* a packet helper (load, store, checksum, resize) failed */
 	BPFGEN_DROP_SOURCE_RANGE, /* to an LB IP from outside its loadBalancerSourceRanges */
+	BPFGEN_DROP_NO_LOCAL_ENDPOINT, /* new flow, Local policy, endpoints only elsewhere */
 	BPFGEN_COUNTER_MAX,
 };
 

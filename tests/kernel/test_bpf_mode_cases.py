@@ -25,10 +25,11 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 from bpf_inputs import (
@@ -612,6 +613,18 @@ def test_lb_ip_with_proxy_ip_mode_is_not_captured(tmp_path: Path, kind: str) -> 
         assert bpf.deltas().get("dnat_new") == 1
 
 
+@contextmanager
+def _svc_in(tmp_path: Path, svcs: dict[str, Any], kind: str) -> Iterator[Bpf]:
+    """svc_in of a `kind` build of the test node and `svcs`, its maps cleared."""
+    node_path, services_path = write_inputs(tmp_path, node_config(), svcs)
+    result = compile_build(node_path, [services_path], tmp_path / "build", build=kind,
+                           verify=False)
+    with BuildUnderTest(result.out) as build:
+        bpf = Bpf(build, kind, "random", {}, "svc_in")
+        bpf.clear()
+        yield bpf
+
+
 @pytest.mark.parametrize("kind", ["specialized", "generic"])
 def test_load_balancer_source_ranges_drop_other_clients(tmp_path: Path, kind: str) -> None:
     """issue 15: spec.loadBalancerSourceRanges was accepted and not enforced. As kube-proxy
@@ -625,12 +638,7 @@ def test_load_balancer_source_ranges_drop_other_clients(tmp_path: Path, kind: st
     lb["spec"]["type"] = "LoadBalancer"
     lb["spec"]["loadBalancerSourceRanges"] = ["203.0.113.64/26", f"{NODE1}/32"]
     lb["status"] = {"loadBalancer": {"ingress": [{"ip": LB_VIP_MODE}]}}
-    node_path, services_path = write_inputs(tmp_path, node_config(), svcs)
-    result = compile_build(node_path, [services_path], tmp_path / "build", build=kind,
-                           verify=False)
-    with BuildUnderTest(result.out) as build:
-        bpf = Bpf(build, kind, "random", {}, "svc_in")
-        bpf.clear()
+    with _svc_in(tmp_path, svcs, kind) as bpf:
         out = bpf.run(syn(OUTSIDE, LB_VIP_MODE, 51000, 80))
         assert out.verdict == TC_ACT_SHOT
         assert bpf.deltas() == {"drop_source_range": 1} and bpf.nat() == {}
@@ -698,3 +706,25 @@ def test_local_policy_serves_this_nodes_terminating_endpoint(tmp_path: Path) -> 
         out = bpf.run(syn(OUTSIDE, NODE2, 51000, NODEPORT))
         assert (out.saddr, out.daddr, out.dport) == (A(OUTSIDE), A(BACKENDS[0]), BACKEND_PORT)
         assert bpf.deltas().get("dnat_new") == 1 and "reject_no_backend" not in bpf.deltas()
+
+
+@pytest.mark.parametrize("kind", ["specialized", "generic"])
+def test_local_policy_with_endpoints_only_elsewhere_drops(tmp_path: Path, kind: str) -> None:
+    """issue 15: kube-proxy rejects (RST) only a Service without any endpoint. Under
+    externalTrafficPolicy: Local with this node's endpoint gone and ready ones elsewhere,
+    a new flow is dropped, counted drop_no_local_endpoint; bpfgen sent a RST. The
+    ClusterIP (policy Cluster) still serves the endpoints elsewhere."""
+    svcs = services()
+    web = next(i for i in svcs["items"] if i["metadata"]["name"] == "web")
+    web["spec"]["externalTrafficPolicy"] = "Local"
+    web_slice = next(i for i in svcs["items"] if i["metadata"]["name"] == "web-1")
+    web_slice["endpoints"] = [e for e in web_slice["endpoints"]
+                              if e["addresses"] != [BACKENDS[0]]]  # fmt: skip
+    with _svc_in(tmp_path, svcs, kind) as bpf:
+        out = bpf.run(syn(OUTSIDE, NODE2, 51000, NODEPORT))
+        assert out.verdict == TC_ACT_SHOT
+        assert bpf.deltas() == {"drop_no_local_endpoint": 1} and bpf.nat() == {}
+        bpf.reset_counters()
+        out = bpf.run(syn(OUTSIDE, VIP, 51000, 80))
+        assert str(IPv4Address(out.daddr)) in BACKENDS[1:], out
+        assert bpf.deltas().get("dnat_new") == 1

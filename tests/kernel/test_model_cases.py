@@ -55,6 +55,7 @@ CLIENT, POD, BACKEND = "203.0.113.7", "198.19.1.5", "198.19.2.13"
 MARK = 0x4000
 GUARDED_VIP, LB_IP, GUARDED_NODEPORT = "198.18.128.20", "198.18.2.30", 30443
 ALLOWED_RANGE, ALLOWED_CLIENT = "203.0.113.64/26", "203.0.113.70"
+REMOTE_VIP, REMOTE_NODEPORT = "198.18.128.21", 30081
 PORT_MIN, PORT_MAX = 65520, 65535
 
 NODE = {
@@ -88,6 +89,21 @@ SERVICES = {
                  "ports": [{"name": "https", "port": 443, "protocol": "TCP",
                             "nodePort": GUARDED_NODEPORT}]},
         "status": {"loadBalancer": {"ingress": [{"ip": LB_IP}]}},
+    }, {
+        # issue 15: both traffic policies Local, the one endpoint on another node
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "remote", "namespace": "default"},
+        "spec": {"type": "NodePort", "clusterIP": REMOTE_VIP,
+                 "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local",
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP",
+                            "nodePort": REMOTE_NODEPORT}]},
+    }, {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "remote-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "remote"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [BACKEND], "nodeName": "node-b"}],
     }],
 }
 
@@ -327,6 +343,20 @@ CASES = [
                               tcp(A(CLIENT), A(NODE2), 40000, GUARDED_NODEPORT, flags=0x02))),
         {"marked": 1},
         marks=(0, MARK),
+    ),
+    *(
+        Case(
+            f"Local traffic policy, the endpoint on another node: {what} is dropped",
+            "ingress",
+            lambda src=src, daddr=daddr, dport=dport: ethernet(ipv4(
+                A(src), A(daddr), IPPROTO_TCP,
+                tcp(A(src), A(daddr), 40000, dport, flags=0x02))),
+            {"drop_no_local_endpoint": 1},
+        )
+        for what, src, daddr, dport in (
+            ("a client to the NodePort", CLIENT, NODE1, REMOTE_NODEPORT),
+            ("a pod to the ClusterIP", POD, REMOTE_VIP, 80),
+        )
     ),
     Case(
         "an IPVS reply from VIP:80 is not translated",

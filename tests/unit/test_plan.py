@@ -87,6 +87,58 @@ items:
 """
 
 
+LOCAL_ELSEWHERE = """\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: remote, namespace: default}
+  spec:
+    type: NodePort
+    clusterIP: 198.18.128.31
+    externalTrafficPolicy: Local
+    internalTrafficPolicy: Local
+    ports: [{name: http, port: 80, protocol: TCP, nodePort: 30081}]
+- apiVersion: v1
+  kind: Service
+  metadata: {name: empty, namespace: default}
+  spec:
+    type: NodePort
+    clusterIP: 198.18.128.32
+    externalTrafficPolicy: Local
+    ports: [{name: http, port: 80, protocol: TCP, nodePort: 30082}]
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata:
+    name: remote-1
+    namespace: default
+    labels: {kubernetes.io/service-name: remote}
+  addressType: IPv4
+  ports: [{name: http, port: 8080, protocol: TCP}]
+  endpoints:
+  - {addresses: [198.19.2.7], nodeName: node-b}
+"""
+
+
+def test_local_policy_with_endpoints_only_elsewhere_drops(tmp_path: Path) -> None:
+    """issue 15: kube-proxy rejects only a Service without any endpoint. A Local policy
+    (external or internal) that leaves none on this node while another node has some
+    drops new flows: Masq.DROP, no backends; the Service without endpoints still rejects
+    (its frontends keep their masquerade policy and have no backends). Both modes."""
+    for mode in ("ipvs", "bpf"):
+        (tmp_path / "node.yaml").write_text(NODE + f"datapath: {{mode: {mode}}}\n")
+        (tmp_path / "svc.yaml").write_text(LOCAL_ELSEWHERE)
+        plan = make_plan(load_inputs(tmp_path / "node.yaml", [tmp_path / "svc.yaml"]))
+        got = {(f.service, f.kind): (f.masq, len(f.backends)) for f in plan.frontends}
+        assert got == {
+            ("default/remote", FrontendKind.CLUSTER_IP): (Masq.DROP, 0),
+            ("default/remote", FrontendKind.NODE_PORT): (Masq.DROP, 0),
+            ("default/empty", FrontendKind.CLUSTER_IP): (Masq.IF_OUTSIDE, 0),
+            ("default/empty", FrontendKind.NODE_PORT): (Masq.NEVER, 0),
+        }, mode
+
+
 def test_local_policy_falls_back_to_this_nodes_serving_terminating(tmp_path: Path) -> None:
     """issue 15: kube-proxy falls back per set of endpoints. The NodePort (Local) has no
     ready endpoint on node-a while node-b has one: it serves node-a's serving terminating

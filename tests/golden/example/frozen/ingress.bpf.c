@@ -39,6 +39,9 @@ int bpfgen_ingress(struct __sk_buff *skb)
 	/* Before IPVS sees it (tc ingress runs before netfilter's LOCAL_IN). */
 	if (!bpfgen_source_allowed(&p))
 		return bpfgen_drop(BPFGEN_DROP_SOURCE_RANGE);
+	/* Else IPVS, with no real server, would answer ICMP port unreachable. */
+	if (masq == BPFGEN_MASQ_DROP)
+		return bpfgen_drop(BPFGEN_DROP_NO_LOCAL_ENDPOINT);
 	if (!bpfgen_ingress_wants_snat(&p, masq))
 		return bpfgen_pass(BPFGEN_EVT_PASS);
 	skb->mark |= BPFGEN_MARK;
