@@ -10,12 +10,22 @@ are looked up in a map.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from ipaddress import IPv4Address
 
 from bpfgen.model import Hook, Inputs
-from bpfgen.plan.ir import COUNTER_NAMES, Attachment, MapPlan, Plan, ProgramPlan
+from bpfgen.plan.ir import (
+    COUNTER_NAMES,
+    Attachment,
+    CCase,
+    Frontend,
+    MapPlan,
+    Plan,
+    ProgramPlan,
+)
 from bpfgen.plan.shared import (
     BPF_MAP_TYPE_HASH,
     PlanBasis,
+    be32_expr,
     ctypes_size,
     frontend_entry,
     inline_frontends,
@@ -44,6 +54,9 @@ def plan(basis: PlanBasis) -> Plan:
         len(COUNTER_NAMES),
     )
     map_init: dict[str, Sequence[tuple[bytes, bytes]]] = {}
+    # Addresses IPVS binds on its dummy device; a node address is one the node's own
+    # services rightly answer on, and is never guarded.
+    vips = sorted({f.addr for f in frontends if f.addr is not None} - set(node.addresses))
     if basis.in_map:
         maps.append(
             MapPlan(
@@ -57,18 +70,32 @@ def plan(basis: PlanBasis) -> Plan:
                 "service frontends -> masquerade policy",
             )
         )
-        map_init["bpfgen_frontends"] = tuple(frontend_entry(f) for f in frontends)
+        map_init["bpfgen_frontends"] = tuple(frontend_entry(f) for f in frontends) + tuple(
+            vip_entry(a) for a in vips
+        )
     src_maps, src_init = source_range_maps(basis.source_ranges)
     maps += src_maps
     map_init.update(src_init)
     return basis.plan(
         decisions=decisions,
+        vips=tuple(CCase(be32_expr(a), _vip_comment(a, frontends)) for a in vips),
         inline=() if basis.in_map else inline_frontends(frontends),
         maps=maps,
         map_init=map_init,
         programs=_programs(inputs, tuple(m.name for m in maps)),
         counter_names=COUNTER_NAMES,
     )
+
+
+def vip_entry(addr: IPv4Address) -> tuple[bytes, bytes]:
+    """bpfgen_frontends entry (VIP, port 0, protocol 0): "a VIP", no frontend."""
+    key = layouts.FrontendKey(addr=layouts.be32(addr), port=layouts.be16(0), proto=0)
+    return layouts.to_bytes(key), layouts.to_bytes(layouts.FrontendValue(masq=0))
+
+
+def _vip_comment(addr: IPv4Address, frontends: tuple[Frontend, ...]) -> str:
+    users = sorted({f"{f.kind.value} of {f.service}" for f in frontends if f.addr == addr})
+    return f"{addr}: " + ", ".join(users)
 
 
 def _programs(inputs: Inputs, shared: tuple[str, ...]) -> tuple[ProgramPlan, ...]:

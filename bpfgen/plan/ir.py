@@ -43,6 +43,7 @@ COUNTER_NAMES = (
     "drop_rewrite",
     "drop_source_range",
     "drop_no_local_endpoint",
+    "drop_vip_port",
 )
 
 #: The bpf mode's counters come after the ipvs mode's (enum bpfgen_svc_counter).
@@ -273,6 +274,9 @@ class Plan:
     counter_names: tuple[str, ...] = COUNTER_NAMES
     svc: SvcPlan | None = None  # bpf mode only
     source_ranges: tuple[SourceRangeRule, ...] = ()  # both modes: bpfgen_src_ranges
+    # ipvs mode: the addresses IPVS puts on its dummy device (ClusterIPs, externalIPs,
+    # LB IPs; never a node address), whose other ports ingress drops
+    vips: tuple[CCase, ...] = ()
 
     @property
     def bpf_mode(self) -> bool:

@@ -294,6 +294,7 @@ class PlanBasis:
         programs: tuple[ProgramPlan, ...],
         counter_names: tuple[str, ...],
         svc: SvcPlan | None = None,
+        vips: tuple[CCase, ...] = (),
     ) -> Plan:
         inputs, node = self.inputs, self.inputs.node
         return Plan(
@@ -322,6 +323,7 @@ class PlanBasis:
             counter_names=counter_names,
             svc=svc,
             source_ranges=self.source_ranges,
+            vips=vips,
         )
 
 

@@ -66,7 +66,7 @@ __all__ = [
 
 
 class SvcCounter(enum.IntEnum):
-    """The counter indices of the bpf mode: the ipvs mode's fourteen, then enum
+    """The counter indices of the bpf mode: the ipvs mode's fifteen, then enum
     bpfgen_svc_counter."""
 
     PASS = 0
@@ -77,17 +77,17 @@ class SvcCounter(enum.IntEnum):
     DROP_MAP_FULL = 9
     DROP_SOURCE_RANGE = 12
     DROP_NO_LOCAL_ENDPOINT = 13
-    DNAT_NEW = 14
-    DNAT_HIT = 15
-    RDNAT = 16
-    REJECT_NO_BACKEND = 17
-    DROP_BACKEND_GONE = 18
-    FIB_FALLBACK = 19
-    REDIRECT = 20
-    ICMP_ECHO_VIP = 21
-    AFFINITY_HIT = 22
-    XDP_TO_TC = 23
-    DROP_NO_BACKEND = 24
+    DNAT_NEW = 15
+    DNAT_HIT = 16
+    RDNAT = 17
+    REJECT_NO_BACKEND = 18
+    DROP_BACKEND_GONE = 19
+    FIB_FALLBACK = 20
+    REDIRECT = 21
+    ICMP_ECHO_VIP = 22
+    AFFINITY_HIT = 23
+    XDP_TO_TC = 24
+    DROP_NO_BACKEND = 25
 
 
 SVC_COUNTER_NAMES = COUNTER_NAMES + (

@@ -73,6 +73,9 @@ class ModelConfig:
     source_ranges: Mapping[tuple[int, int, int], tuple[IPv4Network, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    # The ipvs mode's VIPs (ClusterIPs, externalIPs, LB IPs), less the node addresses:
+    # "TCP or UDP to a VIP at a port that is no frontend is dropped" (docs/datapath.md).
+    vips: frozenset[int] = frozenset()
 
     @property
     def port_count(self) -> int:
@@ -198,4 +201,5 @@ def model_config(inputs: Inputs, build_kind: str = "specialized") -> ModelConfig
         frontends=MappingProxyType(frontends),
         node_ports=MappingProxyType(node_ports),
         source_ranges=source_ranges(inputs),
+        vips=frozenset(a for a, _, _ in frontends) - {int(a) for a in node.addresses},
     )

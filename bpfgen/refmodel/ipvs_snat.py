@@ -114,6 +114,7 @@ class Counter(enum.IntEnum):
     DROP_REWRITE = 11
     DROP_SOURCE_RANGE = 12  # loadBalancerSourceRanges: both modes, before any translation
     DROP_NO_LOCAL_ENDPOINT = 13  # Local traffic policy, endpoints only on other nodes
+    DROP_VIP_PORT = 14  # ipvs mode: TCP/UDP to a VIP, at no frontend's port
 
 
 COUNTER_NAMES = tuple(c.name.lower() for c in Counter)
@@ -433,6 +434,8 @@ def ingress(
         return done
     policy = config.lookup_frontend(p.daddr, p.dport, p.proto)
     if policy is None:
+        if p.proto != IPPROTO_ICMP and p.daddr in config.vips:
+            return _result(Verdict.DROP, frame, mark, Counter.DROP_VIP_PORT)
         return _result(Verdict.PASS, frame, mark, Counter.PASS)
     if not config.source_allowed(p.saddr, p.daddr, p.dport, p.proto):
         return _result(Verdict.DROP, frame, mark, Counter.DROP_SOURCE_RANGE)

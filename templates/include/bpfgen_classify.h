@@ -48,6 +48,21 @@ static __always_inline __u8 bpfgen_frontend_masq(__be32 addr, __be16 port, __u8 
 #endif
 }
 
+/* Is @addr a VIP on IPVS's dummy device (a ClusterIP, externalIP or LB IP that
+ * is no node address)? Map builds: an entry (VIP, port 0, protocol 0), which
+ * no packet's lookup asks for.
+ */
+static __always_inline bool bpfgen_is_vip(__be32 addr)
+{
+#if BPFGEN_FRONTENDS_IN_MAP
+	struct bpfgen_frontend_key k = { .addr = addr };
+
+	return addr && bpf_map_lookup_elem(&bpfgen_frontends, &k) != NULL;
+#else
+	return bpfgen_is_vip_inline(addr);
+#endif
+}
+
 /* Ingress: does this packet, towards a frontend of policy @masq, need SNAT
  * after IPVS?
  */

@@ -124,6 +124,7 @@ enum bpfgen_drop_reason {
 	BPFGEN_DROP_REWRITE, /* a packet helper (load, store, checksum, resize) failed */
 	BPFGEN_DROP_SOURCE_RANGE, /* to an LB IP from outside its loadBalancerSourceRanges */
 	BPFGEN_DROP_NO_LOCAL_ENDPOINT, /* new flow, Local policy, endpoints only elsewhere */
+	BPFGEN_DROP_VIP_PORT, /* ipvs mode: TCP/UDP to a VIP at no Service's port */
 	BPFGEN_COUNTER_MAX,
 };
 

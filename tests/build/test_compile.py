@@ -76,7 +76,10 @@ def test_generic_build_reads_config_at_run_time(
     assert m["runtime_config"]["map"] == ".bss" and len(m["runtime_config"]["hex"]) == 2 * 128
     assert m["map_init"] == "map_init.json"
     init = json.loads((tmp_path / "g" / "map_init.json").read_text())
-    assert len(init["bpfgen_frontends"]) == len(m["specialization"]["frontends"])
+    # every frontend, and one (VIP, port 0, protocol 0) entry per VIP (docs/datapath.md)
+    frontends = m["specialization"]["frontends"]
+    vips = {f["address"] for f in frontends if f["address"] is not None}
+    assert len(init["bpfgen_frontends"]) == len(frontends) + len(vips)
     header = (tmp_path / "g" / "node_config.h").read_text()
     assert "#define BPFGEN_SNAT_PORT_MIN (bpfgen_cfg.snat_port_min)" in header
     assert all(p["verifier"]["processed_insns"] > 0 for p in m["programs"])

@@ -358,6 +358,30 @@ CASES = [
             ("a pod to the ClusterIP", POD, REMOTE_VIP, 80),
         )
     ),
+    *(
+        # issue 15 (Kubernetes #72236): the VIPs are local addresses on IPVS's dummy
+        # device, so their other ports would reach the node's own sockets
+        Case(
+            f"{what}: {fate}",
+            "ingress",
+            lambda daddr=daddr, dport=dport, proto=proto: ethernet(ipv4(
+                A(CLIENT), A(daddr), proto,
+                tcp(A(CLIENT), A(daddr), 40000, dport, flags=0x02) if proto == IPPROTO_TCP
+                else udp(A(CLIENT), A(daddr), 40000, dport))),
+            counters,
+            marks=(0, 0),
+        )
+        for what, daddr, dport, proto, fate, counters in (
+            ("TCP to a ClusterIP at no Service's port (22)", VIP, 22, IPPROTO_TCP, "dropped",
+             {"drop_vip_port": 1}),
+            ("UDP to a ClusterIP at a TCP-only Service port", VIP, 80, IPPROTO_UDP, "dropped",
+             {"drop_vip_port": 1}),
+            ("TCP to an LB IP at no Service's port", LB_IP, 8443, IPPROTO_TCP, "dropped",
+             {"drop_vip_port": 1}),
+            ("TCP to a node address at a port of no NodePort", NODE1, 22, IPPROTO_TCP,
+             "left to the node", {"pass": 1}),
+        )
+    ),
     Case(
         "an IPVS reply from VIP:80 is not translated",
         "egress",

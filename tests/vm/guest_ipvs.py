@@ -561,6 +561,31 @@ def test_node_process_to_clusterip(topo: Topo) -> None:
     assert_untracked(topo, "node -> ClusterIP")
 
 
+def test_vip_answers_only_service_ports(topo: Topo) -> None:
+    """issue 15, Kubernetes #72236: IPVS's VIPs are local addresses (its dummy device), so
+    a node service listening on 0.0.0.0 (sshd, a kubelet port) answered on every
+    ClusterIP and LB IP. bpfgen's ingress drops TCP/UDP to a VIP at no Service's port,
+    counted drop_vip_port; the node's own address still reaches the service."""
+    with netns.entered(topo.node):
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("0.0.0.0", 2222))
+        listener.listen(16)
+        with netns.entered(topo.ext):
+            socket.create_connection((NODE_ADDR, 2222), timeout=CONNECT_TIMEOUT).close()
+        # That connection is the node's own, tracked like any: not bpfgen's to keep, and
+        # the next tests assert a node without conntrack entries.
+        in_ns(topo.node, "conntrack", "-D", "-p", "tcp", "--dport", "2222", check=False)
+        before = counters(topo.opts)
+        for ns, addr in ((topo.ext, VIP), (topo.ext, LB_IP), (topo.cp, VIP)):
+            with netns.entered(ns), pytest.raises(OSError):
+                socket.create_connection((addr, 2222), timeout=1.5).close()
+        dropped = counters(topo.opts)["drop_vip_port"] - before["drop_vip_port"]
+        assert dropped >= 3, dropped  # one SYN each at least (retransmits add to it)
+    tcp_request(topo.ext, VIP, 80)  # the Service's own port still answers
+
+
 def _icmp_checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"

@@ -34,8 +34,14 @@ int bpfgen_ingress(struct __sk_buff *skb)
 		return ret;
 
 	masq = bpfgen_frontend_masq(p.t.daddr, p.t.dport, p.t.proto);
-	if (masq == BPFGEN_FRONTEND_NONE)
+	if (masq == BPFGEN_FRONTEND_NONE) {
+		/* The VIPs are local addresses (IPVS's dummy device): their other
+		 * ports would reach the node's own sockets (Kubernetes #72236).
+		 */
+		if (p.t.proto != IPPROTO_ICMP && bpfgen_is_vip(p.t.daddr))
+			return bpfgen_drop(BPFGEN_DROP_VIP_PORT);
 		return bpfgen_pass(BPFGEN_EVT_PASS);
+	}
 	/* Before IPVS sees it (tc ingress runs before netfilter's LOCAL_IN). */
 	if (!bpfgen_source_allowed(&p))
 		return bpfgen_drop(BPFGEN_DROP_SOURCE_RANGE);

@@ -220,4 +220,32 @@ static __always_inline __u8 bpfgen_frontend_masq_inline(__be32 addr, __be16 port
 	return BPFGEN_FRONTEND_NONE;
 }
 
+/* The VIPs IPVS puts on its dummy device (never a node address): ingress drops
+ * TCP and UDP to them at any port that is no frontend.
+ */
+static __always_inline bool bpfgen_is_vip_inline(__be32 addr)
+{
+	switch (addr) {
+	/* 198.18.64.10: LoadBalancer of shop/frontend */
+	case __bpf_constant_htonl(0xc612400a):
+		return true;
+	/* 198.18.128.1: ClusterIP of default/kubernetes */
+	case __bpf_constant_htonl(0xc6128001):
+		return true;
+	/* 198.18.128.10: ClusterIP of kube-system/kube-dns */
+	case __bpf_constant_htonl(0xc612800a):
+		return true;
+	/* 198.18.133.7: ClusterIP of shop/checkout */
+	case __bpf_constant_htonl(0xc6128507):
+		return true;
+	/* 198.18.140.23: ClusterIP of default/web */
+	case __bpf_constant_htonl(0xc6128c17):
+		return true;
+	/* 198.18.150.99: ClusterIP of shop/frontend */
+	case __bpf_constant_htonl(0xc6129663):
+		return true;
+	}
+	return false;
+}
+
 #endif /* BPFGEN_NODE_CONFIG_H */
