@@ -266,7 +266,13 @@ class IpvsMode:
             if (addr, port) in want:
                 continue
             draining = [key.protocol, key.address, key.port, addr, port]
-            if cur.active + cur.inactive > 0 and cur.weight != 0:
+            # UDP has no end of a flow to wait for: a drained UDP real server keeps every
+            # flow that goes on sending (each packet refreshes IPVS's entry), to a
+            # backend that may be gone. Deleted at once, its flows are expired on their
+            # next packet (expire_nodest_conn=1) and scheduled anew, as kube-proxy
+            # does since Kubernetes #77802.
+            udp = key.protocol == socket.IPPROTO_UDP
+            if cur.active + cur.inactive > 0 and cur.weight != 0 and not udp:
 
                 def quiesce(a: str = addr, p: int = port, d: list[Any] = draining) -> None:
                     sock.set_dest(key, a, p, 0)
@@ -278,14 +284,16 @@ class IpvsMode:
                     f"{cur.active} active / {cur.inactive} inactive connections)",
                     quiesce,
                 )
-            elif cur.active + cur.inactive == 0:
+            elif cur.active + cur.inactive == 0 or udp:
 
                 def delete(a: str = addr, p: int = port, d: list[Any] = draining) -> None:
                     sock.del_dest(key, a, p)
                     if d in self.c.state.ipvs_draining:
                         self.c.state.ipvs_draining.remove(d)
 
-                self.c.change(f"delete real server {addr}:{port} from {key}", delete)
+                moved = (f" ({cur.active + cur.inactive} UDP flows move on their next packet)"
+                         if udp and cur.active + cur.inactive else "")  # fmt: skip
+                self.c.change(f"delete real server {addr}:{port} from {key}{moved}", delete)
             else:
                 self.c.report.notes.append(
                     f"real server {addr}:{port} of {key} is draining ({cur.active} active, "

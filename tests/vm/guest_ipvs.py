@@ -121,7 +121,7 @@ def _port(name: str, port: int, proto: str, target: int, node_port: int | None =
     return f"    - {{name: {name}, port: {port}, protocol: {proto}, targetPort: {target}{np}}}\n"
 
 
-def services_yaml(*, be2_http: bool = True) -> str:
+def services_yaml(*, be2_http: bool = True, be2_dns: bool = True) -> str:
     web_ports = _port("http", 80, "TCP", HTTP, NODE_PORT_TCP) + _port(
         "dns", 53, "UDP", DNS, NODE_PORT_UDP
     )
@@ -133,7 +133,8 @@ def services_yaml(*, be2_http: bool = True) -> str:
         ),
         _slice("web-http", "web", [(BE["be1"], True), (BE["be2"], be2_http)],
                f"  - {{name: http, port: {HTTP}, protocol: TCP}}\n"),
-        _slice("web-dns", "web", both, f"  - {{name: dns, port: {DNS}, protocol: UDP}}\n"),
+        _slice("web-dns", "web", [(BE["be1"], True), (BE["be2"], be2_dns)],
+               f"  - {{name: dns, port: {DNS}, protocol: UDP}}\n"),
         _service(
             "sticky", STICKY_VIP, _port("http", 80, "TCP", HTTP),
             "    sessionAffinity: ClientIP\n"
@@ -160,7 +161,7 @@ BUILDS = ("main", "drained", "tiny", "masqall")
 
 
 def compile_builds(out: Path) -> dict[str, Path]:
-    """main (both backends), drained (be2 out of http), tiny (the exhaustion case's own
+    """main (both backends), drained (be2 out of http and dns), tiny (the exhaustion case's own
     small SNAT range), masqall (cluster.masqueradeAll: every service packet is SNATed).
     All on the default SNAT configuration (no `snat` section) but tiny's range: the
     load case runs on what a user gets."""
@@ -168,7 +169,7 @@ def compile_builds(out: Path) -> dict[str, Path]:
     tiny = f"snat:\n  portRange: [{TINY_RANGE[0]}, {TINY_RANGE[1]}]\n"
     variants = {
         "main": ("", services_yaml(), False),
-        "drained": ("", services_yaml(be2_http=False), False),
+        "drained": ("", services_yaml(be2_http=False, be2_dns=False), False),
         "tiny": (tiny, services_yaml(), False),
         "masqall": ("", services_yaml(), True),
     }
@@ -679,8 +680,36 @@ def test_sync_drains_removed_endpoint(topo: Topo) -> None:
             break
         s.close()
     assert held is not None, "rr never chose be2"
+    # A UDP flow (one client socket) on be2 across the sync, too.
+    flow = None
+    for _ in range(6):
+        with netns.entered(topo.cp):
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(CONNECT_TIMEOUT)
+        u.connect((VIP, 53))
+        u.send(b"q")
+        if u.recv(512).split()[0] == b"be2":
+            flow = u
+            break
+        u.close()
+    assert flow is not None, "rr never chose be2 for UDP"
     report = sync(topo.builds["drained"], topo.opts)
     assert any(f"drain real server {BE['be2']}:{HTTP}" in c for c in report.changes), report.changes
+    # issue 15 (Kubernetes #77802): a UDP real server is deleted at once, not drained,
+    # and its flow goes on at a live backend instead of into a black hole.
+    assert any(f"delete real server {BE['be2']}:{DNS}" in c for c in report.changes), (
+        report.changes)
+    with flow:
+        flow.settimeout(2.0)
+        answers = []
+        for _ in range(3):  # IPVS may drop the packet that expires the old entry
+            flow.send(b"q")
+            try:
+                answers.append(flow.recv(512).split()[0])
+                break
+            except TimeoutError:
+                answers.append(b"timeout")
+        assert answers[-1] == b"be1", f"the UDP flow after be2 left: {answers}"
     new = {tcp_request(topo.cp, VIP, 80).backend for _ in range(6)}
     assert new == {"be1"}, f"new connections after be2 was removed: {new}"
     s, reader = held
