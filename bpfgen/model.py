@@ -96,6 +96,7 @@ class NodeConfig:
     selection_seed: int = DEFAULT_SELECTION_SEED  # datapath.selectionSeed (bpf mode)
     socket_lb: bool = False  # datapath.socketLB: cgroup programs for node processes (bpf mode)
     cgroup: str = DEFAULT_CGROUP  # datapath.cgroup: where they attach
+    zone: str | None = None  # node.zone: its topology.kubernetes.io/zone, for topology hints
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,10 @@ class ServicePort:
     # per set of endpoints, so a Local policy with no ready endpoint on this node takes
     # this node's serving terminating ones (`local_backends`).
     serving_terminating: tuple[Backend, ...] = ()
+    # Topology-aware routing (EndpointSlice hints.forZones): the ready endpoints hinted
+    # for this node's zone, when kube-proxy's rules let hints be used; None otherwise.
+    # Only the Cluster policy takes them (docs/datapath-bpf.md, "Topology").
+    zone_backends: tuple[Backend, ...] | None = None
 
     def local_backends(self, is_local: Callable[[Backend], bool]) -> tuple[Backend, ...]:
         """The backends under a Local traffic policy: this node's ready endpoints, else its

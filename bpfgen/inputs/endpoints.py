@@ -25,6 +25,7 @@ class Endpoint:
     ready: bool
     serving: bool
     terminating: bool
+    zone_hints: tuple[str, ...] = ()  # hints.forZones[].name
 
 
 @dataclass
@@ -101,16 +102,44 @@ def read_endpoints(s: Scope, fields: dict[str, Node]) -> list[Endpoint] | None:
         ready = flags.get("ready", True) is not False
         serving = flags["serving"] if flags.get("serving") is not None else ready
         terminating = flags.get("terminating") is True
-        result.append(Endpoint(address, node_name, ready, bool(serving), terminating))
+        hints = _zone_hints(s, endpoint, path)
+        result.append(Endpoint(address, node_name, ready, bool(serving), terminating, hints))
     return result
 
 
+def _zone_hints(s: Scope, endpoint: dict[str, Node], path: str) -> tuple[str, ...]:
+    hints = s.mapping(endpoint["hints"], f"{path}.hints") if "hints" in endpoint else None
+    if not hints or "forZones" not in hints:
+        return ()
+    items = s.sequence(hints["forZones"], f"{path}.hints.forZones") or ()
+    zones: list[str] = []
+    for j, item in enumerate(items):
+        where = f"{path}.hints.forZones[{j}]"
+        zone = s.mapping(item, where, None, ("name",))
+        name = s.label_value(zone["name"], f"{where}.name") if zone and "name" in zone else None
+        if name is not None and name not in zones:
+            zones.append(name)
+    return tuple(zones)
+
+
+def topology_allows(endpoints: list[Endpoint], zone: str | None) -> bool:
+    """kube-proxy's canUseTopology: hints are used only when the node has a zone, every
+    ready endpoint carries zone hints, and one of them is hinted for this zone (else a
+    partly hinted slice, or a zone left without endpoints, would narrow the Service)."""
+    ready = [e for e in endpoints if e.ready]
+    return (zone is not None and bool(ready) and all(e.zone_hints for e in ready)
+            and any(zone in e.zone_hints for e in ready))  # fmt: skip
+
+
 def backends_of(
-    port_name: str, port_protocol: Protocol, slices: list[Slice], node_name: str | None
-) -> tuple[tuple[Backend, ...], tuple[Backend, ...], tuple[Backend, ...]]:
+    port_name: str, port_protocol: Protocol, slices: list[Slice], node_name: str | None,
+    zone: str | None = None,
+) -> tuple[tuple[Backend, ...], tuple[Backend, ...], tuple[Backend, ...],
+           tuple[Backend, ...] | None]:  # fmt: skip
     """Ready endpoints of a service port (if none, the serving terminating ones), the
-    other listed endpoints of the port (draining: existing sessions only), and the serving
-    terminating ones (a Local policy's fallback: ServicePort.local_backends)."""
+    other listed endpoints of the port (draining: existing sessions only), the serving
+    terminating ones (a Local policy's fallback: ServicePort.local_backends), and the
+    ready ones hinted for `zone` when topology hints apply (None when they do not)."""
     candidates = [
         (endpoint, number)
         for slice_ in slices
@@ -135,4 +164,8 @@ def backends_of(
     backends = unique(chosen)
     draining = {k: b for k, b in unique(candidates).items() if k not in backends}
     fallback = unique([(e, n) for e, n in candidates if e.serving and e.terminating])
-    return tuple(backends.values()), tuple(draining.values()), tuple(fallback.values())
+    zoned = None
+    if topology_allows([e for e, _ in candidates], zone):
+        zoned = tuple(unique([(e, n) for e, n in candidates
+                              if e.ready and zone in e.zone_hints]).values())  # fmt: skip
+    return tuple(backends.values()), tuple(draining.values()), tuple(fallback.values()), zoned

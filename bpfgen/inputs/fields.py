@@ -20,6 +20,8 @@ from bpfgen.inputs.source import Map, Node, Scalar, Seq
 # Names. Each pattern is the whole alphabet the model lets through.
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+#: A Kubernetes label value (a zone name: topology.kubernetes.io/zone).
+LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)")
 _CIDR = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}")
 _PORT_RANGE = re.compile(r"([0-9]{1,6})-([0-9]{1,6})")
 
@@ -180,6 +182,18 @@ class Scope:
         detail = rule if what == kind else f"{kind}: {rule}"
         self.error(node.line, path, f"{describe(node)} is not {what} ({detail})")
         return None
+
+    def label_value(self, node: Node, path: str) -> str | None:
+        """A Kubernetes label value, non-empty (e.g. a zone name)."""
+        value = self.string(node, path)
+        if value is None:
+            return None
+        if not LABEL_VALUE.fullmatch(value):
+            self.error(node.line, path, f"{describe(node)} is not a label value (at most 63 "
+                       "of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending with a "
+                       "letter or digit)")  # fmt: skip
+            return None
+        return value
 
     def ipv4(self, node: Node, path: str) -> IPv4Address | None:
         """An IPv4 unicast address; IPv6 gets its own message."""

@@ -613,11 +613,11 @@ class Manifests:
             slices = by_service.get(draft.key, [])
             ports = []
             for i, p in enumerate(draft.ports):
-                backends, draining, fallback = backends_of(p.name, p.protocol, slices,
-                                                           node_name)  # fmt: skip
+                backends, draining, fallback, zoned = backends_of(
+                    p.name, p.protocol, slices, node_name, self.facts.zone)
                 self.check_backend_count(draft.scope, p, f"spec.ports[{i}]", len(backends))
                 ports.append(ServicePort(p.name, p.protocol, p.port, p.node_port, backends,
-                                         draining, fallback))
+                                         draining, fallback, zoned))
             services.append(Service(
                 namespace=draft.namespace, name=draft.name, source=draft.source,
                 type=draft.type, cluster_ips=draft.cluster_ips, external_ips=draft.external_ips,

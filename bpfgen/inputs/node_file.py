@@ -75,11 +75,13 @@ class NodeFacts:
     node_port_range: tuple[int, int] | None = None
     mode: Mode | None = None
     maglev_size: int | None = None  # datapath.maglevTableSize when the scheduler is maglev
+    zone: str | None = None  # node.zone, for EndpointSlice topology hints
 
 
 _TOP = ("apiVersion", "kind", "node", "cluster", "interfaces", "datapath", "snat", "features")
 _TOP_REQUIRED = ("apiVersion", "kind", "node", "cluster", "interfaces")
-_NODE = ("name", "addresses", "podCIDR")
+_NODE = ("name", "addresses", "podCIDR", "zone")
+_NODE_REQUIRED = ("name", "addresses", "podCIDR")
 _CLUSTER = ("podCIDR", "serviceCIDR", "masqueradeAll", "nodePortRange")
 _CLUSTER_REQUIRED = ("podCIDR", "serviceCIDR")
 _INTERFACE = ("name", "role", "hook")
@@ -136,7 +138,8 @@ class NodeReader:
 
         self.cross_checks(top, pod_cidr, cluster_pod_cidr, service_cidr)
         maglev = maglev_size if mode is Mode.BPF and scheduler is Scheduler.MAGLEV else None
-        self.facts = NodeFacts(name, service_cidr, node_port_range, mode, maglev)
+        self.facts = NodeFacts(name, service_cidr, node_port_range, mode, maglev,
+                               self.facts.zone)
         if snat_range is not None and node_port_range is not None:
             self.snat_overlap(top, snat_range, node_port_range)
         if (
@@ -183,13 +186,14 @@ class NodeReader:
             selection_seed=selection_seed,
             socket_lb=socket_lb,
             cgroup=cgroup,
+            zone=self.facts.zone,
         )
 
     def node_section(
         self, node: Node | None
     ) -> tuple[str | None, tuple[IPv4Address, ...] | None, IPv4Network | None]:
         s = self.scope
-        fields = s.mapping(node, "node", _NODE, _NODE) if node is not None else None
+        fields = s.mapping(node, "node", _NODE, _NODE_REQUIRED) if node is not None else None
         if fields is None:
             return None, None, None
         name = None
@@ -197,6 +201,8 @@ class NodeReader:
             name = s.name(fields["name"], "node.name", DNS_SUBDOMAIN, "a DNS-1123 subdomain")
         addresses = self.addresses(fields["addresses"]) if "addresses" in fields else None
         pod_cidr = s.cidr(fields["podCIDR"], "node.podCIDR") if "podCIDR" in fields else None
+        if "zone" in fields:
+            self.facts.zone = s.label_value(fields["zone"], "node.zone")
         return name, addresses, pod_cidr
 
     def addresses(self, node: Node) -> tuple[IPv4Address, ...] | None:

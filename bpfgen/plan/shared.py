@@ -108,9 +108,18 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
         )
         # A Local policy falls back to this node's serving terminating endpoints when
         # it has no ready one here, whatever other nodes have (kube-proxy, issue 15).
-        backends = sp.local_backends(is_local) if local_only else sp.backends
-        draining = tuple(b for b in sp.draining
-                         if (not local_only or is_local(b)) and b not in backends)  # fmt: skip
+        held = sp.draining
+        if local_only:
+            backends = sp.local_backends(is_local)
+        elif sp.zone_backends is not None:
+            # Topology hints (kube-proxy's rules, in inputs/endpoints.py): this zone's
+            # endpoints are selected; the other ready ones keep their sessions.
+            backends, held = sp.zone_backends, (*sp.draining, *sp.backends)
+        else:
+            backends = sp.backends
+        draining = tuple(sorted({b for b in held if (not local_only or is_local(b))
+                                 and b not in backends},
+                                key=lambda b: (b.address, b.port)))  # fmt: skip
         masq, reason = masq_for(kind, svc)
         if local_only and not backends and sp.backends:
             # kube-proxy rejects only when the Service has no endpoint at all; a Local

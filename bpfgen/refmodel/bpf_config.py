@@ -117,13 +117,19 @@ def svc_config(inputs: Inputs, build_kind: str = "specialized") -> SvcConfig:
                                  if not only_local or local(b)}))
 
         backends = kept(port.backends)
+        held = kept(port.draining)
         if only_local and not backends:
             # "A Local policy with no ready endpoint on this node falls back to this
             # node's serving terminating endpoints" (kube-proxy; docs/datapath-bpf.md).
             backends = kept(port.serving_terminating)
+        elif not only_local and port.zone_backends is not None:
+            # "Topology hints: the Cluster policy selects the endpoints hinted for this
+            # node's zone; the other ready endpoints keep their sessions."
+            held += backends
+            backends = kept(port.zone_backends)
         table = _maglev_table(backends, node.maglev_table_size) \
             if node.scheduler == "maglev" and backends else ()
-        return SvcFrontend(policy, backends, frozenset(backends + kept(port.draining)), table,
+        return SvcFrontend(policy, backends, frozenset(backends + held), table,
                            service.session_affinity_timeout or 0, affinity_id)
 
     for service in inputs.services:

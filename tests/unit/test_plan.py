@@ -157,3 +157,63 @@ def test_local_policy_falls_back_to_this_nodes_serving_terminating(tmp_path: Pat
                                       if mode == "bpf" else []),
             FrontendKind.NODE_PORT: (["198.19.1.7"], want_draining),
         }, mode
+
+
+def _zoned(hints: list[list[str]], zone: str | None) -> str:
+    """A node (zone or none) and a Service whose endpoints carry these zone hints."""
+    endpoints = "".join(
+        f"  - addresses: [198.19.2.{10 + i}]\n    nodeName: node-b\n"
+        + (f"    hints: {{forZones: [{', '.join(f'{{name: {z}}}' for z in zs)}]}}\n" if zs else "")
+        for i, zs in enumerate(hints)
+    )
+    return ("" if zone is None else zone) + f"""\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {{name: web, namespace: default}}
+  spec:
+    type: NodePort
+    clusterIP: 198.18.128.33
+    externalTrafficPolicy: Local
+    ports: [{{name: http, port: 80, protocol: TCP, nodePort: 30083}}]
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata:
+    name: web-1
+    namespace: default
+    labels: {{kubernetes.io/service-name: web}}
+  addressType: IPv4
+  ports: [{{name: http, port: 8080, protocol: TCP}}]
+  endpoints:
+{endpoints}"""
+
+
+def test_topology_hints_as_kube_proxy_uses_them(tmp_path: Path) -> None:
+    """issue 15: EndpointSlice hints.forZones with the node's zone (node.zone). Used only
+    when every ready endpoint is hinted and one is hinted for this zone; then the Cluster
+    policy (the ClusterIP here) selects this zone's endpoints, the other ready ones keep
+    their sessions (bpf mode); the Local policy (the NodePort) ignores hints."""
+    cases = {
+        "all hinted, one for zone-a": ([["zone-a"], ["zone-b"], ["zone-b", "zone-a"]], "zone-a",
+                                       ["198.19.2.10", "198.19.2.12"]),
+        "one endpoint without hints": ([["zone-a"], [], ["zone-b"]], "zone-a", None),
+        "no endpoint for this zone": ([["zone-b"], ["zone-c"]], "zone-a", None),
+        "node without a zone": ([["zone-a"], ["zone-b"]], None, None),
+    }
+    for name, (hints, zone, want) in cases.items():
+        for mode in ("ipvs", "bpf"):
+            node = NODE.replace("podCIDR: 198.19.1.0/24}",
+                                "podCIDR: 198.19.1.0/24" + (f", zone: {zone}}}" if zone else "}"))
+            (tmp_path / "node.yaml").write_text(node + f"datapath: {{mode: {mode}}}\n")
+            (tmp_path / "svc.yaml").write_text(_zoned(hints, None))
+            plan = make_plan(load_inputs(tmp_path / "node.yaml", [tmp_path / "svc.yaml"]))
+            everyone = [f"198.19.2.{10 + i}" for i in range(len(hints))]
+            got = {f.kind: ([str(b.address) for b in f.backends],
+                            [str(b.address) for b in f.draining]) for f in plan.frontends}
+            chosen = want if want is not None else everyone
+            held = [a for a in everyone if a not in chosen] if mode == "bpf" else []
+            assert got[FrontendKind.CLUSTER_IP] == (chosen, held), (name, mode)
+            # Local policy: no endpoint on node-a, others elsewhere: DROP, hints or not
+            assert got[FrontendKind.NODE_PORT] == ([], []), (name, mode)
