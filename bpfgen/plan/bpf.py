@@ -438,5 +438,8 @@ def _svc_frontend_entry(f: Frontend) -> tuple[bytes, bytes]:
     key, _ = frontend_entry(f)
     value = layouts.SvcValue(id=f.index, n_backends=len(f.backends), masq=f.masq.value,
                              affinity_s=f.affinity_timeout or 0, affinity_id=f.affinity_id)
+    if f.pod_twin is not None:
+        value.pod_vip = layouts.be32(f.pod_twin[0])
+        value.pod_port = layouts.be16(f.pod_twin[1])
     # first/table: only the frontends-as-code arrays use them
     return key, layouts.to_bytes(value)

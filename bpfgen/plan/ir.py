@@ -133,6 +133,15 @@ class Frontend:
     # port, under which the port's affinity entries are kept (kube-proxy keeps one
     # affinity per Service port, whichever address the client used).
     affinity_id: int = 0
+    # bpf mode, externalTrafficPolicy: Local: the Service port's ClusterIP:port, whose
+    # frontend (internal policy Cluster) serves clients from cluster.podCIDR.
+    pod_twin: tuple[IPv4Address, int] | None = None
+
+    @property
+    def pod_twin_exprs(self) -> tuple[str, str]:
+        assert self.pod_twin is not None
+        addr, port = self.pod_twin
+        return (f"__bpf_constant_htonl(0x{int(addr):08x})", f"__bpf_constant_htons({port})")
 
     @property
     def members(self) -> tuple[Backend, ...]:

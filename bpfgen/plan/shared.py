@@ -129,6 +129,14 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
                 f"{policy}TrafficPolicy: Local, no endpoint on this node, "
                 f"{len(sp.backends)} elsewhere: new flows dropped (kube-proxy)")
         affinity_id = affinity_ids.setdefault((svc.key, sp.name, sp.protocol), len(out))
+        # kube-proxy (nftables, iptables) sends a pod's traffic to an external address
+        # under externalTrafficPolicy: Local to every endpoint ("short-circuit pod
+        # traffic"): the bpf mode through the ClusterIP's frontend, when that one is
+        # policy Cluster. (The ipvs mode has one IPVS service per address for all.)
+        pod_twin = None
+        if (node.mode is Mode.BPF and local_only and kind is not FrontendKind.CLUSTER_IP
+                and not svc.internal_traffic_local and svc.cluster_ips):
+            pod_twin = (svc.cluster_ips[0], sp.port)
         out.append(
             Frontend(
                 index=len(out),
@@ -144,6 +152,7 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
                 affinity_timeout=svc.session_affinity_timeout,
                 draining=draining if node.mode is Mode.BPF else (),
                 affinity_id=affinity_id,
+                pod_twin=pod_twin,
             )
         )
 

@@ -44,6 +44,9 @@ class SvcFrontend:
     # of the Service port, under which the port's bpfgen_affinity_v4 entries are kept.
     affinity_s: int = 0
     affinity_id: int = 0
+    # externalTrafficPolicy: Local, internal Cluster: (ClusterIP, port) whose frontend
+    # serves clients from cluster.podCIDR, unmasqueraded ("short-circuit pod traffic").
+    pod_twin: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,8 +132,12 @@ def svc_config(inputs: Inputs, build_kind: str = "specialized") -> SvcConfig:
             backends = kept(port.zone_backends)
         table = _maglev_table(backends, node.maglev_table_size) \
             if node.scheduler == "maglev" and backends else ()
+        twin = None
+        if not cluster_ip and only_local and not service.internal_traffic_local and \
+                service.cluster_ips:
+            twin = (int(service.cluster_ips[0]), port.port)
         return SvcFrontend(policy, backends, frozenset(backends + held), table,
-                           service.session_affinity_timeout or 0, affinity_id)
+                           service.session_affinity_timeout or 0, affinity_id, twin)
 
     for service in inputs.services:
         for port in service.ports:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import NamedTuple, Self
 
@@ -255,6 +255,12 @@ def _program(config: SvcConfig, frame: bytes, state: SvcState, now_ns: int,
         return _result(Verdict.PASS, frame, SvcCounter.PASS)
     if not config.base.source_allowed(p.saddr, p.daddr, p.dport, p.proto):
         return _result(Verdict.DROP, frame, SvcCounter.DROP_SOURCE_RANGE)
+    if f.pod_twin is not None and config.base.in_cluster_pods(p.saddr):
+        # "A pod's traffic under externalTrafficPolicy: Local goes to the ClusterIP's
+        # frontend (every endpoint) and keeps its address."
+        twin = config.lookup(f.pod_twin[0], f.pod_twin[1], p.proto)
+        if twin is not None:
+            f = replace(twin, policy=Policy.NEVER)
     return _dnat(config, frame, p, f, state, now_ns, forward)
 
 

@@ -140,6 +140,9 @@ class SvcValue(ctypes.Structure):
         ("table", ctypes.c_uint32),
         ("affinity_s", ctypes.c_uint32),
         ("affinity_id", ctypes.c_uint32),
+        ("pod_vip", ctypes.c_uint8 * 4),
+        ("pod_port", ctypes.c_uint8 * 2),
+        ("pad2", ctypes.c_uint16),
     ]
 
 

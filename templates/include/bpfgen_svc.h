@@ -572,6 +572,14 @@ static __always_inline int bpfgen_svc_ingress(bpfgen_ctx_t *ctx)
 		return bpfgen_pass(BPFGEN_EVT_PASS);
 	if (!bpfgen_source_allowed(&p))
 		return bpfgen_drop(BPFGEN_DROP_SOURCE_RANGE);
+	/* externalTrafficPolicy: Local protects external clients' addresses; a pod's
+	 * traffic goes to every endpoint, through the ClusterIP's frontend, and keeps
+	 * its address (kube-proxy's "short-circuit pod traffic", nftables and
+	 * iptables). The session is still keyed by what the pod sent.
+	 */
+	if (v.pod_vip && bpfgen_in_cluster_pods(p.t.saddr) &&
+	    bpfgen_svc_lookup(v.pod_vip, v.pod_port, p.t.proto, &v))
+		v.masq = BPFGEN_MASQ_NEVER;
 	return bpfgen_svc_dnat(ctx, &p, &v);
 }
 

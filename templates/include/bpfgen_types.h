@@ -220,6 +220,13 @@ struct bpfgen_svc_value {
 	__u32 table; /* frontends as code: its Maglev table in bpfgen_maglev[] */
 	__u32 affinity_s; /* sessionAffinity ClientIP: timeoutSeconds; 0: none */
 	__u32 affinity_id; /* the frontend id its Service port's affinity entries are kept under */
+	/* externalTrafficPolicy: Local: the ClusterIP:port whose frontend (policy Cluster)
+	 * serves clients from cluster.podCIDR (kube-proxy's "short-circuit pod traffic");
+	 * 0: none.
+	 */
+	__be32 pod_vip;
+	__be16 pod_port;
+	__u16 pad2;
 };
 
 /* bpfgen_affinity_v4 (sessionAffinity: ClientIP): a client's backend per Service port. */

@@ -728,3 +728,24 @@ def test_local_policy_with_endpoints_only_elsewhere_drops(tmp_path: Path, kind: 
         out = bpf.run(syn(OUTSIDE, VIP, 51000, 80))
         assert str(IPv4Address(out.daddr)) in BACKENDS[1:], out
         assert bpf.deltas().get("dnat_new") == 1
+
+
+@pytest.mark.parametrize("kind", ["specialized", "generic"])
+def test_local_policy_sends_pods_to_every_endpoint(tmp_path: Path, kind: str) -> None:
+    """issue 15: externalTrafficPolicy: Local protects external clients' addresses; kube-
+    proxy (nftables, iptables) sends a pod's traffic to the NodePort/LB IP to every
+    endpoint, unmasqueraded ("short-circuit pod traffic"). bpfgen sent pods to this
+    node's endpoint only, and dropped them when it had none."""
+    svcs = services()
+    web = next(i for i in svcs["items"] if i["metadata"]["name"] == "web")
+    web["spec"]["externalTrafficPolicy"] = "Local"
+    with _svc_in(tmp_path, svcs, kind) as bpf:
+        seen = set()
+        for sport in range(40000, 40032):
+            out = bpf.run(syn(CLIENT_POD, NODE2, sport, NODEPORT))
+            assert (out.saddr, out.sport) == (A(CLIENT_POD), sport), out  # not masqueraded
+            seen.add(str(IPv4Address(out.daddr)))
+        assert seen <= set(BACKENDS) and len(seen) > 1, seen  # not only the local one
+        for sport in range(41000, 41008):  # an outside client: this node's endpoint only
+            out = bpf.run(syn(OUTSIDE, NODE2, sport, NODEPORT))
+            assert (out.daddr, out.saddr) == (A(BACKENDS[0]), A(OUTSIDE)), out
