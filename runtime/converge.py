@@ -61,11 +61,6 @@ def desired_sysctls(build: Build, with_ipvs: bool) -> dict[str, str]:
             "net.ipv4.vs.conn_reuse_mode": "1",  # a reused client port is rescheduled ...
             "net.ipv4.vs.expire_nodest_conn": "1",  # ... and a removed backend's conns expire
             "net.ipv4.vs.expire_quiescent_template": "1",  # affinity leaves weight-0 backends
-            # Strict ARP: the VIPs on the dummy device are local addresses, and by default
-            # every interface answers ARP for them: the node would claim LB IPs on its
-            # LAN (Kubernetes #76664; kube-proxy's strictARP, which MetalLB requires).
-            "net.ipv4.conf.all.arp_ignore": "1",  # answer only for the incoming device's
-            "net.ipv4.conf.all.arp_announce": "2",  # ... and source ARP from its address
         }
     return wanted
 
