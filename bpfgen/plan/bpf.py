@@ -27,6 +27,8 @@ from bpfgen.plan.ir import (
     ProgramPlan,
     SvcFrontend,
     SvcPlan,
+    be16_expr,
+    be32_expr,
 )
 from bpfgen.plan.shared import (
     BPF_MAP_TYPE_ARRAY,
@@ -34,8 +36,6 @@ from bpfgen.plan.shared import (
     BPF_MAP_TYPE_LRU_HASH,
     IPPROTO_ICMP,
     PlanBasis,
-    be16_expr,
-    be32_expr,
     ctypes_size,
     frontend_entry,
     id_result,

@@ -21,11 +21,11 @@ from bpfgen.plan.ir import (
     MapPlan,
     Plan,
     ProgramPlan,
+    be32_expr,
 )
 from bpfgen.plan.shared import (
     BPF_MAP_TYPE_HASH,
     PlanBasis,
-    be32_expr,
     ctypes_size,
     frontend_entry,
     inline_frontends,

@@ -65,6 +65,14 @@ BPF_COUNTER_NAMES = (
 )
 
 
+def be32_expr(addr: IPv4Address | int) -> str:
+    return f"__bpf_constant_htonl(0x{int(addr):08x})"
+
+
+def be16_expr(port: int) -> str:
+    return f"__bpf_constant_htons({port})"
+
+
 #: The build kinds (bpfgen_runtime.contract.BuildKind says what each is), as the CLI's
 #: choices and the tests' parameters spell them.
 BUILD_KINDS: tuple[str, ...] = tuple(k.value for k in BuildKind)
@@ -140,8 +148,7 @@ class Frontend:
     @property
     def pod_twin_exprs(self) -> tuple[str, str]:
         assert self.pod_twin is not None
-        addr, port = self.pod_twin
-        return (f"__bpf_constant_htonl(0x{int(addr):08x})", f"__bpf_constant_htons({port})")
+        return be32_expr(self.pod_twin[0]), be16_expr(self.pod_twin[1])
 
     @property
     def members(self) -> tuple[Backend, ...]:

@@ -29,6 +29,8 @@ from bpfgen.plan.ir import (
     ProgramPlan,
     SourceRangeRule,
     SvcPlan,
+    be16_expr,
+    be32_expr,
 )
 from bpfgen_runtime.contract import BuildKind, Scheduler, layouts
 from bpfgen_runtime.contract.manifest import InterfaceEntry, NodeEntry, Timeouts
@@ -48,14 +50,6 @@ BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_HASH = 9
 BPF_MAP_TYPE_LPM_TRIE = 11
-
-
-def be32_expr(addr: IPv4Address | int) -> str:
-    return f"__bpf_constant_htonl(0x{int(addr):08x})"
-
-
-def be16_expr(port: int) -> str:
-    return f"__bpf_constant_htons({port})"
 
 
 def ns_expr(seconds: int) -> str:
