@@ -124,8 +124,9 @@ class ServicePort:
     # per set of endpoints, so a Local policy with no ready endpoint on this node takes
     # this node's serving terminating ones (`local_backends`).
     serving_terminating: tuple[Backend, ...] = ()
-    # Topology-aware routing (EndpointSlice hints.forZones): the ready endpoints hinted
-    # for this node's zone, when kube-proxy's rules let hints be used; None otherwise.
+    # Topology-aware routing (EndpointSlice hints.forNodes, else hints.forZones): the
+    # ready endpoints hinted for this node, or for its zone, when kube-proxy's rules let
+    # hints be used; None otherwise.
     # Only the Cluster policy takes them (docs/datapath-bpf.md, "Topology").
     zone_backends: tuple[Backend, ...] | None = None
 

@@ -7,6 +7,7 @@ their sessions in the bpf mode (docs/datapath-bpf.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
@@ -26,6 +27,7 @@ class Endpoint:
     serving: bool
     terminating: bool
     zone_hints: tuple[str, ...] = ()  # hints.forZones[].name
+    node_hints: tuple[str, ...] = ()  # hints.forNodes[].name (PreferSameNode)
 
 
 @dataclass
@@ -102,33 +104,49 @@ def read_endpoints(s: Scope, fields: dict[str, Node]) -> list[Endpoint] | None:
         ready = flags.get("ready", True) is not False
         serving = flags["serving"] if flags.get("serving") is not None else ready
         terminating = flags.get("terminating") is True
-        hints = _zone_hints(s, endpoint, path)
-        result.append(Endpoint(address, node_name, ready, bool(serving), terminating, hints))
+        hints = s.mapping(endpoint["hints"], f"{path}.hints") if "hints" in endpoint else None
+        zones = _hint_names(s, hints, "forZones", path, lambda n, w: s.label_value(n, w))
+        nodes = _hint_names(s, hints, "forNodes", path,
+                            lambda n, w: s.name(n, w, DNS_SUBDOMAIN, "a node name"))
+        result.append(Endpoint(address, node_name, ready, bool(serving), terminating, zones,
+                               nodes))
     return result
 
 
-def _zone_hints(s: Scope, endpoint: dict[str, Node], path: str) -> tuple[str, ...]:
-    hints = s.mapping(endpoint["hints"], f"{path}.hints") if "hints" in endpoint else None
-    if not hints or "forZones" not in hints:
+def _hint_names(s: Scope, hints: dict[str, Node] | None, field: str, path: str,
+                read: Callable[[Node, str], str | None]) -> tuple[str, ...]:
+    """hints.forZones[].name or hints.forNodes[].name, each once, in order."""
+    if not hints or field not in hints:
         return ()
-    items = s.sequence(hints["forZones"], f"{path}.hints.forZones") or ()
-    zones: list[str] = []
+    items = s.sequence(hints[field], f"{path}.hints.{field}") or ()
+    names: list[str] = []
     for j, item in enumerate(items):
-        where = f"{path}.hints.forZones[{j}]"
-        zone = s.mapping(item, where, None, ("name",))
-        name = s.label_value(zone["name"], f"{where}.name") if zone and "name" in zone else None
-        if name is not None and name not in zones:
-            zones.append(name)
-    return tuple(zones)
+        where = f"{path}.hints.{field}[{j}]"
+        entry = s.mapping(item, where, None, ("name",))
+        name = read(entry["name"], f"{where}.name") if entry and "name" in entry else None
+        if name is not None and name not in names:
+            names.append(name)
+    return tuple(names)
 
 
-def topology_allows(endpoints: list[Endpoint], zone: str | None) -> bool:
-    """kube-proxy's canUseTopology: hints are used only when the node has a zone, every
-    ready endpoint carries zone hints, and one of them is hinted for this zone (else a
-    partly hinted slice, or a zone left without endpoints, would narrow the Service)."""
+def topology_target(endpoints: list[Endpoint], node_name: str | None,
+                    zone: str | None) -> Callable[[Endpoint], bool] | None:
+    """kube-proxy's topologyModeFromHints: which ready endpoints hints narrow the Service
+    to, or None when hints do not apply. PreferSameNode first: every ready endpoint has
+    node hints and one is hinted for this node (`hints.forNodes`, Kubernetes 1.33's
+    PreferSameTrafficDistribution, on by default); else the zone: every ready endpoint
+    has zone hints and one is hinted for the node's zone (else a partly hinted slice, or
+    a node or zone left without endpoints, would narrow the Service)."""
     ready = [e for e in endpoints if e.ready]
-    return (zone is not None and bool(ready) and all(e.zone_hints for e in ready)
-            and any(zone in e.zone_hints for e in ready))  # fmt: skip
+    if not ready:
+        return None
+    if (node_name is not None and all(e.node_hints for e in ready)
+            and any(node_name in e.node_hints for e in ready)):  # fmt: skip
+        return lambda e: node_name in e.node_hints
+    if (zone is not None and all(e.zone_hints for e in ready)
+            and any(zone in e.zone_hints for e in ready)):  # fmt: skip
+        return lambda e: zone in e.zone_hints
+    return None
 
 
 def backends_of(
@@ -139,7 +157,8 @@ def backends_of(
     """Ready endpoints of a service port (if none, the serving terminating ones), the
     other listed endpoints of the port (draining: existing sessions only), the serving
     terminating ones (a Local policy's fallback: ServicePort.local_backends), and the
-    ready ones hinted for `zone` when topology hints apply (None when they do not)."""
+    ready ones hinted for this node or `zone` when topology hints apply (None when they
+    do not: topology_target)."""
     candidates = [
         (endpoint, number)
         for slice_ in slices
@@ -165,7 +184,8 @@ def backends_of(
     draining = {k: b for k, b in unique(candidates).items() if k not in backends}
     fallback = unique([(e, n) for e, n in candidates if e.serving and e.terminating])
     zoned = None
-    if topology_allows([e for e, _ in candidates], zone):
+    hinted = topology_target([e for e, _ in candidates], node_name, zone)
+    if hinted is not None:
         zoned = tuple(unique([(e, n) for e, n in candidates
-                              if e.ready and zone in e.zone_hints]).values())  # fmt: skip
+                              if e.ready and hinted(e)]).values())  # fmt: skip
     return tuple(backends.values()), tuple(draining.values()), tuple(fallback.values()), zoned

@@ -217,3 +217,41 @@ def test_topology_hints_as_kube_proxy_uses_them(tmp_path: Path) -> None:
             assert got[FrontendKind.CLUSTER_IP] == (chosen, held), (name, mode)
             # Local policy: no endpoint on node-a, others elsewhere: DROP, hints or not
             assert got[FrontendKind.NODE_PORT] == ([], []), (name, mode)
+
+
+def test_node_hints_come_before_zone_hints(tmp_path: Path) -> None:
+    """issue 15: hints.forNodes (PreferSameNode, Kubernetes 1.33) as kube-proxy's
+    topologyModeFromHints uses them: when every ready endpoint has node hints and one is
+    for this node (node-a), only those; else the zone hints' rule; partial node hints are
+    ignored. Both modes: the Cluster-policy ClusterIP's backends."""
+    def endpoint(i: int, nodes: list[str], zones: list[str]) -> str:
+        hints = []
+        if nodes:
+            hints.append(f"forNodes: [{', '.join(f'{{name: {n}}}' for n in nodes)}]")
+        if zones:
+            hints.append(f"forZones: [{', '.join(f'{{name: {z}}}' for z in zones)}]")
+        return (f"  - addresses: [198.19.2.{10 + i}]\n    nodeName: node-b\n"
+                + (f"    hints: {{{', '.join(hints)}}}\n" if hints else ""))
+
+    cases = {
+        "node hints, one for node-a": (
+            [(["node-a"], ["zone-a"]), (["node-b"], ["zone-a"]), (["node-c"], ["zone-b"])],
+            ["198.19.2.10"]),
+        "node hints, none for node-a: zone hints": (
+            [(["node-b"], ["zone-a"]), (["node-c"], ["zone-a"]), (["node-d"], ["zone-b"])],
+            ["198.19.2.10", "198.19.2.11"]),
+        "one without node hints: zone hints": (
+            [(["node-a"], ["zone-b"]), ([], ["zone-a"])], ["198.19.2.11"]),
+        "node hints only": (
+            [(["node-a"], []), (["node-b"], [])], ["198.19.2.10"]),
+    }
+    for name, (hints, want) in cases.items():
+        for mode in ("ipvs", "bpf"):
+            node = NODE.replace("podCIDR: 198.19.1.0/24}", "podCIDR: 198.19.1.0/24, zone: zone-a}")
+            (tmp_path / "node.yaml").write_text(node + f"datapath: {{mode: {mode}}}\n")
+            svc = _zoned([], None).replace("  endpoints:\n", "  endpoints:\n" + "".join(
+                endpoint(i, n, z) for i, (n, z) in enumerate(hints)))
+            (tmp_path / "svc.yaml").write_text(svc)
+            plan = make_plan(load_inputs(tmp_path / "node.yaml", [tmp_path / "svc.yaml"]))
+            (cluster,) = [f for f in plan.frontends if f.kind is FrontendKind.CLUSTER_IP]
+            assert [str(b.address) for b in cluster.backends] == want, (name, mode)
