@@ -62,6 +62,16 @@ def desired_sysctls(build: Build, with_ipvs: bool) -> dict[str, str]:
             "net.ipv4.vs.expire_nodest_conn": "1",  # ... and a removed backend's conns expire
             "net.ipv4.vs.expire_quiescent_template": "1",  # affinity leaves weight-0 backends
         }
+        # Strict ARP on the uplink only (Kubernetes #76664): the VIPs on the dummy device
+        # are local addresses, and Linux answers ARP for any local address on any device,
+        # so the node claimed LB IPs on its LAN. Not conf.all: pods whose default route is
+        # on-link ARP for a VIP on their own device and must get the node's answer. The
+        # kernel uses the larger of conf.all and conf.<dev>, so the device's value holds.
+        uplink = next(i.name for i in build.node.interfaces if i.role == "uplink")
+        wanted |= {
+            f"net/ipv4/conf/{uplink}/arp_ignore": "1",  # answer for the device's addresses
+            f"net/ipv4/conf/{uplink}/arp_announce": "2",  # ... and source ARP from them
+        }
     return wanted
 
 

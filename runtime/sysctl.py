@@ -15,7 +15,9 @@ PROC_SYS = "/proc/sys"
 
 
 def path(name: str) -> str:
-    return os.path.join(PROC_SYS, *name.split("."))
+    """'net.ipv4.ip_forward' or, where a part holds a dot (a VLAN device), sysctl(8)'s
+    slash form 'net/ipv4/conf/eth0.100/arp_ignore'."""
+    return os.path.join(PROC_SYS, *name.split("/" if "/" in name else "."))
 
 
 def exists(name: str) -> bool:

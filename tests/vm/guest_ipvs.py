@@ -587,6 +587,47 @@ def test_vip_answers_only_service_ports(topo: Topo) -> None:
     tcp_request(topo.ext, VIP, 80)  # the Service's own port still answers
 
 
+def arp_answered(ns: str, sender: str, target: str, *, timeout: float = 1.0) -> bool:
+    """Whether an ARP request for `target`, sent from `ns`'s eth0 as `sender`, is answered."""
+    with netns.entered(ns):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+        with s:
+            s.bind(("eth0", 0x0806))
+            mac = s.getsockname()[4]
+            request = (b"\xff" * 6 + mac + b"\x08\x06"
+                       + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac
+                       + socket.inet_aton(sender) + bytes(6) + socket.inet_aton(target))
+            s.send(request)
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                ready, _, _ = select.select([s], [], [], left)
+                if not ready:
+                    break
+                frame = s.recv(128)
+                arp = frame[14:42]
+                if (len(arp) == 28 and struct.unpack("!H", arp[6:8])[0] == 2
+                        and arp[14:18] == socket.inet_aton(target)):
+                    return True
+    return False
+
+
+def test_strict_arp_no_reply_for_vips(topo: Topo) -> None:
+    """issue 15, Kubernetes #76664: the VIPs are local addresses on the dummy device, and
+    Linux answers ARP for any local address on any interface: the node claimed every LB
+    IP on its LAN. bpfgen sets strict ARP (arp_ignore=1, arp_announce=2) on the uplink
+    while up; the node still answers for its own address there. Pods keep their answer
+    for a VIP: their default route is on-link, so they ARP for the VIP itself, and
+    conf.all (what kube-proxy's strictARP sets) would leave them unanswered (down
+    restores both: test_down_removes_everything)."""
+    for name, value in (("arp_ignore", "1"), ("arp_announce", "2")):
+        assert in_ns(topo.node, "sysctl", "-n", f"net.ipv4.conf.up0.{name}").strip() == value
+        assert in_ns(topo.node, "sysctl", "-n", f"net.ipv4.conf.all.{name}").strip() == "0"
+    assert arp_answered(topo.ext, EXT_ADDR, NODE_ADDR), "no ARP reply for the node address"
+    for vip in (LB_IP, VIP):
+        assert not arp_answered(topo.ext, EXT_ADDR, vip), f"the node answered ARP for {vip}"
+    assert arp_answered(topo.be1, BE["be1"], VIP), "a pod got no ARP reply for a VIP"
+
+
 def _icmp_checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
@@ -968,6 +1009,8 @@ def test_down_removes_everything(topo: Topo) -> None:
     assert "bpfgen" not in in_ns(topo.node, "nft", "list", "tables")
     assert in_ns(topo.node, "ipvsadm", "-Ln").count("->") <= 1  # only the header line
     assert "bpfgen-ipvs0" not in in_ns(topo.node, "ip", "link")
+    for name in ("arp_ignore", "arp_announce"):  # strict ARP restored (a new netns: 0)
+        assert in_ns(topo.node, "sysctl", "-n", f"net.ipv4.conf.up0.{name}").strip() == "0"
     assert not Path(topo.opts.pin_dir()).exists()
     for dev in ("up0", "pv1"):
         assert "clsact" not in in_ns(topo.node, "tc", "qdisc", "show", "dev", dev)
