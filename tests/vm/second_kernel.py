@@ -9,7 +9,7 @@ runs what a different kernel can change, not the whole suite again (docs/testing
   the random-configuration properties of both modes;
 - the helpers' semantics: both reference models' equivalence properties on one build
   kind per program, their case tables on one build per kind (tests/bpf_inputs.py
-  VM_BUILDS);
+  VM_BUILDS), the kube-proxy conformance table on one build per mode;
 - the datapath on real sockets: the bpf mode's basic end-to-end cases in namespaces,
   tc, XDP and the socket programs (the ipvs mode's are tests/vm/guest_ipvs.py).
 Everything else is the same code on any kernel (parsing, planning, rendering, the
@@ -31,6 +31,7 @@ SECOND_KERNEL: tuple[str, ...] = (
     "tests/kernel/test_model_equivalence_bpf.py::test_svc_matches_model[frozen-svc_xdp]",
     "tests/kernel/test_model_cases.py",
     "tests/kernel/test_model_cases_bpf.py",
+    "tests/kernel/test_conformance.py",  # one build per mode in the guest
     # the datapath on real sockets
     "tests/e2e/test_bpf_mode_host.py::test_up_attaches_svc_in_only_and_leaves_netfilter_alone",
     "tests/e2e/test_bpf_mode_host.py::test_pod_to_clusterip_keeps_pod_source",
