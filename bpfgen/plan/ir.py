@@ -62,6 +62,8 @@ BPF_COUNTER_NAMES = (
     "affinity_hit",
     "xdp_to_tc",
     "drop_no_backend",
+    "reject_vip_port",  # issue 15: a VIP's other port, rejected (kube-proxy nftables)
+    "drop_unallocated",  # issue 15: a service-CIDR address that is no VIP
 )
 
 

@@ -88,11 +88,15 @@ class SvcCounter(enum.IntEnum):
     AFFINITY_HIT = 23
     XDP_TO_TC = 24
     DROP_NO_BACKEND = 25
+    REJECT_VIP_PORT = 26  # to a VIP in the service CIDR, at no frontend's port
+    DROP_UNALLOCATED = 27  # to a service-CIDR address that is no VIP
+    DROP_VIP_PORT = 14  # the ipvs mode's slot: a VIP port's reject that has no answer
 
 
 SVC_COUNTER_NAMES = COUNTER_NAMES + (
     "dnat_new", "dnat_hit", "rdnat", "reject_no_backend", "drop_backend_gone", "fib_fallback",
     "redirect", "icmp_echo_vip", "affinity_hit", "xdp_to_tc", "drop_no_backend",
+    "reject_vip_port", "drop_unallocated",
 )
 
 
@@ -252,7 +256,13 @@ def _program(config: SvcConfig, frame: bytes, state: SvcState, now_ns: int,
         return done
     f = config.lookup(p.daddr, p.dport, p.proto)
     if f is None:
-        return _result(Verdict.PASS, frame, SvcCounter.PASS)
+        # "A ClusterIP's other ports, and unallocated service addresses" (kube-proxy
+        # nftables' cluster-ips-check): rejected at a VIP, dropped elsewhere in the CIDR.
+        if not config.base.in_service_cidr(p.daddr):
+            return _result(Verdict.PASS, frame, SvcCounter.PASS)
+        if p.daddr in config.vips:
+            return _reject(frame, p, SvcCounter.REJECT_VIP_PORT, SvcCounter.DROP_VIP_PORT)
+        return _result(Verdict.DROP, frame, SvcCounter.DROP_UNALLOCATED)
     if not config.base.source_allowed(p.saddr, p.daddr, p.dport, p.proto):
         return _result(Verdict.DROP, frame, SvcCounter.DROP_SOURCE_RANGE)
     if f.pod_twin is not None and config.base.in_cluster_pods(p.saddr):
@@ -497,16 +507,18 @@ def _ipv4_header(saddr: int, daddr: int, proto: int, total: int) -> bytes:
     return head[:10] + checksum(head).to_bytes(2, "big") + head[12:]
 
 
-def _reject(frame: bytes, p: Parsed) -> Result:
-    """A frontend without backends: kube-proxy's REJECT ("Implementation decisions")."""
+def _reject(frame: bytes, p: Parsed, answered: SvcCounter = SvcCounter.REJECT_NO_BACKEND,
+            unanswered: SvcCounter = SvcCounter.DROP_NO_BACKEND) -> Result:
+    """A frontend without backends, or a VIP's other port: kube-proxy's REJECT
+    ("Implementation decisions"), counted `answered`, or `unanswered` when dropped."""
     if p.ihl != 5 or (p.proto == IPPROTO_TCP and p.tcp_flags & packet.TCP_RST):
-        return _result(Verdict.DROP, frame, SvcCounter.DROP_NO_BACKEND)  # no answer
+        return _result(Verdict.DROP, frame, unanswered)  # no answer
     if p.proto == IPPROTO_UDP:
         message = bytes([3, 3, 0, 0]) + bytes(4) + frame[ETH_HLEN : ETH_HLEN + 28]
         message = message[:2] + checksum(message).to_bytes(2, "big") + message[4:]
         out = (_macs_swapped(frame) + _ipv4_header(p.daddr, p.saddr, IPPROTO_ICMP, 56)
                + message)
-        return _result(Verdict.REDIRECT, out, SvcCounter.REJECT_NO_BACKEND)
+        return _result(Verdict.REDIRECT, out, answered)
     # TCP: to a segment with ACK, a RST with seq = its ack; otherwise a RST|ACK
     # acknowledging its SYN, FIN and payload (by the IP total length, not the frame's).
     l4 = p.l4
@@ -523,4 +535,4 @@ def _reject(frame: bytes, p: Parsed) -> Result:
     check = checksum(pseudo_header(p.daddr, p.saddr, IPPROTO_TCP, 20) + segment)
     segment = segment[:16] + check.to_bytes(2, "big") + segment[18:]
     out = _macs_swapped(frame) + _ipv4_header(p.daddr, p.saddr, IPPROTO_TCP, 40) + segment
-    return _result(Verdict.REDIRECT, out, SvcCounter.REJECT_NO_BACKEND)
+    return _result(Verdict.REDIRECT, out, answered)

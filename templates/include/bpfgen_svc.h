@@ -397,18 +397,28 @@ static __always_inline int bpfgen_svc_unreachable(bpfgen_ctx_t *ctx, const struc
 	return bpfgen_svc_put_answer(ctx, &r, sizeof(r));
 }
 
-/* A packet to a frontend without backends: answered (counted
- * reject_no_backend) and sent back out of the device it came in on, or dropped
- * with the reason the answer could not be built.
+/* bpfgen_svc_dnat's answer for a frontend without backends: the caller rejects
+ * (one copy of the reject code per program: bpfgen_svc_ingress).
  */
-static __always_inline int bpfgen_svc_reject(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p)
+#define BPFGEN_SVC_REJECT (-2)
+
+/* A packet to a frontend without backends, or (@vip_port) to a VIP's other
+ * port: answered (counted reject_no_backend, reject_vip_port) and sent back out
+ * of the device it came in on, or dropped: drop_no_backend, drop_vip_port where
+ * no answer is due (a RST, IP options), else the reason the answer could not
+ * be built.
+ */
+static __always_inline int bpfgen_svc_reject(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
+					     const volatile __u8 *vip_port)
 {
 	int reason = p->t.proto == IPPROTO_TCP ? bpfgen_svc_reset(ctx, p) :
 						 bpfgen_svc_unreachable(ctx, p);
 
+	if (reason == BPFGEN_SVC_DROP_NO_BACKEND && *vip_port)
+		return bpfgen_drop(BPFGEN_DROP_VIP_PORT);
 	if (reason)
 		return bpfgen_drop(reason);
-	bpfgen_count(BPFGEN_SVC_REJECT_NO_BACKEND);
+	bpfgen_count(*vip_port ? BPFGEN_SVC_REJECT_VIP_PORT : BPFGEN_SVC_REJECT_NO_BACKEND);
 	return bpfgen_ctx_bounce(ctx);
 }
 
@@ -459,7 +469,7 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 	if (v->masq == BPFGEN_MASQ_DROP) /* n_backends is 0: endpoints elsewhere only */
 		return bpfgen_drop(BPFGEN_DROP_NO_LOCAL_ENDPOINT);
 	if (!v->n_backends)
-		return bpfgen_svc_reject(ctx, p);
+		return BPFGEN_SVC_REJECT;
 	/* Fails only when a map build's tables lack @v's backends (mid-sync). */
 	if (bpfgen_svc_select(v, p->t.saddr, bpfgen_tuple_hash_seeded(BPFGEN_SELECTION_SEED, &p->t),
 			      &b))
@@ -551,6 +561,11 @@ static __always_inline int bpfgen_svc_echo(bpfgen_ctx_t *ctx, const struct bpfge
 /* The program: tc ingress (pods, uplink) or XDP (uplink, hook: xdp). */
 static __always_inline int bpfgen_svc_ingress(bpfgen_ctx_t *ctx)
 {
+	/* In memory, not a register: kept in one across the reject code, it made
+	 * LLVM spill the XDP packet pointer as 32 bits, which the verifier refuses
+	 * ("invalid size of register spill").
+	 */
+	volatile __u8 vip_port = 0;
 	struct bpfgen_svc_value v;
 	struct bpfgen_pkt p;
 	int ret = bpfgen_parse(ctx, &p);
@@ -559,17 +574,34 @@ static __always_inline int bpfgen_svc_ingress(bpfgen_ctx_t *ctx)
 		return bpfgen_pass(BPFGEN_EVT_MALFORMED);
 	if (ret != BPFGEN_PARSE_OK || !bpfgen_proto_enabled(p.t.proto))
 		return bpfgen_pass(BPFGEN_EVT_PASS);
-	if (p.t.proto == IPPROTO_ICMP) {
-		/* An echo request has its identifier as sport and no dport. */
-		if (p.sport_off && bpfgen_svc_is_vip(p.t.daddr))
-			return bpfgen_svc_echo(ctx, &p);
+	if (p.t.proto != IPPROTO_ICMP) {
+		ret = bpfgen_svc_reply(ctx, &p);
+		if (ret != BPFGEN_NOT_MINE)
+			return ret;
+		if (bpfgen_svc_lookup(p.t.daddr, p.t.dport, p.t.proto, &v))
+			goto frontend;
+		/* No frontend: kube-proxy nftables' cluster-ips-check. In the service
+		 * CIDR a VIP's other port is rejected, an address that is no VIP
+		 * dropped (before, both went to the stack, routed out of the node).
+		 */
+		if (!bpfgen_in_service_cidr(p.t.daddr))
+			return bpfgen_pass(BPFGEN_EVT_PASS);
+	} else if (!p.sport_off) {
+		/* ICMP: only an echo request (its identifier as sport) is ours. */
 		return bpfgen_pass(BPFGEN_EVT_PASS);
 	}
-	ret = bpfgen_svc_reply(ctx, &p);
-	if (ret != BPFGEN_NOT_MINE)
-		return ret;
-	if (!bpfgen_svc_lookup(p.t.daddr, p.t.dport, p.t.proto, &v))
-		return bpfgen_pass(BPFGEN_EVT_PASS);
+	/* One VIP test for both paths: a specialized build's is a switch over
+	 * every VIP, too large to inline twice.
+	 */
+	if (!bpfgen_svc_is_vip(p.t.daddr))
+		return p.t.proto == IPPROTO_ICMP ? bpfgen_pass(BPFGEN_EVT_PASS) :
+						   bpfgen_drop(BPFGEN_SVC_DROP_UNALLOCATED);
+	if (p.t.proto == IPPROTO_ICMP)
+		return bpfgen_svc_echo(ctx, &p);
+	vip_port = 1;
+	goto reject;
+
+frontend:
 	if (!bpfgen_source_allowed(&p))
 		return bpfgen_drop(BPFGEN_DROP_SOURCE_RANGE);
 	/* externalTrafficPolicy: Local protects external clients' addresses; a pod's
@@ -580,7 +612,11 @@ static __always_inline int bpfgen_svc_ingress(bpfgen_ctx_t *ctx)
 	if (v.pod_vip && bpfgen_in_cluster_pods(p.t.saddr) &&
 	    bpfgen_svc_lookup(v.pod_vip, v.pod_port, p.t.proto, &v))
 		v.masq = BPFGEN_MASQ_NEVER;
-	return bpfgen_svc_dnat(ctx, &p, &v);
+	ret = bpfgen_svc_dnat(ctx, &p, &v);
+	if (ret != BPFGEN_SVC_REJECT)
+		return ret;
+reject:
+	return bpfgen_svc_reject(ctx, &p, &vip_port);
 }
 
 #endif /* BPFGEN_SVC_H */

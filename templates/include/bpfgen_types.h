@@ -301,6 +301,8 @@ enum bpfgen_svc_counter {
 	BPFGEN_SVC_AFFINITY_HIT, /* new flow sent to its client's ClientIP-affinity backend */
 	BPFGEN_SVC_XDP_TO_TC, /* XDP: not back out of its device: passed as it came, to tc */
 	BPFGEN_SVC_DROP_NO_BACKEND, /* no backend, and no answer: to a RST, with IP options */
+	BPFGEN_SVC_REJECT_VIP_PORT, /* to a VIP in the service CIDR at no frontend's port: answered */
+	BPFGEN_SVC_DROP_UNALLOCATED, /* to a service-CIDR address that is no VIP */
 	BPFGEN_SVC_COUNTER_MAX,
 };
 

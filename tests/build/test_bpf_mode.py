@@ -49,12 +49,15 @@ VERIFIER_BUDGET = 20_000  # as tests/build/test_compile_properties.py (2 % of th
 #: which keep the verifier's processed count near what it was (6,166 vs 5,664 on
 #: the small random config) where inlined they doubled it. +100 when the random
 #: configurations began to draw ClientIP affinity in every shape (issue 13): up to
-#: 2,404 measured (the default scheduler, affinity, many frontends as code).
-BPF_INSN_BUDGET = 2500
+#: 2,404 measured (the default scheduler, affinity, many frontends as code). +100
+#: for issue 15's checks (source ranges, the pod short-circuit, Local-policy drops,
+#: then a VIP's other ports and unallocated service addresses): one frozen config
+#: measured 2,471 before the last and 2,509 with it.
+BPF_INSN_BUDGET = 2600
 #: svc_xdp: the same, plus the checksum arithmetic the tc helpers do in the kernel
 #: (RFC 1624 updates inline; 2,002-2,073 measured over the build kinds before the
-#: session lifecycle, +400 as above).
-BPF_XDP_INSN_BUDGET = 2600
+#: session lifecycle, +400 as above; +100 for issue 15 as above).
+BPF_XDP_INSN_BUDGET = 2700
 
 SESSION_MAPS = {"bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_counters"}
 TABLE_MAPS = {"bpfgen_svc_frontends", "bpfgen_svc_backends", "bpfgen_svc_members"}

@@ -45,6 +45,7 @@ CLIENTS = {
     "self": L1,  # an endpoint of the Service, on this node (hairpin)
 }
 ALLOWED_RANGE = "198.18.50.0/24"
+UNALLOCATED = "198.18.200.1"  # in the service CIDR, no Service's address
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,14 @@ class Svc:
 
     def target(self, kind: str) -> str:
         return {"clusterIP": self.cluster_ip, "nodePort": NODE2, "externalIP": self.external_ip,
-                "lbIP": self.lb_ip}[kind]
+                "lbIP": self.lb_ip, "clusterIP-other-port": self.cluster_ip,
+                "externalIP-other-port": self.external_ip, "unallocated": UNALLOCATED}[kind]
 
     def port(self, kind: str, proto: str) -> int:
         if kind == "nodePort":
             return self.node_port
+        if kind.endswith("-other-port"):
+            return 81 if proto == "TCP" else 54  # no port of any Service
         return 80 if proto == "TCP" else 53
 
     def documents(self) -> list[dict[str, Any]]:
@@ -184,7 +188,7 @@ HAIRPIN = "hairpin"
 
 @dataclass(frozen=True)
 class Fate:
-    kind: str  # "serve", "drop", "reject"
+    kind: str  # "serve", "drop", "reject", "pass" (to the stack, as any other packet)
     endpoints: frozenset[str] = frozenset()
     masq: bool | str = False  # serve: masqueraded; HAIRPIN: when the endpoint is the client
     reason: str = ""  # drop: bpfgen's counter
@@ -205,6 +209,7 @@ def drop(reason: str) -> Fate:
 
 
 REJECT = Fate("reject")
+PASS = Fate("pass")
 NO_LOCAL = drop("drop_no_local_endpoint")
 DENIED = drop("drop_source_range")
 
@@ -212,7 +217,7 @@ DENIED = drop("drop_source_range")
 @dataclass(frozen=True)
 class Row:
     service: str
-    target: str  # clusterIP, nodePort (on NODE2), externalIP, lbIP
+    target: str  # clusterIP, nodePort (on NODE2), externalIP, lbIP, or one of OTHER_TARGETS
     client: str  # a key of CLIENTS
     proto: str  # TCP, UDP
     fate: Fate
@@ -377,6 +382,20 @@ def _rows() -> list[Row]:
         # (docs/kube-proxy.md, "Still different"), so pods get this node's endpoint.
         add("both-local", target, "pod", "TCP", serve(L1, R1, masq=False),
             bpfgen=serve(L1, masq=False))
+
+    # Not a Service's port (kube-proxy nftables' cluster-ips-check): a ClusterIP's other
+    # ports are rejected, an unallocated address of the service CIDR dropped; other
+    # addresses (an externalIP's other port) are no Service traffic. The ipvs mode
+    # drops every VIP's other ports (the dummy device makes them local: Kubernetes
+    # #72236, as issue 15 asked) and leaves unallocated addresses to routing.
+    for client in ("pod", "ext"):
+        for proto in ("TCP", "UDP"):
+            add("cluster", "clusterIP-other-port", client, proto, REJECT,
+                ipvs=drop("drop_vip_port"))
+            add("cluster", "unallocated", client, proto, drop("drop_unallocated"), ipvs=PASS)
+        add("cluster", "externalIP-other-port", client, "TCP", PASS,
+            ipvs=drop("drop_vip_port"))
+    add("empty", "clusterIP-other-port", "pod", "TCP", REJECT, ipvs=drop("drop_vip_port"))
 
     # masqueradeAll: the ClusterIP masquerades every source; NodePort, externalIP and LB
     # keep their traffic policy (Local still keeps the client's address).

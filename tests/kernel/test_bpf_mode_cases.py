@@ -19,6 +19,7 @@ TC_ACT_REDIRECT (sent on without the stack).
 from __future__ import annotations
 
 import json
+import socket
 import struct
 import subprocess
 import sys
@@ -374,10 +375,42 @@ def test_udp_to_a_frontend_without_backends_gets_port_unreachable(bpf: Bpf, payl
 
 
 def test_other_traffic_passes_untouched(bpf: Bpf) -> None:
+    """Outside the service CIDR, no frontend: not the Services' business."""
     bpf.clear()
-    frame = syn(CLIENT_POD, VIP, 40000, 81)  # the VIP, but no such port
+    frame = syn(CLIENT_POD, "198.18.1.9", 40000, 81)
     result = bpf.raw(frame)
     assert (result.retval, result.packet) == (TC_ACT_OK, frame)
+    assert bpf.deltas() == {"pass": 1}
+
+
+def test_a_clusterips_other_port_is_rejected(bpf: Bpf) -> None:
+    """issue 15, kube-proxy nftables' "Reject traffic to invalid ports of ClusterIPs": the
+    VIP at a port that is no frontend gets a RST|ACK from VIP:port, counted
+    reject_vip_port (a RST to it: dropped, drop_vip_port). Until then it went to the
+    stack, which routed it out of the node."""
+    bpf.clear()
+    result = bpf.raw(syn(CLIENT_POD, VIP, 40000, 81))
+    out = result.packet
+    assert result.retval == TC_ACT_REDIRECT and len(out) == 54
+    assert (out[26:30], out[30:34]) == (socket.inet_aton(VIP), socket.inet_aton(CLIENT_POD))
+    assert struct.unpack("!HH", out[34:38]) == (81, 40000) and out[47] == 0x14  # RST|ACK
+    assert bpf.deltas() == {"reject_vip_port": 1}
+    bpf.clear()
+    rst = ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_TCP,
+                        tcp(A(CLIENT_POD), A(VIP), 40000, 81, flags=0x04)))
+    assert bpf.raw(rst).retval == TC_ACT_SHOT
+    assert bpf.deltas() == {"drop_vip_port": 1}
+
+
+def test_an_unallocated_service_address_is_dropped(bpf: Bpf) -> None:
+    """issue 15, kube-proxy nftables' "Drop traffic to unallocated ClusterIPs": in the
+    service CIDR, no VIP: dropped, counted drop_unallocated; ICMP is left alone."""
+    bpf.clear()
+    assert bpf.raw(syn(CLIENT_POD, "198.18.200.1", 40000, 80)).retval == TC_ACT_SHOT
+    assert bpf.deltas() == {"drop_unallocated": 1}
+    bpf.clear()
+    ping = ethernet(ipv4(A(CLIENT_POD), A("198.18.200.1"), IPPROTO_ICMP, icmp(8, 0, 7)))
+    assert bpf.raw(ping).retval == TC_ACT_OK
     assert bpf.deltas() == {"pass": 1}
 
 

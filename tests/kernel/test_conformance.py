@@ -67,7 +67,7 @@ def A(text: str) -> int:
 class Seen:
     """What one flow (bpf mode) or one real server (ipvs mode) showed."""
 
-    kind: str  # serve, drop, reject, pass
+    kind: str  # serve, drop, reject, pass, other (counted otherwise: a bug)
     endpoint: str = ""
     masq: bool = False
     reason: str = ""
@@ -119,12 +119,14 @@ def observe_bpf(built: Built, row: Row) -> list[Seen]:
         if deltas.get("dnat_new"):
             saddr, endpoint = addresses(step.last.out)
             seen.append(Seen("serve", endpoint, masq=saddr != client))
-        elif deltas.get("reject_no_backend"):
+        elif deltas.get("reject_no_backend") or deltas.get("reject_vip_port"):
             seen.append(Seen("reject"))
         elif reason := _drop_reason(deltas):
             seen.append(Seen("drop", reason=reason))
+        elif set(deltas) == {"pass"}:
+            seen.append(Seen("pass"))
         else:
-            seen.append(Seen("pass", reason=",".join(sorted(deltas))))
+            seen.append(Seen("other", reason=",".join(sorted(deltas))))
     return seen
 
 
@@ -148,7 +150,7 @@ def observe_ipvs(built: Built, row: Row) -> list[Seen]:
         return [Seen("drop", reason=reason)]
     f = ipvs_frontend(built, row)
     if f is None:
-        return [Seen("pass", reason="no IPVS service")]
+        return [Seen("pass")]  # no IPVS service: the stack's (routing)
     real_servers = sorted(b.address for b in f.backends if b.weight > 0)
     if not real_servers:
         return [Seen("reject")]  # IPVS: a service without real servers, port unreachable

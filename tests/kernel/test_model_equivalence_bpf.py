@@ -406,9 +406,9 @@ def check_step(step: SvcStep, source: Path) -> None:
     deltas = step.model.counter_deltas()
     context = (f"source {source}\nin  {describe(step.packet)}\n{hexdump(step.packet)}\n"
                f"out {describe(step.out)}\n{hexdump(step.out)}")
-    if deltas.keys() & {"reject_no_backend", "icmp_echo_vip"} and step.model.verdict is \
-            Verdict.REDIRECT:
-        if "reject_no_backend" in deltas or scapy_checksums_valid(step.packet):
+    rejects = deltas.keys() & {"reject_no_backend", "reject_vip_port"}
+    if (rejects or "icmp_echo_vip" in deltas) and step.model.verdict is Verdict.REDIRECT:
+        if rejects or scapy_checksums_valid(step.packet):
             assert scapy_checksums_valid(step.out), f"answer with bad checksums:\n{context}"
         return
     if not TRANSLATED & deltas.keys():
