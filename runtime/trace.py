@@ -42,6 +42,7 @@ from typing import Any, TextIO
 
 from . import netns, pins
 from .builddir import Build, Frontend, InputRefused, read_build
+from .contract import Counter
 from .kbtf import KernelBtf
 from .node import COUNTERS_MAP, Options, status
 from .tracer import OP, RawEvent, Tracer
@@ -50,7 +51,6 @@ from .tracer import OP, RawEvent, Tracer
 #: that carries it (polls) before it is reported on its own.
 POLL_MS = 100
 CARRY_POLLS = 2
-DROP_COUNTER_PREFIXES = ("drop_", "reject_")
 #: The kernel's drop reasons when a tc program returns TC_ACT_SHOT.
 TC_DROP_REASONS = ("TC_INGRESS", "TC_EGRESS")
 PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp"}
@@ -223,13 +223,22 @@ class NetnsNames:
         return self._names[inode]
 
 
+def _drop_or_reject(name: str) -> bool:
+    """A counter that says a packet was dropped (a drop reason) or answered instead."""
+    try:
+        counter = Counter(name)
+    except ValueError:  # a counter this runtime does not know: a newer build's
+        return name.startswith(("drop_", "reject_"))
+    return counter.is_drop or counter.is_reject
+
+
 class Counters:
     """bpfgen's drop counters (summed over CPUs); `moved()` gives what changed since the
     last call."""
 
     def __init__(self, pin: str, names: Iterable[str]) -> None:
         self._map = pins.PinnedMap(pin)
-        self._names = [(i, n) for i, n in enumerate(names) if n.startswith(DROP_COUNTER_PREFIXES)]
+        self._names = [(i, n) for i, n in enumerate(names) if _drop_or_reject(n)]
         self._last = self._read()
 
     def _read(self) -> dict[str, int]:

@@ -15,7 +15,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from bpfgen.model import Backend, Mode, Protocol, Role, Scheduler
-from bpfgen_runtime.contract import BuildKind, Hook
+from bpfgen_runtime.contract import BPF_COUNTERS, IPVS_COUNTERS, BuildKind, Hook
 from bpfgen_runtime.contract.manifest import (
     BackendEntry,
     DecisionEntry,
@@ -26,45 +26,15 @@ from bpfgen_runtime.contract.manifest import (
     to_json,
 )
 
-#: Number of counters: enum bpfgen_event + enum bpfgen_drop_reason (checked
-#: against the object's BTF in tests/build).
-COUNTER_NAMES = (
-    "pass",
-    "malformed",
-    "marked",
-    "snat_new",
-    "snat_hit",
-    "rsnat",
-    "rsnat_miss",
-    "reclaimed",
-    "drop_exhausted",
-    "drop_map_full",
-    "drop_fragment",
-    "drop_rewrite",
-    "drop_source_range",
-    "drop_no_local_endpoint",
-    "drop_vip_port",
-)
+#: The counters' names in slot order (bpfgen_runtime.contract.Counter, whose members
+#: are str: the manifest's JSON is unchanged), checked against the C enums and the
+#: objects' counter maps in tests/build.
+COUNTER_NAMES: tuple[str, ...] = IPVS_COUNTERS
 
 #: The bpf mode's counters come after the ipvs mode's (enum bpfgen_svc_counter).
 #: drop_source_range (issue 15) moved them up by one: a counter map whose size
 #: changed is replaced at `up` (counters restart), never read with old indices.
-BPF_COUNTER_NAMES = (
-    *COUNTER_NAMES,
-    "dnat_new",
-    "dnat_hit",
-    "rdnat",
-    "reject_no_backend",
-    "drop_backend_gone",
-    "fib_fallback",
-    "redirect",
-    "icmp_echo_vip",
-    "affinity_hit",
-    "xdp_to_tc",
-    "drop_no_backend",
-    "reject_vip_port",  # issue 15: a VIP's other port, rejected (kube-proxy nftables)
-    "drop_unallocated",  # issue 15: a service-CIDR address that is no VIP
-)
+BPF_COUNTER_NAMES: tuple[str, ...] = BPF_COUNTERS
 
 
 def be32_expr(addr: IPv4Address | int) -> str:

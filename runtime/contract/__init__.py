@@ -98,3 +98,65 @@ DEVICE_HOOKS = (Hook.TC_INGRESS, Hook.TC_EGRESS, Hook.XDP)
 CGROUP_HOOKS = (
     Hook.CGROUP_CONNECT4, Hook.CGROUP_SENDMSG4, Hook.CGROUP_RECVMSG4, Hook.CGROUP_GETPEERNAME4,
 )  # fmt: skip
+
+
+class Counter(enum.StrEnum):
+    """A slot of the per-CPU array `bpfgen_counters`, by the name manifest.json lists it
+    under and `bpfgen status` prints (the C enumerators in bpfgen_types.h, lower case
+    without BPFGEN_, EVT_ and SVC_; tests/build/test_drop_reasons.py holds them equal).
+    A name starting drop_ is a drop reason: every drop of every program is counted
+    under exactly one (bpfgen_drop()); reject_ counts an answer sent instead of a
+    translation; the rest are events. The members are declared in slot order:
+    IPVS_COUNTERS and BPF_COUNTERS give each mode's slots, a counter's index is its
+    position there."""
+
+    # ipvs mode (and the first fifteen of the bpf mode): enum bpfgen_event
+    PASS = "pass"
+    MALFORMED = "malformed"
+    MARKED = "marked"
+    SNAT_NEW = "snat_new"
+    SNAT_HIT = "snat_hit"
+    RSNAT = "rsnat"
+    RSNAT_MISS = "rsnat_miss"
+    RECLAIMED = "reclaimed"
+    # enum bpfgen_drop_reason
+    DROP_EXHAUSTED = "drop_exhausted"
+    DROP_MAP_FULL = "drop_map_full"
+    DROP_FRAGMENT = "drop_fragment"
+    DROP_REWRITE = "drop_rewrite"
+    DROP_SOURCE_RANGE = "drop_source_range"
+    DROP_NO_LOCAL_ENDPOINT = "drop_no_local_endpoint"
+    DROP_VIP_PORT = "drop_vip_port"
+    # bpf mode only: enum bpfgen_svc_counter (appended, never reordered)
+    DNAT_NEW = "dnat_new"
+    DNAT_HIT = "dnat_hit"
+    RDNAT = "rdnat"
+    REJECT_NO_BACKEND = "reject_no_backend"
+    DROP_BACKEND_GONE = "drop_backend_gone"
+    FIB_FALLBACK = "fib_fallback"
+    REDIRECT = "redirect"
+    ICMP_ECHO_VIP = "icmp_echo_vip"
+    AFFINITY_HIT = "affinity_hit"
+    XDP_TO_TC = "xdp_to_tc"
+    DROP_NO_BACKEND = "drop_no_backend"
+    REJECT_VIP_PORT = "reject_vip_port"
+    DROP_UNALLOCATED = "drop_unallocated"
+
+    @property
+    def is_drop(self) -> bool:
+        """A drop reason: the packet was dropped, and this is why."""
+        return self.value.startswith("drop_")
+
+    @property
+    def is_reject(self) -> bool:
+        """An answer (RST, ICMP port unreachable) sent back instead of a translation."""
+        return self.value.startswith("reject_")
+
+
+#: The ipvs mode's counter slots, in index order (enum bpfgen_event, then
+#: enum bpfgen_drop_reason).
+IPVS_COUNTERS: tuple[Counter, ...] = tuple(Counter)[: list(Counter).index(Counter.DNAT_NEW)]
+#: The bpf mode's: the ipvs mode's, then enum bpfgen_svc_counter.
+BPF_COUNTERS: tuple[Counter, ...] = tuple(Counter)
+#: Every drop reason of either mode.
+DROP_REASONS: tuple[Counter, ...] = tuple(c for c in Counter if c.is_drop)
