@@ -170,6 +170,18 @@ def get_parser() -> argparse.ArgumentParser:
         help='print {"steps": [...], "counters": {...}} as JSON on stdout',
     )
 
+    sc = add_command(
+        sub,
+        "schema",
+        "print the node file's JSON Schema (for editors)",
+        "Print the JSON Schema (draft 2020-12) of the node file: completion and inline "
+        "errors in an editor with a YAML language server (a first line "
+        "`# yaml-language-server: $schema=FILE`). The compiler's own checks stay the "
+        "authority: exact messages with file:line, and what a schema cannot say.",
+        ((0, "printed"), (1, "FILE could not be written")),
+    )
+    sc.add_argument("--out", type=Path, metavar="FILE", help="write it to FILE, not stdout")
+
     runtime = add_subcommands(sub)  # up, sync, status, down: the node-side runtime
     # bpfgen sync rebuilds DIR from these first (bpfgen-runtime's sync takes DIR as built).
     sync = runtime["sync"]
@@ -307,6 +319,21 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from bpfgen.inputs.node_schema import node_file_schema
+
+    text = json.dumps(node_file_schema(), indent=2) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.out.write_text(text)
+    except OSError as exc:
+        print(f"error: write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_runtime(args: argparse.Namespace) -> int:
     """up/status/down go straight to the runtime; sync first rebuilds DIR."""
     if args.command == "sync":
@@ -329,6 +356,7 @@ COMMANDS = {
     "plan": _cmd_plan,
     "inspect": _cmd_inspect,
     "replay": _cmd_replay,
+    "schema": _cmd_schema,
 }
 COMMANDS.update({name: _cmd_runtime for name in RUNTIME_COMMANDS})
 
