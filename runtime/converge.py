@@ -33,7 +33,7 @@ from .mode_bpf import (
 )
 from .mode_ipvs import IpvsMode
 from .options import Options, Report
-from .state import State
+from .state import State, SysctlRecord
 from .state import save as save_state
 
 
@@ -194,9 +194,9 @@ class Converge:
         prog = next(p for p in self.build.programs if p.name == name)
         if self.state.object_sha256.get(prog.object) != self.build.object_sha256[prog.object]:
             return None
-        for a in self.state.attachments + self.state.links:
-            if a["program"] == name and pins.program_by_id(int(a["prog_id"])) is not None:
-                return int(a["prog_id"])
+        for a in self.state.hooked():
+            if a.program == name and pins.program_by_id(a.prog_id) is not None:
+                return a.prog_id
         return None
 
     def programs(self) -> None:
@@ -357,7 +357,7 @@ class Converge:
         want = _runtime_config_sha(self.build)
         if rc is None or rc[0] != ".bss" or self.loaded or self.state.runtime_config_sha256 == want:
             return
-        prog_ids = sorted({int(a["prog_id"]) for a in self.state.attachments + self.state.links})
+        prog_ids = sorted({a.prog_id for a in self.state.hooked()})
 
         def write() -> None:
             written = 0
@@ -393,8 +393,9 @@ class Converge:
                 continue
 
             def write(name: str = name, value: str = value, current: str = current) -> None:
-                rec = self.state.sysctls.setdefault(name, {"previous": current, "value": value})
-                rec["value"] = value
+                had = self.state.sysctls.get(name)  # bpfgen set it before: keep its previous
+                previous = had.previous if had is not None else current
+                self.state.sysctls[name] = SysctlRecord(previous=previous, value=value)
                 self.save()  # the previous value is on disk before the kernel changes
                 sysctl.write(name, value)
 

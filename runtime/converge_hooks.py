@@ -9,11 +9,13 @@ alone. What the state file lists and the build no longer wants is detached.
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from . import attach
 from .builddir import Build
 from .mode_ipvs import DUMMY_DEVICE
+from .state import Attachment, CgroupLink
 
 if TYPE_CHECKING:
     from .converge import Converge
@@ -68,7 +70,7 @@ class Hooks:
                     if not attach.has_clsact(ifindex):
                         self.c.change(f"add clsact qdisc on {dev}", clsact)
                 recorded = self._attachment(dev, hook)
-                mode = recorded.get("xdp_mode") if recorded else None
+                mode = recorded.xdp_mode if recorded else None
                 live_id = attach.query(hook, ifindex, xdp_mode=mode)
                 # After a load every target moves to the new programs; otherwise a
                 # target is right when it runs the live program of this build.
@@ -82,29 +84,29 @@ class Hooks:
                     old = self._attachment(dev, hook)
                     prog_id, mode = attach.attach(
                         attach.Target(prog_name, dev, hook), ifindex, fd,
-                        xdp_mode=old.get("xdp_mode") if old else None,
+                        xdp_mode=old.xdp_mode if old else None,
                     )  # fmt: skip
                     state = self.c.state
                     state.attachments = [
-                        a for a in state.attachments if (a["device"], a["hook"]) != (dev, hook)
+                        a for a in state.attachments if (a.device, a.hook) != (dev, hook)
                     ]
                     self.c.state.attachments.append(
-                        {"program": prog_name, "device": dev, "ifindex": ifindex, "hook": hook,
-                         "prog_id": prog_id, "xdp_mode": mode}
+                        Attachment(program=prog_name, device=dev, ifindex=ifindex, hook=hook,
+                                   prog_id=prog_id, xdp_mode=mode)
                     )  # fmt: skip
 
                 verb = "replace" if live_id is not None else "attach"
                 self.c.change(f"{verb} {prog_name} on {hook} of {dev}", do_attach)
             for a in list(self.c.state.attachments):
-                if (a["device"], a["hook"]) in targets:
+                if (a.device, a.hook) in targets:
                     continue
 
-                def drop(a: dict[str, Any] = a) -> None:
-                    if present.get(a["device"]) == a["ifindex"]:
-                        attach.detach(a["hook"], a["ifindex"], a["device"], xdp_mode=a["xdp_mode"])
+                def drop(a: Attachment = a) -> None:
+                    if present.get(a.device) == a.ifindex:
+                        attach.detach(a.hook, a.ifindex, a.device, xdp_mode=a.xdp_mode)
                     self.c.state.attachments.remove(a)
 
-                self.c.change(f"detach {a['program']} from {a['hook']} of {a['device']}", drop)
+                self.c.change(f"detach {a.program} from {a.hook} of {a.device}", drop)
 
     def cgroup_links(self) -> None:
         """The bpf mode's cgroup hooks: a pinned link each. A link on the wanted cgroup
@@ -115,8 +117,8 @@ class Hooks:
         with ExitStack() as closer:
             for hook, (prog_name, cgroup) in sorted(wanted.items()):
                 pin = attach.link_pin(self.c.opts.pin_dir(), hook)
-                recorded = next((x for x in self.c.state.links if x["hook"] == hook), None)
-                same = recorded is not None and recorded["cgroup"] == cgroup
+                recorded = next((x for x in self.c.state.links if x.hook == hook), None)
+                same = recorded is not None and recorded.cgroup == cgroup
                 live_id = attach.query_cgroup(pin) if same else None
                 want_id = None if self.c.loaded else self.c.current_program(prog_name)
                 if want_id is not None and live_id == want_id:
@@ -128,35 +130,36 @@ class Hooks:
                     if update:
                         prog_id = attach.update_cgroup(prog_name, hook, pin, fd)
                     else:
-                        for x in [x for x in self.c.state.links if x["hook"] == hook]:
-                            attach.detach_cgroup(hook, x["pin"])  # on another cgroup
+                        for x in [x for x in self.c.state.links if x.hook == hook]:
+                            attach.detach_cgroup(hook, x.pin)  # on another cgroup
                             self.c.state.links.remove(x)
                         attach.detach_cgroup(hook, pin)  # a pin a crash left unrecorded
                         # recorded before it exists: `down` finds it whatever happens next
                         self.c.state.links.append(
-                            {"program": prog_name, "hook": hook, "cgroup": cgroup, "pin": pin,
-                             "prog_id": 0}
+                            CgroupLink(program=prog_name, hook=hook, cgroup=cgroup, pin=pin,
+                                       prog_id=0)
                         )  # fmt: skip
                         self.c.save()
                         prog_id = attach.attach_cgroup(prog_name, hook, cgroup, fd, pin)
-                    for x in self.c.state.links:
-                        if x["hook"] == hook:
-                            x["program"], x["prog_id"] = prog_name, prog_id
+                    self.c.state.links[:] = [
+                        replace(x, program=prog_name, prog_id=prog_id) if x.hook == hook else x
+                        for x in self.c.state.links
+                    ]
 
                 verb = "replace" if live_id is not None else "attach"
                 self.c.change(f"{verb} {prog_name} on {hook} of cgroup {cgroup}", do_link)
         for x in list(self.c.state.links):
-            if x["hook"] in wanted:
+            if x.hook in wanted:
                 continue
 
-            def drop(x: dict[str, Any] = x) -> None:
-                attach.detach_cgroup(x["hook"], x["pin"])
+            def drop(x: CgroupLink = x) -> None:
+                attach.detach_cgroup(x.hook, x.pin)
                 self.c.state.links.remove(x)
 
-            self.c.change(f"detach {x['program']} from {x['hook']} of cgroup {x['cgroup']}", drop)
+            self.c.change(f"detach {x.program} from {x.hook} of cgroup {x.cgroup}", drop)
 
-    def _attachment(self, dev: str, hook: str) -> dict[str, Any] | None:
+    def _attachment(self, dev: str, hook: str) -> Attachment | None:
         return next(
-            (a for a in self.c.state.attachments if (a["device"], a["hook"]) == (dev, hook)), None
+            (a for a in self.c.state.attachments if (a.device, a.hook) == (dev, hook)), None
         )
 

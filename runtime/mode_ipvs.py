@@ -26,7 +26,14 @@ from .builddir import Build
 from .errors import RuntimeOpError
 from .nlerr import netlink
 from .options import Options, Report
-from .state import State
+from .state import (
+    DummyRecord,
+    IpvsDrainingRecord,
+    IpvsServiceRecord,
+    IpvsTimeoutsRecord,
+    IpvsTimeoutValues,
+    State,
+)
 
 if TYPE_CHECKING:
     from .converge import Converge
@@ -130,7 +137,7 @@ class IpvsMode:
                 def create() -> None:
                     ipr.link("add", ifname=DUMMY_DEVICE, kind="dummy")
                     idx = ipr.link_lookup(ifname=DUMMY_DEVICE)[0]
-                    self.c.state.dummy = {"name": DUMMY_DEVICE, "ifindex": idx}
+                    self.c.state.dummy = DummyRecord(name=DUMMY_DEVICE, ifindex=idx)
                     self.c.save()
                     ipr.link("set", index=idx, state="up")
 
@@ -170,9 +177,9 @@ class IpvsMode:
             return
 
         def write() -> None:
-            if self.c.state.ipvs_timeouts is None:
-                self.c.state.ipvs_timeouts = {"previous": vars(have)}
-            self.c.state.ipvs_timeouts["value"] = vars(want)
+            had = self.c.state.ipvs_timeouts  # bpfgen set them before: keep their previous
+            previous = had.previous if had is not None else _timeout_values(have)
+            self.c.state.ipvs_timeouts = IpvsTimeoutsRecord(previous, _timeout_values(want))
             self.c.save()
             sock.set_timeouts(want)
 
@@ -185,7 +192,7 @@ class IpvsMode:
     def ipvs_services(self, sock: ipvs.Ipvs) -> None:
         want = desired_services(self.c.build)
         live = sock.services()
-        ours = {ipvs.ServiceKey(*k) for k in self.c.state.ipvs_services}
+        ours = {_service_key(k) for k in self.c.state.ipvs_services}
         for key, vs in sorted(want.items()):
             cur = live.get(key)
             if cur is None:
@@ -214,16 +221,16 @@ class IpvsMode:
             def remove(key: ipvs.ServiceKey = key) -> None:
                 sock.del_service(key)
                 self.c.state.ipvs_services = [
-                    k for k in self.c.state.ipvs_services if ipvs.ServiceKey(*k) != key
+                    k for k in self.c.state.ipvs_services if _service_key(k) != key
                 ]
                 self.c.state.ipvs_draining = [
-                    d for d in self.c.state.ipvs_draining if ipvs.ServiceKey(*d[:3]) != key
+                    d for d in self.c.state.ipvs_draining if _service_key(d) != key
                 ]
 
             self.c.change(f"delete IPVS service {key}", remove)
 
     def _own(self, key: ipvs.ServiceKey) -> None:
-        entry = [key.protocol, key.address, key.port]
+        entry = IpvsServiceRecord(key.protocol, key.address, key.port)
         if entry not in self.c.state.ipvs_services:
             self.c.state.ipvs_services.append(entry)
 
@@ -236,7 +243,7 @@ class IpvsMode:
     ) -> None:
         for (addr, port), weight in sorted(want.items()):
             cur = have.get((addr, port))
-            draining = [key.protocol, key.address, key.port, addr, port]
+            draining = IpvsDrainingRecord(key.protocol, key.address, key.port, addr, port)
             if cur is None:
                 self.c.change(
                     f"add real server {addr}:{port} weight {weight} to {key}",
@@ -248,7 +255,7 @@ class IpvsMode:
                     a: str = addr,
                     p: int = port,
                     w: int = weight,
-                    d: list[Any] = draining,
+                    d: IpvsDrainingRecord = draining,
                     method: int = cur.fwd_method,
                 ) -> None:
                     if method != ipvs.IP_VS_CONN_F_MASQ:
@@ -265,7 +272,7 @@ class IpvsMode:
         for (addr, port), cur in sorted(have.items()):
             if (addr, port) in want:
                 continue
-            draining = [key.protocol, key.address, key.port, addr, port]
+            draining = IpvsDrainingRecord(key.protocol, key.address, key.port, addr, port)
             # UDP has no end of a flow to wait for: a drained UDP real server keeps every
             # flow that goes on sending (each packet refreshes IPVS's entry), to a
             # backend that may be gone. Deleted at once, its flows are expired on their
@@ -274,7 +281,7 @@ class IpvsMode:
             udp = key.protocol == socket.IPPROTO_UDP
             if cur.active + cur.inactive > 0 and cur.weight != 0 and not udp:
 
-                def quiesce(a: str = addr, p: int = port, d: list[Any] = draining) -> None:
+                def quiesce(a: str = addr, p: int = port, d: IpvsDrainingRecord = draining) -> None:
                     sock.set_dest(key, a, p, 0)
                     if d not in self.c.state.ipvs_draining:
                         self.c.state.ipvs_draining.append(d)
@@ -286,7 +293,7 @@ class IpvsMode:
                 )
             elif cur.active + cur.inactive == 0 or udp:
 
-                def delete(a: str = addr, p: int = port, d: list[Any] = draining) -> None:
+                def delete(a: str = addr, p: int = port, d: IpvsDrainingRecord = draining) -> None:
                     sock.del_dest(key, a, p)
                     if d in self.c.state.ipvs_draining:
                         self.c.state.ipvs_draining.remove(d)
@@ -337,15 +344,15 @@ def teardown_ipvs(state: State, report: Report, step: Step, failures: list[str])
         try:
             with ipvs.opened() as sock:
                 for k in list(state.ipvs_services):
-                    key = ipvs.ServiceKey(*k)
+                    key = _service_key(k)
                     step(
                         f"delete IPVS service {key}",
                         partial(sock.del_service, key),
                     )
                 t = state.ipvs_timeouts
-                if t is not None and "previous" in t:
-                    prev = ipvs.Timeouts(**t["previous"])
-                    if vars(sock.timeouts()) == t.get("value"):
+                if t is not None:
+                    prev = ipvs.Timeouts(t.previous.tcp, t.previous.tcp_fin, t.previous.udp)
+                    if _timeout_values(sock.timeouts()) == t.value:
                         step(
                             f"restore IPVS timeouts {prev.tcp}/{prev.tcp_fin}/{prev.udp}",
                             lambda: sock.set_timeouts(prev),
@@ -360,11 +367,11 @@ def teardown_ipvs(state: State, report: Report, step: Step, failures: list[str])
         dummy = state.dummy
 
         def del_dummy() -> None:
-            with netlink(f"delete {dummy['name']}"), IPRoute() as ipr:
-                if ipr.link_lookup(ifname=dummy["name"]) == [dummy["ifindex"]]:
-                    ipr.link("del", index=dummy["ifindex"])
+            with netlink(f"delete {dummy.name}"), IPRoute() as ipr:
+                if ipr.link_lookup(ifname=dummy.name) == [dummy.ifindex]:
+                    ipr.link("del", index=dummy.ifindex)
 
-        step(f"delete dummy device {dummy['name']}", del_dummy)
+        step(f"delete dummy device {dummy.name}", del_dummy)
     if state.nft_sha256 is not None:  # after IPVS: no service packet is tracked meanwhile
         step(f"delete nftables table {nft.FAMILY} {nft.TABLE}", nft.delete)
 
@@ -378,7 +385,7 @@ def live_services(state: State) -> tuple[list[dict[str, Any]], str | None]:
             with ipvs.opened() as sock:
                 live = sock.services()
             for k in state.ipvs_services:
-                key = ipvs.ServiceKey(*k)
+                key = _service_key(k)
                 s = live.get(key)
                 services.append(
                     {"service": str(key), "present": s is not None,
@@ -393,3 +400,12 @@ def live_services(state: State) -> tuple[list[dict[str, Any]], str | None]:
         except RuntimeOpError as exc:
             return services, str(exc)
     return services, None
+
+
+def _service_key(rec: IpvsServiceRecord | IpvsDrainingRecord) -> ipvs.ServiceKey:
+    """The virtual service a state record names (a draining real server's: its service)."""
+    return ipvs.ServiceKey(rec.protocol, rec.address, rec.port)
+
+
+def _timeout_values(t: ipvs.Timeouts) -> IpvsTimeoutValues:
+    return IpvsTimeoutValues(tcp=t.tcp, tcp_fin=t.tcp_fin, udp=t.udp)

@@ -44,7 +44,7 @@ from .mode_ipvs import live_services
 from .options import BPFFS, Options, Report
 from .preflight import preflight
 from .recovery import new_state, recover, recovery_notes
-from .state import State, state_path
+from .state import Attachment, CgroupLink, State, state_path
 from .state import remove as remove_state
 from .state import save as save_state
 from .teardown import teardown
@@ -216,14 +216,14 @@ def status(opts: Options) -> dict[str, Any]:
         present = attach.devices()
         progs = []
         for a in state.attachments:
-            ifindex = present.get(a["device"])
+            ifindex = present.get(a.device)
             live_id = (
-                attach.query(a["hook"], a["ifindex"], xdp_mode=a["xdp_mode"])
-                if ifindex == a["ifindex"] else None
+                attach.query(a.hook, a.ifindex, xdp_mode=a.xdp_mode)
+                if ifindex == a.ifindex else None
             )  # fmt: skip
-            progs.append(_attached(a, a["device"], live_id))
+            progs.append(_attached(a, a.device, live_id))
         for x in state.links:
-            progs.append(_attached(x, x["cgroup"], attach.query_cgroup(x["pin"])))
+            progs.append(_attached(x, x.cgroup, attach.query_cgroup(x.pin)))
         out["attached"] = progs
         maps = []
         counters: dict[str, int] = {}
@@ -276,13 +276,13 @@ def status(opts: Options) -> dict[str, Any]:
         return out
 
 
-def _attached(rec: dict[str, Any], where: str, live_id: int | None) -> dict[str, Any]:
+def _attached(rec: Attachment | CgroupLink, where: str, live_id: int | None) -> dict[str, Any]:
     """status: one recorded attachment (a device's hook, or a cgroup's link) as it is live."""
     info = pins.program_by_id(live_id) if live_id else None
     return {
-        "program": rec["program"], "device": where, "hook": rec["hook"],
-        "xdp_mode": rec.get("xdp_mode"), "prog_id": live_id,
-        "tag": info.tag if info else None, "as_recorded": live_id == rec["prog_id"],
+        "program": rec.program, "device": where, "hook": rec.hook,
+        "xdp_mode": rec.xdp_mode if isinstance(rec, Attachment) else None, "prog_id": live_id,
+        "tag": info.tag if info else None, "as_recorded": live_id == rec.prog_id,
     }  # fmt: skip
 
 

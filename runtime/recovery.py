@@ -17,7 +17,7 @@ from .builddir import Build
 from .contract import Mode
 from .errors import operation
 from .options import Options
-from .state import State, from_json_checked, load_checked
+from .state import Attachment, CgroupLink, State, from_json_checked, load_checked
 
 
 @dataclass
@@ -68,15 +68,15 @@ def discover(state: State, opts: Options, *, guess_ownership: bool) -> list[str]
     found: list[str] = []
     pin_dir = state.pin_dir
     if os.path.isdir(pin_dir):
-        linked = {x["pin"] for x in state.links}
+        linked = {x.pin for x in state.links}
         for name in sorted(os.listdir(pin_dir)):
             path = os.path.join(pin_dir, name)
             if name == journal.NAME or path in state.pins or path in linked:
                 continue
             if name.startswith(attach.LINK_PIN_PREFIX):
                 hook = name[len(attach.LINK_PIN_PREFIX):]
-                state.links.append({"program": "?", "hook": hook, "cgroup": "?", "pin": path,
-                                    "prog_id": attach.query_cgroup(path) or 0})  # fmt: skip
+                state.links.append(CgroupLink(program="?", hook=hook, cgroup="?", pin=path,
+                                              prog_id=attach.query_cgroup(path) or 0))  # fmt: skip
             else:
                 state.pins.append(path)
             found.append(f"pin {path}")
@@ -84,7 +84,7 @@ def discover(state: State, opts: Options, *, guess_ownership: bool) -> list[str]
             for d in (os.path.dirname(pin_dir), pin_dir):
                 if d not in state.dirs_created:
                     state.dirs_created.append(d)
-    recorded = {(a["device"], a["hook"]) for a in state.attachments}
+    recorded = {(a.device, a.hook) for a in state.attachments}
     for dev, ifindex in sorted(attach.devices().items()):
         live: list[tuple[str, int, str | None]] = []
         if attach.has_clsact(ifindex):
@@ -102,8 +102,8 @@ def discover(state: State, opts: Options, *, guess_ownership: bool) -> list[str]
             if info is None or not info.name.startswith("bpfgen") or (dev, hook) in recorded:
                 continue
             state.attachments.append(
-                {"program": info.name, "device": dev, "ifindex": ifindex, "hook": hook,
-                 "prog_id": prog_id, "xdp_mode": mode}
+                Attachment(program=info.name, device=dev, ifindex=ifindex, hook=hook,
+                           prog_id=prog_id, xdp_mode=mode)
             )  # fmt: skip
             recorded.add((dev, hook))
             found.append(f"{info.name} on {hook} of {dev}")

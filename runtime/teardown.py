@@ -37,16 +37,16 @@ def teardown(state: State, opts: Options, report: Report) -> list[str]:
     teardown_ipvs(state, report, step, failures)
     for x in reversed(state.links):  # node processes first: they stop reaching VIPs
         step(
-            f"detach {x['program']} from {x['hook']} of cgroup {x['cgroup']}",
-            partial(attach.detach_cgroup, x["hook"], x["pin"]),
+            f"detach {x.program} from {x.hook} of cgroup {x.cgroup}",
+            partial(attach.detach_cgroup, x.hook, x.pin),
         )
     present = attach.devices()
     for a in reversed(state.attachments):
-        if present.get(a["device"]) != a["ifindex"]:
+        if present.get(a.device) != a.ifindex:
             continue  # the device is gone (and its filters with it)
         step(
-            f"detach {a['program']} from {a['hook']} of {a['device']}",
-            partial(attach.detach, a["hook"], a["ifindex"], a["device"], xdp_mode=a["xdp_mode"]),
+            f"detach {a.program} from {a.hook} of {a.device}",
+            partial(attach.detach, a.hook, a.ifindex, a.device, xdp_mode=a.xdp_mode),
         )
     for dev, ifindex in sorted(state.clsact_created.items()):
         if present.get(dev) != ifindex:
@@ -58,12 +58,12 @@ def teardown(state: State, opts: Options, report: Report) -> list[str]:
     for name, rec in sorted(state.sysctls.items()):
         if not sysctl.exists(name):
             continue
-        if sysctl.read(name) != rec["value"]:
+        if sysctl.read(name) != rec.value:
             report.notes.append(f"sysctl {name} was changed since bpfgen set it: left")
             continue
         step(
-            f"sysctl {name}: {rec['value']} -> {rec['previous'] or '(empty)'}",
-            partial(sysctl.write, name, rec["previous"]),
+            f"sysctl {name}: {rec.value} -> {rec.previous or '(empty)'}",
+            partial(sysctl.write, name, rec.previous),
         )
     for path in reversed(state.pins):
         if os.path.lexists(path):
