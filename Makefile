@@ -73,6 +73,7 @@ fault: setup
 
 lint: setup
 	$(VENV)/bin/ruff check bpfgen runtime bench tests
+	$(VENV)/bin/ruff format --check bpfgen runtime bench tests
 	@mkdir -p build/typing && ln -sfn ../../runtime build/typing/bpfgen_runtime
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports

@@ -40,9 +40,12 @@ snat:
 
 #: `--insns --mode bpf`: every bpf-mode program at once (svc_in at tc, svc_xdp on the
 #: uplink, the socket programs of datapath.socketLB).
-BPF_NODE_YAML = NODE_YAML.replace("hook: tc", "hook: xdp") + """\
+BPF_NODE_YAML = (
+    NODE_YAML.replace("hook: tc", "hook: xdp")
+    + """\
 datapath: {mode: bpf, scheduler: maglev, socketLB: true}
 """
+)
 
 
 def services_manifest(n: int, endpoints: int = 4, *, ports: int = 1, padding: int = 0) -> str:
@@ -71,8 +74,10 @@ def services_manifest(n: int, endpoints: int = 4, *, ports: int = 1, padding: in
             f"    clusterIP: {IPv4Address(svc_base + i)}",
             f"    clusterIPs: [{IPv4Address(svc_base + i)}]",
             "    ports:",
-            *(f"    - {{name: {pn}, port: {80 + p}, protocol: TCP, targetPort: {8080 + p}}}"
-              for p, pn in enumerate(names)),
+            *(
+                f"    - {{name: {pn}, port: {80 + p}, protocol: TCP, targetPort: {8080 + p}}}"
+                for p, pn in enumerate(names)
+            ),
             "- apiVersion: discovery.k8s.io/v1",
             "  kind: EndpointSlice",
             "  metadata:",
@@ -191,8 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instruction counts instead of timing, specialized vs generic (sizes 1 16 64 65)",
     )
-    ap.add_argument("--mode", choices=("ipvs", "bpf"), default="ipvs",
-                    help="--insns: the datapath mode (bpf: svc_in, svc_xdp, sock programs)")
+    ap.add_argument(
+        "--mode",
+        choices=("ipvs", "bpf"),
+        default="ipvs",
+        help="--insns: the datapath mode (bpf: svc_in, svc_xdp, sock programs)",
+    )
     args = ap.parse_args(argv)
     if args.insns:
         sizes = args.sizes if argv and "--sizes" in argv else [1, 16, 64, 65]
@@ -203,13 +212,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.mode == "bpf":
             progs = ("svc_in", "svc_xdp", "sock_connect4")
-            print("| services | build | frontends | " + " | ".join(
-                f"{p} insns / processed" for p in progs) + " |")
+            print(
+                "| services | build | frontends | "
+                + " | ".join(f"{p} insns / processed" for p in progs)
+                + " |"
+            )
             print("|---:|---|---|" + "---|" * len(progs))
             for r in rows:
                 cells = [f"{r[p]['insns']:,} / {r[p]['processed']:,}" for p in progs]
-                print(f"| {r['services']:,} | {r['build']} | {r['frontends']} | "
-                      + " | ".join(cells) + " |")
+                print(
+                    f"| {r['services']:,} | {r['build']} | {r['frontends']} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
             return 0
         print(
             "| services | build | frontends | ingress insns / processed "

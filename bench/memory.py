@@ -39,6 +39,7 @@ def bound_mib(services: int) -> float:
     """The bound scaled to `services`: FIXED_MIB, plus the rest of BOUND_MIB per Service."""
     return FIXED_MIB + (BOUND_MIB - FIXED_MIB) * services / BOUND_SERVICES
 
+
 #: The address-space limit a measured child runs under: a runaway case fails with
 #: MemoryError instead of taking the machine's memory from everything else on it.
 DEFAULT_LIMIT_MIB = 6144
@@ -82,8 +83,9 @@ def services_manifest(case: Case) -> str:
     """bench/compile.py's kubectl-shaped List (addresses in 198.18.0.0/15)."""
     if case.services > 32_000:
         raise ValueError("more Services than serviceCIDR 198.18.128.0/17 holds")
-    return compile_bench.services_manifest(case.services, case.endpoints, ports=case.ports,
-                                           padding=case.padding)
+    return compile_bench.services_manifest(
+        case.services, case.endpoints, ports=case.ports, padding=case.padding
+    )
 
 
 def write_inputs(root: Path, case: Case) -> tuple[Path, Path]:
@@ -125,8 +127,21 @@ def measure(case: Case, root: Path, limit_mib: int = DEFAULT_LIMIT_MIB) -> Measu
     """Compile `case` in a child process under `limit_mib` of address space."""
     node, services = write_inputs(root / "in", case)
     out = root / "out"
-    cmd = [sys.executable, "-m", "bpfgen", "compile", "-q", "--node", str(node),
-           "--services", str(services), "--out", str(out), "--build", case.build]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bpfgen",
+        "compile",
+        "-q",
+        "--node",
+        str(node),
+        "--services",
+        str(services),
+        "--out",
+        str(out),
+        "--build",
+        case.build,
+    ]
     if not case.verify:
         cmd.append("--no-verify")
     env = dict(os.environ, BPFGEN_CACHE_DIR=str(root / "cache"))
@@ -163,12 +178,23 @@ def table(results: list[Measured]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--case", action="append", choices=[c.name for c in CASES],
-                    help="run only these cases (repeatable); default: all")
-    ap.add_argument("--limit-mib", type=int, default=DEFAULT_LIMIT_MIB,
-                    help=f"address-space limit per compile (default {DEFAULT_LIMIT_MIB})")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.memory",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--case",
+        action="append",
+        choices=[c.name for c in CASES],
+        help="run only these cases (repeatable); default: all",
+    )
+    ap.add_argument(
+        "--limit-mib",
+        type=int,
+        default=DEFAULT_LIMIT_MIB,
+        help=f"address-space limit per compile (default {DEFAULT_LIMIT_MIB})",
+    )
     ap.add_argument("--keep", type=Path, help="keep inputs and build directories under here")
     ap.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = ap.parse_args(argv)
@@ -177,22 +203,29 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
-            r = measure(case, Path(tempfile.mkdtemp(prefix=f"{case.name}-", dir=args.keep)),
-                        args.limit_mib)
+            r = measure(
+                case, Path(tempfile.mkdtemp(prefix=f"{case.name}-", dir=args.keep)), args.limit_mib
+            )
         else:
             with tempfile.TemporaryDirectory(prefix="bpfgen-mem-") as tmp:
                 r = measure(case, Path(tmp), args.limit_mib)
         results.append(r)
-        print(f"  {case.name}: exit {r.exit_code}, {r.peak_rss_mib:,.0f} MiB, {r.seconds:.1f} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"  {case.name}: exit {r.exit_code}, {r.peak_rss_mib:,.0f} MiB, {r.seconds:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         if r.exit_code:
             print("    " + r.stderr_tail.strip().replace("\n", "\n    "), file=sys.stderr)
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
     else:
         print(table(results))
-    failed = [r for r in results
-              if r.exit_code or (r.case == "maglev-10k" and r.peak_rss_mib >= BOUND_MIB)]
+    failed = [
+        r
+        for r in results
+        if r.exit_code or (r.case == "maglev-10k" and r.peak_rss_mib >= BOUND_MIB)
+    ]
     return 1 if failed else 0
 
 

@@ -124,9 +124,7 @@ def verify_objects(build_dir: Path, plan: Plan, log_dir: Path) -> dict[str, Veri
     out: dict[str, Verified] = {}
     for obj in dict.fromkeys(p.object for p in plan.programs):
         try:
-            records = verify_object(
-                build_dir / obj, log_dir=log_dir, initial_values=initial
-            )
+            records = verify_object(build_dir / obj, log_dir=log_dir, initial_values=initial)
         except VerifierRejected as e:
             raise VerifierError(str(e)) from e
         except RuntimeOpError as e:
@@ -264,7 +262,11 @@ def build_cache_key(sources: Sequence[Source], build: str, tc: Toolchain) -> str
 
 
 def _restore_cached_build(
-    entry: Path, tmp: Path, inputs: dict[str, Any], verify: bool, log_dir: Path,
+    entry: Path,
+    tmp: Path,
+    inputs: dict[str, Any],
+    verify: bool,
+    log_dir: Path,
     progress: Progress,
 ) -> Manifest:
     """Copy a cached build into tmp, with this compile's `inputs` record; re-verify it on
@@ -421,7 +423,7 @@ def _write_map_init(path: Path, plan: Plan) -> None:
     with path.open("w", encoding="utf-8") as f:
         f.write("{")
         for n, (name, entries) in enumerate(sorted(plan.map_init.items())):
-            f.write(f'{"," if n else ""}\n{json.dumps(name)}: [')
+            f.write(f"{',' if n else ''}\n{json.dumps(name)}: [")
             for i, (k, v) in enumerate(entries):
                 f.write(f'{"," if i else ""}\n["{k.hex()}", "{v.hex()}"]')
             f.write("\n]")

@@ -69,7 +69,7 @@ def _statements(text: str) -> Iterator[str]:
         if statement.startswith(("from ", "import ")):
             if "(" in statement and ")" not in statement:
                 close = _find(text, ")", end)
-                rest = (line.partition("#")[0] for line in text[end:close + 1].splitlines())
+                rest = (line.partition("#")[0] for line in text[end : close + 1].splitlines())
                 statement += " ".join(rest)
                 end = close
             yield statement.replace("\\", " ")

@@ -256,4 +256,3 @@ def _fill(backends: Sequence[Backend], size: int, seed: int) -> list[int]:
         if filled == size:
             break
     return table
-

@@ -90,8 +90,10 @@ def _finalize(value: object) -> object:
         return value
     text = str(value)
     if c_comment(text) != text:
-        raise RenderError(f"render: {text[:80]!r} would reach the C unescaped "
-                          "(print text in comments through | c_comment)")
+        raise RenderError(
+            f"render: {text[:80]!r} would reach the C unescaped "
+            "(print text in comments through | c_comment)"
+        )
     return value
 
 

@@ -20,6 +20,7 @@ from .state import Attachment, CgroupLink
 if TYPE_CHECKING:
     from .converge import Converge
 
+
 def desired_targets(build: Build, present: dict[str, int]) -> dict[tuple[str, str], str]:
     """(device, hook) -> program name, globs expanded against `present` (not cgroup hooks)."""
     out: dict[tuple[str, str], str] = {}
@@ -124,8 +125,13 @@ class Hooks:
                 if want_id is not None and live_id == want_id:
                     continue
 
-                def do_link(hook: str = hook, prog_name: str = prog_name, cgroup: str = cgroup,
-                            pin: str = pin, update: bool = live_id is not None) -> None:
+                def do_link(
+                    hook: str = hook,
+                    prog_name: str = prog_name,
+                    cgroup: str = cgroup,
+                    pin: str = pin,
+                    update: bool = live_id is not None,
+                ) -> None:
                     fd = self.c.program_fd(prog_name, closer)
                     if update:
                         prog_id = attach.update_cgroup(prog_name, hook, pin, fd)
@@ -162,4 +168,3 @@ class Hooks:
         return next(
             (a for a in self.c.state.attachments if (a.device, a.hook) == (dev, hook)), None
         )
-

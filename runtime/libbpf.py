@@ -605,11 +605,13 @@ def bpf_obj_get(path: str) -> int:
     return _check(int(_lib().bpf_obj_get(os.fsencode(path))))
 
 
-def bpf_map_create(map_type: int, name: str, key_size: int, value_size: int,
-                   max_entries: int) -> int:
+def bpf_map_create(
+    map_type: int, name: str, key_size: int, value_size: int, max_entries: int
+) -> int:
     """A new map (no pin, default flags); the caller owns the fd."""
-    return _check(int(_lib().bpf_map_create(map_type, name.encode(), key_size, value_size,
-                                            max_entries, None)))
+    return _check(
+        int(_lib().bpf_map_create(map_type, name.encode(), key_size, value_size, max_entries, None))
+    )
 
 
 def bpf_prog_get_fd_by_id(prog_id: int) -> int:

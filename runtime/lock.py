@@ -103,7 +103,8 @@ def _acquire(fd: int, path: str, label: str, verb: str, shared: bool, deadline: 
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 raise Locked(
-                    f"{verb} in {label}", errno.EWOULDBLOCK,
+                    f"{verb} in {label}",
+                    errno.EWOULDBLOCK,
                     f"another bpfgen command is running in {label} ({path} is locked"
                     f"{_holder(fd)}); try again when it has finished, or give --wait SECONDS",
                 ) from None
@@ -111,7 +112,7 @@ def _acquire(fd: int, path: str, label: str, verb: str, shared: bool, deadline: 
 
 
 def _holder(fd: int) -> str:
-    """", last taken by pid N (verb)" when the recorded holder still runs."""
+    """ ", last taken by pid N (verb)" when the recorded holder still runs."""
     try:
         pid, verb = os.pread(fd, 256, 0).decode().split()[:2]
         os.kill(int(pid), 0)

@@ -88,6 +88,7 @@ def frontend_ids_moved(build: Build, opts: Options) -> list[str]:
         if (k in have and have[k] != i) or (k not in have and i in in_use)
     ]
 
+
 def interrupted_replacement(state: State) -> list[str]:
     """Staged service-table pins a replacement left (it stopped before publishing)."""
     return [p for p in state.pins if p.endswith(STAGED_SUFFIX)]

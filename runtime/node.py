@@ -262,8 +262,9 @@ def status(opts: Options) -> dict[str, Any]:
         out["ipvs_services"] = services
         out["nft_table"] = nft.exists() if state.mode == "ipvs" else None  # bpf mode: none
         if build is not None:
-            dry_opts = Options(opts.netns, state.bpffs, opts.run_dir, state.ipvs_enabled,
-                               cgroup=state.cgroup)
+            dry_opts = Options(
+                opts.netns, state.bpffs, opts.run_dir, state.ipvs_enabled, cgroup=state.cgroup
+            )
             dry_state = State.from_json(state.to_json())
             try:
                 diff = Converge(build, dry_opts, dry_state, dry=True).run()

@@ -74,7 +74,7 @@ def discover(state: State, opts: Options, *, guess_ownership: bool) -> list[str]
             if name == journal.NAME or path in state.pins or path in linked:
                 continue
             if name.startswith(attach.LINK_PIN_PREFIX):
-                hook = name[len(attach.LINK_PIN_PREFIX):]
+                hook = name[len(attach.LINK_PIN_PREFIX) :]
                 state.links.append(CgroupLink(program="?", hook=hook, cgroup="?", pin=path,
                                               prog_id=attach.query_cgroup(path) or 0))  # fmt: skip
             else:

@@ -81,8 +81,11 @@ class SessionKey(NamedTuple):
     proto: int
 
     def pack(self) -> bytes:
-        return to_bytes(Tuple4(be32(self.saddr), be32(self.daddr), be16(self.sport),
-                               be16(self.dport), self.proto))
+        return to_bytes(
+            Tuple4(
+                be32(self.saddr), be32(self.daddr), be16(self.sport), be16(self.dport), self.proto
+            )
+        )
 
     @classmethod
     def unpack(cls, raw: bytes) -> SessionKey:
@@ -100,9 +103,15 @@ class SessionEntry(NamedTuple):
     fin_ack: int = 0
 
     def pack(self) -> bytes:
-        return to_bytes(SnatEntry(last_seen_ns=self.last_seen_ns, nat_addr=be32(self.nat_addr),
-                                  nat_port=be16(self.nat_port), flags=self.flags,
-                                  fin_ack=self.fin_ack))
+        return to_bytes(
+            SnatEntry(
+                last_seen_ns=self.last_seen_ns,
+                nat_addr=be32(self.nat_addr),
+                nat_port=be16(self.nat_port),
+                flags=self.flags,
+                fin_ack=self.fin_ack,
+            )
+        )
 
     @classmethod
     def unpack(cls, raw: bytes) -> SessionEntry:

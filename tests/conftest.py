@@ -17,8 +17,11 @@ EXAMPLES = ROOT / "examples"
 # dev: more examples, for local runs: HYPOTHESIS_PROFILE=dev make test.
 # vm: the 6.1 VM's run of the same properties (tests/vm/test_vm.py): the second kernel's
 # verifier and helpers on the first derandomized examples of `ci`; the host runs all 25.
-_COMMON = {"deadline": None, "print_blob": True,
-           "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+_COMMON = {
+    "deadline": None,
+    "print_blob": True,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
+}
 settings.register_profile("ci", derandomize=True, max_examples=25, **_COMMON)
 settings.register_profile("dev", max_examples=200, **_COMMON)
 settings.register_profile("vm", derandomize=True, max_examples=3, **_COMMON)

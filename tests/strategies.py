@@ -60,9 +60,40 @@ _MAGLEV_SIZES = (251, 1021)
 
 # Metacharacters of C, Jinja, YAML and shells: none is allowed in any name bpfgen accepts.
 HOSTILE_PIECES = (
-    '"', "'", ";", "{{", "}}", "{%", "%}", "{#", "#}", "{", "}", "*/", "/*", "//", "\n", "\r",
-    "\t", " ", "\\", "#", "`", "$(", ")", "<", ">", "&", "|", "%", "!", "@", ":", "=",
-    "\u00e9", "\u202e",
+    '"',
+    "'",
+    ";",
+    "{{",
+    "}}",
+    "{%",
+    "%}",
+    "{#",
+    "#}",
+    "{",
+    "}",
+    "*/",
+    "/*",
+    "//",
+    "\n",
+    "\r",
+    "\t",
+    " ",
+    "\\",
+    "#",
+    "`",
+    "$(",
+    ")",
+    "<",
+    ">",
+    "&",
+    "|",
+    "%",
+    "!",
+    "@",
+    ":",
+    "=",
+    "\u00e9",
+    "\u202e",
 )
 
 
@@ -122,7 +153,7 @@ def _emit(value: object, indent: int, lines: list[str]) -> None:
             if isinstance(item, dict | list) and item:
                 start = len(lines)
                 _emit(item, indent + 2, lines)
-                lines[start] = f"{pad}- {lines[start][indent + 2:]}"
+                lines[start] = f"{pad}- {lines[start][indent + 2 :]}"
             else:
                 lines.append(f"{pad}- {_flow(item)}")
     else:
@@ -140,8 +171,12 @@ def _flow(value: object) -> str:
 def _serialize(objects: list[dict[str, Any]], form: str) -> str:
     if form == "multidoc":
         return "".join("---\n" + to_yaml(obj) for obj in objects)
-    listing = {"apiVersion": "v1", "kind": "List", "items": objects, "metadata": {
-        "resourceVersion": ""}}
+    listing = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": objects,
+        "metadata": {"resourceVersion": ""},
+    }
     if form == "json":
         return json.dumps(listing, indent=2) + "\n"
     return to_yaml(listing)
@@ -218,8 +253,9 @@ class GeneratedConfig:
 class _Addresses:
     """Unique addresses from one /16, outside the service CIDR."""
 
-    def __init__(self, rnd: random.Random, half: ipaddress.IPv4Network,
-                 service_cidr: ipaddress.IPv4Network) -> None:
+    def __init__(
+        self, rnd: random.Random, half: ipaddress.IPv4Network, service_cidr: ipaddress.IPv4Network
+    ) -> None:
         self.rnd, self.half, self.service_cidr = rnd, half, service_cidr
         self.used: set[ipaddress.IPv4Address] = set()
 
@@ -248,8 +284,15 @@ def _duration(c: _Chooser, seconds: int) -> int | str:
 
 
 @st.composite
-def _config_parts(draw: st.DrawFn, min_services: int, max_services: int, max_endpoints: int,
-                  forms: Sequence[str], extras: bool, modes: Sequence[str]) -> GeneratedConfig:
+def _config_parts(
+    draw: st.DrawFn,
+    min_services: int,
+    max_services: int,
+    max_endpoints: int,
+    forms: Sequence[str],
+    extras: bool,
+    modes: Sequence[str],
+) -> GeneratedConfig:
     c = _DrawChooser(draw)
     rnd = random.Random(draw(st.integers(0, 2**32 - 1)))
     n_services = draw(st.integers(min_services, max_services))
@@ -261,14 +304,16 @@ def _config_parts(draw: st.DrawFn, min_services: int, max_services: int, max_end
     pod_prefix = c.integer(16, 20)
     cluster_pods = _subnet(pods_half, pod_prefix, c.integer(0, (1 << (pod_prefix - 16)) - 1))
     node_prefix = c.integer(max(pod_prefix, 22), 26)
-    node_pods = _subnet(cluster_pods, node_prefix,
-                        c.integer(0, (1 << (node_prefix - pod_prefix)) - 1))
+    node_pods = _subnet(
+        cluster_pods, node_prefix, c.integer(0, (1 << (node_prefix - pod_prefix)) - 1)
+    )
     most_specific = 24
     while most_specific > 17 and (1 << (32 - most_specific)) - 2 < n_services + 2:
         most_specific -= 1
     service_prefix = c.integer(17, most_specific)
-    service_cidr = _subnet(other_half, service_prefix,
-                           c.integer(0, (1 << (service_prefix - 16)) - 1))
+    service_cidr = _subnet(
+        other_half, service_prefix, c.integer(0, (1 << (service_prefix - 16)) - 1)
+    )
     outside = _Addresses(rnd, other_half, service_cidr)
     node_addresses = tuple(outside.take() for _ in range(c.integer(1, 3)))
 
@@ -305,8 +350,7 @@ def _config_parts(draw: st.DrawFn, min_services: int, max_services: int, max_end
     node: dict[str, Any] = {
         "apiVersion": "bpfgen/v1",
         "kind": "NodeConfig",
-        "node": {"name": node_name, "addresses": list(node_addresses),
-                 "podCIDR": str(node_pods)},
+        "node": {"name": node_name, "addresses": list(node_addresses), "podCIDR": str(node_pods)},
         "cluster": cluster,
         "interfaces": interfaces,
     }
@@ -348,10 +392,21 @@ def _config_parts(draw: st.DrawFn, min_services: int, max_services: int, max_end
     slow = _RandomChooser(rnd)
     for i in range(n_services):
         chooser: _Chooser = c if i < _KEEP_FIRST else slow
-        _service(chooser, rnd, i, objects, facts, counts,
-                 cluster_ip=str(service_cidr[cluster_ip_offsets[i]]), node_name=node_name,
-                 node_ports=node_ports, outside=outside, cluster_pods=cluster_pods,
-                 max_endpoints=max_endpoints, backend_shape=backend_shape)
+        _service(
+            chooser,
+            rnd,
+            i,
+            objects,
+            facts,
+            counts,
+            cluster_ip=str(service_cidr[cluster_ip_offsets[i]]),
+            node_name=node_name,
+            node_ports=node_ports,
+            outside=outside,
+            cluster_pods=cluster_pods,
+            max_endpoints=max_endpoints,
+            backend_shape=backend_shape,
+        )
     skipped = 0
     if extras and c.boolean():
         skipped = _extras(c, objects)
@@ -384,11 +439,22 @@ def _config_parts(draw: st.DrawFn, min_services: int, max_services: int, max_end
     )
 
 
-def _service(c: _Chooser, rnd: random.Random, i: int, objects: list[dict[str, Any]],
-             facts: dict[str, dict[str, Any]], counts: dict[str, int], *, cluster_ip: str,
-             node_name: str, node_ports: list[int], outside: _Addresses,
-             cluster_pods: ipaddress.IPv4Network, max_endpoints: int,
-             backend_shape: str = "any") -> None:
+def _service(
+    c: _Chooser,
+    rnd: random.Random,
+    i: int,
+    objects: list[dict[str, Any]],
+    facts: dict[str, dict[str, Any]],
+    counts: dict[str, int],
+    *,
+    cluster_ip: str,
+    node_name: str,
+    node_ports: list[int],
+    outside: _Addresses,
+    cluster_pods: ipaddress.IPv4Network,
+    max_endpoints: int,
+    backend_shape: str = "any",
+) -> None:
     namespace = c.choice(_NAMESPACES)
     name = f"svc-{i}"
     n_ports = c.integer(1, 3)
@@ -404,8 +470,11 @@ def _service(c: _Chooser, rnd: random.Random, i: int, objects: list[dict[str, An
         while (number, protocol) in taken:
             number = number % 65535 + 1
         taken.add((number, protocol))
-        port: dict[str, Any] = {"port": number, "protocol": protocol,
-                                "targetPort": c.integer(1, 65535)}
+        port: dict[str, Any] = {
+            "port": number,
+            "protocol": protocol,
+            "targetPort": c.integer(1, 65535),
+        }
         if n_ports > 1 or c.boolean():
             port["name"] = f"{c.choice(_PORT_NAMES)}-{j}"
         if kind != "ClusterIP" and allocate:
@@ -429,16 +498,22 @@ def _service(c: _Chooser, rnd: random.Random, i: int, objects: list[dict[str, An
     external_local = internal_local = False
     if kind != "ClusterIP" and c.boolean():
         external_local = c.boolean()
-        spec["externalTrafficPolicy"] = "Local" if external_local else c.choice(
-            ("Cluster", "Global"))
+        spec["externalTrafficPolicy"] = (
+            "Local" if external_local else c.choice(("Cluster", "Global"))
+        )
     if c.boolean():
         internal_local = c.boolean()
         spec["internalTrafficPolicy"] = "Local" if internal_local else "Cluster"
     service: dict[str, Any] = {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace,
-                     "uid": f"00000000-0000-4000-8000-{i:012d}",
-                     "resourceVersion": str(1000 + i), "labels": {"app": name}},
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"00000000-0000-4000-8000-{i:012d}",
+            "resourceVersion": str(1000 + i),
+            "labels": {"app": name},
+        },
         "spec": spec,
     }
     if kind == "LoadBalancer":
@@ -478,58 +553,92 @@ def _service(c: _Chooser, rnd: random.Random, i: int, objects: list[dict[str, An
         endpoints.append(endpoint)
         ready += is_ready
         fallback += serving and terminating
-    slice_ports = [{"name": p.get("name", ""), "port": p["targetPort"], "protocol": p["protocol"]}
-                   for p in ports]
+    slice_ports = [
+        {"name": p.get("name", ""), "port": p["targetPort"], "protocol": p["protocol"]}
+        for p in ports
+    ]
     parts = [endpoints]
     if len(endpoints) > 1 and rnd.random() < 0.3:
         cut = rnd.randrange(1, len(endpoints))
         parts = [endpoints[:cut], endpoints[cut:]]
     for k, part in enumerate(parts):
-        objects.append({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{name}-{k}x{i % 997}", "namespace": namespace,
-                         "labels": {"kubernetes.io/service-name": name,
-                                    "endpointslice.kubernetes.io/managed-by":
-                                        "endpointslice-controller.k8s.io"}},
-            "addressType": "IPv4",
-            "ports": slice_ports,
-            "endpoints": part,
-        })
+        objects.append(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{name}-{k}x{i % 997}",
+                    "namespace": namespace,
+                    "labels": {
+                        "kubernetes.io/service-name": name,
+                        "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                    },
+                },
+                "addressType": "IPv4",
+                "ports": slice_ports,
+                "endpoints": part,
+            }
+        )
     backends = ready if ready else fallback
     counts["ports"] += n_ports
     counts["endpoints"] += n_endpoints
     counts["backends"] += backends * n_ports
     facts[f"{namespace}/{name}"] = {
-        "type": kind, "cluster_ip": cluster_ip, "ports": n_ports, "backends": backends,
-        "affinity": affinity, "external_local": external_local,
+        "type": kind,
+        "cluster_ip": cluster_ip,
+        "ports": n_ports,
+        "backends": backends,
+        "affinity": affinity,
+        "external_local": external_local,
         "internal_local": internal_local,
     }
 
 
 def _extras(c: _Chooser, objects: list[dict[str, Any]]) -> int:
     """Objects that load as notices: a headless and an ExternalName Service, a ConfigMap."""
-    objects.append({"apiVersion": "v1", "kind": "Service",
-                    "metadata": {"name": "headless", "namespace": "default"},
-                    "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}})
-    objects.append({"apiVersion": "v1", "kind": "Service",
-                    "metadata": {"name": "external", "namespace": "default"},
-                    "spec": {"type": "ExternalName", "externalName": "db.example.com"}})
-    objects.append({"apiVersion": "v1", "kind": "ConfigMap",
-                    "metadata": {"name": "kube-proxy", "namespace": "kube-system"},
-                    "data": {"config.conf": "mode: ipvs\n"}})
+    objects.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "headless", "namespace": "default"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 5432}]},
+        }
+    )
+    objects.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "external", "namespace": "default"},
+            "spec": {"type": "ExternalName", "externalName": "db.example.com"},
+        }
+    )
+    objects.append(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "kube-proxy", "namespace": "kube-system"},
+            "data": {"config.conf": "mode: ipvs\n"},
+        }
+    )
     return 3
 
 
-def valid_configs(*, min_services: int = 0, max_services: int = 20, max_endpoints: int = 64,
-                  forms: Sequence[str] = ("list", "multidoc", "json"),
-                  extras: bool = True,
-                  modes: Sequence[str] = ("ipvs",)) -> st.SearchStrategy[GeneratedConfig]:
+def valid_configs(
+    *,
+    min_services: int = 0,
+    max_services: int = 20,
+    max_endpoints: int = 64,
+    forms: Sequence[str] = ("list", "multidoc", "json"),
+    extras: bool = True,
+    modes: Sequence[str] = ("ipvs",),
+) -> st.SearchStrategy[GeneratedConfig]:
     """Valid (node file, manifest) pairs; see `GeneratedConfig` for what comes with them.
 
     modes: the datapath modes drawn ("ipvs", "bpf"); the bpf mode draws its scheduler
     (or leaves the default), maglevTableSize, socketLB and selectionSeed."""
-    return _config_parts(min_services, max_services, max_endpoints, tuple(forms), extras,
-                         tuple(modes))
+    return _config_parts(
+        min_services, max_services, max_endpoints, tuple(forms), extras, tuple(modes)
+    )
 
 
 def config_of(node: dict[str, Any], objects: list[dict[str, Any]]) -> GeneratedConfig:
@@ -542,11 +651,15 @@ def config_of(node: dict[str, Any], objects: list[dict[str, Any]]) -> GeneratedC
     datapath = node.get("datapath", {})
     node_ports = cluster.get("nodePortRange", [30000, 32767])
     snat_ports = node["snat"]["portRange"]
-    facts = {f"{s['metadata']['namespace']}/{s['metadata']['name']}": {
-        "type": s["spec"].get("type", "ClusterIP"), "cluster_ip": s["spec"]["clusterIP"],
-        "ports": len(s["spec"]["ports"]),
-        "affinity": 10800 if s["spec"].get("sessionAffinity") == "ClientIP" else None,
-    } for s in services}
+    facts = {
+        f"{s['metadata']['namespace']}/{s['metadata']['name']}": {
+            "type": s["spec"].get("type", "ClusterIP"),
+            "cluster_ip": s["spec"]["clusterIP"],
+            "ports": len(s["spec"]["ports"]),
+            "affinity": 10800 if s["spec"].get("sessionAffinity") == "ClientIP" else None,
+        }
+        for s in services
+    }
     return GeneratedConfig(
         node_yaml=to_yaml(node),
         services_yaml=_serialize(objects, "list"),
@@ -585,9 +698,13 @@ def hostile_names(draw: st.DrawFn) -> str:
 
 
 def _services(cfg: GeneratedConfig) -> list[tuple[int, dict[str, Any]]]:
-    return [(i, o) for i, o in enumerate(cfg.objects)
-            if o["kind"] == "Service" and o["spec"].get("clusterIP") != "None"
-            and o["spec"].get("type") != "ExternalName"]
+    return [
+        (i, o)
+        for i, o in enumerate(cfg.objects)
+        if o["kind"] == "Service"
+        and o["spec"].get("clusterIP") != "None"
+        and o["spec"].get("type") != "ExternalName"
+    ]
 
 
 def _slices(cfg: GeneratedConfig) -> list[tuple[int, dict[str, Any]]]:
@@ -605,61 +722,71 @@ def _where(cfg: GeneratedConfig, index: int) -> str:
 Mutation = Callable[[st.DrawFn, GeneratedConfig, dict[str, Any], list[dict[str, Any]]], str]
 
 
-def _m_snat_port(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                 objects: list[dict[str, Any]]) -> str:
+def _m_snat_port(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     bad = draw(st.sampled_from((0, 65536, 70000, -1)))
     node["snat"]["portRange"] = [cfg.snat_port_range[0], bad]
     return f"snat.portRange[1]: {bad} is not a port (1-65535)"
 
 
-def _m_unknown_key(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                   objects: list[dict[str, Any]]) -> str:
+def _m_unknown_key(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     section = draw(st.sampled_from(("node", "cluster", "snat")))
     node[section]["prot"] = 6
     return f"{section}: unknown field 'prot'"
 
 
-def _m_bad_cidr(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                objects: list[dict[str, Any]]) -> str:
+def _m_bad_cidr(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     bad = draw(st.sampled_from(("198.18.0.0/33", "198.18.0.0", "198.18.0/16", "cidr", "")))
     node["cluster"]["serviceCIDR"] = bad
     return "cluster.serviceCIDR: "
 
 
-def _m_host_bits(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                 objects: list[dict[str, Any]]) -> str:
+def _m_host_bits(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     network = ipaddress.IPv4Network(cfg.node_pod_cidr)
     node["node"]["podCIDR"] = f"{network.network_address + 1}/{network.prefixlen}"
     return "node.podCIDR: "
 
 
-def _m_mark(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-            objects: list[dict[str, Any]]) -> str:
+def _m_mark(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     node["snat"]["mark"] = draw(st.sampled_from((3, 0, 0x4001, "0x6000", 1 << 32)))
     return "snat.mark: "
 
 
-def _m_duration(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                objects: list[dict[str, Any]]) -> str:
+def _m_duration(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     node["snat"].setdefault("timeouts", {})["udp"] = draw(
-        st.sampled_from(("soon", "0s", "8d", 0, 10**9, "1.5h", True)))
+        st.sampled_from(("soon", "0s", "8d", 0, 10**9, "1.5h", True))
+    )
     return "snat.timeouts.udp: "
 
 
-def _m_bpf(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-           objects: list[dict[str, Any]]) -> str:
+def _m_bpf(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     node["datapath"] = {"mode": "bpf", "scheduler": "rr"}
     return "datapath.scheduler: 'rr' is not a bpf scheduler"
 
 
-def _m_interface_name(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                      objects: list[dict[str, Any]]) -> str:
+def _m_interface_name(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     node["interfaces"][1]["name"] = draw(hostile_names())
     return "interfaces[1].name: "
 
 
-def _m_node_name(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                 objects: list[dict[str, Any]]) -> str:
+def _m_node_name(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     node["node"]["name"] = draw(hostile_names())
     return "node.name: "
 
@@ -669,16 +796,18 @@ def _pick_service(draw: st.DrawFn, cfg: GeneratedConfig) -> tuple[int, dict[str,
     return picked
 
 
-def _m_sctp(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-            objects: list[dict[str, Any]]) -> str:
+def _m_sctp(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     index, service = _pick_service(draw, cfg)
     j = draw(st.integers(0, len(service["spec"]["ports"]) - 1))
     objects[index]["spec"]["ports"][j]["protocol"] = "SCTP"
     return f"Service {_key(service)}: spec.ports[{j}].protocol: SCTP is not supported (TCP, UDP)"
 
 
-def _m_service_port(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                    objects: list[dict[str, Any]]) -> str:
+def _m_service_port(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     index, service = _pick_service(draw, cfg)
     j = draw(st.integers(0, len(service["spec"]["ports"]) - 1))
     bad = draw(st.sampled_from((0, 65536, "80", None, True)))
@@ -688,24 +817,27 @@ def _m_service_port(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
     return f"Service {_key(service)}: spec.ports[{j}].port: "
 
 
-def _m_service_name(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                    objects: list[dict[str, Any]]) -> str:
+def _m_service_name(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     index, _ = _pick_service(draw, cfg)
     field_name = draw(st.sampled_from(("name", "namespace")))
     objects[index]["metadata"][field_name] = draw(hostile_names())
     return f"Service ({_where(cfg, index)}): metadata.{field_name}: "
 
 
-def _m_port_name(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                 objects: list[dict[str, Any]]) -> str:
+def _m_port_name(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     index, service = _pick_service(draw, cfg)
     j = draw(st.integers(0, len(service["spec"]["ports"]) - 1))
     objects[index]["spec"]["ports"][j]["name"] = draw(hostile_names())
     return f"Service {_key(service)}: spec.ports[{j}].name: "
 
 
-def _m_cluster_ip(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                  objects: list[dict[str, Any]]) -> str:
+def _m_cluster_ip(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     index, service = _pick_service(draw, cfg)
     outside = str(ipaddress.IPv4Network(cfg.cluster_pod_cidr)[1])
     objects[index]["spec"]["clusterIP"] = outside
@@ -713,16 +845,18 @@ def _m_cluster_ip(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
     return f"Service {_key(service)}: spec.clusterIPs[0]: {outside} is outside cluster.serviceCIDR"
 
 
-def _m_ipv6_only(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                 objects: list[dict[str, Any]]) -> str:
+def _m_ipv6_only(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     index, service = _pick_service(draw, cfg)
     objects[index]["spec"]["clusterIP"] = "2001:db8::10"
     objects[index]["spec"]["clusterIPs"] = ["2001:db8::10"]
     return f"Service {_key(service)}: spec.clusterIPs: IPv6-only services are not supported yet"
 
 
-def _m_duplicate(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                 objects: list[dict[str, Any]]) -> str:
+def _m_duplicate(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     index, service = _pick_service(draw, cfg)
     objects.append(copy.deepcopy(service))
     return f"Service {_key(service)}: defined twice (first at "
@@ -732,20 +866,24 @@ def _node_port_services(cfg: GeneratedConfig) -> list[tuple[int, dict[str, Any]]
     return [(i, s) for i, s in _services(cfg) if "nodePort" in s["spec"]["ports"][0]]
 
 
-def _m_node_port(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                 objects: list[dict[str, Any]]) -> str:
+def _m_node_port(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     index, service = draw(st.sampled_from(_node_port_services(cfg)))
     objects[index]["spec"]["ports"][0]["nodePort"] = cfg.snat_port_range[0]
-    return (f"Service {_key(service)}: spec.ports[0].nodePort: {cfg.snat_port_range[0]} "
-            "is outside cluster.nodePortRange")
+    return (
+        f"Service {_key(service)}: spec.ports[0].nodePort: {cfg.snat_port_range[0]} "
+        "is outside cluster.nodePortRange"
+    )
 
 
 def _slices_with_endpoints(cfg: GeneratedConfig) -> list[tuple[int, dict[str, Any]]]:
     return [(i, s) for i, s in _slices(cfg) if s["endpoints"]]
 
 
-def _m_endpoint_address(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                        objects: list[dict[str, Any]]) -> str:
+def _m_endpoint_address(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     index, slice_ = draw(st.sampled_from(_slices_with_endpoints(cfg)))
     k = draw(st.integers(0, len(slice_["endpoints"]) - 1))
     bad = draw(st.sampled_from(("198.19.1.300", "2001:db8::1", "pod-a", "198.18.0.0/15", "")))
@@ -753,29 +891,44 @@ def _m_endpoint_address(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, A
     return f"EndpointSlice {_key(slice_)}: endpoints[{k}].addresses[0]: "
 
 
-def _m_slice_label(draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any],
-                   objects: list[dict[str, Any]]) -> str:
+def _m_slice_label(
+    draw: st.DrawFn, cfg: GeneratedConfig, node: dict[str, Any], objects: list[dict[str, Any]]
+) -> str:
     index, slice_ = draw(st.sampled_from(_slices(cfg)))
     objects[index]["metadata"]["labels"]["kubernetes.io/service-name"] = draw(hostile_names())
     return f'EndpointSlice {_key(slice_)}: metadata.labels["kubernetes.io/service-name"]: '
 
 
 _NODE_MUTATIONS: tuple[Mutation, ...] = (
-    _m_snat_port, _m_unknown_key, _m_bad_cidr, _m_host_bits, _m_mark, _m_duration, _m_bpf,
-    _m_interface_name, _m_node_name,
+    _m_snat_port,
+    _m_unknown_key,
+    _m_bad_cidr,
+    _m_host_bits,
+    _m_mark,
+    _m_duration,
+    _m_bpf,
+    _m_interface_name,
+    _m_node_name,
 )
 _SERVICE_MUTATIONS: tuple[Mutation, ...] = (
-    _m_sctp, _m_service_port, _m_service_name, _m_port_name, _m_cluster_ip, _m_ipv6_only,
+    _m_sctp,
+    _m_service_port,
+    _m_service_name,
+    _m_port_name,
+    _m_cluster_ip,
+    _m_ipv6_only,
     _m_duplicate,
 )
 
 
 @st.composite
-def invalid_configs(draw: st.DrawFn, max_services: int = 6,
-                    max_endpoints: int = 8) -> tuple[str, str, str]:
+def invalid_configs(
+    draw: st.DrawFn, max_services: int = 6, max_endpoints: int = 8
+) -> tuple[str, str, str]:
     """(node_yaml, services_yaml, expected substring of the InputError text)."""
-    cfg = draw(valid_configs(min_services=1, max_services=max_services,
-                             max_endpoints=max_endpoints))
+    cfg = draw(
+        valid_configs(min_services=1, max_services=max_services, max_endpoints=max_endpoints)
+    )
     mutations = list(_NODE_MUTATIONS + _SERVICE_MUTATIONS)
     if _node_port_services(cfg):
         mutations.append(_m_node_port)

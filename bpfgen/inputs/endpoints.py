@@ -37,7 +37,6 @@ class Slice:
     endpoints: list[Endpoint]
 
 
-
 def read_slice_ports(s: Scope, fields: dict[str, Node]) -> list[tuple[str, Protocol, int]] | None:
     if "ports" not in fields:
         return []
@@ -52,12 +51,18 @@ def read_slice_ports(s: Scope, fields: dict[str, Node]) -> list[tuple[str, Proto
             continue
         name: str | None = ""
         if "name" in port_fields:
-            name = s.name(port_fields["name"], f"{path}.name", DNS_LABEL, "a port name",
-                          empty=True)
+            name = s.name(port_fields["name"], f"{path}.name", DNS_LABEL, "a port name", empty=True)
         protocol = "TCP"
         if "protocol" in port_fields:
-            protocol = s.choice(port_fields["protocol"], f"{path}.protocol",
-                                ("TCP", "UDP", "SCTP"), "a protocol") or ""
+            protocol = (
+                s.choice(
+                    port_fields["protocol"],
+                    f"{path}.protocol",
+                    ("TCP", "UDP", "SCTP"),
+                    "a protocol",
+                )
+                or ""
+            )
         port = None
         if "port" in port_fields:  # absent: "all ports", which Services never produce
             port = s.port(port_fields["port"], f"{path}.port")
@@ -84,16 +89,23 @@ def read_endpoints(s: Scope, fields: dict[str, Node]) -> list[Endpoint] | None:
         else:
             addresses = s.sequence(endpoint["addresses"], f"{path}.addresses")
             if addresses == ():
-                s.error(endpoint["addresses"].line, f"{path}.addresses",
-                        "is empty (an endpoint needs an address)")
+                s.error(
+                    endpoint["addresses"].line,
+                    f"{path}.addresses",
+                    "is empty (an endpoint needs an address)",
+                )
             elif addresses:
                 address = s.ipv4(addresses[0], f"{path}.addresses[0]")
         node_name = None
         if "nodeName" in endpoint:
-            node_name = s.name(endpoint["nodeName"], f"{path}.nodeName", DNS_SUBDOMAIN,
-                               "a node name")
-        conditions = s.mapping(endpoint["conditions"], f"{path}.conditions") \
-            if "conditions" in endpoint else {}
+            node_name = s.name(
+                endpoint["nodeName"], f"{path}.nodeName", DNS_SUBDOMAIN, "a node name"
+            )
+        conditions = (
+            s.mapping(endpoint["conditions"], f"{path}.conditions")
+            if "conditions" in endpoint
+            else {}
+        )
         flags: dict[str, bool | None] = {}
         for flag in ("ready", "serving", "terminating"):
             if conditions is not None and flag in conditions:
@@ -106,15 +118,20 @@ def read_endpoints(s: Scope, fields: dict[str, Node]) -> list[Endpoint] | None:
         terminating = flags.get("terminating") is True
         hints = s.mapping(endpoint["hints"], f"{path}.hints") if "hints" in endpoint else None
         zones = _hint_names(s, hints, "forZones", path, lambda n, w: s.label_value(n, w))
-        nodes = _hint_names(s, hints, "forNodes", path,
-                            lambda n, w: s.name(n, w, DNS_SUBDOMAIN, "a node name"))
-        result.append(Endpoint(address, node_name, ready, bool(serving), terminating, zones,
-                               nodes))
+        nodes = _hint_names(
+            s, hints, "forNodes", path, lambda n, w: s.name(n, w, DNS_SUBDOMAIN, "a node name")
+        )
+        result.append(Endpoint(address, node_name, ready, bool(serving), terminating, zones, nodes))
     return result
 
 
-def _hint_names(s: Scope, hints: dict[str, Node] | None, field: str, path: str,
-                read: Callable[[Node, str], str | None]) -> tuple[str, ...]:
+def _hint_names(
+    s: Scope,
+    hints: dict[str, Node] | None,
+    field: str,
+    path: str,
+    read: Callable[[Node, str], str | None],
+) -> tuple[str, ...]:
     """hints.forZones[].name or hints.forNodes[].name, each once, in order."""
     if not hints or field not in hints:
         return ()
@@ -129,8 +146,9 @@ def _hint_names(s: Scope, hints: dict[str, Node] | None, field: str, path: str,
     return tuple(names)
 
 
-def topology_target(endpoints: list[Endpoint], node_name: str | None,
-                    zone: str | None) -> Callable[[Endpoint], bool] | None:
+def topology_target(
+    endpoints: list[Endpoint], node_name: str | None, zone: str | None
+) -> Callable[[Endpoint], bool] | None:
     """kube-proxy's topologyModeFromHints: which ready endpoints hints narrow the Service
     to, or None when hints do not apply. PreferSameNode first: every ready endpoint has
     node hints and one is hinted for this node (`hints.forNodes`, Kubernetes 1.33's
@@ -172,12 +190,18 @@ def backends_of(
 
     def unique(endpoints: list[tuple[Endpoint, int]]) -> dict[tuple[IPv4Address, int], Backend]:
         out: dict[tuple[IPv4Address, int], Backend] = {}
-        for endpoint, number in sorted(endpoints,
-                                       key=lambda c: (c[0].address, c[1], c[0].node_name or "")):
-            out.setdefault((endpoint.address, number), Backend(
-                address=endpoint.address, port=number, node_name=endpoint.node_name,
-                local=node_name is not None and endpoint.node_name == node_name,
-            ))
+        for endpoint, number in sorted(
+            endpoints, key=lambda c: (c[0].address, c[1], c[0].node_name or "")
+        ):
+            out.setdefault(
+                (endpoint.address, number),
+                Backend(
+                    address=endpoint.address,
+                    port=number,
+                    node_name=endpoint.node_name,
+                    local=node_name is not None and endpoint.node_name == node_name,
+                ),
+            )
         return out
 
     backends = unique(chosen)

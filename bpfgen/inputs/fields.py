@@ -231,8 +231,11 @@ class Scope:
         except ValueError:
             loose = None
         if loose is None or not isinstance(text, str) or not _CIDR.fullmatch(text):
-            self.error(node.line, path, f"{describe(node)} is not an IPv4 CIDR "
-                       "(address/prefix, e.g. 198.18.0.0/15)")
+            self.error(
+                node.line,
+                path,
+                f"{describe(node)} is not an IPv4 CIDR (address/prefix, e.g. 198.18.0.0/15)",
+            )
             return None
         if str(loose) != text:
             self.error(node.line, path, f"{text} has host bits set (did you mean {loose}?)")
@@ -324,6 +327,7 @@ def ranges_overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 def show_range(r: tuple[int, int]) -> str:
     return f"{r[0]}-{r[1]}"
+
 
 def fields_of(node: Node | None) -> Mapping[str, Node]:
     """The non-null fields of a mapping, or none; reports nothing (for lookups)."""

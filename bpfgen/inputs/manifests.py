@@ -75,7 +75,6 @@ class _ServiceDraft:
         return f"{self.namespace}/{self.name}"
 
 
-
 @dataclass(frozen=True)
 class _Claim:
     """Who took a frontend first, for the conflict message."""
@@ -85,8 +84,10 @@ class _Claim:
     source: str
 
 
-_LIST_ITEM_KIND = {"ServiceList": ("Service", "v1"), "EndpointSliceList": ("EndpointSlice",
-                                                                           "discovery.k8s.io/v1")}
+_LIST_ITEM_KIND = {
+    "ServiceList": ("Service", "v1"),
+    "EndpointSliceList": ("EndpointSlice", "discovery.k8s.io/v1"),
+}
 
 
 class Manifests:
@@ -108,13 +109,14 @@ class Manifests:
                 continue  # an empty document, e.g. between two `---`
             self.object(scope, document.root, f"document {document.index + 1}", None)
 
-    def object(
-        self, scope: Scope, node: Node, where: str, implied: tuple[str, str] | None
-    ) -> None:
+    def object(self, scope: Scope, node: Node, where: str, implied: tuple[str, str] | None) -> None:
         """One document or List item: dispatch on kind, notice what is skipped."""
         if not isinstance(node, Map):
-            scope.error(node.line, where, f"{describe(node)} is not a Kubernetes object "
-                        "(a mapping with apiVersion and kind)")
+            scope.error(
+                node.line,
+                where,
+                f"{describe(node)} is not a Kubernetes object (a mapping with apiVersion and kind)",
+            )
             return
         if id(node) in self.seen_objects:  # a YAML alias: Lists of aliased Lists would explode
             scope.error(node.line, where, "repeats an object through a YAML alias")
@@ -147,8 +149,11 @@ class Manifests:
         elif kind == "EndpointSlice" and api == "discovery.k8s.io/v1":
             self.endpoint_slice(scope, node, fields, where)
         elif kind == "EndpointSlice" and api.startswith("discovery.k8s.io/"):
-            scope.error(fields["apiVersion"].line, f"{where}: apiVersion",
-                        f"{api} is not supported (discovery.k8s.io/v1)")
+            scope.error(
+                fields["apiVersion"].line,
+                f"{where}: apiVersion",
+                f"{api} is not supported (discovery.k8s.io/v1)",
+            )
         else:
             label = _object_label(fields)
             what = f"{kind} {label}" if label else f"{kind} ({where})"
@@ -168,8 +173,9 @@ class Manifests:
         value = node.value if isinstance(node, Scalar) else None
         if isinstance(value, str) and _API_VERSION.fullmatch(value):
             return value
-        scope.error(node.line, f"{where}: apiVersion",
-                    f"{describe(node)} is not a Kubernetes API version")
+        scope.error(
+            node.line, f"{where}: apiVersion", f"{describe(node)} is not a Kubernetes API version"
+        )
         return None
 
     # -- Service
@@ -212,8 +218,11 @@ class Manifests:
         service_type = ServiceType(type_text)
         cluster_ips = self.cluster_ips(s, spec, ip_nodes)
         external_ips = self.external_ips(s, spec)
-        lb_ips = self.load_balancer_ips(s, fields, key) if (
-            service_type is ServiceType.LOAD_BALANCER) else ()
+        lb_ips = (
+            self.load_balancer_ips(s, fields, key)
+            if (service_type is ServiceType.LOAD_BALANCER)
+            else ()
+        )
         affinity = self.affinity(s, spec)
         external_local = self.policy_local(s, spec, "externalTrafficPolicy")
         internal_local = self.policy_local(s, spec, "internalTrafficPolicy")
@@ -224,11 +233,19 @@ class Manifests:
         assert cluster_ips is not None and external_ips is not None and lb_ips is not None
         assert ports is not None
         draft = _ServiceDraft(
-            namespace=namespace, name=name, source=source, type=service_type,
-            cluster_ips=cluster_ips, external_ips=external_ips, load_balancer_ips=lb_ips,
-            ports=[p for p, _ in ports], session_affinity_timeout=affinity,
-            external_traffic_local=external_local, internal_traffic_local=internal_local,
-            source_ranges=ranges, scope=s,
+            namespace=namespace,
+            name=name,
+            source=source,
+            type=service_type,
+            cluster_ips=cluster_ips,
+            external_ips=external_ips,
+            load_balancer_ips=lb_ips,
+            ports=[p for p, _ in ports],
+            session_affinity_timeout=affinity,
+            external_traffic_local=external_local,
+            internal_traffic_local=internal_local,
+            source_ranges=ranges,
+            scope=s,
         )
         self.claim(s, draft, ports)
         self.services.append(draft)
@@ -261,10 +278,16 @@ class Manifests:
             entries = [(f"spec.clusterIPs[{i}]", item) for i, item in enumerate(items)]
             if "clusterIP" in spec and entries:
                 single, first = spec["clusterIP"], entries[0][1]
-                if not (isinstance(single, Scalar) and isinstance(first, Scalar)
-                        and single.value == first.value):
-                    s.error(single.line, "spec.clusterIP", f"{describe(single)} does not "
-                            f"match spec.clusterIPs[0] {describe(first)}")
+                if not (
+                    isinstance(single, Scalar)
+                    and isinstance(first, Scalar)
+                    and single.value == first.value
+                ):
+                    s.error(
+                        single.line,
+                        "spec.clusterIP",
+                        f"{describe(single)} does not match spec.clusterIPs[0] {describe(first)}",
+                    )
                     return None
         elif "clusterIP" in spec:
             entries = [("spec.clusterIP", spec["clusterIP"])]
@@ -272,8 +295,12 @@ class Manifests:
             entries = []
         if not entries:
             line = spec["clusterIPs"].line if "clusterIPs" in spec else spec_node.line
-            s.error(line, "spec.clusterIP", "no cluster IP allocated yet (use manifests read "
-                    "back from the cluster, e.g. kubectl get svc -o yaml)")
+            s.error(
+                line,
+                "spec.clusterIP",
+                "no cluster IP allocated yet (use manifests read "
+                "back from the cluster, e.g. kubectl get svc -o yaml)",
+            )
             return None
         return entries
 
@@ -290,8 +317,11 @@ class Manifests:
             elif isinstance(address, IPv6Address):
                 v6 = True
             elif self.facts.service_cidr is not None and address not in self.facts.service_cidr:
-                s.error(item.line, path,
-                        f"{address} is outside cluster.serviceCIDR {self.facts.service_cidr}")
+                s.error(
+                    item.line,
+                    path,
+                    f"{address} is outside cluster.serviceCIDR {self.facts.service_cidr}",
+                )
                 ok = False
             elif address not in v4:
                 v4.append(address)
@@ -299,8 +329,9 @@ class Manifests:
             return None
         if not v4 and v6:
             path = "spec.clusterIPs" if "clusterIPs" in spec else "spec.clusterIP"
-            s.error(entries[0][1].line, path,
-                    "IPv6-only services are not supported yet (IPv4 only)")
+            s.error(
+                entries[0][1].line, path, "IPv6-only services are not supported yet (IPv4 only)"
+            )
             return None
         return tuple(v4)
 
@@ -340,8 +371,10 @@ class Manifests:
                 continue
             if "ip" not in entry:
                 if key is not None:
-                    s.notice(item.line, f"Service {key}: {path}[{i}] has no ip "
-                             "(only a hostname): not used")
+                    s.notice(
+                        item.line,
+                        f"Service {key}: {path}[{i}] has no ip (only a hostname): not used",
+                    )
                 continue
             address = s.ip(entry["ip"], f"{path}[{i}].ip")
             mode = "VIP"
@@ -361,8 +394,10 @@ class Manifests:
                              "as with kube-proxy)")  # fmt: skip
             elif isinstance(address, IPv6Address):
                 if key is not None:
-                    s.notice(item.line, f"Service {key}: {path}[{i}].ip {address} is IPv6: "
-                             "not used (IPv4 only)")
+                    s.notice(
+                        item.line,
+                        f"Service {key}: {path}[{i}].ip {address} is IPv6: not used (IPv4 only)",
+                    )
             elif address not in result:
                 result.append(address)
         return tuple(result) if ok else None
@@ -415,16 +450,23 @@ class Manifests:
         """The ClientIP affinity timeout, None without affinity (or when invalid)."""
         if "sessionAffinity" not in spec:
             return None
-        found = s.choice(spec["sessionAffinity"], "spec.sessionAffinity", ("None", "ClientIP"),
-                         "a session affinity")
+        found = s.choice(
+            spec["sessionAffinity"],
+            "spec.sessionAffinity",
+            ("None", "ClientIP"),
+            "a session affinity",
+        )
         if found != "ClientIP":
             return None
         config = fields_of(fields_of(spec.get("sessionAffinityConfig")).get("clientIP"))
         if "timeoutSeconds" not in config:
             return _DEFAULT_AFFINITY_TIMEOUT
-        return s.integer(config["timeoutSeconds"],
-                         "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
-                         1, _MAX_AFFINITY_TIMEOUT)
+        return s.integer(
+            config["timeoutSeconds"],
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+            1,
+            _MAX_AFFINITY_TIMEOUT,
+        )
 
     @staticmethod
     def policy_local(s: Scope, spec: dict[str, Node], field: str) -> bool:
@@ -450,8 +492,12 @@ class Manifests:
             return None
         allocate = True
         if "allocateLoadBalancerNodePorts" in spec:
-            allocate = s.boolean(spec["allocateLoadBalancerNodePorts"],
-                                 "spec.allocateLoadBalancerNodePorts") is not False
+            allocate = (
+                s.boolean(
+                    spec["allocateLoadBalancerNodePorts"], "spec.allocateLoadBalancerNodePorts"
+                )
+                is not False
+            )
         result: list[tuple[_PortDraft, int]] = []
         names: dict[str, int] = {}
         numbers: dict[tuple[int, Protocol], int] = {}
@@ -464,15 +510,20 @@ class Manifests:
                 continue
             name: str | None = ""
             if "name" in fields:
-                name = s.name(fields["name"], f"{path}.name", DNS_LABEL, "a port name",
-                              empty=True)
+                name = s.name(fields["name"], f"{path}.name", DNS_LABEL, "a port name", empty=True)
             if name == "" and len(items) > 1:
-                s.error(item.line, path, "missing required field 'name' (a Service with "
-                        "more than one port names each)")
+                s.error(
+                    item.line,
+                    path,
+                    "missing required field 'name' (a Service with more than one port names each)",
+                )
                 name = None
             if name and name in names:
-                s.error(fields["name"].line, f"{path}.name",
-                        f"{quote(name)} is used twice (also spec.ports[{names[name]}])")
+                s.error(
+                    fields["name"].line,
+                    f"{path}.name",
+                    f"{quote(name)} is used twice (also spec.ports[{names[name]}])",
+                )
                 name = None
             elif name:
                 names[name] = i
@@ -484,13 +535,16 @@ class Manifests:
                 port = s.port(fields["port"], f"{path}.port")
             if port is not None and protocol is not None:
                 if (port, protocol) in numbers:
-                    s.error(fields["port"].line, f"{path}.port", f"{port}/{protocol.value} is "
-                            f"listed twice (also spec.ports[{numbers[port, protocol]}])")
+                    s.error(
+                        fields["port"].line,
+                        f"{path}.port",
+                        f"{port}/{protocol.value} is "
+                        f"listed twice (also spec.ports[{numbers[port, protocol]}])",
+                    )
                     port = None
                 else:
                     numbers[port, protocol] = i
-            node_port_ok, node_port = self.node_port(s, fields, item, path, service_type,
-                                                     allocate)
+            node_port_ok, node_port = self.node_port(s, fields, item, path, service_type, allocate)
             if name is None or protocol is None or port is None or not node_port_ok:
                 ok = False
                 continue
@@ -509,8 +563,13 @@ class Manifests:
         return Protocol(found) if found is not None else None
 
     def node_port(
-        self, s: Scope, fields: dict[str, Node], item: Node, path: str,
-        service_type: ServiceType, allocate: bool,
+        self,
+        s: Scope,
+        fields: dict[str, Node],
+        item: Node,
+        path: str,
+        service_type: ServiceType,
+        allocate: bool,
     ) -> tuple[bool, int | None]:
         """(valid, the nodePort or None): ClusterIP ports have none."""
         if service_type is ServiceType.CLUSTER_IP:
@@ -518,16 +577,23 @@ class Manifests:
         if "nodePort" not in fields:
             if service_type is ServiceType.LOAD_BALANCER and not allocate:
                 return True, None
-            s.error(item.line, path, f"missing required field 'nodePort' "
-                    f"(type {service_type.value}; not allocated yet?)")
+            s.error(
+                item.line,
+                path,
+                f"missing required field 'nodePort' "
+                f"(type {service_type.value}; not allocated yet?)",
+            )
             return False, None
         value = s.port(fields["nodePort"], f"{path}.nodePort")
         if value is None:
             return False, None
         limits = self.facts.node_port_range
         if limits is not None and not limits[0] <= value <= limits[1]:
-            s.error(fields["nodePort"].line, f"{path}.nodePort",
-                    f"{value} is outside cluster.nodePortRange {show_range(limits)}")
+            s.error(
+                fields["nodePort"].line,
+                f"{path}.nodePort",
+                f"{value} is outside cluster.nodePortRange {show_range(limits)}",
+            )
             return False, None
         return True, value
 
@@ -542,15 +608,23 @@ class Manifests:
                 frontend = (address, port.port, port.protocol)
                 first = self.frontends.setdefault(frontend, claim)
                 if first.service != here:
-                    s.error(line, path, f"{address}:{port.port}/{port.protocol.value} is "
-                            f"already taken by Service {first.service} {first.path} "
-                            f"({first.source})")
+                    s.error(
+                        line,
+                        path,
+                        f"{address}:{port.port}/{port.protocol.value} is "
+                        f"already taken by Service {first.service} {first.path} "
+                        f"({first.source})",
+                    )
             if port.node_port is not None:
                 first = self.node_ports.setdefault((port.node_port, port.protocol), claim)
                 if first is not claim:
-                    s.error(line, f"{path}.nodePort", f"{port.node_port}/{port.protocol.value} "
-                            f"is already taken by Service {first.service} {first.path} "
-                            f"({first.source})")
+                    s.error(
+                        line,
+                        f"{path}.nodePort",
+                        f"{port.node_port}/{port.protocol.value} "
+                        f"is already taken by Service {first.service} {first.path} "
+                        f"({first.source})",
+                    )
 
     # -- EndpointSlice
 
@@ -572,23 +646,30 @@ class Manifests:
             return
         if _SERVICE_NAME_LABEL not in labels:
             if key is not None and not s.failed:
-                s.notice(node.line, f"EndpointSlice {key} has no label {_SERVICE_NAME_LABEL}: "
-                         "skipped")
+                s.notice(
+                    node.line, f"EndpointSlice {key} has no label {_SERVICE_NAME_LABEL}: skipped"
+                )
             return
-        service_name = s.name(labels[_SERVICE_NAME_LABEL],
-                              f'metadata.labels["{_SERVICE_NAME_LABEL}"]', DNS_LABEL,
-                              "a Service name")
+        service_name = s.name(
+            labels[_SERVICE_NAME_LABEL],
+            f'metadata.labels["{_SERVICE_NAME_LABEL}"]',
+            DNS_LABEL,
+            "a Service name",
+        )
         if "addressType" not in fields:
             s.error(node.line, "", "missing required field 'addressType'")
             return
-        address_type = s.choice(fields["addressType"], "addressType", ("IPv4", "IPv6", "FQDN"),
-                                "an address type")
+        address_type = s.choice(
+            fields["addressType"], "addressType", ("IPv4", "IPv6", "FQDN"), "an address type"
+        )
         if address_type is None:
             return
         if address_type != "IPv4":
             if key is not None and not s.failed:
-                s.notice(node.line, f"EndpointSlice {key} has addressType {address_type}: "
-                         "skipped (IPv4 only)")
+                s.notice(
+                    node.line,
+                    f"EndpointSlice {key} has addressType {address_type}: skipped (IPv4 only)",
+                )
             return
         ports = read_slice_ports(s, fields)
         endpoints = read_endpoints(s, fields)
@@ -604,8 +685,9 @@ class Manifests:
         by_service: dict[str, list[Slice]] = {}
         for s, line, key, slice_ in self.slices:
             if slice_.service_key not in self.service_keys:
-                s.notice(line, f"EndpointSlice {key}: Service {slice_.service_key} not found: "
-                         "skipped")
+                s.notice(
+                    line, f"EndpointSlice {key}: Service {slice_.service_key} not found: skipped"
+                )
             by_service.setdefault(slice_.service_key, []).append(slice_)
         node_name = self.facts.name
         services = []
@@ -614,21 +696,31 @@ class Manifests:
             ports = []
             for i, p in enumerate(draft.ports):
                 backends, draining, fallback, zoned = backends_of(
-                    p.name, p.protocol, slices, node_name, self.facts.zone)
+                    p.name, p.protocol, slices, node_name, self.facts.zone
+                )
                 self.check_backend_count(draft.scope, p, f"spec.ports[{i}]", len(backends))
-                ports.append(ServicePort(p.name, p.protocol, p.port, p.node_port, backends,
-                                         draining, fallback, zoned))
-            services.append(Service(
-                namespace=draft.namespace, name=draft.name, source=draft.source,
-                type=draft.type, cluster_ips=draft.cluster_ips, external_ips=draft.external_ips,
-                load_balancer_ips=draft.load_balancer_ips, ports=tuple(ports),
-                session_affinity_timeout=draft.session_affinity_timeout,
-                external_traffic_local=draft.external_traffic_local,
-                internal_traffic_local=draft.internal_traffic_local,
-                source_ranges=draft.source_ranges,
-            ))
+                ports.append(
+                    ServicePort(
+                        p.name, p.protocol, p.port, p.node_port, backends, draining, fallback, zoned
+                    )
+                )
+            services.append(
+                Service(
+                    namespace=draft.namespace,
+                    name=draft.name,
+                    source=draft.source,
+                    type=draft.type,
+                    cluster_ips=draft.cluster_ips,
+                    external_ips=draft.external_ips,
+                    load_balancer_ips=draft.load_balancer_ips,
+                    ports=tuple(ports),
+                    session_affinity_timeout=draft.session_affinity_timeout,
+                    external_traffic_local=draft.external_traffic_local,
+                    internal_traffic_local=draft.internal_traffic_local,
+                    source_ranges=draft.source_ranges,
+                )
+            )
         return services
-
 
     def check_backend_count(self, s: Scope, port: _PortDraft, path: str, count: int) -> None:
         """bpf mode: a frontend selects among at most MAX_BACKENDS_PER_FRONTEND backends,
@@ -636,13 +728,20 @@ class Manifests:
         if self.facts.mode is not Mode.BPF:
             return  # IPVS schedules any number
         if count > MAX_BACKENDS_PER_FRONTEND:
-            s.error(port.line, path, f"{count} ready endpoints are more than a bpf-mode "
-                    f"frontend selects among ({MAX_BACKENDS_PER_FRONTEND}; split the Service)")
+            s.error(
+                port.line,
+                path,
+                f"{count} ready endpoints are more than a bpf-mode "
+                f"frontend selects among ({MAX_BACKENDS_PER_FRONTEND}; split the Service)",
+            )
         elif self.facts.maglev_size is not None and count > self.facts.maglev_size:
-            s.error(port.line, path, f"{count} ready endpoints are more than "
-                    f"datapath.maglevTableSize {self.facts.maglev_size} (Maglev needs a prime "
-                    f"well above the endpoint count, e.g. {recommended_size(count)})")
-
+            s.error(
+                port.line,
+                path,
+                f"{count} ready endpoints are more than "
+                f"datapath.maglevTableSize {self.facts.maglev_size} (Maglev needs a prime "
+                f"well above the endpoint count, e.g. {recommended_size(count)})",
+            )
 
 
 def _valid_name(
@@ -658,8 +757,9 @@ def _valid_name(
             return value
         return None
 
-    return valid(meta.get("name"), pattern, None), valid(meta.get("namespace"), DNS_LABEL,
-                                                           "default")
+    return valid(meta.get("name"), pattern, None), valid(
+        meta.get("namespace"), DNS_LABEL, "default"
+    )
 
 
 def _object_label(fields: Mapping[str, Node]) -> str | None:
@@ -675,5 +775,3 @@ def _object_label(fields: Mapping[str, Node]) -> str | None:
     if isinstance(namespace, str) and DNS_LABEL.fullmatch(namespace):
         return f"{namespace}/{name}"
     return None
-
-

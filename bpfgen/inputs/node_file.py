@@ -138,8 +138,7 @@ class NodeReader:
 
         self.cross_checks(top, pod_cidr, cluster_pod_cidr, service_cidr)
         maglev = maglev_size if mode is Mode.BPF and scheduler is Scheduler.MAGLEV else None
-        self.facts = NodeFacts(name, service_cidr, node_port_range, mode, maglev,
-                               self.facts.zone)
+        self.facts = NodeFacts(name, service_cidr, node_port_range, mode, maglev, self.facts.zone)
         if snat_range is not None and node_port_range is not None:
             self.snat_overlap(top, snat_range, node_port_range)
         if (
@@ -211,8 +210,11 @@ class NodeReader:
         if items is None:
             return None
         if not 1 <= len(items) <= _MAX_ADDRESSES:
-            s.error(node.line, "node.addresses",
-                    f"has {len(items)} addresses (1 to {_MAX_ADDRESSES} are needed)")
+            s.error(
+                node.line,
+                "node.addresses",
+                f"has {len(items)} addresses (1 to {_MAX_ADDRESSES} are needed)",
+            )
             return None
         result: list[IPv4Address] = []
         ok = True
@@ -273,8 +275,11 @@ class NodeReader:
             if "name" in fields:
                 name = self.ifname(fields["name"], f"{path}.name")
             if name is not None and name in seen:
-                s.error(fields["name"].line, f"{path}.name", f"{quote(name)} is listed twice "
-                        f"(first at interfaces[{seen[name]}])")
+                s.error(
+                    fields["name"].line,
+                    f"{path}.name",
+                    f"{quote(name)} is listed twice (first at interfaces[{seen[name]}])",
+                )
                 name = None
             elif name is not None:
                 seen[name] = i
@@ -287,12 +292,18 @@ class NodeReader:
                 text = s.choice(fields["hook"], f"{path}.hook", [h.value for h in Hook], "a hook")
                 hook = Hook(text) if text is not None else None
             if hook is Hook.XDP and role is Role.PODS:
-                s.error(fields["hook"].line, f"{path}.hook",
-                        "xdp is only allowed on the uplink (pod-facing interfaces use tc)")
+                s.error(
+                    fields["hook"].line,
+                    f"{path}.hook",
+                    "xdp is only allowed on the uplink (pod-facing interfaces use tc)",
+                )
                 hook = None
             if role is Role.UPLINK and name is not None and name.endswith("*"):
-                s.error(fields["name"].line, f"{path}.name",
-                        f"{quote(name)} is a pattern; the uplink must be one device")
+                s.error(
+                    fields["name"].line,
+                    f"{path}.name",
+                    f"{quote(name)} is a pattern; the uplink must be one device",
+                )
                 name = None
             if name is None or role is None or hook is None:
                 ok = False
@@ -308,8 +319,11 @@ class NodeReader:
         (uplink,) = [i.name for i in result if i.role is Role.UPLINK]
         for i, interface in enumerate(result):
             if interface.name.endswith("*") and uplink.startswith(interface.name[:-1]):
-                s.error(items[i].line, f"interfaces[{i}].name", f"{quote(interface.name)} "
-                        f"also matches the uplink {uplink}")
+                s.error(
+                    items[i].line,
+                    f"interfaces[{i}].name",
+                    f"{quote(interface.name)} also matches the uplink {uplink}",
+                )
                 return None
         return tuple(result)
 
@@ -318,8 +332,9 @@ class NodeReader:
         if value is None:
             return None
         if not _IFNAME.fullmatch(value) or value.rstrip("*") in (".", ".."):
-            self.scope.error(node.line, path, f"{quote(value)} is not an interface name "
-                             f"({_IFNAME_RULE})")
+            self.scope.error(
+                node.line, path, f"{quote(value)} is not an interface name ({_IFNAME_RULE})"
+            )
             return None
         return value
 
@@ -342,22 +357,31 @@ class NodeReader:
         bpf = mode is Mode.BPF
         scheduler: Scheduler | None = Scheduler.RANDOM if bpf else Scheduler.RR
         if "scheduler" in fields:
-            text = s.choice(fields["scheduler"], "datapath.scheduler",
-                            BPF_SCHEDULERS if bpf else IPVS_SCHEDULERS,
-                            "a bpf scheduler" if bpf else "an IPVS scheduler")
+            text = s.choice(
+                fields["scheduler"],
+                "datapath.scheduler",
+                BPF_SCHEDULERS if bpf else IPVS_SCHEDULERS,
+                "a bpf scheduler" if bpf else "an IPVS scheduler",
+            )
             scheduler = Scheduler(text) if text is not None else None
         size: int | None = DEFAULT_MAGLEV_TABLE_SIZE
         seed: int | None = DEFAULT_SELECTION_SEED
         for key in ("maglevTableSize", "selectionSeed"):
             if key in fields and not bpf:
-                s.error(fields[key].line, f"datapath.{key}", "is only used in bpf mode "
-                        "(datapath.mode: bpf)")
+                s.error(
+                    fields[key].line,
+                    f"datapath.{key}",
+                    "is only used in bpf mode (datapath.mode: bpf)",
+                )
                 size = seed = None
         if bpf and "maglevTableSize" in fields:
             size = s.integer(fields["maglevTableSize"], "datapath.maglevTableSize", 2, 131071)
             if size is not None and not is_prime(size):
-                s.error(fields["maglevTableSize"].line, "datapath.maglevTableSize",
-                        f"{size} is not a prime (e.g. {DEFAULT_MAGLEV_TABLE_SIZE})")
+                s.error(
+                    fields["maglevTableSize"].line,
+                    "datapath.maglevTableSize",
+                    f"{size} is not a prime (e.g. {DEFAULT_MAGLEV_TABLE_SIZE})",
+                )
                 size = None
         if bpf and "selectionSeed" in fields:
             seed = s.integer(fields["selectionSeed"], "datapath.selectionSeed", 0, 0xFFFFFFFF)
@@ -373,22 +397,32 @@ class NodeReader:
             return False, DEFAULT_CGROUP
         for key in ("socketLB", "cgroup"):
             if key in fields and mode is not Mode.BPF:
-                s.error(fields[key].line, f"datapath.{key}", "is only used in bpf mode "
-                        "(datapath.mode: bpf)")
+                s.error(
+                    fields[key].line,
+                    f"datapath.{key}",
+                    "is only used in bpf mode (datapath.mode: bpf)",
+                )
                 return None, None
-        enabled = s.boolean(fields["socketLB"], "datapath.socketLB") if "socketLB" in fields else (
-            False)
+        enabled = (
+            s.boolean(fields["socketLB"], "datapath.socketLB") if "socketLB" in fields else (False)
+        )
         cgroup: str | None = DEFAULT_CGROUP
         if "cgroup" in fields:
             cgroup = s.string(fields["cgroup"], "datapath.cgroup")
             problem = _cgroup_problem(cgroup) if cgroup is not None else None
             if problem is not None:
-                s.error(fields["cgroup"].line, "datapath.cgroup",
-                        f"{quote(cgroup or '')} is not {problem} (a cgroup v2 directory)")
+                s.error(
+                    fields["cgroup"].line,
+                    "datapath.cgroup",
+                    f"{quote(cgroup or '')} is not {problem} (a cgroup v2 directory)",
+                )
                 cgroup = None
             elif cgroup is not None and not enabled:
-                s.error(fields["cgroup"].line, "datapath.cgroup",
-                        "is only used with datapath.socketLB: true")
+                s.error(
+                    fields["cgroup"].line,
+                    "datapath.cgroup",
+                    "is only used with datapath.socketLB: true",
+                )
                 cgroup = None
         return enabled, cgroup
 
@@ -404,9 +438,12 @@ class NodeReader:
             ports = s.port_range(fields["portRange"], "snat.portRange")
             count = ports[1] - ports[0] + 1 if ports else 0
             if ports is not None and count < _MIN_SNAT_PORTS:
-                s.error(fields["portRange"].line, "snat.portRange",
-                        f"{show_range(ports)} has {count} ports "
-                        f"(at least {_MIN_SNAT_PORTS} are needed)")
+                s.error(
+                    fields["portRange"].line,
+                    "snat.portRange",
+                    f"{show_range(ports)} has {count} ports "
+                    f"(at least {_MIN_SNAT_PORTS} are needed)",
+                )
                 ports = None
         sessions: int | None = 65536
         if "maxSessions" in fields:
@@ -426,11 +463,23 @@ class NodeReader:
         for key, value in fields.items():
             values[key] = self.duration(value, f"snat.timeouts.{key}")
         est, trans, time_wait, close, udp, icmp = (values[k] for k in _TIMEOUTS)
-        if (est is None or trans is None or time_wait is None or close is None or udp is None
-                or icmp is None):
+        if (
+            est is None
+            or trans is None
+            or time_wait is None
+            or close is None
+            or udp is None
+            or icmp is None
+        ):
             return None
-        return Timeouts(tcp_established=est, tcp_transitory=trans, tcp_time_wait=time_wait,
-                        tcp_close=close, udp=udp, icmp=icmp)
+        return Timeouts(
+            tcp_established=est,
+            tcp_transitory=trans,
+            tcp_time_wait=time_wait,
+            tcp_close=close,
+            udp=udp,
+            icmp=icmp,
+        )
 
     def duration(self, node: Node, path: str) -> int | None:
         """Seconds: an integer, or a string of <n>h / <n>m / <n>s parts ("2h4m")."""
@@ -439,15 +488,24 @@ class NodeReader:
         if seconds is None and isinstance(text, str) and _DURATION.fullmatch(text):
             parts = _DURATION_PART.findall(text)
             # More digits than any timeout needs is out of range, not an int() to compute.
-            seconds = _MAX_TIMEOUT + 1 if any(len(n) > 9 for n, _ in parts) else sum(
-                int(n) * _SECONDS[unit] for n, unit in parts)
+            seconds = (
+                _MAX_TIMEOUT + 1
+                if any(len(n) > 9 for n, _ in parts)
+                else sum(int(n) * _SECONDS[unit] for n, unit in parts)
+            )
         if seconds is None:
-            self.scope.error(node.line, path, f"{describe(node)} is not a duration "
-                             '(seconds, or e.g. "90s", "5m", "2h4m")')
+            self.scope.error(
+                node.line,
+                path,
+                f'{describe(node)} is not a duration (seconds, or e.g. "90s", "5m", "2h4m")',
+            )
             return None
         if not 1 <= seconds <= _MAX_TIMEOUT:
-            self.scope.error(node.line, path, f"{describe(node)} is out of range "
-                             f"(1s to 7 days = {_MAX_TIMEOUT}s)")
+            self.scope.error(
+                node.line,
+                path,
+                f"{describe(node)} is out of range (1s to 7 days = {_MAX_TIMEOUT}s)",
+            )
             return None
         return seconds
 
@@ -457,12 +515,16 @@ class NodeReader:
         if value is None and isinstance(text, str) and _MARK.fullmatch(text):
             value = int(text, 16) if text[:2].lower() == "0x" else int(text)
         if value is None:
-            self.scope.error(node.line, path, f"{describe(node)} is not a mark "
-                             "(an integer such as 0x4000)")
+            self.scope.error(
+                node.line, path, f"{describe(node)} is not a mark (an integer such as 0x4000)"
+            )
             return None
         if value <= 0 or value & (value - 1):
-            self.scope.error(node.line, path, f"{_show_mark(value)} is not a single bit "
-                             "(a power of two such as 0x4000)")
+            self.scope.error(
+                node.line,
+                path,
+                f"{_show_mark(value)} is not a single bit (a power of two such as 0x4000)",
+            )
             return None
         if value >= 1 << 32:
             self.scope.error(node.line, path, f"{_show_mark(value)} does not fit in 32 bits")
@@ -490,28 +552,41 @@ class NodeReader:
         cluster_fields = fields_of(top.get("cluster"))
         pods = cluster_pod_cidr
         if pod_cidr is not None and pods is not None and not pod_cidr.subnet_of(pods):
-            s.error(node_fields["podCIDR"].line, "node.podCIDR",
-                    f"{pod_cidr} is not inside cluster.podCIDR {pods}")
+            s.error(
+                node_fields["podCIDR"].line,
+                "node.podCIDR",
+                f"{pod_cidr} is not inside cluster.podCIDR {pods}",
+            )
         if service_cidr is not None and pods is not None and service_cidr.overlaps(pods):
-            s.error(cluster_fields["serviceCIDR"].line, "cluster.serviceCIDR",
-                    f"{service_cidr} overlaps cluster.podCIDR {pods}")
+            s.error(
+                cluster_fields["serviceCIDR"].line,
+                "cluster.serviceCIDR",
+                f"{service_cidr} overlaps cluster.podCIDR {pods}",
+            )
         for path, line, address in self.valid_addresses:
             for network, what, role in (
                 (cluster_pod_cidr, "cluster.podCIDR", "pod"),
                 (service_cidr, "cluster.serviceCIDR", "service"),
             ):
                 if network is not None and address in network:
-                    s.error(line, path, f"{address} is inside {what} {network} "
-                            f"(a node address must not be a {role} address)")
+                    s.error(
+                        line,
+                        path,
+                        f"{address} is inside {what} {network} "
+                        f"(a node address must not be a {role} address)",
+                    )
 
     def snat_overlap(
         self, top: dict[str, Node], snat: tuple[int, int], node_ports: tuple[int, int]
     ) -> None:
         if ranges_overlap(snat, node_ports):
             line = fields_of(top.get("snat"))["portRange"].line
-            self.scope.error(line, "snat.portRange",
-                             f"{show_range(snat)} overlaps cluster.nodePortRange "
-                             f"{show_range(node_ports)} (SNAT would take NodePorts)")
+            self.scope.error(
+                line,
+                "snat.portRange",
+                f"{show_range(snat)} overlaps cluster.nodePortRange "
+                f"{show_range(node_ports)} (SNAT would take NodePorts)",
+            )
 
 
 def _cgroup_problem(path: str) -> str | None:
@@ -528,8 +603,6 @@ def _cgroup_problem(path: str) -> str | None:
     if len(path.encode()) > 4095 or any(len(p.encode()) > 255 for p in parts):
         return "a path within 4095 bytes, 255 per part"
     return None
-
-
 
 
 def _show_mark(value: int) -> str:

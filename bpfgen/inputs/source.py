@@ -123,8 +123,13 @@ def read_input(path: Path, limit: int | None = None) -> Source:
     except OSError as e:
         return Source(file, b"", error=SourceError(1, f"cannot read: {e.strerror or e}"))
     if data is None:
-        return Source(file, b"", error=SourceError(
-            1, f"is larger than {_size(limit)} (the input limit; {MAX_INPUT_ENV} raises it)"))
+        return Source(
+            file,
+            b"",
+            error=SourceError(
+                1, f"is larger than {_size(limit)} (the input limit; {MAX_INPUT_ENV} raises it)"
+            ),
+        )
     return Source(file, data)
 
 

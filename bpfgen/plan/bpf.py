@@ -76,7 +76,6 @@ CGROUP_HOOKS = {
 }  # fmt: skip
 
 
-
 def _backend_init(b: Backend) -> CCase:
     return CCase(
         f"{{ .addr = {be32_expr(b.address)}, .port = {be16_expr(b.port)} }}",
@@ -99,14 +98,20 @@ def _svc_plan(inputs: Inputs, frontends: tuple[Frontend, ...], in_map: bool) -> 
     elif in_map:
         in_rodata, reason = False, "frontends in maps: tables in the array map bpfgen_svc_maglev"
     elif size > MAGLEV_RODATA_BUDGET:
-        in_rodata, reason = False, (
-            f"{len(tables)} distinct tables x {m} slots x 2 bytes = {size} > "
-            f"{MAGLEV_RODATA_BUDGET} bytes (.rodata budget): array map bpfgen_svc_maglev"
+        in_rodata, reason = (
+            False,
+            (
+                f"{len(tables)} distinct tables x {m} slots x 2 bytes = {size} > "
+                f"{MAGLEV_RODATA_BUDGET} bytes (.rodata budget): array map bpfgen_svc_maglev"
+            ),
         )
     else:
-        in_rodata, reason = True, (
-            f"{len(tables)} distinct tables x {m} slots x 2 bytes = {size} <= "
-            f"{MAGLEV_RODATA_BUDGET} bytes (.rodata budget): static const arrays"
+        in_rodata, reason = (
+            True,
+            (
+                f"{len(tables)} distinct tables x {m} slots x 2 bytes = {size} <= "
+                f"{MAGLEV_RODATA_BUDGET} bytes (.rodata budget): static const arrays"
+            ),
         )
     order = list(tables)
     # The distinct backend lists, one flat array: frontend i selects from [first, first + n)
@@ -191,8 +196,9 @@ class MaglevRows(Sequence[tuple[bytes, bytes]]):
     def __getitem__(self, i: int) -> tuple[bytes, bytes]:  # type: ignore[override]
         f = self._frontends[i]
         if self._last is None or self._last[0] != f.backends:
-            row = maglev.table_bytes([maglev.Backend.of(b) for b in f.backends], self._size,
-                                     seed=self._seed)
+            row = maglev.table_bytes(
+                [maglev.Backend.of(b) for b in f.backends], self._size, seed=self._seed
+            )
             self._last = (f.backends, row)
         return f.index.to_bytes(4, "little"), self._last[1]
 
@@ -226,8 +232,12 @@ def plan(basis: PlanBasis) -> Plan:
         for d in decisions
     ]  # fmt: skip
     decisions += [
-        Decision("BPFGEN_MODE_BPF", "1", "datapath.mode",
-                 "bpf: DNAT, SNAT and forwarding in bpfgen_svc_in; no egress program"),
+        Decision(
+            "BPFGEN_MODE_BPF",
+            "1",
+            "datapath.mode",
+            "bpf: DNAT, SNAT and forwarding in bpfgen_svc_in; no egress program",
+        ),
         Decision(
             "BPFGEN_SELECTION_SEED",
             "(bpfgen_cfg.selection_seed)" if generic else f"0x{node.selection_seed:08x}U",
@@ -243,21 +253,43 @@ def plan(basis: PlanBasis) -> Plan:
             + ("table[h % M] (bpfgen/maglev.py)" if svc.maglev else "backend h % n")
             + "; the other scheduler compiled out",
         ),
-        Decision("BPFGEN_MAGLEV_SIZE", str(node.maglev_table_size), "datapath.maglevTableSize",
-                 "Maglev table slots M (prime)" + ("" if svc.maglev else "; unused: no Maglev")),
-        Decision("BPFGEN_MAGLEV_IN_MAP", str(int(svc.maglev and not svc.maglev_in_rodata)),
-                 "services", svc.maglev_reason),
-        Decision("BPFGEN_MAGLEV_ROWS", str(rows), "services",
-                 "bpfgen_svc_maglev rows: one per frontend id" if svc.maglev and not
-                 svc.maglev_in_rodata else "unused: no bpfgen_svc_maglev map"),
-        Decision("BPFGEN_SVC_FRONTENDS", str(len(frontends)), "services",
-                 "frontend ids 0..n-1"),
-        Decision("BPFGEN_SVC_BACKENDS_TOTAL", str(max(1, len(svc.backends))), "services",
-                 "unused: frontends in maps" if in_map else
-                 "bpfgen_backends[] (frontends as code): the distinct backend lists, flat"),
-        Decision("BPFGEN_SVC_SEARCH_STEPS", str(max(1, most.bit_length())), "services",
-                 "unused: frontends in maps" if in_map else
-                 f"membership binary search: the largest member list has {most}"),
+        Decision(
+            "BPFGEN_MAGLEV_SIZE",
+            str(node.maglev_table_size),
+            "datapath.maglevTableSize",
+            "Maglev table slots M (prime)" + ("" if svc.maglev else "; unused: no Maglev"),
+        ),
+        Decision(
+            "BPFGEN_MAGLEV_IN_MAP",
+            str(int(svc.maglev and not svc.maglev_in_rodata)),
+            "services",
+            svc.maglev_reason,
+        ),
+        Decision(
+            "BPFGEN_MAGLEV_ROWS",
+            str(rows),
+            "services",
+            "bpfgen_svc_maglev rows: one per frontend id"
+            if svc.maglev and not svc.maglev_in_rodata
+            else "unused: no bpfgen_svc_maglev map",
+        ),
+        Decision("BPFGEN_SVC_FRONTENDS", str(len(frontends)), "services", "frontend ids 0..n-1"),
+        Decision(
+            "BPFGEN_SVC_BACKENDS_TOTAL",
+            str(max(1, len(svc.backends))),
+            "services",
+            "unused: frontends in maps"
+            if in_map
+            else "bpfgen_backends[] (frontends as code): the distinct backend lists, flat",
+        ),
+        Decision(
+            "BPFGEN_SVC_SEARCH_STEPS",
+            str(max(1, most.bit_length())),
+            "services",
+            "unused: frontends in maps"
+            if in_map
+            else f"membership binary search: the largest member list has {most}",
+        ),
         Decision(
             "BPFGEN_SVC_DRAINING",
             str(int(svc.draining)),
@@ -276,12 +308,22 @@ def plan(basis: PlanBasis) -> Plan:
             if sticky
             else "no sessionAffinity ClientIP: compiled out",
         ),
-        Decision("BPFGEN_MAGLEV_TABLES", str(max(1, len(svc.tables))), "services",
-                 "bpfgen_maglev[][] (.rodata): the distinct Maglev tables"
-                 if svc.maglev_in_rodata else "unused: no Maglev table in .rodata"),
-        Decision("BPFGEN_SVC_BACKENDS_MAX", str(backends_max), "services",
-                 "bpfgen_svc_backends/_members size: 2x the members, power of two, at least 64"
-                 if in_map else "unused: frontends as code, no bpfgen_svc_backends map"),
+        Decision(
+            "BPFGEN_MAGLEV_TABLES",
+            str(max(1, len(svc.tables))),
+            "services",
+            "bpfgen_maglev[][] (.rodata): the distinct Maglev tables"
+            if svc.maglev_in_rodata
+            else "unused: no Maglev table in .rodata",
+        ),
+        Decision(
+            "BPFGEN_SVC_BACKENDS_MAX",
+            str(backends_max),
+            "services",
+            "bpfgen_svc_backends/_members size: 2x the members, power of two, at least 64"
+            if in_map
+            else "unused: frontends as code, no bpfgen_svc_backends map",
+        ),
         Decision(
             "BPFGEN_REJECT_NO_BACKEND",
             "1",
@@ -300,25 +342,52 @@ def plan(basis: PlanBasis) -> Plan:
     map_init: dict[str, Sequence[tuple[bytes, bytes]]] = {}
     if sticky:
         maps.append(
-            MapPlan("bpfgen_affinity_v4", "BPF_MAP_TYPE_LRU_HASH", BPF_MAP_TYPE_LRU_HASH,
-                    ctypes_size(layouts.AffinityKey), ctypes_size(layouts.AffinityEntry),
-                    node.max_sessions, True,
-                    "sessionAffinity ClientIP: (client, Service port) -> backend, last use")
+            MapPlan(
+                "bpfgen_affinity_v4",
+                "BPF_MAP_TYPE_LRU_HASH",
+                BPF_MAP_TYPE_LRU_HASH,
+                ctypes_size(layouts.AffinityKey),
+                ctypes_size(layouts.AffinityEntry),
+                node.max_sessions,
+                True,
+                "sessionAffinity ClientIP: (client, Service port) -> backend, last use",
+            )
         )
     if in_map:
         maps += [
-            MapPlan("bpfgen_svc_frontends", "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH,
-                    ctypes_size(layouts.FrontendKey), ctypes_size(layouts.SvcValue),
-                    basis.frontends_max, True, "service frontends -> id, backends, masquerade"),
-            MapPlan("bpfgen_svc_backends", "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH,
-                    ctypes_size(layouts.BackendKey), ctypes_size(layouts.BackendValue),
-                    backends_max, True, "(frontend id, index) -> backend"),
+            MapPlan(
+                "bpfgen_svc_frontends",
+                "BPF_MAP_TYPE_HASH",
+                BPF_MAP_TYPE_HASH,
+                ctypes_size(layouts.FrontendKey),
+                ctypes_size(layouts.SvcValue),
+                basis.frontends_max,
+                True,
+                "service frontends -> id, backends, masquerade",
+            ),
+            MapPlan(
+                "bpfgen_svc_backends",
+                "BPF_MAP_TYPE_HASH",
+                BPF_MAP_TYPE_HASH,
+                ctypes_size(layouts.BackendKey),
+                ctypes_size(layouts.BackendValue),
+                backends_max,
+                True,
+                "(frontend id, index) -> backend",
+            ),
         ]
         maps.append(
-            MapPlan("bpfgen_svc_members", "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH,
-                    ctypes_size(layouts.BackendMember), 4, backends_max, True,
-                    "(frontend id, backend addr, port) -> 0 backend, 1 draining: sessions keep "
-                    "a backend while listed")
+            MapPlan(
+                "bpfgen_svc_members",
+                "BPF_MAP_TYPE_HASH",
+                BPF_MAP_TYPE_HASH,
+                ctypes_size(layouts.BackendMember),
+                4,
+                backends_max,
+                True,
+                "(frontend id, backend addr, port) -> 0 backend, 1 draining: sessions keep "
+                "a backend while listed",
+            )
         )
         map_init["bpfgen_svc_frontends"] = tuple(_svc_frontend_entry(f) for f in frontends) + tuple(
             _vip_entry(a) for a in _vips(frontends)
@@ -346,8 +415,16 @@ def plan(basis: PlanBasis) -> Plan:
     if svc.maglev and not svc.maglev_in_rodata:
         m = node.maglev_table_size
         maps.append(
-            MapPlan("bpfgen_svc_maglev", "BPF_MAP_TYPE_ARRAY", BPF_MAP_TYPE_ARRAY, 4, 2 * m,
-                    rows, True, "Maglev tables: [frontend id] -> M slots of backend indexes")
+            MapPlan(
+                "bpfgen_svc_maglev",
+                "BPF_MAP_TYPE_ARRAY",
+                BPF_MAP_TYPE_ARRAY,
+                4,
+                2 * m,
+                rows,
+                True,
+                "Maglev tables: [frontend id] -> M slots of backend indexes",
+            )
         )
         map_init["bpfgen_svc_maglev"] = MaglevRows(
             tuple(f for f in frontends if f.backends), m, MAGLEV_TABLE_SEED
@@ -359,15 +436,31 @@ def plan(basis: PlanBasis) -> Plan:
     if node.socket_lb:
         decisions += _sock_decisions(inputs, generic)
         maps.append(
-            MapPlan("bpfgen_sock_rev_v4", "BPF_MAP_TYPE_LRU_HASH", BPF_MAP_TYPE_LRU_HASH,
-                    ctypes_size(layouts.SockRevKey), ctypes_size(layouts.SockRevValue),
-                    node.max_sessions, True,
-                    "socketLB: (socket cookie, backend) -> the VIP:port the socket asked for")
+            MapPlan(
+                "bpfgen_sock_rev_v4",
+                "BPF_MAP_TYPE_LRU_HASH",
+                BPF_MAP_TYPE_LRU_HASH,
+                ctypes_size(layouts.SockRevKey),
+                ctypes_size(layouts.SockRevValue),
+                node.max_sessions,
+                True,
+                "socketLB: (socket cookie, backend) -> the VIP:port the socket asked for",
+            )
         )
         programs = [
-            ProgramPlan(name, "sock.bpf.c.j2", "sock.bpf.c", "sock.bpf.o", f"bpfgen_{name}",
-                        section, "bpfgen_ctx_tc.h",
-                        (Attachment(Role.NODE, node.cgroup, hook),), (), purpose, entry)
+            ProgramPlan(
+                name,
+                "sock.bpf.c.j2",
+                "sock.bpf.c",
+                "sock.bpf.o",
+                f"bpfgen_{name}",
+                section,
+                "bpfgen_ctx_tc.h",
+                (Attachment(Role.NODE, node.cgroup, hook),),
+                (),
+                purpose,
+                entry,
+            )
             for hook, (name, section, entry, purpose) in CGROUP_HOOKS.items()
         ]
     names = tuple(m.name for m in maps)
@@ -378,18 +471,36 @@ def plan(basis: PlanBasis) -> Plan:
     xdp = tuple(
         Attachment(i.role, i.name, AttachHook.XDP) for i in node.interfaces if i.hook is Hook.XDP
     )
-    datapath = [ProgramPlan(
-        "svc_in", "svc_in.bpf.c.j2", "svc_in.bpf.c", "svc_in.bpf.o", "bpfgen_svc_in", "tc",
-        "bpfgen_ctx_tc.h", tc, names,
-        "DNAT + SNAT to a selected backend, replies reversed, fib lookup + redirect_neigh",
-    )]
+    datapath = [
+        ProgramPlan(
+            "svc_in",
+            "svc_in.bpf.c.j2",
+            "svc_in.bpf.c",
+            "svc_in.bpf.o",
+            "bpfgen_svc_in",
+            "tc",
+            "bpfgen_ctx_tc.h",
+            tc,
+            names,
+            "DNAT + SNAT to a selected backend, replies reversed, fib lookup + redirect_neigh",
+        )
+    ]
     if xdp:
-        datapath.append(ProgramPlan(
-            "svc_xdp", "svc_in.bpf.c.j2", "svc_xdp.bpf.c", "svc_xdp.bpf.o", "bpfgen_svc_xdp",
-            "xdp", "bpfgen_ctx_xdp.h", xdp, names,
-            "svc_in at XDP on the uplink: what leaves through the uplink translated and "
-            "sent back (XDP_TX), the rest passed as it came to svc_in at tc",
-        ))
+        datapath.append(
+            ProgramPlan(
+                "svc_xdp",
+                "svc_in.bpf.c.j2",
+                "svc_xdp.bpf.c",
+                "svc_xdp.bpf.o",
+                "bpfgen_svc_xdp",
+                "xdp",
+                "bpfgen_ctx_xdp.h",
+                xdp,
+                names,
+                "svc_in at XDP on the uplink: what leaves through the uplink translated and "
+                "sent back (XDP_TX), the rest passed as it came to svc_in at tc",
+            )
+        )
     programs = [replace(p, maps=names) for p in programs]
     return basis.plan(
         decisions=decisions,
@@ -408,7 +519,9 @@ def _sock_decisions(inputs: Inputs, generic: bool) -> list[Decision]:
     first = node.addresses[0]
     return [
         Decision(
-            "BPFGEN_SOCK_LB", "1", "datapath.socketLB",
+            "BPFGEN_SOCK_LB",
+            "1",
+            "datapath.socketLB",
             f"node processes -> services: cgroup connect4/sendmsg4/recvmsg4/getpeername4 on "
             f"{node.cgroup} (sock.bpf.o; socket-level DNAT, no per-packet NAT)",
         ),
@@ -436,8 +549,13 @@ def _vip_entry(addr: IPv4Address) -> tuple[bytes, bytes]:
 
 def _svc_frontend_entry(f: Frontend) -> tuple[bytes, bytes]:
     key, _ = frontend_entry(f)
-    value = layouts.SvcValue(id=f.index, n_backends=len(f.backends), masq=f.masq.value,
-                             affinity_s=f.affinity_timeout or 0, affinity_id=f.affinity_id)
+    value = layouts.SvcValue(
+        id=f.index,
+        n_backends=len(f.backends),
+        masq=f.masq.value,
+        affinity_s=f.affinity_timeout or 0,
+        affinity_id=f.affinity_id,
+    )
     if f.pod_twin is not None:
         value.pod_vip = layouts.be32(f.pod_twin[0])
         value.pod_port = layouts.be16(f.pod_twin[1])

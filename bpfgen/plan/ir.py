@@ -193,8 +193,6 @@ class Attachment:
     hook: Hook
 
 
-
-
 @dataclass(frozen=True)
 class ProgramPlan:
     name: str

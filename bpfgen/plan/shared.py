@@ -119,17 +119,26 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
             # kube-proxy rejects only when the Service has no endpoint at all; a Local
             # policy that leaves none here while other nodes have some drops (issue 15).
             policy = "internal" if kind is FrontendKind.CLUSTER_IP else "external"
-            masq, reason = Masq.DROP, (
-                f"{policy}TrafficPolicy: Local, no endpoint on this node, "
-                f"{len(sp.backends)} elsewhere: new flows dropped (kube-proxy)")
+            masq, reason = (
+                Masq.DROP,
+                (
+                    f"{policy}TrafficPolicy: Local, no endpoint on this node, "
+                    f"{len(sp.backends)} elsewhere: new flows dropped (kube-proxy)"
+                ),
+            )
         affinity_id = affinity_ids.setdefault((svc.key, sp.name, sp.protocol), len(out))
         # kube-proxy (nftables, iptables) sends a pod's traffic to an external address
         # under externalTrafficPolicy: Local to every endpoint ("short-circuit pod
         # traffic"): the bpf mode through the ClusterIP's frontend, when that one is
         # policy Cluster. (The ipvs mode has one IPVS service per address for all.)
         pod_twin = None
-        if (node.mode is Mode.BPF and local_only and kind is not FrontendKind.CLUSTER_IP
-                and not svc.internal_traffic_local and svc.cluster_ips):
+        if (
+            node.mode is Mode.BPF
+            and local_only
+            and kind is not FrontendKind.CLUSTER_IP
+            and not svc.internal_traffic_local
+            and svc.cluster_ips
+        ):
             pod_twin = (svc.cluster_ips[0], sp.port)
         out.append(
             Frontend(
@@ -264,8 +273,6 @@ def net_exprs(n: IPv4Network) -> tuple[str, str]:
     return be32_expr(n.network_address), be32_expr(n.netmask)
 
 
-
-
 @dataclass(frozen=True)
 class PlanBasis:
     """What both modes' planners start from, and the fields every plan has."""
@@ -327,8 +334,7 @@ class PlanBasis:
             maps=tuple(maps),
             programs=programs,
             runtime_config=(
-                runtime_config(inputs, self.protocols, _hash_seed(inputs)) if self.generic
-                else None
+                runtime_config(inputs, self.protocols, _hash_seed(inputs)) if self.generic else None
             ),
             map_init=map_init,
             node=node_info(inputs),
@@ -524,7 +530,8 @@ def node_decisions(
             str(int(bool(basis.source_ranges))),
             "services[].spec.loadBalancerSourceRanges",
             f"{len(basis.source_ranges)} LB IP:port/proto with source ranges: checked in "
-            "bpfgen_src_ranges before any translation" if basis.source_ranges
+            "bpfgen_src_ranges before any translation"
+            if basis.source_ranges
             else "no Service has loadBalancerSourceRanges: the check is compiled out",
         ),
         Decision(
@@ -532,7 +539,8 @@ def node_decisions(
             str(source_ranges_max(basis.source_ranges)),
             "services[].spec.loadBalancerSourceRanges",
             "bpfgen_src_ranges size: 2x its entries, power of two, at least 64"
-            if basis.source_ranges else "unused: no bpfgen_src_ranges map",
+            if basis.source_ranges
+            else "unused: no bpfgen_src_ranges map",
         ),
         Decision(
             "BPFGEN_FRONTENDS_MAX",
@@ -614,15 +622,39 @@ def runtime_config(inputs: Inputs, protocols: set[Protocol], seed: int) -> bytes
     return layouts.to_bytes(cfg)
 
 
-def session_maps(node_max: int, fwd: tuple[str, type, str], rev: tuple[str, type, str],
-                  counters: int) -> list[MapPlan]:
+def session_maps(
+    node_max: int, fwd: tuple[str, type, str], rev: tuple[str, type, str], counters: int
+) -> list[MapPlan]:
     """The forward and reverse session maps and the counters (both modes)."""
     return [
-        MapPlan(fwd[0], "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH, ctypes_size(layouts.Tuple4),
-                ctypes_size(fwd[1]), node_max, True, fwd[2]),
-        MapPlan(rev[0], "BPF_MAP_TYPE_HASH", BPF_MAP_TYPE_HASH, ctypes_size(layouts.Tuple4),
-                ctypes_size(rev[1]), node_max, True, rev[2]),
-        MapPlan("bpfgen_counters", "BPF_MAP_TYPE_PERCPU_ARRAY", BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8,
-                counters, True, "per-CPU event and drop counters"),
+        MapPlan(
+            fwd[0],
+            "BPF_MAP_TYPE_HASH",
+            BPF_MAP_TYPE_HASH,
+            ctypes_size(layouts.Tuple4),
+            ctypes_size(fwd[1]),
+            node_max,
+            True,
+            fwd[2],
+        ),
+        MapPlan(
+            rev[0],
+            "BPF_MAP_TYPE_HASH",
+            BPF_MAP_TYPE_HASH,
+            ctypes_size(layouts.Tuple4),
+            ctypes_size(rev[1]),
+            node_max,
+            True,
+            rev[2],
+        ),
+        MapPlan(
+            "bpfgen_counters",
+            "BPF_MAP_TYPE_PERCPU_ARRAY",
+            BPF_MAP_TYPE_PERCPU_ARRAY,
+            4,
+            8,
+            counters,
+            True,
+            "per-CPU event and drop counters",
+        ),
     ]
-

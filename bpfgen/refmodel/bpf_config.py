@@ -110,14 +110,17 @@ def svc_config(inputs: Inputs, build_kind: str = "specialized") -> SvcConfig:
         # address is in node.podCIDR".
         return b.local or b.address in node.pod_cidr
 
-    def frontend(service: Service, port: ServicePort, cluster_ip: bool, policy: Policy,
-                 affinity_id: int) -> SvcFrontend:
-        only_local = service.internal_traffic_local if cluster_ip else \
-            service.external_traffic_local
+    def frontend(
+        service: Service, port: ServicePort, cluster_ip: bool, policy: Policy, affinity_id: int
+    ) -> SvcFrontend:
+        only_local = (
+            service.internal_traffic_local if cluster_ip else service.external_traffic_local
+        )
 
         def kept(endpoints: tuple[Backend, ...]) -> tuple[Endpoint, ...]:
-            return tuple(sorted({(int(b.address), b.port) for b in endpoints
-                                 if not only_local or local(b)}))
+            return tuple(
+                sorted({(int(b.address), b.port) for b in endpoints if not only_local or local(b)})
+            )
 
         backends = kept(port.backends)
         held = kept(port.draining)
@@ -130,14 +133,28 @@ def svc_config(inputs: Inputs, build_kind: str = "specialized") -> SvcConfig:
             # node's zone; the other ready endpoints keep their sessions."
             held += backends
             backends = kept(port.zone_backends)
-        table = _maglev_table(backends, node.maglev_table_size) \
-            if node.scheduler == "maglev" and backends else ()
+        table = (
+            _maglev_table(backends, node.maglev_table_size)
+            if node.scheduler == "maglev" and backends
+            else ()
+        )
         twin = None
-        if not cluster_ip and only_local and not service.internal_traffic_local and \
-                service.cluster_ips:
+        if (
+            not cluster_ip
+            and only_local
+            and not service.internal_traffic_local
+            and service.cluster_ips
+        ):
             twin = (int(service.cluster_ips[0]), port.port)
-        return SvcFrontend(policy, backends, frozenset(backends + held), table,
-                           service.session_affinity_timeout or 0, affinity_id, twin)
+        return SvcFrontend(
+            policy,
+            backends,
+            frozenset(backends + held),
+            table,
+            service.session_affinity_timeout or 0,
+            affinity_id,
+            twin,
+        )
 
     for service in inputs.services:
         for port in service.ports:
@@ -148,19 +165,18 @@ def svc_config(inputs: Inputs, build_kind: str = "specialized") -> SvcConfig:
             for addr in service.cluster_ips:
                 key = (int(addr), port.port, proto)
                 if key not in frontends:
-                    frontends[key] = frontend(service, port, True, base.frontends[key],
-                                              ids.take())
+                    frontends[key] = frontend(service, port, True, base.frontends[key], ids.take())
             node_port_service = service.type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER)
             if node_port_service and port.node_port is not None:
                 nkey = (port.node_port, proto)
                 if nkey not in node_ports:
-                    node_ports[nkey] = frontend(service, port, False, base.node_ports[nkey],
-                                                ids.take())
+                    node_ports[nkey] = frontend(
+                        service, port, False, base.node_ports[nkey], ids.take()
+                    )
             for addr in (*service.external_ips, *service.load_balancer_ips):
                 key = (int(addr), port.port, proto)
                 if key not in frontends:
-                    frontends[key] = frontend(service, port, False, base.frontends[key],
-                                              ids.take())
+                    frontends[key] = frontend(service, port, False, base.frontends[key], ids.take())
     return SvcConfig(
         base=base,
         scheduler=node.scheduler,

@@ -91,13 +91,22 @@ def pack_nat(s: NatSession) -> bytes:
 
 def unpack_nat(raw: bytes) -> NatSession:
     e = NatEntry.from_buffer_copy(raw)
-    return NatSession(e.last_seen_ns, from_be(e.nat_addr), from_be(e.nat_port), e.flags,
-                      from_be(e.backend_addr), from_be(e.backend_port), e.backend_gen, e.fin_ack)
+    return NatSession(
+        e.last_seen_ns,
+        from_be(e.nat_addr),
+        from_be(e.nat_port),
+        e.flags,
+        from_be(e.backend_addr),
+        from_be(e.backend_port),
+        e.backend_gen,
+        e.fin_ack,
+    )
 
 
 def pack_rnat(r: Rnat) -> bytes:
-    return to_bytes(RnatEntry(addr=be32(r.addr), port=be16(r.port), vip=be32(r.vip),
-                              vip_port=be16(r.vip_port)))
+    return to_bytes(
+        RnatEntry(addr=be32(r.addr), port=be16(r.port), vip=be32(r.vip), vip_port=be16(r.vip_port))
+    )
 
 
 def unpack_rnat(raw: bytes) -> Rnat:
@@ -115,8 +124,9 @@ def unpack_affinity_key(raw: bytes) -> AffinityKey:
 
 
 def pack_affinity(a: Affinity) -> bytes:
-    return to_bytes(AffinityEntry(last_seen_ns=a.last_seen_ns, addr=net_int(a.addr, 4),
-                                  port=net_int(a.port, 2)))
+    return to_bytes(
+        AffinityEntry(last_seen_ns=a.last_seen_ns, addr=net_int(a.addr, 4), port=net_int(a.port, 2))
+    )
 
 
 def unpack_affinity(raw: bytes) -> Affinity:
@@ -183,8 +193,9 @@ class SvcDifferential:
                 m.delete(key)
         self._counters = self.build.counters()
         if tuple(self.build.counter_names) != SVC_COUNTER_NAMES:
-            raise Mismatch(f"counters: the build has {self.build.counter_names}, "
-                           f"the model {SVC_COUNTER_NAMES}")
+            raise Mismatch(
+                f"counters: the build has {self.build.counter_names}, the model {SVC_COUNTER_NAMES}"
+            )
 
     # -- stepping
 
@@ -200,8 +211,7 @@ class SvcDifferential:
     def _run(self, program: str, packet: bytes) -> SvcStep:
         xdp = program == XDP_PROGRAM
         t_before = time.monotonic_ns()
-        kernel = self.build.run(program, packet,
-                                ingress_ifindex=self.ingress_ifindex if xdp else 0)
+        kernel = self.build.run(program, packet, ingress_ifindex=self.ingress_ifindex if xdp else 0)
         t_after = time.monotonic_ns()
         before = self.state.copy()
         try:
@@ -210,12 +220,16 @@ class SvcDifferential:
             else:
                 model = svc_in(self.config, packet, self.state, t_before, fib=self.fib)
         except AssertionError as exc:  # the model disagrees with itself (checksums)
-            raise Mismatch(self._report(program, packet, kernel.retval, kernel.packet, None,
-                                        [str(exc)], before)) from exc
+            raise Mismatch(
+                self._report(
+                    program, packet, kernel.retval, kernel.packet, None, [str(exc)], before
+                )
+            ) from exc
         step = SvcStep(program, packet, kernel.retval, kernel.packet, model, t_before, t_after)
         self.packets += 1
-        problems = outcome_problems(kernel.retval, kernel.packet, model.verdict, model.packet,
-                                    xdp=xdp)
+        problems = outcome_problems(
+            kernel.retval, kernel.packet, model.verdict, model.packet, xdp=xdp
+        )
         counters = self.build.counters()
         problems += counter_problems(self._counters, counters, model.counter_deltas())
         self._counters = counters
@@ -225,8 +239,9 @@ class SvcDifferential:
             problems += self.compare_state()
         self._history.append(step)
         if problems:
-            raise Mismatch(self._report(program, packet, kernel.retval, kernel.packet, model,
-                                        problems, before))
+            raise Mismatch(
+                self._report(program, packet, kernel.retval, kernel.packet, model, problems, before)
+            )
         return step
 
     def _adopt_touched(self, model: Result, t_before: int, t_after: int) -> list[str]:
@@ -236,8 +251,9 @@ class SvcDifferential:
                 continue  # released by this packet: compare_state sees the kernel's
             raw = self.build.maps[NAT_MAP].lookup(SessionKey(*key).pack())
             if raw is None:
-                problems.append(f"session {show_key(key)}: touched by the model, "
-                                "missing in the kernel")
+                problems.append(
+                    f"session {show_key(key)}: touched by the model, missing in the kernel"
+                )
                 continue
             last_seen = unpack_nat(raw).last_seen_ns
             problems += stamp_problems(key, last_seen, t_before, t_after)
@@ -250,44 +266,59 @@ class SvcDifferential:
         for key in sorted(self.state.stamped):
             raw = self.build.maps[AFFINITY_MAP].lookup(pack_affinity_key(key))
             if raw is None:
-                problems.append(f"affinity {_show_affinity_key(key)}: written by the model, "
-                                "missing in the kernel")
+                problems.append(
+                    f"affinity {_show_affinity_key(key)}: written by the model, "
+                    "missing in the kernel"
+                )
                 continue
             last_seen = unpack_affinity(raw).last_seen_ns
             if not t_before <= last_seen <= t_after:
-                problems.append(f"affinity {_show_affinity_key(key)}: kernel last_seen "
-                                f"{last_seen} is not within the run [{t_before}, {t_after}]")
+                problems.append(
+                    f"affinity {_show_affinity_key(key)}: kernel last_seen "
+                    f"{last_seen} is not within the run [{t_before}, {t_after}]"
+                )
             self.state.affinity[key] = self.state.affinity[key]._replace(last_seen_ns=last_seen)
         return problems
 
     # -- state, on both sides
 
     def kernel_tables(self) -> tuple[dict[FlowKey, NatSession], dict[FlowKey, Rnat]]:
-        fwd = {FlowKey(*SessionKey.unpack(k)): unpack_nat(v)
-               for k, v in self.build.maps[NAT_MAP].items()}
-        rev = {FlowKey(*SessionKey.unpack(k)): unpack_rnat(v)
-               for k, v in self.build.maps[RNAT_MAP].items()}
+        fwd = {
+            FlowKey(*SessionKey.unpack(k)): unpack_nat(v)
+            for k, v in self.build.maps[NAT_MAP].items()
+        }
+        rev = {
+            FlowKey(*SessionKey.unpack(k)): unpack_rnat(v)
+            for k, v in self.build.maps[RNAT_MAP].items()
+        }
         return fwd, rev
 
     def kernel_affinity(self) -> dict[AffinityKey, Affinity]:
         if AFFINITY_MAP not in self.build.maps:
             return {}
-        return {unpack_affinity_key(k): unpack_affinity(v)
-                for k, v in self.build.maps[AFFINITY_MAP].items()}
+        return {
+            unpack_affinity_key(k): unpack_affinity(v)
+            for k, v in self.build.maps[AFFINITY_MAP].items()
+        }
 
     def compare_state(self) -> list[str]:
         """Every difference between the kernel's maps and the model's."""
         kernel_fwd, kernel_rev = self.kernel_tables()
         kernel_aff = self.kernel_affinity()
-        return (table_problems("forward", kernel_fwd, self.state.forward)
-                + table_problems("reverse", kernel_rev, self.state.reverse)
-                + [f"affinity {_show_affinity_key(k)}: kernel {kernel_aff.get(k)}, "
-                   f"model {self.state.affinity.get(k)}"
-                   for k in sorted(kernel_aff.keys() | self.state.affinity.keys())
-                   if kernel_aff.get(k) != self.state.affinity.get(k)])
+        return (
+            table_problems("forward", kernel_fwd, self.state.forward)
+            + table_problems("reverse", kernel_rev, self.state.reverse)
+            + [
+                f"affinity {_show_affinity_key(k)}: kernel {kernel_aff.get(k)}, "
+                f"model {self.state.affinity.get(k)}"
+                for k in sorted(kernel_aff.keys() | self.state.affinity.keys())
+                if kernel_aff.get(k) != self.state.affinity.get(k)
+            ]
+        )
 
-    def put_session(self, key: FlowKey, session: NatSession,
-                    reverse: tuple[FlowKey, Rnat] | None = None) -> None:
+    def put_session(
+        self, key: FlowKey, session: NatSession, reverse: tuple[FlowKey, Rnat] | None = None
+    ) -> None:
         """Install a session (and a reverse entry), on both sides."""
         self.build.maps[NAT_MAP].update(SessionKey(*key).pack(), pack_nat(session))
         self.state.forward[key] = session
@@ -307,8 +338,16 @@ class SvcDifferential:
 
     # -- reporting
 
-    def _report(self, program: str, packet: bytes, kernel_retval: int, kernel_out: bytes,
-                model: Result | None, problems: list[str], before: SvcState) -> str:
+    def _report(
+        self,
+        program: str,
+        packet: bytes,
+        kernel_retval: int,
+        kernel_out: bytes,
+        model: Result | None,
+        problems: list[str],
+        before: SvcState,
+    ) -> str:
         lines = [
             *report_head(self.build, program, self.config.build_kind, problems),
             f"packet in: {describe(packet)}",
@@ -317,16 +356,19 @@ class SvcDifferential:
             hexdump(kernel_out),
         ]
         if model is not None:
-            lines += [f"model: {model.verdict.name}, counters +{model.counter_deltas()}: "
-                      f"{describe(model.packet)}", hexdump(model.packet)]
+            lines += [
+                f"model: {model.verdict.name}, counters +{model.counter_deltas()}: "
+                f"{describe(model.packet)}",
+                hexdump(model.packet),
+            ]
         lines += state_lines(before.forward, before.reverse)
-        lines += [f"  affinity {_show_affinity_key(k)} -> {v}"
-                  for k, v in sorted(before.affinity.items())]
+        lines += [
+            f"  affinity {_show_affinity_key(k)} -> {v}" for k, v in sorted(before.affinity.items())
+        ]
         history = list(self._history)[:-1] if model is not None else list(self._history)
         if history:
             lines.append("previous steps, oldest first:")
-            lines += [f"  {s.program}: {describe(s.packet)}  [{s.packet.hex()}]"
-                      for s in history]
+            lines += [f"  {s.program}: {describe(s.packet)}  [{s.packet.hex()}]" for s in history]
         return "\n".join(lines)
 
 

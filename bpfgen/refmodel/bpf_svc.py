@@ -94,9 +94,19 @@ class SvcCounter(enum.IntEnum):
 
 
 SVC_COUNTER_NAMES = COUNTER_NAMES + (
-    "dnat_new", "dnat_hit", "rdnat", "reject_no_backend", "drop_backend_gone", "fib_fallback",
-    "redirect", "icmp_echo_vip", "affinity_hit", "xdp_to_tc", "drop_no_backend",
-    "reject_vip_port", "drop_unallocated",
+    "dnat_new",
+    "dnat_hit",
+    "rdnat",
+    "reject_no_backend",
+    "drop_backend_gone",
+    "fib_fallback",
+    "redirect",
+    "icmp_echo_vip",
+    "affinity_hit",
+    "xdp_to_tc",
+    "drop_no_backend",
+    "reject_vip_port",
+    "drop_unallocated",
 )
 
 
@@ -155,8 +165,13 @@ class SvcState(Tables[NatSession, Rnat]):
         return cls(capacity=config.base.max_sessions)
 
     def copy(self) -> Self:
-        return type(self)(self.capacity, dict(self.forward), dict(self.reverse),
-                          dict(self.affinity), set(self.stamped))
+        return type(self)(
+            self.capacity,
+            dict(self.forward),
+            dict(self.reverse),
+            dict(self.affinity),
+            set(self.stamped),
+        )
 
 
 class FibResult(enum.Enum):
@@ -188,8 +203,12 @@ def no_xdp_route(daddr: int, saddr: int, proto: int) -> bytes | None:
 _Forward = Callable[[bytes, Parsed, Endpoint, Endpoint, tuple[SvcCounter, ...], FlowKey], Result]
 
 
-def _result(verdict: Verdict, packet: bytes, *counters: SvcCounter,
-            touched: frozenset[FlowKey] = frozenset()) -> Result:
+def _result(
+    verdict: Verdict,
+    packet: bytes,
+    *counters: SvcCounter,
+    touched: frozenset[FlowKey] = frozenset(),
+) -> Result:
     """svc_in's result: it never changes the mark (0 in, 0 out)."""
     deltas = [0] * len(SVC_COUNTER_NAMES)
     for c in counters:
@@ -238,8 +257,9 @@ def svc_xdp(
     return _program(config, frame, state, now_ns, partial(_xdp_forward, route))
 
 
-def _program(config: SvcConfig, frame: bytes, state: SvcState, now_ns: int,
-             forward: _Forward) -> Result:
+def _program(
+    config: SvcConfig, frame: bytes, state: SvcState, now_ns: int, forward: _Forward
+) -> Result:
     state.stamped.clear()
     p = parse(config.base, frame)
     if p.kind is Kind.MALFORMED:
@@ -286,8 +306,9 @@ def _owner(proto: int, r: Rnat) -> FlowKey:
     return FlowKey(r.addr, r.vip, r.port, r.vip_port, proto)
 
 
-def _reply(config: SvcConfig, frame: bytes, p: Parsed, state: SvcState, now_ns: int,
-           forward: _Forward) -> Result | None:
+def _reply(
+    config: SvcConfig, frame: bytes, p: Parsed, state: SvcState, now_ns: int, forward: _Forward
+) -> Result | None:
     """A reply of a live session: to the client, from VIP:port. None: not a reply."""
     key = FlowKey(p.saddr, p.daddr, p.sport, p.dport, p.proto)
     r = state.reverse.get(key)
@@ -333,7 +354,8 @@ def _sweep(config: SvcConfig, state: SvcState, now_ns: int) -> None:
 
 def _bare_syn(p: Parsed) -> bool:
     return bool(p.tcp_flags & packet.TCP_SYN) and not p.tcp_flags & (
-        packet.TCP_ACK | packet.TCP_FIN | packet.TCP_RST)
+        packet.TCP_ACK | packet.TCP_FIN | packet.TCP_RST
+    )
 
 
 def select_backend(config: SvcConfig, f: SvcFrontend, key: FlowKey) -> Endpoint:
@@ -351,8 +373,9 @@ def affinity_live(f: SvcFrontend, entry: Affinity, now_ns: int) -> bool:
     return age < f.affinity_s * 1_000_000_000 and (entry.addr, entry.port) in f.backends
 
 
-def _select(config: SvcConfig, f: SvcFrontend, key: FlowKey, state: SvcState,
-            now_ns: int) -> tuple[Endpoint, tuple[SvcCounter, ...]]:
+def _select(
+    config: SvcConfig, f: SvcFrontend, key: FlowKey, state: SvcState, now_ns: int
+) -> tuple[Endpoint, tuple[SvcCounter, ...]]:
     """A new flow's backend: the client's ClientIP-affinity backend (touched, counted
     affinity_hit), or the scheduler's (remembered when the frontend has affinity)."""
     if not f.affinity_s:
@@ -376,8 +399,15 @@ def _wants_snat(config: SvcConfig, f: SvcFrontend, p: Parsed, backend: Endpoint)
     )
 
 
-def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: SvcState,
-          now_ns: int, forward: _Forward) -> Result:
+def _dnat(
+    config: SvcConfig,
+    frame: bytes,
+    p: Parsed,
+    f: SvcFrontend,
+    state: SvcState,
+    now_ns: int,
+    forward: _Forward,
+) -> Result:
     key = FlowKey(p.saddr, p.daddr, p.sport, p.dport, p.proto)
     s = state.forward.get(key)
     if s is not None and not expired(config.base, p.proto, s, now_ns):
@@ -385,8 +415,9 @@ def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: Svc
             flags, fin_ack = touched(s.flags, s.fin_ack, p, 0, forward=True)
             state.forward[key] = s = s._replace(last_seen_ns=now_ns, flags=flags, fin_ack=fin_ack)
             source = (s.nat_addr, s.nat_port) if s.nat_port else (p.saddr, p.sport)
-            result = forward(frame, p, source, (s.backend_addr, s.backend_port),
-                             (SvcCounter.DNAT_HIT,), key)
+            result = forward(
+                frame, p, source, (s.backend_addr, s.backend_port), (SvcCounter.DNAT_HIT,), key
+            )
             if released(s) and _done(result):
                 _forget(state, key, s)
                 del state.forward[key]
@@ -412,7 +443,12 @@ def _dnat(config: SvcConfig, frame: bytes, p: Parsed, f: SvcFrontend, state: Svc
         h = tuple_hash(base.hash_seed, *key)
         nat_addr = base.node_addrs[h % len(base.node_addrs)]
         got = allocate_port(
-            base, state, h, p.proto, now_ns, client,
+            base,
+            state,
+            h,
+            p.proto,
+            now_ns,
+            client,
             lambda port: FlowKey(backend[0], nat_addr, backend[1], port, p.proto),
             lambda holder: _owner(p.proto, holder),
             keep=p.sport,
@@ -459,34 +495,65 @@ def _ttl_down(frame: bytes) -> bytes:
     ttl, field = frame[ETH_HLEN + 8], ETH_HLEN + 10
     word = _u16(frame, ETH_HLEN + 8)
     check = incremental(_u16(frame, field), [word], [word - 0x100])
-    return (frame[: ETH_HLEN + 8] + bytes([ttl - 1]) + frame[ETH_HLEN + 9 : field]
-            + check.to_bytes(2, "big") + frame[field + 2 :])
+    return (
+        frame[: ETH_HLEN + 8]
+        + bytes([ttl - 1])
+        + frame[ETH_HLEN + 9 : field]
+        + check.to_bytes(2, "big")
+        + frame[field + 2 :]
+    )
 
 
-def _tc_forward(fib: Fib, frame: bytes, p: Parsed, source: Endpoint, dest: Endpoint,
-                counters: tuple[SvcCounter, ...], touched: FlowKey) -> Result:
+def _tc_forward(
+    fib: Fib,
+    frame: bytes,
+    p: Parsed,
+    source: Endpoint,
+    dest: Endpoint,
+    counters: tuple[SvcCounter, ...],
+    touched: FlowKey,
+) -> Result:
     """tc: translated, then bpf_redirect_neigh when the FIB has a route (TTL - 1), else
     to the stack (fib_fallback, TTL kept)."""
     out = _translate(frame, p, source, dest)
     if fib(dest[0], source[0], p.proto) is FibResult.OTHER or out[ETH_HLEN + 8] <= 1:
-        return _result(Verdict.PASS, out, *counters, SvcCounter.FIB_FALLBACK,
-                       touched=frozenset([touched]))
-    return _result(Verdict.REDIRECT, _ttl_down(out), *counters, SvcCounter.REDIRECT,
-                   touched=frozenset([touched]))
+        return _result(
+            Verdict.PASS, out, *counters, SvcCounter.FIB_FALLBACK, touched=frozenset([touched])
+        )
+    return _result(
+        Verdict.REDIRECT,
+        _ttl_down(out),
+        *counters,
+        SvcCounter.REDIRECT,
+        touched=frozenset([touched]),
+    )
 
 
-def _xdp_forward(route: XdpRoute, frame: bytes, p: Parsed, source: Endpoint, dest: Endpoint,
-                 counters: tuple[SvcCounter, ...], touched: FlowKey) -> Result:
+def _xdp_forward(
+    route: XdpRoute,
+    frame: bytes,
+    p: Parsed,
+    source: Endpoint,
+    dest: Endpoint,
+    counters: tuple[SvcCounter, ...],
+    touched: FlowKey,
+) -> Result:
     """XDP: back out of the ingress device (XDP_TX: translated, TTL - 1, the FIB's MACs)
     when the route leaves there with a resolved neighbour and TTL > 1; anything else is
     passed untranslated (xdp_to_tc), for svc_in to find the session at tc."""
     macs = route(dest[0], source[0], p.proto)
     if macs is None or frame[ETH_HLEN + 8] <= 1:
-        return _result(Verdict.PASS, frame, *counters, SvcCounter.XDP_TO_TC,
-                       touched=frozenset([touched]))
+        return _result(
+            Verdict.PASS, frame, *counters, SvcCounter.XDP_TO_TC, touched=frozenset([touched])
+        )
     out = _ttl_down(_translate(frame, p, source, dest))
-    return _result(Verdict.REDIRECT, macs + out[12:], *counters, SvcCounter.REDIRECT,
-                   touched=frozenset([touched]))
+    return _result(
+        Verdict.REDIRECT,
+        macs + out[12:],
+        *counters,
+        SvcCounter.REDIRECT,
+        touched=frozenset([touched]),
+    )
 
 
 def _echo_reply(frame: bytes, p: Parsed) -> Result:
@@ -494,21 +561,39 @@ def _echo_reply(frame: bytes, p: Parsed) -> Result:
     ip = ETH_HLEN
     l4 = p.l4
     check = incremental(_u16(frame, l4 + 2), [ICMP_ECHO << 8], [0])
-    out = (_macs_swapped(frame) + frame[ip : ip + 12] + frame[ip + 16 : ip + 20]
-           + frame[ip + 12 : ip + 16] + frame[ip + 20 : l4] + b"\0\0"
-           + check.to_bytes(2, "big") + frame[l4 + 4 :])
+    out = (
+        _macs_swapped(frame)
+        + frame[ip : ip + 12]
+        + frame[ip + 16 : ip + 20]
+        + frame[ip + 12 : ip + 16]
+        + frame[ip + 20 : l4]
+        + b"\0\0"
+        + check.to_bytes(2, "big")
+        + frame[l4 + 4 :]
+    )
     return _result(Verdict.REDIRECT, out, SvcCounter.ICMP_ECHO_VIP)
 
 
 def _ipv4_header(saddr: int, daddr: int, proto: int, total: int) -> bytes:
     """A fresh IPv4 header of the program's own answers: TTL 64, no options, id 0, no DF."""
-    head = (bytes([0x45, 0]) + total.to_bytes(2, "big") + bytes(4) + bytes([64, proto])
-            + bytes(2) + saddr.to_bytes(4, "big") + daddr.to_bytes(4, "big"))
+    head = (
+        bytes([0x45, 0])
+        + total.to_bytes(2, "big")
+        + bytes(4)
+        + bytes([64, proto])
+        + bytes(2)
+        + saddr.to_bytes(4, "big")
+        + daddr.to_bytes(4, "big")
+    )
     return head[:10] + checksum(head).to_bytes(2, "big") + head[12:]
 
 
-def _reject(frame: bytes, p: Parsed, answered: SvcCounter = SvcCounter.REJECT_NO_BACKEND,
-            unanswered: SvcCounter = SvcCounter.DROP_NO_BACKEND) -> Result:
+def _reject(
+    frame: bytes,
+    p: Parsed,
+    answered: SvcCounter = SvcCounter.REJECT_NO_BACKEND,
+    unanswered: SvcCounter = SvcCounter.DROP_NO_BACKEND,
+) -> Result:
     """A frontend without backends, or a VIP's other port: kube-proxy's REJECT
     ("Implementation decisions"), counted `answered`, or `unanswered` when dropped."""
     if p.ihl != 5 or (p.proto == IPPROTO_TCP and p.tcp_flags & packet.TCP_RST):
@@ -516,8 +601,7 @@ def _reject(frame: bytes, p: Parsed, answered: SvcCounter = SvcCounter.REJECT_NO
     if p.proto == IPPROTO_UDP:
         message = bytes([3, 3, 0, 0]) + bytes(4) + frame[ETH_HLEN : ETH_HLEN + 28]
         message = message[:2] + checksum(message).to_bytes(2, "big") + message[4:]
-        out = (_macs_swapped(frame) + _ipv4_header(p.daddr, p.saddr, IPPROTO_ICMP, 56)
-               + message)
+        out = _macs_swapped(frame) + _ipv4_header(p.daddr, p.saddr, IPPROTO_ICMP, 56) + message
         return _result(Verdict.REDIRECT, out, answered)
     # TCP: to a segment with ACK, a RST with seq = its ack; otherwise a RST|ACK
     # acknowledging its SYN, FIN and payload (by the IP total length, not the frame's).
@@ -530,8 +614,14 @@ def _reject(frame: bytes, p: Parsed, answered: SvcCounter = SvcCounter.REJECT_NO
         syn_fin = bool(p.tcp_flags & packet.TCP_SYN) + bool(p.tcp_flags & packet.TCP_FIN)
         seq, ack = 0, (_u32(frame, l4 + 4) + payload + syn_fin) & 0xFFFFFFFF
         flags = packet.TCP_RST | packet.TCP_ACK
-    segment = (p.dport.to_bytes(2, "big") + p.sport.to_bytes(2, "big") + seq.to_bytes(4, "big")
-               + ack.to_bytes(4, "big") + bytes([0x50, flags]) + bytes(6))
+    segment = (
+        p.dport.to_bytes(2, "big")
+        + p.sport.to_bytes(2, "big")
+        + seq.to_bytes(4, "big")
+        + ack.to_bytes(4, "big")
+        + bytes([0x50, flags])
+        + bytes(6)
+    )
     check = checksum(pseudo_header(p.daddr, p.saddr, IPPROTO_TCP, 20) + segment)
     segment = segment[:16] + check.to_bytes(2, "big") + segment[18:]
     out = _macs_swapped(frame) + _ipv4_header(p.daddr, p.saddr, IPPROTO_TCP, 40) + segment

@@ -67,6 +67,8 @@ def incremental(old_checksum: int, old_words: Iterable[int], new_words: Iterable
 def pseudo_header(saddr: int, daddr: int, proto: int, length: int) -> bytes:
     """The IPv4 pseudo-header that TCP and UDP checksums cover."""
     return (
-        saddr.to_bytes(4, "big") + daddr.to_bytes(4, "big") + bytes([0, proto])
+        saddr.to_bytes(4, "big")
+        + daddr.to_bytes(4, "big")
+        + bytes([0, proto])
         + (length & 0xFFFF).to_bytes(2, "big")
     )

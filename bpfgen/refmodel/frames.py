@@ -50,8 +50,17 @@ def ipv4(
     length = 4 * ihl + len(payload) if total_length is None else total_length
     header = bytearray(
         struct.pack(
-            "!BBHHHBBH4s4s", 0x40 | ihl, tos, length & 0xFFFF, ident, frag, ttl, proto, 0,
-            int(saddr).to_bytes(4, "big"), int(daddr).to_bytes(4, "big"),
+            "!BBHHHBBH4s4s",
+            0x40 | ihl,
+            tos,
+            length & 0xFFFF,
+            ident,
+            frag,
+            ttl,
+            proto,
+            0,
+            int(saddr).to_bytes(4, "big"),
+            int(daddr).to_bytes(4, "big"),
         )
         + options
     )

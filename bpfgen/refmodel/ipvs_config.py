@@ -162,10 +162,13 @@ def model_config(inputs: Inputs, build_kind: str = "specialized") -> ModelConfig
     for service in inputs.services:
         for port in service.ports:
             cluster_policy = dropping(
-                service.internal_traffic_local, port,
-                Policy.ALWAYS if node.masquerade_all else Policy.IF_OUTSIDE)
+                service.internal_traffic_local,
+                port,
+                Policy.ALWAYS if node.masquerade_all else Policy.IF_OUTSIDE,
+            )
             external_policy = dropping(
-                service.external_traffic_local, port, external(service.external_traffic_local))
+                service.external_traffic_local, port, external(service.external_traffic_local)
+            )
             protocols.add(port.protocol)
             proto = _PROTO_NUMBERS[port.protocol]
             # The config stage refuses two services claiming one (address, port,

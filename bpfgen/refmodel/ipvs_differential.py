@@ -79,8 +79,9 @@ class Differential:
         self.build.clear_sessions()
         self._counters = self.build.counters()
         if tuple(self.build.counter_names) != COUNTER_NAMES:
-            raise Mismatch(f"counters: the build has {self.build.counter_names}, "
-                           f"the model {COUNTER_NAMES}")
+            raise Mismatch(
+                f"counters: the build has {self.build.counter_names}, the model {COUNTER_NAMES}"
+            )
 
     # -- stepping
 
@@ -97,8 +98,9 @@ class Differential:
         step = Step(program, packet, mark, kernel, model, t_before, t_after)
         self.packets[program] += 1
 
-        problems = outcome_problems(kernel.retval, kernel.packet, model.verdict, model.packet,
-                                    prog.is_xdp)
+        problems = outcome_problems(
+            kernel.retval, kernel.packet, model.verdict, model.packet, prog.is_xdp
+        )
         if kernel.mark != model.mark:
             problems.append(f"mark: kernel {kernel.mark:#x}, model {model.mark:#x}")
         counters = self.build.counters()
@@ -120,8 +122,9 @@ class Differential:
                 continue  # released by this packet: compare_state sees the kernel's
             entry = self.build.session(_kernel_key(key))
             if entry is None:
-                problems.append(f"session {show_key(key)}: touched by the model, "
-                                "missing in the kernel")
+                problems.append(
+                    f"session {show_key(key)}: touched by the model, missing in the kernel"
+                )
                 continue
             problems += stamp_problems(key, entry.last_seen_ns, t_before, t_after)
             self.state.forward[key] = self.state.forward[key]._replace(
@@ -135,8 +138,9 @@ class Differential:
         """Every difference between the kernel's session maps and the model's tables."""
         kernel_fwd = {_model_key(k): _model_session(v) for k, v in self.build.sessions().items()}
         kernel_rev = {_model_key(k): Origin(*v) for k, v in self.build.reverse_sessions().items()}
-        return (table_problems("forward", kernel_fwd, self.state.forward)
-                + table_problems("reverse", kernel_rev, self.state.reverse))
+        return table_problems("forward", kernel_fwd, self.state.forward) + table_problems(
+            "reverse", kernel_rev, self.state.reverse
+        )
 
     def set_last_seen(self, key: FlowKey, last_seen_ns: int) -> None:
         """Age (or rejuvenate) one session, in the kernel and in the model alike."""
@@ -148,8 +152,9 @@ class Differential:
         self.build.put_session(_kernel_key(key), SessionEntry(*session))
         self.state.forward[key] = session
         if reverse is not None:
-            reverse_key = FlowKey(key.daddr, session.nat_addr, key.dport, session.nat_port,
-                                  key.proto)
+            reverse_key = FlowKey(
+                key.daddr, session.nat_addr, key.dport, session.nat_port, key.proto
+            )
             self.build.put_reverse_session(_kernel_key(reverse_key), ReverseEntry(*reverse))
             self.state.reverse[reverse_key] = reverse
 
@@ -185,13 +190,16 @@ class Differential:
             lines += state_lines(before.forward, before.reverse)
         if self._history:
             lines.append("previous steps, oldest first:")
-            lines += [f"  {s.program} mark {s.mark:#x}: {describe(s.packet)}  [{s.packet.hex()}]"
-                      for s in self._history]
+            lines += [
+                f"  {s.program} mark {s.mark:#x}: {describe(s.packet)}  [{s.packet.hex()}]"
+                for s in self._history
+            ]
         return "\n".join(lines)
 
 
-def report_head(build: BuildUnderTest, program: str, build_kind: str,
-                problems: list[str]) -> list[str]:
+def report_head(
+    build: BuildUnderTest, program: str, build_kind: str, problems: list[str]
+) -> list[str]:
     """The first lines of a Mismatch report: where, and every difference."""
     return [
         f"kernel and model disagree: program {program} ({build_kind} build {build.build_dir})",
@@ -200,8 +208,7 @@ def report_head(build: BuildUnderTest, program: str, build_kind: str,
     ]
 
 
-def state_lines(forward: Mapping[FlowKey, object], reverse: Mapping[FlowKey, object]
-                ) -> list[str]:
+def state_lines(forward: Mapping[FlowKey, object], reverse: Mapping[FlowKey, object]) -> list[str]:
     """The model's tables, for a Mismatch report."""
     return [
         f"model state before: {len(forward)} sessions, {len(reverse)} reverse entries",
@@ -210,21 +217,24 @@ def state_lines(forward: Mapping[FlowKey, object], reverse: Mapping[FlowKey, obj
     ]
 
 
-def outcome_problems(kernel_retval: int, kernel_packet: bytes, verdict: Verdict,
-                     model_packet: bytes, xdp: bool) -> list[str]:
+def outcome_problems(
+    kernel_retval: int, kernel_packet: bytes, verdict: Verdict, model_packet: bytes, xdp: bool
+) -> list[str]:
     """The differences in verdict and packet out of one run."""
     problems = []
     want = retval(verdict, xdp)
     if kernel_retval != want:
         problems.append(f"verdict: kernel returned {kernel_retval}, model {verdict.name} ({want})")
     if kernel_packet != model_packet:
-        problems.append("packet out differs at bytes "
-                        + differing_offsets(kernel_packet, model_packet))
+        problems.append(
+            "packet out differs at bytes " + differing_offsets(kernel_packet, model_packet)
+        )
     return problems
 
 
-def counter_problems(before: dict[str, int], after: dict[str, int],
-                     model: dict[str, int]) -> list[str]:
+def counter_problems(
+    before: dict[str, int], after: dict[str, int], model: dict[str, int]
+) -> list[str]:
     """The kernel's counter increments (after - before) against the model's."""
     kernel = {k: after[k] - before[k] for k in after if after[k] != before[k]}
     return [] if kernel == model else [f"counters: kernel +{kernel}, model +{model}"]
@@ -234,12 +244,15 @@ def stamp_problems(key: FlowKey, last_seen_ns: int, t_before: int, t_after: int)
     """A session the model touched must carry a kernel last_seen within the run."""
     if t_before <= last_seen_ns <= t_after:
         return []
-    return [f"session {show_key(key)}: kernel last_seen {last_seen_ns} is not within the run "
-            f"[{t_before}, {t_after}]"]
+    return [
+        f"session {show_key(key)}: kernel last_seen {last_seen_ns} is not within the run "
+        f"[{t_before}, {t_after}]"
+    ]
 
 
-def table_problems(what: str, kernel: Mapping[FlowKey, object],
-                   model: Mapping[FlowKey, object]) -> list[str]:
+def table_problems(
+    what: str, kernel: Mapping[FlowKey, object], model: Mapping[FlowKey, object]
+) -> list[str]:
     """Every key whose entry differs between a kernel map and the model's table."""
     problems = []
     for key in sorted(kernel.keys() | model.keys()):
@@ -290,9 +303,11 @@ def describe(frame: bytes) -> str:
     ip = frame[ETH_HLEN:]
     ihl = ip[0] & 0x0F
     proto = ip[9]
-    text = (f"{len(frame)} bytes IPv{ip[0] >> 4} ihl {ihl} tot_len {int.from_bytes(ip[2:4], 'big')}"
-            f" frag {int.from_bytes(ip[6:8], 'big'):#06x} ttl {ip[8]} proto {proto} "
-            f"{_ip(int.from_bytes(ip[12:16], 'big'))} > {_ip(int.from_bytes(ip[16:20], 'big'))}")
+    text = (
+        f"{len(frame)} bytes IPv{ip[0] >> 4} ihl {ihl} tot_len {int.from_bytes(ip[2:4], 'big')}"
+        f" frag {int.from_bytes(ip[6:8], 'big'):#06x} ttl {ip[8]} proto {proto} "
+        f"{_ip(int.from_bytes(ip[12:16], 'big'))} > {_ip(int.from_bytes(ip[16:20], 'big'))}"
+    )
     l4 = ip[4 * ihl :] if ihl >= 5 else b""
     if proto in (IPPROTO_TCP, IPPROTO_UDP) and len(l4) >= 4:
         text += f" ports {int.from_bytes(l4[0:2], 'big')} > {int.from_bytes(l4[2:4], 'big')}"

@@ -91,10 +91,10 @@ def retval(verdict: Verdict, xdp: bool) -> int:
     """The program's return code for a verdict (tc: TC_ACT_OK/SHOT/REDIRECT, XDP:
     XDP_PASS/DROP/TX: the bpf mode's svc_xdp sends back out of the ingress device)."""
     if xdp:
-        return {Verdict.PASS: XDP_PASS, Verdict.DROP: XDP_DROP,
-                Verdict.REDIRECT: XDP_TX}[verdict]
-    return {Verdict.PASS: TC_ACT_OK, Verdict.DROP: TC_ACT_SHOT,
-            Verdict.REDIRECT: TC_ACT_REDIRECT}[verdict]
+        return {Verdict.PASS: XDP_PASS, Verdict.DROP: XDP_DROP, Verdict.REDIRECT: XDP_TX}[verdict]
+    return {Verdict.PASS: TC_ACT_OK, Verdict.DROP: TC_ACT_SHOT, Verdict.REDIRECT: TC_ACT_REDIRECT}[
+        verdict
+    ]
 
 
 class Counter(enum.IntEnum):
@@ -281,8 +281,9 @@ def rewrite(
             zeroed[10:12] = b"\0\0"
             scratch = checksum(bytes(zeroed))
             if scratch != new:
-                raise ChecksumDisagreement(f"IPv4 header: scratch {scratch:#06x}, "
-                                           f"incremental {new:#06x}")
+                raise ChecksumDisagreement(
+                    f"IPv4 header: scratch {scratch:#06x}, incremental {new:#06x}"
+                )
         out[ip_field : ip_field + 2] = new.to_bytes(2, "big")
 
     # L4 checksum: TCP and UDP cover the addresses (pseudo-header) and the ports,
@@ -314,8 +315,9 @@ def rewrite(
         if never_zero and scratch == 0:
             scratch = 0xFFFF
         if scratch != new_l4:
-            raise ChecksumDisagreement(f"L4 protocol {p.proto}: scratch {scratch:#06x}, "
-                                       f"incremental {new_l4:#06x}")
+            raise ChecksumDisagreement(
+                f"L4 protocol {p.proto}: scratch {scratch:#06x}, incremental {new_l4:#06x}"
+            )
     out[l4_field : l4_field + 2] = new_l4.to_bytes(2, "big")
     return bytes(out)
 
@@ -521,7 +523,12 @@ def _snat(
     h = tuple_hash(config.hash_seed, p.saddr, p.daddr, p.sport, p.dport, p.proto)
     nat_addr = config.node_addrs[h % len(config.node_addrs)]
     got = allocate_port(
-        config, state, h, p.proto, now_ns, Origin(p.saddr, p.sport),
+        config,
+        state,
+        h,
+        p.proto,
+        now_ns,
+        Origin(p.saddr, p.sport),
         lambda port: FlowKey(p.daddr, nat_addr, p.dport, port, p.proto),
         lambda holder: FlowKey(holder.addr, p.daddr, holder.port, p.dport, p.proto),
         keep=p.sport,

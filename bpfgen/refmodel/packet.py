@@ -111,7 +111,16 @@ def parse(config: ModelConfig, frame: bytes) -> Parsed:
     if not config.proto_enabled(proto):
         return Parsed(Kind.NOT_OURS)
     return Parsed(
-        Kind.OURS, ihl=ihl, l4=l4, proto=proto, saddr=saddr, daddr=daddr, sport=sport,
-        dport=dport, icmp_type=icmp_type, tcp_flags=tcp_flags, tcp_ack=tcp_ack,
+        Kind.OURS,
+        ihl=ihl,
+        l4=l4,
+        proto=proto,
+        saddr=saddr,
+        daddr=daddr,
+        sport=sport,
+        dport=dport,
+        icmp_type=icmp_type,
+        tcp_flags=tcp_flags,
+        tcp_ack=tcp_ack,
         tcp_end=tcp_end,
     )

@@ -88,7 +88,9 @@ def _check_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     (prog,) = [p for p in manifest["programs"] if p["name"] == "svc_in"]
     assert (prog["name"], prog["function"], prog["section"]) == ("svc_in", "bpfgen_svc_in", "tc")
     assert {(a["role"], a["hook"]) for a in prog["attach"]} == {
-        ("uplink", "tc_ingress"), ("pods", "tc_ingress")}
+        ("uplink", "tc_ingress"),
+        ("pods", "tc_ingress"),
+    }
     assert 0 < prog["insns"] <= BPF_INSN_BUDGET, prog
     assert 0 < prog["verifier"]["processed_insns"] <= VERIFIER_BUDGET, prog
     assert manifest["counters"] == list(BPF_COUNTER_NAMES)
@@ -109,12 +111,18 @@ def test_small_config_verifies(tmp_path: Path, kind: str, scheduler: str) -> Non
         assert manifest["map_init"] is None
         source = (tmp_path / "build" / "svc_in.bpf.c").read_text()
         assert "static const struct bpfgen_backend bpfgen_backends[BPFGEN_SVC_BACKENDS_TOTAL]" in (
-            source)
-        assert ("static const __u16 bpfgen_maglev[BPFGEN_MAGLEV_TABLES][BPFGEN_MAGLEV_SIZE]"
-                in source) == (scheduler == "maglev")
+            source
+        )
+        assert (
+            "static const __u16 bpfgen_maglev[BPFGEN_MAGLEV_TABLES][BPFGEN_MAGLEV_SIZE]" in source
+        ) == (scheduler == "maglev")
     else:
-        want = SESSION_MAPS | TABLE_MAPS | {AFFINITY_MAP} | (
-            {"bpfgen_svc_maglev"} if scheduler == "maglev" else set())
+        want = (
+            SESSION_MAPS
+            | TABLE_MAPS
+            | {AFFINITY_MAP}
+            | ({"bpfgen_svc_maglev"} if scheduler == "maglev" else set())
+        )
         assert spec["frontends_in_map"] and maps == want
         init = json.loads((tmp_path / "build" / "map_init.json").read_text())
         # web: 2 ClusterIP, 2 NodePort; empty: 2 ClusterIP; web-sticky: 1 ClusterIP;
@@ -125,27 +133,26 @@ def test_small_config_verifies(tmp_path: Path, kind: str, scheduler: str) -> Non
         assert len(init["bpfgen_svc_members"]) == 4 * 4 + 3
         if scheduler == "maglev":
             # a row per frontend with backends, each its whole table (M x u16)
-            assert [len(bytes.fromhex(v)) for _, v in init["bpfgen_svc_maglev"]] == [
-                2 * 16381] * 5
+            assert [len(bytes.fromhex(v)) for _, v in init["bpfgen_svc_maglev"]] == [2 * 16381] * 5
 
 
 @pytest.mark.parametrize("kind", BUILD_KINDS)
 def test_xdp_uplink_runs_svc_xdp(tmp_path: Path, kind: str) -> None:
     """`hook: xdp` on the uplink: the datapath as an XDP program there too (svc_xdp, which
     passes what it does not send back to svc_in at tc); both verified, sharing every map."""
-    manifest = _compile(tmp_path, node_config("maglev", 251, uplink_hook="xdp"), services(),
-                        kind)
+    manifest = _compile(tmp_path, node_config("maglev", 251, uplink_hook="xdp"), services(), kind)
     progs = {p["name"]: p for p in manifest["programs"]}
     assert set(progs) == {"svc_in", "svc_xdp"}
     assert {(a["role"], a["hook"]) for a in progs["svc_in"]["attach"]} == {
-        ("pods", "tc_ingress"), ("uplink", "tc_ingress")}
+        ("pods", "tc_ingress"),
+        ("uplink", "tc_ingress"),
+    }
     assert {(a["role"], a["hook"]) for a in progs["svc_xdp"]["attach"]} == {("uplink", "xdp")}
     xdp = progs["svc_xdp"]
     assert (xdp["function"], xdp["section"]) == ("bpfgen_svc_xdp", "xdp")
     assert 0 < xdp["insns"] <= BPF_XDP_INSN_BUDGET, xdp
     assert 0 < xdp["verifier"]["processed_insns"] <= VERIFIER_BUDGET, xdp
-    plan = make_plan(load_inputs(tmp_path / "node.yaml", [tmp_path / "services.yaml"]),
-                     build=kind)
+    plan = make_plan(load_inputs(tmp_path / "node.yaml", [tmp_path / "services.yaml"]), build=kind)
     tc_plan, xdp_plan = plan.programs
     assert xdp_plan.maps == tc_plan.maps  # pinned by name: one set of sessions
 
@@ -157,8 +164,12 @@ def test_inline_limit_of_frontends_as_code_stays_in_budget(
 ) -> None:
     """64 frontends as code: table-driven selection and membership keep the object and
     the verifier's work within the budgets (per-frontend code did not: 10k / 260k)."""
-    manifest = _compile(tmp_path, node_config(scheduler, 251),
-                        many_services(INLINE_FRONTEND_LIMIT, backends), "specialized")
+    manifest = _compile(
+        tmp_path,
+        node_config(scheduler, 251),
+        many_services(INLINE_FRONTEND_LIMIT, backends),
+        "specialized",
+    )
     _check_manifest(manifest)
     assert not manifest["specialization"]["frontends_in_map"]
 
@@ -170,7 +181,8 @@ def test_more_frontends_than_inline_limit_use_maps(tmp_path: Path, kind: str) ->
     prog = _check_manifest(manifest)
     assert manifest["specialization"]["frontends_in_map"]
     assert {m["name"] for m in manifest["maps"]} == SESSION_MAPS | TABLE_MAPS | {
-        "bpfgen_svc_maglev"}
+        "bpfgen_svc_maglev"
+    }
     assert prog["insns"] > 0
 
 
@@ -201,15 +213,21 @@ def _check_sock_programs(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     _check_manifest(manifest)
     progs = {p["name"]: p for p in manifest["programs"] if p["name"] != "svc_in"}
     assert {n: (p["section"], p["object"], p["function"]) for n, p in progs.items()} == {
-        n: (sec, "sock.bpf.o", f"bpfgen_{n}") for n, (sec, _) in SOCK_PROGRAMS.items()}
+        n: (sec, "sock.bpf.o", f"bpfgen_{n}") for n, (sec, _) in SOCK_PROGRAMS.items()
+    }
     for name, p in progs.items():
-        assert p["attach"] == [{"role": "node", "interface": "/sys/fs/cgroup",
-                                "hook": SOCK_PROGRAMS[name][1]}], p
+        assert p["attach"] == [
+            {"role": "node", "interface": "/sys/fs/cgroup", "hook": SOCK_PROGRAMS[name][1]}
+        ], p
         assert 0 < p["insns"] <= SOCK_INSN_BUDGET, p
         assert 0 < p["verifier"]["processed_insns"] <= SOCK_VERIFIER_BUDGET, p
     (rev,) = [m for m in manifest["maps"] if m["name"] == "bpfgen_sock_rev_v4"]
     assert (rev["type"], rev["key_size"], rev["value_size"], rev["max_entries"]) == (
-        "BPF_MAP_TYPE_LRU_HASH", 16, 8, manifest["node"]["max_sessions"])
+        "BPF_MAP_TYPE_LRU_HASH",
+        16,
+        8,
+        manifest["node"]["max_sessions"],
+    )
     print({n: (p["insns"], p["verifier"]["processed_insns"]) for n, p in progs.items()})
     return progs
 
@@ -226,9 +244,11 @@ def test_socket_lb_programs_verify(tmp_path: Path, kind: str, scheduler: str) ->
 
 
 #: Each program's (object, verifier) instruction budget, by manifest name.
-BUDGETS = {"svc_in": (BPF_INSN_BUDGET, VERIFIER_BUDGET),
-           "svc_xdp": (BPF_XDP_INSN_BUDGET, VERIFIER_BUDGET),
-           **{name: (SOCK_INSN_BUDGET, SOCK_VERIFIER_BUDGET) for name in SOCK_PROGRAMS}}
+BUDGETS = {
+    "svc_in": (BPF_INSN_BUDGET, VERIFIER_BUDGET),
+    "svc_xdp": (BPF_XDP_INSN_BUDGET, VERIFIER_BUDGET),
+    **{name: (SOCK_INSN_BUDGET, SOCK_VERIFIER_BUDGET) for name in SOCK_PROGRAMS},
+}
 
 
 def _check_budgets(manifest: dict[str, Any]) -> None:
@@ -252,7 +272,8 @@ def test_client_ip_service_without_multi_backend_frontends_verifies(
     manifest = _compile(tmp_path, single_backend_node(hook), single_backend_services(), kind)
     _check_budgets(manifest)
     assert {p["name"] for p in manifest["programs"]} == {"svc_in", *SOCK_PROGRAMS} | (
-        {"svc_xdp"} if hook == "xdp" else set())
+        {"svc_xdp"} if hook == "xdp" else set()
+    )
     assert AFFINITY_MAP in {m["name"] for m in manifest["maps"]}
 
 
@@ -263,11 +284,24 @@ def test_client_ip_service_without_multi_backend_frontends_loads_unverified(
 ) -> None:
     """The same configuration built with --no-verify loads (as `up` loads it: every
     object, runtime configuration and map_init, shared maps); it failed at `up`."""
-    node_path, services_path = write_inputs(tmp_path, single_backend_node(hook),
-                                            single_backend_services())
+    node_path, services_path = write_inputs(
+        tmp_path, single_backend_node(hook), single_backend_services()
+    )
     out = tmp_path / "build"
-    code, _, err = run_cli(capsys, "compile", "-q", "--no-verify", "--build", kind, "--node",
-                           str(node_path), "--services", str(services_path), "--out", str(out))
+    code, _, err = run_cli(
+        capsys,
+        "compile",
+        "-q",
+        "--no-verify",
+        "--build",
+        kind,
+        "--node",
+        str(node_path),
+        "--services",
+        str(services_path),
+        "--out",
+        str(out),
+    )
     assert code == 0, err
     with BuildUnderTest(out) as build:
         assert set(build.programs) == {p.name for p in build.manifest.programs}
@@ -290,8 +324,9 @@ def test_inspect_shows_each_object_once_with_each_programs_numbers(
 @pytest.mark.parametrize("kind", ["specialized", "generic"])
 def test_socket_lb_with_frontends_in_maps_verifies(tmp_path: Path, kind: str) -> None:
     n = INLINE_FRONTEND_LIMIT + 6
-    manifest = _compile(tmp_path, node_config("maglev", 251, socket_lb=True), many_services(n),
-                        kind)
+    manifest = _compile(
+        tmp_path, node_config("maglev", 251, socket_lb=True), many_services(n), kind
+    )
     assert manifest["specialization"]["frontends_in_map"]
     _check_sock_programs(manifest)
 
@@ -310,8 +345,7 @@ def test_plan_records_frontends_without_backends(tmp_path: Path) -> None:
     text = plan.to_text()
     assert "ClusterIP 198.18.128.11:80/TCP" in text
     assert "0 backends: reject (TCP RST, ICMP unreachable)" in text
-    assert "UDP with an ICMP port unreachable" in plan.decision(
-        "BPFGEN_REJECT_NO_BACKEND").reason
+    assert "UDP with an ICMP port unreachable" in plan.decision("BPFGEN_REJECT_NO_BACKEND").reason
     assert plan.decision("BPFGEN_SELECTION_SEED").value == "0x1234abcdU"
 
 

@@ -111,8 +111,9 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return _model(load_inputs(*_write(root, _node(), _services())))
 
 
-@pytest.mark.parametrize(("which", "path"), [pytest.param(w, p, id=f"{w}:{'.'.join(map(str, p))}")
-                                             for w, p in FIELDS])
+@pytest.mark.parametrize(
+    ("which", "path"), [pytest.param(w, p, id=f"{w}:{'.'.join(map(str, p))}") for w, p in FIELDS]
+)
 def test_hostile_string_in_every_field(
     tmp_path: Path, which: str, path: tuple[Any, ...], baseline: Any
 ) -> None:
@@ -122,8 +123,14 @@ def test_hostile_string_in_every_field(
 
 def test_every_field_kind_is_covered() -> None:
     shapes = {".".join(map(str, shape(p))) for _, p in FIELDS}
-    for expected in ("datapath.cgroup", "node.name", "interfaces.*.name", "items.*.metadata.name",
-                     "items.*.spec.ports.*.name", "items.*.endpoints.*.nodeName"):
+    for expected in (
+        "datapath.cgroup",
+        "node.name",
+        "interfaces.*.name",
+        "items.*.metadata.name",
+        "items.*.spec.ports.*.name",
+        "items.*.endpoints.*.nodeName",
+    ):
         assert expected in shapes
     assert len(FIELDS) > 60
 
@@ -135,8 +142,9 @@ def test_hostile_cgroup_reaches_c_only_escaped(tmp_path: Path, baseline: Any) ->
     for hostile in HOSTILE:
         if _check(tmp_path, "node", ("datapath", "cgroup"), hostile, baseline):
             accepted.append(hostile)
-            rendered = render(make_plan(load_inputs(*_write(tmp_path, _node(), _services(),
-                                                            write=False))))
+            rendered = render(
+                make_plan(load_inputs(*_write(tmp_path, _node(), _services(), write=False)))
+            )
             holders = [f.path for f in rendered.files if c_comment(hostile) in f.text]
             assert holders == ["node_config.h"]
     assert len(accepted) >= 5, accepted
@@ -151,8 +159,18 @@ def test_hostile_cgroup_compiles(tmp_path: Path, capsys: pytest.CaptureFixture[s
     node_path.write_text(json.dumps(node))
     services_path.write_text(json.dumps(_services()))
     out = tmp_path / "out"
-    code, _, err = run_cli(capsys, "compile", "-q", "--no-verify", "--node", str(node_path),
-                           "--services", str(services_path), "--out", str(out))
+    code, _, err = run_cli(
+        capsys,
+        "compile",
+        "-q",
+        "--no-verify",
+        "--node",
+        str(node_path),
+        "--services",
+        str(services_path),
+        "--out",
+        str(out),
+    )
     assert code == 0, err
     for obj in out.glob("*.o"):
         assert MARK.encode() not in _symbols(obj)
@@ -165,22 +183,29 @@ def _symbols(obj: Path) -> bytes:
 
     with obj.open("rb") as f:
         elf = ELFFile(f)
-        names = [s.name for sec in elf.iter_sections() if isinstance(sec, SymbolTableSection)
-                 for s in sec.iter_symbols()]
+        names = [
+            s.name
+            for sec in elf.iter_sections()
+            if isinstance(sec, SymbolTableSection)
+            for s in sec.iter_symbols()
+        ]
     return "\n".join(names).encode()
 
 
-@pytest.mark.parametrize(("text", "escaped"), [
-    ("*/", "*\\/"),
-    ("/*", "/\\*"),
-    ("??/", "?\\?/"),
-    ("???", "?\\?\\?"),
-    ("a\\", "a\\x5c"),
-    ("l1\nl2\r\0", "l1\\nl2\\r\\x00"),
-    ("\u00e9\u2028", "\\xe9\\u2028"),
-    ("#define X 1", "#define X 1"),
-    ("/*/", "/\\*\\/"),
-])
+@pytest.mark.parametrize(
+    ("text", "escaped"),
+    [
+        ("*/", "*\\/"),
+        ("/*", "/\\*"),
+        ("??/", "?\\?/"),
+        ("???", "?\\?\\?"),
+        ("a\\", "a\\x5c"),
+        ("l1\nl2\r\0", "l1\\nl2\\r\\x00"),
+        ("\u00e9\u2028", "\\xe9\\u2028"),
+        ("#define X 1", "#define X 1"),
+        ("/*/", "/\\*\\/"),
+    ],
+)
 def test_c_comment(text: str, escaped: str) -> None:
     assert c_comment(text) == escaped
     assert code_outside_comments(f"/* {c_comment(text)} */\n") == " \n"

@@ -31,4 +31,3 @@ def test_output_to_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
             os.close(w)
         assert done.returncode == 141, (argv, done.stderr)
         assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
-

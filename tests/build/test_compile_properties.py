@@ -55,16 +55,21 @@ def _check_build(out: Path, cfg: GeneratedConfig, kind: str) -> None:
         assert 0 < prog["verifier"]["processed_insns"] <= processed, prog
     # No input string reaches the C as code: sources never name a service outside a
     # comment (the bpf mode's frontend tables say whose each entry is, in comments).
-    texts = [_COMMENT.sub("", (out / f).read_text())
-             for f in m["sources"] if not f.startswith("include/")]
+    texts = [
+        _COMMENT.sub("", (out / f).read_text())
+        for f in m["sources"]
+        if not f.startswith("include/")
+    ]
     for key in cfg.services:
         assert all(key not in t for t in texts), key
 
 
 @pytest.mark.kernel
 @example(cfg=REPORTED, kind="specialized")  # issue 13: refused by the verifier
-@given(cfg=valid_configs(min_services=1, max_services=40, modes=("ipvs", "bpf")),
-       kind=st.sampled_from(BUILD_KINDS))
+@given(
+    cfg=valid_configs(min_services=1, max_services=40, modes=("ipvs", "bpf")),
+    kind=st.sampled_from(BUILD_KINDS),
+)
 def test_random_configs_compile_and_verify(
     tmp_path_factory: pytest.TempPathFactory, cfg: GeneratedConfig, kind: str
 ) -> None:
@@ -81,8 +86,7 @@ def test_random_configs_compile_and_verify(
 def test_large_random_configs_compile_and_verify(
     tmp_path_factory: pytest.TempPathFactory, cfg: GeneratedConfig, generic: bool
 ) -> None:
-    _check_build(tmp_path_factory.mktemp("p") / "out", cfg,
-                 "generic" if generic else "specialized")
+    _check_build(tmp_path_factory.mktemp("p") / "out", cfg, "generic" if generic else "specialized")
 
 
 @given(bad=invalid_configs())

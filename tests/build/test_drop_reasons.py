@@ -43,8 +43,9 @@ def counter_name(enumerator: str) -> str:
 
 
 def test_counter_names_are_the_c_enums() -> None:
-    ipvs = [counter_name(e)
-            for e in enumerators("bpfgen_event") + enumerators("bpfgen_drop_reason")]
+    ipvs = [
+        counter_name(e) for e in enumerators("bpfgen_event") + enumerators("bpfgen_drop_reason")
+    ]
     svc = [counter_name(e) for e in enumerators("bpfgen_svc_counter")]
     assert list(COUNTER_NAMES) == ipvs == list(MODEL_COUNTER_NAMES)
     assert list(BPF_COUNTER_NAMES) == ipvs + svc == list(SVC_COUNTER_NAMES)
@@ -80,6 +81,7 @@ def test_every_reason_passed_to_bpfgen_drop_is_a_drop_reason() -> None:
     reasons = set(enumerators("bpfgen_drop_reason")) | {
         e for e in enumerators("bpfgen_svc_counter") if e.startswith("BPFGEN_SVC_DROP_")
     }
-    named = {m for text in sources().values()
-             for m in re.findall(r"\bbpfgen_drop\((BPFGEN_\w+)\)", text)}
+    named = {
+        m for text in sources().values() for m in re.findall(r"\bbpfgen_drop\((BPFGEN_\w+)\)", text)
+    }
     assert named and named <= reasons

@@ -86,21 +86,41 @@ def _get(tree: Any, path: tuple[Any, ...]) -> Any:
 
 
 def _odd_value(rng: random.Random) -> Any:
-    return rng.choice([
-        lambda: rng.choice(HOSTILE),
-        lambda: BIG,
-        lambda: rng.choice([0, -1, 1, 65535, 65536, 2**32, 2**63, -(2**63), 10**30]),
-        lambda: rng.choice([0.5, -0.0, 1e308, float("inf")]),
-        lambda: rng.choice([True, False, None]),
-        lambda: rng.choice(["", " ", "None", "ClientIP", "Local", "TCP", "SCTP", "0x4000",
-                            "2h4m", "99999999999s", "198.18.128.10", "198.19.1.0/24",
-                            "2001:db8::1", "255.255.255.255", "veth*", "eth0", "*"]),
-        lambda: "x" * rng.choice([64, 254, 4096, 100_000]),
-        lambda: [],
-        lambda: {},
-        lambda: [rng.choice(HOSTILE)],
-        lambda: {rng.choice(HOSTILE): 1},
-    ])()
+    return rng.choice(
+        [
+            lambda: rng.choice(HOSTILE),
+            lambda: BIG,
+            lambda: rng.choice([0, -1, 1, 65535, 65536, 2**32, 2**63, -(2**63), 10**30]),
+            lambda: rng.choice([0.5, -0.0, 1e308, float("inf")]),
+            lambda: rng.choice([True, False, None]),
+            lambda: rng.choice(
+                [
+                    "",
+                    " ",
+                    "None",
+                    "ClientIP",
+                    "Local",
+                    "TCP",
+                    "SCTP",
+                    "0x4000",
+                    "2h4m",
+                    "99999999999s",
+                    "198.18.128.10",
+                    "198.19.1.0/24",
+                    "2001:db8::1",
+                    "255.255.255.255",
+                    "veth*",
+                    "eth0",
+                    "*",
+                ]
+            ),
+            lambda: "x" * rng.choice([64, 254, 4096, 100_000]),
+            lambda: [],
+            lambda: {},
+            lambda: [rng.choice(HOSTILE)],
+            lambda: {rng.choice(HOSTILE): 1},
+        ]
+    )()
 
 
 def _mutate(tree: Any, rng: random.Random) -> Any:
@@ -117,8 +137,7 @@ def _mutate(tree: Any, rng: random.Random) -> Any:
     elif kind == 3:  # delete
         del parent[key]
     elif kind == 4 and isinstance(value, dict):  # add a key, hostile or plausible
-        value[rng.choice([*HOSTILE, "extra", "spec", "ports", "metadata", "<<"])] = (
-            _odd_value(rng))
+        value[rng.choice([*HOSTILE, "extra", "spec", "ports", "metadata", "<<"])] = _odd_value(rng)
     elif kind == 4 and isinstance(value, list) and value:  # repeat a list (size)
         parent[key] = value * rng.choice([2, 10, 1000])
     elif kind == 5 and isinstance(value, dict):  # a mapping where a list was, or a list
@@ -137,9 +156,15 @@ def _serialize(tree: Any, rng: random.Random) -> bytes:
     if rng.random() < 0.5:
         text = json.dumps(tree, indent=rng.choice([None, 1]), allow_nan=True)
     else:
-        text = yaml.safe_dump_all(tree["items"], sort_keys=False) if (
-            isinstance(tree, dict) and isinstance(tree.get("items"), list) and rng.random() < 0.3
-        ) else yaml.safe_dump(tree, sort_keys=False, allow_unicode=rng.random() < 0.5)
+        text = (
+            yaml.safe_dump_all(tree["items"], sort_keys=False)
+            if (
+                isinstance(tree, dict)
+                and isinstance(tree.get("items"), list)
+                and rng.random() < 0.3
+            )
+            else yaml.safe_dump(tree, sort_keys=False, allow_unicode=rng.random() < 0.5)
+        )
     digits = rng.choice(["1" * 5000, "0x" + "f" * 5000, "9" * 101, "-" + "7" * 4400])
     text = text.replace(f'"{BIG}"', digits).replace(BIG, digits)
     return text.encode()
@@ -152,8 +177,21 @@ def _odd_file(root: Path, name: str, data: bytes, rng: random.Random) -> Path:
     if choice == 0:
         path.write_bytes(data[: rng.randrange(len(data) + 1)])  # truncated
     elif choice == 1:
-        path.write_bytes(rng.choice([b"", b"\n", b"# only a comment\n", b"null\n", b"---\n",
-                                     b"[]", b"{}", b"\x00\xff\xfe garbage", b"\xef\xbb\xbf"]))
+        path.write_bytes(
+            rng.choice(
+                [
+                    b"",
+                    b"\n",
+                    b"# only a comment\n",
+                    b"null\n",
+                    b"---\n",
+                    b"[]",
+                    b"{}",
+                    b"\x00\xff\xfe garbage",
+                    b"\xef\xbb\xbf",
+                ]
+            )
+        )
     elif choice == 2:
         path.write_bytes(data.decode("utf-8", "replace").encode("utf-16"))
     elif choice == 3:
@@ -168,8 +206,11 @@ def _odd_file(root: Path, name: str, data: bytes, rng: random.Random) -> Path:
         path.write_bytes(b"\t" + data)  # a tab where YAML refuses one
     else:
         cut = rng.randrange(len(data) + 1)
-        path.write_bytes(data[:cut] + rng.choice([b"\x00", b"\t", b"*/", b"{", b"&a *a",
-                                                  b"!!python/object:os.system"]) + data[cut:])
+        path.write_bytes(
+            data[:cut]
+            + rng.choice([b"\x00", b"\t", b"*/", b"{", b"&a *a", b"!!python/object:os.system"])
+            + data[cut:]
+        )
     return path
 
 
@@ -224,13 +265,24 @@ def without_clang(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compiler, "check_against_plan", _no_check)
 
 
-def run_one(capsys: pytest.CaptureFixture[str], root: Path, node: Path,
-            svc: Path) -> tuple[int, str]:
+def run_one(
+    capsys: pytest.CaptureFixture[str], root: Path, node: Path, svc: Path
+) -> tuple[int, str]:
     out = root / "out"
     before = sorted(p.name for p in root.iterdir())
     start = time.monotonic()
-    code, _, err = run_cli(capsys, "compile", "-q", "--no-verify", "--node", str(node),
-                           "--services", str(svc), "--out", str(out))
+    code, _, err = run_cli(
+        capsys,
+        "compile",
+        "-q",
+        "--no-verify",
+        "--node",
+        str(node),
+        "--services",
+        str(svc),
+        "--out",
+        str(out),
+    )
     elapsed = time.monotonic() - start
     assert elapsed < PER_INPUT_S, f"took {elapsed:.1f} s"
     assert code in (0, 2), err
@@ -247,8 +299,12 @@ def run_one(capsys: pytest.CaptureFixture[str], root: Path, node: Path,
     return code, err
 
 
-def test_fuzz_compile(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                      monkeypatch: pytest.MonkeyPatch, without_clang: None) -> None:
+def test_fuzz_compile(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    without_clang: None,
+) -> None:
     monkeypatch.setenv("BPFGEN_MAX_INPUT_MB", "8")  # /dev/zero: 8 MiB read, not 64
     counts = {0: 0, 2: 0}
     start = time.monotonic()
@@ -263,8 +319,10 @@ def test_fuzz_compile(tmp_path: Path, capsys: pytest.CaptureFixture[str],
         _cleanup(root)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     assert rss < MAX_RSS
-    print(f"fuzz: {COUNT} inputs, seed {SEED}: {counts[0]} built, {counts[2]} refused, "
-          f"{time.monotonic() - start:.1f} s, max RSS {rss >> 20} MiB")
+    print(
+        f"fuzz: {COUNT} inputs, seed {SEED}: {counts[0]} built, {counts[2]} refused, "
+        f"{time.monotonic() - start:.1f} s, max RSS {rss >> 20} MiB"
+    )
     # Both outcomes are exercised, the refusals most.
     assert counts[2] > COUNT // 2 and counts[0] > COUNT // 50
 

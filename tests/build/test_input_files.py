@@ -33,10 +33,21 @@ NODE = ROOT / "examples" / "node.yaml"
 SERVICES = ROOT / "examples" / "services.yaml"
 
 
-def _compile(capsys: pytest.CaptureFixture[str], node: Path, services: Path,
-             out: Path) -> tuple[int, str, str]:
-    return run_cli(capsys, "compile", "-q", "--no-verify", "--node", str(node), "--services",
-                   str(services), "--out", str(out))
+def _compile(
+    capsys: pytest.CaptureFixture[str], node: Path, services: Path, out: Path
+) -> tuple[int, str, str]:
+    return run_cli(
+        capsys,
+        "compile",
+        "-q",
+        "--no-verify",
+        "--node",
+        str(node),
+        "--services",
+        str(services),
+        "--out",
+        str(out),
+    )
 
 
 def _frontends(out: Path) -> list[object]:
@@ -66,8 +77,9 @@ def pipe() -> Iterator[Path]:
         os.close(read_end)
 
 
-def test_services_from_a_pipe(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                              reference: list[object], pipe: Path) -> None:
+def test_services_from_a_pipe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reference: list[object], pipe: Path
+) -> None:
     code, _, err = _compile(capsys, NODE, pipe, tmp_path / "piped")
     assert code == 0, err
     assert _frontends(tmp_path / "piped") == reference
@@ -89,8 +101,9 @@ def _pipe_of(data: bytes) -> tuple[Path, threading.Thread, int]:
     return Path(f"/dev/fd/{read_end}"), writer, read_end
 
 
-def test_node_from_a_pipe_is_kept_for_sync(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_node_from_a_pipe_is_kept_for_sync(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`--node <(...)`: /dev/fd/N means nothing to a later `bpfgen sync`, which rebuilds
     from the node file the manifest records; the build keeps the bytes it read as
     node.yaml and records that, also when the build comes from the cache."""
@@ -111,8 +124,9 @@ def test_node_from_a_pipe_is_kept_for_sync(tmp_path: Path,
     assert _frontends(tmp_path / "rebuilt") == _frontends(tmp_path / "first")
 
 
-def test_services_from_a_fifo(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                              reference: list[object]) -> None:
+def test_services_from_a_fifo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reference: list[object]
+) -> None:
     fifo = tmp_path / "services.fifo"
     os.mkfifo(fifo)
     stop = threading.Event()
@@ -146,9 +160,24 @@ def test_services_from_a_fifo(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_services_from_dev_stdin(tmp_path: Path, reference: list[object]) -> None:
     out = tmp_path / "stdin-out"
     done = subprocess.run(
-        [sys.executable, "-m", "bpfgen", "compile", "-q", "--no-verify", "--node", str(NODE),
-         "--services", "/dev/stdin", "--out", str(out)],
-        input=SERVICES.read_bytes(), capture_output=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bpfgen",
+            "compile",
+            "-q",
+            "--no-verify",
+            "--node",
+            str(NODE),
+            "--services",
+            "/dev/stdin",
+            "--out",
+            str(out),
+        ],
+        input=SERVICES.read_bytes(),
+        capture_output=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr.decode()
     assert _frontends(out) == reference
@@ -177,14 +206,26 @@ WHOLE_FILE = [
     ("directory", lambda d: d, "cannot read: Is a directory"),
     ("unreadable", _unreadable, "cannot read: Permission denied"),
     ("socket", _listening_socket, "cannot read: No such device or address"),
-    ("empty", lambda d: d / "empty.yaml",
-     "no document (expected apiVersion: bpfgen/v1, kind: NodeConfig)"),
-    ("comments only", lambda d: d / "comments.yaml",
-     "no document (expected apiVersion: bpfgen/v1, kind: NodeConfig)"),
-    ("null", lambda d: d / "null.yaml",
-     "no document (expected apiVersion: bpfgen/v1, kind: NodeConfig)"),
-    ("/dev/zero", lambda d: Path("/dev/zero"),
-     "is larger than 64 MiB (the input limit; BPFGEN_MAX_INPUT_MB raises it)"),
+    (
+        "empty",
+        lambda d: d / "empty.yaml",
+        "no document (expected apiVersion: bpfgen/v1, kind: NodeConfig)",
+    ),
+    (
+        "comments only",
+        lambda d: d / "comments.yaml",
+        "no document (expected apiVersion: bpfgen/v1, kind: NodeConfig)",
+    ),
+    (
+        "null",
+        lambda d: d / "null.yaml",
+        "no document (expected apiVersion: bpfgen/v1, kind: NodeConfig)",
+    ),
+    (
+        "/dev/zero",
+        lambda d: Path("/dev/zero"),
+        "is larger than 64 MiB (the input limit; BPFGEN_MAX_INPUT_MB raises it)",
+    ),
 ]
 
 
@@ -217,8 +258,11 @@ def test_input_size_limit_is_exact_and_overridable(
     with padded.open("ab") as f:
         f.write(b"\n")
     code, _, err = _compile(capsys, NODE, padded, tmp_path / "big")
-    assert (code, err) == (2, f"error: {padded}:1: is larger than 1 MiB (the input limit; "
-                              "BPFGEN_MAX_INPUT_MB raises it)\n")
+    assert (code, err) == (
+        2,
+        f"error: {padded}:1: is larger than 1 MiB (the input limit; "
+        "BPFGEN_MAX_INPUT_MB raises it)\n",
+    )
     assert not (tmp_path / "big").exists()
 
 
@@ -231,9 +275,16 @@ def test_huge_integer_in_sync_is_bad_input(
     monkeypatch.setenv("BPFGEN_RUN_DIR", str(run_dir))  # never /run/bpfgen from a test
     build = tmp_path / "build"
     build.mkdir()
-    (build / "manifest.json").write_text(json.dumps(
-        {"schema": 1, "bpfgen_version": __version__, "build": "specialized",
-         "inputs": {"node": str(NODE), "services": [str(SERVICES)]}}))
+    (build / "manifest.json").write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "bpfgen_version": __version__,
+                "build": "specialized",
+                "inputs": {"node": str(NODE), "services": [str(SERVICES)]},
+            }
+        )
+    )
     before = snapshot(build)
     bad = tmp_path / "svc.yaml"
     text = SERVICES.read_text()
@@ -241,7 +292,8 @@ def test_huge_integer_in_sync_is_bad_input(
     bad.write_text(text.replace("port: 80\n", "port: 8" + "0" * 5000 + "\n", 1))
     code, stdout, stderr = run_cli(capsys, "sync", str(build), "--services", str(bad))
     assert (code, stdout) == (2, "")
-    assert stderr == (f"error: {bad}:{line}: an integer of 5001 characters is too long "
-                      "(at most 100)\n")
+    assert stderr == (
+        f"error: {bad}:{line}: an integer of 5001 characters is too long (at most 100)\n"
+    )
     assert snapshot(build) == before
     assert list(run_dir.iterdir()) == []

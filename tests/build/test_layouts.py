@@ -32,13 +32,18 @@ def objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, btf.Btf]:
 
     root = tmp_path_factory.mktemp("layouts")
     ipvs_node = root / "ipvs-node.yaml"
-    ipvs_node.write_text((EXAMPLES / "node.yaml").read_text().replace(
-        "{name: eth0, role: uplink, hook: tc}", "{name: eth0, role: uplink, hook: xdp}"))
-    compile_build(ipvs_node, [EXAMPLES / "services.yaml"], root / "ipvs", build="generic",
-                  verify=False)
+    ipvs_node.write_text(
+        (EXAMPLES / "node.yaml")
+        .read_text()
+        .replace("{name: eth0, role: uplink, hook: tc}", "{name: eth0, role: uplink, hook: xdp}")
+    )
+    compile_build(
+        ipvs_node, [EXAMPLES / "services.yaml"], root / "ipvs", build="generic", verify=False
+    )
     bpf_node, bpf_services = root / "bpf-node.json", root / "bpf-services.json"
-    bpf_node.write_text(json.dumps(
-        node_config("maglev", MAGLEV_SIZE, uplink_hook="xdp", socket_lb=True)))
+    bpf_node.write_text(
+        json.dumps(node_config("maglev", MAGLEV_SIZE, uplink_hook="xdp", socket_lb=True))
+    )
     bpf_services.write_text(json.dumps(services()))
     compile_build(bpf_node, [bpf_services], root / "bpf", build="generic", verify=False)
     found = {o.name: read_btf(o) for d in ("ipvs", "bpf") for o in sorted((root / d).glob("*.o"))}

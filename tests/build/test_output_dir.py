@@ -148,8 +148,9 @@ def test_immutable_directory_is_an_error_not_a_traceback(
     finally:
         subprocess.run(["chattr", "-i", str(parent)], check=True)
     assert code == 1 and stdout == "" and "Traceback" not in stderr
-    assert _error_line(stderr).startswith(f"error: write build directory {parent / 'b'}: "
-                                          "Operation not permitted"), stderr
+    assert _error_line(stderr).startswith(
+        f"error: write build directory {parent / 'b'}: Operation not permitted"
+    ), stderr
 
 
 def _error_line(stderr: str) -> str:
@@ -165,8 +166,16 @@ def _only_cache_entry() -> Path:
     return entries[0]
 
 
-@pytest.mark.parametrize("damage", ["object missing", "object truncated", "manifest corrupt",
-                                    "manifest a list", "notices missing"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "object missing",
+        "object truncated",
+        "manifest corrupt",
+        "manifest a list",
+        "notices missing",
+    ],
+)
 def test_a_damaged_cache_entry_is_discarded_and_rebuilt(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
     damage: str,
@@ -197,4 +206,3 @@ def test_a_damaged_cache_entry_is_discarded_and_rebuilt(
     code, _, stderr = _compile(capsys, third)
     assert code == 0 and "discarded" not in stderr and "cache: same inputs" in stderr, stderr
     assert snapshot(third) == snapshot(first)
-

@@ -56,7 +56,9 @@ BPF_SHAPES: dict[str, Inputs] = {
     "maglev-xdp": lambda: (node_config("maglev", 251, uplink_hook="xdp"), services()),
     "random-xdp": lambda: (node_config("random", uplink_hook="xdp"), services()),
     "frontends-in-maps-socklb": lambda: (
-        node_config("maglev", 251, socket_lb=True), many_services(INLINE_FRONTEND_LIMIT + 6)),
+        node_config("maglev", 251, socket_lb=True),
+        many_services(INLINE_FRONTEND_LIMIT + 6),
+    ),
     "maglev-tables-in-a-map": lambda: (node_config("maglev"), many_services(5)),
     "no-ready-backend": lambda: (node_config("maglev"), _no_ready_backend()),
     # issue 13: h % 1 everywhere folded away the hash argument of a global function

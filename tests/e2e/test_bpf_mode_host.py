@@ -116,7 +116,10 @@ def _dns_slice(name: str, service: str, endpoints: list[tuple[str, bool]]) -> st
 
 
 def services_yaml(
-    *, be2_http: bool | None = True, extra: bool = False, policies: bool = False,
+    *,
+    be2_http: bool | None = True,
+    extra: bool = False,
+    policies: bool = False,
     later: bool = False,
 ) -> str:
     """web: ClusterIP VIP:80/TCP and :53/UDP, NodePorts, over be1 and be2 (be2_http: be2
@@ -130,8 +133,9 @@ def services_yaml(
                                                                   NODE_PORT_UDP)  # fmt: skip
     items = [
         _service("web", VIP, ports, "    type: NodePort\n    externalTrafficPolicy: Cluster\n"),
-        _http_slice("web-http", "web",
-                    [(be1, True)] + ([(be2, be2_http)] if be2_http is not None else [])),
+        _http_slice(
+            "web-http", "web", [(be1, True)] + ([(be2, be2_http)] if be2_http is not None else [])
+        ),
         _dns_slice("web-dns", "web", [(be1, True), (be2, True)]),
     ]
     if extra:
@@ -220,8 +224,9 @@ def compile_variants(
         services.write_text(v.services)
         builds[name] = out / name
         try:
-            compile_build(node, [services], builds[name], generic=generic, build=build,
-                          verify=False)
+            compile_build(
+                node, [services], builds[name], generic=generic, build=build, verify=False
+            )
         except Exception as exc:  # noqa: BLE001 - whatever the compiler says is the reason
             raise BuildUnavailable(f"build {name}: {type(exc).__name__}: {exc}") from exc
     return builds

@@ -170,8 +170,9 @@ def assert_untranslated_in_conntrack(topo: Topology) -> None:
     assert count == 0, f"{count} conntrack entries in the node:\n{conntrack_entries(topo.node)}"
 
 
-def node_process(live: SockLive, ops: list[tuple[str, str, int]], *,
-                 in_cgroup: bool = True) -> list[dict[str, Any]]:
+def node_process(
+    live: SockLive, ops: list[tuple[str, str, int]], *, in_cgroup: bool = True
+) -> list[dict[str, Any]]:
     """Run sock_client.py in the node namespace, in the test cgroup unless told otherwise."""
     procs = os.path.join(live.cgroup, "cgroup.procs")
 

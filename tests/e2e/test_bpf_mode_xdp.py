@@ -56,8 +56,12 @@ NODE_PORT_REMOTE = 30081
 
 def _services() -> str:
     """web (tests/e2e/test_bpf_mode_host.py) and remote: NodePort 30081 -> ext:HTTP."""
-    remote = _service("remote", "198.18.128.90", _port("http", 80, "TCP", HTTP, NODE_PORT_REMOTE),
-                      "    type: NodePort\n    externalTrafficPolicy: Cluster\n")
+    remote = _service(
+        "remote",
+        "198.18.128.90",
+        _port("http", 80, "TCP", HTTP, NODE_PORT_REMOTE),
+        "    type: NodePort\n    externalTrafficPolicy: Cluster\n",
+    )
     return services_yaml() + remote + _http_slice("remote-1", "remote", [(EXT_ADDR, True)])
 
 
@@ -73,8 +77,9 @@ def _xdp_pass_object(work: Path) -> Path:
     src, obj = work / "xdp_pass.c", work / "xdp_pass.o"
     src.write_text(XDP_PASS_C)
     tc = toolchain()
-    subprocess.run([tc.clang, *tc.flags, "-c", str(src), "-o", str(obj)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [tc.clang, *tc.flags, "-c", str(src), "-o", str(obj)], check=True, capture_output=True
+    )
     return obj
 
 
@@ -87,13 +92,23 @@ class Xdp:
 @pytest.fixture(scope="module")
 def xdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Xdp]:
     work = tmp_path_factory.mktemp("bpf-xdp")
-    builds = compile_variants({"xdp": Variant("random", _services(), uplink_hook="xdp")},
-                              work)
+    builds = compile_variants({"xdp": Variant("random", _services(), uplink_hook="xdp")}, work)
     with topology("bpfx", 2, [HTTP, 5353]) as topo:
         topo.servers.append(_start_server(topo.ext, "ext", [HTTP]))
         in_ns(topo.ext, "ethtool", "-K", "eth0", "tx", "off")
-        in_ns(topo.ext, "ip", "link", "set", "dev", "eth0", "xdpdrv", "obj",
-              str(_xdp_pass_object(work)), "sec", "xdp")
+        in_ns(
+            topo.ext,
+            "ip",
+            "link",
+            "set",
+            "dev",
+            "eth0",
+            "xdpdrv",
+            "obj",
+            str(_xdp_pass_object(work)),
+            "sec",
+            "xdp",
+        )
         bpffs = work / "bpffs"
         bpffs.mkdir()
         opts = Options(netns=topo.node, bpffs=str(bpffs), run_dir=str(work / "run"), ipvs=False)
@@ -159,7 +174,8 @@ def test_nodeport_to_a_backend_behind_the_uplink_is_sent_back_at_xdp(
     d = _delta(before, _counters(x))
     assert d.get("dnat_new", 0) >= 4 and d.get("rdnat", 0) >= 4, d
     assert d.get("redirect", 0) >= 8 and not d.get("xdp_to_tc"), (
-        f"not all of it at XDP (XDP_TX): {d}")
+        f"not all of it at XDP (XDP_TX): {d}"
+    )
 
 
 def test_ping_to_a_vip_is_answered_at_xdp(case: tuple[Xdp, dict[str, int]]) -> None:

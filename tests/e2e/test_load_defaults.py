@@ -65,8 +65,9 @@ TIME_WAIT_SECONDS = 55.0  # Linux's TIME_WAIT is 60 s; a margin for the count's 
 def services_yaml() -> str:
     """`load`: ClusterIP VIP and NodePort, port 80 to be1:8080 (loadgen's server) and
     port 81 to be1:8081 (the server that closes first); one backend."""
-    ports = _port("http", 80, "TCP", HTTP, NODE_PORT) + _port("close", 81, "TCP", CLOSE_FIRST,
-                                                               CLOSE_FIRST_NODE_PORT)
+    ports = _port("http", 80, "TCP", HTTP, NODE_PORT) + _port(
+        "close", 81, "TCP", CLOSE_FIRST, CLOSE_FIRST_NODE_PORT
+    )
     eps = (f"  - {{name: http, port: {HTTP}, protocol: TCP}}\n"
            f"  - {{name: close, port: {CLOSE_FIRST}, protocol: TCP}}\n")  # fmt: skip
     items = [
@@ -113,8 +114,9 @@ def test_sustained_short_connections_on_defaults(loaded: tuple[Live, Path]) -> N
     in_ns(t.ext, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
     csum_before = t.csum_errors()
     before = counters(live)
-    r = short_load(binary, live.opts, t.ext, VIP, 80, LOAD_CONNECTIONS, seconds=LOAD_SECONDS,
-                   expect=NODE_ADDR)
+    r = short_load(
+        binary, live.opts, t.ext, VIP, 80, LOAD_CONNECTIONS, seconds=LOAD_SECONDS, expect=NODE_ADDR
+    )
     assert not r["problems"], "; ".join(r["problems"]) + f"\n{r['summary']}"
     assert_clean(live, before, csum_before)
 
@@ -140,8 +142,16 @@ def test_server_closes_first_on_defaults(loaded: tuple[Live, Path]) -> None:
     before = counters(live)
     in_ns(t.ext, "sysctl", "-qw", "net.ipv4.tcp_timestamps=0")
     try:
-        r = short_load(binary, live.opts, t.ext, VIP, 81, CLOSE_FIRST_CONNECTIONS,
-                       seconds=LOAD_SECONDS, expect="be1")
+        r = short_load(
+            binary,
+            live.opts,
+            t.ext,
+            VIP,
+            81,
+            CLOSE_FIRST_CONNECTIONS,
+            seconds=LOAD_SECONDS,
+            expect="be1",
+        )
     finally:
         in_ns(t.ext, "sysctl", "-qw", "net.ipv4.tcp_timestamps=1")
     held = _time_wait(t.pods["be1"], CLOSE_FIRST)

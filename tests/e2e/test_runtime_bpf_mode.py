@@ -333,8 +333,10 @@ def test_bpf_mode_sync_service_tables_in_place_or_replaced(env: Env) -> None:
     assert _inodes(opts) == inodes
     assert _map_contents(env, SERVICE_TABLES[0]) == _wanted(later, SERVICE_TABLES[0])
 
-    session = (bytes([198, 19, 1, 30]) + bytes(ctypes.sizeof(Tuple4) - 4),
-               bytes(range(ctypes.sizeof(NatEntry))))
+    session = (
+        bytes([198, 19, 1, 30]) + bytes(ctypes.sizeof(Tuple4) - 4),
+        bytes(range(ctypes.sizeof(NatEntry))),
+    )
     with PinnedMap(os.path.join(opts.pin_dir(), "bpfgen_nat_v4")) as nat:
         nat.update(*session)
     report = sync(earlier, opts)

@@ -96,9 +96,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
             yield Node(topo, opts, env)
 
 
-def _trace(
-    n: Node, *args: str, preexec: Callable[[], None] | None = None
-) -> subprocess.Popen[str]:
+def _trace(n: Node, *args: str, preexec: Callable[[], None] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [str(BPFGEN), "trace", "--netns", n.topo.node, "--json", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=n.env,

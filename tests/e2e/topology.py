@@ -93,7 +93,10 @@ def _start_server(ns: str, name: str, ports: Sequence[int | str]) -> subprocess.
 
 @contextmanager
 def topology(
-    prefix: str, n_backends: int, ports: Sequence[int | str], *,
+    prefix: str,
+    n_backends: int,
+    ports: Sequence[int | str],
+    *,
     vip_routes: tuple[str, ...] = (),
 ) -> Iterator[Topology]:
     """Namespaces, veths, routes and backend servers (each answering on `ports`; a

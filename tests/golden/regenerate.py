@@ -46,8 +46,9 @@ def rendered_bpf(name: str, uplink_hook: str = "tc") -> dict[str, str]:
     scheduler, size, build, socket_lb = BPF_BUILDS[name]
     with tempfile.TemporaryDirectory() as tmp:
         node, svcs = Path(tmp) / "node.yaml", Path(tmp) / "services.yaml"
-        node.write_text(json.dumps(node_config(scheduler, size, socket_lb=socket_lb,
-                                                uplink_hook=uplink_hook)))
+        node.write_text(
+            json.dumps(node_config(scheduler, size, socket_lb=socket_lb, uplink_hook=uplink_hook))
+        )
         svcs.write_text(json.dumps(services()))
         # The sha256 covers the bytes only: the same inputs give the same banner.
         inputs = load_inputs(node, [svcs])

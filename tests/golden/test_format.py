@@ -15,8 +15,9 @@ STYLE = ROOT / ".clang-format"
 
 
 def c_files() -> list[Path]:
-    golden = [p for d in (GOLDEN, BPF_GOLDEN) for p in sorted(d.rglob("*"))
-              if p.suffix in (".c", ".h")]
+    golden = [
+        p for d in (GOLDEN, BPF_GOLDEN) for p in sorted(d.rglob("*")) if p.suffix in (".c", ".h")
+    ]
     return golden + sorted((ROOT / "templates" / "include").glob("*.h"))
 
 
@@ -25,7 +26,10 @@ def test_generated_c_is_clang_formatted() -> None:
     assert shutil.which(CLANG_FORMAT), f"{CLANG_FORMAT} is not installed: run make setup"
     files = c_files()
     assert len(files) > 20
-    run = subprocess.run([CLANG_FORMAT, f"--style=file:{STYLE}", "--dry-run", "--Werror",
-                          *map(str, files)], capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [CLANG_FORMAT, f"--style=file:{STYLE}", "--dry-run", "--Werror", *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[:6000]
-

@@ -36,10 +36,14 @@ def test_svc_in_and_svc_xdp_differ_only_by_hook() -> None:
     differ = [(a, b) for a, b in zip(tc, xdp, strict=True) if a != b]
     assert [a for a, _ in differ] == [
         next(line for line in tc if line.startswith(" * Program svc_in (tc, bpf mode)")),
-        '#include "bpfgen_ctx_tc.h"', 'SEC("tc")', "int bpfgen_svc_in(bpfgen_ctx_t *ctx)",
+        '#include "bpfgen_ctx_tc.h"',
+        'SEC("tc")',
+        "int bpfgen_svc_in(bpfgen_ctx_t *ctx)",
     ]
     assert [b for _, b in differ][1:] == [
-        '#include "bpfgen_ctx_xdp.h"', 'SEC("xdp")', "int bpfgen_svc_xdp(bpfgen_ctx_t *ctx)",
+        '#include "bpfgen_ctx_xdp.h"',
+        'SEC("xdp")',
+        "int bpfgen_svc_xdp(bpfgen_ctx_t *ctx)",
     ]
 
 

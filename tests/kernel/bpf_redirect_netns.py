@@ -15,8 +15,10 @@ import sys
 from bpfgen_runtime.testrun import BuildUnderTest
 
 #: The permanent neighbours: two of the three backends.
-NEIGHBOURS = {"198.19.1.5": bytes.fromhex("020000000001"),
-              "198.19.2.13": bytes.fromhex("020000000002")}
+NEIGHBOURS = {
+    "198.19.1.5": bytes.fromhex("020000000001"),
+    "198.19.2.13": bytes.fromhex("020000000002"),
+}
 SETUP = (
     "ip link add bg0 type veth peer name bg1",
     "ip link set bg0 up",
@@ -24,8 +26,9 @@ SETUP = (
     "ip link set lo up",
     "ip addr add 198.18.0.2/15 dev bg0",
     "sysctl -qw net.ipv4.ip_forward=1",
-) + tuple(f"ip neigh add {a} lladdr {mac.hex(':')} dev bg0 nud permanent"
-          for a, mac in NEIGHBOURS.items())
+) + tuple(
+    f"ip neigh add {a} lladdr {mac.hex(':')} dev bg0 nud permanent" for a, mac in NEIGHBOURS.items()
+)
 
 
 def main(build_dir: str, program: str, ingress: str, frames_hex: list[str]) -> None:

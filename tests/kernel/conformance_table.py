@@ -79,9 +79,15 @@ class Svc:
         return 30100 + self.index
 
     def target(self, kind: str) -> str:
-        return {"clusterIP": self.cluster_ip, "nodePort": NODE2, "externalIP": self.external_ip,
-                "lbIP": self.lb_ip, "clusterIP-other-port": self.cluster_ip,
-                "externalIP-other-port": self.external_ip, "unallocated": UNALLOCATED}[kind]
+        return {
+            "clusterIP": self.cluster_ip,
+            "nodePort": NODE2,
+            "externalIP": self.external_ip,
+            "lbIP": self.lb_ip,
+            "clusterIP-other-port": self.cluster_ip,
+            "externalIP-other-port": self.external_ip,
+            "unallocated": UNALLOCATED,
+        }[kind]
 
     def port(self, kind: str, proto: str) -> int:
         if kind == "nodePort":
@@ -92,12 +98,13 @@ class Svc:
 
     def documents(self) -> list[dict[str, Any]]:
         spec: dict[str, Any] = {
-            "type": "LoadBalancer", "clusterIP": self.cluster_ip,
+            "type": "LoadBalancer",
+            "clusterIP": self.cluster_ip,
             "externalIPs": [self.external_ip],
-            "ports": [{"name": "http", "port": 80, "protocol": "TCP",
-                       "nodePort": self.node_port},
-                      {"name": "dns", "port": 53, "protocol": "UDP",
-                       "nodePort": self.node_port}],
+            "ports": [
+                {"name": "http", "port": 80, "protocol": "TCP", "nodePort": self.node_port},
+                {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": self.node_port},
+            ],
         }
         if self.etp_local:
             spec["externalTrafficPolicy"] = "Local"
@@ -105,56 +112,83 @@ class Svc:
             spec["internalTrafficPolicy"] = "Local"
         if self.source_ranges is not None:
             spec["loadBalancerSourceRanges"] = list(self.source_ranges)
-        service = {"apiVersion": "v1", "kind": "Service",
-                   "metadata": {"name": self.name, "namespace": "default"}, "spec": spec,
-                   "status": {"loadBalancer": {"ingress": [{"ip": self.lb_ip}]}}}
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": self.name, "namespace": "default"},
+            "spec": spec,
+            "status": {"loadBalancer": {"ingress": [{"ip": self.lb_ip}]}},
+        }
         if not self.endpoints:
             return [service]
-        conditions = {"ready": {"ready": True, "serving": True, "terminating": False},
-                      "serving": {"ready": False, "serving": True, "terminating": True},
-                      "gone": {"ready": False, "serving": False, "terminating": True}}
+        conditions = {
+            "ready": {"ready": True, "serving": True, "terminating": False},
+            "serving": {"ready": False, "serving": True, "terminating": True},
+            "gone": {"ready": False, "serving": False, "terminating": True},
+        }
         endpoints = []
         for address, condition in self.endpoints:
-            endpoint: dict[str, Any] = {"addresses": [address], "nodeName": NODE_OF[address],
-                                        "conditions": conditions[condition]}
+            endpoint: dict[str, Any] = {
+                "addresses": [address],
+                "nodeName": NODE_OF[address],
+                "conditions": conditions[condition],
+            }
             if self.hints is not None and address in self.hints:
                 endpoint.setdefault("hints", {})["forZones"] = [{"name": self.hints[address]}]
             if self.node_hints is not None and address in self.node_hints:
-                endpoint.setdefault("hints", {})["forNodes"] = [
-                    {"name": self.node_hints[address]}]
+                endpoint.setdefault("hints", {})["forNodes"] = [{"name": self.node_hints[address]}]
             endpoints.append(endpoint)
         endpoint_slice = {
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"{self.name}-1", "namespace": "default",
-                         "labels": {"kubernetes.io/service-name": self.name}},
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{self.name}-1",
+                "namespace": "default",
+                "labels": {"kubernetes.io/service-name": self.name},
+            },
             "addressType": "IPv4",
-            "ports": [{"name": "http", "port": TCP_TARGET, "protocol": "TCP"},
-                      {"name": "dns", "port": UDP_TARGET, "protocol": "UDP"}],
+            "ports": [
+                {"name": "http", "port": TCP_TARGET, "protocol": "TCP"},
+                {"name": "dns", "port": UDP_TARGET, "protocol": "UDP"},
+            ],
             "endpoints": endpoints,
         }
         return [service, endpoint_slice]
 
 
 READY3 = ((L1, "ready"), (R1, "ready"), (R2, "ready"))
-SERVICES = {s.name: s for s in (
-    Svc("cluster", 0, READY3),
-    Svc("etp-local", 1, READY3, etp_local=True),
-    Svc("etp-local-remote", 2, ((R1, "ready"), (R2, "ready")), etp_local=True),
-    Svc("itp-local", 3, ((L1, "ready"), (R1, "ready")), itp_local=True),
-    Svc("itp-local-remote", 4, ((R1, "ready"),), itp_local=True),
-    Svc("local-terminating", 5, ((R1, "ready"), (LT, "serving")), etp_local=True),
-    Svc("terminating-only", 6, ((LT, "serving"), (RT2, "serving"), (RT, "gone"))),
-    Svc("empty", 7),
-    Svc("ranges", 8, ((L1, "ready"), (R1, "ready")), source_ranges=(ALLOWED_RANGE,)),
-    Svc("topology", 9, READY3, hints={L1: ZONE, R1: ZONE, R2: "zone-b"}),
-    Svc("topology-partial", 10, READY3, hints={L1: ZONE, R1: ZONE}),
-    Svc("not-serving", 11, ((R1, "ready"), (RT, "gone"))),
-    Svc("both-local", 12, ((L1, "ready"), (R1, "ready")), etp_local=True, itp_local=True),
-    Svc("ranges-local", 13, ((L1, "ready"), (R1, "ready")), etp_local=True,
-        source_ranges=(ALLOWED_RANGE,)),
-    Svc("same-node", 14, READY3, hints={L1: ZONE, R1: ZONE, R2: "zone-b"},
-        node_hints={L1: "node-a", R1: "node-b", R2: "node-c"}),
-)}
+SERVICES = {
+    s.name: s
+    for s in (
+        Svc("cluster", 0, READY3),
+        Svc("etp-local", 1, READY3, etp_local=True),
+        Svc("etp-local-remote", 2, ((R1, "ready"), (R2, "ready")), etp_local=True),
+        Svc("itp-local", 3, ((L1, "ready"), (R1, "ready")), itp_local=True),
+        Svc("itp-local-remote", 4, ((R1, "ready"),), itp_local=True),
+        Svc("local-terminating", 5, ((R1, "ready"), (LT, "serving")), etp_local=True),
+        Svc("terminating-only", 6, ((LT, "serving"), (RT2, "serving"), (RT, "gone"))),
+        Svc("empty", 7),
+        Svc("ranges", 8, ((L1, "ready"), (R1, "ready")), source_ranges=(ALLOWED_RANGE,)),
+        Svc("topology", 9, READY3, hints={L1: ZONE, R1: ZONE, R2: "zone-b"}),
+        Svc("topology-partial", 10, READY3, hints={L1: ZONE, R1: ZONE}),
+        Svc("not-serving", 11, ((R1, "ready"), (RT, "gone"))),
+        Svc("both-local", 12, ((L1, "ready"), (R1, "ready")), etp_local=True, itp_local=True),
+        Svc(
+            "ranges-local",
+            13,
+            ((L1, "ready"), (R1, "ready")),
+            etp_local=True,
+            source_ranges=(ALLOWED_RANGE,),
+        ),
+        Svc(
+            "same-node",
+            14,
+            READY3,
+            hints={L1: ZONE, R1: ZONE, R2: "zone-b"},
+            node_hints={L1: "node-a", R1: "node-b", R2: "node-c"},
+        ),
+    )
+}
 #: masqueradeAll's own node: these Services again, with cluster.masqueradeAll.
 MASQ_ALL_SERVICES = ("cluster", "etp-local", "itp-local")
 
@@ -164,11 +198,14 @@ def node_file(mode: str, *, masquerade_all: bool = False) -> dict[str, Any]:
     if mode == "bpf":
         datapath |= {"scheduler": "maglev", "maglevTableSize": 251}  # deterministic
     return {
-        "apiVersion": "bpfgen/v1", "kind": "NodeConfig",
-        "node": {"name": "node-a", "addresses": [NODE1, NODE2], "podCIDR": POD_CIDR,
-                 "zone": ZONE},
-        "cluster": {"podCIDR": CLUSTER_POD_CIDR, "serviceCIDR": SERVICE_CIDR,
-                    "masqueradeAll": masquerade_all},
+        "apiVersion": "bpfgen/v1",
+        "kind": "NodeConfig",
+        "node": {"name": "node-a", "addresses": [NODE1, NODE2], "podCIDR": POD_CIDR, "zone": ZONE},
+        "cluster": {
+            "podCIDR": CLUSTER_POD_CIDR,
+            "serviceCIDR": SERVICE_CIDR,
+            "masqueradeAll": masquerade_all,
+        },
         "interfaces": [{"name": "eth0", "role": "uplink"}, {"name": "veth*", "role": "pods"}],
         "datapath": datapath,
         "snat": {"maxSessions": 256},  # the default SNAT range; small maps: fast to dump
@@ -177,8 +214,7 @@ def node_file(mode: str, *, masquerade_all: bool = False) -> dict[str, Any]:
 
 def services_file(names: tuple[str, ...] | None = None) -> dict[str, Any]:
     chosen = [SERVICES[n] for n in names] if names else list(SERVICES.values())
-    return {"apiVersion": "v1", "kind": "List",
-            "items": [d for s in chosen for d in s.documents()]}
+    return {"apiVersion": "v1", "kind": "List", "items": [d for s in chosen for d in s.documents()]}
 
 
 # ---------------------------------------------------------------------------- fates
@@ -245,9 +281,16 @@ IPVS_NO_SHORT_CIRCUIT = "ipvs: no pod short-circuit"
 def _rows() -> list[Row]:
     rows: list[Row] = []
 
-    def add(service: str, target: str, client: str, proto: str, fate: Fate,
-            ipvs: Fate | None = None, masquerade_all: bool = False,
-            bpfgen: Fate | None = None) -> None:
+    def add(
+        service: str,
+        target: str,
+        client: str,
+        proto: str,
+        fate: Fate,
+        ipvs: Fate | None = None,
+        masquerade_all: bool = False,
+        bpfgen: Fate | None = None,
+    ) -> None:
         rows.append(Row(service, target, client, proto, fate, ipvs, masquerade_all, bpfgen))
 
     # cluster: both policies Cluster. A ClusterIP masquerades what comes from outside
@@ -276,10 +319,22 @@ def _rows() -> list[Row]:
         add("etp-local", target, "ext", "UDP", serve(L1, masq=False))
         for client in ("pod", "remote-pod"):
             for proto in ("TCP", "UDP"):
-                add("etp-local", target, client, proto, serve(*ALL3, masq=False),
-                    ipvs=serve(L1, masq=False))
-        add("etp-local", target, "self", "TCP", serve(*ALL3, masq=HAIRPIN),
-            ipvs=serve(L1, masq=HAIRPIN))
+                add(
+                    "etp-local",
+                    target,
+                    client,
+                    proto,
+                    serve(*ALL3, masq=False),
+                    ipvs=serve(L1, masq=False),
+                )
+        add(
+            "etp-local",
+            target,
+            "self",
+            "TCP",
+            serve(*ALL3, masq=HAIRPIN),
+            ipvs=serve(L1, masq=HAIRPIN),
+        )
 
     # etp-local-remote: no endpoint here: outsiders dropped (not rejected); pods still
     # short-circuited to the ClusterIP's endpoints.
@@ -288,10 +343,15 @@ def _rows() -> list[Row]:
     for target in ("nodePort", "externalIP", "lbIP"):
         for proto in ("TCP", "UDP"):
             add("etp-local-remote", target, "ext", proto, NO_LOCAL)
-            add("etp-local-remote", target, "pod", proto, serve(R1, R2, masq=False),
-                ipvs=NO_LOCAL)
-        add("etp-local-remote", target, "remote-pod", "TCP", serve(R1, R2, masq=False),
-            ipvs=NO_LOCAL)
+            add("etp-local-remote", target, "pod", proto, serve(R1, R2, masq=False), ipvs=NO_LOCAL)
+        add(
+            "etp-local-remote",
+            target,
+            "remote-pod",
+            "TCP",
+            serve(R1, R2, masq=False),
+            ipvs=NO_LOCAL,
+        )
 
     # itp-local: the ClusterIP reaches this node's endpoints only, from any source;
     # external frontends (Cluster) every endpoint.
@@ -318,8 +378,14 @@ def _rows() -> list[Row]:
     for target in ("nodePort", "externalIP", "lbIP"):
         for proto in ("TCP", "UDP"):
             add("local-terminating", target, "ext", proto, serve(LT, masq=False))
-        add("local-terminating", target, "pod", "TCP", serve(R1, masq=False),
-            ipvs=serve(LT, masq=False))
+        add(
+            "local-terminating",
+            target,
+            "pod",
+            "TCP",
+            serve(R1, masq=False),
+            ipvs=serve(LT, masq=False),
+        )
 
     # terminating-only: no ready endpoint anywhere: the serving terminating ones, never
     # the one that stopped serving.
@@ -380,8 +446,14 @@ def _rows() -> list[Row]:
         # kube-proxy short-circuits pods to the Cluster-policy endpoints even when the
         # internal policy is Local too; bpfgen only through a Cluster-policy ClusterIP
         # (docs/kube-proxy.md, "Still different"), so pods get this node's endpoint.
-        add("both-local", target, "pod", "TCP", serve(L1, R1, masq=False),
-            bpfgen=serve(L1, masq=False))
+        add(
+            "both-local",
+            target,
+            "pod",
+            "TCP",
+            serve(L1, R1, masq=False),
+            bpfgen=serve(L1, masq=False),
+        )
 
     # Not a Service's port (kube-proxy nftables' cluster-ips-check): a ClusterIP's other
     # ports are rejected, an unallocated address of the service CIDR dropped; other
@@ -390,27 +462,33 @@ def _rows() -> list[Row]:
     # #72236, as issue 15 asked) and leaves unallocated addresses to routing.
     for client in ("pod", "ext"):
         for proto in ("TCP", "UDP"):
-            add("cluster", "clusterIP-other-port", client, proto, REJECT,
-                ipvs=drop("drop_vip_port"))
+            add(
+                "cluster", "clusterIP-other-port", client, proto, REJECT, ipvs=drop("drop_vip_port")
+            )
             add("cluster", "unallocated", client, proto, drop("drop_unallocated"), ipvs=PASS)
-        add("cluster", "externalIP-other-port", client, "TCP", PASS,
-            ipvs=drop("drop_vip_port"))
+        add("cluster", "externalIP-other-port", client, "TCP", PASS, ipvs=drop("drop_vip_port"))
     add("empty", "clusterIP-other-port", "pod", "TCP", REJECT, ipvs=drop("drop_vip_port"))
 
     # masqueradeAll: the ClusterIP masquerades every source; NodePort, externalIP and LB
     # keep their traffic policy (Local still keeps the client's address).
     for client in ("pod", "remote-pod", "ext", "self"):
         for proto in ("TCP", "UDP"):
-            add("cluster", "clusterIP", client, proto, serve(*ALL3, masq=True),
-                masquerade_all=True)
+            add("cluster", "clusterIP", client, proto, serve(*ALL3, masq=True), masquerade_all=True)
     add("itp-local", "clusterIP", "pod", "TCP", serve(L1, masq=True), masquerade_all=True)
     for target in ("nodePort", "externalIP", "lbIP"):
         add("cluster", target, "ext", "TCP", serve(*ALL3, masq=True), masquerade_all=True)
         add("etp-local", target, "ext", "TCP", serve(L1, masq=False), masquerade_all=True)
         add("etp-local", target, "ext", "UDP", serve(L1, masq=False), masquerade_all=True)
         # the short-circuit goes through the ClusterIP but keeps the pod's address
-        add("etp-local", target, "pod", "TCP", serve(*ALL3, masq=False),
-            ipvs=serve(L1, masq=False), masquerade_all=True)
+        add(
+            "etp-local",
+            target,
+            "pod",
+            "TCP",
+            serve(*ALL3, masq=False),
+            ipvs=serve(L1, masq=False),
+            masquerade_all=True,
+        )
     return rows
 
 

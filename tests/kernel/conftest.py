@@ -71,6 +71,7 @@ def bpffs(tmp_path: Path) -> Iterator[Path]:
     finally:
         subprocess.run(["umount", str(root)], check=True)
 
+
 @pytest.fixture(scope="module")
 def no_routes() -> Iterator[None]:
     """The module's tests in a network namespace without routes (see private_netns)."""

@@ -18,40 +18,70 @@ C_SEQ, B_SEQ = 1000, 5000  # the sequence numbers random segments mostly start f
 FIN_ACKS = (0, C_SEQ + 1, B_SEQ + 1, C_SEQ + 2, B_SEQ + 2)  # planted sessions' fin_ack
 
 
-def l4_bytes(rng: random.Random, proto: int, saddr: int, daddr: int, sport: int,
-             dport: int) -> bytes:
+def l4_bytes(
+    rng: random.Random, proto: int, saddr: int, daddr: int, sport: int, dport: int
+) -> bytes:
     """A TCP/UDP header and payload, or an ICMP echo (request when sport is the identifier)."""
     payload = rng.randbytes(rng.choice([0, 0, 1, 7, 32]))
     if proto == IPPROTO_TCP:
         flags = rng.randrange(256) if rng.random() < 0.3 else rng.choice(TCP_COMBOS)
         options = b""
         if rng.random() < 0.3:
-            options = rng.choice([bytes.fromhex("020405b4"), bytes.fromhex("01010402"),
-                                  rng.randbytes(4 * rng.randint(1, 10))])
+            options = rng.choice(
+                [
+                    bytes.fromhex("020405b4"),
+                    bytes.fromhex("01010402"),
+                    rng.randbytes(4 * rng.randint(1, 10)),
+                ]
+            )
         # Sequence numbers mostly from a small set, so that a FIN's end (seq + payload +
         # 1) and a later ACK meet: the close steps of docs/datapath.md "The TCP session
         # lifecycle" (FIN_ACKED, CLOSED, released) are reached by random packets too.
         seq = rng.choice([C_SEQ, B_SEQ, C_SEQ + 1, B_SEQ + 1, rng.getrandbits(32)])
         ack = rng.choice([C_SEQ + 1, B_SEQ + 1, C_SEQ + 2, B_SEQ + 2, rng.getrandbits(32)])
-        return tcp(saddr, daddr, sport, dport, flags=flags, seq=seq, ack=ack, options=options,
-                   payload=payload)
+        return tcp(
+            saddr,
+            daddr,
+            sport,
+            dport,
+            flags=flags,
+            seq=seq,
+            ack=ack,
+            options=options,
+            payload=payload,
+        )
     if proto == IPPROTO_UDP:
-        return udp(saddr, daddr, sport, dport, payload=payload,
-                   checksum_value=0 if rng.random() < 0.15 else None)
+        return udp(
+            saddr,
+            daddr,
+            sport,
+            dport,
+            payload=payload,
+            checksum_value=0 if rng.random() < 0.15 else None,
+        )
     if sport or not dport:  # echo request: the identifier is the source "port"
         return icmp(8, 0, sport << 16 | rng.randrange(65536), payload=payload)
     return icmp(0, 0, dport << 16 | rng.randrange(65536), payload=payload)
 
 
-def frame_for(rng: random.Random, proto: int, saddr: int, daddr: int, sport: int,
-              dport: int) -> bytes:
-    return ethernet(ipv4(saddr, daddr, proto, l4_bytes(rng, proto, saddr, daddr, sport, dport),
-                         ttl=rng.choice([64, 64, 64, 1, 0, 255]), ident=rng.randrange(65536),
-                         frag=rng.choice([0, 0, 0x4000])))
+def frame_for(
+    rng: random.Random, proto: int, saddr: int, daddr: int, sport: int, dport: int
+) -> bytes:
+    return ethernet(
+        ipv4(
+            saddr,
+            daddr,
+            proto,
+            l4_bytes(rng, proto, saddr, daddr, sport, dport),
+            ttl=rng.choice([64, 64, 64, 1, 0, 255]),
+            ident=rng.randrange(65536),
+            frag=rng.choice([0, 0, 0x4000]),
+        )
+    )
 
 
 def _set(frame: bytes, offset: int, data: bytes) -> bytes:
-    return frame[:offset] + data + frame[offset + len(data):]
+    return frame[:offset] + data + frame[offset + len(data) :]
 
 
 def _ihl(frame: bytes) -> int:
@@ -89,8 +119,12 @@ def mutate(rng: random.Random, frame: bytes) -> bytes:
         return _set(frame, 16, rng.randrange(65536).to_bytes(2, "big"))
     if m == 6:  # VLAN tag, IPv6, ARP, anything
         if rng.random() < 0.4:
-            return frame[:12] + bytes.fromhex("8100") + rng.randrange(4096).to_bytes(2, "big") \
+            return (
+                frame[:12]
+                + bytes.fromhex("8100")
+                + rng.randrange(4096).to_bytes(2, "big")
                 + frame[12:]
+            )
         ethertype = rng.choice([0x86DD, 0x0806, 0x88A8, rng.randrange(65536)])
         return _set(frame, 12, ethertype.to_bytes(2, "big")) + bytes(40)
     if m == 7:  # not IPv4, or IHL < 5
@@ -111,7 +145,7 @@ def mutate(rng: random.Random, frame: bytes) -> bytes:
             ip[1] = rng.randrange(256)
             ip[10:12] = b"\0\0"
             ip[10:12] = scapy_checksum(bytes(ip)).to_bytes(2, "big")
-            return frame[:14] + bytes(ip) + frame[14 + len(ip):]
+            return frame[:14] + bytes(ip) + frame[14 + len(ip) :]
     return frame
 
 
@@ -124,8 +158,15 @@ def scapy_checksums_valid(frame: bytes) -> bool | None:
     ip = packet[IP]
     raw_ip = frame[14:]
     header_len = 4 * ip.ihl
-    if ip.version != 4 or ip.ihl < 5 or ip.flags.MF or ip.frag or ip.len > len(raw_ip) \
-            or ip.len < header_len + 8 or len(raw_ip) < header_len:
+    if (
+        ip.version != 4
+        or ip.ihl < 5
+        or ip.flags.MF
+        or ip.frag
+        or ip.len > len(raw_ip)
+        or ip.len < header_len + 8
+        or len(raw_ip) < header_len
+    ):
         return None
     if scapy_checksum(raw_ip[:header_len]) != 0:
         return False

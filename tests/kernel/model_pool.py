@@ -52,20 +52,33 @@ class BuildPool(Generic[T]):
 
     def get(self, index: int, kind: str) -> tuple[BuildUnderTest, T]:
         if (index, kind) not in self.builds:
-            node_path, services_path = write_documents(self.documents, index,
-                                                       self.root / f"config-{index}")
+            node_path, services_path = write_documents(
+                self.documents, index, self.root / f"config-{index}"
+            )
             inputs = load_inputs(node_path, [services_path])
-            result = compile_build(node_path, [services_path], self.root / f"config-{index}-{kind}",
-                                   build=kind, verify=False)
+            result = compile_build(
+                node_path,
+                [services_path],
+                self.root / f"config-{index}-{kind}",
+                build=kind,
+                verify=False,
+            )
             assert as_json(result)["config_sha256"] == inputs.sha256
-            self.builds[(index, kind)] = (BuildUnderTest(result.out),
-                                          self.view(inputs, kind, as_json(result)))
+            self.builds[(index, kind)] = (
+                BuildUnderTest(result.out),
+                self.view(inputs, kind, as_json(result)),
+            )
         return self.builds[(index, kind)]
 
 
-def open_pool(tmp_path_factory: pytest.TempPathFactory, name: str, documents: Documents,
-              view: Callable[[Inputs, str, dict[str, Any]], T], title: str,
-              counts: Mapping[tuple[str, str], int]) -> Iterator[BuildPool[T]]:
+def open_pool(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    documents: Documents,
+    view: Callable[[Inputs, str, dict[str, Any]], T],
+    title: str,
+    counts: Mapping[tuple[str, str], int],
+) -> Iterator[BuildPool[T]]:
     """For a module fixture: the pool, then every build closed and `counts` printed."""
     if os.geteuid() != 0:
         pytest.fail("kernel tests load BPF programs: run them as root", pytrace=False)
@@ -83,8 +96,15 @@ class PortClaims:
     frontends: set[tuple[str, int, str]] = field(default_factory=set)
     node_ports: set[tuple[int, str]] = field(default_factory=set)
 
-    def port(self, rng: random.Random, name: str, port: int, proto: str, addrs: set[str],
-             service_type: str) -> dict[str, Any] | None:
+    def port(
+        self,
+        rng: random.Random,
+        name: str,
+        port: int,
+        proto: str,
+        addrs: set[str],
+        service_type: str,
+    ) -> dict[str, Any] | None:
         """A Service port on `addrs` (None: one of them has it already), with a NodePort
         for NodePort/LoadBalancer services when the drawn one is free."""
         if any((a, port, proto) in self.frontends for a in addrs):
@@ -112,6 +132,13 @@ def source_ranges(seed: int, service: int, node_addr: str, cluster_pods: str) ->
     rng = random.Random(f"source-ranges-{seed}-{service}")
     if rng.random() < 0.5:
         return None
-    pool = ["203.0.113.0/24", "192.0.2.0/25", "198.18.64.0/26", cluster_pods, f"{node_addr}/32",
-            "198.18.64.128/25", "0.0.0.0/0"]
+    pool = [
+        "203.0.113.0/24",
+        "192.0.2.0/25",
+        "198.18.64.0/26",
+        cluster_pods,
+        f"{node_addr}/32",
+        "198.18.64.128/25",
+        "0.0.0.0/0",
+    ]
     return rng.sample(pool, rng.randint(1, 3))

@@ -154,12 +154,16 @@ class Bpf:
         return Raw(after.retval, after.packet)
 
     def nat(self) -> dict[SessionKey, Nat]:
-        return {SessionKey.unpack(k): Nat(*unpack_nat(v)[1:6])
-                for k, v in self.build.maps["bpfgen_nat_v4"].items()}
+        return {
+            SessionKey.unpack(k): Nat(*unpack_nat(v)[1:6])
+            for k, v in self.build.maps["bpfgen_nat_v4"].items()
+        }
 
     def rnat(self) -> dict[SessionKey, Rnat]:
-        return {SessionKey.unpack(k): unpack_rnat(v)
-                for k, v in self.build.maps["bpfgen_rnat_v4"].items()}
+        return {
+            SessionKey.unpack(k): unpack_rnat(v)
+            for k, v in self.build.maps["bpfgen_rnat_v4"].items()
+        }
 
     def clear(self) -> None:
         for name in ("bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_affinity_v4"):
@@ -180,8 +184,9 @@ class Bpf:
         counts = {k: v - self.repeated[k] for k, v in self.build.counters().items()}
         return {k: v for k, v in counts.items() if v}
 
-    def expected_backend(self, saddr: str, daddr: str, sport: int, dport: int,
-                         proto: int) -> Backend:
+    def expected_backend(
+        self, saddr: str, daddr: str, sport: int, dport: int, proto: int
+    ) -> Backend:
         h = tuple_hash(SELECTION_SEED, A(saddr), A(daddr), sport, dport, proto)
         backends = self.backends[proto]
         if self.scheduler == "random":
@@ -197,9 +202,10 @@ def parse(verdict: int, pkt: bytes) -> Out:
     proto, saddr, daddr = ip[9], int.from_bytes(ip[12:16], "big"), int.from_bytes(ip[16:20], "big")
     l4 = pkt[34:]
     check_at = 16 if proto == IPPROTO_TCP else 6
-    if not (proto == IPPROTO_UDP and l4[check_at:check_at + 2] == b"\0\0"):
+    if not (proto == IPPROTO_UDP and l4[check_at : check_at + 2] == b"\0\0"):
         assert ones_sum(pseudo_header(saddr, daddr, proto, len(l4)) + l4) == 0xFFFF, (
-            f"L4 checksum wrong: {pkt.hex()}")
+            f"L4 checksum wrong: {pkt.hex()}"
+        )
     sport, dport = struct.unpack("!HH", l4[:4])
     return Out(verdict, saddr, daddr, sport, dport, ip[8])
 
@@ -216,14 +222,27 @@ def forwarded(out: Out, counters: dict[str, int]) -> None:
 
 
 def syn(saddr: str, daddr: str, sport: int, dport: int, flags: int = SYN) -> bytes:
-    return ethernet(ipv4(A(saddr), A(daddr), IPPROTO_TCP,
-                         tcp(A(saddr), A(daddr), sport, dport, flags=flags, payload=b"hi")))
+    return ethernet(
+        ipv4(
+            A(saddr),
+            A(daddr),
+            IPPROTO_TCP,
+            tcp(A(saddr), A(daddr), sport, dport, flags=flags, payload=b"hi"),
+        )
+    )
 
 
 XDP_BUILDS = on_this_kernel([("specialized", "random", "xdp"), ("frozen", "maglev", "xdp")])
-BUILDS = on_this_kernel([("specialized", "random", "tc"), ("generic", "random", "tc"),
-                         ("frozen", "random", "tc"), ("specialized", "maglev", "tc"),
-                         ("generic", "maglev", "tc"), *XDP_BUILDS])
+BUILDS = on_this_kernel(
+    [
+        ("specialized", "random", "tc"),
+        ("generic", "random", "tc"),
+        ("frozen", "random", "tc"),
+        ("specialized", "maglev", "tc"),
+        ("generic", "maglev", "tc"),
+        *XDP_BUILDS,
+    ]
+)
 
 
 def _build_id(p: tuple[str, str, str]) -> str:
@@ -236,23 +255,30 @@ def bpf(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module", params=XDP_BUILDS, ids=_build_id)
-def xdp_bpf(request: pytest.FixtureRequest,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bpf]:
+def xdp_bpf(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Bpf]:
     yield from _open(*request.param, tmp_path_factory)
 
 
-def _open(kind: str, scheduler: str, hook: str,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bpf]:
+def _open(
+    kind: str, scheduler: str, hook: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Bpf]:
     root = tmp_path_factory.mktemp(f"bpf-{kind}-{scheduler}-{hook}")
-    node_path, services_path = write_inputs(root, node_config(scheduler, uplink_hook=hook),
-                                            services())
+    node_path, services_path = write_inputs(
+        root, node_config(scheduler, uplink_hook=hook), services()
+    )
     result = compile_build(node_path, [services_path], root / "build", build=kind, verify=False)
     inputs = load_inputs(node_path, [services_path])
     (web,) = [s for s in inputs.services if s.name == "web"]
     with BuildUnderTest(result.out) as build:
-        yield Bpf(build, kind, scheduler, {IPPROTO_TCP: web.ports[0].backends,
-                                           IPPROTO_UDP: web.ports[1].backends},
-                  "svc_xdp" if hook == "xdp" else "svc_in")
+        yield Bpf(
+            build,
+            kind,
+            scheduler,
+            {IPPROTO_TCP: web.ports[0].backends, IPPROTO_UDP: web.ports[1].backends},
+            "svc_xdp" if hook == "xdp" else "svc_in",
+        )
 
 
 def test_pod_to_cluster_ip_is_dnated_and_both_sessions_written(bpf: Bpf) -> None:
@@ -280,11 +306,16 @@ def test_second_packet_keeps_its_backend_and_reply_is_reversed(bpf: Bpf) -> None
     assert (second.daddr, second.dport) == (first.daddr, first.dport)
     assert bpf.deltas().get("dnat_hit") == 1
     bpf.reset_counters()
-    reply = bpf.run(syn(str(IPv4Address(first.daddr)), CLIENT_POD, BACKEND_PORT, 40001,
-                        flags=SYN | ACK))
+    reply = bpf.run(
+        syn(str(IPv4Address(first.daddr)), CLIENT_POD, BACKEND_PORT, 40001, flags=SYN | ACK)
+    )
     counters = bpf.deltas()
     assert (reply.saddr, reply.sport, reply.daddr, reply.dport) == (
-        A(VIP), 80, A(CLIENT_POD), 40001)
+        A(VIP),
+        80,
+        A(CLIENT_POD),
+        40001,
+    )
     assert counters.get("rdnat") == 1
     forwarded(reply, counters)
     (session,) = bpf.nat().values()
@@ -307,17 +338,25 @@ def test_nodeport_from_outside_gets_dnat_and_snat(bpf: Bpf) -> None:
     assert bpf.rnat() == {rkey: Rnat(A(OUTSIDE), 51000, A(NODE2), NODEPORT)}
     # The backend's reply, to the SNAT address and port, goes back as NODE2:NodePort.
     bpf.reset_counters()
-    reply = bpf.run(syn(str(want.address), str(IPv4Address(out.saddr)), BACKEND_PORT, out.sport,
-                        flags=SYN | ACK))
+    reply = bpf.run(
+        syn(
+            str(want.address), str(IPv4Address(out.saddr)), BACKEND_PORT, out.sport, flags=SYN | ACK
+        )
+    )
     assert (reply.saddr, reply.sport, reply.daddr, reply.dport) == (
-        A(NODE2), NODEPORT, A(OUTSIDE), 51000)
+        A(NODE2),
+        NODEPORT,
+        A(OUTSIDE),
+        51000,
+    )
     assert bpf.deltas().get("rdnat") == 1
 
 
 def test_udp_cluster_ip_from_outside_the_cluster_is_masqueraded(bpf: Bpf) -> None:
     bpf.clear()
-    frame = ethernet(ipv4(A(OUTSIDE), A(VIP), IPPROTO_UDP,
-                          udp(A(OUTSIDE), A(VIP), 5353, 53, payload=b"q")))
+    frame = ethernet(
+        ipv4(A(OUTSIDE), A(VIP), IPPROTO_UDP, udp(A(OUTSIDE), A(VIP), 5353, 53, payload=b"q"))
+    )
     out = bpf.run(frame)
     want = bpf.expected_backend(OUTSIDE, VIP, 5353, 53, IPPROTO_UDP)
     assert (out.daddr, out.dport) == (int(want.address), DNS_PORT)
@@ -330,9 +369,24 @@ def test_tcp_to_a_frontend_without_backends_gets_a_reset(bpf: Bpf, flags: int) -
     """kube-proxy's REJECT: the segment becomes a RST back to the client (seq = its
     ack when it has ACK, else ACK of seq + SYN + payload), out of the ingress device."""
     bpf.clear()
-    frame = ethernet(ipv4(A(CLIENT_POD), A(EMPTY_VIP), IPPROTO_TCP, tcp(
-        A(CLIENT_POD), A(EMPTY_VIP), 40000, 80, flags=flags, seq=1000, ack=7777,
-        options=bytes.fromhex("020405b4"), payload=b"hi")))
+    frame = ethernet(
+        ipv4(
+            A(CLIENT_POD),
+            A(EMPTY_VIP),
+            IPPROTO_TCP,
+            tcp(
+                A(CLIENT_POD),
+                A(EMPTY_VIP),
+                40000,
+                80,
+                flags=flags,
+                seq=1000,
+                ack=7777,
+                options=bytes.fromhex("020405b4"),
+                payload=b"hi",
+            ),
+        )
+    )
     result = bpf.raw(frame)
     out = parse(result.retval, result.packet)
     assert result.retval == TC_ACT_REDIRECT and len(result.packet) == 54
@@ -360,8 +414,14 @@ def test_udp_to_a_frontend_without_backends_gets_port_unreachable(bpf: Bpf, payl
     """ICMP port unreachable from the frontend address, quoting the datagram's IPv4
     header and first 8 bytes, back out of the ingress device."""
     bpf.clear()
-    frame = ethernet(ipv4(A(CLIENT_POD), A(EMPTY_VIP), IPPROTO_UDP,
-                          udp(A(CLIENT_POD), A(EMPTY_VIP), 5353, 53, payload=b"q" * payload)))
+    frame = ethernet(
+        ipv4(
+            A(CLIENT_POD),
+            A(EMPTY_VIP),
+            IPPROTO_UDP,
+            udp(A(CLIENT_POD), A(EMPTY_VIP), 5353, 53, payload=b"q" * payload),
+        )
+    )
     result = bpf.raw(frame)
     out = result.packet
     assert result.retval == TC_ACT_REDIRECT and len(out) == 14 + 20 + 8 + 28
@@ -396,8 +456,9 @@ def test_a_clusterips_other_port_is_rejected(bpf: Bpf) -> None:
     assert struct.unpack("!HH", out[34:38]) == (81, 40000) and out[47] == 0x14  # RST|ACK
     assert bpf.deltas() == {"reject_vip_port": 1}
     bpf.clear()
-    rst = ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_TCP,
-                        tcp(A(CLIENT_POD), A(VIP), 40000, 81, flags=0x04)))
+    rst = ethernet(
+        ipv4(A(CLIENT_POD), A(VIP), IPPROTO_TCP, tcp(A(CLIENT_POD), A(VIP), 40000, 81, flags=0x04))
+    )
     assert bpf.raw(rst).retval == TC_ACT_SHOT
     assert bpf.deltas() == {"drop_vip_port": 1}
 
@@ -428,14 +489,26 @@ def test_selection_follows_the_scheduler_over_many_flows(bpf: Bpf) -> None:
     assert bpf.deltas().get("dnat_new") == 40
 
 
-def _in_routed_netns(bpf: Bpf, program: str, ingress: str,
-                     frames: list[bytes]) -> tuple[list[tuple[int, bytes]], dict[str, int]]:
+def _in_routed_netns(
+    bpf: Bpf, program: str, ingress: str, frames: list[bytes]
+) -> tuple[list[tuple[int, bytes]], dict[str, int]]:
     """Run `program` on `frames` in a fresh namespace with routes to the backends
     (tests/kernel/bpf_redirect_netns.py): (verdict, packet) per frame, and counters."""
     proc = subprocess.run(
-        ["unshare", "-n", sys.executable, str(Path(__file__).with_name("bpf_redirect_netns.py")),
-         str(bpf.build.build_dir), program, ingress, *(f.hex() for f in frames)],
-        capture_output=True, text=True, check=False, cwd=Path(__file__).parents[2],
+        [
+            "unshare",
+            "-n",
+            sys.executable,
+            str(Path(__file__).with_name("bpf_redirect_netns.py")),
+            str(bpf.build.build_dir),
+            program,
+            ingress,
+            *(f.hex() for f in frames),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).parents[2],
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.splitlines()[-1])
@@ -471,8 +544,7 @@ def test_xdp_sends_back_out_of_the_uplink_or_passes_to_tc(xdp_bpf: Bpf) -> None:
         else:
             assert (verdict, pkt) == (XDP_PASS, frame)
     assert 0 < sent < len(frames)
-    assert counters == {"dnat_new": len(frames), "redirect": sent,
-                        "xdp_to_tc": len(frames) - sent}
+    assert counters == {"dnat_new": len(frames), "redirect": sent, "xdp_to_tc": len(frames) - sent}
 
 
 @pytest.mark.parametrize("flags", [ACK, SYN])
@@ -486,7 +558,8 @@ def test_a_session_whose_backend_is_gone_is_not_kept(bpf: Bpf, flags: int) -> No
     bpf.build.maps["bpfgen_nat_v4"].update(key.pack(), entry)
     rkey = SessionKey(gone, A(CLIENT_POD), BACKEND_PORT, 44000, IPPROTO_TCP)
     bpf.build.maps["bpfgen_rnat_v4"].update(
-        rkey.pack(), pack_rnat(Rnat(A(CLIENT_POD), 44000, A(VIP), 80)))
+        rkey.pack(), pack_rnat(Rnat(A(CLIENT_POD), 44000, A(VIP), 80))
+    )
     result = bpf.raw(syn(CLIENT_POD, VIP, 44000, 80, flags=flags))
     counters = bpf.deltas()
     assert rkey not in bpf.rnat()
@@ -511,9 +584,18 @@ def test_a_session_to_a_terminating_endpoint_goes_on(bpf: Bpf, proto: int) -> No
     key = SessionKey(A(CLIENT_POD), A(VIP), 44001, port, proto)
     entry = pack_nat(NatSession(time.monotonic_ns(), 0, 0, 0, A(DRAINING), bport))
     bpf.build.maps["bpfgen_nat_v4"].update(key.pack(), entry)
-    frame = (syn(CLIENT_POD, VIP, 44001, port, flags=ACK) if proto == IPPROTO_TCP
-             else ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_UDP,
-                                udp(A(CLIENT_POD), A(VIP), 44001, port, payload=b"q"))))
+    frame = (
+        syn(CLIENT_POD, VIP, 44001, port, flags=ACK)
+        if proto == IPPROTO_TCP
+        else ethernet(
+            ipv4(
+                A(CLIENT_POD),
+                A(VIP),
+                IPPROTO_UDP,
+                udp(A(CLIENT_POD), A(VIP), 44001, port, payload=b"q"),
+            )
+        )
+    )
     out = bpf.run(frame)
     assert (out.daddr, out.dport) == (A(DRAINING), bport), out
     assert bpf.deltas().get("dnat_hit") == 1 and key in bpf.nat()
@@ -535,8 +617,10 @@ def test_client_ip_affinity_keeps_a_client_on_one_backend(bpf: Bpf) -> None:
     first = bpf.expected_backend(CLIENT_POD, STICKY_VIP, 40000, 80, IPPROTO_TCP)
     outs = [bpf.run(syn(CLIENT_POD, STICKY_VIP, port, 80)) for port in range(40000, 40012)]
     assert {(o.daddr, o.dport) for o in outs} == {(int(first.address), BACKEND_PORT)}, outs
-    hashed = {bpf.expected_backend(CLIENT_POD, STICKY_VIP, port, 80, IPPROTO_TCP).address
-              for port in range(40000, 40012)}
+    hashed = {
+        bpf.expected_backend(CLIENT_POD, STICKY_VIP, port, 80, IPPROTO_TCP).address
+        for port in range(40000, 40012)
+    }
     assert len(hashed) > 1  # without affinity these flows would have spread
     counters = bpf.deltas()
     assert counters.get("dnat_new") == 12 and counters.get("affinity_hit") == 11, counters
@@ -563,9 +647,11 @@ def test_client_ip_affinity_entry_is_ignored_when_stale(bpf: Bpf, stale: str) ->
     bpf.build.maps["bpfgen_affinity_v4"].update(key, pack_affinity(entry))
     # A source port whose hash picks another backend than the entry's did.
     first = A(str(bpf.expected_backend(CLIENT_POD, STICKY_VIP, 40000, 80, IPPROTO_TCP).address))
-    sport = next(p for p in range(40001, 40100)
-                 if int(bpf.expected_backend(CLIENT_POD, STICKY_VIP, p, 80,
-                                             IPPROTO_TCP).address) != first)
+    sport = next(
+        p
+        for p in range(40001, 40100)
+        if int(bpf.expected_backend(CLIENT_POD, STICKY_VIP, p, 80, IPPROTO_TCP).address) != first
+    )
     bpf.reset_counters()
     out = bpf.run(syn(CLIENT_POD, STICKY_VIP, sport, 80))
     want = int(bpf.expected_backend(CLIENT_POD, STICKY_VIP, sport, 80, IPPROTO_TCP).address)
@@ -575,8 +661,9 @@ def test_client_ip_affinity_entry_is_ignored_when_stale(bpf: Bpf, stale: str) ->
 
 def test_echo_request_to_a_vip_is_answered(bpf: Bpf) -> None:
     bpf.clear()
-    frame = ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_ICMP, icmp(8, 0, 0x1234_0007,
-                                                                      payload=b"ping")))
+    frame = ethernet(
+        ipv4(A(CLIENT_POD), A(VIP), IPPROTO_ICMP, icmp(8, 0, 0x1234_0007, payload=b"ping"))
+    )
     result = bpf.raw(frame)
     out = result.packet
     assert result.retval == TC_ACT_REDIRECT  # bpf_redirect back out of the ingress device
@@ -601,15 +688,17 @@ def test_hairpin_is_snated_and_its_reply_reversed(bpf: Bpf) -> None:
     """A pod that is itself selected as the backend gets SNAT to a node address."""
     bpf.clear()
     me = BACKENDS[0]
-    sport = next(p for p in range(45000, 46000)
-                 if str(bpf.expected_backend(me, VIP, p, 80, IPPROTO_TCP).address) == me)
+    sport = next(
+        p
+        for p in range(45000, 46000)
+        if str(bpf.expected_backend(me, VIP, p, 80, IPPROTO_TCP).address) == me
+    )
     out = bpf.run(syn(me, VIP, sport, 80))
     assert (out.daddr, out.dport) == (A(me), BACKEND_PORT)
     assert out.saddr in (A(NODE1), A(NODE2)) and PORT_MIN <= out.sport <= PORT_MAX
     assert bpf.deltas().get("snat_new") == 1
     bpf.reset_counters()
-    reply = bpf.run(syn(me, str(IPv4Address(out.saddr)), BACKEND_PORT, out.sport,
-                        flags=SYN | ACK))
+    reply = bpf.run(syn(me, str(IPv4Address(out.saddr)), BACKEND_PORT, out.sport, flags=SYN | ACK))
     assert (reply.saddr, reply.sport, reply.daddr, reply.dport) == (A(VIP), 80, A(me), sport)
     assert bpf.deltas().get("rdnat") == 1
 
@@ -626,11 +715,16 @@ def test_lb_ip_with_proxy_ip_mode_is_not_captured(tmp_path: Path, kind: str) -> 
     svcs = services()
     lb = next(i for i in svcs["items"] if i["metadata"]["name"] == "web")
     lb["spec"]["type"] = "LoadBalancer"
-    lb["status"] = {"loadBalancer": {"ingress": [{"ip": LB_VIP_MODE, "ipMode": "VIP"},
-                                                 {"ip": LB_PROXY_MODE, "ipMode": "Proxy"}]}}
+    lb["status"] = {
+        "loadBalancer": {
+            "ingress": [
+                {"ip": LB_VIP_MODE, "ipMode": "VIP"},
+                {"ip": LB_PROXY_MODE, "ipMode": "Proxy"},
+            ]
+        }
+    }
     node_path, services_path = write_inputs(tmp_path, node_config(), svcs)
-    result = compile_build(node_path, [services_path], tmp_path / "build", build=kind,
-                           verify=False)
+    result = compile_build(node_path, [services_path], tmp_path / "build", build=kind, verify=False)
     frontends = {(f.kind, f.address) for f in result.manifest.specialization.frontends}
     assert ("LoadBalancer", LB_VIP_MODE) in frontends
     assert not any(address == LB_PROXY_MODE for _, address in frontends)
@@ -639,7 +733,11 @@ def test_lb_ip_with_proxy_ip_mode_is_not_captured(tmp_path: Path, kind: str) -> 
         bpf.clear()
         out = bpf.run(syn(OUTSIDE, LB_PROXY_MODE, 51000, 80))
         assert (out.verdict, out.daddr, out.dport, out.saddr) == (
-            TC_ACT_OK, A(LB_PROXY_MODE), 80, A(OUTSIDE))
+            TC_ACT_OK,
+            A(LB_PROXY_MODE),
+            80,
+            A(OUTSIDE),
+        )
         assert bpf.deltas() == {"pass": 1} and bpf.nat() == {}
         out = bpf.run(syn(OUTSIDE, LB_VIP_MODE, 51000, 80))
         assert str(IPv4Address(out.daddr)) in BACKENDS and out.dport == BACKEND_PORT
@@ -650,8 +748,7 @@ def test_lb_ip_with_proxy_ip_mode_is_not_captured(tmp_path: Path, kind: str) -> 
 def _svc_in(tmp_path: Path, svcs: dict[str, Any], kind: str) -> Iterator[Bpf]:
     """svc_in of a `kind` build of the test node and `svcs`, its maps cleared."""
     node_path, services_path = write_inputs(tmp_path, node_config(), svcs)
-    result = compile_build(node_path, [services_path], tmp_path / "build", build=kind,
-                           verify=False)
+    result = compile_build(node_path, [services_path], tmp_path / "build", build=kind, verify=False)
     with BuildUnderTest(result.out) as build:
         bpf = Bpf(build, kind, "random", {}, "svc_in")
         bpf.clear()
@@ -701,8 +798,7 @@ def test_masquerade_all_leaves_external_traffic_policy_local_alone(
     web = next(i for i in svcs["items"] if i["metadata"]["name"] == "web")
     web["spec"]["externalTrafficPolicy"] = "Local"
     node_path, services_path = write_inputs(tmp_path, node, svcs)
-    result = compile_build(node_path, [services_path], tmp_path / "build", build=kind,
-                           verify=False)
+    result = compile_build(node_path, [services_path], tmp_path / "build", build=kind, verify=False)
     policies = {(f.kind, f.service): f.masquerade
                 for f in result.manifest.specialization.frontends}  # fmt: skip
     assert policies[("NodePort", "default/web")] == "NEVER"

@@ -119,8 +119,12 @@ def _drop_reason(deltas: dict[str, int]) -> str:
 def observe_bpf(built: Built, row: Row) -> list[Seen]:
     # Verdicts, bytes and counters are compared at every run, the session tables once
     # at the end (the dumps cost most under the VM's emulation).
-    diff = SvcDifferential(built.build, built.config, check_state_every=FLOWS * 2,
-                           program=XDP_PROGRAM if built.hook == "xdp" else PROGRAM)
+    diff = SvcDifferential(
+        built.build,
+        built.config,
+        check_state_every=FLOWS * 2,
+        program=XDP_PROGRAM if built.hook == "xdp" else PROGRAM,
+    )
     svc, client = SERVICES[row.service], CLIENTS[row.client]
     daddr, dport = svc.target(row.target), svc.port(row.target, row.proto)
     seen = []
@@ -204,20 +208,22 @@ def check(built: Built, row: Row) -> None:
     found = problems(expected, seen, CLIENTS[row.client])
     if found:
         shown = ", ".join(str(s) for s in seen)
-        pytest.fail(f"{row.id} on {built.id}: {'; '.join(found)}\n  expected: {expected}\n"
-                    f"  seen: {shown}", pytrace=False)
+        pytest.fail(
+            f"{row.id} on {built.id}: {'; '.join(found)}\n  expected: {expected}\n  seen: {shown}",
+            pytrace=False,
+        )
 
 
-def _built(mode: str, kind: str, hook: str, masquerade_all: bool,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+def _built(
+    mode: str, kind: str, hook: str, masquerade_all: bool, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Built]:
     node = node_file(mode, masquerade_all=masquerade_all)
     if hook == "xdp":
         node["interfaces"][0]["hook"] = "xdp"
     services = services_file(MASQ_ALL_SERVICES if masquerade_all else None)
     node_path, services_path = shared_inputs(json.dumps(node), json.dumps(services))
     root = tmp_path_factory.mktemp(f"conformance-{mode}-{kind}-{hook}")
-    result = compile_build(node_path, [services_path], root / "build", build=kind,
-                           verify=False)
+    result = compile_build(node_path, [services_path], root / "build", build=kind, verify=False)
     inputs = load_inputs(node_path, [services_path])
     config = model_config(inputs, kind) if mode == "ipvs" else svc_config(inputs, kind)
     with BuildUnderTest(result.out) as build:
@@ -228,7 +234,8 @@ def _built(mode: str, kind: str, hook: str, masquerade_all: bool,
 # VM (tests/vm/second_kernel.py) runs one build per mode: under emulation each costs
 # minutes, and the kinds' code shapes are the verifier matrix's business there.
 BUILDS = [(m, k, "tc") for m in ("ipvs", "bpf") for k in BUILD_KINDS] + [
-    ("bpf", "specialized", "xdp")]
+    ("bpf", "specialized", "xdp")
+]
 if os.environ.get("BPFGEN_IN_VM"):
     BUILDS = [("ipvs", "specialized", "tc"), ("bpf", "generic", "tc")]
 MAIN_ROWS = [r for r in ROWS if not r.masquerade_all]
@@ -240,14 +247,16 @@ def _id(b: tuple[str, str, str]) -> str:
 
 
 @pytest.fixture(scope="module", params=BUILDS, ids=_id)
-def built(request: pytest.FixtureRequest,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+def built(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Built]:
     yield from _built(*request.param, False, tmp_path_factory)
 
 
 @pytest.fixture(scope="module", params=BUILDS, ids=_id)
-def built_masq_all(request: pytest.FixtureRequest,
-                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+def built_masq_all(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Built]:
     yield from _built(*request.param, True, tmp_path_factory)
 
 

@@ -63,48 +63,75 @@ NODE = {
     "kind": "NodeConfig",
     "node": {"name": "node-a", "addresses": [NODE1, NODE2], "podCIDR": "198.19.1.0/24"},
     "cluster": {"podCIDR": "198.19.0.0/16", "serviceCIDR": "198.18.128.0/17"},
-    "interfaces": [{"name": "eth0", "role": "uplink", "hook": "xdp"},
-                   {"name": "veth*", "role": "pods"}],
+    "interfaces": [
+        {"name": "eth0", "role": "uplink", "hook": "xdp"},
+        {"name": "veth*", "role": "pods"},
+    ],
     "snat": {"portRange": [PORT_MIN, PORT_MAX], "maxSessions": 64, "mark": MARK},
     "features": {"icmpEcho": True},
 }
 SERVICES = {
     "apiVersion": "v1",
     "kind": "List",
-    "items": [{
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"type": "NodePort", "clusterIP": VIP, "clusterIPs": [VIP],
-                 "ports": [{"name": "http", "port": 80, "protocol": "TCP",
-                            "nodePort": NODEPORT},
-                           {"name": "dns", "port": 53, "protocol": "UDP",
-                            "nodePort": NODEPORT}]},
-    }, {
-        # issue 15: loadBalancerSourceRanges, enforced at the LB IP only; NODE1 is in a
-        # range, so the LB IP itself is an allowed source too (kube-proxy's allowFromNode)
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "guarded", "namespace": "default"},
-        "spec": {"type": "LoadBalancer", "clusterIP": GUARDED_VIP,
-                 "loadBalancerSourceRanges": [ALLOWED_RANGE, f"{NODE1}/32"],
-                 "ports": [{"name": "https", "port": 443, "protocol": "TCP",
-                            "nodePort": GUARDED_NODEPORT}]},
-        "status": {"loadBalancer": {"ingress": [{"ip": LB_IP}]}},
-    }, {
-        # issue 15: both traffic policies Local, the one endpoint on another node
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "remote", "namespace": "default"},
-        "spec": {"type": "NodePort", "clusterIP": REMOTE_VIP,
-                 "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local",
-                 "ports": [{"name": "http", "port": 80, "protocol": "TCP",
-                            "nodePort": REMOTE_NODEPORT}]},
-    }, {
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "remote-1", "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": "remote"}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": [{"addresses": [BACKEND], "nodeName": "node-b"}],
-    }],
+    "items": [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "type": "NodePort",
+                "clusterIP": VIP,
+                "clusterIPs": [VIP],
+                "ports": [
+                    {"name": "http", "port": 80, "protocol": "TCP", "nodePort": NODEPORT},
+                    {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": NODEPORT},
+                ],
+            },
+        },
+        {
+            # issue 15: loadBalancerSourceRanges, enforced at the LB IP only; NODE1 is in a
+            # range, so the LB IP itself is an allowed source too (kube-proxy's allowFromNode)
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "guarded", "namespace": "default"},
+            "spec": {
+                "type": "LoadBalancer",
+                "clusterIP": GUARDED_VIP,
+                "loadBalancerSourceRanges": [ALLOWED_RANGE, f"{NODE1}/32"],
+                "ports": [
+                    {"name": "https", "port": 443, "protocol": "TCP", "nodePort": GUARDED_NODEPORT}
+                ],
+            },
+            "status": {"loadBalancer": {"ingress": [{"ip": LB_IP}]}},
+        },
+        {
+            # issue 15: both traffic policies Local, the one endpoint on another node
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "remote", "namespace": "default"},
+            "spec": {
+                "type": "NodePort",
+                "clusterIP": REMOTE_VIP,
+                "externalTrafficPolicy": "Local",
+                "internalTrafficPolicy": "Local",
+                "ports": [
+                    {"name": "http", "port": 80, "protocol": "TCP", "nodePort": REMOTE_NODEPORT}
+                ],
+            },
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "remote-1",
+                "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "remote"},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [BACKEND], "nodeName": "node-b"}],
+        },
+    ],
 }
 
 
@@ -115,8 +142,7 @@ def case_build(
     kind: str = request.param
     root = tmp_path_factory.mktemp(f"cases-{kind}")
     node, services = shared_inputs(json.dumps(NODE), json.dumps(SERVICES))
-    result = compile_build(node, [services], root / "build", build=kind,
-                           verify=False)
+    result = compile_build(node, [services], root / "build", build=kind, verify=False)
     with BuildUnderTest(result.out) as build:
         yield build, model_config(load_inputs(node, [services]), kind)
 
@@ -127,12 +153,18 @@ def case_build(
 def test_harness_layouts_match_bpfgen_layouts() -> None:
     """testrun's session records pack as bpfgen_runtime.contract.layouts' mirrors."""
     key = SessionKey(A("1.2.3.4"), A("5.6.7.8"), 0x1234, 0xABCD, 6)
-    mirror = layouts.Tuple4(layouts.be32(key.saddr), layouts.be32(key.daddr),
-                            layouts.be16(key.sport), layouts.be16(key.dport), key.proto)
+    mirror = layouts.Tuple4(
+        layouts.be32(key.saddr),
+        layouts.be32(key.daddr),
+        layouts.be16(key.sport),
+        layouts.be16(key.dport),
+        key.proto,
+    )
     assert key.pack() == layouts.to_bytes(mirror)
     entry = SessionEntry(0x0102030405060708, A("9.9.9.9"), 0x4242, 3)
-    mirror_entry = layouts.SnatEntry(entry.last_seen_ns, layouts.be32(entry.nat_addr),
-                                     layouts.be16(entry.nat_port), entry.flags)
+    mirror_entry = layouts.SnatEntry(
+        entry.last_seen_ns, layouts.be32(entry.nat_addr), layouts.be16(entry.nat_port), entry.flags
+    )
     assert entry.pack() == layouts.to_bytes(mirror_entry)
     reverse = ReverseEntry(A("10.0.0.1"), 8080)
     mirror_reverse = layouts.RsnatEntry(layouts.be32(reverse.addr), layouts.be16(reverse.port))
@@ -155,8 +187,9 @@ def test_harness_maps_marks_and_counters(
     assert build.session(key) == SessionEntry(3, A(NODE1), PORT_MIN, 1)
     assert build.delete_session(key) and build.session(key) is None
     # The mark goes in through __sk_buff and comes back: ingress ORs the SNAT bit in.
-    frame = ethernet(ipv4(A(CLIENT), A(VIP), IPPROTO_TCP,
-                          tcp(A(CLIENT), A(VIP), 40000, 80, flags=0x02)))
+    frame = ethernet(
+        ipv4(A(CLIENT), A(VIP), IPPROTO_TCP, tcp(A(CLIENT), A(VIP), 40000, 80, flags=0x02))
+    )
     before = build.counters()["marked"]
     assert build.run("ingress", frame, mark=0x10).mark == 0x10 | MARK
     assert build.counters()["marked"] == before + 1
@@ -167,8 +200,9 @@ def test_harness_maps_marks_and_counters(
 # --------------------------------------------------------------------- the table
 
 
-def _udp_payload_for_checksum(saddr: int, daddr: int, sport: int, dport: int,
-                              target_sum: int) -> bytes:
+def _udp_payload_for_checksum(
+    saddr: int, daddr: int, sport: int, dport: int, target_sum: int
+) -> bytes:
     """Two payload bytes that make the datagram (checksum field 0) sum to `target_sum`."""
     base = udp(saddr, daddr, sport, dport, payload=b"\0\0", checksum_value=0)
     partial = ones_sum(pseudo_header(saddr, daddr, IPPROTO_UDP, len(base)) + base)
@@ -195,8 +229,14 @@ def _now() -> int:
 
 def _echo_reply_to_node(checksum_value: int) -> Callable[[], bytes]:
     """An echo reply to NODE1 with identifier 0xffff, sequence 0, the given checksum."""
-    return lambda: ethernet(ipv4(A(BACKEND), A(NODE1), IPPROTO_ICMP,
-                                 icmp(0, 0, 0xFFFF_0000, checksum_value=checksum_value)))
+    return lambda: ethernet(
+        ipv4(
+            A(BACKEND),
+            A(NODE1),
+            IPPROTO_ICMP,
+            icmp(0, 0, 0xFFFF_0000, checksum_value=checksum_value),
+        )
+    )
 
 
 ICMP_KEY = FlowKey(A(CLIENT), A(BACKEND), 0, 0, IPPROTO_ICMP)  # echo request, identifier 0
@@ -243,16 +283,18 @@ CASES = [
         # which an exact lookup of 0.0.0.0 found: the packet was marked.
         "a packet to 0.0.0.0:<NodePort> is no frontend",
         "ingress",
-        lambda: ethernet(ipv4(A(CLIENT), 0, IPPROTO_TCP, tcp(A(CLIENT), 0, 40000, NODEPORT,
-                                                               flags=0x02))),
+        lambda: ethernet(
+            ipv4(A(CLIENT), 0, IPPROTO_TCP, tcp(A(CLIENT), 0, 40000, NODEPORT, flags=0x02))
+        ),
         {"pass": 1},
         marks=(0, 0),
     ),
     Case(
         "a NodePort on the second node address is marked",
         "ingress",
-        lambda: ethernet(ipv4(A(CLIENT), A(NODE2), IPPROTO_UDP,
-                              udp(A(CLIENT), A(NODE2), 40000, NODEPORT))),
+        lambda: ethernet(
+            ipv4(A(CLIENT), A(NODE2), IPPROTO_UDP, udp(A(CLIENT), A(NODE2), 40000, NODEPORT))
+        ),
         {"marked": 1},
         marks=(0, MARK),
     ),
@@ -274,9 +316,14 @@ CASES = [
     Case(
         "a UDP reply without checksum keeps checksum 0",
         "ingress_xdp",
-        lambda: ethernet(ipv4(A(BACKEND), A(NODE2), IPPROTO_UDP,
-                              udp(A(BACKEND), A(NODE2), 53, PORT_MIN + 3, payload=b"ab",
-                                  checksum_value=0))),
+        lambda: ethernet(
+            ipv4(
+                A(BACKEND),
+                A(NODE2),
+                IPPROTO_UDP,
+                udp(A(BACKEND), A(NODE2), 53, PORT_MIN + 3, payload=b"ab", checksum_value=0),
+            )
+        ),
         {"rsnat": 1},
         sessions=(UDP_SESSION,),
         check=_field(40, 2, 0),
@@ -285,11 +332,21 @@ CASES = [
         Case(
             f"a UDP reply whose new checksum computes to 0 is sent as 0xffff ({prog})",
             prog,
-            lambda: ethernet(ipv4(A(BACKEND), A(NODE2), IPPROTO_UDP, udp(
-                A(BACKEND), A(NODE2), 53, PORT_MIN + 3,
-                # after the rewrite the datagram sums to 0xffff: its checksum is 0
-                payload=_udp_payload_for_checksum(A(BACKEND), A(CLIENT), 53, 5353, 0xFFFF),
-            ))),
+            lambda: ethernet(
+                ipv4(
+                    A(BACKEND),
+                    A(NODE2),
+                    IPPROTO_UDP,
+                    udp(
+                        A(BACKEND),
+                        A(NODE2),
+                        53,
+                        PORT_MIN + 3,
+                        # after the rewrite the datagram sums to 0xffff: its checksum is 0
+                        payload=_udp_payload_for_checksum(A(BACKEND), A(CLIENT), 53, 5353, 0xFFFF),
+                    ),
+                )
+            ),
             {"rsnat": 1},
             sessions=(UDP_SESSION,),
             check=_field(40, 2, 0xFFFF),
@@ -299,17 +356,30 @@ CASES = [
     Case(
         "a marked first fragment is dropped, the mark cleared",
         "egress",
-        lambda: ethernet(ipv4(A(CLIENT), A(BACKEND), IPPROTO_TCP,
-                              tcp(A(CLIENT), A(BACKEND), 1, 2, flags=0x02), frag=0x2000)),
+        lambda: ethernet(
+            ipv4(
+                A(CLIENT),
+                A(BACKEND),
+                IPPROTO_TCP,
+                tcp(A(CLIENT), A(BACKEND), 1, 2, flags=0x02),
+                frag=0x2000,
+            )
+        ),
         {"drop_fragment": 1},
         marks=(MARK | 1, 1),
     ),
     Case(
         "IP options: the L4 header is found after them and the SNAT is right",
         "egress",
-        lambda: ethernet(ipv4(A(CLIENT), A(BACKEND), IPPROTO_TCP,
-                              tcp(A(CLIENT), A(BACKEND), 40000, 8080, flags=0x02),
-                              options=bytes.fromhex("94040000 01010100"))),
+        lambda: ethernet(
+            ipv4(
+                A(CLIENT),
+                A(BACKEND),
+                IPPROTO_TCP,
+                tcp(A(CLIENT), A(BACKEND), 40000, 8080, flags=0x02),
+                options=bytes.fromhex("94040000 01010100"),
+            )
+        ),
         {"snat_new": 1},
         mark=MARK,
     ),
@@ -323,8 +393,9 @@ CASES = [
         Case(
             f"loadBalancerSourceRanges: {what} to the LB IP is {fate}",
             "ingress",
-            lambda src=src: ethernet(ipv4(A(src), A(LB_IP), IPPROTO_TCP,
-                                          tcp(A(src), A(LB_IP), 40000, 443, flags=0x02))),
+            lambda src=src: ethernet(
+                ipv4(A(src), A(LB_IP), IPPROTO_TCP, tcp(A(src), A(LB_IP), 40000, 443, flags=0x02))
+            ),
             counters,
             marks=(0, 0 if fate == "dropped" else MARK),
         )
@@ -332,15 +403,20 @@ CASES = [
             ("a client outside the ranges", CLIENT, "dropped", {"drop_source_range": 1}),
             ("a pod outside the ranges", POD, "dropped", {"drop_source_range": 1}),
             ("a client inside a range", ALLOWED_CLIENT, "marked", {"marked": 1}),
-            ("the LB IP itself (a node address is in a range)", LB_IP, "marked",
-             {"marked": 1}),
+            ("the LB IP itself (a node address is in a range)", LB_IP, "marked", {"marked": 1}),
         )
     ),
     Case(
         "loadBalancerSourceRanges: the Service's NodePort is not subject to them",
         "ingress",
-        lambda: ethernet(ipv4(A(CLIENT), A(NODE2), IPPROTO_TCP,
-                              tcp(A(CLIENT), A(NODE2), 40000, GUARDED_NODEPORT, flags=0x02))),
+        lambda: ethernet(
+            ipv4(
+                A(CLIENT),
+                A(NODE2),
+                IPPROTO_TCP,
+                tcp(A(CLIENT), A(NODE2), 40000, GUARDED_NODEPORT, flags=0x02),
+            )
+        ),
         {"marked": 1},
         marks=(0, MARK),
     ),
@@ -348,9 +424,9 @@ CASES = [
         Case(
             f"Local traffic policy, the endpoint on another node: {what} is dropped",
             "ingress",
-            lambda src=src, daddr=daddr, dport=dport: ethernet(ipv4(
-                A(src), A(daddr), IPPROTO_TCP,
-                tcp(A(src), A(daddr), 40000, dport, flags=0x02))),
+            lambda src=src, daddr=daddr, dport=dport: ethernet(
+                ipv4(A(src), A(daddr), IPPROTO_TCP, tcp(A(src), A(daddr), 40000, dport, flags=0x02))
+            ),
             {"drop_no_local_endpoint": 1},
         )
         for what, src, daddr, dport in (
@@ -364,29 +440,60 @@ CASES = [
         Case(
             f"{what}: {fate}",
             "ingress",
-            lambda daddr=daddr, dport=dport, proto=proto: ethernet(ipv4(
-                A(CLIENT), A(daddr), proto,
-                tcp(A(CLIENT), A(daddr), 40000, dport, flags=0x02) if proto == IPPROTO_TCP
-                else udp(A(CLIENT), A(daddr), 40000, dport))),
+            lambda daddr=daddr, dport=dport, proto=proto: ethernet(
+                ipv4(
+                    A(CLIENT),
+                    A(daddr),
+                    proto,
+                    tcp(A(CLIENT), A(daddr), 40000, dport, flags=0x02)
+                    if proto == IPPROTO_TCP
+                    else udp(A(CLIENT), A(daddr), 40000, dport),
+                )
+            ),
             counters,
             marks=(0, 0),
         )
         for what, daddr, dport, proto, fate, counters in (
-            ("TCP to a ClusterIP at no Service's port (22)", VIP, 22, IPPROTO_TCP, "dropped",
-             {"drop_vip_port": 1}),
-            ("UDP to a ClusterIP at a TCP-only Service port", VIP, 80, IPPROTO_UDP, "dropped",
-             {"drop_vip_port": 1}),
-            ("TCP to an LB IP at no Service's port", LB_IP, 8443, IPPROTO_TCP, "dropped",
-             {"drop_vip_port": 1}),
-            ("TCP to a node address at a port of no NodePort", NODE1, 22, IPPROTO_TCP,
-             "left to the node", {"pass": 1}),
+            (
+                "TCP to a ClusterIP at no Service's port (22)",
+                VIP,
+                22,
+                IPPROTO_TCP,
+                "dropped",
+                {"drop_vip_port": 1},
+            ),
+            (
+                "UDP to a ClusterIP at a TCP-only Service port",
+                VIP,
+                80,
+                IPPROTO_UDP,
+                "dropped",
+                {"drop_vip_port": 1},
+            ),
+            (
+                "TCP to an LB IP at no Service's port",
+                LB_IP,
+                8443,
+                IPPROTO_TCP,
+                "dropped",
+                {"drop_vip_port": 1},
+            ),
+            (
+                "TCP to a node address at a port of no NodePort",
+                NODE1,
+                22,
+                IPPROTO_TCP,
+                "left to the node",
+                {"pass": 1},
+            ),
         )
     ),
     Case(
         "an IPVS reply from VIP:80 is not translated",
         "egress",
-        lambda: ethernet(ipv4(A(VIP), A(CLIENT), IPPROTO_TCP,
-                              tcp(A(VIP), A(CLIENT), 80, 40000, flags=0x12))),
+        lambda: ethernet(
+            ipv4(A(VIP), A(CLIENT), IPPROTO_TCP, tcp(A(VIP), A(CLIENT), 80, 40000, flags=0x12))
+        ),
         {"pass": 1},
     ),
 ]

@@ -102,16 +102,26 @@ def case_services() -> dict[str, Any]:
     ClientIP affinity on a NodePort Service, :80/TCP and :53/UDP, web's endpoints."""
     doc = services()
     web = [i for i in doc["items"] if i["metadata"]["name"] in ("web", "web-1")]
-    sticky = {"apiVersion": "v1", "kind": "Service",
-              "metadata": {"name": "sticky", "namespace": "default"},
-              "spec": {**web[0]["spec"], "clusterIP": STICKY_NP_VIP,
-                       "sessionAffinity": "ClientIP",
-                       "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": STICKY_TIMEOUT}},
-                       "ports": [{**p, "nodePort": STICKY_NODEPORT}
-                                 for p in web[0]["spec"]["ports"]]}}
-    endpoints = {**web[1], "metadata": {
-        "name": "sticky-1", "namespace": "default",
-        "labels": {"kubernetes.io/service-name": "sticky"}}}
+    sticky = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "sticky", "namespace": "default"},
+        "spec": {
+            **web[0]["spec"],
+            "clusterIP": STICKY_NP_VIP,
+            "sessionAffinity": "ClientIP",
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": STICKY_TIMEOUT}},
+            "ports": [{**p, "nodePort": STICKY_NODEPORT} for p in web[0]["spec"]["ports"]],
+        },
+    }
+    endpoints = {
+        **web[1],
+        "metadata": {
+            "name": "sticky-1",
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "sticky"},
+        },
+    }
     doc["items"] += [sticky, endpoints]
     return doc
 
@@ -132,8 +142,9 @@ class Case:
         assert step.device_deltas() == want, step.device_deltas()
         return step.last.out
 
-    def plant(self, client: str, sport: int, proto: int, backend: str, bport: int,
-              flags: int = 0) -> None:
+    def plant(
+        self, client: str, sport: int, proto: int, backend: str, bport: int, flags: int = 0
+    ) -> None:
         """A session of client:sport -> VIP:port (80 TCP, 53 UDP) with the given backend."""
         vport = 80 if proto == IPPROTO_TCP else 53
         key = FlowKey(A(client), A(VIP), sport, vport, proto)
@@ -141,16 +152,27 @@ class Case:
         rkey = FlowKey(A(backend), A(client), bport, sport, proto)
         self.diff.put_session(key, session, (rkey, Rnat(A(client), sport, A(VIP), vport)))
 
-    def plant_affinity(self, client: str, daddr: str, dport: int, proto: int, backend: str,
-                       bport: int, age_s: float = 0) -> AffinityKey:
+    def plant_affinity(
+        self,
+        client: str,
+        daddr: str,
+        dport: int,
+        proto: int,
+        backend: str,
+        bport: int,
+        age_s: float = 0,
+    ) -> AffinityKey:
         """An affinity entry of client for the Service port of daddr:dport, `age_s` old."""
         f = self.config.lookup(A(daddr), dport, proto)
         assert f is not None and f.affinity_s
         key = AffinityKey(A(client), f.affinity_id)
         aged = time.monotonic_ns() - int(age_s * 10**9)
         if aged <= 0:
-            pytest.fail(f"the clock (time since boot) is younger than {age_s} s: "
-                        "no affinity entry can be aged that far", pytrace=False)
+            pytest.fail(
+                f"the clock (time since boot) is younger than {age_s} s: "
+                "no affinity entry can be aged that far",
+                pytrace=False,
+            )
         self.diff.put_affinity(key, Affinity(aged, A(backend), bport))
         return key
 
@@ -168,18 +190,31 @@ class Case:
 
 
 def seg(saddr: str, daddr: str, sport: int, dport: int, flags: int, **kw: Any) -> bytes:
-    return ethernet(ipv4(A(saddr), A(daddr), IPPROTO_TCP,
-                         tcp(A(saddr), A(daddr), sport, dport, flags=flags, **kw)))
+    return ethernet(
+        ipv4(
+            A(saddr),
+            A(daddr),
+            IPPROTO_TCP,
+            tcp(A(saddr), A(daddr), sport, dport, flags=flags, **kw),
+        )
+    )
 
 
 def dgram(saddr: str, daddr: str, sport: int, dport: int, payload: bytes = b"q") -> bytes:
-    return ethernet(ipv4(A(saddr), A(daddr), IPPROTO_UDP,
-                         udp(A(saddr), A(daddr), sport, dport, payload=payload)))
+    return ethernet(
+        ipv4(
+            A(saddr), A(daddr), IPPROTO_UDP, udp(A(saddr), A(daddr), sport, dport, payload=payload)
+        )
+    )
 
 
 def out_tuple(frame: bytes) -> tuple[str, int, str, int]:
-    return (str(IPv4Address(frame[26:30])), int.from_bytes(frame[34:36], "big"),
-            str(IPv4Address(frame[30:34])), int.from_bytes(frame[36:38], "big"))
+    return (
+        str(IPv4Address(frame[26:30])),
+        int.from_bytes(frame[34:36], "big"),
+        str(IPv4Address(frame[30:34])),
+        int.from_bytes(frame[36:38], "big"),
+    )
 
 
 # ------------------------------------------------------------------------ the cases
@@ -193,8 +228,12 @@ REPLY = {"rdnat": 1, "fib_fallback": 1}
 def new_flow_dnat(c: Case) -> None:
     """A pod to a ClusterIP keeps its source; the destination becomes the selected backend."""
     out = c.send(seg(CLIENT_POD, VIP, 40000, 80, SYN), **NEW)
-    assert out_tuple(out) == (CLIENT_POD, 40000,
-                              c.backend_of(CLIENT_POD, VIP, 40000, 80, IPPROTO_TCP), BACKEND_PORT)
+    assert out_tuple(out) == (
+        CLIENT_POD,
+        40000,
+        c.backend_of(CLIENT_POD, VIP, 40000, 80, IPPROTO_TCP),
+        BACKEND_PORT,
+    )
 
 
 def hit(c: Case) -> None:
@@ -227,8 +266,7 @@ def udp_from_outside_masq(c: Case) -> None:
 def hairpin(c: Case) -> None:
     """A backend that selects itself is SNATed to a node address."""
     me = BACKENDS[0]
-    sport = next(p for p in range(45000, 46000)
-                 if c.backend_of(me, VIP, p, 80, IPPROTO_TCP) == me)
+    sport = next(p for p in range(45000, 46000) if c.backend_of(me, VIP, p, 80, IPPROTO_TCP) == me)
     out = c.send(seg(me, VIP, sport, 80, SYN), **NEW_SNAT)
     saddr, nport, _, _ = out_tuple(out)
     back = c.send(seg(me, saddr, BACKEND_PORT, nport, SYN | ACK), **REPLY)
@@ -237,8 +275,19 @@ def hairpin(c: Case) -> None:
 
 def reject_tcp(c: Case) -> None:
     """No backends: a RST|ACK to a SYN, a RST to an ACK, nothing to a RST."""
-    c.send(seg(CLIENT_POD, EMPTY_VIP, 40000, 80, SYN, seq=1000, payload=b"hi",
-               options=bytes.fromhex("020405b4")), reject_no_backend=1)
+    c.send(
+        seg(
+            CLIENT_POD,
+            EMPTY_VIP,
+            40000,
+            80,
+            SYN,
+            seq=1000,
+            payload=b"hi",
+            options=bytes.fromhex("020405b4"),
+        ),
+        reject_no_backend=1,
+    )
     c.send(seg(CLIENT_POD, EMPTY_VIP, 40000, 80, ACK | PSH, ack=7777), reject_no_backend=1)
     c.send(seg(CLIENT_POD, EMPTY_VIP, 40000, 80, RST), drop_no_backend=1)
 
@@ -247,8 +296,9 @@ def reject_tcp_padded(c: Case) -> None:
     """A minimum-size Ethernet frame (a 54-byte SYN padded to 60): the RST acknowledges
     SYN and payload by the IP total length, not the 6 bytes of padding."""
     c.send(seg(OUTSIDE, EMPTY_VIP, 40000, 80, SYN, seq=5) + bytes(6), reject_no_backend=1)
-    c.send(seg(OUTSIDE, EMPTY_VIP, 40000, 80, FIN, seq=9, payload=b"x") + bytes(5),
-           reject_no_backend=1)
+    c.send(
+        seg(OUTSIDE, EMPTY_VIP, 40000, 80, FIN, seq=9, payload=b"x") + bytes(5), reject_no_backend=1
+    )
 
 
 def reject_udp(c: Case) -> None:
@@ -258,8 +308,12 @@ def reject_udp(c: Case) -> None:
 
 
 def echo_vip(c: Case) -> None:
-    c.send(ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_ICMP,
-                         icmp(8, 0, 0x1234_0007, payload=b"ping"))), icmp_echo_vip=1)
+    c.send(
+        ethernet(
+            ipv4(A(CLIENT_POD), A(VIP), IPPROTO_ICMP, icmp(8, 0, 0x1234_0007, payload=b"ping"))
+        ),
+        icmp_echo_vip=1,
+    )
     # A node address is local to the node, not a VIP; an echo reply is not answered.
     c.send(ethernet(ipv4(A(CLIENT_POD), A(NODE2), IPPROTO_ICMP, icmp(8, 0, 1))), **{"pass": 1})
     c.send(ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_ICMP, icmp(0, 0, 1))), **{"pass": 1})
@@ -304,8 +358,11 @@ def expired_session_reselected(c: Case) -> None:
     (key,) = c.diff.state.forward
     aged = time.monotonic_ns() - (TIMEOUT_S + 5) * 10**9
     if aged <= 0:
-        pytest.fail(f"the clock (time since boot) is younger than {TIMEOUT_S + 5} s: "
-                    "no session can be aged past its timeout", pytrace=False)
+        pytest.fail(
+            f"the clock (time since boot) is younger than {TIMEOUT_S + 5} s: "
+            "no session can be aged past its timeout",
+            pytrace=False,
+        )
     c.diff.set_last_seen(key, aged)
     c.send(seg(CLIENT_POD, VIP, 44200, 80, ACK), **NEW)
 
@@ -347,11 +404,22 @@ def forwarded_with_a_route(c: Case) -> None:
         c.diff.fib = routed
         out = c.send(seg(CLIENT_POD, VIP, 40000, 80, SYN), dnat_new=1, redirect=1)
         assert out[22] == 63
-        back = c.send(seg(out_tuple(out)[2], CLIENT_POD, BACKEND_PORT, 40000, SYN | ACK),
-                      rdnat=1, redirect=1)
+        back = c.send(
+            seg(out_tuple(out)[2], CLIENT_POD, BACKEND_PORT, 40000, SYN | ACK), rdnat=1, redirect=1
+        )
         assert back[22] == 63
-        c.send(ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_TCP,
-                             tcp(A(CLIENT_POD), A(VIP), 40001, 80, flags=SYN), ttl=1)), **NEW)
+        c.send(
+            ethernet(
+                ipv4(
+                    A(CLIENT_POD),
+                    A(VIP),
+                    IPPROTO_TCP,
+                    tcp(A(CLIENT_POD), A(VIP), 40001, 80, flags=SYN),
+                    ttl=1,
+                )
+            ),
+            **NEW,
+        )
         c.send(seg(OUTSIDE, NODE2, 40002, NODEPORT, SYN), dnat_new=1, snat_new=1, redirect=1)
         c.send(seg(BACKENDS[1], NODE2, BACKEND_PORT, 40000, ACK), **{"pass": 1})
         c.diff.fib = no_route
@@ -364,8 +432,11 @@ AFFINE = {"dnat_new": 1, "affinity_hit": 1, "fib_fallback": 1}
 def _other_sport(c: Case, start: int, daddr: str, not_to: str) -> int:
     """A source port from `start` on whose hash (CLIENT_POD -> daddr:80/TCP) selects
     another backend than `not_to`."""
-    return next(p for p in range(start, start + 1000)
-                if c.backend_of(CLIENT_POD, daddr, p, 80, IPPROTO_TCP) != not_to)
+    return next(
+        p
+        for p in range(start, start + 1000)
+        if c.backend_of(CLIENT_POD, daddr, p, 80, IPPROTO_TCP) != not_to
+    )
 
 
 def affinity_followed(c: Case) -> None:
@@ -392,14 +463,16 @@ def affinity_expired(c: Case) -> None:
     (now - last_seen in u64 is no age); the flow is selected by hash and the entry
     rewritten. One just younger than the timeout is followed."""
     for start, age in ((41000, STICKY_TIMEOUT + 2), (42000, -5.0)):
-        c.plant_affinity(CLIENT_POD, STICKY_VIP, 80, IPPROTO_TCP, BACKENDS[0], BACKEND_PORT,
-                         age_s=age)
+        c.plant_affinity(
+            CLIENT_POD, STICKY_VIP, 80, IPPROTO_TCP, BACKENDS[0], BACKEND_PORT, age_s=age
+        )
         sport = _other_sport(c, start, STICKY_VIP, BACKENDS[0])
         out = c.send(seg(CLIENT_POD, STICKY_VIP, sport, 80, SYN), **NEW)
         assert out_tuple(out)[2] != BACKENDS[0]
         assert c.affinity_of(CLIENT_POD, STICKY_VIP, 80, IPPROTO_TCP) == out_tuple(out)[2]
-    c.plant_affinity(CLIENT_POD, STICKY_VIP, 80, IPPROTO_TCP, BACKENDS[0], BACKEND_PORT,
-                     age_s=STICKY_TIMEOUT - 2)
+    c.plant_affinity(
+        CLIENT_POD, STICKY_VIP, 80, IPPROTO_TCP, BACKENDS[0], BACKEND_PORT, age_s=STICKY_TIMEOUT - 2
+    )
     sport = _other_sport(c, 43000, STICKY_VIP, BACKENDS[0])
     out = c.send(seg(CLIENT_POD, STICKY_VIP, sport, 80, SYN), **AFFINE)
     assert out_tuple(out)[2] == BACKENDS[0]
@@ -408,14 +481,15 @@ def affinity_expired(c: Case) -> None:
 def affinity_not_selectable(c: Case) -> None:
     """An entry whose backend is draining (listed, not ready) or no endpoint at all, or
     another port's backend (the UDP port's 5353 on the TCP port), is not followed."""
-    for start, (backend, port) in zip((41000, 42000, 43000), (
-            (DRAINING, BACKEND_PORT), (GONE, BACKEND_PORT), (BACKENDS[0], DNS_PORT)),
-            strict=True):
+    for start, (backend, port) in zip(
+        (41000, 42000, 43000),
+        ((DRAINING, BACKEND_PORT), (GONE, BACKEND_PORT), (BACKENDS[0], DNS_PORT)),
+        strict=True,
+    ):
         c.plant_affinity(CLIENT_POD, STICKY_NP_VIP, 80, IPPROTO_TCP, backend, port)
         sport = _other_sport(c, start, STICKY_NP_VIP, BACKENDS[0])
         out = c.send(seg(CLIENT_POD, STICKY_NP_VIP, sport, 80, SYN), **NEW)
-        assert out_tuple(out)[2] == c.backend_of(CLIENT_POD, STICKY_NP_VIP, sport, 80,
-                                                 IPPROTO_TCP)
+        assert out_tuple(out)[2] == c.backend_of(CLIENT_POD, STICKY_NP_VIP, sport, 80, IPPROTO_TCP)
     # A draining member keeps its session, though.
     c.plant(CLIENT_POD, 44100, IPPROTO_TCP, DRAINING, BACKEND_PORT, flags=0x01)
     c.send(seg(CLIENT_POD, VIP, 44100, 80, ACK), **HIT)
@@ -428,19 +502,19 @@ def affinity_per_service_port(c: Case) -> None:
     first = c.send(seg(CLIENT_POD, STICKY_NP_VIP, 40000, 80, SYN), **NEW)
     backend = out_tuple(first)[2]
     for sport in range(40001, 40005):
-        out = c.send(seg(CLIENT_POD, NODE2, sport, STICKY_NODEPORT, SYN), **AFFINE,
-                     snat_new=1)
+        out = c.send(seg(CLIENT_POD, NODE2, sport, STICKY_NODEPORT, SYN), **AFFINE, snat_new=1)
         assert out_tuple(out)[2] == backend
     udp = c.send(dgram(CLIENT_POD, NODE2, 5353, STICKY_NODEPORT), **NEW_SNAT)
-    assert out_tuple(udp)[2] == c.backend_of(CLIENT_POD, NODE2, 5353, STICKY_NODEPORT,
-                                             IPPROTO_UDP)
+    assert out_tuple(udp)[2] == c.backend_of(CLIENT_POD, NODE2, 5353, STICKY_NODEPORT, IPPROTO_UDP)
     out = c.send(dgram(CLIENT_POD, STICKY_NP_VIP, 5354, 53), **AFFINE)
     assert out_tuple(out)[2] == out_tuple(udp)[2]
     tcp_id = c.config.lookup(A(STICKY_NP_VIP), 80, IPPROTO_TCP)
     udp_id = c.config.lookup(A(NODE2), STICKY_NODEPORT, IPPROTO_UDP)
     assert tcp_id is not None and udp_id is not None
-    assert {k.affinity_id for k in c.diff.state.affinity} == {tcp_id.affinity_id,
-                                                             udp_id.affinity_id}
+    assert {k.affinity_id for k in c.diff.state.affinity} == {
+        tcp_id.affinity_id,
+        udp_id.affinity_id,
+    }
 
 
 XDP_MAC = "02:00:00:00:00:aa"  # bg0's, the source MAC of what XDP sends back
@@ -464,25 +538,40 @@ def routed_through_the_ingress_device(c: Case) -> None:
             return macs if daddr == A(BACKENDS[0]) else None
 
         c.diff.route = route
-        sport = next(p for p in range(40000, 41000)
-                     if c.backend_of(CLIENT_POD, VIP, p, 80, IPPROTO_TCP) == BACKENDS[0])
+        sport = next(
+            p
+            for p in range(40000, 41000)
+            if c.backend_of(CLIENT_POD, VIP, p, 80, IPPROTO_TCP) == BACKENDS[0]
+        )
         step = c.diff.step(seg(CLIENT_POD, VIP, sport, 80, SYN))
         out = step.last.out
         assert out_tuple(out)[2] == BACKENDS[0] and out[22] == 63
         if c.xdp:
             assert step.then is None and out[:12] == macs
         assert step.device_deltas() == {"dnat_new": 1, "redirect": 1}
-        other = next(p for p in range(40000, 41000)
-                     if c.backend_of(CLIENT_POD, VIP, p, 80, IPPROTO_TCP) != BACKENDS[0])
+        other = next(
+            p
+            for p in range(40000, 41000)
+            if c.backend_of(CLIENT_POD, VIP, p, 80, IPPROTO_TCP) != BACKENDS[0]
+        )
         step = c.diff.step(seg(CLIENT_POD, VIP, other, 80, SYN))
         assert step.last.out[22] == 63
         if c.xdp:
             assert step.then is not None and step.out == step.packet  # passed untranslated
         assert step.device_deltas() == {"dnat_new": 1, "redirect": 1}
-        c.send(ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_TCP,
-                             tcp(A(CLIENT_POD), A(VIP), sport, 80, flags=ACK), ttl=1)), **HIT)
-        c.send(ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_ICMP, icmp(8, 0, 7))),
-               icmp_echo_vip=1)
+        c.send(
+            ethernet(
+                ipv4(
+                    A(CLIENT_POD),
+                    A(VIP),
+                    IPPROTO_TCP,
+                    tcp(A(CLIENT_POD), A(VIP), sport, 80, flags=ACK),
+                    ttl=1,
+                )
+            ),
+            **HIT,
+        )
+        c.send(ethernet(ipv4(A(CLIENT_POD), A(VIP), IPPROTO_ICMP, icmp(8, 0, 7))), icmp_echo_vip=1)
         c.send(seg(CLIENT_POD, EMPTY_VIP, 40000, 80, SYN), reject_no_backend=1)
         c.diff.fib, c.diff.route, c.diff.ingress_ifindex = no_route, no_xdp_route, 0
     c.send(seg(CLIENT_POD, VIP, sport, 80, ACK), **HIT)
@@ -497,8 +586,7 @@ def _snat_open(c: Case, sport: int) -> tuple[FlowKey, str, int, str]:
     port, nat addr)."""
     out = c.send(seg(OUTSIDE, NODE2, sport, NODEPORT, SYN, seq=C_ISN - 1), **NEW_SNAT)
     saddr, nport, backend, _ = out_tuple(out)
-    c.send(seg(backend, saddr, BACKEND_PORT, nport, SYN | ACK, seq=B_ISN - 1, ack=C_ISN),
-           **REPLY)
+    c.send(seg(backend, saddr, BACKEND_PORT, nport, SYN | ACK, seq=B_ISN - 1, ack=C_ISN), **REPLY)
     c.send(seg(OUTSIDE, NODE2, sport, NODEPORT, ACK, seq=C_ISN, ack=B_ISN), **HIT)
     return FlowKey(A(OUTSIDE), A(NODE2), sport, NODEPORT, IPPROTO_TCP), backend, nport, saddr
 
@@ -509,15 +597,15 @@ def closed_by_client_releases_the_port(c: Case) -> None:
     are gone after that last ACK, which is still translated."""
     key, backend, nport, saddr = _snat_open(c, 52000)
     c.send(seg(OUTSIDE, NODE2, 52000, NODEPORT, FIN | ACK, seq=C_ISN, ack=B_ISN), **HIT)
-    c.send(seg(backend, saddr, BACKEND_PORT, nport, FIN | ACK, seq=B_ISN, ack=C_ISN + 1),
-           **REPLY)
+    c.send(seg(backend, saddr, BACKEND_PORT, nport, FIN | ACK, seq=B_ISN, ack=C_ISN + 1), **REPLY)
     flags = c.diff.state.forward[key].flags
     assert flags & FIN_ACKED and not flags & (REPLY_FIRST | CLOSED), hex(flags)
     out = c.send(seg(OUTSIDE, NODE2, 52000, NODEPORT, ACK, seq=C_ISN + 1, ack=B_ISN + 1), **HIT)
     assert out_tuple(out) == (saddr, nport, backend, BACKEND_PORT)
     forward, reverse = c.diff.kernel_tables()
-    assert key not in forward and not any(r.addr == A(OUTSIDE) and r.port == 52000
-                                          for r in reverse.values())
+    assert key not in forward and not any(
+        r.addr == A(OUTSIDE) and r.port == 52000 for r in reverse.values()
+    )
 
 
 def closed_by_backend_holds_the_port(c: Case) -> None:
@@ -527,8 +615,7 @@ def closed_by_backend_holds_the_port(c: Case) -> None:
     key, backend, nport, saddr = _snat_open(c, 52001)
     c.send(seg(backend, saddr, BACKEND_PORT, nport, FIN | ACK, seq=B_ISN, ack=C_ISN), **REPLY)
     c.send(seg(OUTSIDE, NODE2, 52001, NODEPORT, FIN | ACK, seq=C_ISN, ack=B_ISN + 1), **HIT)
-    c.send(seg(backend, saddr, BACKEND_PORT, nport, ACK, seq=B_ISN + 1, ack=C_ISN + 1),
-           **REPLY)
+    c.send(seg(backend, saddr, BACKEND_PORT, nport, ACK, seq=B_ISN + 1, ack=C_ISN + 1), **REPLY)
     s = c.diff.state.forward[key]
     assert s.flags & (CLOSED | REPLY_FIRST | FIN_ACKED) == CLOSED | REPLY_FIRST | FIN_ACKED
     assert timeout_ns(c.config.base, IPPROTO_TCP, s.flags) == TIME_WAIT_S * 10**9
@@ -544,8 +631,7 @@ def simultaneous_close_holds_the_port(c: Case) -> None:
     c.send(seg(OUTSIDE, NODE2, 52002, NODEPORT, FIN | ACK, seq=C_ISN, ack=B_ISN), **HIT)
     c.send(seg(backend, saddr, BACKEND_PORT, nport, FIN | ACK, seq=B_ISN, ack=C_ISN), **REPLY)
     c.send(seg(OUTSIDE, NODE2, 52002, NODEPORT, ACK, seq=C_ISN + 1, ack=B_ISN + 1), **HIT)
-    c.send(seg(backend, saddr, BACKEND_PORT, nport, ACK, seq=B_ISN + 1, ack=C_ISN + 1),
-           **REPLY)
+    c.send(seg(backend, saddr, BACKEND_PORT, nport, ACK, seq=B_ISN + 1, ack=C_ISN + 1), **REPLY)
     flags = c.diff.state.forward[key].flags
     assert flags & CLOSED and not flags & (FIN_ACKED | REPLY_FIRST), hex(flags)
 
@@ -563,19 +649,22 @@ def closed_pod_flow_without_snat_is_released(c: Case) -> None:
     """A flow without SNAT has no port to protect: released however it closed."""
     out = c.send(seg(CLIENT_POD, VIP, 40100, 80, SYN, seq=C_ISN - 1), **NEW)
     backend = out_tuple(out)[2]
-    c.send(seg(backend, CLIENT_POD, BACKEND_PORT, 40100, FIN | ACK, seq=B_ISN, ack=C_ISN),
-           **REPLY)
+    c.send(seg(backend, CLIENT_POD, BACKEND_PORT, 40100, FIN | ACK, seq=B_ISN, ack=C_ISN), **REPLY)
     c.send(seg(CLIENT_POD, VIP, 40100, 80, FIN | ACK, seq=C_ISN, ack=B_ISN + 1), **HIT)
-    c.send(seg(backend, CLIENT_POD, BACKEND_PORT, 40100, ACK, seq=B_ISN + 1, ack=C_ISN + 1),
-           **REPLY)
+    c.send(
+        seg(backend, CLIENT_POD, BACKEND_PORT, 40100, ACK, seq=B_ISN + 1, ack=C_ISN + 1), **REPLY
+    )
     assert FlowKey(A(CLIENT_POD), A(VIP), 40100, 80, IPPROTO_TCP) not in c.diff.kernel_tables()[0]
 
 
 def port_preserved_when_free(c: Case) -> None:
     """A client port inside the SNAT range is kept when its reply tuple is free; a second
     client with the same port to the same backend gets another port."""
-    first = next(p for p in range(PORT_MIN, PORT_MAX + 1)
-                 if c.backend_of(OUTSIDE, NODE2, p, NODEPORT, IPPROTO_TCP) == BACKENDS[0])
+    first = next(
+        p
+        for p in range(PORT_MIN, PORT_MAX + 1)
+        if c.backend_of(OUTSIDE, NODE2, p, NODEPORT, IPPROTO_TCP) == BACKENDS[0]
+    )
     out = c.send(seg(OUTSIDE, NODE2, first, NODEPORT, SYN), **NEW_SNAT)
     assert out_tuple(out)[1] == first
     base = c.config.base
@@ -585,9 +674,12 @@ def port_preserved_when_free(c: Case) -> None:
         return str(IPv4Address(base.node_addrs[h % len(base.node_addrs)]))
 
     # Another client, same port, same backend, same node address: the same reply tuple.
-    other = next(a for a in (f"203.0.113.{i}" for i in range(8, 250))
-                 if c.backend_of(a, NODE2, first, NODEPORT, IPPROTO_TCP) == BACKENDS[0]
-                 and nat_addr(a) == out_tuple(out)[0])
+    other = next(
+        a
+        for a in (f"203.0.113.{i}" for i in range(8, 250))
+        if c.backend_of(a, NODE2, first, NODEPORT, IPPROTO_TCP) == BACKENDS[0]
+        and nat_addr(a) == out_tuple(out)[0]
+    )
     again = c.send(seg(other, NODE2, first, NODEPORT, SYN), **NEW_SNAT)
     assert out_tuple(again)[0] == out_tuple(out)[0] and out_tuple(again)[1] != first
 
@@ -610,16 +702,40 @@ def full_map_is_swept(c: Case) -> None:
     c.send(seg(CLIENT_POD, VIP, 40200, 80, SYN), **NEW)
 
 
-CASES: dict[str, Callable[[Case], None]] = {f.__name__: f for f in (
-    new_flow_dnat, hit, reply, snat_masq, udp_from_outside_masq, hairpin, reject_tcp,
-    reject_tcp_padded, reject_udp, echo_vip, backend_gone_drop, backend_gone_syn_fin,
-    reselect_udp, draining_keeps_session, expired_session_reselected, selection,
-    forwarded_with_a_route, affinity_followed, affinity_expired, affinity_not_selectable,
-    affinity_per_service_port, routed_through_the_ingress_device,
-    closed_by_client_releases_the_port, closed_by_backend_holds_the_port,
-    simultaneous_close_holds_the_port, reset_keeps_translating_for_tcp_close,
-    closed_pod_flow_without_snat_is_released, port_preserved_when_free, full_map_is_swept,
-)}
+CASES: dict[str, Callable[[Case], None]] = {
+    f.__name__: f
+    for f in (
+        new_flow_dnat,
+        hit,
+        reply,
+        snat_masq,
+        udp_from_outside_masq,
+        hairpin,
+        reject_tcp,
+        reject_tcp_padded,
+        reject_udp,
+        echo_vip,
+        backend_gone_drop,
+        backend_gone_syn_fin,
+        reselect_udp,
+        draining_keeps_session,
+        expired_session_reselected,
+        selection,
+        forwarded_with_a_route,
+        affinity_followed,
+        affinity_expired,
+        affinity_not_selectable,
+        affinity_per_service_port,
+        routed_through_the_ingress_device,
+        closed_by_client_releases_the_port,
+        closed_by_backend_holds_the_port,
+        simultaneous_close_holds_the_port,
+        reset_keeps_translating_for_tcp_close,
+        closed_pod_flow_without_snat_is_released,
+        port_preserved_when_free,
+        full_map_is_swept,
+    )
+}
 
 
 # ------------------------------------------------------------------------ builds
@@ -630,26 +746,33 @@ class Built:
     build: BuildUnderTest
     config: SvcConfig
 
-
     program: str
 
 
 KINDS = ("specialized", "generic", "frozen")
 # tc: every kind and scheduler; XDP (uplink hook: xdp): every kind, schedulers alternating.
-BUILDS = on_this_kernel([(k, s, "tc") for s in ("random", "maglev") for k in KINDS] + [
-    ("specialized", "maglev", "xdp"), ("generic", "random", "xdp"), ("frozen", "maglev", "xdp")])
+BUILDS = on_this_kernel(
+    [(k, s, "tc") for s in ("random", "maglev") for k in KINDS]
+    + [("specialized", "maglev", "xdp"), ("generic", "random", "xdp"), ("frozen", "maglev", "xdp")]
+)
 
 
-@pytest.fixture(scope="module", params=BUILDS,
-                ids=[f"{k}-{s}" + ("-xdp" if h == "xdp" else "") for k, s, h in BUILDS])
-def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[Built]:
+@pytest.fixture(
+    scope="module",
+    params=BUILDS,
+    ids=[f"{k}-{s}" + ("-xdp" if h == "xdp" else "") for k, s, h in BUILDS],
+)
+def built(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Built]:
     kind, scheduler, hook = request.param
     root = tmp_path_factory.mktemp(f"cases-bpf-{kind}-{scheduler}-{hook}")
-    node = node_config(scheduler, maglev_size=251 if scheduler == "maglev" else None,
-                       uplink_hook=hook)
-    node["snat"]["timeouts"] = {k: f"{TIMEOUT_S}s"
-                                for k in ("tcpEstablished", "tcpTransitory", "udp", "icmp")}
+    node = node_config(
+        scheduler, maglev_size=251 if scheduler == "maglev" else None, uplink_hook=hook
+    )
+    node["snat"]["timeouts"] = {
+        k: f"{TIMEOUT_S}s" for k in ("tcpEstablished", "tcpTransitory", "udp", "icmp")
+    }
     node["snat"]["timeouts"] |= {"tcpTimeWait": f"{TIME_WAIT_S}s", "tcpClose": f"{CLOSE_S}s"}
     node_path, services_path = write_inputs(root, node, case_services())
     result = compile_build(node_path, [services_path], root / "build", build=kind, verify=False)
@@ -660,8 +783,7 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.mark.parametrize("name", CASES)
 def test_case(built: Built, name: str) -> None:
-    case = Case(SvcDifferential(built.build, built.config, program=built.program),
-                built.config)
+    case = Case(SvcDifferential(built.build, built.config, program=built.program), built.config)
     CASES[name](case)
     assert not case.diff.compare_state()
 
@@ -675,12 +797,19 @@ def test_the_model_reads_the_maps_and_counters_as_the_c_lays_them_out(built: Bui
     """The differential's byte layouts of bpfgen_nat_v4/bpfgen_rnat_v4 values are
     the contract's layouts (the C structs), and the counters are the manifest's."""
     assert built.build.counter_names == SVC_COUNTER_NAMES
-    nat = layouts.NatEntry(last_seen_ns=1, nat_addr=layouts.be32(2), nat_port=layouts.be16(3),
-                           flags=4, backend_addr=layouts.be32(5), backend_port=layouts.be16(6),
-                           backend_gen=7)
+    nat = layouts.NatEntry(
+        last_seen_ns=1,
+        nat_addr=layouts.be32(2),
+        nat_port=layouts.be16(3),
+        flags=4,
+        backend_addr=layouts.be32(5),
+        backend_port=layouts.be16(6),
+        backend_gen=7,
+    )
     assert pack_nat(NatSession(1, 2, 3, 4, 5, 6, 7)) == layouts.to_bytes(nat)
-    rnat = layouts.RnatEntry(addr=layouts.be32(1), port=layouts.be16(2), vip=layouts.be32(3),
-                             vip_port=layouts.be16(4))
+    rnat = layouts.RnatEntry(
+        addr=layouts.be32(1), port=layouts.be16(2), vip=layouts.be32(3), vip_port=layouts.be16(4)
+    )
     assert pack_rnat(Rnat(1, 2, 3, 4)) == layouts.to_bytes(rnat)
     # The C keeps the affinity map's addresses and ports in network order in u32/u16 fields.
     akey = layouts.AffinityKey(client=_native(1, 4), affinity_id=2)

@@ -78,15 +78,17 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     node_addrs = [f"198.18.0.{a}" for a in sorted(rng.sample(range(2, 250), n_addrs))]
     cluster_pods = IPv4Network(rng.choice(["198.19.0.0/16", "198.19.0.0/17", "198.19.128.0/18"]))
     node_pods = list(cluster_pods.subnets(new_prefix=24))[rng.randrange(8)]
-    service_cidr = IPv4Network(rng.choice(["198.18.128.0/17", "198.18.192.0/20",
-                                           "198.18.128.0/24"]))
+    service_cidr = IPv4Network(
+        rng.choice(["198.18.128.0/17", "198.18.192.0/20", "198.18.128.0/24"])
+    )
     count = 16 if tight else rng.choice([16, 17, 64, 1000, 10000])
     low = rng.choice([1024, 20000 - count, 33000, 65536 - count])
     # Sessions are aged by rewriting last_seen, which cannot go below 0: timeouts stay
     # short enough for a machine (or VM) up for a couple of minutes; entry 1 keeps
     # the defaults (2h4m established), aged only where the clock allows.
-    timeouts = {k: f"{rng.randrange(20, 121)}s"
-                for k in ("tcpEstablished", "tcpTransitory", "udp", "icmp")}
+    timeouts = {
+        k: f"{rng.randrange(20, 121)}s" for k in ("tcpEstablished", "tcpTransitory", "udp", "icmp")
+    }
     if seed == 1:
         timeouts = {"tcpEstablished": "2h4m", "tcpTransitory": "4m", "udp": "5m", "icmp": "1m"}
     node = {
@@ -124,21 +126,29 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         external_ips = rng.sample(externals, rng.choice([0, 0, 1, 2]))
         # Not one of its own externalIPs: the plan then emits that frontend twice and
         # the specialized build does not compile (a plan bug, reported).
-        lb_ips = ([rng.choice([e for e in externals if e not in external_ips])]
-                  if kind == "LoadBalancer" else [])
+        lb_ips = (
+            [rng.choice([e for e in externals if e not in external_ips])]
+            if kind == "LoadBalancer"
+            else []
+        )
         ports = []
         for j in range(rng.randint(1, 3)):
             proto = rng.choice(protocols)
             port = rng.choice([53, 80, 443, 8080, rng.randrange(1, 65536), low, low + 1])
-            entry = claims.port(rng, f"p{j}", port, proto, {cluster_ip, *external_ips, *lb_ips},
-                                kind)
+            entry = claims.port(
+                rng, f"p{j}", port, proto, {cluster_ip, *external_ips, *lb_ips}, kind
+            )
             if entry is None:
                 continue
             ports.append(entry)
         if not ports:
             continue
-        spec: dict[str, Any] = {"type": kind, "clusterIP": cluster_ip, "clusterIPs": [cluster_ip],
-                                "ports": ports}
+        spec: dict[str, Any] = {
+            "type": kind,
+            "clusterIP": cluster_ip,
+            "clusterIPs": [cluster_ip],
+            "ports": ports,
+        }
         if external_ips:
             spec["externalIPs"] = external_ips
         if kind != "ClusterIP":
@@ -178,20 +188,30 @@ class Env:
     def of(cls, config: ModelConfig) -> Env:
         rng = random.Random(config.hash_seed)
         pods_net = config.cluster_pod_cidr
-        pods = tuple(int(pods_net.network_address) + rng.randrange(1, pods_net.num_addresses - 1)
-                     for _ in range(6))
+        pods = tuple(
+            int(pods_net.network_address) + rng.randrange(1, pods_net.num_addresses - 1)
+            for _ in range(6)
+        )
         svc = config.service_cidr
         fe_addrs = sorted({a for a, _, _ in config.frontends})
         service_addrs = tuple(a for a in fe_addrs if IPv4Address(a) in svc) + tuple(
             int(svc.network_address) + rng.randrange(1, svc.num_addresses - 1) for _ in range(2)
         )
         externals = tuple(a for a in fe_addrs if IPv4Address(a) not in svc) + tuple(
-            int(IPv4Address(a)) for a in ("203.0.113.7", "192.0.2.1", "198.18.64.250", "0.0.0.0",
-                                          "255.255.255.255")
+            int(IPv4Address(a))
+            for a in ("203.0.113.7", "192.0.2.1", "198.18.64.250", "0.0.0.0", "255.255.255.255")
         )
         remotes = ((pods[0], 8080), (pods[1], 53), (pods[2], 443))
-        return cls(config, config.node_addrs, pods, service_addrs, externals,
-                   tuple(sorted(config.frontends)), tuple(sorted(config.node_ports)), remotes)
+        return cls(
+            config,
+            config.node_addrs,
+            pods,
+            service_addrs,
+            externals,
+            tuple(sorted(config.frontends)),
+            tuple(sorted(config.node_ports)),
+            remotes,
+        )
 
     def any_addr(self, rng: random.Random) -> int:
         pool = rng.choice([self.node_addrs, self.pods, self.service_addrs, self.externals])
@@ -199,16 +219,34 @@ class Env:
 
     def any_port(self, rng: random.Random) -> int:
         c = self.config
-        return rng.choice([
-            rng.randrange(65536), rng.randrange(65536), 0, 65535, 80, 53,
-            c.port_min, c.port_max, c.port_min - 1, (c.port_max + 1) & 0xFFFF,
-            rng.randint(c.port_min, c.port_max), rng.randrange(*NODE_PORT_RANGE),
-        ])
+        return rng.choice(
+            [
+                rng.randrange(65536),
+                rng.randrange(65536),
+                0,
+                65535,
+                80,
+                53,
+                c.port_min,
+                c.port_max,
+                c.port_min - 1,
+                (c.port_max + 1) & 0xFFFF,
+                rng.randint(c.port_min, c.port_max),
+                rng.randrange(*NODE_PORT_RANGE),
+            ]
+        )
 
     def protocol(self, rng: random.Random) -> int:
         c = self.config
-        enabled = [p for p, on in ((IPPROTO_TCP, c.proto_tcp), (IPPROTO_UDP, c.proto_udp),
-                                   (IPPROTO_ICMP, c.proto_icmp)) if on]
+        enabled = [
+            p
+            for p, on in (
+                (IPPROTO_TCP, c.proto_tcp),
+                (IPPROTO_UDP, c.proto_udp),
+                (IPPROTO_ICMP, c.proto_icmp),
+            )
+            if on
+        ]
         if enabled and rng.random() < 0.9:
             return rng.choice(enabled)
         return rng.choice([IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP])
@@ -275,8 +313,9 @@ def to_node_range(rng: random.Random, env: Env, state: SessionState) -> tuple[by
 
 def anything(rng: random.Random, env: Env, state: SessionState) -> tuple[bytes, int]:
     proto = env.protocol(rng)
-    frame = frame_for(rng, proto, env.any_addr(rng), env.any_addr(rng), env.any_port(rng),
-                      env.any_port(rng))
+    frame = frame_for(
+        rng, proto, env.any_addr(rng), env.any_addr(rng), env.any_port(rng), env.any_port(rng)
+    )
     return frame, rng.choice([0, env.config.mark, rng.getrandbits(32)])
 
 
@@ -336,18 +375,32 @@ def vip_source(rng: random.Random, env: Env, state: SessionState) -> tuple[bytes
 
 # Eight weighted slots per program: a drawn kind index 0-7 picks one.
 INGRESS_KINDS: tuple[Builder, ...] = (
-    to_frontend, to_frontend, reply, reply, reply, to_node_range, anything, anything,
+    to_frontend,
+    to_frontend,
+    reply,
+    reply,
+    reply,
+    to_node_range,
+    anything,
+    anything,
 )
 EGRESS_KINDS: tuple[Builder, ...] = (
-    marked_new, marked_new, same_remote, same_remote, existing_flow, hairpin, vip_source,
+    marked_new,
+    marked_new,
+    same_remote,
+    same_remote,
+    existing_flow,
+    hairpin,
+    vip_source,
     anything,
 )
 KINDS = {"ingress": INGRESS_KINDS, "egress": EGRESS_KINDS, "ingress_xdp": INGRESS_KINDS}
 ORDERS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 
 
-def build_packet(program: str, kind: int, seed: int, env: Env,
-                 state: SessionState) -> tuple[bytes, int]:
+def build_packet(
+    program: str, kind: int, seed: int, env: Env, state: SessionState
+) -> tuple[bytes, int]:
     rng = random.Random(seed)
     frame, mark = KINDS[program][kind](rng, env, state)
     if rng.random() < 0.35:
@@ -368,9 +421,11 @@ def check_step(step: Step, source: Path) -> None:
     """What holds whatever the model says: untranslated packets are untouched, translated
     ones keep valid checksums."""
     translated = bool(TRANSLATED & step.model.counter_deltas().keys())
-    context = (f"program {step.program}, source {source}\nin  {describe(step.packet)}\n"
-               f"{hexdump(step.packet)}\nout {describe(step.kernel.packet)}\n"
-               f"{hexdump(step.kernel.packet)}")
+    context = (
+        f"program {step.program}, source {source}\nin  {describe(step.packet)}\n"
+        f"{hexdump(step.packet)}\nout {describe(step.kernel.packet)}\n"
+        f"{hexdump(step.kernel.packet)}"
+    )
     if not translated:
         assert step.kernel.packet == step.packet, f"an untranslated packet changed:\n{context}"
         return
@@ -392,8 +447,12 @@ def build_pool(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[BuildPool[tuple[ModelConfig, Env]]]:
     yield from open_pool(
-        tmp_path_factory, "model-builds", config_documents, model_view,
-        "packets run, by build kind and program", PACKETS,
+        tmp_path_factory,
+        "model-builds",
+        config_documents,
+        model_view,
+        "packets run, by build kind and program",
+        PACKETS,
     )
 
 
@@ -439,8 +498,11 @@ def test_kernel_matches_model(
     build, (config, env) = build_pool.get(config_index, kind)
     diff = Differential(build, config)
     for ingress_choice, egress_choice, xdp_choice, order, age in plan:
-        choices = (("ingress", ingress_choice), ("egress", egress_choice),
-                   ("ingress_xdp", xdp_choice))
+        choices = (
+            ("ingress", ingress_choice),
+            ("egress", egress_choice),
+            ("ingress_xdp", xdp_choice),
+        )
         for i in ORDERS[order]:
             program, (kind_index, seed) = choices[i]
             frame, mark = build_packet(program, kind_index, seed, env, diff.state)

@@ -93,11 +93,15 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     service_cidr = IPv4Network(rng.choice(["198.18.128.0/17", "198.18.192.0/20"]))
     count = 16 if tight else rng.choice([16, 64, 1000])
     low = rng.choice([1024, 20000, 33000, 65536 - count])
-    timeouts = {k: f"{rng.randrange(20, 121)}s"
-                for k in ("tcpEstablished", "tcpTransitory", "udp", "icmp")}
+    timeouts = {
+        k: f"{rng.randrange(20, 121)}s" for k in ("tcpEstablished", "tcpTransitory", "udp", "icmp")
+    }
     scheduler = "maglev" if seed % 2 else "random"
-    datapath: dict[str, Any] = {"mode": "bpf", "scheduler": scheduler,
-                                "selectionSeed": rng.getrandbits(32)}
+    datapath: dict[str, Any] = {
+        "mode": "bpf",
+        "scheduler": scheduler,
+        "selectionSeed": rng.getrandbits(32),
+    }
     if scheduler == "maglev":
         datapath["maglevTableSize"] = rng.choice([251, 1021, 16381])
     max_sessions = {0: 256, 2: 24}.get(seed, rng.choice([64, 1000]))
@@ -111,8 +115,10 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
             "masqueradeAll": (not tight) and rng.random() < 0.2,
             "nodePortRange": list(NODE_PORT_RANGE),
         },
-        "interfaces": [{"name": "eth0", "role": "uplink", "hook": "xdp"},
-                       {"name": "veth*", "role": "pods"}],
+        "interfaces": [
+            {"name": "eth0", "role": "uplink", "hook": "xdp"},
+            {"name": "veth*", "role": "pods"},
+        ],
         "datapath": datapath,
         "snat": {
             "portRange": [low, low + count - 1],
@@ -129,19 +135,22 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     for i in range(n_services):
         kind = rng.choice(["ClusterIP", "NodePort", "LoadBalancer"])
         external_ips = rng.sample(externals, rng.choice([0, 0, 1]))
-        lb_ips = ([rng.choice([e for e in externals if e not in external_ips])]
-                  if kind == "LoadBalancer" else [])
+        lb_ips = (
+            [rng.choice([e for e in externals if e not in external_ips])]
+            if kind == "LoadBalancer"
+            else []
+        )
         ports, slice_ports = [], []
         for j in range(rng.randint(1, 2)):
             proto = rng.choice(["TCP", "UDP"])
             port = rng.choice([53, 80, 443, rng.randrange(1, 65536)])
-            entry = claims.port(rng, f"p{j}", port, proto, {vips[i], *external_ips, *lb_ips},
-                                kind)
+            entry = claims.port(rng, f"p{j}", port, proto, {vips[i], *external_ips, *lb_ips}, kind)
             if entry is None:
                 continue
             ports.append(entry)
-            slice_ports.append({"name": f"p{j}", "port": rng.choice([8080, 53, port]),
-                                "protocol": proto})
+            slice_ports.append(
+                {"name": f"p{j}", "port": rng.choice([8080, 53, port]), "protocol": proto}
+            )
         if not ports:
             continue
         spec: dict[str, Any] = {"type": kind, "clusterIP": vips[i], "ports": ports}
@@ -155,10 +164,14 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
             # Timeouts far longer than a run: entries age only when the test ages them.
             spec["sessionAffinity"] = "ClientIP"
             spec["sessionAffinityConfig"] = {
-                "clientIP": {"timeoutSeconds": rng.choice([15, 30, 10800])}}
-        service: dict[str, Any] = {"apiVersion": "v1", "kind": "Service",
-                                   "metadata": {"name": f"svc-{i}", "namespace": "default"},
-                                   "spec": spec}
+                "clientIP": {"timeoutSeconds": rng.choice([15, 30, 10800])}
+            }
+        service: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": f"svc-{i}", "namespace": "default"},
+            "spec": spec,
+        }
         if lb_ips:
             service["status"] = {"loadBalancer": {"ingress": [{"ip": ip} for ip in lb_ips]}}
             ranges = source_ranges(seed, i, node_addrs[0], str(cluster_pods))
@@ -174,12 +187,20 @@ def config_documents(seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
             local = subnet == node_pods
             node_name = rng.choice([NODE, None] if local else ["node-b", "node-c", NODE, None])
             endpoints.append(_endpoint(rng, address, node_name))
-        items.append({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": f"svc-{i}-1", "namespace": "default",
-                         "labels": {"kubernetes.io/service-name": f"svc-{i}"}},
-            "addressType": "IPv4", "ports": slice_ports, "endpoints": endpoints,
-        })
+        items.append(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"svc-{i}-1",
+                    "namespace": "default",
+                    "labels": {"kubernetes.io/service-name": f"svc-{i}"},
+                },
+                "addressType": "IPv4",
+                "ports": slice_ports,
+                "endpoints": endpoints,
+            }
+        )
     return node, {"apiVersion": "v1", "kind": "List", "items": items}
 
 
@@ -204,32 +225,51 @@ class Env:
     def of(cls, config: SvcConfig) -> Env:
         base = config.base
         targets = sorted(config.frontends) + sorted(
-            (a, port, proto) for port, proto in config.node_ports for a in base.node_addrs)
-        members = sorted({a for f in (*config.frontends.values(), *config.node_ports.values())
-                          for a, _ in f.members})
+            (a, port, proto) for port, proto in config.node_ports for a in base.node_addrs
+        )
+        members = sorted(
+            {
+                a
+                for f in (*config.frontends.values(), *config.node_ports.values())
+                for a, _ in f.members
+            }
+        )
         rng = random.Random(base.hash_seed)
         pods = base.cluster_pod_cidr
-        others = [int(pods.network_address) + rng.randrange(1, pods.num_addresses - 1)
-                  for _ in range(3)]
+        others = [
+            int(pods.network_address) + rng.randrange(1, pods.num_addresses - 1) for _ in range(3)
+        ]
         outside = [int(IPv4Address(a)) for a in ("203.0.113.7", "192.0.2.1", "198.18.64.250")]
         clients = (*members, *others, *outside, *base.node_addrs)
         # SNATed for an outside client (not externalTrafficPolicy: Local), fewest backends.
         # (Not one whose loadBalancerSourceRanges drop that client: same_client's flows
         # must reach the SNAT ports.)
-        served = [(len(f.backends), t) for t in targets
-                  if (f := config.lookup(*t)) is not None and f.backends
-                  and f.policy is not Policy.NEVER
-                  and base.source_allowed(outside[0], *t)]
-        sticky = tuple(t for t in targets
-                       if (f := config.lookup(*t)) is not None and f.affinity_s)
-        return cls(config, tuple(targets), tuple(clients), tuple(sorted(config.vips)),
-                   tuple(members), min(served)[1] if served else None, sticky)
+        served = [
+            (len(f.backends), t)
+            for t in targets
+            if (f := config.lookup(*t)) is not None
+            and f.backends
+            and f.policy is not Policy.NEVER
+            and base.source_allowed(outside[0], *t)
+        ]
+        sticky = tuple(t for t in targets if (f := config.lookup(*t)) is not None and f.affinity_s)
+        return cls(
+            config,
+            tuple(targets),
+            tuple(clients),
+            tuple(sorted(config.vips)),
+            tuple(members),
+            min(served)[1] if served else None,
+            sticky,
+        )
 
     def affinity_timeout_s(self, affinity_id: int) -> int:
         """timeoutSeconds of the Service port whose affinity id this is."""
-        (timeout,) = {f.affinity_s for t in self.sticky
-                      if (f := self.config.lookup(*t)) is not None
-                      and f.affinity_id == affinity_id}
+        (timeout,) = {
+            f.affinity_s
+            for t in self.sticky
+            if (f := self.config.lookup(*t)) is not None and f.affinity_id == affinity_id
+        }
         return timeout
 
     def any_addr(self, rng: random.Random) -> int:
@@ -239,8 +279,19 @@ class Env:
 
     def any_port(self, rng: random.Random) -> int:
         c = self.config.base
-        return rng.choice([rng.randrange(65536), 0, 80, 53, 8080, c.port_min, c.port_max,
-                           rng.randint(c.port_min, c.port_max), rng.randrange(*NODE_PORT_RANGE)])
+        return rng.choice(
+            [
+                rng.randrange(65536),
+                0,
+                80,
+                53,
+                8080,
+                c.port_min,
+                c.port_max,
+                rng.randint(c.port_min, c.port_max),
+                rng.randrange(*NODE_PORT_RANGE),
+            ]
+        )
 
     def target(self, rng: random.Random) -> Target:
         if self.targets:
@@ -329,8 +380,7 @@ def _sticky(env: Env, target: Target) -> SvcFrontend:
     return f
 
 
-def planted_affinity(rng: random.Random, env: Env, state: SvcState,
-                     diff: SvcDifferential) -> bytes:
+def planted_affinity(rng: random.Random, env: Env, state: SvcState, diff: SvcDifferential) -> bytes:
     """An affinity entry planted for a client and a Service port with ClientIP affinity,
     naming a backend that is selectable, draining or no endpoint of it, fresh, expired or
     stamped ahead of now; then a new flow of that client to a frontend of that Service
@@ -348,8 +398,9 @@ def planted_affinity(rng: random.Random, env: Env, state: SvcState,
     # Far from the boundary, as sessions are aged (age_one).
     last_seen = rng.choice([now, now - timeout // 2, now - timeout - NS, now + 5 * NS])
     diff.put_affinity(AffinityKey(client, f.affinity_id), Affinity(max(last_seen, 0), *backend))
-    daddr, dport, proto = rng.choice([t for t in env.sticky
-                                      if _sticky(env, t).affinity_id == f.affinity_id])
+    daddr, dport, proto = rng.choice(
+        [t for t in env.sticky if _sticky(env, t).affinity_id == f.affinity_id]
+    )
     return frame_for(rng, proto, client, daddr, rng.randrange(1024, 65536), dport)
 
 
@@ -358,20 +409,30 @@ def echo(rng: random.Random, env: Env, state: SvcState, diff: SvcDifferential) -
     daddr = rng.choice(env.vips) if env.vips and rng.random() < 0.7 else env.any_addr(rng)
     kind = 8 if rng.random() < 0.85 else 0
     message = icmp(kind, 0, rng.getrandbits(32), payload=rng.randbytes(rng.choice([0, 8, 56])))
-    return ethernet(ipv4(rng.choice(env.clients), daddr, IPPROTO_ICMP, message,
-                         ttl=rng.choice([64, 1, 0])))
+    return ethernet(
+        ipv4(rng.choice(env.clients), daddr, IPPROTO_ICMP, message, ttl=rng.choice([64, 1, 0]))
+    )
 
 
 def anything(rng: random.Random, env: Env, state: SvcState, diff: SvcDifferential) -> bytes:
     proto = rng.choice([IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP])
-    return frame_for(rng, proto, env.any_addr(rng), env.any_addr(rng), env.any_port(rng),
-                     env.any_port(rng))
+    return frame_for(
+        rng, proto, env.any_addr(rng), env.any_addr(rng), env.any_port(rng), env.any_port(rng)
+    )
 
 
 # Ten weighted slots: a drawn kind index 0-9 picks one.
 KINDS: tuple[Builder, ...] = (
-    to_frontend, to_frontend, to_frontend, same_client, existing_flow, existing_flow, reply,
-    reply, planted, echo,
+    to_frontend,
+    to_frontend,
+    to_frontend,
+    same_client,
+    existing_flow,
+    existing_flow,
+    reply,
+    reply,
+    planted,
+    echo,
 )
 EXTRA_KINDS: tuple[Builder, ...] = (anything, planted_affinity)
 
@@ -404,8 +465,10 @@ def check_step(step: SvcStep, source: Path) -> None:
         check_step(step.then, source)
         return
     deltas = step.model.counter_deltas()
-    context = (f"source {source}\nin  {describe(step.packet)}\n{hexdump(step.packet)}\n"
-               f"out {describe(step.out)}\n{hexdump(step.out)}")
+    context = (
+        f"source {source}\nin  {describe(step.packet)}\n{hexdump(step.packet)}\n"
+        f"out {describe(step.out)}\n{hexdump(step.out)}"
+    )
     rejects = deltas.keys() & {"reject_no_backend", "reject_vip_port"}
     if (rejects or "icmp_echo_vip" in deltas) and step.model.verdict is Verdict.REDIRECT:
         if rejects or scapy_checksums_valid(step.packet):
@@ -432,16 +495,23 @@ def build_pool(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[BuildPool[tuple[SvcConfig, Env]]]:
     yield from open_pool(
-        tmp_path_factory, "model-builds-bpf", config_documents, svc_view,
-        "svc_in packets, by build kind and outcome", PACKETS,
+        tmp_path_factory,
+        "model-builds-bpf",
+        config_documents,
+        svc_view,
+        "svc_in packets, by build kind and outcome",
+        PACKETS,
     )
 
 
 # ------------------------------------------------------------------------ the property
 
 rounds = st.lists(
-    st.tuples(st.integers(0, len(KINDS) + len(EXTRA_KINDS) - 1), st.integers(0, 2**32 - 1),
-              st.integers(0, 15)),
+    st.tuples(
+        st.integers(0, len(KINDS) + len(EXTRA_KINDS) - 1),
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 15),
+    ),
     min_size=ROUNDS,
     max_size=ROUNDS,
 )
@@ -480,7 +550,10 @@ def age_one(diff: SvcDifferential, rng: random.Random, how: int) -> None:
 @settings(phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(config_index=st.integers(0, POOL_SIZE - 1), plan=rounds)
 def test_svc_matches_model(
-    build_pool: BuildPool[tuple[SvcConfig, Env]], kind: str, program: str, config_index: int,
+    build_pool: BuildPool[tuple[SvcConfig, Env]],
+    kind: str,
+    program: str,
+    config_index: int,
     plan: list[tuple[int, int, int]],
 ) -> None:
     build, (config, env) = build_pool.get(config_index, kind)

@@ -34,13 +34,16 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
 #: Mirrors of a struct's head: sizeof may be less than the header's.
 HEADS = {"bpf_map_info", "bpf_xdp_attach_opts", "bpf_link_info"}
 #: A field the mirror flattens out of a union: its C member designator.
-MEMBERS = {("bpf_link_info", "cgroup_id"): "cgroup.cgroup_id",
-           ("bpf_link_info", "attach_type"): "cgroup.attach_type"}
+MEMBERS = {
+    ("bpf_link_info", "cgroup_id"): "cgroup.cgroup_id",
+    ("bpf_link_info", "attach_type"): "cgroup.attach_type",
+}
 
 
 def test_every_ctypes_struct_of_libbpf_is_checked() -> None:
-    defined = {v for v in vars(libbpf).values()
-               if isinstance(v, type) and issubclass(v, ctypes.Structure)}
+    defined = {
+        v for v in vars(libbpf).values() if isinstance(v, type) and issubclass(v, ctypes.Structure)
+    }
     assert defined == set(STRUCTS.values())
 
 
@@ -63,8 +66,10 @@ def c_layout_program() -> str:
     ]
     for c_name, struct in STRUCTS.items():
         lines.append(f'\tprintf("{c_name} sizeof 0 %zu\\n", sizeof(struct {c_name}));')
-        lines += [f"\tFIELD({c_name}, {MEMBERS.get((c_name, name), name)});"
-                  for name in checked_fields(struct)]
+        lines += [
+            f"\tFIELD({c_name}, {MEMBERS.get((c_name, name), name)});"
+            for name in checked_fields(struct)
+        ]
     return "\n".join([*lines, "\treturn 0;", "}", ""])
 
 

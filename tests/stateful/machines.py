@@ -23,8 +23,14 @@ from bpfgen.refmodel.ipvs_snat import PROBE_LIMIT
 from bpfgen.refmodel.state import CLOSED, SessionLike, timeout_ns
 
 NS = 1_000_000_000
-TIMEOUTS = {"tcpEstablished": 90, "tcpTransitory": 20, "tcpTimeWait": 30, "tcpClose": 15,
-            "udp": 40, "icmp": 30}  # seconds
+TIMEOUTS = {
+    "tcpEstablished": 90,
+    "tcpTransitory": 20,
+    "tcpTimeWait": 30,
+    "tcpClose": 15,
+    "udp": 40,
+    "icmp": 30,
+}  # seconds
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 FORWARD_FLAGS = (ACK, ACK | PSH, FIN | ACK, RST, RST | ACK, SYN)  # SYN: the tuple reused
 REPLY_FLAGS = (SYN | ACK, ACK, ACK | PSH, FIN | ACK, RST, RST | ACK)
@@ -37,12 +43,22 @@ CLOSE_FLAGS = (FIN | ACK, RST, RST | ACK)
 # other's, then both are acknowledged.
 C_SEQ, B_SEQ = 1000, 5000
 CLOSES: dict[str, tuple[tuple[bool, int, int, int], ...]] = {
-    "client first": ((False, FIN | ACK, C_SEQ, B_SEQ), (True, FIN | ACK, B_SEQ, C_SEQ + 1),
-                     (False, ACK, C_SEQ + 1, B_SEQ + 1)),
-    "backend first": ((True, FIN | ACK, B_SEQ, C_SEQ), (False, FIN | ACK, C_SEQ, B_SEQ + 1),
-                      (True, ACK, B_SEQ + 1, C_SEQ + 1)),
-    "simultaneous": ((False, FIN | ACK, C_SEQ, B_SEQ), (True, FIN | ACK, B_SEQ, C_SEQ),
-                     (False, ACK, C_SEQ + 1, B_SEQ + 1), (True, ACK, B_SEQ + 1, C_SEQ + 1)),
+    "client first": (
+        (False, FIN | ACK, C_SEQ, B_SEQ),
+        (True, FIN | ACK, B_SEQ, C_SEQ + 1),
+        (False, ACK, C_SEQ + 1, B_SEQ + 1),
+    ),
+    "backend first": (
+        (True, FIN | ACK, B_SEQ, C_SEQ),
+        (False, FIN | ACK, C_SEQ, B_SEQ + 1),
+        (True, ACK, B_SEQ + 1, C_SEQ + 1),
+    ),
+    "simultaneous": (
+        (False, FIN | ACK, C_SEQ, B_SEQ),
+        (True, FIN | ACK, B_SEQ, C_SEQ),
+        (False, ACK, C_SEQ + 1, B_SEQ + 1),
+        (True, ACK, B_SEQ + 1, C_SEQ + 1),
+    ),
 }
 
 
@@ -58,12 +74,22 @@ def assert_closed(config: ModelConfig, order: str, snat: bool, after: SessionLik
 
 def snat_section(ports: tuple[int, int], max_sessions: int, **extra: Any) -> dict[str, Any]:
     """The node file's `snat`: a small port range, few sessions, the machines' timeouts."""
-    return {"portRange": list(ports), "maxSessions": max_sessions, **extra,
-            "timeouts": {k: f"{v}s" for k, v in TIMEOUTS.items()}}
+    return {
+        "portRange": list(ports),
+        "maxSessions": max_sessions,
+        **extra,
+        "timeouts": {k: f"{v}s" for k, v in TIMEOUTS.items()},
+    }
 
 
-def assert_ports_held(config: ModelConfig, flow: object, key: FlowKey, h: int, now: int,
-                      holder: Callable[[int], SessionLike | None]) -> None:
+def assert_ports_held(
+    config: ModelConfig,
+    flow: object,
+    key: FlowKey,
+    h: int,
+    now: int,
+    holder: Callable[[int], SessionLike | None],
+) -> None:
     """A drop for exhaustion: every port the flow (`key`, hash `h`) may probe is held by a
     live session (`holder(port)`: the session translated to it, None when there is none)."""
     for attempt in range(PROBE_LIMIT):
@@ -71,7 +97,8 @@ def assert_ports_held(config: ModelConfig, flow: object, key: FlowKey, h: int, n
         session = holder(port)
         assert session is not None, f"port {port} was free, yet {flow} was dropped"
         assert session.nat_port == port and not expired(config, key.proto, session, now), (
-            f"port {port} was stale, yet {flow} was dropped")
+            f"port {port} was stale, yet {flow} was dropped"
+        )
 
 
 class AgingMachine(RuleBasedStateMachine):
@@ -85,17 +112,26 @@ class AgingMachine(RuleBasedStateMachine):
     def fresh_tables(self) -> None:
         assert not self.diff.state.forward
 
-    @rule(conn=conns, how=st.sampled_from(["transitory", "established", "time_wait", "close",
-                                           "udp", "icmp", "a bit"]))
+    @rule(
+        conn=conns,
+        how=st.sampled_from(
+            ["transitory", "established", "time_wait", "close", "udp", "icmp", "a bit"]
+        ),
+    )
     def idle(self, conn: Any, how: str) -> None:
         """Let one session idle: its last_seen moves back, in the kernel and the model."""
         session = self.diff.state.forward.get(conn.key)
         if session is None:
             return
-        seconds = {"transitory": TIMEOUTS["tcpTransitory"] + 1,
-                   "established": TIMEOUTS["tcpEstablished"] + 1,
-                   "time_wait": TIMEOUTS["tcpTimeWait"] + 1, "close": TIMEOUTS["tcpClose"] + 1,
-                   "udp": TIMEOUTS["udp"] + 1, "icmp": TIMEOUTS["icmp"] + 1, "a bit": 5}[how]
+        seconds = {
+            "transitory": TIMEOUTS["tcpTransitory"] + 1,
+            "established": TIMEOUTS["tcpEstablished"] + 1,
+            "time_wait": TIMEOUTS["tcpTimeWait"] + 1,
+            "close": TIMEOUTS["tcpClose"] + 1,
+            "udp": TIMEOUTS["udp"] + 1,
+            "icmp": TIMEOUTS["icmp"] + 1,
+            "a bit": 5,
+        }[how]
         self.diff.set_last_seen(conn.key, max(0, session.last_seen_ns - seconds * NS))
 
     @rule()
@@ -118,8 +154,9 @@ class AgingMachine(RuleBasedStateMachine):
 
 def build_kind_cases(machine: type[AgingMachine], steps: int = 60) -> tuple[type[TestCase], ...]:
     """The machine's test cases for the specialized build and (a subclass) the generic one."""
-    generic: type[AgingMachine] = type(f"Generic{machine.__name__}", (machine,),
-                                       {"kind": "generic"})
+    generic: type[AgingMachine] = type(
+        f"Generic{machine.__name__}", (machine,), {"kind": "generic"}
+    )
     cases = (machine.TestCase, generic.TestCase)
     for case in cases:
         case.settings = settings(stateful_step_count=steps)

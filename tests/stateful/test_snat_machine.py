@@ -88,21 +88,32 @@ NODE = {
     "kind": "NodeConfig",
     "node": {"name": "node-a", "addresses": [NODE_ADDR], "podCIDR": "198.19.1.0/24"},
     "cluster": {"podCIDR": "198.19.0.0/16", "serviceCIDR": "198.18.128.0/17"},
-    "interfaces": [{"name": "eth0", "role": "uplink", "hook": "xdp"},
-                   {"name": "veth*", "role": "pods"}],
+    "interfaces": [
+        {"name": "eth0", "role": "uplink", "hook": "xdp"},
+        {"name": "veth*", "role": "pods"},
+    ],
     "snat": snat_section(PORTS, MAX_SESSIONS, mark=MARK),
     "features": {"icmpEcho": True},
 }
 SERVICES = {
     "apiVersion": "v1",
     "kind": "List",
-    "items": [{
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {"type": "NodePort", "clusterIP": VIP, "clusterIPs": [VIP],
-                 "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080},
-                           {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}]},
-    }],
+    "items": [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "type": "NodePort",
+                "clusterIP": VIP,
+                "clusterIPs": [VIP],
+                "ports": [
+                    {"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080},
+                    {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053},
+                ],
+            },
+        }
+    ],
 }
 
 CLIENTS = ("203.0.113.7", "192.0.2.1", "198.18.64.9", "198.19.1.5", "198.19.2.7")
@@ -122,10 +133,11 @@ def build_for(kind: str) -> tuple[BuildUnderTest, ModelConfig]:
         node, services = root / "node.yaml", root / "services.yaml"
         node.write_text(json.dumps(NODE))
         services.write_text(json.dumps(SERVICES))
-        result = compile_build(node, [services], root / kind, build=kind,
-                               verify=False)
-        _BUILDS[kind] = (BuildUnderTest(result.out), model_config(load_inputs(node, [services]),
-                                                                  kind))
+        result = compile_build(node, [services], root / kind, build=kind, verify=False)
+        _BUILDS[kind] = (
+            BuildUnderTest(result.out),
+            model_config(load_inputs(node, [services]), kind),
+        )
     return _BUILDS[kind]
 
 
@@ -153,8 +165,10 @@ class Conn:
 
     def __str__(self) -> str:
         k = self.key
-        return (f"{IPv4Address(k.saddr)}:{k.sport} > {IPv4Address(k.daddr)}:{k.dport} "
-                f"proto {k.proto} mark {self.mark:#x}")
+        return (
+            f"{IPv4Address(k.saddr)}:{k.sport} > {IPv4Address(k.daddr)}:{k.dport} "
+            f"proto {k.proto} mark {self.mark:#x}"
+        )
 
 
 class SnatMachine(AgingMachine):
@@ -189,8 +203,10 @@ class SnatMachine(AgingMachine):
         if "drop_exhausted" in deltas:
             self.assert_exhausted(conn.key, before, now)
         if "drop_map_full" in deltas:
-            assert len(before.forward) >= self.config.max_sessions or len(
-                before.reverse) >= self.config.max_sessions, f"map full with room: {conn}"
+            assert (
+                len(before.forward) >= self.config.max_sessions
+                or len(before.reverse) >= self.config.max_sessions
+            ), f"map full with room: {conn}"
         if result.verdict.name == "PASS":
             assert {"snat_new", "snat_hit"} & deltas.keys(), f"not translated: {conn} {deltas}"
         return result
@@ -203,18 +219,23 @@ class SnatMachine(AgingMachine):
         def holder(port: int) -> Session | None:
             origin = before.reverse.get(FlowKey(key.daddr, nat_addr, key.dport, port, key.proto))
             session = origin and before.forward.get(
-                FlowKey(origin.addr, key.daddr, origin.port, key.dport, key.proto))
+                FlowKey(origin.addr, key.daddr, origin.port, key.dport, key.proto)
+            )
             return session if session and session.nat_addr == nat_addr else None
 
         assert_ports_held(self.config, key, key, h, now, holder)
 
     # -- rules
 
-    @rule(target=conns, client=st.sampled_from(CLIENTS), remote=st.sampled_from(REMOTES),
-          proto=st.sampled_from([IPPROTO_TCP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP]),
-          sport=st.integers(1, 65535), path=st.sampled_from(["marked", "hairpin", "vip"]))
-    def open(self, client: str, remote: tuple[str, int], proto: int, sport: int,
-             path: str) -> Conn:
+    @rule(
+        target=conns,
+        client=st.sampled_from(CLIENTS),
+        remote=st.sampled_from(REMOTES),
+        proto=st.sampled_from([IPPROTO_TCP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP]),
+        sport=st.integers(1, 65535),
+        path=st.sampled_from(["marked", "hairpin", "vip"]),
+    )
+    def open(self, client: str, remote: tuple[str, int], proto: int, sport: int, path: str) -> Conn:
         daddr, dport = _addr(remote[0]), remote[1]
         saddr, mark = _addr(client), MARK
         if path == "hairpin":  # a pod reached itself through a service
@@ -228,14 +249,26 @@ class SnatMachine(AgingMachine):
         self.send_forward(conn, SYN)
         return conn
 
-    @rule(target=conns, remote=st.sampled_from(REMOTES), n=st.integers(1, 24),
-          first=st.integers(1024, 60000))
+    @rule(
+        target=conns,
+        remote=st.sampled_from(REMOTES),
+        n=st.integers(1, 24),
+        first=st.integers(1024, 60000),
+    )
     def flood(self, remote: tuple[str, int], n: int, first: int) -> Any:
         """Many clients to one remote: its ports run out, then the maps fill."""
         opened = []
         for i in range(n):
-            conn = Conn(FlowKey(_addr(CLIENTS[i % len(CLIENTS)]), _addr(remote[0]),
-                                first + i, remote[1], IPPROTO_TCP), MARK)
+            conn = Conn(
+                FlowKey(
+                    _addr(CLIENTS[i % len(CLIENTS)]),
+                    _addr(remote[0]),
+                    first + i,
+                    remote[1],
+                    IPPROTO_TCP,
+                ),
+                MARK,
+            )
             self.send_forward(conn, SYN)
             opened.append(conn)
         return multiple(*opened)
@@ -253,8 +286,9 @@ class SnatMachine(AgingMachine):
         session = self.diff.state.forward.get(k)
         nat_addr = session.nat_addr if session else self.config.node_addrs[0]
         nat_port = session.nat_port if session else self.config.port_min
-        live = session is not None and not expired(self.config, k.proto, session,
-                                                   time.monotonic_ns())
+        live = session is not None and not expired(
+            self.config, k.proto, session, time.monotonic_ns()
+        )
         if k.proto == IPPROTO_TCP:
             l4 = tcp(k.daddr, nat_addr, k.dport, nat_port, flags=flags, seq=seq, ack=ack)
         elif k.proto == IPPROTO_UDP:
@@ -263,8 +297,10 @@ class SnatMachine(AgingMachine):
             l4 = icmp(0, 0, nat_port << 16 | 1)
         frame = ethernet(ipv4(k.daddr, nat_addr, k.proto, l4))
         result = self.diff.step("ingress_xdp" if xdp else "ingress", frame).model
-        event(f"reply of a {'live' if live else 'gone'} session: "
-              + " + ".join(sorted(result.counter_deltas())))
+        event(
+            f"reply of a {'live' if live else 'gone'} session: "
+            + " + ".join(sorted(result.counter_deltas()))
+        )
         if live:  # the reverse entry of a live session is its own (see the invariant)
             assert result.counter_deltas() == {"rsnat": 1}, f"{conn}: {result.counter_deltas()}"
             out = result.packet
@@ -285,8 +321,11 @@ class SnatMachine(AgingMachine):
         session = self.diff.state.forward[key]
         if expired(self.config, key.proto, session, time.monotonic_ns()):
             return
-        mark = MARK if key.saddr != key.daddr and IPv4Address(key.saddr) not in \
-            self.config.service_cidr else 0
+        mark = (
+            MARK
+            if key.saddr != key.daddr and IPv4Address(key.saddr) not in self.config.service_cidr
+            else 0
+        )
         flags = data.draw(st.sampled_from([FIN | ACK, RST]))
         self.send_forward(Conn(key, mark), flags)
         after = self.diff.state.forward[key]
@@ -295,7 +334,8 @@ class SnatMachine(AgingMachine):
             assert timeout_ns(self.config, key.proto, after.flags) == TIMEOUTS["tcpClose"] * NS
         elif not after.flags & CLOSED:
             assert timeout_ns(self.config, key.proto, after.flags) == (
-                TIMEOUTS["tcpTransitory"] * NS)
+                TIMEOUTS["tcpTransitory"] * NS
+            )
 
     @precondition(lambda self: bool(self.diff.state.forward))
     @rule(data=st.data(), order=st.sampled_from(sorted(CLOSES)), xdp=st.booleans())
@@ -303,13 +343,21 @@ class SnatMachine(AgingMachine):
         """A whole close, numbers coherent, of a live TCP session that has not begun one:
         released when the client closed first, else held CLOSED for tcpTimeWait."""
         now = time.monotonic_ns()
-        keys = sorted(k for k, s in self.diff.state.forward.items() if k.proto == IPPROTO_TCP
-                      and not s.flags & CLOSING and not expired(self.config, k.proto, s, now))
+        keys = sorted(
+            k
+            for k, s in self.diff.state.forward.items()
+            if k.proto == IPPROTO_TCP
+            and not s.flags & CLOSING
+            and not expired(self.config, k.proto, s, now)
+        )
         if not keys:
             return
         key = data.draw(st.sampled_from(keys))
-        mark = MARK if key.saddr != key.daddr and IPv4Address(key.saddr) not in \
-            self.config.service_cidr else 0
+        mark = (
+            MARK
+            if key.saddr != key.daddr and IPv4Address(key.saddr) not in self.config.service_cidr
+            else 0
+        )
         for from_backend, flags, seq, ack in CLOSES[order]:
             if from_backend:
                 self.send_reply(Conn(key, mark), flags, xdp, seq=seq, ack=ack)

@@ -89,12 +89,16 @@ def documents(_: int) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 # (address, port, proto) a client opens a connection to
-TARGETS = ((VIP, 80, IPPROTO_TCP), (VIP, 53, IPPROTO_UDP), (NODE1, NODEPORT, IPPROTO_TCP),
-           (NODE1, NODEPORT, IPPROTO_UDP), (EMPTY_VIP, 80, IPPROTO_TCP))
+TARGETS = (
+    (VIP, 80, IPPROTO_TCP),
+    (VIP, 53, IPPROTO_UDP),
+    (NODE1, NODEPORT, IPPROTO_TCP),
+    (NODE1, NODEPORT, IPPROTO_UDP),
+    (EMPTY_VIP, 80, IPPROTO_TCP),
+)
 PODS = ("198.19.1.9", "198.19.2.7", *BACKENDS[:2])  # a backend may select itself: hairpin
 OUTSIDE = ("203.0.113.7", "192.0.2.1")
 SPORTS = st.integers(40000, 40005)  # few: tuples are reused
-
 
 
 _POOL: list[BuildPool[SvcConfig]] = []
@@ -104,10 +108,17 @@ PACKETS: Counter[tuple[str, str]] = Counter()  # (build kind, counters) -> packe
 @pytest.fixture(scope="module", autouse=True)
 def _builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The config compiled once per build kind; the module in a namespace without routes."""
-    with private_netns(), contextmanager(open_pool)(
-            tmp_path_factory, "svc-machine", documents,
-            lambda inputs, kind, _: svc_config(inputs, kind), "svc machine packets",
-            PACKETS) as pool:
+    with (
+        private_netns(),
+        contextmanager(open_pool)(
+            tmp_path_factory,
+            "svc-machine",
+            documents,
+            lambda inputs, kind, _: svc_config(inputs, kind),
+            "svc machine packets",
+            PACKETS,
+        ) as pool,
+    ):
         _POOL.append(pool)
         yield
         _POOL.clear()
@@ -124,17 +135,32 @@ def reply_tuple(key: FlowKey, s: NatSession) -> FlowKey:
     return FlowKey(s.backend_addr, key.saddr, s.backend_port, key.sport, key.proto)
 
 
-def l4_frame(saddr: int, daddr: int, sport: int, dport: int, proto: int, flags: int,
-             seq: int = 1, ack: int = 0) -> bytes:
-    l4 = tcp(saddr, daddr, sport, dport, flags=flags, seq=seq, ack=ack) \
-        if proto == IPPROTO_TCP else udp(saddr, daddr, sport, dport, payload=b"q")
+def l4_frame(
+    saddr: int,
+    daddr: int,
+    sport: int,
+    dport: int,
+    proto: int,
+    flags: int,
+    seq: int = 1,
+    ack: int = 0,
+) -> bytes:
+    l4 = (
+        tcp(saddr, daddr, sport, dport, flags=flags, seq=seq, ack=ack)
+        if proto == IPPROTO_TCP
+        else udp(saddr, daddr, sport, dport, payload=b"q")
+    )
     return ethernet(ipv4(saddr, daddr, proto, l4))
 
 
 def out_tuple(frame: bytes) -> tuple[int, int, int, int]:
     """(saddr, sport, daddr, dport) of a frame out."""
-    return (int.from_bytes(frame[26:30], "big"), int.from_bytes(frame[34:36], "big"),
-            int.from_bytes(frame[30:34], "big"), int.from_bytes(frame[36:38], "big"))
+    return (
+        int.from_bytes(frame[26:30], "big"),
+        int.from_bytes(frame[34:36], "big"),
+        int.from_bytes(frame[30:34], "big"),
+        int.from_bytes(frame[36:38], "big"),
+    )
 
 
 @dataclass(frozen=True)
@@ -163,8 +189,7 @@ class SvcMachine(AgingMachine):
 
     def live_sessions(self) -> list[tuple[FlowKey, NatSession]]:
         now = time.monotonic_ns()
-        return [(k, s) for k, s in sorted(self.diff.state.forward.items())
-                if self.live(k, s, now)]
+        return [(k, s) for k, s in sorted(self.diff.state.forward.items()) if self.live(k, s, now)]
 
     def run(self, frame: bytes, what: str) -> Result:
         result = self.diff.step(frame).model
@@ -179,14 +204,16 @@ class SvcMachine(AgingMachine):
         k = conn.key
         before = self.diff.state.copy()
         now = time.monotonic_ns()
-        result = self.run(l4_frame(k.saddr, k.daddr, k.sport, k.dport, k.proto, flags, seq, ack),
-                          "client")
+        result = self.run(
+            l4_frame(k.saddr, k.daddr, k.sport, k.dport, k.proto, flags, seq, ack), "client"
+        )
         deltas = result.counter_deltas()
         if "drop_exhausted" in deltas:
             self.assert_exhausted(conn, before, now)
         if "drop_map_full" in deltas:
             assert len(before.forward) >= MAX_SESSIONS or len(before.reverse) >= MAX_SESSIONS, (
-                f"map full with room: {conn}")
+                f"map full with room: {conn}"
+            )
         if result.verdict.name == "PASS":
             assert {"dnat_new", "dnat_hit"} & deltas.keys(), f"not translated: {conn} {deltas}"
             s = self.diff.state.forward.get(k) or before.forward[k]  # or released by it
@@ -194,8 +221,11 @@ class SvcMachine(AgingMachine):
             assert out_tuple(result.packet) == (*source, s.backend_addr, s.backend_port)
         if "dnat_new" in deltas:
             s = self.diff.state.forward[k]
-            masquerade = IPv4Address(k.saddr) not in POD_CIDR or k.dport == NODEPORT \
-                or k.saddr == s.backend_addr  # ClusterIP from outside, NodePort, hairpin
+            masquerade = (
+                IPv4Address(k.saddr) not in POD_CIDR
+                or k.dport == NODEPORT
+                or k.saddr == s.backend_addr
+            )  # ClusterIP from outside, NodePort, hairpin
             assert bool(s.nat_port) == masquerade, f"{conn}: SNAT {s.nat_port}"
             assert s.nat_addr == (A(NODE1) if masquerade else 0)
         return result
@@ -213,23 +243,34 @@ class SvcMachine(AgingMachine):
             r = before.reverse.get(FlowKey(backend[0], nat_addr, backend[1], port, key.proto))
             owner = r and FlowKey(r.addr, r.vip, r.port, r.vip_port, key.proto)
             s = owner and before.forward.get(owner)
-            return s if s and (s.nat_addr, s.backend_addr, s.backend_port) == (
-                nat_addr, *backend) else None
+            return (
+                s
+                if s and (s.nat_addr, s.backend_addr, s.backend_port) == (nat_addr, *backend)
+                else None
+            )
 
         assert_ports_held(self.base, conn, key, h, now, holder)
 
     # -- rules
 
-    @rule(target=conns, client=st.sampled_from(PODS + OUTSIDE),
-          target_=st.sampled_from(TARGETS), sport=SPORTS)
+    @rule(
+        target=conns,
+        client=st.sampled_from(PODS + OUTSIDE),
+        target_=st.sampled_from(TARGETS),
+        sport=SPORTS,
+    )
     def open(self, client: str, target_: tuple[str, int, int], sport: int) -> Conn:
         daddr, dport, proto = target_
         conn = Conn(FlowKey(A(client), A(daddr), sport, dport, proto))
         self.send_forward(conn, machines.SYN)
         return conn
 
-    @rule(target=conns, backend=st.sampled_from(BACKENDS), n=st.integers(1, 24),
-          first=st.integers(1024, 60000))
+    @rule(
+        target=conns,
+        backend=st.sampled_from(BACKENDS),
+        n=st.integers(1, 24),
+        first=st.integers(1024, 60000),
+    )
     def flood(self, backend: str, n: int, first: int) -> Any:
         """Outside clients to the NodePort, every flow to one backend: its ports run out,
         then the maps fill."""
@@ -262,19 +303,21 @@ class SvcMachine(AgingMachine):
             s = NatSession(0, 0, 0, 0, *select_backend(self.config, frontend, k))
         live = self.live(k, self.diff.state.forward.get(k))
         r = reply_tuple(k, s)
-        result = self.run(l4_frame(r.saddr, r.daddr, r.sport, r.dport, k.proto, flags),
-                          f"reply of a {'live' if live else 'gone'} session")
+        result = self.run(
+            l4_frame(r.saddr, r.daddr, r.sport, r.dport, k.proto, flags),
+            f"reply of a {'live' if live else 'gone'} session",
+        )
         if live:
             assert result.counter_deltas() == {"rdnat": 1, "fib_fallback": 1}, conn
             assert out_tuple(result.packet) == (k.daddr, k.dport, k.saddr, k.sport)
 
     @precondition(lambda self: any(k.proto == IPPROTO_TCP for k, _ in self.live_sessions()))
-    @rule(data=st.data(), flags=st.sampled_from(machines.CLOSE_FLAGS),
-          from_backend=st.booleans())
+    @rule(data=st.data(), flags=st.sampled_from(machines.CLOSE_FLAGS), from_backend=st.booleans())
     def close(self, data: st.DataObject, flags: int, from_backend: bool) -> None:
         """FIN or RST on a live TCP session, either way: it lives tcpTransitory."""
-        key, s = data.draw(st.sampled_from(
-            [(k, s) for k, s in self.live_sessions() if k.proto == IPPROTO_TCP]))
+        key, s = data.draw(
+            st.sampled_from([(k, s) for k, s in self.live_sessions() if k.proto == IPPROTO_TCP])
+        )
         if from_backend:
             r = reply_tuple(key, s)
             self.run(l4_frame(r.saddr, r.daddr, r.sport, r.dport, key.proto, flags), "close")
@@ -286,7 +329,8 @@ class SvcMachine(AgingMachine):
             assert timeout_ns(self.base, key.proto, after.flags) == TIMEOUTS["tcpClose"] * 10**9
         elif not after.flags & CLOSED:
             assert timeout_ns(self.base, key.proto, after.flags) == (
-                TIMEOUTS["tcpTransitory"] * 10**9)
+                TIMEOUTS["tcpTransitory"] * 10**9
+            )
 
     @precondition(lambda self: any(k.proto == IPPROTO_TCP for k, _ in self.live_sessions()))
     @rule(data=st.data(), order=st.sampled_from(sorted(machines.CLOSES)))
@@ -294,20 +338,24 @@ class SvcMachine(AgingMachine):
         """A whole close, numbers coherent, of a live TCP session that has not begun one:
         released when the client closed first or the flow has no SNAT port, else held
         CLOSED for tcpTimeWait."""
-        open_ = [(k, s) for k, s in self.live_sessions()
-                 if k.proto == IPPROTO_TCP and not s.flags & CLOSING]
+        open_ = [
+            (k, s)
+            for k, s in self.live_sessions()
+            if k.proto == IPPROTO_TCP and not s.flags & CLOSING
+        ]
         if not open_:
             return
         key, s = data.draw(st.sampled_from(open_))
         r = reply_tuple(key, s)
         for from_backend, flags, seq, ack in machines.CLOSES[order]:
             if from_backend:
-                self.run(l4_frame(r.saddr, r.daddr, r.sport, r.dport, key.proto, flags, seq, ack),
-                         f"close ({order})")
+                self.run(
+                    l4_frame(r.saddr, r.daddr, r.sport, r.dport, key.proto, flags, seq, ack),
+                    f"close ({order})",
+                )
             else:
                 self.send_forward(Conn(key), flags, seq, ack)
-        machines.assert_closed(self.base, order, bool(s.nat_port),
-                               self.diff.state.forward.get(key))
+        machines.assert_closed(self.base, order, bool(s.nat_port), self.diff.state.forward.get(key))
 
     # -- invariants
 
@@ -318,8 +366,9 @@ class SvcMachine(AgingMachine):
             r = reply_tuple(key, s)
             assert r not in seen, f"{key} and {seen[r]} share the reply tuple {r}"
             seen[r] = key
-            assert self.diff.state.reverse.get(r) == Rnat(key.saddr, key.sport, key.daddr,
-                                                          key.dport), key
+            assert self.diff.state.reverse.get(r) == Rnat(
+                key.saddr, key.sport, key.daddr, key.dport
+            ), key
 
 
 TestSvcSpecialized, TestSvcGeneric = build_kind_cases(SvcMachine)

@@ -40,16 +40,23 @@ endpoints:
 """
 
 
-def _write(tmp_path: Path, endpoints: int, scheduler: str = "random",
-           maglev_size: int | None = None, mode: str = "bpf") -> tuple[Path, Path]:
+def _write(
+    tmp_path: Path,
+    endpoints: int,
+    scheduler: str = "random",
+    maglev_size: int | None = None,
+    mode: str = "bpf",
+) -> tuple[Path, Path]:
     node = node_config(scheduler, maglev_size)
     if mode == "ipvs":
         node["datapath"] = {"mode": "ipvs"}
     node_path, services_path = tmp_path / "node.json", tmp_path / "services.yaml"
     node_path.write_text(json.dumps(node))
     # 10.x.y.z addresses: 65,536 and more distinct endpoints, one line each
-    lines = [f"- {{addresses: [10.{i >> 16}.{(i >> 8) & 255}.{i & 255}]}}\n"
-             for i in range(1, endpoints + 1)]
+    lines = [
+        f"- {{addresses: [10.{i >> 16}.{(i >> 8) & 255}.{i & 255}]}}\n"
+        for i in range(1, endpoints + 1)
+    ]
     services_path.write_text(SERVICE + "".join(lines))
     return node_path, services_path
 
@@ -60,7 +67,8 @@ def test_more_than_65535_backends_is_refused(tmp_path: Path) -> None:
         load_inputs(node, [services])
     assert str(raised.value) == (
         f"{services}:7: Service default/big: spec.ports[0]: 65536 ready endpoints are more "
-        "than a bpf-mode frontend selects among (65535; split the Service)")
+        "than a bpf-mode frontend selects among (65535; split the Service)"
+    )
 
 
 def test_65535_backends_plan_in_every_build_kind(tmp_path: Path) -> None:
@@ -84,7 +92,8 @@ def test_more_backends_than_maglev_slots_is_refused(tmp_path: Path) -> None:
     assert str(raised.value) == (
         f"{services}:7: Service default/big: spec.ports[0]: 252 ready endpoints are more "
         "than datapath.maglevTableSize 251 (Maglev needs a prime well above the endpoint "
-        "count, e.g. 32749)")
+        "count, e.g. 32749)"
+    )
 
 
 def test_as_many_backends_as_maglev_slots_plans(tmp_path: Path) -> None:

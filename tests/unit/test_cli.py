@@ -20,8 +20,18 @@ from bpfgen_runtime import cli as runtime_cli
 from bpfgen_runtime.replay import verdict_name
 
 RUNTIME_VERBS = set(runtime_cli.RUNTIME_COMMANDS)
-COMMANDS = ["compile", "plan", "inspect", "replay", "schema", "up", "sync", "status", "down",
-            "trace"]
+COMMANDS = [
+    "compile",
+    "plan",
+    "inspect",
+    "replay",
+    "schema",
+    "up",
+    "sync",
+    "status",
+    "down",
+    "trace",
+]
 JSON_ONLY = {"schema"}  # prints JSON whatever is asked: no --json to ask for it
 
 

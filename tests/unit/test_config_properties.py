@@ -72,7 +72,9 @@ def test_valid_configs_load(scratch: Path, cfg: GeneratedConfig) -> None:
         assert s.type.value == facts["type"]
         assert s.session_affinity_timeout == facts["affinity"]
         assert (s.external_traffic_local, s.internal_traffic_local) == (
-            facts["external_local"], facts["internal_local"])
+            facts["external_local"],
+            facts["internal_local"],
+        )
         for p in s.ports:
             assert len(p.backends) == facts["backends"]
             order = [(b.address, b.port) for b in p.backends]
@@ -91,20 +93,35 @@ def test_invalid_configs_are_refused(scratch: Path, case: tuple[str, str, str]) 
     assert len(text.splitlines()) == len(raised.value.problems)
 
 
-@given(valid_configs(max_services=3, max_endpoints=2), hostile_names(),
-       st.sampled_from(["metadata.name", "metadata.namespace", "port name", "slice label"]))
-def test_hostile_names_never_pass(scratch: Path, cfg: GeneratedConfig, name: str,
-                                  where: str) -> None:
+@given(
+    valid_configs(max_services=3, max_endpoints=2),
+    hostile_names(),
+    st.sampled_from(["metadata.name", "metadata.namespace", "port name", "slice label"]),
+)
+def test_hostile_names_never_pass(
+    scratch: Path, cfg: GeneratedConfig, name: str, where: str
+) -> None:
     # The generated services use offsets 1.. of the service CIDR: the victim takes 0.
     target: dict[str, Any] = {
-              "apiVersion": "v1", "kind": "Service",
-              "metadata": {"name": "victim", "namespace": "default"},
-              "spec": {"clusterIP": str(IPv4Network(cfg.service_cidr)[0]),
-                       "ports": [{"name": "http", "port": 80}]}}
-    slice_: dict[str, Any] = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-              "metadata": {"name": "victim-1", "namespace": "default",
-                           "labels": {"kubernetes.io/service-name": "victim"}},
-              "addressType": "IPv4", "endpoints": []}
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "victim", "namespace": "default"},
+        "spec": {
+            "clusterIP": str(IPv4Network(cfg.service_cidr)[0]),
+            "ports": [{"name": "http", "port": 80}],
+        },
+    }
+    slice_: dict[str, Any] = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "victim-1",
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "victim"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [],
+    }
     if where == "port name":
         target["spec"]["ports"][0]["name"] = name
     elif where == "slice label":
@@ -112,8 +129,11 @@ def test_hostile_names_never_pass(scratch: Path, cfg: GeneratedConfig, name: str
     else:
         target["metadata"][where.split(".")[1]] = name
     with pytest.raises(InputError) as raised:
-        load_texts(scratch, cfg.node_yaml, to_yaml({"kind": "List", "apiVersion": "v1",
-                                                     "items": [*cfg.objects, target, slice_]}))
+        load_texts(
+            scratch,
+            cfg.node_yaml,
+            to_yaml({"kind": "List", "apiVersion": "v1", "items": [*cfg.objects, target, slice_]}),
+        )
     assert len(str(raised.value).splitlines()) == len(raised.value.problems) == 1
 
 
@@ -127,8 +147,12 @@ def test_emitted_yaml_reads_back(cfg: GeneratedConfig) -> None:
         assert documents[0]["items"] == cfg.objects
 
 
-@settings(max_examples=1, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=1,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.data())
 def test_two_thousand_services_generate_and_load(scratch: Path, data: st.DataObject) -> None:
     start = time.monotonic()

@@ -96,8 +96,9 @@ def test_example_node() -> None:
     assert (node.mode, node.scheduler) == (Mode.IPVS, "rr")
     assert node.snat_port_range == (20000, 29999)
     assert node.max_sessions == 65536
-    assert node.timeouts == Timeouts(tcp_established=7440, tcp_transitory=240, udp=300, icmp=60,
-                                     tcp_time_wait=120, tcp_close=10)
+    assert node.timeouts == Timeouts(
+        tcp_established=7440, tcp_transitory=240, udp=300, icmp=60, tcp_time_wait=120, tcp_close=10
+    )
     assert node.masquerade_mark == 0x4000
     assert node.icmp_echo is True
 
@@ -105,7 +106,10 @@ def test_example_node() -> None:
 def test_example_services() -> None:
     inputs = example()
     assert [s.key for s in inputs.services] == [
-        "default/kubernetes", "default/web", "kube-system/kube-dns", "shop/checkout",
+        "default/kubernetes",
+        "default/web",
+        "kube-system/kube-dns",
+        "shop/checkout",
         "shop/frontend",
     ]
     assert inputs.notices == (
@@ -114,7 +118,9 @@ def test_example_services() -> None:
     )
     dns = service(inputs, "kube-system/kube-dns")
     assert [(p.name, p.protocol, p.port) for p in dns.ports] == [
-        ("dns", Protocol.UDP, 53), ("dns-tcp", Protocol.TCP, 53), ("metrics", Protocol.TCP, 9153),
+        ("dns", Protocol.UDP, 53),
+        ("dns-tcp", Protocol.TCP, 53),
+        ("metrics", Protocol.TCP, 9153),
     ]
     assert dns.ports[2].backends == (
         Backend(IPv4Address("198.19.1.5"), 9153, "node-a", local=True),
@@ -134,7 +140,8 @@ def test_example_services() -> None:
     assert frontend.load_balancer_ips == (IPv4Address("198.18.64.10"),)
     assert frontend.session_affinity_timeout == 10800
     assert [(p.name, p.port, p.node_port) for p in frontend.ports] == [
-        ("http", 80, 31380), ("https", 443, 31443),
+        ("http", 80, 31380),
+        ("https", 443, 31443),
     ]
     assert [b.port for b in frontend.ports[1].backends] == [8443, 8443]
     kubernetes = service(inputs, "default/kubernetes")
@@ -165,8 +172,7 @@ def test_typed_lists_and_split_files_give_the_same_model(tmp_path: Path) -> None
     for item in services + slices:  # as the API returns them: items carry no kind
         del item["kind"], item["apiVersion"]
     service_list = {"apiVersion": "v1", "kind": "ServiceList", "items": services}
-    slice_list = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList",
-                  "items": slices}
+    slice_list = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "items": slices}
     texts = [yaml.safe_dump(slice_list), json.dumps(service_list)]  # slices first, on purpose
     assert comparable(load(tmp_path, texts, EXAMPLE_NODE())) == comparable(example())
 
@@ -186,7 +192,9 @@ def test_empty_and_comment_only_manifests(tmp_path: Path) -> None:
 
 
 def test_anchors_and_merge_keys(tmp_path: Path) -> None:
-    inputs = load(tmp_path, """\
+    inputs = load(
+        tmp_path,
+        """\
         apiVersion: v1
         kind: List
         items:
@@ -202,7 +210,8 @@ def test_anchors_and_merge_keys(tmp_path: Path) -> None:
           spec:
             <<: *spec
             clusterIP: 198.18.128.21
-        """)
+        """,
+    )
     a, b = inputs.services
     assert (a.key, b.key) == ("default/a", "default/b")
     assert b.cluster_ips == (IPv4Address("198.18.128.21"),)
@@ -226,8 +235,9 @@ def test_node_defaults(tmp_path: Path) -> None:
 
 
 def test_node_value_forms(tmp_path: Path) -> None:
-    text = MINIMAL_NODE.replace("{name: eth0, role: uplink}",
-                                "{name: eth0, role: uplink, hook: xdp}") + textwrap.dedent("""\
+    text = MINIMAL_NODE.replace(
+        "{name: eth0, role: uplink}", "{name: eth0, role: uplink, hook: xdp}"
+    ) + textwrap.dedent("""\
         datapath: {scheduler: mh}
         snat:
           portRange: "40000-40015"
@@ -273,23 +283,29 @@ def web_with(tmp_path: Path, *endpoint_lists: str, spec: str = "") -> Service:
 
 
 def test_ready_endpoints_only(tmp_path: Path) -> None:
-    web = web_with(tmp_path, """[
+    web = web_with(
+        tmp_path,
+        """[
         {addresses: [198.19.1.1], conditions: {ready: true}},
         {addresses: [198.19.1.2], conditions: {ready: false, serving: true, terminating: true}},
         {addresses: [198.19.1.3], conditions: {}},
         {addresses: [198.19.1.4]},
-        {addresses: [198.19.1.5], conditions: {ready: false}}]""")
+        {addresses: [198.19.1.5], conditions: {ready: false}}]""",
+    )
     assert addresses(web) == ["198.19.1.1", "198.19.1.3", "198.19.1.4"]
 
 
 def test_fallback_to_serving_terminating(tmp_path: Path) -> None:
-    web = web_with(tmp_path, """[
+    web = web_with(
+        tmp_path,
+        """[
         {addresses: [198.19.1.1], conditions: {ready: false}},
         {addresses: [198.19.1.2], conditions: {ready: false, serving: true, terminating: true}},
         {addresses: [198.19.1.3], conditions: {ready: false, serving: false, terminating: true}},
         {addresses: [198.19.1.4], conditions: {ready: false, serving: true}}]""",
         """[{addresses: [198.19.1.9], conditions: {ready: false, serving: true,
-                                                  terminating: true}}]""")
+                                                  terminating: true}}]""",
+    )
     assert addresses(web) == ["198.19.1.2", "198.19.1.9"]
 
 
@@ -299,9 +315,11 @@ def test_no_endpoints_at_all(tmp_path: Path) -> None:
 
 
 def test_backends_deduplicated_sorted_and_local(tmp_path: Path) -> None:
-    web = web_with(tmp_path,
-                   "[{addresses: [198.19.1.20]}, {addresses: [198.19.1.3], nodeName: node-a}]",
-                   "[{addresses: [198.19.1.20], nodeName: node-b}, {addresses: [198.19.1.100]}]")
+    web = web_with(
+        tmp_path,
+        "[{addresses: [198.19.1.20]}, {addresses: [198.19.1.3], nodeName: node-a}]",
+        "[{addresses: [198.19.1.20], nodeName: node-b}, {addresses: [198.19.1.100]}]",
+    )
     assert web.ports[0].backends == (
         Backend(IPv4Address("198.19.1.3"), 8080, "node-a", local=True),
         Backend(IPv4Address("198.19.1.20"), 8080, None, local=False),
@@ -331,37 +349,50 @@ def test_slice_ports_match_by_name_and_protocol(tmp_path: Path) -> None:
         """
     dns = service(load(tmp_path, text), "kube-system/dns")
     assert [(p.protocol, [b.port for b in p.backends]) for p in dns.ports] == [
-        (Protocol.UDP, [2053]), (Protocol.TCP, [1053]),
+        (Protocol.UDP, [2053]),
+        (Protocol.TCP, [1053]),
     ]
 
 
-@pytest.mark.parametrize(("spec", "external", "internal"), [
-    ("", False, False),
-    ("  externalTrafficPolicy: Local\n", True, False),
-    ("  externalTrafficPolicy: Cluster\n  internalTrafficPolicy: Local\n", False, True),
-    ("  externalTrafficPolicy: Global\n", False, False),  # the pre-1.14 name of Cluster
-])
+@pytest.mark.parametrize(
+    ("spec", "external", "internal"),
+    [
+        ("", False, False),
+        ("  externalTrafficPolicy: Local\n", True, False),
+        ("  externalTrafficPolicy: Cluster\n  internalTrafficPolicy: Local\n", False, True),
+        ("  externalTrafficPolicy: Global\n", False, False),  # the pre-1.14 name of Cluster
+    ],
+)
 def test_traffic_policies(tmp_path: Path, spec: str, external: bool, internal: bool) -> None:
     web = web_with(tmp_path, spec=spec)
     assert (web.external_traffic_local, web.internal_traffic_local) == (external, internal)
 
 
-@pytest.mark.parametrize(("spec", "timeout"), [
-    ("", None),
-    ("  sessionAffinity: None\n", None),
-    ("  sessionAffinity: ClientIP\n", 10800),
-    ("  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n",
-     60),
-])
+@pytest.mark.parametrize(
+    ("spec", "timeout"),
+    [
+        ("", None),
+        ("  sessionAffinity: None\n", None),
+        ("  sessionAffinity: ClientIP\n", 10800),
+        (
+            "  sessionAffinity: ClientIP\n"
+            "  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\n",
+            60,
+        ),
+    ],
+)
 def test_session_affinity(tmp_path: Path, spec: str, timeout: int | None) -> None:
     assert web_with(tmp_path, spec=spec).session_affinity_timeout == timeout
 
 
 def test_dual_stack_keeps_ipv4(tmp_path: Path) -> None:
-    text = WEB.replace("  clusterIP: 198.18.128.30\n", "  clusterIP: '2001:db8::30'\n"
-                       "  clusterIPs: ['2001:db8::30', 198.18.128.30]\n")
+    text = WEB.replace(
+        "  clusterIP: 198.18.128.30\n",
+        "  clusterIP: '2001:db8::30'\n  clusterIPs: ['2001:db8::30', 198.18.128.30]\n",
+    )
     assert service(load(tmp_path, text), "default/web").cluster_ips == (
-        IPv4Address("198.18.128.30"),)
+        IPv4Address("198.18.128.30"),
+    )
 
 
 def test_load_balancer_frontends(tmp_path: Path) -> None:
@@ -426,6 +457,7 @@ def test_load_balancer_source_ranges_are_read_as_the_api_server_reads_them(
 ) -> None:
     """issue 15: spaces trimmed, host bits masked, IPv6 ranges left out (IPv4 only), a /0
     lifts the restriction, and IPv6 ranges alone refuse every IPv4 client (a notice)."""
+
     def ranges(entries: str) -> tuple[IPv4Network, ...] | None:
         text = f"""\
             apiVersion: v1
@@ -450,33 +482,47 @@ def test_load_balancer_source_ranges_are_read_as_the_api_server_reads_them(
         return lb.source_ranges
 
     assert ranges("[' 198.18.9.7/24 ', 198.18.4.0/22, '2001:db8::/64', 198.18.9.0/24]") == (
-        IPv4Network("198.18.4.0/22"), IPv4Network("198.18.9.0/24"))
+        IPv4Network("198.18.4.0/22"),
+        IPv4Network("198.18.9.0/24"),
+    )
     assert ranges("[198.18.9.0/24, 0.0.0.0/0]") is None
     assert ranges("[]") is None
     assert ranges("['2001:db8::/64']") == ()
 
 
 def test_same_port_on_tcp_and_udp_is_no_conflict(tmp_path: Path) -> None:
-    text = WEB.replace("ports: [{name: http, port: 80}]",
-                       "type: NodePort\n  ports: [{name: a, port: 53, nodePort: 30053},"
-                       " {name: b, port: 53, protocol: UDP, nodePort: 30053}]")
+    text = WEB.replace(
+        "ports: [{name: http, port: 80}]",
+        "type: NodePort\n  ports: [{name: a, port: 53, nodePort: 30053},"
+        " {name: b, port: 53, protocol: UDP, nodePort: 30053}]",
+    )
     assert len(service(load(tmp_path, text), "default/web").ports) == 2
 
 
 def test_services_sorted_ports_in_manifest_order(tmp_path: Path) -> None:
     def svc(namespace: str, name: str, ip: str) -> str:
-        return (f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: "
-                f"{namespace}}}\nspec:\n  clusterIP: {ip}\n  ports: [{{name: z, port: 9}}, "
-                "{name: a, port: 1}]\n")
-    text = "---\n".join([svc("b", "a", "198.18.128.1"), svc("a", "z", "198.18.128.2"),
-                         svc("a", "b", "198.18.128.3")])
+        return (
+            f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: "
+            f"{namespace}}}\nspec:\n  clusterIP: {ip}\n  ports: [{{name: z, port: 9}}, "
+            "{name: a, port: 1}]\n"
+        )
+
+    text = "---\n".join(
+        [
+            svc("b", "a", "198.18.128.1"),
+            svc("a", "z", "198.18.128.2"),
+            svc("a", "b", "198.18.128.3"),
+        ]
+    )
     inputs = load(tmp_path, text)
     assert [s.key for s in inputs.services] == ["a/b", "a/z", "b/a"]
     assert [p.name for p in inputs.services[0].ports] == ["z", "a"]
 
 
 def test_metadata_noise_is_ignored(tmp_path: Path) -> None:
-    noisy = WEB.replace("metadata: {name: web}", textwrap.dedent("""\
+    noisy = WEB.replace(
+        "metadata: {name: web}",
+        textwrap.dedent("""\
         metadata:
           name: web
           annotations: {"x/y": "{{ not jinja }}", 'z': "*/ ; \\" }"}
@@ -485,7 +531,8 @@ def test_metadata_noise_is_ignored(tmp_path: Path) -> None:
           ownerReferences: [{kind: Deployment, name: "x\\ny"}]
           uid: 1
           creationTimestamp: 2024-05-02T09:14:27Z
-          finalizers: [weird/thing]""").rstrip())
+          finalizers: [weird/thing]""").rstrip(),
+    )
     noisy += "status: {conditions: [{type: Odd, status: 'True'}]}\nunknownTopLevel: 1\n"
     assert comparable(load(tmp_path, noisy)) == comparable(load(tmp_path, WEB))
 
@@ -540,8 +587,7 @@ def test_notices_for_skipped_objects(tmp_path: Path) -> None:
         f"{file}:12: ConfigMap kube-system/foo ignored (bpfgen reads Service and EndpointSlice)",
         f"{file}:15: EndpointSlice default/gone-1: Service default/gone not found: skipped",
         f"{file}:23: EndpointSlice default/web-v6 has addressType IPv6: skipped (IPv4 only)",
-        f"{file}:27: EndpointSlice default/mirror has no label kubernetes.io/service-name: "
-        "skipped",
+        f"{file}:27: EndpointSlice default/mirror has no label kubernetes.io/service-name: skipped",
         f"{file}:31: Service knative of serving.knative.dev/v1 ignored (bpfgen reads "
         "Service and EndpointSlice)",
         f"{file}:34: Pod (items[8]) ignored (bpfgen reads Service and EndpointSlice)",

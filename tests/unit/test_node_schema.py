@@ -47,8 +47,8 @@ def repository_node_files() -> dict[str, dict[str, Any]]:
     for scheduler in ("random", "maglev"):
         for hook in ("tc", "xdp"):
             files[f"bpf_inputs {scheduler} {hook}"] = node_config(
-                scheduler, 251 if scheduler == "maglev" else None, uplink_hook=hook,
-                socket_lb=True)
+                scheduler, 251 if scheduler == "maglev" else None, uplink_hook=hook, socket_lb=True
+            )
     for mode in ("ipvs", "bpf"):
         files[f"conformance {mode}"] = node_file(mode, masquerade_all=True)
     return files
@@ -108,16 +108,18 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("name", list(REFUSED))
-def test_what_the_reader_refuses_for_its_shape_the_schema_refuses(name: str,
-                                                                  tmp_path: Path) -> None:
+def test_what_the_reader_refuses_for_its_shape_the_schema_refuses(
+    name: str, tmp_path: Path
+) -> None:
     path, value = REFUSED[name]
     doc = _mutated(path, value)
     assert not _reader_accepts(tmp_path, doc), f"the reader accepts {name}"
     assert list(VALIDATOR.iter_errors(doc)), f"the schema accepts {name}"
 
 
-def test_bpfgen_schema_prints_it_and_writes_it(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_bpfgen_schema_prints_it_and_writes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out) == node_file_schema()
     out = tmp_path / "node.schema.json"

@@ -153,8 +153,10 @@ def test_local_policy_falls_back_to_this_nodes_serving_terminating(tmp_path: Pat
                for f in plan.frontends}  # fmt: skip
         want_draining = ["198.19.1.8"] if mode == "bpf" else []
         assert got == {
-            FrontendKind.CLUSTER_IP: (["198.19.2.7"], ["198.19.1.7", "198.19.1.8"]
-                                      if mode == "bpf" else []),
+            FrontendKind.CLUSTER_IP: (
+                ["198.19.2.7"],
+                ["198.19.1.7", "198.19.1.8"] if mode == "bpf" else [],
+            ),
             FrontendKind.NODE_PORT: (["198.19.1.7"], want_draining),
         }, mode
 
@@ -166,7 +168,9 @@ def _zoned(hints: list[list[str]], zone: str | None) -> str:
         + (f"    hints: {{forZones: [{', '.join(f'{{name: {z}}}' for z in zs)}]}}\n" if zs else "")
         for i, zs in enumerate(hints)
     )
-    return ("" if zone is None else zone) + f"""\
+    return (
+        ("" if zone is None else zone)
+        + f"""\
 apiVersion: v1
 kind: List
 items:
@@ -188,6 +192,7 @@ items:
   ports: [{{name: http, port: 8080, protocol: TCP}}]
   endpoints:
 {endpoints}"""
+    )
 
 
 def test_topology_hints_as_kube_proxy_uses_them(tmp_path: Path) -> None:
@@ -196,22 +201,29 @@ def test_topology_hints_as_kube_proxy_uses_them(tmp_path: Path) -> None:
     policy (the ClusterIP here) selects this zone's endpoints, the other ready ones keep
     their sessions (bpf mode); the Local policy (the NodePort) ignores hints."""
     cases = {
-        "all hinted, one for zone-a": ([["zone-a"], ["zone-b"], ["zone-b", "zone-a"]], "zone-a",
-                                       ["198.19.2.10", "198.19.2.12"]),
+        "all hinted, one for zone-a": (
+            [["zone-a"], ["zone-b"], ["zone-b", "zone-a"]],
+            "zone-a",
+            ["198.19.2.10", "198.19.2.12"],
+        ),
         "one endpoint without hints": ([["zone-a"], [], ["zone-b"]], "zone-a", None),
         "no endpoint for this zone": ([["zone-b"], ["zone-c"]], "zone-a", None),
         "node without a zone": ([["zone-a"], ["zone-b"]], None, None),
     }
     for name, (hints, zone, want) in cases.items():
         for mode in ("ipvs", "bpf"):
-            node = NODE.replace("podCIDR: 198.19.1.0/24}",
-                                "podCIDR: 198.19.1.0/24" + (f", zone: {zone}}}" if zone else "}"))
+            node = NODE.replace(
+                "podCIDR: 198.19.1.0/24}",
+                "podCIDR: 198.19.1.0/24" + (f", zone: {zone}}}" if zone else "}"),
+            )
             (tmp_path / "node.yaml").write_text(node + f"datapath: {{mode: {mode}}}\n")
             (tmp_path / "svc.yaml").write_text(_zoned(hints, None))
             plan = make_plan(load_inputs(tmp_path / "node.yaml", [tmp_path / "svc.yaml"]))
             everyone = [f"198.19.2.{10 + i}" for i in range(len(hints))]
-            got = {f.kind: ([str(b.address) for b in f.backends],
-                            [str(b.address) for b in f.draining]) for f in plan.frontends}
+            got = {
+                f.kind: ([str(b.address) for b in f.backends], [str(b.address) for b in f.draining])
+                for f in plan.frontends
+            }
             chosen = want if want is not None else everyone
             held = [a for a in everyone if a not in chosen] if mode == "bpf" else []
             assert got[FrontendKind.CLUSTER_IP] == (chosen, held), (name, mode)
@@ -224,33 +236,40 @@ def test_node_hints_come_before_zone_hints(tmp_path: Path) -> None:
     topologyModeFromHints uses them: when every ready endpoint has node hints and one is
     for this node (node-a), only those; else the zone hints' rule; partial node hints are
     ignored. Both modes: the Cluster-policy ClusterIP's backends."""
+
     def endpoint(i: int, nodes: list[str], zones: list[str]) -> str:
         hints = []
         if nodes:
             hints.append(f"forNodes: [{', '.join(f'{{name: {n}}}' for n in nodes)}]")
         if zones:
             hints.append(f"forZones: [{', '.join(f'{{name: {z}}}' for z in zones)}]")
-        return (f"  - addresses: [198.19.2.{10 + i}]\n    nodeName: node-b\n"
-                + (f"    hints: {{{', '.join(hints)}}}\n" if hints else ""))
+        return f"  - addresses: [198.19.2.{10 + i}]\n    nodeName: node-b\n" + (
+            f"    hints: {{{', '.join(hints)}}}\n" if hints else ""
+        )
 
     cases = {
         "node hints, one for node-a": (
             [(["node-a"], ["zone-a"]), (["node-b"], ["zone-a"]), (["node-c"], ["zone-b"])],
-            ["198.19.2.10"]),
+            ["198.19.2.10"],
+        ),
         "node hints, none for node-a: zone hints": (
             [(["node-b"], ["zone-a"]), (["node-c"], ["zone-a"]), (["node-d"], ["zone-b"])],
-            ["198.19.2.10", "198.19.2.11"]),
+            ["198.19.2.10", "198.19.2.11"],
+        ),
         "one without node hints: zone hints": (
-            [(["node-a"], ["zone-b"]), ([], ["zone-a"])], ["198.19.2.11"]),
-        "node hints only": (
-            [(["node-a"], []), (["node-b"], [])], ["198.19.2.10"]),
+            [(["node-a"], ["zone-b"]), ([], ["zone-a"])],
+            ["198.19.2.11"],
+        ),
+        "node hints only": ([(["node-a"], []), (["node-b"], [])], ["198.19.2.10"]),
     }
     for name, (hints, want) in cases.items():
         for mode in ("ipvs", "bpf"):
             node = NODE.replace("podCIDR: 198.19.1.0/24}", "podCIDR: 198.19.1.0/24, zone: zone-a}")
             (tmp_path / "node.yaml").write_text(node + f"datapath: {{mode: {mode}}}\n")
-            svc = _zoned([], None).replace("  endpoints:\n", "  endpoints:\n" + "".join(
-                endpoint(i, n, z) for i, (n, z) in enumerate(hints)))
+            svc = _zoned([], None).replace(
+                "  endpoints:\n",
+                "  endpoints:\n" + "".join(endpoint(i, n, z) for i, (n, z) in enumerate(hints)),
+            )
             (tmp_path / "svc.yaml").write_text(svc)
             plan = make_plan(load_inputs(tmp_path / "node.yaml", [tmp_path / "svc.yaml"]))
             (cluster,) = [f for f in plan.frontends if f.kind is FrontendKind.CLUSTER_IP]

@@ -18,8 +18,9 @@ from bpfgen.plan import BPF_COUNTER_NAMES, COUNTER_NAMES, FrontendKind, Plan, ma
 from bpfgen_runtime.contract import layouts
 
 
-def _plan(tmp_path: Path, node: dict[str, Any], svcs: dict[str, Any], build: str = "specialized"
-          ) -> Plan:
+def _plan(
+    tmp_path: Path, node: dict[str, Any], svcs: dict[str, Any], build: str = "specialized"
+) -> Plan:
     node_path, services_path = write_inputs(tmp_path, node, svcs)
     return make_plan(load_inputs(node_path, [services_path]), build=build)
 
@@ -39,8 +40,12 @@ def test_bpf_mode_defaults(tmp_path: Path) -> None:
 
 def test_backends_per_frontend_sorted_and_empty_recorded(tmp_path: Path) -> None:
     plan = _plan(tmp_path, node_config(), services())
-    got = {(f.kind, str(f.addr), f.port, f.protocol.value):
-           [(str(b.address), b.port) for b in f.backends] for f in plan.frontends}
+    got = {
+        (f.kind, str(f.addr), f.port, f.protocol.value): [
+            (str(b.address), b.port) for b in f.backends
+        ]
+        for f in plan.frontends
+    }
     web = [("198.19.1.5", 8080), ("198.19.2.13", 8080), ("198.19.3.7", 8080)]
     assert got[(FrontendKind.CLUSTER_IP, "198.18.128.10", 80, "TCP")] == web
     assert got[(FrontendKind.NODE_PORT, "None", 30080, "TCP")] == web
@@ -94,14 +99,22 @@ def test_generic_build_writes_tables_to_map_init(tmp_path: Path) -> None:
     assert len(frontends) == 7 + 3  # and the three VIPs, as (VIP, 0, ICMP): answer pings
     values = sorted(layouts.SvcValue.from_buffer_copy(v).n_backends for v in frontends.values())
     assert values == [0, 0, 0, 0, 0, 3, 3, 3, 3, 3]
-    sticky = [layouts.SvcValue.from_buffer_copy(v) for v in frontends.values()
-              if layouts.SvcValue.from_buffer_copy(v).affinity_s]
+    sticky = [
+        layouts.SvcValue.from_buffer_copy(v)
+        for v in frontends.values()
+        if layouts.SvcValue.from_buffer_copy(v).affinity_s
+    ]
     assert [(v.affinity_s, v.affinity_id == v.id) for v in sticky] == [(STICKY_TIMEOUT, True)]
-    vips = [layouts.FrontendKey.from_buffer_copy(k) for k, v in frontends.items()
-            if layouts.SvcValue.from_buffer_copy(v).id == 0xFFFFFFFF]
+    vips = [
+        layouts.FrontendKey.from_buffer_copy(k)
+        for k, v in frontends.items()
+        if layouts.SvcValue.from_buffer_copy(v).id == 0xFFFFFFFF
+    ]
     assert sorted((bytes(k.addr), k.proto) for k in vips) == [
-        (bytes([198, 18, 128, 10]), 1), (bytes([198, 18, 128, 11]), 1),
-        (bytes([198, 18, 128, 12]), 1)]
+        (bytes([198, 18, 128, 10]), 1),
+        (bytes([198, 18, 128, 11]), 1),
+        (bytes([198, 18, 128, 12]), 1),
+    ]
     assert len(plan.map_init["bpfgen_svc_backends"]) == 15
     members = dict(plan.map_init["bpfgen_svc_members"])  # value 1: draining
     assert sorted(int.from_bytes(v, "little") for v in members.values()) == [0] * 15 + [1] * 4
@@ -111,8 +124,7 @@ def test_generic_build_writes_tables_to_map_init(tmp_path: Path) -> None:
     for k, v in rows:
         f = ids[int.from_bytes(k, "little")]
         table = maglev.build_table([maglev.Backend.of(b) for b in f.backends], 251)
-        assert [int.from_bytes(v[i : i + 2], "little") for i in range(0, len(v), 2)] == list(
-            table)
+        assert [int.from_bytes(v[i : i + 2], "little") for i in range(0, len(v), 2)] == list(table)
     assert json.dumps(plan.to_dict()["svc"])  # the manifest's svc table is JSON
     assert plan.runtime_config is not None
     cfg = layouts.Config.from_buffer_copy(plan.runtime_config)
@@ -133,11 +145,16 @@ def test_socket_lb_plans_the_cgroup_programs(tmp_path: Path) -> None:
         ("sock_getpeername4", "cgroup/getpeername4", "bpfgen_sock_reverse"),
     ]
     assert {(a.interface, a.hook) for p in sock for a in p.attach} == {
-        ("/sys/fs/cgroup/kubepods", h) for h in
-        ("cgroup_connect4", "cgroup_sendmsg4", "cgroup_recvmsg4", "cgroup_getpeername4")}
+        ("/sys/fs/cgroup/kubepods", h)
+        for h in ("cgroup_connect4", "cgroup_sendmsg4", "cgroup_recvmsg4", "cgroup_getpeername4")
+    }
     rev = next(m for m in plan.maps if m.name == "bpfgen_sock_rev_v4")
     assert (rev.type, rev.key_size, rev.value_size, rev.max_entries) == (
-        "BPF_MAP_TYPE_LRU_HASH", 16, 8, 64)
+        "BPF_MAP_TYPE_LRU_HASH",
+        16,
+        8,
+        64,
+    )
     assert all(p.maps == plan.programs[0].maps for p in sock)
     assert plan.decision("BPFGEN_SOCK_CLIENT").value == "__bpf_constant_htonl(0xc6120002)"
     assert "cgroup_connect4 on /sys/fs/cgroup/kubepods (node)" in plan.to_text()

@@ -39,7 +39,18 @@ def test_yaml_11_scalars_as_pyyaml_resolves_them() -> None:
     root = only("[0x4000, 010, 1_000, 1.5, ~, null, 'null', true, On, '80', 7440s, 2024-05-02]")
     assert isinstance(root, Seq)
     assert [n.value for n in root.items if isinstance(n, Scalar)] == [
-        0x4000, 8, 1000, 1.5, None, None, "null", True, True, "80", "7440s", "2024-05-02",
+        0x4000,
+        8,
+        1000,
+        1.5,
+        None,
+        None,
+        "null",
+        True,
+        True,
+        "80",
+        "7440s",
+        "2024-05-02",
     ]
 
 
@@ -83,19 +94,32 @@ def test_merge_keys_explicit_keys_win() -> None:
     assert {k: v.value for k, v in m.fields.items() if isinstance(v, Scalar)} == {"x": 1, "y": 3}
 
 
-@pytest.mark.parametrize(("text", "line", "message"), [
-    ("a: [1\nb: 2\n", 2, "invalid YAML: expected ',' or ']', but got ':' "
-                         "(while parsing a flow sequence at line 1)"),
-    ("a: &x [*x]\n", 1, "invalid YAML: alias 'x' refers to itself"),
-    ("a: *y\n", 1, "invalid YAML: found undefined alias 'y'"),
-    ("a: !!python/name:os.system x\n", 1,
-     "unsupported YAML tag 'tag:yaml.org,2002:python/name:os.system'"),
-    ("? [a]\n: 1\n", 1, "a mapping key must be a string"),
-    ('{"a": 1\n\n', 3, "invalid JSON: expected ',' or '}'"),
-    ("[" * 600, 1, "invalid JSON: nested more than 500 levels deep"),
-    ("a:\n" + "".join(" " * i + "- \n" for i in range(1, 600)), 501,
-     "nested more than 500 levels deep"),
-])
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (
+            "a: [1\nb: 2\n",
+            2,
+            "invalid YAML: expected ',' or ']', but got ':' "
+            "(while parsing a flow sequence at line 1)",
+        ),
+        ("a: &x [*x]\n", 1, "invalid YAML: alias 'x' refers to itself"),
+        ("a: *y\n", 1, "invalid YAML: found undefined alias 'y'"),
+        (
+            "a: !!python/name:os.system x\n",
+            1,
+            "unsupported YAML tag 'tag:yaml.org,2002:python/name:os.system'",
+        ),
+        ("? [a]\n: 1\n", 1, "a mapping key must be a string"),
+        ('{"a": 1\n\n', 3, "invalid JSON: expected ',' or '}'"),
+        ("[" * 600, 1, "invalid JSON: nested more than 500 levels deep"),
+        (
+            "a:\n" + "".join(" " * i + "- \n" for i in range(1, 600)),
+            501,
+            "nested more than 500 levels deep",
+        ),
+    ],
+)
 def test_parse_errors(text: str, line: int, message: str) -> None:
     with pytest.raises(ParseError) as raised:
         parse_text(text)
@@ -114,8 +138,7 @@ def test_read_source_errors(tmp_path: Path) -> None:
     assert missing.error == source.SourceError(1, "cannot read: No such file or directory")
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"a: 1\nb: \xc3(\n")
-    assert read_source(bad).error == source.SourceError(
-        2, "not UTF-8 text (byte 0xc3 at offset 8)")
+    assert read_source(bad).error == source.SourceError(2, "not UTF-8 text (byte 0xc3 at offset 8)")
     bom = tmp_path / "bom.yaml"
     bom.write_bytes("\ufeffa: 1\n".encode())
     loaded = read_source(bom)

@@ -121,9 +121,11 @@ class SuiteRun:
             return f"vm {self.name}: error, {span}: {self.error.splitlines()[0]}; log {self.log}"
         last = next((ln for ln in reversed(self.run.stdout.strip().splitlines())
                      if ln.strip()), "(no output)")  # fmt: skip
-        return (f"vm {self.name}: exit {self.run.returncode}, boot {self.run.boot_seconds:.0f} s, "
-                f"total {self.run.total_seconds:.0f} s ({span}); guest: {last.strip('= ')}; "
-                f"log {self.log}")
+        return (
+            f"vm {self.name}: exit {self.run.returncode}, boot {self.run.boot_seconds:.0f} s, "
+            f"total {self.run.total_seconds:.0f} s ({span}); guest: {last.strip('= ')}; "
+            f"log {self.log}"
+        )
 
 
 _RUNS: dict[str, SuiteRun] = {}

@@ -189,8 +189,9 @@ def compile_builds(out: Path) -> dict[str, Path]:
             capture_output=True, text=True, check=False, cwd=ROOT,
         )  # fmt: skip
         if proc.returncode != 0:
-            raise RuntimeError(f"bpfgen compile of build {name}: exit {proc.returncode}\n"
-                               f"{proc.stderr}")
+            raise RuntimeError(
+                f"bpfgen compile of build {name}: exit {proc.returncode}\n{proc.stderr}"
+            )
     return builds
 
 
@@ -594,9 +595,16 @@ def arp_answered(ns: str, sender: str, target: str, *, timeout: float = 1.0) -> 
         with s:
             s.bind(("eth0", 0x0806))
             mac = s.getsockname()[4]
-            request = (b"\xff" * 6 + mac + b"\x08\x06"
-                       + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac
-                       + socket.inet_aton(sender) + bytes(6) + socket.inet_aton(target))
+            request = (
+                b"\xff" * 6
+                + mac
+                + b"\x08\x06"
+                + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
+                + mac
+                + socket.inet_aton(sender)
+                + bytes(6)
+                + socket.inet_aton(target)
+            )
             s.send(request)
             deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0:
@@ -605,8 +613,11 @@ def arp_answered(ns: str, sender: str, target: str, *, timeout: float = 1.0) -> 
                     break
                 frame = s.recv(128)
                 arp = frame[14:42]
-                if (len(arp) == 28 and struct.unpack("!H", arp[6:8])[0] == 2
-                        and arp[14:18] == socket.inet_aton(target)):
+                if (
+                    len(arp) == 28
+                    and struct.unpack("!H", arp[6:8])[0] == 2
+                    and arp[14:18] == socket.inet_aton(target)
+                ):
                     return True
     return False
 
@@ -738,8 +749,7 @@ def test_sync_drains_removed_endpoint(topo: Topo) -> None:
     assert any(f"drain real server {BE['be2']}:{HTTP}" in c for c in report.changes), report.changes
     # issue 15 (Kubernetes #77802): a UDP real server is deleted at once, not drained,
     # and its flow goes on at a live backend instead of into a black hole.
-    assert any(f"delete real server {BE['be2']}:{DNS}" in c for c in report.changes), (
-        report.changes)
+    assert any(f"delete real server {BE['be2']}:{DNS}" in c for c in report.changes), report.changes
     with flow:
         flow.settimeout(2.0)
         answers = []
@@ -843,8 +853,10 @@ def short_load(
     # asserted everywhere; the maximum and the resent SYNs are reported in the summary.
     timed = not os.environ.get("BPFGEN_IN_VM")
     if timed and r["max_us"] >= MAX_LATENCY_US:
-        problems.append(f"a connection took {r['max_us'] / 1e6:.2f} s (p99 "
-                        f"{r['p99_us'] / 1e3:.1f} ms): over 1 s is a SYN retransmitted")
+        problems.append(
+            f"a connection took {r['max_us'] / 1e6:.2f} s (p99 "
+            f"{r['p99_us'] / 1e3:.1f} ms): over 1 s is a SYN retransmitted"
+        )
     if r["ok"] < n:
         problems.append(f"only {r['ok']} of {n} connections in {r['elapsed_s']:.1f} s")
     if r["mismatched"]:
@@ -1021,4 +1033,8 @@ def test_down_removes_everything(topo: Topo) -> None:
     # too, not only at its state file: docs/runtime.md).
     info = status(topo.opts)
     assert (info["netns"], info["up"], info["record"], info["differences"]) == (
-        topo.node, False, "none", []), info
+        topo.node,
+        False,
+        "none",
+        [],
+    ), info

@@ -27,6 +27,7 @@ from tests.vm.second_kernel import SECOND_KERNEL
 
 pytestmark = pytest.mark.vm
 
+
 def _ipvs_builds(results: Path) -> dict[str, str]:
     """The IPVS suite's builds and loadgen, compiled on the host (fast) into the results
     directory the guest shares; tests/vm/guest_ipvs.py reads them from its environment."""
