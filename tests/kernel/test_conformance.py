@@ -59,11 +59,17 @@ SYN = 0x02
 FLOWS = 16  # bpf mode: the most new flows a row sends (see flows())
 
 
+#: In the 6.1 VM each run costs about a tenth of a second under emulation: a row sends
+#: two flows there, which must agree with the model and each have the row's fate, at
+#: an endpoint of the row's set; that every endpoint is reached is the host's check.
+IN_VM = bool(os.environ.get("BPFGEN_IN_VM"))
+
+
 def flows(expected: Fate) -> int:
     """New flows a bpf-mode row sends: enough to reach every endpoint it must (Maglev is
     deterministic: a set reached once is reached on every run), a few where one fate is
-    expected of all (under the VM's emulation each run costs a second)."""
-    if expected.kind != "serve":
+    expected of all."""
+    if expected.kind != "serve" or IN_VM:
         return 2
     return min(FLOWS, max(4, 5 * len(expected.endpoints)))
 
@@ -183,7 +189,8 @@ def observe_ipvs(built: Built, row: Row) -> list[Seen]:
     return seen
 
 
-def problems(expected: Fate, seen: list[Seen], client: str) -> list[str]:
+def problems(expected: Fate, seen: list[Seen], client: str, every: bool = True) -> list[str]:
+    """What in `seen` is not `expected`; `every`: every expected endpoint was reached."""
     if expected.kind != "serve":
         want = Seen(expected.kind, reason=expected.reason)
         return [] if all(s == want for s in seen) else [f"wanted {expected}"]
@@ -191,7 +198,7 @@ def problems(expected: Fate, seen: list[Seen], client: str) -> list[str]:
     if any(s.kind != "serve" for s in seen):
         out.append("not every flow was served")
     reached = {s.endpoint for s in seen if s.kind == "serve"}
-    if reached != expected.endpoints:
+    if reached != expected.endpoints and (every or not reached <= expected.endpoints):
         out.append(f"endpoints reached {sorted(reached)}, wanted {sorted(expected.endpoints)}")
     for s in seen:
         want_masq = s.endpoint == client if expected.masq == HAIRPIN else expected.masq
@@ -205,7 +212,8 @@ def check(built: Built, row: Row) -> None:
     observe = observe_bpf if built.mode == "bpf" else observe_ipvs
     seen = observe(built, row)
     expected = row.expected(built.mode)
-    found = problems(expected, seen, CLIENTS[row.client])
+    # ipvs mode: the real-server set is read whole from the build, on every kernel
+    found = problems(expected, seen, CLIENTS[row.client], every=built.mode == "ipvs" or not IN_VM)
     if found:
         shown = ", ".join(str(s) for s in seen)
         pytest.fail(
