@@ -46,12 +46,14 @@ $(STAMP_VM): $(STAMP_APT) $(STAMP_VENV)
 compile: setup
 	$(BPFGEN) compile --node examples/node.yaml --services examples/services.yaml --out build/example
 
-# The fast tier for everyday work (under 3 minutes here, no VM, no namespaces): lint,
+# The fast tier for everyday work (about 3 minutes here, no VM, no namespaces): lint,
 # then unit, golden, build and the kernel suites on this host's kernel, on every core
-# (pytest-xdist), hypothesis on the `check` profile (HYPOTHESIS_PROFILE overrides it).
+# (pytest-xdist), hypothesis on the `check` profile (HYPOTHESIS_PROFILE overrides it), the
+# compile fuzz test on 100 inputs (make test: 300; BPFGEN_FUZZ_N overrides it).
 CHECK_TESTS := tests/unit tests/golden tests/build tests/kernel tests/stateful
 check: lint
-	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-check} $(PY) -m pytest -q -n auto -m "not vm and not slow" \
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-check} BPFGEN_FUZZ_N=$${BPFGEN_FUZZ_N:-100} \
+		$(PY) -m pytest -q -n auto -m "not vm and not slow" \
 		--durations=10 $(CHECK_TESTS)
 
 # Everything: the host's suites, and the 6.1 VM's (run beside them, tests/vm/background.py).
