@@ -77,6 +77,7 @@ class SvcCounter(enum.IntEnum):
     DROP_MAP_FULL = 9
     DROP_SOURCE_RANGE = 12
     DROP_NO_LOCAL_ENDPOINT = 13
+    DROP_VIP_PORT = 14  # the ipvs mode's slot: a VIP port's reject that has no answer
     DNAT_NEW = 15
     DNAT_HIT = 16
     RDNAT = 17
@@ -90,7 +91,6 @@ class SvcCounter(enum.IntEnum):
     DROP_NO_BACKEND = 25
     REJECT_VIP_PORT = 26  # to a VIP in the service CIDR, at no frontend's port
     DROP_UNALLOCATED = 27  # to a service-CIDR address that is no VIP
-    DROP_VIP_PORT = 14  # the ipvs mode's slot: a VIP port's reject that has no answer
 
 
 SVC_COUNTER_NAMES = COUNTER_NAMES + (
