@@ -22,7 +22,10 @@ from .contract.manifest import Manifest
 from .errors import RuntimeOpError
 
 BPFFS_ROOT = "/sys/fs/bpf"  # where the manifest's pin path templates point
-FRONTEND_KINDS = ("ClusterIP", "NodePort", "ExternalIP", "LoadBalancer")
+FRONTEND_KINDS = ("ClusterIP", "NodePort", "ExternalIP", "LoadBalancer", "PodShortcut")
+#: bpf mode: a hidden frontend (an address of 0.0.0.0/8 no packet is looked up at) for a
+#: Service port's pods when both traffic policies are Local (docs/datapath-bpf.md).
+POD_SHORTCUT = "PodShortcut"
 
 
 class InputRefused(RuntimeOpError):
@@ -95,7 +98,8 @@ class Build:
 
     def frontend_addresses(self) -> list[str]:
         """Every VIP (ClusterIP, external and LoadBalancer IPs), sorted, without duplicates."""
-        found = {f.address for f in self.frontends if f.address is not None}
+        found = {f.address for f in self.frontends
+                 if f.address is not None and f.kind != POD_SHORTCUT}  # fmt: skip
         return sorted(found, key=ipaddress.IPv4Address)
 
     def objects(self) -> list[str]:

@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from . import netns, pins
-from .builddir import Build, Frontend, InputRefused, read_build
+from .builddir import POD_SHORTCUT, Build, Frontend, InputRefused, read_build
 from .contract import Counter
 from .kbtf import KernelBtf
 from .node import COUNTERS_MAP, Options, status
@@ -138,6 +138,8 @@ def _frontends_for(build: Build, vip: str | None, backend: str | None,
                    port: int | None) -> list[Frontend]:  # fmt: skip
     out = []
     for f in build.frontends:
+        if f.kind == POD_SHORTCUT:  # no address of its own: found as its Service's
+            continue
         at = [f.address] if f.address is not None else list(build.node.addresses)
         if vip is not None and vip in at and port in (None, f.port):
             out.append(f)

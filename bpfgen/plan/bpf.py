@@ -22,6 +22,7 @@ from bpfgen.plan.ir import (
     CCase,
     Decision,
     Frontend,
+    FrontendKind,
     MapPlan,
     Plan,
     ProgramPlan,
@@ -218,6 +219,7 @@ def plan(basis: PlanBasis) -> Plan:
     most = max((len(f.members) for f in frontends), default=0)
     draining = sum(len(f.draining) for f in frontends)
     sticky = [f for f in frontends if f.affinity_timeout is not None]
+    shortcuts = [f for f in frontends if f.kind is FrontendKind.POD_SHORTCUT]
     decisions = node_decisions(
         basis,
         icmp_reason="echo requests to VIPs answered by svc_in "
@@ -274,6 +276,17 @@ def plan(basis: PlanBasis) -> Plan:
             else "unused: no bpfgen_svc_maglev map",
         ),
         Decision("BPFGEN_SVC_FRONTENDS", str(len(frontends)), "services", "frontend ids 0..n-1"),
+        Decision(
+            "BPFGEN_SVC_HIDDEN",
+            str(int(in_map or bool(shortcuts))),
+            "services",
+            "frontends in maps: a sync may add a hidden frontend (0.0.0.0/8), never a destination"
+            if in_map
+            else f"{len(shortcuts)} hidden frontend(s) (0.0.0.0/8), never a destination: a "
+            "Service port's pods when both traffic policies are Local"
+            if shortcuts
+            else "no hidden frontend: no Service has both traffic policies Local",
+        ),
         Decision(
             "BPFGEN_SVC_BACKENDS_TOTAL",
             str(max(1, len(svc.backends))),
@@ -537,7 +550,10 @@ def _sock_decisions(inputs: Inputs, generic: bool) -> list[Decision]:
 
 def _vips(frontends: tuple[Frontend, ...]) -> tuple[IPv4Address, ...]:
     """The VIPs (ClusterIPs, externalIPs, LB IPs): svc_in answers echo requests to them."""
-    return tuple(sorted({f.addr for f in frontends if f.addr is not None}))
+    return tuple(
+        sorted({f.addr for f in frontends
+                if f.addr is not None and f.kind is not FrontendKind.POD_SHORTCUT})
+    )  # fmt: skip
 
 
 def _vip_entry(addr: IPv4Address) -> tuple[bytes, bytes]:

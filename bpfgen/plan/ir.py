@@ -80,6 +80,9 @@ class FrontendKind(enum.Enum):
     NODE_PORT = "NodePort"
     EXTERNAL_IP = "ExternalIP"
     LOAD_BALANCER = "LoadBalancer"
+    # bpf mode: no address of the Service's, the Cluster policy's endpoints for its
+    # pods when both traffic policies are Local (plan/shared.py pod_shortcut).
+    POD_SHORTCUT = "PodShortcut"
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,9 @@ class Frontend:
     # port, under which the port's affinity entries are kept (kube-proxy keeps one
     # affinity per Service port, whichever address the client used).
     affinity_id: int = 0
-    # bpf mode, externalTrafficPolicy: Local: the Service port's ClusterIP:port, whose
-    # frontend (internal policy Cluster) serves clients from cluster.podCIDR.
+    # bpf mode, externalTrafficPolicy: Local: the key of the frontend that serves
+    # clients from cluster.podCIDR: the ClusterIP:port (internal policy Cluster), or
+    # the Service port's POD_SHORTCUT (internal policy Local too).
     pod_twin: tuple[IPv4Address, int] | None = None
 
     @property

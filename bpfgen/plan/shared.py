@@ -71,6 +71,8 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
         # kube-proxy (iptables, nftables and ipvs proxiers alike) applies masqueradeAll
         # to traffic to cluster IPs only; a NodePort, externalIP or LB IP follows its
         # externalTrafficPolicy, so Local keeps the client's address (issue 15).
+        if kind is FrontendKind.POD_SHORTCUT:
+            return Masq.NEVER, "a pod's traffic to an external address keeps its source"
         if kind is FrontendKind.CLUSTER_IP:
             if node.masquerade_all:
                 return Masq.ALWAYS, "ClusterIP with cluster.masqueradeAll"
@@ -98,7 +100,7 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
         local_only = (
             svc.internal_traffic_local
             if kind is FrontendKind.CLUSTER_IP
-            else svc.external_traffic_local
+            else kind is not FrontendKind.POD_SHORTCUT and svc.external_traffic_local
         )
         # A Local policy falls back to this node's serving terminating endpoints when
         # it has no ready one here, whatever other nodes have (kube-proxy, issue 15).
@@ -129,17 +131,20 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
         affinity_id = affinity_ids.setdefault((svc.key, sp.name, sp.protocol), len(out))
         # kube-proxy (nftables, iptables) sends a pod's traffic to an external address
         # under externalTrafficPolicy: Local to every endpoint ("short-circuit pod
-        # traffic"): the bpf mode through the ClusterIP's frontend, when that one is
-        # policy Cluster. (The ipvs mode has one IPVS service per address for all.)
+        # traffic"): the bpf mode through the ClusterIP's frontend when that one is
+        # policy Cluster, else through a hidden frontend with the Cluster policy's
+        # endpoints (pod_shortcut). (The ipvs mode has one IPVS service per address.)
         pod_twin = None
         if (
             node.mode is Mode.BPF
             and local_only
             and kind is not FrontendKind.CLUSTER_IP
-            and not svc.internal_traffic_local
             and svc.cluster_ips
         ):
-            pod_twin = (svc.cluster_ips[0], sp.port)
+            if svc.internal_traffic_local:
+                pod_twin = pod_shortcut(svc, sp)
+            else:
+                pod_twin = (svc.cluster_ips[0], sp.port)
         out.append(
             Frontend(
                 index=len(out),
@@ -159,6 +164,21 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
             )
         )
 
+    # Hidden frontends (bpf mode), after every real one so that adding one moves no id.
+    shortcuts: dict[tuple[str, str, Protocol], tuple[Service, Any, IPv4Address]] = {}
+
+    def pod_shortcut(svc: Service, sp: Any) -> tuple[IPv4Address, int]:
+        """The key of the Service port's hidden frontend for its pods, when both policies
+        are Local: kube-proxy short-circuits a pod's traffic to an external address to
+        the Cluster policy's endpoints even then (its UsesClusterEndpoints), and the
+        ClusterIP's frontend has only this node's. Keyed by an address of 0.0.0.0/8,
+        which is never a destination: svc_in and the socket programs look no packet's
+        or connect()'s address up there (bpfgen_svc_hidden), only this key."""
+        key = (svc.key, sp.name, sp.protocol)
+        if key not in shortcuts:
+            shortcuts[key] = (svc, sp, IPv4Address(len(shortcuts) + 1))
+        return shortcuts[key][2], sp.port
+
     for svc in inputs.services:
         for sp in svc.ports:
             for ip in svc.cluster_ips:
@@ -169,6 +189,8 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
                 add(svc, FrontendKind.EXTERNAL_IP, ip, sp.port, sp)
             for ip in svc.load_balancer_ips:
                 add(svc, FrontendKind.LOAD_BALANCER, ip, sp.port, sp)
+    for svc, sp, addr in shortcuts.values():
+        add(svc, FrontendKind.POD_SHORTCUT, addr, sp.port, sp)
     return tuple(out)
 
 

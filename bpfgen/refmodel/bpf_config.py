@@ -44,9 +44,10 @@ class SvcFrontend:
     # of the Service port, under which the port's bpfgen_affinity_v4 entries are kept.
     affinity_s: int = 0
     affinity_id: int = 0
-    # externalTrafficPolicy: Local, internal Cluster: (ClusterIP, port) whose frontend
-    # serves clients from cluster.podCIDR, unmasqueraded ("short-circuit pod traffic").
-    pod_twin: tuple[int, int] | None = None
+    # externalTrafficPolicy: Local: the frontend that serves clients from
+    # cluster.podCIDR, unmasqueraded ("short-circuit pod traffic"): the ClusterIP's
+    # (internal policy Cluster), or the Cluster policy's endpoints (internal Local too).
+    pod_frontend: SvcFrontend | None = None
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,14 @@ def svc_config(inputs: Inputs, build_kind: str = "specialized") -> SvcConfig:
         return b.local or b.address in node.pod_cidr
 
     def frontend(
-        service: Service, port: ServicePort, cluster_ip: bool, policy: Policy, affinity_id: int
+        service: Service,
+        port: ServicePort,
+        cluster_ip: bool,
+        policy: Policy,
+        affinity_id: int,
+        pods: bool = False,
     ) -> SvcFrontend:
-        only_local = (
+        only_local = not pods and (
             service.internal_traffic_local if cluster_ip else service.external_traffic_local
         )
 
@@ -139,13 +145,15 @@ def svc_config(inputs: Inputs, build_kind: str = "specialized") -> SvcConfig:
             else ()
         )
         twin = None
-        if (
-            not cluster_ip
-            and only_local
-            and not service.internal_traffic_local
-            and service.cluster_ips
-        ):
-            twin = (int(service.cluster_ips[0]), port.port)
+        if not cluster_ip and only_local and service.cluster_ips:
+            # "A pod's traffic under externalTrafficPolicy: Local goes to every endpoint
+            # (the Cluster policy's, topology included), whatever the internal policy."
+            if service.internal_traffic_local:
+                twin = frontend(service, port, False, Policy.NEVER, affinity_id, pods=True)
+            else:
+                twin = frontends.get(
+                    (int(service.cluster_ips[0]), port.port, _PROTO_NUMBERS[port.protocol])
+                )
         return SvcFrontend(
             policy,
             backends,

@@ -285,12 +285,11 @@ def _program(
         return _result(Verdict.DROP, frame, SvcCounter.DROP_UNALLOCATED)
     if not config.base.source_allowed(p.saddr, p.daddr, p.dport, p.proto):
         return _result(Verdict.DROP, frame, SvcCounter.DROP_SOURCE_RANGE)
-    if f.pod_twin is not None and config.base.in_cluster_pods(p.saddr):
-        # "A pod's traffic under externalTrafficPolicy: Local goes to the ClusterIP's
-        # frontend (every endpoint) and keeps its address."
-        twin = config.lookup(f.pod_twin[0], f.pod_twin[1], p.proto)
-        if twin is not None:
-            f = replace(twin, policy=Policy.NEVER)
+    if f.pod_frontend is not None and config.base.in_cluster_pods(p.saddr):
+        # "A pod's traffic under externalTrafficPolicy: Local goes to every endpoint (the
+        # ClusterIP's frontend, or the Service port's hidden one when the internal policy
+        # is Local too) and keeps its address."
+        f = replace(f.pod_frontend, policy=Policy.NEVER)
     return _dnat(config, frame, p, f, state, now_ns, forward)
 
 

@@ -155,7 +155,7 @@ class BackendEntry:
 @dataclass(frozen=True)
 class FrontendEntry:
     index: int
-    kind: str  # ClusterIP, NodePort, ExternalIP, LoadBalancer
+    kind: str  # ClusterIP, NodePort, ExternalIP, LoadBalancer, PodShortcut (bpf mode)
     service: str  # namespace/name
     port_name: str
     address: str | None  # None: a NodePort, on every node address

@@ -23,6 +23,21 @@
 /* A frontend that is not one. */
 #define BPFGEN_SVC_NONE ((__u32)~0U)
 
+/* A hidden frontend's address: 0.0.0.0/8, "this network", a source only
+ * (RFC 1122 3.2.1.3). A Service port's pods, when both its traffic policies are
+ * Local, have a frontend of their own keyed there (the Cluster policy's
+ * endpoints, kube-proxy's short-circuit): found through a frontend's pod_vip,
+ * never as a packet's or a connect()'s destination.
+ */
+static __always_inline bool bpfgen_svc_hidden(__be32 addr)
+{
+#if BPFGEN_SVC_HIDDEN
+	return !(addr & bpf_htonl(0xff000000));
+#else
+	return false;
+#endif
+}
+
 /* The frontend at addr:port/proto into *v; false when there is none. */
 static __always_inline bool bpfgen_svc_lookup(__be32 addr, __be16 port, __u8 proto,
 					      struct bpfgen_svc_value *v)

@@ -77,8 +77,16 @@ static __always_inline int bpfgen_sock_forward(struct bpf_sock_addr *ctx)
 
 	if ((proto != IPPROTO_TCP && proto != IPPROTO_UDP) || !bpfgen_proto_enabled(proto))
 		return BPFGEN_SOCK_ALLOW;
-	if (!bpfgen_svc_lookup(vip, port, proto, &v))
+	if (bpfgen_svc_hidden(vip) || !bpfgen_svc_lookup(vip, port, proto, &v))
 		return BPFGEN_SOCK_ALLOW;
+	/* externalTrafficPolicy: Local protects external clients' addresses: the
+	 * node's own traffic to such an address goes to every endpoint, as a pod's
+	 * does (kube-proxy since Kubernetes #77523: node-local traffic to an LB IP
+	 * takes the Service's cluster endpoints, masqueraded; here the socket's
+	 * source is the node's already). The frontend at pod_vip has them.
+	 */
+	if (v.pod_vip)
+		bpfgen_svc_lookup(v.pod_vip, v.pod_port, proto, &v);
 	if (!v.n_backends)
 		return bpfgen_sock_refuse();
 	cookie = bpf_get_socket_cookie(ctx);

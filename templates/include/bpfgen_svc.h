@@ -578,7 +578,8 @@ static __always_inline int bpfgen_svc_ingress(bpfgen_ctx_t *ctx)
 		ret = bpfgen_svc_reply(ctx, &p);
 		if (ret != BPFGEN_NOT_MINE)
 			return ret;
-		if (bpfgen_svc_lookup(p.t.daddr, p.t.dport, p.t.proto, &v))
+		if (!bpfgen_svc_hidden(p.t.daddr) &&
+		    bpfgen_svc_lookup(p.t.daddr, p.t.dport, p.t.proto, &v))
 			goto frontend;
 		/* No frontend: kube-proxy nftables' cluster-ips-check. In the service
 		 * CIDR a VIP's other port is rejected, an address that is no VIP
@@ -605,8 +606,9 @@ frontend:
 	if (!bpfgen_source_allowed(&p))
 		return bpfgen_drop(BPFGEN_DROP_SOURCE_RANGE);
 	/* externalTrafficPolicy: Local protects external clients' addresses; a pod's
-	 * traffic goes to every endpoint, through the ClusterIP's frontend, and keeps
-	 * its address (kube-proxy's "short-circuit pod traffic", nftables and
+	 * traffic goes to every endpoint, through the ClusterIP's frontend (or, when
+	 * internalTrafficPolicy is Local too, the Service port's hidden one), and
+	 * keeps its address (kube-proxy's "short-circuit pod traffic", nftables and
 	 * iptables). The session is still keyed by what the pod sent.
 	 */
 	if (v.pod_vip && bpfgen_in_cluster_pods(p.t.saddr) &&

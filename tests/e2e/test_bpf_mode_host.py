@@ -86,7 +86,7 @@ MAGLEV_CLIENT_PORTS = range(41000, 41000 + MAGLEV_FLOWS)
 NODE_YAML = """\
 apiVersion: bpfgen/v1
 kind: NodeConfig
-node: {{name: node-e2e, addresses: [{node}], podCIDR: 198.19.1.0/24}}
+node: {{name: node-e2e, addresses: [{node}], podCIDR: {pod_cidr}}}
 cluster:
   podCIDR: 198.19.0.0/16
   serviceCIDR: 198.18.128.0/17
@@ -184,6 +184,7 @@ class Variant:
     snat_range: tuple[int, int] | None = None
     udp_timeout: str | None = None
     socket_lb: bool = False  # datapath.socketLB (tests/e2e/test_bpf_mode_sock.py)
+    pod_cidr: str = "198.19.1.0/24"  # node.podCIDR: every backend pod is this node's
 
 
 VARIANTS = {
@@ -218,7 +219,7 @@ def compile_variants(
         node.write_text(NODE_YAML.format(
             node=NODE_ADDR, scheduler=v.scheduler, snat=snat_yaml(v.snat_range, v.udp_timeout),
             masquerade_all=str(v.masquerade_all).lower(), hook=v.uplink_hook,
-            socket_lb=", socketLB: true" if v.socket_lb else "",
+            socket_lb=", socketLB: true" if v.socket_lb else "", pod_cidr=v.pod_cidr,
         ))  # fmt: skip
         services = out / f"{name}-services.yaml"
         services.write_text(v.services)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vm.guest_ipvs import conntrack_entries, in_ns
+from vm.guest_ipvs import _port, _service, conntrack_entries, in_ns
 
 from bpfgen_runtime import mode_bpf
 from bpfgen_runtime.builddir import InputRefused
@@ -50,11 +50,12 @@ from e2e.test_bpf_mode_host import (
     STICKY_VIP,
     VIP,
     Variant,
+    _http_slice,
     compile_variants,
     node_up,
     services_yaml,
 )
-from e2e.topology import NODE_ADDR, Topology, topology
+from e2e.topology import NODE_ADDR, Topology, backend_addr, topology
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
@@ -63,10 +64,29 @@ CLIENT_SECONDS = 60.0
 CGROUP_HOOKS = {"cgroup_connect4", "cgroup_sendmsg4", "cgroup_recvmsg4", "cgroup_getpeername4"}
 SPREAD_CONNECTIONS = 24
 
+# externalTrafficPolicy: Local over be2 alone, which is another node's here (node.podCIDR
+# holds be1 only, and be2's nodeName is node-b): `short` (internal policy Cluster) and
+# `both` (Local too). Outsiders would be dropped; the node's own processes are
+# short-circuited to the Cluster policy's endpoints, be2 (kube-proxy: Kubernetes #77523).
+SHORT_VIP, BOTH_VIP = "198.18.128.90", "198.18.128.91"
+NODE_PORT_SHORT, NODE_PORT_BOTH = 30091, 30092
+SHORTCUT_YAML = "".join((
+    _service("short", SHORT_VIP, _port("http", 80, "TCP", HTTP, NODE_PORT_SHORT),
+             "    type: NodePort\n    externalTrafficPolicy: Local\n"),
+    _http_slice("short-1", "short", [(backend_addr(2), True)]).replace("node-e2e", "node-b"),
+    _service("both", BOTH_VIP, _port("http", 80, "TCP", HTTP, NODE_PORT_BOTH),
+             "    type: NodePort\n    externalTrafficPolicy: Local\n"
+             "    internalTrafficPolicy: Local\n"),
+    _http_slice("both-1", "both", [(backend_addr(2), True)]).replace("node-e2e", "node-b"),
+))  # fmt: skip
+BE1_ONLY = "198.19.1.20/31"  # be1 198.19.1.21, not be2 .22
+
 VARIANTS = {
-    "main": Variant("random", services_yaml(policies=True), socket_lb=True),
-    "extra": Variant("random", services_yaml(policies=True, extra=True), socket_lb=True),
-}
+    "main": Variant("random", services_yaml(policies=True) + SHORTCUT_YAML, socket_lb=True,
+                    pod_cidr=BE1_ONLY),
+    "extra": Variant("random", services_yaml(policies=True, extra=True) + SHORTCUT_YAML,
+                     socket_lb=True, pod_cidr=BE1_ONLY),
+}  # fmt: skip
 
 
 # --- the test cgroup ------------------------------------------------------------------------------
@@ -250,6 +270,20 @@ def test_frontend_without_backends_is_refused(sock: SockLive) -> None:
                                   ("udpc", EMPTY_VIP, 53)])  # fmt: skip
     assert [r.get("error") for r in results] == ["ECONNREFUSED"] * 3, results
     assert delta(before, counters(sock)).get("reject_no_backend", 0) == 3
+
+
+def test_local_policy_short_circuits_the_node_to_every_endpoint(sock: SockLive) -> None:
+    """externalTrafficPolicy: Local with no endpoint on this node: an outsider's flow to
+    the NodePort is dropped, but the node's own connection goes to the Cluster policy's
+    endpoints (kube-proxy since Kubernetes #77523), also when internalTrafficPolicy is
+    Local too (the Service port's hidden frontend); the ClusterIP of the latter has no
+    endpoint here and is refused."""
+    results = node_process(sock, [("tcp", NODE_ADDR, NODE_PORT_SHORT),
+                                  ("tcp", NODE_ADDR, NODE_PORT_BOTH),
+                                  ("tcp", BOTH_VIP, 80)])  # fmt: skip
+    assert [r.get("backend") for r in results[:2]] == ["be2", "be2"], results
+    assert results[0]["getpeername"] == [NODE_ADDR, NODE_PORT_SHORT], results
+    assert results[2].get("error") == "ECONNREFUSED", results
 
 
 def test_new_connections_spread_over_the_backends(sock: SockLive) -> None:

@@ -259,7 +259,6 @@ class Row:
     fate: Fate
     ipvs: Fate | None = None  # the ipvs mode's documented deviation, if any
     masquerade_all: bool = False  # run on masqueradeAll's node
-    bpfgen: Fate | None = None  # both modes' documented deviation, if any
 
     @property
     def id(self) -> str:
@@ -269,13 +268,10 @@ class Row:
     def expected(self, mode: str) -> Fate:
         if mode == "ipvs" and self.ipvs is not None:
             return self.ipvs
-        return self.bpfgen if self.bpfgen is not None else self.fate
+        return self.fate
 
 
 ALL3 = (L1, R1, R2)
-# docs/kube-proxy.md: the ipvs mode's one IPVS service per address serves every client,
-# so under externalTrafficPolicy: Local pods get this node's endpoints as outsiders do.
-IPVS_NO_SHORT_CIRCUIT = "ipvs: no pod short-circuit"
 
 
 def _rows() -> list[Row]:
@@ -289,9 +285,8 @@ def _rows() -> list[Row]:
         fate: Fate,
         ipvs: Fate | None = None,
         masquerade_all: bool = False,
-        bpfgen: Fate | None = None,
     ) -> None:
-        rows.append(Row(service, target, client, proto, fate, ipvs, masquerade_all, bpfgen))
+        rows.append(Row(service, target, client, proto, fate, ipvs, masquerade_all))
 
     # cluster: both policies Cluster. A ClusterIP masquerades what comes from outside
     # the cluster's pod CIDR and a hairpin; external frontends masquerade everything.
@@ -444,15 +439,24 @@ def _rows() -> list[Row]:
     for target in ("nodePort", "externalIP", "lbIP"):
         add("both-local", target, "ext", "TCP", serve(L1, masq=False))
         # kube-proxy short-circuits pods to the Cluster-policy endpoints even when the
-        # internal policy is Local too; bpfgen only through a Cluster-policy ClusterIP
-        # (docs/kube-proxy.md, "Still different"), so pods get this node's endpoint.
+        # internal policy is Local too (the bpf mode through the Service port's hidden
+        # frontend); the ipvs mode's one IPVS service per address has this node's only.
+        for client, proto in (("pod", "TCP"), ("pod", "UDP"), ("remote-pod", "TCP")):
+            add(
+                "both-local",
+                target,
+                client,
+                proto,
+                serve(L1, R1, masq=False),
+                ipvs=serve(L1, masq=False),
+            )
         add(
             "both-local",
             target,
-            "pod",
+            "self",
             "TCP",
-            serve(L1, R1, masq=False),
-            bpfgen=serve(L1, masq=False),
+            serve(L1, R1, masq=HAIRPIN),
+            ipvs=serve(L1, masq=HAIRPIN),
         )
 
     # Not a Service's port (kube-proxy nftables' cluster-ips-check): a ClusterIP's other

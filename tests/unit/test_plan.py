@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from bpfgen.inputs import load_inputs
@@ -132,12 +133,36 @@ def test_local_policy_with_endpoints_only_elsewhere_drops(tmp_path: Path) -> Non
         (tmp_path / "svc.yaml").write_text(LOCAL_ELSEWHERE)
         plan = make_plan(load_inputs(tmp_path / "node.yaml", [tmp_path / "svc.yaml"]))
         got = {(f.service, f.kind): (f.masq, len(f.backends)) for f in plan.frontends}
+        # bpf mode: both of remote's policies are Local, so its pods have a hidden
+        # frontend with the Cluster policy's endpoint (test_pod_shortcut_...).
+        shortcut = {("default/remote", FrontendKind.POD_SHORTCUT): (Masq.NEVER, 1)}
         assert got == {
             ("default/remote", FrontendKind.CLUSTER_IP): (Masq.DROP, 0),
             ("default/remote", FrontendKind.NODE_PORT): (Masq.DROP, 0),
             ("default/empty", FrontendKind.CLUSTER_IP): (Masq.IF_OUTSIDE, 0),
             ("default/empty", FrontendKind.NODE_PORT): (Masq.NEVER, 0),
-        }, mode
+        } | (shortcut if mode == "bpf" else {}), mode
+
+
+def test_pod_shortcut_is_a_hidden_frontend_after_the_real_ones(tmp_path: Path) -> None:
+    """issue 15: both policies Local. kube-proxy sends a pod's (and the node's) traffic to
+    an external address to the Cluster policy's endpoints; the ClusterIP's frontend has
+    this node's only. The bpf mode adds one hidden frontend per Service port, numbered
+    last and keyed at 0.0.0.1 (0.0.0.0/8: never a destination, no VIP), which the
+    NodePort's pod_twin names; the ipvs mode adds none."""
+    (tmp_path / "node.yaml").write_text(NODE + "datapath: {mode: bpf}\n")
+    (tmp_path / "svc.yaml").write_text(LOCAL_ELSEWHERE)
+    plan = make_plan(load_inputs(tmp_path / "node.yaml", [tmp_path / "svc.yaml"]))
+    *real, hidden = plan.frontends
+    assert hidden.kind is FrontendKind.POD_SHORTCUT and hidden.index == len(real)
+    assert (hidden.addr, hidden.port) == (IPv4Address("0.0.0.1"), 80)
+    assert [str(b.address) for b in hidden.backends] == ["198.19.2.7"]
+    (node_port,) = [f for f in real if f.kind is FrontendKind.NODE_PORT
+                    and f.service == "default/remote"]  # fmt: skip
+    assert node_port.pod_twin == (IPv4Address("0.0.0.1"), 80)
+    assert all(f.kind is not FrontendKind.POD_SHORTCUT for f in real)
+    assert plan.svc is not None
+    assert "0.0.0.1" not in [v.comment for v in plan.svc.vips]  # no echo answered there
 
 
 def test_local_policy_falls_back_to_this_nodes_serving_terminating(tmp_path: Path) -> None:

@@ -63,6 +63,8 @@
  *       services: unused: no bpfgen_svc_maglev map
  *   BPFGEN_SVC_FRONTENDS = 7
  *       services: frontend ids 0..n-1
+ *   BPFGEN_SVC_HIDDEN = 0
+ *       services: no hidden frontend: no Service has both traffic policies Local
  *   BPFGEN_SVC_BACKENDS_TOTAL = 14
  *       services: bpfgen_backends[] (frontends as code): the distinct backend lists, flat
  *   BPFGEN_SVC_SEARCH_STEPS = 3
@@ -147,6 +149,8 @@
 #define BPFGEN_MAGLEV_ROWS 7
 /* services */
 #define BPFGEN_SVC_FRONTENDS 7
+/* services */
+#define BPFGEN_SVC_HIDDEN 0
 /* services */
 #define BPFGEN_SVC_BACKENDS_TOTAL 14
 /* services */

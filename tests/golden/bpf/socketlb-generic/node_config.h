@@ -64,6 +64,8 @@
  *       services: unused: no bpfgen_svc_maglev map
  *   BPFGEN_SVC_FRONTENDS = 7
  *       services: frontend ids 0..n-1
+ *   BPFGEN_SVC_HIDDEN = 1
+ *       services: frontends in maps: a sync may add a hidden frontend (0.0.0.0/8), never a destination
  *   BPFGEN_SVC_BACKENDS_TOTAL = 14
  *       services: unused: frontends in maps
  *   BPFGEN_SVC_SEARCH_STEPS = 3
@@ -158,6 +160,8 @@ struct bpfgen_config bpfgen_cfg;
 #define BPFGEN_MAGLEV_ROWS 7
 /* services */
 #define BPFGEN_SVC_FRONTENDS 7
+/* services */
+#define BPFGEN_SVC_HIDDEN 1
 /* services */
 #define BPFGEN_SVC_BACKENDS_TOTAL 14
 /* services */

@@ -5,7 +5,7 @@
  * Node node-a, mode bpf, generic build.
  *
  * What was specialized, and from which input: the decision table of
- * node_config.h (38 decisions), which this file includes.
+ * node_config.h (39 decisions), which this file includes.
  */
 
 /* Only what these programs use of the shared headers (bpfgen_select.h). */

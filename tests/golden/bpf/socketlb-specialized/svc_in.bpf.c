@@ -5,7 +5,7 @@
  * Node node-a, mode bpf, specialized build.
  *
  * What was specialized, and from which input: the decision table of
- * node_config.h (38 decisions), which this file includes.
+ * node_config.h (39 decisions), which this file includes.
  */
 
 #define BPFGEN_SNAT_ALLOCATES 1 /* bpfgen_nat.h: the port search */
