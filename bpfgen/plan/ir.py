@@ -374,7 +374,11 @@ class Plan:
                 f"  #{f.index:<4} {f.label:<36} {f.service} {f.port_name or '-'}  "
                 f"masq {f.masq.name} ({f.masq_reason}), {len(f.backends)} backends"
                 + (f" + {len(f.draining)} draining" if f.draining else "")
-                + ("" if f.backends or self.svc is None else ": reject (TCP RST, ICMP unreachable)")
+                + (
+                    ""
+                    if f.backends or self.svc is None or f.masq is Masq.DROP
+                    else ": reject (TCP RST, ICMP unreachable)"
+                )
             )
         if self.svc is not None:
             lines += ["", f"selection: {self.svc.scheduler}; {self.svc.maglev_reason}"]
