@@ -8,12 +8,8 @@ a kube-proxy-like `ct state invalid drop` table, so conntrack is registered ther
 after every case `conntrack -C` in the node is 0 (no service packet reached
 netfilter), `fib_fallback` did not move and no leaf counted a checksum error.
 
-The builds are compiled from the spec's config (`datapath.mode: bpf`). While the
-compiler cannot build them (issue #6 in progress), every case is an expected
-failure, strict, and only for that reason (`BuildUnavailable`, with the compiler's
-own message): nothing here passes without having run, and once the compiler
-builds them the cases run for real with no change to this file. The Maglev case
-has its own probe: its builds may lag the random scheduler's.
+The builds are compiled from the spec's config (`datapath.mode: bpf`) by the
+module's fixtures; a build that fails fails the cases that need it.
 
 The builds run on the default SNAT configuration (no `snat` section: 10,000 ports,
 65,536 sessions, the default timeouts), so the streams of short connections across
@@ -27,11 +23,9 @@ BPFGEN_E2E_STREAM_SECONDS for the stream across syncs).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -61,6 +55,7 @@ from bpfgen_runtime import netns
 from bpfgen_runtime.node import Options, Report, down, status, sync, up
 from bpfgen_runtime.pins import is_bpffs
 from e2e.topology import CP_ADDR, EXT_ADDR, NODE_ADDR, Topology, backend_addr, topology
+from tests.shared_inputs import shared_inputs
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel]
 
@@ -205,73 +200,22 @@ MAGLEV_VARIANTS = {
 }
 
 
-class BuildUnavailable(Exception):
-    """The compiler cannot produce this bpf-mode build (yet): the case could not run."""
-
-
 def compile_variants(
     variants: dict[str, Variant], out: Path, *, generic: bool = False, build: str | None = None
 ) -> dict[str, Path]:
+    """Each variant's build under `out`. The inputs are written at paths named by their
+    contents (tests/shared_inputs.py): the 6.1 VM's compile is a build-cache hit."""
     builds = {}
     out.mkdir(parents=True, exist_ok=True)
     for name, v in variants.items():
-        node = out / f"{name}-node.yaml"
-        node.write_text(NODE_YAML.format(
+        node, services = shared_inputs(NODE_YAML.format(
             node=NODE_ADDR, scheduler=v.scheduler, snat=snat_yaml(v.snat_range, v.udp_timeout),
             masquerade_all=str(v.masquerade_all).lower(), hook=v.uplink_hook,
             socket_lb=", socketLB: true" if v.socket_lb else "", pod_cidr=v.pod_cidr,
-        ))  # fmt: skip
-        services = out / f"{name}-services.yaml"
-        services.write_text(v.services)
+        ), v.services)  # fmt: skip
         builds[name] = out / name
-        try:
-            compile_build(
-                node, [services], builds[name], generic=generic, build=build, verify=False
-            )
-        except Exception as exc:  # noqa: BLE001 - whatever the compiler says is the reason
-            raise BuildUnavailable(f"build {name}: {type(exc).__name__}: {exc}") from exc
+        compile_build(node, [services], builds[name], generic=generic, build=build, verify=False)
     return builds
-
-
-def _probe(variants: dict[str, Variant]) -> tuple[str | None, list[str]]:
-    """Why the compiler cannot build these variants now (None: it can), and the build's
-    counter names (what svc_in implements); at collection."""
-    first = dict([next(iter(variants.items()))])
-    saved = os.environ.get("BPFGEN_CACHE_DIR")
-    with tempfile.TemporaryDirectory(prefix="bpfgen-probe-") as tmp:
-        # Collection runs before conftest's private cache: never the user's cache.
-        os.environ["BPFGEN_CACHE_DIR"] = os.path.join(tmp, "cache")
-        try:
-            built = compile_variants(first, Path(tmp) / "build")
-            manifest = json.loads((next(iter(built.values())) / "manifest.json").read_text())
-            return None, list(manifest.get("counters") or [])
-        except BuildUnavailable as exc:
-            return str(exc).splitlines()[0][:300], []
-        finally:
-            if saved is None:
-                del os.environ["BPFGEN_CACHE_DIR"]
-            else:
-                os.environ["BPFGEN_CACHE_DIR"] = saved
-
-
-MAIN_PROBLEM, BUILD_COUNTERS = _probe(VARIANTS)
-MAGLEV_PROBLEM, _ = _probe(MAGLEV_VARIANTS)
-needs_build = pytest.mark.xfail(
-    MAIN_PROBLEM is not None, strict=True, raises=BuildUnavailable,
-    reason=f"the compiler does not build bpf mode yet: {MAIN_PROBLEM}",
-)  # fmt: skip
-
-
-def disagrees(reason: str, condition: bool = True) -> pytest.MarkDecorator:
-    """The case runs and fails for `reason` (the build and the expectation disagree):
-    a strict expected failure, so the day they agree it shows (XPASS fails)."""
-    return pytest.mark.xfail(condition, strict=True, raises=AssertionError, reason=reason)
-
-
-needs_maglev = pytest.mark.xfail(
-    MAGLEV_PROBLEM is not None or MAIN_PROBLEM is not None, strict=True, raises=BuildUnavailable,
-    reason=f"no bpf-mode maglev build yet: {MAGLEV_PROBLEM or MAIN_PROBLEM}",
-)  # fmt: skip
 
 
 # --- fixtures -----------------------------------------------------------------------------------
@@ -386,7 +330,6 @@ def test_topology_self_check(topo: Topology) -> None:
     assert topo.conntrack() == 0
 
 
-@needs_build
 def test_up_attaches_svc_in_only_and_leaves_netfilter_alone(clean: Live) -> None:
     t, opts = clean.topo, clean.opts
     info = status(opts)
@@ -406,7 +349,6 @@ def test_up_attaches_svc_in_only_and_leaves_netfilter_alone(clean: Live) -> None
     assert up(clean.builds["main"], opts).changes == []  # idempotent
 
 
-@needs_build
 def test_pod_to_clusterip_keeps_pod_source(clean: Live) -> None:
     t = clean.topo
     before = counters(clean)
@@ -422,7 +364,6 @@ def test_pod_to_clusterip_keeps_pod_source(clean: Live) -> None:
     print(f"pod -> ClusterIP: backends {sorted(seen)}, counters {d}")
 
 
-@needs_build
 def test_external_to_nodeport_snats_to_node(clean: Live) -> None:
     t = clean.topo
     for _ in range(4):
@@ -433,7 +374,6 @@ def test_external_to_nodeport_snats_to_node(clean: Live) -> None:
     assert src == (NODE_ADDR, NODE_PORT_UDP), f"the reply's source is not the NodePort: {src}"
 
 
-@needs_build
 def test_hairpin_pod_reaches_itself_snated(clean: Live) -> None:
     t = clean.topo
     for _ in range(16):  # random: each connection lands on be1 with probability 1/2
@@ -486,7 +426,6 @@ def _sync_removing_be2(live: Live, drained: Path) -> dict[str, Any]:
     return out
 
 
-@needs_build
 def test_sync_removing_endpoint_cuts_its_sessions_only(clean: Live) -> None:
     """docs/datapath-bpf.md: a session whose backend left the frontend's EndpointSlices is
     forgotten and its TCP non-SYN packets dropped (drop_backend_gone, IPVS's
@@ -499,7 +438,6 @@ def test_sync_removing_endpoint_cuts_its_sessions_only(clean: Live) -> None:
     assert r["removed"] is None and r["delta"].get("drop_backend_gone", 0) >= 1, r
 
 
-@needs_build
 def test_held_connection_to_terminating_endpoint_completes(clean: Live) -> None:
     """An endpoint that turns not ready (terminating) but is still listed drains, as in
     kube-proxy and the ipvs mode (weight 0): its held connection goes on, new connections
@@ -510,7 +448,6 @@ def test_held_connection_to_terminating_endpoint_completes(clean: Live) -> None:
     assert r["kept"] == "be1" and not r["delta"].get("drop_backend_gone"), r
 
 
-@needs_build
 def test_sync_keeps_pinned_maps(clean: Live) -> None:
     """A sync to an identical build changes nothing; to `drained` and back (specialized:
     backend lists are .rodata constants, so the programs are replaced) the pinned maps
@@ -595,7 +532,6 @@ def _stream_across(live: Live, plan: list[Path]) -> dict[str, Any]:
     return result
 
 
-@needs_build
 def test_stream_of_short_connections_across_syncs_loses_none(clean: Live) -> None:
     """Six syncs while short connections run from the external client to a NodePort:
     main -> extra -> main (specialized: a frontend added and removed, programs replaced
@@ -614,7 +550,6 @@ def test_stream_of_short_connections_across_syncs_loses_none(clean: Live) -> Non
     assert 0 < r["reloads"] < r["syncs"], r
 
 
-@needs_build
 def test_sync_moving_frontend_ids_replaces_tables_loses_none(clean: Live) -> None:
     """Generic builds: a Service sorted before web (`extra`) added and removed, three
     times each, under the stream. The code is the same, but web's frontend ids move
@@ -660,7 +595,6 @@ def _maglev_map(ns: str) -> dict[int, str]:
     return out
 
 
-@needs_maglev
 def test_maglev_disruption_on_real_flows(clean: Live) -> None:
     """96 UDP flows (fixed client ports) over be1..be3, then be3 removed: with Maglev
     only be3's flows move; the others keep their backend (new flows: the 1 s UDP
@@ -685,7 +619,6 @@ def test_maglev_disruption_on_real_flows(clean: Live) -> None:
     assert len(moved) <= max(2, len(kept) // 20), f"Maglev moved kept flows: {moved}"
 
 
-@needs_build
 def test_generic_build_sync_rewrites_maps_in_place(clean: Live) -> None:
     """Generic builds keep frontends and backends in maps: be2 leaving web:80 is a map
     rewrite (and the .bss config, whose hash seed changes); the programs stay the same
@@ -706,7 +639,6 @@ def test_generic_build_sync_rewrites_maps_in_place(clean: Live) -> None:
     assert status(opts)["in_sync"]
 
 
-@needs_build
 def test_external_traffic_policy_local_keeps_client_address(clean: Live) -> None:
     t = clean.topo
     sync(clean.builds["policies"], clean.opts)
@@ -715,7 +647,6 @@ def test_external_traffic_policy_local_keeps_client_address(clean: Live) -> None
         assert (a.backend, a.peer) == ("be1", EXT_ADDR), f"Local must keep the client: {a}"
 
 
-@needs_build
 def test_client_ip_affinity_keeps_a_client_on_one_backend(clean: Live) -> None:
     """sessionAffinity ClientIP: every new connection of one client goes to the backend
     its first one got (web, without affinity, spreads the same client over be1 and be2)."""
@@ -729,7 +660,6 @@ def test_client_ip_affinity_keeps_a_client_on_one_backend(clean: Live) -> None:
     assert delta(before, counters(clean)).get("affinity_hit", 0) >= 11
 
 
-@needs_build
 def test_snat_range_exhaustion_is_counted(clean: Live) -> None:
     """A 64-port SNAT range: external -> NodePort connections are held until one fails;
     the range's ports for the one backend (`tiny` lists only be1 for http) are nearly
@@ -749,7 +679,6 @@ def test_snat_range_exhaustion_is_counted(clean: Live) -> None:
     assert d.get("drop_exhausted", 0) > 0 and not d.get("drop_map_full"), d
 
 
-@needs_build
 def test_masquerade_all_snats_pod_traffic(clean: Live) -> None:
     t = clean.topo
     report = sync(clean.builds["masqall"], clean.opts)
@@ -760,7 +689,6 @@ def test_masquerade_all_snats_pod_traffic(clean: Live) -> None:
     assert u.peer == NODE_ADDR and src == (VIP, 53), (u, src)
 
 
-@needs_build
 def test_frontend_without_backend_is_rejected(clean: Live) -> None:
     """No backend: TCP RST, UDP ICMP port unreachable (kube-proxy's REJECT). The SYN
     leaves the pod CHECKSUM_PARTIAL and the RST goes out of a tx-offload-off veth, so
@@ -786,12 +714,6 @@ def test_frontend_without_backend_is_rejected(clean: Live) -> None:
             s.recv(512)
 
 
-@needs_build
-@disagrees(
-    "docs/datapath-bpf.md: svc_in answers an ICMP echo to a VIP (icmp_echo_vip); this build "
-    "has no such counter",
-    MAIN_PROBLEM is None and "icmp_echo_vip" not in BUILD_COUNTERS,
-)
 def test_icmp_echo_to_vip_answered(clean: Live) -> None:
     t = clean.topo
     assert ping(t.pods["cp"], VIP), f"no echo reply from {VIP}"

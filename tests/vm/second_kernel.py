@@ -9,7 +9,8 @@ runs what a different kernel can change, not the whole suite again (docs/testing
   the random-configuration properties of both modes;
 - the helpers' semantics: both reference models' equivalence properties on one build
   kind per program, their case tables on one build per kind (tests/bpf_inputs.py
-  VM_BUILDS), the kube-proxy conformance table on one build per mode;
+  VM_BUILDS), the kube-proxy conformance table on one build per mode, each row on
+  one of them (the module's vm_keeps; tests/conftest.py deselects the rest);
 - the datapath on real sockets: the bpf mode's basic end-to-end cases in namespaces,
   tc, XDP and the socket programs (the ipvs mode's are tests/vm/guest_ipvs.py).
 Everything else is the same code on any kernel (parsing, planning, rendering, the
