@@ -129,6 +129,8 @@ def render(plan: Plan) -> Rendered:
         if program.source in rendered:  # several programs of one object: one source file
             continue
         rendered.add(program.source)
-        text = env.get_template(program.template).render(plan=plan, program=program)
+        text = env.get_template(program.template).render(
+            plan=plan, program=program, program_id=plan.programs.index(program)
+        )
         files.append(RenderedFile(program.source, text))
     return Rendered(tuple(files) + include_headers())

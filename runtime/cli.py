@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import trace
+from . import drops, trace
+from .builddir import InputRefused
 from .lock import EXIT_LOCKED
 from .node import BPFFS, Options, Report, down, status, sync, up
 from .state import RUN_DIR
@@ -171,8 +172,17 @@ def add_subcommands(sub: Any) -> dict[str, argparse.ArgumentParser]:
         "--json",
         action="store_true",
         help="print the status as JSON on stdout (up, in_sync, differences, attached, maps, "
-        "counters, ipvs_services, nft_table, ...)",
+        "counters, ipvs_services, nft_table, ...); with --drops, one JSON object a drop",
     )
+    st.add_argument(
+        "--drops",
+        action="store_true",
+        help="instead of the status, follow bpfgen's drop notifications: one line per "
+        "dropped packet (time, program, reason, tuple) until --count, --seconds or Ctrl-C; "
+        "exits 0",
+    )
+    st.add_argument("--count", type=int, metavar="N", help="--drops: stop after N drops")
+    st.add_argument("--seconds", type=float, metavar="S", help="--drops: stop after S seconds")
 
     d = add_command(
         sub,
@@ -259,6 +269,8 @@ def _print_status(info: dict[str, Any]) -> None:
     for m in info["maps"]:
         if not m["pinned"]:
             print(f"  {m['name']:<18} NOT PINNED")
+        elif m["type"] == "BPF_MAP_TYPE_RINGBUF":
+            print(f"  {m['name']:<18} {'ring':>8}   {m['max_entries']} bytes (status --drops)")
         else:
             print(f"  {m['name']:<18} {m['entries']:>8} / {m['max_entries']:<8} {m['type']}")
     print("counters:")
@@ -298,7 +310,11 @@ def dispatch(args: argparse.Namespace) -> int:
         _print_report("down", down(opts), args.json, where)
     elif args.command == "trace":
         return trace.run(args, opts)
+    elif args.command == "status" and args.drops:
+        return drops.stream(opts, args.count, args.seconds, args.json, sys.stdout)
     elif args.command == "status":
+        if args.count is not None or args.seconds is not None:
+            raise InputRefused("status", ["--count and --seconds go with --drops"])
         info = status(opts)
         if args.json:
             json.dump(info, sys.stdout, indent=2)

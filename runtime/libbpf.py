@@ -257,6 +257,8 @@ class BpfLinkInfo(ctypes.Structure):
 # On x86-64 a va_list parameter is a pointer to the caller's __va_list_tag, so it
 # travels as a void * straight into vsnprintf.
 PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_void_p, c_void_p)
+# typedef int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size);
+RING_SAMPLE_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 
 _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "libbpf_major_version": (c_uint32, []),
@@ -308,6 +310,9 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_link_update": (c_int, [c_int, c_int, c_void_p]),
     "bpf_link_detach": (c_int, [c_int]),
     "bpf_map_create": (c_int, [c_int, ctypes.c_char_p, c_uint32, c_uint32, c_uint32, c_void_p]),
+    "ring_buffer__new": (c_void_p, [c_int, RING_SAMPLE_FN, c_void_p, c_void_p]),
+    "ring_buffer__poll": (c_int, [c_void_p, c_int]),
+    "ring_buffer__free": (None, [c_void_p]),
     # The kernel's BTF (kbtf.py, for bpfgen trace)
     "btf__load_vmlinux_btf": (c_void_p, []),
     "btf__free": (None, [c_void_p]),
@@ -743,3 +748,34 @@ def btf__type_by_id(btf: int, type_id: int) -> int:
 
 def btf__name_by_offset(btf: int, offset: int) -> str:
     return _decode(_lib().btf__name_by_offset(btf, offset))
+
+
+class RingBuffer:
+    """A BPF ring buffer map (by fd) read with libbpf's ring_buffer: `poll` calls
+    `on_record(bytes)` for each record that arrives. The fd stays the caller's."""
+
+    def __init__(self, map_fd: int, on_record: Any) -> None:
+        def sample(_ctx: int | None, data: int | None, size: int) -> int:
+            on_record(ctypes.string_at(data, size) if data else b"")
+            return 0
+
+        self._callback = RING_SAMPLE_FN(sample)  # kept alive as long as the ring
+        self._rb = _check_ptr(_lib().ring_buffer__new(map_fd, self._callback, None, None))
+
+    def poll(self, timeout_ms: int) -> int:
+        """Records consumed (0 when the timeout passed first); EINTR counts as 0."""
+        ret = int(_lib().ring_buffer__poll(self._rb, timeout_ms))
+        if ret == -errno.EINTR:
+            return 0
+        return _check(ret)
+
+    def close(self) -> None:
+        if self._rb:
+            _lib().ring_buffer__free(self._rb)
+            self._rb = 0
+
+    def __enter__(self) -> RingBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -244,7 +244,9 @@ def status(opts: Options) -> dict[str, Any]:
                 continue
             with pins.PinnedMap(path) as m:
                 is_array = m.info.type_name.endswith("ARRAY")
-                entries = m.max_entries if is_array else m.count()
+                # A ring buffer has no keys: its size is bytes (`status --drops` reads it).
+                is_ring = m.info.type_name == "BPF_MAP_TYPE_RINGBUF"
+                entries = m.max_entries if is_array or is_ring else m.count()
                 maps.append(
                     {"name": m.name, "pinned": True, "type": m.info.type_name,
                      "entries": entries, "max_entries": m.max_entries}

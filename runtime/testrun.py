@@ -37,7 +37,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
+from . import libbpf
 from .contract.layouts import (
+    DROPS_MAP,
     SK_BUFF_SIZE,
     RsnatEntry,
     SkBuffHead,
@@ -50,6 +52,7 @@ from .contract.layouts import (
     to_bytes,
 )
 from .contract.manifest import Problems, decode_manifest
+from .drops import Drop, decode
 from .errors import RuntimeOpError
 from .loader import (
     LoadedMap,
@@ -190,6 +193,8 @@ class BuildUnderTest:
             raise ValueError(f"{self.build_dir}/manifest.json: {'; '.join(problems)}")
         self.manifest = manifest
         self.counter_names: tuple[str, ...] = manifest.counters
+        self._ring: libbpf.RingBuffer | None = None
+        self._ring_records: list[bytes] = []
         self._objects: list[LoadedObject] = []
         workdir = Path(tempfile.mkdtemp(prefix="bpfgen-testrun-"))
         self.pin_root = workdir / "bpffs"
@@ -356,10 +361,27 @@ class BuildUnderTest:
         for index in range(len(self.counter_names)):
             counters.update(_INDEX.pack(index), _COUNTER.pack(0))
 
+    # -- drop notifications
+
+    def drops(self) -> list[Drop]:
+        """The drop notifications (ring bpfgen_drops) written since the last call, oldest
+        first; [] for a build without them."""
+        if DROPS_MAP not in self.maps:
+            return []
+        if self._ring is None:
+            self._ring = libbpf.RingBuffer(self.maps[DROPS_MAP].fd, self._ring_records.append)
+        self._ring.poll(0)
+        raw, self._ring_records[:] = list(self._ring_records), []
+        programs = tuple(p.name for p in self.manifest.programs)
+        return [decode(r, self.counter_names, programs) for r in raw]
+
     # -- lifetime
 
     def close(self) -> None:
         """Unload every object, unmount the bpffs (and what is pinned there). Idempotent."""
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         self._cleanup()
 
     def __enter__(self) -> BuildUnderTest:

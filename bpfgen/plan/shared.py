@@ -50,6 +50,11 @@ BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_HASH = 9
 BPF_MAP_TYPE_LPM_TRIE = 11
+BPF_MAP_TYPE_RINGBUF = 27
+
+#: bpfgen_drops, the drop notifications' ring: a power of two and a page multiple
+#: (the kernel's rule); 40 bytes a record with the ring's header.
+DROP_RING_BYTES = 256 * 1024
 
 
 def ns_expr(seconds: int) -> str:
@@ -565,6 +570,13 @@ def node_decisions(
             else "unused: no bpfgen_src_ranges map",
         ),
         Decision(
+            "BPFGEN_DROP_RING_BYTES",
+            str(DROP_RING_BYTES),
+            "(fixed)",
+            "bpfgen_drops: drop notifications for `bpfgen status --drops`, "
+            f"{DROP_RING_BYTES // 1024} KiB (about {DROP_RING_BYTES // 40} records)",
+        ),
+        Decision(
             "BPFGEN_FRONTENDS_MAX",
             str(basis.frontends_max),
             "services",
@@ -668,6 +680,16 @@ def session_maps(
             node_max,
             True,
             rev[2],
+        ),
+        MapPlan(
+            "bpfgen_drops",
+            "BPF_MAP_TYPE_RINGBUF",
+            BPF_MAP_TYPE_RINGBUF,
+            0,
+            0,
+            DROP_RING_BYTES,
+            True,
+            "drop notifications (struct bpfgen_drop_event), `bpfgen status --drops`",
         ),
         MapPlan(
             "bpfgen_counters",

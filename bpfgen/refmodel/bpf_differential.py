@@ -48,6 +48,7 @@ from bpfgen.refmodel.ipvs_differential import (
     Mismatch,
     counter_problems,
     describe,
+    drop_event_problems,
     hexdump,
     outcome_problems,
     report_head,
@@ -232,6 +233,7 @@ class SvcDifferential:
         )
         counters = self.build.counters()
         problems += counter_problems(self._counters, counters, model.counter_deltas())
+        problems += drop_event_problems(self.build.drops(), model.counter_deltas(), program, packet)
         self._counters = counters
         problems += self._adopt_touched(model, t_before, t_after)
         problems += self._adopt_stamped(t_before, t_after)

@@ -20,11 +20,13 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 
 from bpfgen.refmodel.ipvs_config import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ModelConfig
 from bpfgen.refmodel.ipvs_snat import COUNTER_NAMES, PROGRAMS, Result, Verdict, retval
 from bpfgen.refmodel.packet import ETH_HLEN
 from bpfgen.refmodel.state import FlowKey, Origin, Session, SessionState
+from bpfgen_runtime.drops import PROTOCOLS, Drop
 from bpfgen_runtime.testrun import BuildUnderTest, ReverseEntry, RunResult, SessionEntry, SessionKey
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "Mismatch",
     "Step",
     "counter_problems",
+    "drop_event_problems",
     "describe",
     "differing_offsets",
     "hexdump",
@@ -105,6 +108,7 @@ class Differential:
             problems.append(f"mark: kernel {kernel.mark:#x}, model {model.mark:#x}")
         counters = self.build.counters()
         problems += counter_problems(self._counters, counters, model.counter_deltas())
+        problems += drop_event_problems(self.build.drops(), model.counter_deltas(), program, packet)
         self._counters = counters
         problems += self._adopt_touched(model, t_before, t_after)
         if self.packets[program] % self.check_state_every == 0:
@@ -238,6 +242,23 @@ def counter_problems(
     """The kernel's counter increments (after - before) against the model's."""
     kernel = {k: after[k] - before[k] for k in after if after[k] != before[k]}
     return [] if kernel == model else [f"counters: kernel +{kernel}, model +{model}"]
+
+
+def drop_event_problems(
+    drops: list[Drop], model: dict[str, int], program: str, packet: bytes
+) -> list[str]:
+    """Each drop the model counts is notified once (ring bpfgen_drops) with its reason,
+    by this program, with the frame's addresses and protocol; nothing else is."""
+    want = sorted(name for name, n in model.items() if name.startswith("drop_") for _ in range(n))
+    got = sorted(d.reason for d in drops)
+    problems = [] if got == want else [f"drop notifications: kernel {got}, model {want}"]
+    if drops and len(packet) >= 34:  # Ethernet + IPv4: what a drop has parsed
+        src, dst = str(IPv4Address(packet[26:30])), str(IPv4Address(packet[30:34]))
+        proto = PROTOCOLS.get(packet[23], str(packet[23]))
+        for d in drops:
+            if (d.program, d.source, d.destination, d.protocol) != (program, src, dst, proto):
+                problems.append(f"drop notification {d}: not {program}, {proto} {src} -> {dst}")
+    return problems
 
 
 def stamp_problems(key: FlowKey, last_seen_ns: int, t_before: int, t_after: int) -> list[str]:

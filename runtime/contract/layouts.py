@@ -176,6 +176,28 @@ class SockRevValue(ctypes.Structure):
     _fields_ = [("vip", ctypes.c_uint32), ("vip_port", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
 
 
+class DropEvent(ctypes.Structure):
+    """A record of the ring buffer bpfgen_drops (struct bpfgen_drop_event): host order but
+    the tuple, which is as the packet had it."""
+
+    _fields_ = [
+        ("ns", ctypes.c_uint64),
+        ("reason", ctypes.c_uint32),
+        ("program", ctypes.c_uint32),
+        ("t", Tuple4),
+    ]
+
+
+#: The drop notifications' ring buffer (bpfgen_maps.h; plan/shared.py sizes it).
+DROPS_MAP = "bpfgen_drops"
+#: Ring buffer maps -> (the C struct of a record, its mirror). A ring holds no BTF type
+#: (a record is only a reserved pointer's), so tests/build/test_layouts.py checks these
+#: against the objects' DWARF instead.
+RING_RECORDS: dict[str, tuple[str, type[ctypes.Structure]]] = {
+    DROPS_MAP: ("bpfgen_drop_event", DropEvent),
+}
+
+
 class BackendKey(ctypes.Structure):
     _fields_ = [("frontend", ctypes.c_uint32), ("index", ctypes.c_uint32)]
 

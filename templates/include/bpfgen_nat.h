@@ -399,17 +399,21 @@ static long bpfgen_sweep_one(struct bpf_map *map, const struct bpfgen_tuple4 *fk
 	return 0;
 }
 
-/* A global function: one copy for every map-full site. */
-__noinline int bpfgen_drop_full(__u64 now)
+/* A global function: one copy of the sweep for every map-full site. */
+__noinline int bpfgen_sweep_full(__u64 now)
 {
 	bpf_for_each_map_elem(&BPFGEN_FWD_MAP, bpfgen_sweep_one, &now, 0);
-	return bpfgen_drop(BPFGEN_DROP_MAP_FULL);
+	return 0;
 }
 
-/* A failed port search: swept first when a map was full. */
-static __always_inline int bpfgen_drop_probe(int reason, __u64 now)
+/* A failed port search or map update of @t's flow: swept first when a map was
+ * full.
+ */
+static __always_inline int bpfgen_drop_probe(int reason, __u64 now, const struct bpfgen_tuple4 *t)
 {
-	return reason == BPFGEN_DROP_MAP_FULL ? bpfgen_drop_full(now) : bpfgen_drop(reason);
+	if (reason == BPFGEN_DROP_MAP_FULL)
+		bpfgen_sweep_full(now);
+	return bpfgen_drop(reason, t);
 }
 
 #ifndef BPFGEN_MODE_BPF
@@ -437,7 +441,7 @@ static __always_inline int bpfgen_snat(bpfgen_ctx_t *ctx, const struct bpfgen_pk
 				bpf_map_delete_elem(&bpfgen_snat_v4, &p->t);
 			}
 			if (bpfgen_rewrite_source(ctx, p, nat_addr, nat_port))
-				return bpfgen_drop(BPFGEN_DROP_REWRITE);
+				return bpfgen_drop(BPFGEN_DROP_REWRITE, &p->t);
 			return bpfgen_pass(BPFGEN_EVT_SNAT_HIT);
 		}
 		bpfgen_forget_reverse(p, e);
@@ -454,17 +458,17 @@ static __always_inline int bpfgen_snat(bpfgen_ctx_t *ctx, const struct bpfgen_pk
 	pr.rkey.proto = p->t.proto;
 	ret = bpfgen_snat_probe(&pr);
 	if (ret)
-		return bpfgen_drop_probe(ret, now);
+		return bpfgen_drop_probe(ret, now, &p->t);
 
 	fresh.nat_addr = pr.rkey.daddr;
 	fresh.nat_port = pr.rkey.dport;
 	bpfgen_session_touch(&fresh, p, now, 0);
 	if (bpfgen_map_update(&bpfgen_snat_v4, &p->t, &fresh, BPF_ANY)) {
 		bpf_map_delete_elem(&bpfgen_rsnat_v4, &pr.rkey);
-		return bpfgen_drop_full(now);
+		return bpfgen_drop_probe(BPFGEN_DROP_MAP_FULL, now, &p->t);
 	}
 	if (bpfgen_rewrite_source(ctx, p, fresh.nat_addr, fresh.nat_port))
-		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+		return bpfgen_drop(BPFGEN_DROP_REWRITE, &p->t);
 	if (pr.reclaimed)
 		bpfgen_count(BPFGEN_EVT_RECLAIMED);
 	return bpfgen_pass(BPFGEN_EVT_SNAT_NEW);
@@ -502,7 +506,7 @@ static __always_inline int bpfgen_rsnat(bpfgen_ctx_t *ctx, const struct bpfgen_p
 		bpf_map_delete_elem(&bpfgen_rsnat_v4, &p->t);
 	}
 	if (bpfgen_rewrite_dest(ctx, p, fkey.saddr, fkey.sport))
-		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+		return bpfgen_drop(BPFGEN_DROP_REWRITE, &p->t);
 	return bpfgen_pass(BPFGEN_EVT_RSNAT);
 }
 #endif /* !BPFGEN_MODE_BPF: bpfgen_svc.h has the bpf mode's both directions */

@@ -164,10 +164,11 @@ __noinline int bpfgen_svc_rewrite(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
 	__u8 ttl;
 
 	if (!ctx || !p || !x)
-		return bpfgen_drop(BPFGEN_DROP_REWRITE); /* never: the verifier's NULL check */
+		return bpfgen_drop(BPFGEN_DROP_REWRITE,
+				   NULL); /* never: the verifier's NULL check */
 	/* tc translates first: what it cannot forward goes on translated. */
 	if (!BPFGEN_CTX_PASS_UNTRANSLATED && bpfgen_svc_translate(ctx, p, x))
-		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+		return bpfgen_drop(BPFGEN_DROP_REWRITE, &p->t);
 	rc = bpfgen_svc_fib(ctx, &fib, bpfgen_ctx_ifindex(ctx), x->saddr, x->daddr, x->sport,
 			    x->dport, p->t.proto);
 	if (!bpfgen_ctx_fib_usable(ctx, rc, &fib) ||
@@ -179,7 +180,7 @@ __noinline int bpfgen_svc_rewrite(bpfgen_ctx_t *ctx, const struct bpfgen_pkt *p,
 	}
 	if ((BPFGEN_CTX_PASS_UNTRANSLATED && bpfgen_svc_translate(ctx, p, x)) ||
 	    bpfgen_svc_ttl(ctx) || bpfgen_ctx_set_l2(ctx, &fib))
-		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+		return bpfgen_drop(BPFGEN_DROP_REWRITE, &p->t);
 	bpfgen_count(BPFGEN_SVC_REDIRECT);
 	return bpfgen_ctx_redirect(ctx, rc, &fib);
 }
@@ -415,9 +416,9 @@ static __always_inline int bpfgen_svc_reject(bpfgen_ctx_t *ctx, const struct bpf
 						 bpfgen_svc_unreachable(ctx, p);
 
 	if (reason == BPFGEN_SVC_DROP_NO_BACKEND && *vip_port)
-		return bpfgen_drop(BPFGEN_DROP_VIP_PORT);
+		return bpfgen_drop(BPFGEN_DROP_VIP_PORT, &p->t);
 	if (reason)
-		return bpfgen_drop(reason);
+		return bpfgen_drop(reason, &p->t);
 	bpfgen_count(*vip_port ? BPFGEN_SVC_REJECT_VIP_PORT : BPFGEN_SVC_REJECT_NO_BACKEND);
 	return bpfgen_ctx_bounce(ctx);
 }
@@ -451,7 +452,7 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 		if (p->t.proto == IPPROTO_TCP &&
 		    (p->tcp_flags & (BPFGEN_TCP_SYN | BPFGEN_TCP_ACK | BPFGEN_TCP_FIN |
 				     BPFGEN_TCP_RST)) != BPFGEN_TCP_SYN)
-			return bpfgen_drop(BPFGEN_SVC_DROP_BACKEND_GONE);
+			return bpfgen_drop(BPFGEN_SVC_DROP_BACKEND_GONE, &p->t);
 	}
 	if (e && !bpfgen_expired(e, p->t.proto, now)) {
 		released = bpfgen_session_touch(e, p, now, 0);
@@ -467,13 +468,13 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 	if (e)
 		bpfgen_svc_forget(p, e);
 	if (v->masq == BPFGEN_MASQ_DROP) /* n_backends is 0: endpoints elsewhere only */
-		return bpfgen_drop(BPFGEN_DROP_NO_LOCAL_ENDPOINT);
+		return bpfgen_drop(BPFGEN_DROP_NO_LOCAL_ENDPOINT, &p->t);
 	if (!v->n_backends)
 		return BPFGEN_SVC_REJECT;
 	/* Fails only when a map build's tables lack @v's backends (mid-sync). */
 	if (bpfgen_svc_select(v, p->t.saddr, bpfgen_tuple_hash_seeded(BPFGEN_SELECTION_SEED, &p->t),
 			      &b))
-		return bpfgen_drop(BPFGEN_SVC_DROP_NO_BACKEND);
+		return bpfgen_drop(BPFGEN_SVC_DROP_NO_BACKEND, &p->t);
 
 	fresh.backend_addr = b.addr;
 	fresh.backend_port = b.port;
@@ -491,7 +492,7 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 		pr.rkey.daddr = bpfgen_snat_addr(pr.hash);
 		ret = bpfgen_snat_probe(&pr);
 		if (ret)
-			return bpfgen_drop_probe(ret, now);
+			return bpfgen_drop_probe(ret, now, &p->t);
 		fresh.nat_addr = saddr = pr.rkey.daddr;
 		fresh.nat_port = sport = pr.rkey.dport;
 	} else {
@@ -501,12 +502,12 @@ static __always_inline int bpfgen_svc_dnat(bpfgen_ctx_t *ctx, const struct bpfge
 		pr.rkey.daddr = p->t.saddr;
 		pr.rkey.dport = p->t.sport;
 		if (bpfgen_map_update(&bpfgen_rnat_v4, &pr.rkey, &pr.rval, BPF_ANY))
-			return bpfgen_drop_full(now);
+			return bpfgen_drop_probe(BPFGEN_DROP_MAP_FULL, now, &p->t);
 	}
 	bpfgen_session_touch(&fresh, p, now, 0);
 	if (bpfgen_map_update(&bpfgen_nat_v4, &p->t, &fresh, BPF_ANY)) {
 		bpf_map_delete_elem(&bpfgen_rnat_v4, &pr.rkey);
-		return bpfgen_drop_full(now);
+		return bpfgen_drop_probe(BPFGEN_DROP_MAP_FULL, now, &p->t);
 	}
 	if (fresh.nat_port)
 		bpfgen_count(BPFGEN_EVT_SNAT_NEW);
@@ -553,7 +554,7 @@ static __always_inline int bpfgen_svc_echo(bpfgen_ctx_t *ctx, const struct bpfge
 	    bpfgen_ctx_store(ctx, BPFGEN_IP_SADDR_OFF, &p->t.daddr, 4, 0) ||
 	    bpfgen_ctx_store(ctx, BPFGEN_IP_DADDR_OFF, &p->t.saddr, 4, 0) ||
 	    bpfgen_ctx_rewrite_port(ctx, p->l4_off, p->l4_csum_off, 0, from, to))
-		return bpfgen_drop(BPFGEN_DROP_REWRITE);
+		return bpfgen_drop(BPFGEN_DROP_REWRITE, &p->t);
 	bpfgen_count(BPFGEN_SVC_ICMP_ECHO_VIP);
 	return bpfgen_ctx_bounce(ctx);
 }
@@ -596,7 +597,7 @@ static __always_inline int bpfgen_svc_ingress(bpfgen_ctx_t *ctx)
 	 */
 	if (!bpfgen_svc_is_vip(p.t.daddr))
 		return p.t.proto == IPPROTO_ICMP ? bpfgen_pass(BPFGEN_EVT_PASS) :
-						   bpfgen_drop(BPFGEN_SVC_DROP_UNALLOCATED);
+						   bpfgen_drop(BPFGEN_SVC_DROP_UNALLOCATED, &p.t);
 	if (p.t.proto == IPPROTO_ICMP)
 		return bpfgen_svc_echo(ctx, &p);
 	vip_port = 1;
@@ -604,7 +605,7 @@ static __always_inline int bpfgen_svc_ingress(bpfgen_ctx_t *ctx)
 
 frontend:
 	if (!bpfgen_source_allowed(&p))
-		return bpfgen_drop(BPFGEN_DROP_SOURCE_RANGE);
+		return bpfgen_drop(BPFGEN_DROP_SOURCE_RANGE, &p.t);
 	/* externalTrafficPolicy: Local protects external clients' addresses; a pod's
 	 * traffic goes to every endpoint, through the ClusterIP's frontend (or, when
 	 * internalTrafficPolicy is Local too, the Service port's hidden one), and

@@ -32,6 +32,14 @@ struct bpfgen_tuple4 {
 	__u8 pad[3];
 };
 
+/* A drop notification (ring buffer bpfgen_drops; `bpfgen status --drops`). */
+struct bpfgen_drop_event {
+	__u64 ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 reason; /* a counter slot: manifest.json "counters"[reason] */
+	__u32 program; /* BPFGEN_PROGRAM_ID: manifest.json "programs"[program] */
+	struct bpfgen_tuple4 t; /* as parsed; zeros where nothing was */
+};
+
 /* Session flags (docs/datapath.md "The TCP session lifecycle"). "orig" is
  * the direction of the session's first packet (client -> service), "reply"
  * the other. FIN_ORIG/FIN_REPLY/REPLY_FIRST/FIN_ACKED/CLOSED/RST are TCP only.

@@ -82,6 +82,6 @@ def test_every_reason_passed_to_bpfgen_drop_is_a_drop_reason() -> None:
         e for e in enumerators("bpfgen_svc_counter") if e.startswith("BPFGEN_SVC_DROP_")
     }
     named = {
-        m for text in sources().values() for m in re.findall(r"\bbpfgen_drop\((BPFGEN_\w+)\)", text)
+        m for text in sources().values() for m in re.findall(r"\bbpfgen_drop\((BPFGEN_\w+),", text)
     }
     assert named and named <= reasons

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import json
+from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from bpfgen import btf
 from bpfgen.compiler import compile_build
@@ -25,8 +27,14 @@ BTF_FUNC_GLOBAL = 1  # a FUNC's linkage (its vlen): the programs are global, hel
 
 
 @pytest.fixture(scope="module")
-def objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, btf.Btf]:
-    """Object file name -> its BTF, for generic builds of both modes with every program."""
+def objects(object_files: dict[str, Path]) -> dict[str, btf.Btf]:
+    """Object file name -> its BTF."""
+    return {name: read_btf(path) for name, path in object_files.items()}
+
+
+@pytest.fixture(scope="module")
+def object_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Object file name -> its path, for generic builds of both modes with every program."""
     from tests.bpf_inputs import node_config, services
     from tests.conftest import EXAMPLES
 
@@ -46,7 +54,7 @@ def objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, btf.Btf]:
     )
     bpf_services.write_text(json.dumps(services()))
     compile_build(bpf_node, [bpf_services], root / "bpf", build="generic", verify=False)
-    found = {o.name: read_btf(o) for d in ("ipvs", "bpf") for o in sorted((root / d).glob("*.o"))}
+    found = {o.name: o for d in ("ipvs", "bpf") for o in sorted((root / d).glob("*.o"))}
     assert {"egress.bpf.o", "ingress.bpf.o", "ingress_xdp.bpf.o", "svc_in.bpf.o",
             "svc_xdp.bpf.o", "sock.bpf.o"} <= found.keys()  # fmt: skip
     return found
@@ -139,3 +147,40 @@ def test_struct_layout_matches_btf(objects: dict[str, btf.Btf], name: str) -> No
 def test_counter_map_has_one_slot_per_counter(objects: dict[str, btf.Btf]) -> None:
     maps = {m.name: m for m in objects["egress.bpf.o"].maps()}
     assert maps["bpfgen_counters"].max_entries == len(COUNTER_NAMES)
+
+
+def _dwarf_struct(path: Path, name: str) -> tuple[int, list[tuple[str, int]]] | None:
+    """A struct's size and (member, offset) list from an object's DWARF (-g), None if absent."""
+    with path.open("rb") as f:
+        dwarf = ELFFile(f).get_dwarf_info()
+        for cu in dwarf.iter_CUs():
+            for die in cu.iter_DIEs():
+                named = die.attributes.get("DW_AT_name")
+                if die.tag != "DW_TAG_structure_type" or named is None:
+                    continue
+                if named.value.decode() != name or "DW_AT_byte_size" not in die.attributes:
+                    continue
+                members = [
+                    (m.attributes["DW_AT_name"].value.decode(),
+                     m.attributes["DW_AT_data_member_location"].value)
+                    for m in die.iter_children() if m.tag == "DW_TAG_member"
+                ]  # fmt: skip
+                return die.attributes["DW_AT_byte_size"].value, members
+    return None
+
+
+@pytest.mark.parametrize("ring", sorted(layouts.RING_RECORDS))
+def test_ring_records_match_dwarf(
+    objects: dict[str, btf.Btf], object_files: dict[str, Path], ring: str
+) -> None:
+    """A ring buffer's record (no BTF type: a reserved pointer's) against every object
+    that writes it: size, names and offsets from DWARF. Every object has the ring; all
+    but sock.bpf.o write records (the socket hooks refuse, they never drop)."""
+    struct, mirror = layouts.RING_RECORDS[ring]
+    assert all(ring in {m.name for m in b.maps()} for b in objects.values())
+    want = (ctypes.sizeof(mirror), [(n, o) for n, o, _ in _layout(mirror)])
+    found = {name: _dwarf_struct(path, struct) for name, path in object_files.items()}
+    writers = {name for name, layout in found.items() if layout is not None}
+    assert writers == set(objects) - {"sock.bpf.o"}
+    for name in writers:
+        assert found[name] == want, name

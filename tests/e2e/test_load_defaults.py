@@ -31,6 +31,7 @@ failures.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,7 +84,9 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, Pat
     node (private bpffs and run dir), and the loadgen binary."""
     work = tmp_path_factory.mktemp("load-defaults")
     builds = compile_variants({"defaults": Variant("random", services_yaml())}, work)
-    node_file = (work / "defaults-node.yaml").read_text()
+    # The node file the build was compiled from (at a content-named path: shared_inputs).
+    manifest = json.loads((builds["defaults"] / "manifest.json").read_text())
+    node_file = Path(manifest["inputs"]["node"]).read_text()
     assert "snat" not in node_file, f"the build must have the default SNAT config:\n{node_file}"
     binary = loadgen()
     with topology("bpfl", 1, [f"{CLOSE_FIRST}:close"]) as topo:

@@ -53,6 +53,7 @@ def test_up_status_idempotent_down(env: Env) -> None:
         "bpfgen_snat_v4",
         "bpfgen_rsnat_v4",
         "bpfgen_counters",
+        "bpfgen_drops",
     }
     assert set(info["counters"]) >= {"pass", "snat_new", "drop_exhausted"}
     assert env.sysctl("net.ipv4.ip_forward") == "1"
@@ -121,7 +122,9 @@ def test_sync_refuses_incompatible_maps_unless_reset(env: Env) -> None:
     assert any("sessions reset" in c for c in report.changes), report.changes
     info = status(env.opts)
     assert info["in_sync"] and {
-        m["max_entries"] for m in info["maps"] if m["name"] != "bpfgen_counters"
+        m["max_entries"]
+        for m in info["maps"]
+        if m["name"] not in ("bpfgen_counters", "bpfgen_drops")
     } == {4096}
 
 

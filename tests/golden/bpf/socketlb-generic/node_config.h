@@ -48,6 +48,8 @@
  *       services[].spec.loadBalancerSourceRanges: no Service has loadBalancerSourceRanges: the check is compiled out
  *   BPFGEN_SRC_RANGES_MAX = 64
  *       services[].spec.loadBalancerSourceRanges: unused: no bpfgen_src_ranges map
+ *   BPFGEN_DROP_RING_BYTES = 262144
+ *       (fixed): bpfgen_drops: drop notifications for `bpfgen status --drops`, 256 KiB (about 6553 records)
  *   BPFGEN_FRONTENDS_MAX = 64
  *       services: bpfgen_svc_frontends size: 2x the frontends, power of two, at least 64
  *   BPFGEN_MODE_BPF = 1
@@ -144,6 +146,8 @@ struct bpfgen_config bpfgen_cfg;
 #define BPFGEN_SOURCE_RANGES 0
 /* services[].spec.loadBalancerSourceRanges */
 #define BPFGEN_SRC_RANGES_MAX 64
+/* (fixed) */
+#define BPFGEN_DROP_RING_BYTES 262144
 /* services */
 #define BPFGEN_FRONTENDS_MAX 64
 /* datapath.mode */

@@ -5,12 +5,13 @@
  * Node node-a, mode bpf, generic build.
  *
  * What was specialized, and from which input: the decision table of
- * node_config.h (39 decisions), which this file includes.
+ * node_config.h (40 decisions), which this file includes.
  */
 
 /* Only what these programs use of the shared headers (bpfgen_select.h). */
 #define BPFGEN_SOCK_OBJECT 1
 
+#define BPFGEN_PROGRAM_ID 1 /* drop notifications: manifest.json programs[1], sock_connect4 */
 #include "node_config.h"
 #include "bpfgen_ctx_tc.h"
 #include "bpfgen_parse.h"

@@ -5,10 +5,11 @@
  * Node node-a, mode bpf, generic build.
  *
  * What was specialized, and from which input: the decision table of
- * node_config.h (39 decisions), which this file includes.
+ * node_config.h (40 decisions), which this file includes.
  */
 
 #define BPFGEN_SNAT_ALLOCATES 1 /* bpfgen_nat.h: the port search */
+#define BPFGEN_PROGRAM_ID 0 /* drop notifications: manifest.json programs[0], svc_in */
 #include "node_config.h"
 #include "bpfgen_ctx_tc.h"
 #include "bpfgen_parse.h"

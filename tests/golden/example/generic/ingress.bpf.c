@@ -5,9 +5,10 @@
  * Node node-a, mode ipvs, generic build.
  *
  * What was specialized, and from which input: the decision table of
- * node_config.h (22 decisions), which this file includes.
+ * node_config.h (23 decisions), which this file includes.
  */
 
+#define BPFGEN_PROGRAM_ID 0 /* drop notifications: manifest.json programs[0], ingress */
 #include "node_config.h"
 #include "bpfgen_ctx_tc.h"
 #include "bpfgen_parse.h"
@@ -39,15 +40,15 @@ int bpfgen_ingress(struct __sk_buff *skb)
 		 * ports would reach the node's own sockets (Kubernetes #72236).
 		 */
 		if (p.t.proto != IPPROTO_ICMP && bpfgen_is_vip(p.t.daddr))
-			return bpfgen_drop(BPFGEN_DROP_VIP_PORT);
+			return bpfgen_drop(BPFGEN_DROP_VIP_PORT, &p.t);
 		return bpfgen_pass(BPFGEN_EVT_PASS);
 	}
 	/* Before IPVS sees it (tc ingress runs before netfilter's LOCAL_IN). */
 	if (!bpfgen_source_allowed(&p))
-		return bpfgen_drop(BPFGEN_DROP_SOURCE_RANGE);
+		return bpfgen_drop(BPFGEN_DROP_SOURCE_RANGE, &p.t);
 	/* Else IPVS, with no real server, would answer ICMP port unreachable. */
 	if (masq == BPFGEN_MASQ_DROP)
-		return bpfgen_drop(BPFGEN_DROP_NO_LOCAL_ENDPOINT);
+		return bpfgen_drop(BPFGEN_DROP_NO_LOCAL_ENDPOINT, &p.t);
 	if (!bpfgen_ingress_wants_snat(&p, masq))
 		return bpfgen_pass(BPFGEN_EVT_PASS);
 	skb->mark |= BPFGEN_MARK;

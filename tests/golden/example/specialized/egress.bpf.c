@@ -5,10 +5,11 @@
  * Node node-a, mode ipvs, specialized build.
  *
  * What was specialized, and from which input: the decision table of
- * node_config.h (22 decisions), which this file includes.
+ * node_config.h (23 decisions), which this file includes.
  */
 
 #define BPFGEN_SNAT_ALLOCATES 1 /* bpfgen_nat.h: the port search */
+#define BPFGEN_PROGRAM_ID 1 /* drop notifications: manifest.json programs[1], egress */
 #include "node_config.h"
 #include "bpfgen_ctx_tc.h"
 #include "bpfgen_parse.h"
@@ -33,7 +34,7 @@ int bpfgen_egress(struct __sk_buff *skb)
 
 	ret = bpfgen_parse(skb, &p);
 	if (ret == BPFGEN_PARSE_FRAGMENT && marked)
-		return bpfgen_drop(BPFGEN_DROP_FRAGMENT); /* never leave untranslated */
+		return bpfgen_drop(BPFGEN_DROP_FRAGMENT, &p.t); /* never leave untranslated */
 	if (ret == BPFGEN_PARSE_MALFORMED)
 		return bpfgen_pass(BPFGEN_EVT_MALFORMED);
 	if (ret != BPFGEN_PARSE_OK || !bpfgen_proto_enabled(p.t.proto))
