@@ -28,6 +28,7 @@ import secrets
 import select
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,19 +76,32 @@ class Topology:
         return {ns: errs for ns, errs in out.items() if any(errs.values())}
 
 
-def _start_server(ns: str, name: str, ports: Sequence[int | str]) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
+def _spawn_server(ns: str, name: str, ports: Sequence[int | str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         ["ip", "netns", "exec", ns, sys.executable, str(BACKEND_SERVER), name,
          *map(str, ports)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def _await_ready(proc: subprocess.Popen[str], name: str, ns: str, deadline: float) -> None:
+    """The server's "ready" line by `deadline` (time.monotonic()), else it fails."""
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], SERVER_START_SECONDS)
+    ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
     line = proc.stdout.readline().strip() if ready else ""
     if line != "ready":
+        raise AssertionError(f"backend server {name} in {ns} did not start: {line!r}")
+
+
+def _start_server(ns: str, name: str, ports: Sequence[int | str]) -> subprocess.Popen[str]:
+    """One server, started and ready (else killed, and the case fails)."""
+    proc = _spawn_server(ns, name, ports)
+    try:
+        _await_ready(proc, name, ns, time.monotonic() + SERVER_START_SECONDS)
+    except AssertionError:
         proc.kill()
         proc.wait(10)
-        raise AssertionError(f"backend server {name} in {ns} did not start: {line!r}")
+        raise
     return proc
 
 
@@ -136,8 +150,14 @@ def topology(
         in_ns(topo.ext, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000")
         subprocess.run(["ip", "netns", "exec", node, "nft", "-f", "-"], input=KUBE_PROXY_LIKE,
                        text=True, check=True, capture_output=True)  # fmt: skip
+        # All at once, then wait: under the 6.1 guest's emulation a Python server takes
+        # tens of seconds to start, and one after the other they added up. Killed in the
+        # `finally` below also when one does not start.
         for role in topo.backends():
-            topo.servers.append(_start_server(topo.pods[role], role, ports))
+            topo.servers.append(_spawn_server(topo.pods[role], role, ports))
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        for role, proc in zip(topo.backends(), topo.servers, strict=True):
+            _await_ready(proc, role, topo.pods[role], deadline)
         yield topo
     finally:
         for proc in topo.servers:
