@@ -24,7 +24,7 @@ _COMMON = {
 }
 settings.register_profile("ci", derandomize=True, max_examples=25, **_COMMON)
 settings.register_profile("dev", max_examples=200, **_COMMON)
-settings.register_profile("vm", derandomize=True, max_examples=3, **_COMMON)
+settings.register_profile("vm", derandomize=True, max_examples=2, **_COMMON)
 # check: `make check`, the fast tier: the first derandomized examples only.
 settings.register_profile("check", derandomize=True, max_examples=5, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
