@@ -122,6 +122,15 @@ class Frontend:
     pod_twin: tuple[IPv4Address, int] | None = None
 
     @property
+    def pod_twin_comment(self) -> str:
+        """What the generated C says of pod_vip:pod_port."""
+        assert self.pod_twin is not None
+        addr, port = self.pod_twin
+        if int(addr) >> 24 == 0:  # 0.0.0.0/8: a hidden frontend (plan/shared.py)
+            return f"the hidden frontend {addr}:{port}, every endpoint (both policies Local)"
+        return f"ClusterIP {addr}:{port}'s endpoints"
+
+    @property
     def pod_twin_exprs(self) -> tuple[str, str]:
         assert self.pod_twin is not None
         return be32_expr(self.pod_twin[0]), be16_expr(self.pod_twin[1])

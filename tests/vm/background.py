@@ -48,6 +48,9 @@ class Suite:
     prepare: Callable[[Path], dict[str, str]] | None = None
     #: Niceness added to the VM (negative: before the host's tests on a busy machine).
     nice: int = 0
+    #: pytest-xdist workers in the guest, one file each at a time (--dist loadfile):
+    #: the guest has BPFGEN_VM_CPUS vCPUs, each a host thread under TCG.
+    workers: int = 1
 
 
 @dataclass
@@ -74,8 +77,10 @@ class SuiteRun:
         return LOG_DIR / f"vm-{self.name}.log"
 
     def command(self) -> list[str]:
+        parallel = ["-n", str(self.suite.workers), "--dist", "loadfile"]
         return ["python", "-m", "pytest", "-p", "no:cacheprovider", "-q", "--durations=40",
-                f"--junitxml={self.junit}", *self.suite.args]  # fmt: skip
+                f"--junitxml={self.junit}", *(parallel if self.suite.workers > 1 else []),
+                *self.suite.args]  # fmt: skip
 
     def start(self) -> None:
         # The host session's object cache (tests/conftest.py), shared read-write.
