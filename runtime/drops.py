@@ -26,14 +26,13 @@ from typing import TYPE_CHECKING, TextIO
 
 from . import libbpf
 from .builddir import InputRefused, read_build
-from .contract.layouts import DROPS_MAP, DropEvent
+from .contract.layouts import DROPS_MAP, IP_PROTOCOLS, DropEvent
 from .errors import RuntimeOpError
 
 if TYPE_CHECKING:
     from .node import Options
 
 OP = "status --drops"
-PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP"}
 POLL_MS = 200
 
 
@@ -66,7 +65,7 @@ def decode(raw: bytes, counters: tuple[str, ...], programs: tuple[str, ...]) -> 
         time=datetime.fromtimestamp(wall, UTC).isoformat(timespec="microseconds"),
         program=programs[e.program] if e.program < len(programs) else f"program {e.program}",
         reason=counters[e.reason] if e.reason < len(counters) else f"reason {e.reason}",
-        protocol=PROTOCOLS.get(t.proto, str(t.proto)),
+        protocol=IP_PROTOCOLS.get(t.proto, str(t.proto)),
         source=str(ipaddress.IPv4Address(bytes(t.saddr))),
         source_port=int.from_bytes(bytes(t.sport), "big"),
         destination=str(ipaddress.IPv4Address(bytes(t.daddr))),

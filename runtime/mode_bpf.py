@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from . import pins
 from .builddir import Build
+from .contract.layouts import IP_PROTOCOLS
 from .errors import in_operation
 from .options import Options
 from .state import State
@@ -100,5 +101,5 @@ def frontend_id(value: bytes) -> int:
 
 def frontend_name(key: bytes) -> str:
     """struct bpfgen_frontend_key {be32 addr, be16 port, u8 proto, u8 pad} as text."""
-    proto = {6: "TCP", 17: "UDP", 1: "ICMP"}.get(key[6], str(key[6]))
+    proto = IP_PROTOCOLS.get(key[6], str(key[6]))
     return f"{socket.inet_ntoa(key[:4])}:{int.from_bytes(key[4:6], 'big')}/{proto}"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .builddir import InputRefused
+from .contract.layouts import IP_PROTOCOLS
 from .testrun import BuildUnderTest
 
 PCAP_MAGICS = {
@@ -33,7 +34,6 @@ LINKTYPE_ETHERNET = 1
 #: XDP_TX back out of the uplink), by the kernel's names (linux/pkt_cls.h, linux/bpf.h).
 TC_VERDICTS = {0: "TC_ACT_OK", 2: "TC_ACT_SHOT", 7: "TC_ACT_REDIRECT"}
 XDP_VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
-PROTOS = {1: "ICMP", 6: "TCP", 17: "UDP"}
 
 
 def read_pcap(path: Path) -> list[bytes]:
@@ -80,7 +80,7 @@ def describe(frame: bytes) -> str:
     src = ipaddress.IPv4Address(frame[26:30])
     dst = ipaddress.IPv4Address(frame[30:34])
     l4 = 14 + ihl
-    name = PROTOS.get(proto, f"proto {proto}")
+    name = IP_PROTOCOLS.get(proto, f"proto {proto}")
     if proto in (6, 17) and len(frame) >= l4 + 4:
         sport, dport = struct.unpack_from("!HH", frame, l4)
         return f"{src}:{sport} > {dst}:{dport} {name}"

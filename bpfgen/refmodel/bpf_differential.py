@@ -232,8 +232,9 @@ class SvcDifferential:
             kernel.retval, kernel.packet, model.verdict, model.packet, xdp=xdp
         )
         counters = self.build.counters()
-        problems += counter_problems(self._counters, counters, model.counter_deltas())
-        problems += drop_event_problems(self.build.drops(), model.counter_deltas(), program, packet)
+        deltas = model.counter_deltas()
+        problems += counter_problems(self._counters, counters, deltas)
+        problems += drop_event_problems(self.build.drops(), deltas, program, packet)
         self._counters = counters
         problems += self._adopt_touched(model, t_before, t_after)
         problems += self._adopt_stamped(t_before, t_after)

@@ -26,7 +26,8 @@ from bpfgen.refmodel.ipvs_config import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, 
 from bpfgen.refmodel.ipvs_snat import COUNTER_NAMES, PROGRAMS, Result, Verdict, retval
 from bpfgen.refmodel.packet import ETH_HLEN
 from bpfgen.refmodel.state import FlowKey, Origin, Session, SessionState
-from bpfgen_runtime.drops import PROTOCOLS, Drop
+from bpfgen_runtime.contract.layouts import IP_PROTOCOLS
+from bpfgen_runtime.drops import Drop
 from bpfgen_runtime.testrun import BuildUnderTest, ReverseEntry, RunResult, SessionEntry, SessionKey
 
 __all__ = [
@@ -107,8 +108,9 @@ class Differential:
         if kernel.mark != model.mark:
             problems.append(f"mark: kernel {kernel.mark:#x}, model {model.mark:#x}")
         counters = self.build.counters()
-        problems += counter_problems(self._counters, counters, model.counter_deltas())
-        problems += drop_event_problems(self.build.drops(), model.counter_deltas(), program, packet)
+        deltas = model.counter_deltas()
+        problems += counter_problems(self._counters, counters, deltas)
+        problems += drop_event_problems(self.build.drops(), deltas, program, packet)
         self._counters = counters
         problems += self._adopt_touched(model, t_before, t_after)
         if self.packets[program] % self.check_state_every == 0:
@@ -254,7 +256,7 @@ def drop_event_problems(
     problems = [] if got == want else [f"drop notifications: kernel {got}, model {want}"]
     if drops and len(packet) >= 34:  # Ethernet + IPv4: what a drop has parsed
         src, dst = str(IPv4Address(packet[26:30])), str(IPv4Address(packet[30:34]))
-        proto = PROTOCOLS.get(packet[23], str(packet[23]))
+        proto = IP_PROTOCOLS.get(packet[23], str(packet[23]))
         for d in drops:
             if (d.program, d.source, d.destination, d.protocol) != (program, src, dst, proto):
                 problems.append(f"drop notification {d}: not {program}, {proto} {src} -> {dst}")

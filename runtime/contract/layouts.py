@@ -188,6 +188,9 @@ class DropEvent(ctypes.Structure):
     ]
 
 
+#: IP protocol numbers the datapath translates, by name (tuples shown to people).
+IP_PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP"}
+
 #: The drop notifications' ring buffer (bpfgen_maps.h; plan/shared.py sizes it).
 DROPS_MAP = "bpfgen_drops"
 #: Ring buffer maps -> (the C struct of a record, its mirror). A ring holds no BTF type
