@@ -46,6 +46,13 @@ def _add_services(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="Service/EndpointSlice manifests (YAML or JSON; repeatable)",
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 2) what bpfgen does not serve: an IPv6 address, an SCTP port, a "
+        "ClusterIP outside cluster.serviceCIDR, an external address:port another Service "
+        "holds (default: skip it, with a notice, and serve the rest)",
+    )
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
@@ -214,6 +221,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         build=args.build,
         verify=not args.no_verify,
         progress=progress,
+        strict=args.strict,
     )
     if args.json:
         json.dump(to_json(res.manifest), sys.stdout, indent=2)
@@ -232,7 +240,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from bpfgen.inputs import load_inputs
     from bpfgen.plan import make_plan
 
-    plan = make_plan(load_inputs(args.node, args.services), build=args.build)
+    inputs = load_inputs(args.node, args.services, args.strict)
+    for notice in inputs.notices:
+        print(f"notice: {notice}", file=sys.stderr)
+    plan = make_plan(inputs, build=args.build)
     if args.json:
         json.dump(plan.to_dict(), sys.stdout, indent=2)
         print()
@@ -346,9 +357,16 @@ def _cmd_runtime(args: argparse.Namespace) -> int:
         # namespace's lock is held from the rebuild to the end of the sync, so two syncs
         # do not apply each other's builds.
         with locked(runtime_options(args), "sync"):  # refuses a bad --netns first
-            compile_build(node, args.services, args.dir, build=build)
+            compile_build(node, args.services, args.dir, build=build, strict=args.strict,
+                          progress=_notices_only)  # fmt: skip
             return dispatch(args)
     return dispatch(args)
+
+
+def _notices_only(message: str) -> None:
+    """sync's rebuild says what it skipped, and nothing else."""
+    if message.startswith("notice: "):
+        print(message, file=sys.stderr, flush=True)
 
 
 COMMANDS = {

@@ -245,12 +245,14 @@ def _manifest_json(path: Path) -> Any:
         raise InputError([Problem(str(path), 1, "", f"not JSON ({e})")]) from e
 
 
-def build_cache_key(sources: Sequence[Source], build: str, tc: Toolchain) -> str | None:
+def build_cache_key(
+    sources: Sequence[Source], build: str, tc: Toolchain, strict: bool = False
+) -> str | None:
     """Key of a whole build from the inputs' bytes as read (inputs.read_sources: each
     input is read once, so a pipe's content is both hashed and parsed), or None when
     an input could not be read (config reports it)."""
     h = hashlib.sha256()
-    h.update(f"bpfgen {__version__}\0build={build}\0{tc.version}\0".encode())
+    h.update(f"bpfgen {__version__}\0build={build}\0strict={strict}\0{tc.version}\0".encode())
     h.update("\0".join(tc.flags).encode())
     h.update(compiler_digest())
     for source in sources:
@@ -277,6 +279,7 @@ def _restore_cached_build(
     manifest = read_manifest(tmp / "manifest.json")
     for n in json.loads((entry / "notices.json").read_text()):
         progress(f"notice: {n}")
+    inputs = {**inputs, "skipped": manifest.inputs.get("skipped", [])}  # the same inputs
     programs: list[ProgramEntry] = []
     if verify:
         from bpfgen_runtime.errors import RuntimeOpError, VerifierRejected
@@ -457,14 +460,17 @@ def compile_build(
     build: str | None = None,
     verify: bool = True,
     progress: Progress = _quiet,
+    strict: bool = False,
 ) -> CompileResult:
-    """Compile a `build` kind (plan.BUILD_KINDS; `generic=True` is the older spelling)."""
+    """Compile a `build` kind (plan.BUILD_KINDS; `generic=True` is the older spelling).
+
+    strict: what bpfgen does not serve is an InputError, not a skip (`--strict`)."""
     kind = build_kind(build, generic=generic)
     out = out.absolute()
     log_dir = out.parent / f"{out.name}.logs"
     check_out(out)
     read = read_sources(node, services)
-    key = build_cache_key(read, kind, toolchain())
+    key = build_cache_key(read, kind, toolchain(), strict)
     entry = _cached_build(key, progress)
     if key is not None and entry is not None:
         with _writing(out):
@@ -484,11 +490,12 @@ def compile_build(
             raise
         return CompileResult(out, manifest, (), None, build_cache_hit=True)
 
-    inputs = load_sources(read)
+    inputs = load_sources(read, strict)
     node_source = read[0]
     del read  # the model holds what is needed; the bytes can go (but the node file's)
     progress(
         f"config: node {inputs.node.name}, {len(inputs.services)} services"
+        + (f", {len(inputs.skipped)} skipped" if inputs.skipped else "")
         + (f", {len(inputs.notices)} notices" if inputs.notices else "")
     )
     for n in inputs.notices:
@@ -519,6 +526,7 @@ def compile_build(
                 _write_map_init(tmp / "map_init.json", plan)
         with _writing(out):
             inputs_desc = _record_inputs(node_source, [str(s) for s in services], tmp, out)
+            inputs_desc["skipped"] = [dataclasses.asdict(k) for k in inputs.skipped]
         manifest = build_manifest(plan, rendered, objects, verified, inputs_desc)
         if verified is not None:
             progress(_verified_line(manifest))

@@ -129,6 +129,13 @@ class ServicePort:
     # hints be used; None otherwise.
     # Only the Cluster policy takes them (docs/datapath-bpf.md, "Topology").
     zone_backends: tuple[Backend, ...] | None = None
+    # Addresses of the Service at which this port is not served: another Service took
+    # address:port/protocol first (inputs/manifests.py `Manifests.resolve_claims`).
+    shadowed: tuple[IPv4Address, ...] = ()
+
+    def serves(self, address: IPv4Address) -> bool:
+        """Is this port served at `address`, one of its Service's addresses?"""
+        return address not in self.shadowed
 
     def local_backends(self, is_local: Callable[[Backend], bool]) -> tuple[Backend, ...]:
         """The backends under a Local traffic policy: this node's ready endpoints, else its
@@ -161,6 +168,22 @@ class Service:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A Kubernetes object, or part of one, that bpfgen does not serve.
+
+    `unsupported`: valid Kubernetes that bpfgen cannot serve yet (an IPv6 address, an
+    SCTP port, a frontend another Service holds...), refused by `compile --strict`;
+    otherwise not a proxy's to serve (ExternalName, headless, another proxy's).
+    """
+
+    source: str  # "file:line"
+    object: str  # "Service default/web", "EndpointSlice default/web-abc12"
+    part: str  # the field path within it, "" for the whole object
+    reason: str
+    unsupported: bool
+
+
+@dataclass(frozen=True)
 class Inputs:
     """Everything `compile` reads, validated, plus notices for what was skipped."""
 
@@ -168,3 +191,4 @@ class Inputs:
     services: tuple[Service, ...]  # sorted by (namespace, name)
     notices: tuple[str, ...]  # one line each: ignored kinds, skipped headless services...
     sha256: str  # over the raw bytes of every input file, in argument order
+    skipped: tuple[Skipped, ...] = ()  # in file and line order; each also a notice

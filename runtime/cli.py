@@ -286,6 +286,13 @@ def _print_status(info: dict[str, Any]) -> None:
             for r in s["real_servers"]:
                 conns = f"active {r['active']} inactive {r['inactive']}"
                 print(f"    -> {r['address']:<22} weight {r['weight']} {conns}")
+    if info.get("skipped"):
+        unsupported = sum(bool(k.get("unsupported")) for k in info["skipped"])
+        print(f"not served: {len(info['skipped'])} objects or parts skipped by the compile "
+              f"({unsupported} unsupported, the rest no proxy's):")  # fmt: skip
+        for k in info["skipped"]:
+            part = f": {k.get('part')}" if k.get("part") else ""
+            print(f"  {k.get('source')}: {k.get('object')}{part}: {k.get('reason')}")
     if info["nft_table"] is not None:  # None: bpf mode, no notrack table
         print(f"nftables table: {'present' if info['nft_table'] else 'MISSING'}")
     if info["in_sync"]:

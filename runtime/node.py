@@ -238,6 +238,9 @@ def status(opts: Options) -> dict[str, Any]:
                 build = read_build(state.build_dir)
             except InputRefused as exc:
                 out["build_problem"] = str(exc)
+        # What the compile skipped (bpfgen.model.Skipped): not served on this node.
+        skipped = build.manifest.inputs.get("skipped", []) if build is not None else []
+        out["skipped"] = skipped if isinstance(skipped, list) else []
         for path in state.pins:
             if not os.path.exists(path):
                 maps.append({"name": os.path.basename(path), "pinned": False})

@@ -911,25 +911,29 @@ _NODE_MUTATIONS: tuple[Mutation, ...] = (
     _m_node_name,
 )
 _SERVICE_MUTATIONS: tuple[Mutation, ...] = (
-    _m_sctp,
     _m_service_port,
     _m_service_name,
     _m_port_name,
-    _m_cluster_ip,
-    _m_ipv6_only,
     _m_duplicate,
 )
+# Valid Kubernetes that bpfgen does not serve: skipped, or a problem under --strict.
+_UNSUPPORTED_MUTATIONS: tuple[Mutation, ...] = (_m_sctp, _m_cluster_ip, _m_ipv6_only)
 
 
 @st.composite
 def invalid_configs(
-    draw: st.DrawFn, max_services: int = 6, max_endpoints: int = 8
+    draw: st.DrawFn, max_services: int = 6, max_endpoints: int = 8, strict: bool = False
 ) -> tuple[str, str, str]:
-    """(node_yaml, services_yaml, expected substring of the InputError text)."""
+    """(node_yaml, services_yaml, expected substring of the InputError text).
+
+    strict: also valid Kubernetes that bpfgen does not serve, which only `--strict`
+    refuses (an SCTP port, a ClusterIP outside the serviceCIDR, an IPv6-only Service)."""
     cfg = draw(
         valid_configs(min_services=1, max_services=max_services, max_endpoints=max_endpoints)
     )
     mutations = list(_NODE_MUTATIONS + _SERVICE_MUTATIONS)
+    if strict:
+        mutations += _UNSUPPORTED_MUTATIONS
     if _node_port_services(cfg):
         mutations.append(_m_node_port)
     if _slices_with_endpoints(cfg):
@@ -941,3 +945,82 @@ def invalid_configs(
     objects = copy.deepcopy(cfg.objects)
     expected = mutation(draw, cfg, node, objects)
     return to_yaml(node), _serialize(objects, cfg.form), expected
+
+
+# -- objects bpfgen does not serve, added to a valid config
+
+#: What `unsupported_additions` adds, one kind per example.
+UNSUPPORTED_KINDS = (
+    "ipv6-only", "sctp-only", "other-service-cidr", "other-proxy", "external-conflict",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Addition:
+    """Objects added to a valid config, each of which bpfgen skips (whole or in part)."""
+
+    kind: str  # one of UNSUPPORTED_KINDS
+    objects: tuple[dict[str, Any], ...]
+    notice: str  # a substring of the notice that names the skip
+    problem: str | None  # a substring of the problem under --strict (None: not refused)
+    service: str  # "namespace/name" of the added Service
+    served: bool  # the Service loads (served in part), not skipped whole
+
+
+def unsupported_addition(cfg: GeneratedConfig, kind: str) -> Addition:
+    """A Service (with its EndpointSlice) of `kind`, named to sort anywhere among the
+    config's own, at a ClusterIP none of them has (offset 0 of the service CIDR)."""
+    cidr = ipaddress.IPv4Network(cfg.service_cidr)
+    cluster_ip = str(cidr[0])
+    ports: list[dict[str, Any]] = [{"name": "a", "port": 7, "protocol": "TCP", "targetPort": 7}]
+    spec: dict[str, Any] = {"clusterIP": cluster_ip, "clusterIPs": [cluster_ip], "ports": ports}
+    meta: dict[str, Any] = {"name": "zz-added", "namespace": "default"}
+    address_type, endpoint = "IPv4", "198.19.255.250"
+    notice, problem, served = "", None, False
+    if kind == "ipv6-only":
+        spec["clusterIP"] = "2001:db8::7"
+        spec["clusterIPs"] = ["2001:db8::7"]
+        address_type, endpoint = "IPv6", "2001:db8:1::7"
+        notice = "IPv6 only: not served yet (IPv4 only): Service skipped"
+        problem = "IPv6-only services are not supported yet"
+    elif kind == "sctp-only":
+        ports[0]["protocol"] = "SCTP"
+        notice = "SCTP is not served yet (TCP, UDP): port skipped"
+        problem = "SCTP is not supported (TCP, UDP)"
+    elif kind == "other-service-cidr":
+        outside = str(ipaddress.IPv4Network(cfg.cluster_pod_cidr)[1])
+        spec["clusterIP"] = outside
+        spec["clusterIPs"] = [outside]
+        notice = f"{outside} is outside cluster.serviceCIDR {cidr} (from another ServiceCIDR?)"
+        problem = f"{outside} is outside cluster.serviceCIDR"
+    elif kind == "other-proxy":
+        meta["labels"] = {"service.kubernetes.io/service-proxy-name": "elsewhere"}
+        notice = "labelled service.kubernetes.io/service-proxy-name"
+    else:  # external-conflict: an externalIP at another Service's ClusterIP and port
+        _, victim = _services(cfg)[0]
+        port = victim["spec"]["ports"][0]
+        ports[0].update(port=port["port"], protocol=port.get("protocol", "TCP"))
+        spec["externalIPs"] = [victim["spec"]["clusterIP"]]
+        taken = f"{victim['spec']['clusterIP']}:{port['port']}/{ports[0]['protocol']}"
+        notice = f"{taken} is already taken by Service {_key(victim)} spec.ports[0]"
+        problem = notice
+        served = True
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "zz-added-1",
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "zz-added", **meta.get("labels", {})},
+        },
+        "addressType": address_type,
+        "ports": [{"name": "a", "port": 7, "protocol": ports[0]["protocol"]}],
+        "endpoints": [{"addresses": [endpoint], "conditions": {"ready": True}}],
+    }
+    return Addition(kind, (service, slice_), notice, problem, "default/zz-added", served)
+
+
+def with_objects(cfg: GeneratedConfig, extra: Sequence[dict[str, Any]]) -> str:
+    """The config's manifest with `extra` objects appended, in the config's form."""
+    return _serialize([*cfg.objects, *extra], cfg.form)

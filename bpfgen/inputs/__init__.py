@@ -33,9 +33,9 @@ from bpfgen.model import Inputs
 __all__ = ["load_inputs", "load_sources", "read_sources"]
 
 
-def load_inputs(node_path: Path, service_paths: Sequence[Path]) -> Inputs:
+def load_inputs(node_path: Path, service_paths: Sequence[Path], strict: bool = False) -> Inputs:
     """Read, validate and join the node file and the service manifests."""
-    return load_sources(read_sources(node_path, service_paths))
+    return load_sources(read_sources(node_path, service_paths), strict)
 
 
 def read_sources(node_path: Path, service_paths: Sequence[Path]) -> list[Source]:
@@ -43,10 +43,15 @@ def read_sources(node_path: Path, service_paths: Sequence[Path]) -> list[Source]
     return [read_input(path) for path in (node_path, *service_paths)]
 
 
-def load_sources(sources: Sequence[Source]) -> Inputs:
-    """Parse, validate and join inputs already read: the node file first."""
+def load_sources(sources: Sequence[Source], strict: bool = False) -> Inputs:
+    """Parse, validate and join inputs already read: the node file first.
+
+    What is valid Kubernetes but not served by bpfgen (an IPv6 address, an SCTP port,
+    a ClusterIP of another ServiceCIDR, an external frontend another Service holds) is
+    skipped object by object, each with a notice and an `Inputs.skipped` record; with
+    `strict`, each is a problem instead."""
     with _gc_paused():
-        return _load([parse_input(source) for source in sources])
+        return _load([parse_input(source) for source in sources], strict)
 
 
 @contextlib.contextmanager
@@ -62,8 +67,8 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load(sources: Sequence[Source]) -> Inputs:
-    run = Run([source.file for source in sources])
+def _load(sources: Sequence[Source], strict: bool) -> Inputs:
+    run = Run([source.file for source in sources], strict)
     for index, source in enumerate(sources):
         if source.error is not None:
             run.problem(index, source.error.line, "", source.error.message)
@@ -83,4 +88,5 @@ def _load(sources: Sequence[Source]) -> Inputs:
         services=tuple(sorted(services, key=lambda s: (s.namespace, s.name))),
         notices=run.sorted_notices(),
         sha256=digest.hexdigest(),
+        skipped=run.sorted_skipped(),
     )

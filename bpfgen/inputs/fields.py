@@ -16,6 +16,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 
 from bpfgen.errors import Problem
 from bpfgen.inputs.source import Map, Node, Scalar, Seq
+from bpfgen.model import Skipped
 
 # Names. Each pattern is the whole alphabet the model lets through.
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -32,18 +33,38 @@ _SUBDOMAIN_RULE = (
 
 
 class Run:
-    """Problems and notices of one run, kept per input file."""
+    """Problems, notices and skipped objects of one run, kept per input file.
 
-    def __init__(self, files: list[str]) -> None:
+    `strict`: what bpfgen does not serve (`Scope.unsupported`) is a problem, not a
+    skip (`compile --strict`, for CI that wants every object served).
+    """
+
+    def __init__(self, files: list[str], strict: bool = False) -> None:
         self.files = files
+        self.strict = strict
         self.problems: list[list[Problem]] = [[] for _ in files]
         self.notices: list[list[tuple[int, str]]] = [[] for _ in files]
+        self.skipped: list[list[Skipped]] = [[] for _ in files]
 
     def problem(self, index: int, line: int, path: str, message: str) -> None:
         self.problems[index].append(Problem(self.files[index], line, path, message))
 
     def notice(self, index: int, line: int, message: str) -> None:
         self.notices[index].append((line, f"{self.files[index]}:{line}: {message}"))
+
+    def skip(self, index: int, line: int, what: str, part: str, reason: str,
+             unsupported: bool) -> None:  # fmt: skip
+        """Record `what` (or its `part`) as not served, with a notice saying why."""
+        self.skipped[index].append(
+            Skipped(f"{self.files[index]}:{line}", what, part, reason, unsupported)
+        )
+        self.notice(index, line, f"{what}: {part}: {reason}" if part else f"{what}: {reason}")
+
+    def sorted_skipped(self) -> tuple[Skipped, ...]:
+        def line(s: Skipped) -> int:
+            return int(s.source.rsplit(":", 1)[1])
+
+        return tuple(s for ss in self.skipped for s in sorted(ss, key=line))
 
     def has_problems(self) -> bool:
         return any(self.problems)
@@ -68,6 +89,7 @@ class Scope:
     index: int  # which input file
     prefix: str = ""
     failed: bool = False
+    dropped: bool = False  # the whole object is skipped (`unsupported(whole=True)`)
 
     @property
     def file(self) -> str:
@@ -80,6 +102,24 @@ class Scope:
 
     def notice(self, line: int, message: str) -> None:
         self.run.notice(self.index, line, message)
+
+    def unsupported(
+        self, line: int, path: str, problem: str, reason: str, whole: bool = False
+    ) -> None:
+        """Valid Kubernetes that bpfgen does not serve: `path` of this scope's object
+        (the whole object when `whole`) is skipped with a notice giving `reason`; under
+        `--strict` it is the problem `problem` instead."""
+        if self.run.strict:
+            self.error(line, path, problem)
+        else:
+            self.dropped = self.dropped or whole
+            self.run.skip(self.index, line, self.prefix, path, reason, True)
+
+    def not_ours(self, line: int, reason: str) -> None:
+        """An object that no Service proxy serves (ExternalName, headless, another
+        proxy's): skipped with a notice, also under `--strict`."""
+        self.dropped = True
+        self.run.skip(self.index, line, self.prefix, "", reason, False)
 
     def under(self, prefix: str) -> Scope:
         return Scope(self.run, self.index, prefix)

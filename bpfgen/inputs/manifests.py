@@ -43,6 +43,18 @@ _SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 _DEFAULT_AFFINITY_TIMEOUT = 10800
 _MAX_AFFINITY_TIMEOUT = 86400
 _SKIPPED_KINDS = "bpfgen reads Service and EndpointSlice"
+# kube-proxy's informers list neither Services nor EndpointSlices with these labels
+# (cmd/kube-proxy: a label selector "DoesNotExist" on each): another proxy's objects,
+# and the endpoints of headless Services.
+_NOT_PROXIED_LABELS = (
+    ("service.kubernetes.io/service-proxy-name", "labelled service.kubernetes.io/"
+     "service-proxy-name (another proxy serves it): skipped"),
+    ("service.kubernetes.io/headless", "labelled service.kubernetes.io/headless "
+     "(nothing to proxy): skipped"),
+)  # fmt: skip
+# metadata.creationTimestamp as the API server writes it (RFC 3339, UTC): the older of
+# two Services that claim one external frontend keeps it (`Manifests.resolve_claims`).
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
 @dataclass
@@ -52,6 +64,7 @@ class _PortDraft:
     port: int
     node_port: int | None
     line: int
+    index: int  # in spec.ports (skipped SCTP ports keep their places)
 
 
 @dataclass
@@ -69,6 +82,9 @@ class _ServiceDraft:
     internal_traffic_local: bool
     source_ranges: tuple[IPv4Network, ...] | None
     scope: Scope  # where its problems go
+    created: str | None  # metadata.creationTimestamp, when well-formed
+    port_lines: list[int]  # line of each port's entry
+    shadowed: list[list[IPv4Address]]  # per port: its addresses another Service holds
 
     @property
     def key(self) -> str:
@@ -98,8 +114,6 @@ class Manifests:
         self.service_keys: dict[str, str] = {}  # every named Service seen -> "file:line"
         self.slices: list[tuple[Scope, int, str, Slice]] = []
         self.slice_keys: dict[str, str] = {}
-        self.frontends: dict[tuple[IPv4Address, int, Protocol], _Claim] = {}
-        self.node_ports: dict[tuple[int, Protocol], _Claim] = {}
         self.seen_objects: set[int] = set()  # id() of every object mapping read
 
     def read(self, index: int, source: Source) -> None:
@@ -192,6 +206,8 @@ class Manifests:
                 s.error(node.line, "", f"defined twice (first at {self.service_keys[key]})")
                 return
             self.service_keys[key] = source
+        if not s.failed and self.not_proxied(s, meta, node.line):
+            return
         spec = s.mapping(fields["spec"], "spec") if "spec" in fields else None
         if spec is None:
             if "spec" not in fields:
@@ -206,14 +222,14 @@ class Manifests:
             type_text = found
         if type_text == "ExternalName":
             if key is not None and not s.failed:
-                s.notice(node.line, f"Service {key} is ExternalName: skipped")
+                s.not_ours(node.line, "type ExternalName (a DNS name, nothing to proxy): skipped")
             return
         ip_nodes = self.cluster_ip_nodes(s, spec, fields["spec"])
         if ip_nodes is None:
             return
         if any(isinstance(n, Scalar) and n.value == "None" for _, n in ip_nodes[:1]):
             if key is not None and not s.failed:
-                s.notice(node.line, f"Service {key} is headless (clusterIP: None): skipped")
+                s.not_ours(node.line, "headless (clusterIP: None): skipped")
             return
         service_type = ServiceType(type_text)
         cluster_ips = self.cluster_ips(s, spec, ip_nodes)
@@ -228,10 +244,14 @@ class Manifests:
         internal_local = self.policy_local(s, spec, "internalTrafficPolicy")
         ports = self.ports(s, spec, node, service_type)
         ranges = self.source_ranges(s, spec, service_type, key)
-        if s.failed or key is None or name is None or namespace is None:
+        if s.failed or s.dropped or key is None or name is None or namespace is None:
             return
         assert cluster_ips is not None and external_ips is not None and lb_ips is not None
         assert ports is not None
+        if not ports:  # every port skipped (SCTP)
+            s.unsupported(node.line, "", "", "no port bpfgen serves (TCP, UDP): skipped", True)
+            return
+        created = meta.get("creationTimestamp")
         draft = _ServiceDraft(
             namespace=namespace,
             name=name,
@@ -246,9 +266,25 @@ class Manifests:
             internal_traffic_local=internal_local,
             source_ranges=ranges,
             scope=s,
+            created=created.value
+            if isinstance(created, Scalar)
+            and isinstance(created.value, str)
+            and _TIMESTAMP.fullmatch(created.value)
+            else None,
+            port_lines=[line for _, line in ports],
+            shadowed=[[] for _ in ports],
         )
-        self.claim(s, draft, ports)
         self.services.append(draft)
+
+    @staticmethod
+    def not_proxied(s: Scope, meta: Mapping[str, Node], line: int) -> bool:
+        """Skip (with a notice) an object that kube-proxy's informers do not list."""
+        labels = fields_of(meta.get("labels"))
+        for label, reason in _NOT_PROXIED_LABELS:
+            if label in labels:
+                s.not_ours(line, reason)
+                return True
+        return False
 
     def metadata(
         self, s: Scope, fields: dict[str, Node], node: Node, pattern: re.Pattern[str], what: str
@@ -308,30 +344,38 @@ class Manifests:
         self, s: Scope, spec: dict[str, Node], entries: list[tuple[str, Node]]
     ) -> tuple[IPv4Address, ...] | None:
         v4: list[IPv4Address] = []
-        v6 = False
+        v6: list[tuple[str, Node, IPv6Address]] = []
         ok = True
         for path, item in entries:
             address = s.ip(item, path)
             if address is None:
                 ok = False
             elif isinstance(address, IPv6Address):
-                v6 = True
+                v6.append((path, item, address))
             elif self.facts.service_cidr is not None and address not in self.facts.service_cidr:
-                s.error(
-                    item.line,
-                    path,
-                    f"{address} is outside cluster.serviceCIDR {self.facts.service_cidr}",
-                )
-                ok = False
+                # Valid with more than one ServiceCIDR (Kubernetes 1.31+, MultiCIDR
+                # ServiceAllocator); the node file names one, which classifies traffic.
+                cidr = self.facts.service_cidr
+                s.unsupported(item.line, path,
+                              f"{address} is outside cluster.serviceCIDR {cidr}",
+                              f"{address} is outside cluster.serviceCIDR {cidr} (from another "
+                              "ServiceCIDR?): Service skipped", whole=True)  # fmt: skip
+                ok = ok and not s.failed
             elif address not in v4:
                 v4.append(address)
-        if not ok:
+        if not ok or s.dropped:
             return None
         if not v4 and v6:
             path = "spec.clusterIPs" if "clusterIPs" in spec else "spec.clusterIP"
-            s.error(
-                entries[0][1].line, path, "IPv6-only services are not supported yet (IPv4 only)"
-            )
+            s.unsupported(entries[0][1].line, path,
+                          "IPv6-only services are not supported yet (IPv4 only)",
+                          "IPv6 only: not served yet (IPv4 only): Service skipped",
+                          whole=True)  # fmt: skip
+            return None
+        for path, item, address in v6:  # dual-stack: served at its IPv4 addresses
+            s.unsupported(item.line, path, "IPv6 is not supported yet (IPv4 only)",
+                          f"{address} is IPv6: not served yet (IPv4 only)")  # fmt: skip
+        if s.failed:
             return None
         return tuple(v4)
 
@@ -344,9 +388,14 @@ class Manifests:
         result: list[IPv4Address] = []
         ok = True
         for i, item in enumerate(items):
-            address = s.ipv4(item, f"spec.externalIPs[{i}]")
+            path = f"spec.externalIPs[{i}]"
+            address = s.ip(item, path)
             if address is None:
                 ok = False
+            elif isinstance(address, IPv6Address):
+                s.unsupported(item.line, path, "IPv6 is not supported yet (IPv4 only)",
+                              f"{address} is IPv6: not served yet (IPv4 only)")  # fmt: skip
+                ok = ok and not s.failed
             elif address not in result:
                 result.append(address)
         return tuple(result) if ok else None
@@ -393,11 +442,10 @@ class Manifests:
                              "Proxy: not captured (traffic to it goes to the load balancer, "
                              "as with kube-proxy)")  # fmt: skip
             elif isinstance(address, IPv6Address):
-                if key is not None:
-                    s.notice(
-                        item.line,
-                        f"Service {key}: {path}[{i}].ip {address} is IPv6: not used (IPv4 only)",
-                    )
+                s.unsupported(item.line, f"{path}[{i}].ip",
+                              "IPv6 is not supported yet (IPv4 only)",
+                              f"{address} is IPv6: not served yet (IPv4 only)")  # fmt: skip
+                ok = ok and not s.failed
             elif address not in result:
                 result.append(address)
         return tuple(result) if ok else None
@@ -527,7 +575,12 @@ class Manifests:
                 name = None
             elif name:
                 names[name] = i
-            protocol = self.protocol(s, fields, f"{path}.protocol")
+            sctp = (
+                "protocol" in fields
+                and isinstance(fields["protocol"], Scalar)
+                and (fields["protocol"].value == "SCTP")
+            )
+            protocol = None if sctp else self.protocol(s, fields, f"{path}.protocol")
             port = None
             if "port" not in fields:
                 s.error(item.line, path, "missing required field 'port'")
@@ -545,10 +598,17 @@ class Manifests:
                 else:
                     numbers[port, protocol] = i
             node_port_ok, node_port = self.node_port(s, fields, item, path, service_type, allocate)
+            if sctp and name is not None and port is not None and node_port_ok:
+                s.unsupported(fields["protocol"].line, f"{path}.protocol",
+                              "SCTP is not supported (TCP, UDP)",
+                              "SCTP is not served yet (TCP, UDP): port skipped")  # fmt: skip
+                ok = ok and not s.failed
+                continue
             if name is None or protocol is None or port is None or not node_port_ok:
                 ok = False
                 continue
-            result.append((_PortDraft(name, protocol, port, node_port, item.line), item.line))
+            draft = _PortDraft(name, protocol, port, node_port, item.line, i)
+            result.append((draft, item.line))
         return result if ok else None
 
     @staticmethod
@@ -556,9 +616,6 @@ class Manifests:
         if "protocol" not in fields:
             return Protocol.TCP
         node = fields["protocol"]
-        if isinstance(node, Scalar) and node.value == "SCTP":
-            s.error(node.line, path, "SCTP is not supported (TCP, UDP)")
-            return None
         found = s.choice(node, path, [p.value for p in Protocol], "a protocol")
         return Protocol(found) if found is not None else None
 
@@ -597,34 +654,56 @@ class Manifests:
             return False, None
         return True, value
 
-    def claim(self, s: Scope, service: _ServiceDraft, ports: list[tuple[_PortDraft, int]]) -> None:
-        """Register the service's frontends and NodePorts; report ones already taken."""
-        here = service.key
-        addresses = [*service.cluster_ips, *service.external_ips, *service.load_balancer_ips]
-        for i, (port, line) in enumerate(ports):
-            path = f"spec.ports[{i}]"
-            claim = _Claim(here, path, f"{s.file}:{line}")
-            for address in dict.fromkeys(addresses):
-                frontend = (address, port.port, port.protocol)
-                first = self.frontends.setdefault(frontend, claim)
-                if first.service != here:
-                    s.error(
-                        line,
-                        path,
-                        f"{address}:{port.port}/{port.protocol.value} is "
-                        f"already taken by Service {first.service} {first.path} "
-                        f"({first.source})",
-                    )
-            if port.node_port is not None:
-                first = self.node_ports.setdefault((port.node_port, port.protocol), claim)
-                if first is not claim:
-                    s.error(
-                        line,
-                        f"{path}.nodePort",
-                        f"{port.node_port}/{port.protocol.value} "
-                        f"is already taken by Service {first.service} {first.path} "
-                        f"({first.source})",
-                    )
+    def resolve_claims(self) -> None:
+        """Give each frontend (address:port/protocol) and NodePort to one Service.
+
+        The API server allocates a ClusterIP and a NodePort once, so two Services with
+        one of them were not read back from one cluster: an error, reported at the one
+        read later. It checks neither externalIPs nor LoadBalancer ingress IPs: two
+        Services may list one, and kube-proxy then installs both and which one a packet
+        meets is rule order (Kubernetes #69599). bpfgen decides, the same on every node
+        and whatever order the objects come in: a ClusterIP keeps its frontend against
+        any external address (an externalIP must not capture a ClusterIP's traffic,
+        CVE-2020-8554), else the older Service (metadata.creationTimestamp), then the
+        first by namespace/name. The other Service's port is not served at that address
+        (`ServicePort.shadowed`), with a notice; `--strict` refuses it.
+        """
+        frontends: dict[tuple[IPv4Address, int, Protocol], _Claim] = {}
+        node_ports: dict[tuple[int, Protocol], _Claim] = {}
+
+        def claim_of(d: _ServiceDraft, port: _PortDraft) -> _Claim:
+            return _Claim(d.key, f"spec.ports[{port.index}]", f"{d.scope.file}:{port.line}")
+
+        def taken(what: str, first: _Claim) -> str:
+            return (f"{what} is already taken by Service {first.service} {first.path} "
+                    f"({first.source})")  # fmt: skip
+
+        for d in self.services:  # in the order read
+            for port in d.ports:
+                claim = claim_of(d, port)
+                proto = port.protocol.value
+                for address in d.cluster_ips:
+                    first = frontends.setdefault((address, port.port, port.protocol), claim)
+                    if first.service != d.key:
+                        d.scope.error(port.line, claim.path,
+                                      taken(f"{address}:{port.port}/{proto}", first))  # fmt: skip
+                if port.node_port is not None:
+                    first = node_ports.setdefault((port.node_port, port.protocol), claim)
+                    if first is not claim:
+                        d.scope.error(port.line, f"{claim.path}.nodePort",
+                                      taken(f"{port.node_port}/{proto}", first))  # fmt: skip
+        older_first = sorted(self.services, key=lambda d: (d.created is None, d.created or "",
+                                                           d.namespace, d.name))  # fmt: skip
+        for d in older_first:
+            for i, port in enumerate(d.ports):
+                claim = claim_of(d, port)
+                for address in dict.fromkeys((*d.external_ips, *d.load_balancer_ips)):
+                    first = frontends.setdefault((address, port.port, port.protocol), claim)
+                    if first.service != d.key:
+                        what = taken(f"{address}:{port.port}/{port.protocol.value}", first)
+                        d.scope.unsupported(port.line, claim.path, what,
+                                            f"{what}: not served at {address}")  # fmt: skip
+                        d.shadowed[i].append(address)
 
     # -- EndpointSlice
 
@@ -643,6 +722,8 @@ class Manifests:
             self.slice_keys[key] = f"{s.file}:{node.line}"
         labels = s.mapping(meta["labels"], "metadata.labels") if "labels" in meta else {}
         if labels is None:
+            return
+        if not s.failed and self.not_proxied(s, meta, node.line):
             return
         if _SERVICE_NAME_LABEL not in labels:
             if key is not None and not s.failed:
@@ -664,12 +745,14 @@ class Manifests:
         )
         if address_type is None:
             return
-        if address_type != "IPv4":
+        if address_type == "FQDN":  # deprecated; no proxy reads it (kube-proxy neither)
             if key is not None and not s.failed:
-                s.notice(
-                    node.line,
-                    f"EndpointSlice {key} has addressType {address_type}: skipped (IPv4 only)",
-                )
+                s.not_ours(node.line, "addressType FQDN (no proxy serves it): skipped")
+            return
+        if address_type == "IPv6":
+            if key is not None and not s.failed:
+                s.unsupported(node.line, "addressType", "IPv6 is not supported yet (IPv4 only)",
+                              "IPv6: not served yet (IPv4 only): skipped", whole=True)  # fmt: skip
             return
         ports = read_slice_ports(s, fields)
         endpoints = read_endpoints(s, fields)
@@ -682,6 +765,7 @@ class Manifests:
     # -- join
 
     def finish(self) -> list[Service]:
+        self.resolve_claims()
         by_service: dict[str, list[Slice]] = {}
         for s, line, key, slice_ in self.slices:
             if slice_.service_key not in self.service_keys:
@@ -698,12 +782,13 @@ class Manifests:
                 backends, draining, fallback, zoned = backends_of(
                     p.name, p.protocol, slices, node_name, self.facts.zone
                 )
-                self.check_backend_count(draft.scope, p, f"spec.ports[{i}]", len(backends))
+                self.check_backend_count(draft.scope, p, f"spec.ports[{p.index}]", len(backends))
                 ports.append(
                     ServicePort(
-                        p.name, p.protocol, p.port, p.node_port, backends, draining, fallback, zoned
+                        p.name, p.protocol, p.port, p.node_port, backends, draining, fallback,
+                        zoned, tuple(draft.shadowed[i]),
                     )
-                )
+                )  # fmt: skip
             services.append(
                 Service(
                     namespace=draft.namespace,

@@ -98,7 +98,7 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
         # One Service may list an address in two roles (its ClusterIP also in
         # externalIPs; an externalIP that is also its LB ingress IP). The first
         # role wins, in kube-proxy's rule order: ClusterIP, NodePort,
-        # externalIP, LoadBalancer. (Across Services, config refuses it.)
+        # externalIP, LoadBalancer. (Across Services, config gives it to one: ServicePort.shadowed.)
         if (addr, port, sp.protocol) in seen:
             return
         seen.add((addr, port, sp.protocol))
@@ -190,9 +190,10 @@ def frontends_of(inputs: Inputs) -> tuple[Frontend, ...]:
                 add(svc, FrontendKind.CLUSTER_IP, ip, sp.port, sp)
             if sp.node_port is not None and svc.type is not ServiceType.CLUSTER_IP:
                 add(svc, FrontendKind.NODE_PORT, None, sp.node_port, sp)
-            for ip in svc.external_ips:
+            # An external address another Service holds is that one's (sp.shadowed).
+            for ip in filter(sp.serves, svc.external_ips):
                 add(svc, FrontendKind.EXTERNAL_IP, ip, sp.port, sp)
-            for ip in svc.load_balancer_ips:
+            for ip in filter(sp.serves, svc.load_balancer_ips):
                 add(svc, FrontendKind.LOAD_BALANCER, ip, sp.port, sp)
     for svc, sp, addr in shortcuts.values():
         add(svc, FrontendKind.POD_SHORTCUT, addr, sp.port, sp)
@@ -219,7 +220,7 @@ def source_range_rules(inputs: Inputs) -> tuple[SourceRangeRule, ...]:
                              if IPv4Network(ip) not in allowed)  # fmt: skip
             reason = f"node address {holder} is in a range: the LB IPs are allowed as sources"
         for sp in svc.ports:
-            for ip in svc.load_balancer_ips:
+            for ip in filter(sp.serves, svc.load_balancer_ips):
                 rules.append(SourceRangeRule(svc.key, ip, sp.port, sp.protocol, allowed, reason))
     return tuple(rules)
 

@@ -181,7 +181,7 @@ def svc_config(inputs: Inputs, build_kind: str = "specialized") -> SvcConfig:
                     node_ports[nkey] = frontend(
                         service, port, False, base.node_ports[nkey], ids.take()
                     )
-            for addr in (*service.external_ips, *service.load_balancer_ips):
+            for addr in filter(port.serves, (*service.external_ips, *service.load_balancer_ips)):
                 key = (int(addr), port.port, proto)
                 if key not in frontends:
                     frontends[key] = frontend(service, port, False, base.frontends[key], ids.take())

@@ -128,7 +128,7 @@ def source_ranges(inputs: Inputs) -> Mapping[tuple[int, int, int], tuple[IPv4Net
         if any(a in n for a in inputs.node.addresses for n in allowed):
             allowed += tuple(IPv4Network(ip) for ip in service.load_balancer_ips)
         for port in service.ports:
-            for ip in service.load_balancer_ips:
+            for ip in filter(port.serves, service.load_balancer_ips):
                 out[(int(ip), port.port, _PROTO_NUMBERS[port.protocol])] = allowed
     return MappingProxyType(out)
 
@@ -171,11 +171,12 @@ def model_config(inputs: Inputs, build_kind: str = "specialized") -> ModelConfig
             )
             protocols.add(port.protocol)
             proto = _PROTO_NUMBERS[port.protocol]
-            # The config stage refuses two services claiming one (address, port,
-            # protocol); within one service the first role of an address wins.
+            # The config stage gives each (address, port, protocol) to one Service
+            # (an external address another holds is in port.shadowed); within one
+            # Service the first role of an address wins.
             for addr in service.cluster_ips:
                 frontends.setdefault((int(addr), port.port, proto), cluster_policy)
-            for addr in (*service.external_ips, *service.load_balancer_ips):
+            for addr in filter(port.serves, (*service.external_ips, *service.load_balancer_ips)):
                 frontends.setdefault((int(addr), port.port, proto), external_policy)
             node_port_service = service.type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER)
             if node_port_service and port.node_port is not None:

@@ -31,7 +31,7 @@ metadata: {name: web, namespace: default}
 spec:
   clusterIP: 198.18.128.10
   ports:
-  - {port: 80, protocol: SCTP}
+  - {port: 80, protocol: ICMP}
 """
 
 
@@ -56,7 +56,7 @@ def test_bad_input_exits_2_and_writes_nothing(
     # Both files' problems, together, each with file, line and path.
     assert any(f"{node}:13: snat.portRange[1]: 70000 is not a port" in line for line in lines)
     assert any(
-        f"{svc}:7: Service default/web: spec.ports[0].protocol: SCTP" in line for line in lines
+        f"{svc}:7: Service default/web: spec.ports[0].protocol: 'ICMP'" in line for line in lines
     )
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["node.yaml", "services.yaml"]

@@ -89,10 +89,11 @@ def test_large_random_configs_compile_and_verify(
     _check_build(tmp_path_factory.mktemp("p") / "out", cfg, "generic" if generic else "specialized")
 
 
-@given(bad=invalid_configs())
+@given(bad=invalid_configs(strict=True))
 def test_invalid_configs_exit_2_and_write_nothing(
     tmp_path_factory: pytest.TempPathFactory, bad: tuple[str, str, str]
 ) -> None:
+    """Malformed input, and under --strict what bpfgen does not serve: exit 2."""
     node_yaml, services_yaml, expected = bad
     tmp = tmp_path_factory.mktemp("bad")
     (tmp / "node.yaml").write_text(node_yaml)
@@ -100,13 +101,13 @@ def test_invalid_configs_exit_2_and_write_nothing(
     from bpfgen.cli import main
 
     code = main([
-        "compile", "-q", "--node", str(tmp / "node.yaml"), "--services",
+        "compile", "-q", "--strict", "--node", str(tmp / "node.yaml"), "--services",
         str(tmp / "services.yaml"), "--out", str(tmp / "out"),
     ])  # fmt: skip
     assert code == 2
     assert sorted(p.name for p in tmp.iterdir()) == ["node.yaml", "services.yaml"]
     with pytest.raises(InputError) as e:
-        compile_build(tmp / "node.yaml", [tmp / "services.yaml"], tmp / "out")
+        compile_build(tmp / "node.yaml", [tmp / "services.yaml"], tmp / "out", strict=True)
     assert expected in str(e.value)
 
 

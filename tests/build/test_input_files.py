@@ -116,6 +116,9 @@ def test_node_from_a_pipe_is_kept_for_sync(
             os.close(fd)
         assert code == 0, err
         recorded = json.loads((out / "manifest.json").read_text())["inputs"]
+        skipped = recorded.pop("skipped")  # the example's headless Service and its slice
+        assert [k["object"] for k in skipped] == ["Service default/db",
+                                                   "EndpointSlice default/db-h6j9k"]  # fmt: skip
         assert recorded == {"node": str(out / "node.yaml"), "services": [str(SERVICES)]}
         assert (out / "node.yaml").read_bytes() == NODE.read_bytes()
     # What sync does with the record: rebuild from it.

@@ -206,6 +206,64 @@ def test_cli_exit_codes(env: Env) -> None:
     assert st.returncode == 3 and "bpfgen is not up" in st.stdout, st.stdout  # is-active's 3
 
 
+UNSERVED = """\
+apiVersion: v1
+kind: Service
+metadata: {name: v6only, namespace: default}
+spec: {clusterIP: '2001:db8::10', clusterIPs: ['2001:db8::10'], ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: thief, namespace: default, creationTimestamp: '2019-01-01T00:00:00Z'}
+spec:
+  clusterIP: 198.18.128.99
+  externalIPs: [198.18.140.23]
+  ports: [{name: http, port: 80}]
+"""
+
+
+def test_unserved_objects_are_skipped_and_shown_by_status(env: Env) -> None:
+    """issue 16: an IPv6-only Service and an externalIP at another Service's ClusterIP
+    (CVE-2020-8554) do not stop the node: compile serves the rest and says what it
+    skipped, `status` lists it; --strict refuses and writes nothing."""
+    node = env.workdir / "node.yaml"
+    node.write_text(NODE_YAML.format(sessions=65536))
+    extra = env.workdir / "unserved.yaml"
+    extra.write_text(UNSERVED)
+    out = env.workdir / "b-skip"
+    compile_cmd = [sys.executable, "-m", "bpfgen", "compile", "--no-verify", "--node", str(node),
+                   "--services", str(SERVICES), str(extra), "--out", str(out)]  # fmt: skip
+    refused = subprocess.run([*compile_cmd, "--strict"], capture_output=True, text=True)
+    assert refused.returncode == 2, refused.stderr
+    assert f"error: {extra}:4: Service default/v6only: spec.clusterIPs: IPv6-only" in refused.stderr
+    assert "198.18.140.23:80/TCP is already taken by Service default/web" in refused.stderr
+    assert not out.exists()
+    done = subprocess.run(compile_cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert ", 4 skipped, 4 notices" in done.stderr, done.stderr
+    assert f"notice: {extra}:4: Service default/v6only: spec.clusterIPs: IPv6 only" in done.stderr
+
+    up(out, env.opts)
+    info = status(env.opts)
+    assert info["in_sync"], info["differences"]
+    assert [(k["object"], k["part"], k["unsupported"]) for k in info["skipped"]] == [
+        ("Service default/db", "", False),
+        ("EndpointSlice default/db-h6j9k", "", False),
+        ("Service default/v6only", "spec.clusterIPs", True),
+        ("Service default/thief", "spec.ports[0]", True),
+    ]
+    environ = {**os.environ, "BPFGEN_BPFFS": env.opts.bpffs, "BPFGEN_RUN_DIR": env.opts.run_dir,
+               NO_IPVS_ENV: "1"}  # fmt: skip
+    text = subprocess.run(
+        [sys.executable, "-m", "bpfgen_runtime.cli", "status", "--netns", env.ns],
+        capture_output=True, text=True, env=environ,
+    ).stdout  # fmt: skip
+    assert "not served: 4 objects or parts skipped by the compile (2 unsupported" in text, text
+    thief = f"  {extra}:12: Service default/thief: spec.ports[0]: 198.18.140.23:80/TCP is "
+    assert thief in text, text
+    down(env.opts)
+
+
 def test_xdp_uplink_attach_and_down(env: Env) -> None:
     node = env.workdir / "node-xdp.yaml"
     node.write_text(NODE_YAML.format(sessions=65536).replace("hook: tc}", "hook: xdp}"))

@@ -230,7 +230,7 @@ def test_bash_completion_is_valid_and_completes(tmp_path: Path) -> None:
     subprocess.run(["bash", "-n", str(script)], check=True)
     assert _complete(script, "") == COMMANDS
     assert _complete(script, "compile", "--build", "") == list(BUILD_KINDS)
-    assert _complete(script, "sync", "d", "--s") == ["--services"]
+    assert _complete(script, "sync", "d", "--se") == ["--services"]
     assert "--no-ipvs" not in _complete(script, "up", "d", "--")
 
 

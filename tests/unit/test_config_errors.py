@@ -1185,7 +1185,9 @@ def _load(tmp_path: Path, node_text: str, services: str | tuple[str, ...] | None
     cwd = Path.cwd()
     os.chdir(tmp_path)
     try:
-        load_inputs(Path("node.yaml"), paths)
+        # strict: what bpfgen does not serve is a problem too (compile --strict); without
+        # it such objects are skipped (tests/unit/test_config_skipped.py).
+        load_inputs(Path("node.yaml"), paths, strict=True)
     finally:
         os.chdir(cwd)
 

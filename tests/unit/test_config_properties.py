@@ -28,11 +28,11 @@ from bpfgen.inputs import load_inputs
 from bpfgen.model import Inputs
 
 
-def load_texts(directory: Path, node_yaml: str, services_yaml: str) -> Inputs:
+def load_texts(directory: Path, node_yaml: str, services_yaml: str, strict: bool = False) -> Inputs:
     node, services = directory / "node.yaml", directory / "services.yaml"
     node.write_text(node_yaml)
     services.write_text(services_yaml)
-    return load_inputs(node, [services])
+    return load_inputs(node, [services], strict)
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +82,11 @@ def test_valid_configs_load(scratch: Path, cfg: GeneratedConfig) -> None:
             assert all(b.local == (b.node_name == cfg.node_name) for b in p.backends)
 
 
-@given(invalid_configs())
+@given(invalid_configs(strict=True))
 def test_invalid_configs_are_refused(scratch: Path, case: tuple[str, str, str]) -> None:
     node_yaml, services_yaml, expected = case
     with pytest.raises(InputError) as raised:
-        load_texts(scratch, node_yaml, services_yaml)
+        load_texts(scratch, node_yaml, services_yaml, strict=True)
     text = str(raised.value)
     assert expected in text
     # One line per problem: no input value can break the report's layout.

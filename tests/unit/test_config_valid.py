@@ -113,9 +113,15 @@ def test_example_services() -> None:
         "shop/frontend",
     ]
     assert inputs.notices == (
-        f"{EXAMPLES / 'services.yaml'}:210: Service default/db is headless (clusterIP: None): "
+        f"{EXAMPLES / 'services.yaml'}:210: Service default/db: headless (clusterIP: None): "
         "skipped",
+        f"{EXAMPLES / 'services.yaml'}:518: EndpointSlice default/db-h6j9k: labelled "
+        "service.kubernetes.io/headless (nothing to proxy): skipped",
     )
+    assert [(k.object, k.unsupported) for k in inputs.skipped] == [
+        ("Service default/db", False),
+        ("EndpointSlice default/db-h6j9k", False),
+    ]
     dns = service(inputs, "kube-system/kube-dns")
     assert [(p.name, p.protocol, p.port) for p in dns.ports] == [
         ("dns", Protocol.UDP, 53),
@@ -420,9 +426,12 @@ def test_load_balancer_frontends(tmp_path: Path) -> None:
     assert inputs.notices == (
         f"{file}:12: Service shop/lb: status.loadBalancer.ingress[1] has no ip (only a "
         "hostname): not used",
-        f"{file}:12: Service shop/lb: status.loadBalancer.ingress[2].ip 2001:db8::20 is IPv6: "
-        "not used (IPv4 only)",
+        f"{file}:12: Service shop/lb: status.loadBalancer.ingress[2].ip: 2001:db8::20 is IPv6: "
+        "not served yet (IPv4 only)",
     )
+    assert [(k.part, k.unsupported) for k in inputs.skipped] == [
+        ("status.loadBalancer.ingress[2].ip", True)
+    ]
 
 
 def test_proxy_ip_mode_is_not_captured(tmp_path: Path) -> None:
@@ -582,11 +591,12 @@ def test_notices_for_skipped_objects(tmp_path: Path) -> None:
     inputs = load(tmp_path, [text, WEB])
     file = tmp_path / "services0.yaml"
     assert inputs.notices == (
-        f"{file}:4: Service default/db is headless (clusterIP: None): skipped",
-        f"{file}:8: Service default/ext is ExternalName: skipped",
+        f"{file}:4: Service default/db: headless (clusterIP: None): skipped",
+        f"{file}:8: Service default/ext: type ExternalName (a DNS name, nothing to proxy): skipped",
         f"{file}:12: ConfigMap kube-system/foo ignored (bpfgen reads Service and EndpointSlice)",
         f"{file}:15: EndpointSlice default/gone-1: Service default/gone not found: skipped",
-        f"{file}:23: EndpointSlice default/web-v6 has addressType IPv6: skipped (IPv4 only)",
+        f"{file}:23: EndpointSlice default/web-v6: addressType: IPv6: not served yet (IPv4 "
+        "only): skipped",
         f"{file}:27: EndpointSlice default/mirror has no label kubernetes.io/service-name: skipped",
         f"{file}:31: Service knative of serving.knative.dev/v1 ignored (bpfgen reads "
         "Service and EndpointSlice)",
