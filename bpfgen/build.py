@@ -6,6 +6,11 @@ build happened reaches the object. Objects are cached by content: the key is
 the sha256 of the clang version, the flags and every file the compile reads
 from the build directory, so the same input and toolchain never run clang
 twice.
+
+Without clang (a node built from an image), an object is taken from the build
+directory it replaces when every file its compile reads is the same there: a
+Service change in a generic or frozen build, whose C holds no Service. A change
+that needs new C is `NeedsNewCode`, naming the files that differ.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from bpfgen.errors import BuildError, ToolchainError
+from bpfgen.errors import BuildError, NeedsNewCode, ToolchainError
 from bpfgen.render import Rendered
 
 CLANG_CANDIDATES = ("clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14", "clang")
@@ -122,11 +127,62 @@ def _first_diagnostic(stderr: str, build_dir: Path) -> str:
     return stderr.strip().splitlines()[-1] if stderr.strip() else "(no output)"
 
 
-def compile_objects(
-    build_dir: Path, rendered: Rendered, programs: Sequence[tuple[str, str]]
+def usable_toolchain() -> Toolchain | None:
+    """clang when there is a usable one, else None (no compiler on this node)."""
+    try:
+        return toolchain()
+    except ToolchainError:
+        return None
+
+
+def reused_objects(
+    build_dir: Path, rendered: Rendered, programs: Sequence[tuple[str, str]], previous: Path
 ) -> list[ObjectBuild]:
-    """Compile each (source, object) in build_dir, in parallel, through the cache."""
-    tc = toolchain()
+    """Without clang: each object from `previous` (the build directory being replaced),
+    when every file its compile reads is the same there; else NeedsNewCode."""
+    results, differ = [], set()
+    for source, obj in programs:
+        read = [f for f in rendered.files if not f.path.endswith(".bpf.c") or f.path == source]
+        changed = [f.path for f in read if _text(previous / f.path) != f.text]
+        if changed or not (previous / obj).is_file():
+            differ.update(changed or [obj])
+            continue
+        shutil.copyfile(previous / obj, build_dir / obj)
+        results.append(ObjectBuild(source, obj, "", cached=True))
+    if differ:
+        try:
+            toolchain()
+        except ToolchainError as exc:
+            raise NeedsNewCode(
+                f"{exc}; this change needs new code: {', '.join(sorted(differ))} "
+                f"{'differs' if len(differ) == 1 else 'differ'} from {previous}'s. Build "
+                "the directory where clang is and hand it over, or use a build kind that "
+                "keeps Services out of the code (--build generic or frozen)"
+            ) from None
+    return results
+
+
+def _text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def compile_objects(
+    build_dir: Path,
+    rendered: Rendered,
+    programs: Sequence[tuple[str, str]],
+    previous: Path | None = None,
+) -> list[ObjectBuild]:
+    """Compile each (source, object) in build_dir, in parallel, through the cache;
+    without clang, reuse `previous`'s objects (`reused_objects`)."""
+    tc = usable_toolchain()
+    if tc is None:
+        if previous is None:
+            toolchain()  # raises ToolchainError, saying what was looked for
+        assert previous is not None
+        return reused_objects(build_dir, rendered, programs, previous)
     cdir = cache_dir()
     results: list[ObjectBuild] = []
     running: list[tuple[ObjectBuild, subprocess.Popen[str], list[str]]] = []

@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from bpfgen import __version__
-from bpfgen.build import ObjectBuild, Toolchain, cache_root, compile_objects, toolchain
+from bpfgen.build import (
+    ObjectBuild,
+    Toolchain,
+    cache_root,
+    compile_objects,
+    toolchain,
+    usable_toolchain,
+)
 from bpfgen.errors import (
     BpfgenError,
     InputError,
@@ -149,8 +156,12 @@ def build_manifest(
     objects: dict[str, ObjectInfo],
     verified: dict[str, Verified] | None,
     inputs_desc: dict[str, Any],
+    built_by: ToolchainEntry | None = None,
 ) -> Manifest:
-    tc = toolchain()
+    """The manifest; `built_by`: the toolchain of reused objects (no clang here)."""
+    if built_by is None:
+        tc = toolchain()
+        built_by = ToolchainEntry(tc.version, tuple(tc.flags))
     programs = []
     for p in plan.programs:
         info = objects[p.object]
@@ -178,7 +189,7 @@ def build_manifest(
         mode=plan.mode,
         build=plan.build_kind,
         node=plan.node,
-        toolchain=ToolchainEntry(tc.version, tuple(tc.flags)),
+        toolchain=built_by,
         kernel=KernelEntry(platform.release(), verified is not None),
         programs=tuple(programs),
         maps=tuple(
@@ -470,7 +481,8 @@ def compile_build(
     log_dir = out.parent / f"{out.name}.logs"
     check_out(out)
     read = read_sources(node, services)
-    key = build_cache_key(read, kind, toolchain(), strict)
+    tc = usable_toolchain()  # None: no compiler here, objects come from `out` (build.py)
+    key = build_cache_key(read, kind, tc, strict) if tc is not None else None
     entry = _cached_build(key, progress)
     if key is not None and entry is not None:
         with _writing(out):
@@ -513,9 +525,18 @@ def compile_build(
         with _writing(out):
             _write_tree(tmp, rendered)
         sources = dict.fromkeys((p.source, p.object) for p in plan.programs)
-        builds = compile_objects(tmp, rendered, list(sources))
-        hits = sum(b.cached for b in builds)
-        progress(f"build: {len(builds)} objects ({hits} from cache, {len(builds) - hits} clang)")
+        previous = out if (out / "manifest.json").is_file() else None
+        builds = compile_objects(tmp, rendered, list(sources), previous)
+        built_by = None
+        if tc is None:
+            assert previous is not None  # compile_objects raised otherwise
+            built_by = read_manifest(previous / "manifest.json").toolchain
+            progress(f"build: no clang here; {len(builds)} objects as they are in {out} "
+                     "(their C is unchanged)")  # fmt: skip
+        else:
+            hits = sum(b.cached for b in builds)
+            progress(f"build: {len(builds)} objects ({hits} from cache, "
+                     f"{len(builds) - hits} clang)")  # fmt: skip
         objects = {o: inspect_object(tmp / o) for _, o in sources}
         check_against_plan(plan, objects)
         # Paths in the manifest are relative to the build directory.
@@ -527,7 +548,7 @@ def compile_build(
         with _writing(out):
             inputs_desc = _record_inputs(node_source, [str(s) for s in services], tmp, out)
             inputs_desc["skipped"] = [dataclasses.asdict(k) for k in inputs.skipped]
-        manifest = build_manifest(plan, rendered, objects, verified, inputs_desc)
+        manifest = build_manifest(plan, rendered, objects, verified, inputs_desc, built_by)
         if verified is not None:
             progress(_verified_line(manifest))
         with _writing(out):

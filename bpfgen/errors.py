@@ -68,6 +68,10 @@ class ToolchainError(BpfgenError):
     """A required tool (clang, llvm-strip) is missing or too old."""
 
 
+class NeedsNewCode(ToolchainError):
+    """No clang here, and the change needs C that the build directory does not have."""
+
+
 class OutputError(BpfgenError):
     """The build directory could not be written: the operation and the errno text."""
 

@@ -243,7 +243,7 @@ def _write(root: Path, name: str, data: bytes) -> Path:
 # ----------------------------------------------------------------------------- the run
 
 
-def _check_c(_: Path, rendered: Rendered, __: object) -> list[object]:
+def _check_c(_: Path, rendered: Rendered, __: object, ___: object = None) -> list[object]:
     """Stands in for clang: the rendered C may hold input text only in comments."""
     for f in rendered.files:
         assert MARK not in code_outside_comments(f.text), f"{f.path}: input text outside a comment"

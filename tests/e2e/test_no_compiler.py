@@ -1,0 +1,120 @@
+"""A node without clang or kernel headers (issue 16): what it can do, and what it says.
+
+The commands run in a mount namespace of their own where clang (/usr/lib/llvm-*)
+and the headers (/usr/include) are empty tmpfs mounts: the node of an image built
+without a compiler. A generic build converges a Service change there (its C holds
+no Service, so the objects of the build directory serve again, and the kernel's
+verifier checks them again); `up`, `status` and `down` need no compiler at all; a
+specialized build's Service change needs new code and says so, leaving the build
+directory and the node as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bpfgen.compiler import compile_build
+from bpfgen_runtime import status
+from bpfgen_runtime.cli import NO_IPVS_ENV
+from bpfgen_runtime.pins import is_bpffs
+from e2e.runtime_env import NODE_YAML, SERVICES, Env
+
+pytestmark = pytest.mark.root
+
+LATE = """\
+apiVersion: v1
+kind: Service
+metadata: {name: late, namespace: default}
+spec: {clusterIP: 198.18.128.77, ports: [{name: http, port: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: late-1, namespace: default, labels: {kubernetes.io/service-name: late}}
+addressType: IPv4
+ports: [{name: http, port: 80, protocol: TCP}]
+endpoints: [{addresses: [198.19.1.77], conditions: {ready: true}}]
+"""
+
+
+def without_compiler_command(
+    env: Env, command: list[str], environ: dict[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """`command` run where clang and the headers are not. The test's bpffs is mounted
+    out here first, as a node's /sys/fs/bpf is: a mount made inside would go with it."""
+    if not is_bpffs(env.opts.bpffs):
+        subprocess.run(["mount", "-t", "bpf", "bpf", env.opts.bpffs], check=True)
+    llvm = sorted(str(p) for p in Path("/usr/lib").glob("llvm-*") if p.is_dir())
+    assert llvm, "no /usr/lib/llvm-* to hide: is clang installed the Debian way?"
+    hide = " && ".join(f"mount -t tmpfs bpfgen-none {shlex.quote(d)}"
+                       for d in (*llvm, "/usr/include"))  # fmt: skip
+    check = "! clang-19 --version >/dev/null 2>&1"
+    shell = f"{hide} && {check} && exec {' '.join(shlex.quote(a) for a in command)}"
+    # An empty object cache: nothing compiled before may stand in for clang.
+    environ = {**environ, "BPFGEN_CACHE_DIR": str(env.workdir / "empty-cache")}
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", shell], environ
+
+
+def without_compiler(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m ARGS` where clang and the headers are not."""
+    environ = {**os.environ, "BPFGEN_BPFFS": env.opts.bpffs, "BPFGEN_RUN_DIR": env.opts.run_dir,
+               NO_IPVS_ENV: "1"}  # fmt: skip
+    command, environ = without_compiler_command(env, [sys.executable, "-m", *args], environ)
+    return subprocess.run(command, capture_output=True, text=True, env=environ, timeout=300)
+
+
+def built_up(env: Env, build: str) -> tuple[Path, Path]:
+    """A `build` kind of the example, compiled where clang is (as for an image), `up`
+    where it is not; (the build directory, a manifest with one Service more)."""
+    node = env.workdir / "node.yaml"
+    node.write_text(NODE_YAML.format(sessions=65536))
+    late = env.workdir / "late.yaml"
+    late.write_text(LATE)
+    out = env.workdir / build
+    compile_build(node, [SERVICES], out, build=build)
+    up = without_compiler(env, "bpfgen_runtime.cli", "up", str(out), "--netns", env.ns)
+    assert up.returncode == 0, up.stderr
+    return out, late
+
+
+def test_a_generic_build_follows_services_without_a_compiler(env: Env) -> None:
+    out, late = built_up(env, "generic")
+    before = status(env.opts)
+    assert before["in_sync"], before["differences"]
+
+    synced = without_compiler(env, "bpfgen", "sync", str(out), "--services", str(SERVICES),
+                              str(late), "--netns", env.ns, "--json")  # fmt: skip
+    assert synced.returncode == 0, synced.stderr
+    assert json.loads(synced.stdout)["changes"], synced.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"]["services"] == [str(SERVICES), str(late)]
+    assert manifest["kernel"]["verified"], "the reused objects were verified again"
+    after = status(env.opts)
+    assert after["in_sync"] and after["config_sha256"] != before["config_sha256"], after
+    shown = without_compiler(env, "bpfgen_runtime.cli", "status", "--netns", env.ns)
+    assert shown.returncode == 0 and "live state matches the build" in shown.stdout, shown
+
+    down = without_compiler(env, "bpfgen_runtime.cli", "down", "--netns", env.ns)
+    assert down.returncode == 0, down.stderr
+    assert not status(env.opts)["up"]
+
+
+def test_a_change_that_needs_new_code_says_so(env: Env) -> None:
+    out, late = built_up(env, "specialized")  # Services in the code
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    synced = without_compiler(env, "bpfgen", "sync", str(out), "--services", str(SERVICES),
+                              str(late), "--netns", env.ns)  # fmt: skip
+    assert synced.returncode == 1, synced
+    assert "this change needs new code: egress.bpf.c, ingress.bpf.c, node_config.h differ" in (
+        synced.stderr
+    ), synced.stderr
+    assert "--build generic or frozen" in synced.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert status(env.opts)["in_sync"]
