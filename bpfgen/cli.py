@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -17,7 +18,9 @@ from bpfgen_runtime.cli import (
     EXIT_BROKEN_PIPE,
     RUNTIME_COMMANDS,
     add_build_dir,
+    add_cgroup,
     add_command,
+    add_netns,
     add_subcommands,
     closed_pipe_safe,
     dispatch,
@@ -188,6 +191,58 @@ def get_parser() -> argparse.ArgumentParser:
         ((0, "printed"), (1, "FILE could not be written")),
     )
     sc.add_argument("--out", type=Path, metavar="FILE", help="write it to FILE, not stdout")
+
+    ag = add_command(
+        sub,
+        "agent",
+        "follow the cluster: converge the node on every Service change",
+        "List and watch Services and EndpointSlices from the Kubernetes API (kubeconfig, "
+        "or the in-cluster service account), and on every change (bursts settled) rebuild "
+        "DIR from them and converge the node as `sync` does (`up` the first time). A bad "
+        "object leaves the node as it was; the agent goes on. One line per convergence "
+        "on stderr, or JSON lines on stdout with --json. Runs until SIGTERM or Ctrl-C.",
+        ((0, "stopped by a signal; --once: converged"), (1, "--once: did not converge"),
+         (2, "bad usage or kubeconfig")),
+    )  # fmt: skip
+    add_build_dir(ag)
+    ag.add_argument("--node", type=Path, required=True, metavar="FILE",
+                    help="node config (bpfgen/v1 NodeConfig)")  # fmt: skip
+    ag.add_argument("--kubeconfig", type=Path, metavar="FILE", help="default: the in-cluster "
+                    "service account, else $KUBECONFIG, else ~/.kube/config")  # fmt: skip
+    ag.add_argument("--context", metavar="NAME", help="kubeconfig context (default: current)")
+    ag.add_argument("--build", choices=BUILD_KINDS, default=None, help="build kind of DIR")
+    ag.add_argument("--state-dir", type=Path, metavar="DIR",
+                    help="where the agent keeps the manifest it compiles (default: "
+                    "DIR.agent beside DIR)")  # fmt: skip
+    ag.add_argument(
+        "--debounce",
+        type=float,
+        default=0.2,
+        metavar="SECONDS",
+        help="a burst of changes ends after SECONDS without one (default 0.2)",
+    )
+    ag.add_argument(
+        "--max-delay",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="a change waits at most SECONDS for its burst to end (default 2)",
+    )
+    ag.add_argument(
+        "--resync",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="list everything again every SECONDS (default 600)",
+    )
+    ag.add_argument(
+        "--once",
+        action="store_true",
+        help="converge once from a full list, then exit (node boot, scripts)",
+    )
+    ag.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
+    add_netns(ag)
+    add_cgroup(ag)
 
     runtime = add_subcommands(sub)  # up, sync, status, down: the node-side runtime
     # bpfgen sync rebuilds DIR from these first (bpfgen-runtime's sync takes DIR as built).
@@ -369,7 +424,33 @@ def _notices_only(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from bpfgen.agent import AgentConfig, run_agent
+    from bpfgen.kube import ApiRefused
+
+    build_dir = Path(args.dir).absolute()
+    config = AgentConfig(
+        node=args.node,
+        build_dir=build_dir,
+        state_dir=args.state_dir or build_dir.with_name(f"{build_dir.name}.agent"),
+        # A `status` or `sync` by hand holds the lock for moments: wait for it.
+        opts=dataclasses.replace(runtime_options(args), lock_wait=max(args.wait, 30.0)),
+        build=args.build,
+        debounce=args.debounce,
+        max_delay=max(args.max_delay, args.debounce),
+        resync=args.resync,
+        once=args.once,
+        ready_timeout=60.0 if args.once else 1e9,
+    )
+    try:
+        return run_agent(config, args.kubeconfig, args.context, args.json)
+    except ApiRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 COMMANDS = {
+    "agent": _cmd_agent,
     "compile": _cmd_compile,
     "plan": _cmd_plan,
     "inspect": _cmd_inspect,

@@ -67,7 +67,7 @@ class HelpFormatter(argparse.HelpFormatter):
         )
 
 
-def _netns(p: argparse.ArgumentParser) -> None:
+def add_netns(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--netns",
         metavar="NAME",
@@ -137,8 +137,8 @@ def add_subcommands(sub: Any) -> dict[str, argparse.ArgumentParser]:
         "change on bad input; rolled back on failure.",
     )
     add_build_dir(u)
-    _netns(u)
-    _cgroup(u)
+    add_netns(u)
+    add_cgroup(u)
     _report_json(u)
 
     s = add_command(
@@ -149,13 +149,13 @@ def add_subcommands(sub: Any) -> dict[str, argparse.ArgumentParser]:
         "entries, programs replaced atomically.",
     )
     add_build_dir(s)
-    _netns(s)
+    add_netns(s)
     s.add_argument(
         "--reset-sessions",
         action="store_true",
         help="recreate maps whose definition changed (e.g. maxSessions); sessions are lost",
     )
-    _cgroup(s)
+    add_cgroup(s)
     _report_json(s)
 
     st = add_command(
@@ -167,7 +167,7 @@ def add_subcommands(sub: Any) -> dict[str, argparse.ArgumentParser]:
         f"only when bpfgen is up and converged, {EXIT_DIFFERS} when it is not up or has "
         "drifted.",
     )
-    _netns(st)
+    add_netns(st)
     st.add_argument(
         "--json",
         action="store_true",
@@ -191,7 +191,7 @@ def add_subcommands(sub: Any) -> dict[str, argparse.ArgumentParser]:
         "Remove every program, pin, rule, device and sysctl change that up created, and "
         "nothing else; restore the sysctls' previous values.",
     )
-    _netns(d)
+    add_netns(d)
     _report_json(d)
 
     t = add_command(
@@ -204,11 +204,11 @@ def add_subcommands(sub: Any) -> dict[str, argparse.ArgumentParser]:
         trace.EXIT_CODES,
     )
     trace.add_arguments(t)
-    _netns(t)
+    add_netns(t)
     return {"up": u, "sync": s, "status": st, "down": d, "trace": t}
 
 
-def _cgroup(p: argparse.ArgumentParser) -> None:
+def add_cgroup(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cgroup",
         default=None,

@@ -26,6 +26,7 @@ COMMANDS = [
     "inspect",
     "replay",
     "schema",
+    "agent",
     "up",
     "sync",
     "status",

@@ -1,0 +1,364 @@
+"""`bpfgen agent`: follow the cluster's Services and EndpointSlices, keep the node converged.
+
+One watcher thread per kind (bpfgen/kube.py) lists, then watches from the list's
+resourceVersion, and keeps its objects in the `Store`; a 410 Gone or the resync timer
+lists again; a broken connection is retried with backoff. The main thread waits for a
+change, lets a burst settle (`debounce`, at most `max_delay` after its first event),
+writes the store as one manifest (`STATE/services.json`) and converges the node as
+`bpfgen sync` does: compile (atomic: bad input leaves DIR as it was), then `up` the
+first time and `sync` after, under the namespace's lock. Whatever fails, the node
+keeps the last good state and the agent goes on: a bad object is reported and the
+next change converges again; valid objects bpfgen does not serve are skipped by the
+compile, one by one (docs/kube-proxy.md "Objects bpfgen does not serve").
+
+Every convergence is one line on stderr, or one JSON object a line on stdout with
+`--json`: what started it, how many objects, what was skipped, the time it took,
+and the runtime's changes or the error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bpfgen.compiler import compile_build
+from bpfgen.errors import BpfgenError, InputError, NeedsNewCode
+from bpfgen.kube import PATHS, WATCH_SECONDS, ApiError, ApiSource, Gone
+from bpfgen_runtime import Options, RuntimeOpError, sync, up
+from bpfgen_runtime.node import locked
+
+#: The manifest the agent writes and compiles, in its state directory.
+SERVICES_FILE = "services.json"
+
+
+class Store:
+    """The objects of each kind as last listed and watched, and a change counter."""
+
+    def __init__(self, kinds: tuple[str, ...]) -> None:
+        self._cond = threading.Condition()
+        self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {k: {} for k in kinds}
+        self._listed: set[str] = set()
+        self.version = 0  # bumped on every change
+        self.converged = 0  # the version last handed to a convergence
+        self.last_change = 0.0  # monotonic time of the last change
+        self.first_change = 0.0  # of the first change not yet converged
+
+    @staticmethod
+    def _key(obj: dict[str, Any]) -> tuple[str, str]:
+        meta = obj.get("metadata") or {}
+        return str(meta.get("namespace", "default")), str(meta.get("name", ""))
+
+    def replace(self, kind: str, objects: list[dict[str, Any]]) -> None:
+        new = {self._key(o): o for o in objects}
+        with self._cond:
+            changed = new != self._objects[kind] or kind not in self._listed
+            self._objects[kind] = new
+            self._listed.add(kind)
+            if changed:
+                self._changed()
+
+    def apply(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
+        key = self._key(obj)
+        with self._cond:
+            objects = self._objects[kind]
+            if event_type == "DELETED":
+                if objects.pop(key, None) is None:
+                    return
+            elif objects.get(key) == obj:
+                return
+            else:
+                objects[key] = obj
+            self._changed()
+
+    def _changed(self) -> None:
+        now = time.monotonic()
+        if self.version == self.converged:
+            self.first_change = now
+        self.version += 1
+        self.last_change = now
+        self._cond.notify_all()
+
+    def ready(self) -> bool:
+        return self._listed == set(self._objects)
+
+    def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait for `predicate`, in short waits (a signal handler runs between them)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+            return True
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def take(self) -> tuple[int, list[dict[str, Any]]]:
+        """The current version and its objects in a stable order (Services first)."""
+        with self._cond:
+            self.converged = self.version
+            items = [o for kind in self._objects for _, o in sorted(self._objects[kind].items())]
+            return self.version, items
+
+
+@dataclass
+class Backoff:
+    """Retry delays: 0.5 s doubling to `ceiling`, back to the start after a success."""
+
+    ceiling: float = 30.0
+    delay: float = 0.5
+    _next: float = field(default=0.5, init=False)
+
+    def next(self) -> float:
+        wait, self._next = self._next, min(self._next * 2, self.ceiling)
+        return wait
+
+    def reset(self) -> None:
+        self._next = self.delay
+
+
+class Watcher(threading.Thread):
+    """List, then watch, one kind into the store, until `stop` is set."""
+
+    def __init__(
+        self,
+        source: ApiSource,
+        store: Store,
+        stop: threading.Event,
+        resync: float,
+        log: Callable[[dict[str, Any]], None],
+    ) -> None:
+        super().__init__(name=f"watch-{source.kind}", daemon=True)
+        self.source, self.store, self.stop, self.resync, self.log = (
+            source, store, stop, resync, log,
+        )  # fmt: skip
+        self.lists = 0  # how many times it listed (tests read it)
+
+    def run(self) -> None:
+        backoff = Backoff()
+        kind = self.source.kind
+        while not self.stop.is_set():
+            try:
+                items, rv = self.source.list()
+                self.lists += 1
+                self.store.replace(kind, items)
+                backoff.reset()
+                due = time.monotonic() + self.resync
+                while not self.stop.is_set() and time.monotonic() < due:
+                    seconds = int(min(WATCH_SECONDS, max(1.0, due - time.monotonic())))
+                    for event in self.source.watch(rv, seconds):
+                        rv = event.resource_version or rv
+                        if event.type != "BOOKMARK":
+                            self.store.apply(kind, event.type, event.object)
+                        backoff.reset()
+                        if self.stop.is_set():
+                            return
+                # The resync timer: list again, in case a watch missed anything.
+            except Gone as exc:
+                self.log({"event": "relist", "kind": kind, "reason": str(exc)})
+            except (ApiError, OSError) as exc:
+                if self.stop.is_set():
+                    return
+                wait = backoff.next()
+                self.log({"event": "api-error", "kind": kind, "error": str(exc),
+                          "retry_in": wait})  # fmt: skip
+                self.stop.wait(wait)
+            except Exception as exc:  # a closed client on stop, or a bug: say which
+                if self.stop.is_set():
+                    return
+                wait = backoff.next()
+                self.log({"event": "api-error", "kind": kind,
+                          "error": f"{type(exc).__name__}: {exc}", "retry_in": wait})  # fmt: skip
+                self.stop.wait(wait)
+
+
+@dataclass
+class AgentConfig:
+    node: Path
+    build_dir: Path
+    state_dir: Path
+    opts: Options
+    build: str | None = None
+    debounce: float = 0.2  # quiet time that ends a burst
+    max_delay: float = 2.0  # the longest a change waits for a burst to end
+    resync: float = 600.0  # full relist of each kind
+    once: bool = False  # converge once after the first lists, then exit
+    ready_timeout: float = 1e9  # how long the first lists may take (--once: 60 s)
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        sources: list[ApiSource],
+        emit: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.config = config
+        self.sources = sources
+        self.emit = emit
+        self.stop = threading.Event()
+        self.store = Store(tuple(s.kind for s in sources))
+        self.watchers = [Watcher(s, self.store, self.stop, config.resync, emit) for s in sources]
+        self.is_up = False
+        self.converges = 0
+        self.failures = 0
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.store.wake()
+
+    def run(self) -> int:
+        """Converge on every change until stopped; 0, or 1 when `once` failed."""
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        for w in self.watchers:
+            w.start()
+        self.emit({"event": "start", "kinds": [s.kind for s in self.sources]})
+        ready = self.store.wait(lambda: self.store.ready() or self.stop.is_set(),
+                                self.config.ready_timeout)  # fmt: skip
+        if not ready:
+            self.emit(
+                {
+                    "event": "stop",
+                    "error": "the API server listed nothing within "
+                    f"{self.config.ready_timeout:g} s",
+                    "converges": 0,
+                    "failures": 1,
+                }
+            )
+            self.stop.set()
+            return 1
+        ok, retry, backoff = True, False, Backoff()
+        store = self.store
+        while not self.stop.is_set():
+            if retry:  # the node could not be converged (not the input): again, later
+                self.stop.wait(backoff.next())
+            else:
+                store.wait(lambda: store.version != store.converged or self.stop.is_set(), 1e9)
+            if self.stop.is_set():
+                break
+            self._settle()
+            why = "retry" if retry else "change" if self.converges else "start"
+            ok, retry = self.converge(why)
+            if ok:
+                backoff.reset()
+            if self.config.once:
+                break
+        self.stop.set()
+        self.emit({"event": "stop", "converges": self.converges, "failures": self.failures})
+        return 0 if ok or not self.config.once else 1
+
+    def _settle(self) -> None:
+        """Wait for a burst of changes to end: `debounce` without one, at most
+        `max_delay` after the burst's first."""
+        store, cfg = self.store, self.config
+        while not self.stop.is_set():
+            now = time.monotonic()
+            quiet_at = store.last_change + cfg.debounce
+            latest = store.first_change + cfg.max_delay
+            if now >= quiet_at or now >= latest:
+                return
+            self.stop.wait(min(quiet_at, latest) - now)
+
+    def converge(self, why: str) -> tuple[bool, bool]:
+        """Compile the store and converge the node: (converged, worth retrying as is)."""
+        cfg = self.config
+        version, items = self.store.take()
+        services = cfg.state_dir / SERVICES_FILE
+        tmp = services.with_name(f".{services.name}.tmp")
+        tmp.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items},
+                                  sort_keys=True) + "\n")  # fmt: skip
+        os.replace(tmp, services)
+        notices: list[str] = []
+
+        def progress(message: str) -> None:
+            if message.startswith("notice: "):
+                notices.append(message.removeprefix("notice: "))
+
+        start = time.monotonic()
+        record: dict[str, Any] = {"event": "converge", "why": why, "version": version,
+                                  "objects": len(items)}  # fmt: skip
+        try:
+            with locked(cfg.opts, "agent"):
+                result = compile_build(cfg.node, [services], cfg.build_dir, build=cfg.build,
+                                       progress=progress)  # fmt: skip
+                report = (sync if self.is_up else up)(cfg.build_dir, cfg.opts)
+            self.is_up = True
+            skipped = result.manifest.inputs.get("skipped", [])
+            record.update(ok=True, skipped=len(skipped), changes=report.changes,
+                          config_sha256=result.manifest.config_sha256)  # fmt: skip
+        except InputError as exc:  # the next change may fix it; retrying cannot
+            record.update(ok=False, error="bad input: the node keeps its last good state",
+                          problems=[str(p) for p in exc.problems])  # fmt: skip
+        except NeedsNewCode as exc:  # no clang here: only another change (or image) helps
+            record.update(ok=False, error=f"needs new code: {exc}")
+        except (BpfgenError, RuntimeOpError, OSError) as exc:
+            record.update(ok=False, error=str(exc), retry=True)
+        record["seconds"] = round(time.monotonic() - start, 3)
+        record["notices"] = notices
+        self.converges += 1
+        self.failures += not record["ok"]
+        self.emit(record)
+        return bool(record["ok"]), bool(record.get("retry"))
+
+
+def printer(as_json: bool) -> Callable[[dict[str, Any]], None]:
+    """How records are shown: JSON lines on stdout, or one readable line on stderr."""
+    lock = threading.Lock()
+
+    def emit(record: dict[str, Any]) -> None:
+        with lock:
+            if as_json:
+                print(json.dumps(record, sort_keys=True), flush=True)
+                return
+            stamp = time.strftime("%H:%M:%S")
+            kind = record["event"]
+            if kind == "converge" and record["ok"]:
+                text = (f"converged ({record['why']}): {record['objects']} objects, "
+                        f"{record['skipped']} skipped, {len(record['changes'])} changes "
+                        f"in {record['seconds']} s")  # fmt: skip
+            elif kind == "converge":
+                text = f"converge failed ({record['why']}): {record['error']}"
+                text += "".join(f"\n  {p}" for p in record.get("problems", []))
+            elif kind == "api-error":
+                text = (f"{record['kind']}: {record['error']}; "
+                        f"retry in {record['retry_in']} s")  # fmt: skip
+            elif kind == "relist":
+                text = f"{record['kind']}: {record['reason']}; listing again"
+            else:
+                text = " ".join(f"{k}={v}" for k, v in record.items())
+            print(f"[{stamp}] agent: {text}", file=sys.stderr, flush=True)
+            for notice in record.get("notices", []) if not as_json else []:
+                print(f"notice: {notice}", file=sys.stderr, flush=True)
+
+    return emit
+
+
+def run_agent(config: AgentConfig, kubeconfig: Path | None, context: str | None,
+              as_json: bool) -> int:  # fmt: skip
+    """The CLI's entry: connect, watch both kinds, converge until SIGTERM/SIGINT."""
+    from bpfgen.kube import connect
+
+    http = connect(kubeconfig, context)
+    agent = Agent(config, [ApiSource(http, kind) for kind in PATHS], printer(as_json))
+
+    def stop(signum: int, frame: object) -> None:
+        agent.shutdown()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):  # also when started with SIGINT ignored
+        signal.signal(sig, stop)
+    try:
+        return agent.run()
+    finally:
+        agent.shutdown()
+        http.close()

@@ -1,0 +1,237 @@
+"""`bpfgen agent` against an API server that lists, watches, compacts and fails (issue 16).
+
+The agent runs as the CLI runs it (a process, --json records on stdout) on this
+host's kernel, in a namespace of the test's own (e2e/conftest.py `env`), against
+tests/e2e/fake_apiserver.py on 127.0.0.1. Each step changes the cluster and waits
+(bounded) for the agent's record of the convergence, then checks the node: the
+build directory, the runtime's `status`, the Services the build serves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from bpfgen.compiler import compile_build
+from bpfgen_runtime import status
+from bpfgen_runtime.cli import NO_IPVS_ENV
+from e2e.fake_apiserver import FakeApiServer
+from e2e.runtime_env import NODE_YAML, SERVICES, Env
+from e2e.test_no_compiler import without_compiler_command
+
+pytestmark = pytest.mark.root
+
+STEP_SECONDS = 60  # one convergence, compile included, on a loaded 2-vCPU machine
+
+
+def late_service(port: int = 8080, name: str = "late") -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": name, "namespace": "default"},
+         "spec": {"clusterIP": "198.18.128.77", "clusterIPs": ["198.18.128.77"],
+                  "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": f"{name}-1", "namespace": "default",
+                      "labels": {"kubernetes.io/service-name": name}},
+         "addressType": "IPv4", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+         "endpoints": [{"addresses": ["198.19.1.77"], "conditions": {"ready": True}}]},
+    ]  # fmt: skip
+
+
+class Agent:
+    """The agent process and its records."""
+
+    def __init__(
+        self, env: Env, api: FakeApiServer, *extra: str, no_compiler: bool = False
+    ) -> None:
+        node = env.workdir / "node.yaml"
+        node.write_text(NODE_YAML.format(sessions=65536))
+        self.dir = env.workdir / "build"
+        self.state = env.workdir / "build.agent"
+        command = [sys.executable, "-m", "bpfgen", "agent", str(self.dir), "--node", str(node),
+                   "--kubeconfig", str(api.kubeconfig(env.workdir / "kubeconfig")), "--json",
+                   "--netns", env.ns, "--debounce", "0.3", "--max-delay", "3", *extra]  # fmt: skip
+        environ = {**os.environ, "BPFGEN_BPFFS": env.opts.bpffs,
+                   "BPFGEN_RUN_DIR": env.opts.run_dir, NO_IPVS_ENV: "1"}  # fmt: skip
+        if no_compiler:
+            command, environ = without_compiler_command(env, command, environ)
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=environ)  # fmt: skip
+        self.records: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.records.put(json.loads(line))
+
+    def next(self, match: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        """The next record that matches, within STEP_SECONDS."""
+        deadline = time.monotonic() + STEP_SECONDS
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                record = self.records.get(timeout=left)
+            except queue.Empty:
+                break
+            self.seen.append(record)
+            if match(record):
+                return record
+        self.stop()
+        stderr = self.proc.stderr.read() if self.proc.stderr else ""
+        raise AssertionError(f"no {what} in {STEP_SECONDS} s; records: {self.seen}\n{stderr}")
+
+    def converged(self) -> dict[str, Any]:
+        record = self.next(lambda r: r["event"] == "converge", "convergence")
+        assert record["ok"], record
+        return record
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def served(self) -> set[str]:
+        """The Services of the manifest the agent compiled last."""
+        items = json.loads((self.state / "services.json").read_text())["items"]
+        return {f"{o['metadata']['namespace']}/{o['metadata']['name']}" for o in items
+                if o["kind"] == "Service"}  # fmt: skip
+
+
+@pytest.fixture
+def cluster() -> Iterator[FakeApiServer]:
+    with FakeApiServer() as api:
+        for obj in yaml.safe_load(SERVICES.read_text())["items"]:
+            api.put(obj)
+        yield api
+
+
+def test_agent_follows_the_cluster(env: Env, cluster: FakeApiServer) -> None:
+    agent = Agent(env, cluster)
+    try:
+        # Start: one full list of each kind, one convergence, `up`.
+        first = agent.converged()
+        assert first["why"] == "start"
+        assert first["changes"], first  # up made the node live
+        info = status(env.opts)
+        assert info["in_sync"] and info["config_sha256"] == first["config_sha256"], info
+        assert "default/web" in agent.served()
+        # kube-proxy's selector: the headless Service's slice is never listed.
+        assert first["objects"] == sum(
+            1 for kind in cluster.objects.values() for o in kind.values()
+            if "service.kubernetes.io/headless" not in o["metadata"].get("labels", {})
+        )  # fmt: skip
+
+        # A new Service: watched, converged, in the build and live.
+        for obj in late_service():
+            cluster.put(obj)
+        record = agent.converged()
+        assert record["why"] == "change" and record["config_sha256"] != first["config_sha256"]
+        assert "default/late" in agent.served()
+        config_h = (agent.dir / "node_config.h").read_text()
+        assert "198.18.128.77: ClusterIP of default/late" in config_h
+        assert status(env.opts)["config_sha256"] == record["config_sha256"]
+
+        # A burst of 20 changes within a second: a few convergences, the last state.
+        for port in range(9000, 9020):
+            cluster.put(late_service(port)[0])
+            time.sleep(0.05)
+        record = agent.converged()
+        while '"port": 9019' not in (agent.state / "services.json").read_text():
+            record = agent.converged()
+        assert len([r for r in agent.seen if r["event"] == "converge"]) <= 2 + 3
+
+        # A malformed object: reported, the node keeps its last good state.
+        good = record["config_sha256"]
+        bad = late_service(name="broken")[0]
+        bad["spec"]["ports"][0]["port"] = 0
+        bad["spec"]["clusterIP"] = bad["spec"]["clusterIPs"][0] = "198.18.128.78"
+        cluster.put(bad)
+        failed = agent.next(lambda r: r["event"] == "converge" and not r["ok"], "failure")
+        assert "keeps its last good state" in failed["error"], failed
+        assert any("Service default/broken: spec.ports[0].port" in p for p in failed["problems"])
+        info = status(env.opts)
+        assert info["in_sync"] and info["config_sha256"] == good
+        cluster.delete("Service", "default", "broken")
+        assert agent.converged()["config_sha256"] == good  # the same inputs again
+
+        # Events missed while the watch was down, history compacted: 410, list again.
+        cluster.freeze()
+        cluster.delete("Service", "default", "late")
+        cluster.delete("EndpointSlice", "default", "late-1")
+        cluster.compact()
+        cluster.drop_watches()
+        cluster.freeze(False)
+        agent.next(lambda r: r["event"] == "relist", "relist after 410")
+        agent.converged()
+        assert "default/late" not in agent.served()
+
+        # The API server fails for a while: retried with backoff, then followed again.
+        cluster.fail(3)
+        cluster.drop_watches()
+        error = agent.next(lambda r: r["event"] == "api-error", "API error")
+        assert "503" in error["error"] and error["retry_in"] > 0
+        for obj in late_service():
+            cluster.put(obj)
+        # The slice may come first (its watch was back first): converged as it comes.
+        agent.converged()
+        while "default/late" not in agent.served():
+            agent.converged()
+        assert status(env.opts)["in_sync"]
+    finally:
+        code = agent.stop()
+    assert code == 0
+    stop = agent.next(lambda r: r["event"] == "stop", "stop record")
+    assert stop["failures"] == 1, agent.seen  # the malformed object's, nothing else
+    assert stop["converges"] <= 12, agent.seen
+
+
+def test_agent_without_a_compiler_follows_services(env: Env, cluster: FakeApiServer) -> None:
+    """The node of an image: a generic build made where clang is, the agent where it
+    is not. Service changes converge (the objects serve again); none needs clang."""
+    node = env.workdir / "image-node.yaml"
+    node.write_text(NODE_YAML.format(sessions=65536))
+    compile_build(node, [SERVICES], env.workdir / "build", build="generic")
+    agent = Agent(env, cluster, "--build", "generic", no_compiler=True)
+    try:
+        first = agent.converged()
+        for obj in late_service():
+            cluster.put(obj)
+        record = agent.converged()
+        assert record["config_sha256"] != first["config_sha256"]
+        assert "default/late" in agent.served()
+        info = status(env.opts)
+        assert info["in_sync"] and info["config_sha256"] == record["config_sha256"], info
+    finally:
+        assert agent.stop() == 0
+    assert agent.next(lambda r: r["event"] == "stop", "stop record")["failures"] == 0
+
+
+def test_agent_once_and_a_bad_kubeconfig(env: Env, cluster: FakeApiServer) -> None:
+    node = env.workdir / "node.yaml"
+    node.write_text(NODE_YAML.format(sessions=65536))
+    environ = {**os.environ, "BPFGEN_BPFFS": env.opts.bpffs,
+               "BPFGEN_RUN_DIR": env.opts.run_dir, NO_IPVS_ENV: "1"}  # fmt: skip
+    command = [sys.executable, "-m", "bpfgen", "agent", str(env.workdir / "b"), "--node",
+               str(node), "--netns", env.ns, "--once"]  # fmt: skip
+    missing = subprocess.run([*command, "--kubeconfig", str(env.workdir / "nope")],
+                             capture_output=True, text=True, env=environ, timeout=60)  # fmt: skip
+    assert missing.returncode == 2 and missing.stderr.startswith("error: kubeconfig"), missing
+    once = subprocess.run(
+        [*command, "--kubeconfig", str(cluster.kubeconfig(env.workdir / "kc"))],
+        capture_output=True, text=True, env=environ, timeout=120,
+    )  # fmt: skip
+    assert once.returncode == 0, once.stderr
+    assert "agent: converged (start)" in once.stderr, once.stderr
+    assert status(env.opts)["in_sync"]
