@@ -95,6 +95,39 @@ class Decision:
     reason: str
     runtime: bool = False  # read from bpfgen_cfg (generic and frozen builds)
 
+    @property
+    def stage(self) -> Stage:
+        return stage_of(self.source)
+
+
+class Stage(enum.Enum):
+    """When a value is known (docs/specialization.md "Stages").
+
+    image: the same on every node of a cluster (CIDRs, SNAT range, timeouts, mark,
+    features, map sizes, bpfgen's own): known when a node image is built. boot: this
+    node's (its name, addresses, pod CIDR, zone). run: the Services and endpoints,
+    changing while the node runs.
+    """
+
+    IMAGE = "image"
+    BOOT = "boot"
+    RUN = "run"
+
+
+_STAGES = (
+    (("cluster.", "snat.", "features.", "datapath.", "(fixed)"), Stage.IMAGE),
+    (("node.", "interfaces"), Stage.BOOT),
+    (("services", "EndpointSlices", "config sha256"), Stage.RUN),
+)
+
+
+def stage_of(source: str) -> Stage:
+    """The stage of a value from the input it comes from (Decision.source)."""
+    for prefixes, stage in _STAGES:
+        if source.startswith(prefixes):
+            return stage
+    raise ValueError(f"no stage for a value from {source!r}: add it to plan/ir.py _STAGES")
+
 
 @dataclass(frozen=True)
 class Frontend:
@@ -317,7 +350,7 @@ class Plan:
             mode=self.mode,
             node=self.node_name,
             decisions=tuple(
-                DecisionEntry(d.name, d.value, d.source, d.reason, d.runtime)
+                DecisionEntry(d.name, d.value, d.source, d.reason, d.runtime, d.stage.value)
                 for d in self.decisions
             ),
             frontends_in_map=self.frontends_in_map,
@@ -374,8 +407,16 @@ class Plan:
         for d in self.decisions:
             how = ("load time" if self.frozen else "run time") if d.runtime else "constant"
             lines.append(
-                f"  {d.name:<{width}}  {d.value:<{vwidth}}  {how:<8}  {d.source}: {d.reason}"
+                f"  {d.name:<{width}}  {d.value:<{vwidth}}  {d.stage.value:<5}  {how:<8}  "
+                f"{d.source}: {d.reason}"
             )
+        # What a node without clang cannot change (docs/agent.md "No compiler on the node").
+        compiled = [d.name for d in self.decisions if d.stage is not Stage.IMAGE and not d.runtime]
+        if not self.frontends_in_map:
+            compiled.append("the frontends (matched as code)")
+        if compiled:
+            lines += ["", "compiled in although not the same on every node or for every set "
+                      "of Services (a change needs clang): " + ", ".join(compiled)]  # fmt: skip
         where = "in map bpfgen_frontends" if self.frontends_in_map else "matched as code"
         lines += ["", f"frontends: {len(self.frontends)}, {where}"]
         for f in self.frontends:

@@ -544,7 +544,7 @@ def node_decisions(
         Decision(
             "BPFGEN_FRONTENDS_IN_MAP",
             str(int(in_map)),
-            "services",
+            "(fixed)" if generic else "services",  # generic builds: whatever the Services
             f"{kind} build: frontends always in a map"
             if generic
             else (

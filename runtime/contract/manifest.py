@@ -143,6 +143,7 @@ class DecisionEntry:
     source: str
     reason: str
     runtime: bool
+    stage: str = ""  # image, boot or run (bpfgen.plan.ir.Stage); "" in older manifests
 
 
 @dataclass(frozen=True)

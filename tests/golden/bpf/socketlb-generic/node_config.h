@@ -43,7 +43,7 @@
  *   BPFGEN_SNAT_MAX_SESSIONS = 64
  *       snat.maxSessions: size of bpfgen_nat_v4 and bpfgen_rnat_v4
  *   BPFGEN_FRONTENDS_IN_MAP = 1
- *       services: generic build: frontends always in a map
+ *       (fixed): generic build: frontends always in a map
  *   BPFGEN_SOURCE_RANGES = 0
  *       services[].spec.loadBalancerSourceRanges: no Service has loadBalancerSourceRanges: the check is compiled out
  *   BPFGEN_SRC_RANGES_MAX = 64
@@ -140,7 +140,7 @@ struct bpfgen_config bpfgen_cfg;
 #define BPFGEN_PROTO_ICMP (bpfgen_cfg.proto_icmp)
 /* snat.maxSessions */
 #define BPFGEN_SNAT_MAX_SESSIONS 64
-/* services */
+/* (fixed) */
 #define BPFGEN_FRONTENDS_IN_MAP 1
 /* services[].spec.loadBalancerSourceRanges */
 #define BPFGEN_SOURCE_RANGES 0
