@@ -29,24 +29,11 @@ from bpfgen_runtime.cli import NO_IPVS_ENV
 from e2e.fake_apiserver import FakeApiServer
 from e2e.runtime_env import NODE_YAML, SERVICES, Env
 from e2e.test_no_compiler import without_compiler_command
+from tests.one_more_service import late_objects
 
 pytestmark = pytest.mark.root
 
 STEP_SECONDS = 60  # one convergence, compile included, on a loaded 2-vCPU machine
-
-
-def late_service(port: int = 8080, name: str = "late") -> list[dict[str, Any]]:
-    return [
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": name, "namespace": "default"},
-         "spec": {"clusterIP": "198.18.128.77", "clusterIPs": ["198.18.128.77"],
-                  "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}},
-        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-         "metadata": {"name": f"{name}-1", "namespace": "default",
-                      "labels": {"kubernetes.io/service-name": name}},
-         "addressType": "IPv4", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
-         "endpoints": [{"addresses": ["198.19.1.77"], "conditions": {"ready": True}}]},
-    ]  # fmt: skip
 
 
 class Agent:
@@ -134,7 +121,7 @@ def test_agent_follows_the_cluster(env: Env, cluster: FakeApiServer) -> None:
         )  # fmt: skip
 
         # A new Service: watched, converged, in the build and live.
-        for obj in late_service():
+        for obj in late_objects():
             cluster.put(obj)
         record = agent.converged()
         assert record["why"] == "change" and record["config_sha256"] != first["config_sha256"]
@@ -145,7 +132,7 @@ def test_agent_follows_the_cluster(env: Env, cluster: FakeApiServer) -> None:
 
         # A burst of 20 changes within a second: a few convergences, the last state.
         for port in range(9000, 9020):
-            cluster.put(late_service(port)[0])
+            cluster.put(late_objects(port)[0])
             time.sleep(0.05)
         record = agent.converged()
         while '"port": 9019' not in (agent.state / "services.json").read_text():
@@ -154,7 +141,7 @@ def test_agent_follows_the_cluster(env: Env, cluster: FakeApiServer) -> None:
 
         # A malformed object: reported, the node keeps its last good state.
         good = record["config_sha256"]
-        bad = late_service(name="broken")[0]
+        bad = late_objects(name="broken")[0]
         bad["spec"]["ports"][0]["port"] = 0
         bad["spec"]["clusterIP"] = bad["spec"]["clusterIPs"][0] = "198.18.128.78"
         cluster.put(bad)
@@ -182,7 +169,7 @@ def test_agent_follows_the_cluster(env: Env, cluster: FakeApiServer) -> None:
         cluster.drop_watches()
         error = agent.next(lambda r: r["event"] == "api-error", "API error")
         assert "503" in error["error"] and error["retry_in"] > 0
-        for obj in late_service():
+        for obj in late_objects():
             cluster.put(obj)
         # The slice may come first (its watch was back first): converged as it comes.
         agent.converged()
@@ -206,7 +193,7 @@ def test_agent_without_a_compiler_follows_services(env: Env, cluster: FakeApiSer
     agent = Agent(env, cluster, "--build", "generic", no_compiler=True)
     try:
         first = agent.converged()
-        for obj in late_service():
+        for obj in late_objects():
             cluster.put(obj)
         record = agent.converged()
         assert record["config_sha256"] != first["config_sha256"]

@@ -25,22 +25,9 @@ from bpfgen_runtime import status
 from bpfgen_runtime.cli import NO_IPVS_ENV
 from bpfgen_runtime.pins import is_bpffs
 from e2e.runtime_env import NODE_YAML, SERVICES, Env
+from tests.one_more_service import LATE_YAML
 
 pytestmark = pytest.mark.root
-
-LATE = """\
-apiVersion: v1
-kind: Service
-metadata: {name: late, namespace: default}
-spec: {clusterIP: 198.18.128.77, ports: [{name: http, port: 8080}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: late-1, namespace: default, labels: {kubernetes.io/service-name: late}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints: [{addresses: [198.19.1.77], conditions: {ready: true}}]
-"""
 
 
 def without_compiler_command(
@@ -75,7 +62,7 @@ def built_up(env: Env, build: str) -> tuple[Path, Path]:
     node = env.workdir / "node.yaml"
     node.write_text(NODE_YAML.format(sessions=65536))
     late = env.workdir / "late.yaml"
-    late.write_text(LATE)
+    late.write_text(LATE_YAML)
     out = env.workdir / build
     compile_build(node, [SERVICES], out, build=build)
     up = without_compiler(env, "bpfgen_runtime.cli", "up", str(out), "--netns", env.ns)

@@ -12,25 +12,11 @@ from bpfgen.inputs import load_inputs
 from bpfgen.plan import BUILD_KINDS, make_plan
 from bpfgen.plan.ir import Stage
 from bpfgen.render import render
+from tests.one_more_service import LATE_YAML
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE = ROOT / "examples" / "node.yaml"
 SERVICES = ROOT / "examples" / "services.yaml"
-
-LATE = """\
-apiVersion: v1
-kind: Service
-metadata: {name: late, namespace: default}
-spec: {clusterIP: 198.18.128.77, ports: [{name: http, port: 8080}, {name: dns, port: 53,
-       protocol: UDP}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: late-1, namespace: default, labels: {kubernetes.io/service-name: late}}
-addressType: IPv4
-ports: [{name: http, port: 80, protocol: TCP}]
-endpoints: [{addresses: [198.19.1.77], conditions: {ready: true}}]
-"""
 
 
 def other_node(tmp_path: Path, mode: str = "ipvs") -> Path:
@@ -65,7 +51,7 @@ def test_a_generic_build_renders_the_same_c_on_every_node_and_services(tmp_path:
     """ipvs mode: another node of the pool (name, address, pod CIDR), with one Service
     more, renders byte-identical C: the objects serve every node, no clang needed."""
     late = tmp_path / "late.yaml"
-    late.write_text(LATE)
+    late.write_text(LATE_YAML)
     for kind in ("generic", "frozen"):
         here = make_plan(load_inputs(NODE, [SERVICES]), build=kind)
         there = make_plan(load_inputs(other_node(tmp_path), [SERVICES, late]), build=kind)
