@@ -214,7 +214,10 @@ def plan(basis: PlanBasis) -> Plan:
     svc = _svc_plan(inputs, frontends, in_map)
     total_members = sum(len(f.members) for f in frontends)
     backends_max = max(64, pow2_at_least(2 * total_members))
-    rows = max(1, len(frontends))
+    # Generic and frozen builds: a row per possible frontend id (headroom as for
+    # bpfgen_svc_frontends), so that their C does not change when a Service is added
+    # and a node without clang keeps its objects (docs/agent.md).
+    rows = basis.frontends_max if generic else max(1, len(frontends))
     no_backend = [f for f in frontends if not f.backends]
     most = max((len(f.members) for f in frontends), default=0)
     draining = sum(len(f.draining) for f in frontends)
@@ -271,11 +274,20 @@ def plan(basis: PlanBasis) -> Plan:
             "BPFGEN_MAGLEV_ROWS",
             str(rows),
             "services",
-            "bpfgen_svc_maglev rows: one per frontend id"
+            (
+                "bpfgen_svc_maglev rows: one per possible frontend id (bpfgen_svc_frontends' size)"
+                if generic
+                else "bpfgen_svc_maglev rows: one per frontend id"
+            )
             if svc.maglev and not svc.maglev_in_rodata
             else "unused: no bpfgen_svc_maglev map",
         ),
-        Decision("BPFGEN_SVC_FRONTENDS", str(len(frontends)), "services", "frontend ids 0..n-1"),
+        Decision(
+            "BPFGEN_SVC_FRONTENDS",
+            "0" if in_map else str(len(frontends)),
+            "services",
+            "unused: frontends in maps" if in_map else "frontend ids 0..n-1",
+        ),
         Decision(
             "BPFGEN_SVC_HIDDEN",
             str(int(in_map or bool(shortcuts))),
@@ -289,7 +301,7 @@ def plan(basis: PlanBasis) -> Plan:
         ),
         Decision(
             "BPFGEN_SVC_BACKENDS_TOTAL",
-            str(max(1, len(svc.backends))),
+            "1" if in_map else str(max(1, len(svc.backends))),
             "services",
             "unused: frontends in maps"
             if in_map
@@ -297,7 +309,7 @@ def plan(basis: PlanBasis) -> Plan:
         ),
         Decision(
             "BPFGEN_SVC_SEARCH_STEPS",
-            str(max(1, most.bit_length())),
+            "1" if in_map else str(max(1, most.bit_length())),
             "services",
             "unused: frontends in maps"
             if in_map

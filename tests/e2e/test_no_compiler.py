@@ -56,11 +56,15 @@ def without_compiler(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, env=environ, timeout=300)
 
 
-def built_up(env: Env, build: str) -> tuple[Path, Path]:
+def built_up(env: Env, build: str, mode: str = "ipvs") -> tuple[Path, Path]:
     """A `build` kind of the example, compiled where clang is (as for an image), `up`
     where it is not; (the build directory, a manifest with one Service more)."""
     node = env.workdir / "node.yaml"
-    node.write_text(NODE_YAML.format(sessions=65536))
+    text = NODE_YAML.format(sessions=65536)
+    if mode == "bpf":
+        assert "datapath: {mode: ipvs, scheduler: rr}" in text
+        text = text.replace("{mode: ipvs, scheduler: rr}", "{mode: bpf, scheduler: maglev}")
+    node.write_text(text)
     late = env.workdir / "late.yaml"
     late.write_text(LATE_YAML)
     out = env.workdir / build
@@ -70,8 +74,9 @@ def built_up(env: Env, build: str) -> tuple[Path, Path]:
     return out, late
 
 
-def test_a_generic_build_follows_services_without_a_compiler(env: Env) -> None:
-    out, late = built_up(env, "generic")
+@pytest.mark.parametrize("mode", ["ipvs", "bpf"])
+def test_a_generic_build_follows_services_without_a_compiler(env: Env, mode: str) -> None:
+    out, late = built_up(env, "generic", mode)
     before = status(env.opts)
     assert before["in_sync"], before["differences"]
 

@@ -62,15 +62,15 @@
  *       datapath.maglevTableSize: Maglev table slots M (prime); unused: no Maglev
  *   BPFGEN_MAGLEV_IN_MAP = 0
  *       services: scheduler random: no Maglev tables
- *   BPFGEN_MAGLEV_ROWS = 7
+ *   BPFGEN_MAGLEV_ROWS = 64
  *       services: unused: no bpfgen_svc_maglev map
- *   BPFGEN_SVC_FRONTENDS = 7
- *       services: frontend ids 0..n-1
+ *   BPFGEN_SVC_FRONTENDS = 0
+ *       services: unused: frontends in maps
  *   BPFGEN_SVC_HIDDEN = 1
  *       services: frontends in maps: a sync may add a hidden frontend (0.0.0.0/8), never a destination
- *   BPFGEN_SVC_BACKENDS_TOTAL = 14
+ *   BPFGEN_SVC_BACKENDS_TOTAL = 1
  *       services: unused: frontends in maps
- *   BPFGEN_SVC_SEARCH_STEPS = 3
+ *   BPFGEN_SVC_SEARCH_STEPS = 1
  *       services: unused: frontends in maps
  *   BPFGEN_SVC_DRAINING = 1
  *       EndpointSlices: 4 listed endpoint(s) not ready, over all frontends: their sessions go on, new flows avoid them (member lists of their own)
@@ -157,15 +157,15 @@ struct bpfgen_config bpfgen_cfg;
 /* services */
 #define BPFGEN_MAGLEV_IN_MAP 0
 /* services */
-#define BPFGEN_MAGLEV_ROWS 7
+#define BPFGEN_MAGLEV_ROWS 64
 /* services */
-#define BPFGEN_SVC_FRONTENDS 7
+#define BPFGEN_SVC_FRONTENDS 0
 /* services */
 #define BPFGEN_SVC_HIDDEN 1
 /* services */
-#define BPFGEN_SVC_BACKENDS_TOTAL 14
+#define BPFGEN_SVC_BACKENDS_TOTAL 1
 /* services */
-#define BPFGEN_SVC_SEARCH_STEPS 3
+#define BPFGEN_SVC_SEARCH_STEPS 1
 /* EndpointSlices */
 #define BPFGEN_SVC_DRAINING 1
 /* services */
