@@ -12,7 +12,9 @@ runs what a different kernel can change, not the whole suite again (docs/testing
   VM_BUILDS), the kube-proxy conformance table on one build per mode, each row on
   one of them (the module's vm_keeps; tests/conftest.py deselects the rest);
 - the datapath on real sockets: the bpf mode's basic end-to-end cases in namespaces,
-  tc, XDP and the socket programs (the ipvs mode's are tests/vm/guest_ipvs.py).
+  tc, XDP and the socket programs (the ipvs mode's are tests/vm/guest_ipvs.py);
+- a node without a compiler: the runtime and the agent where clang and the headers
+  are hidden, objects reused and verified by this kernel.
 Everything else is the same code on any kernel (parsing, planning, rendering, the
 runtime's bookkeeping, long load runs) and runs on the host only.
 """
@@ -45,6 +47,9 @@ SECOND_KERNEL: tuple[str, ...] = (
     "tests/e2e/test_bpf_mode_xdp.py::test_nodeport_to_a_backend_behind_the_uplink_is_sent_back_at_xdp",
     "tests/e2e/test_bpf_mode_sock.py::test_tcp_to_clusterip_reaches_a_backend_shown_as_the_vip",
     "tests/e2e/test_bpf_mode_sock.py::test_udp_reply_comes_from_the_vip",
+    # a node without clang or headers (issue 16): up/sync/status/down, and the agent
+    "tests/e2e/test_no_compiler.py",
+    "tests/e2e/test_agent.py::test_agent_without_a_compiler_follows_services",
 )
 
 
