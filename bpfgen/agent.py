@@ -295,21 +295,108 @@ class Agent:
                 report = (sync if self.is_up else up)(cfg.build_dir, cfg.opts)
             self.is_up = True
             skipped = result.manifest.inputs.get("skipped", [])
-            record.update(ok=True, skipped=len(skipped), changes=report.changes,
+            record.update(ok=True, result="ok", skipped=len(skipped), changes=report.changes,
                           config_sha256=result.manifest.config_sha256)  # fmt: skip
         except InputError as exc:  # the next change may fix it; retrying cannot
-            record.update(ok=False, error="bad input: the node keeps its last good state",
+            record.update(ok=False, result="bad-input",
+                          error="bad input: the node keeps its last good state",
                           problems=[str(p) for p in exc.problems])  # fmt: skip
         except NeedsNewCode as exc:  # no clang here: only another change (or image) helps
-            record.update(ok=False, error=f"needs new code: {exc}")
+            record.update(ok=False, result="needs-new-code", error=f"needs new code: {exc}")
         except (BpfgenError, RuntimeOpError, OSError) as exc:
-            record.update(ok=False, error=str(exc), retry=True)
+            record.update(ok=False, result="error", error=str(exc), retry=True)
         record["seconds"] = round(time.monotonic() - start, 3)
         record["notices"] = notices
         self.converges += 1
         self.failures += not record["ok"]
         self.emit(record)
         return bool(record["ok"]), bool(record.get("retry"))
+
+
+class Metrics:
+    """The records, counted for Prometheus (`--metrics HOST:PORT`, GET /metrics)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.converges: dict[str, int] = {}  # by result
+        self.relists: dict[str, int] = {}  # by kind
+        self.api_errors: dict[str, int] = {}  # by kind
+        self.gauges: dict[str, float] = {"in_sync": 0.0}
+
+    def observe(self, record: dict[str, Any]) -> None:
+        with self.lock:
+            event = record["event"]
+            if event == "converge":
+                result = record["result"]
+                self.converges[result] = self.converges.get(result, 0) + 1
+                self.gauges["last_converge_seconds"] = record["seconds"]
+                self.gauges["in_sync"] = 1.0 if record["ok"] else 0.0
+                if record["ok"]:
+                    self.gauges["last_success_timestamp_seconds"] = round(time.time(), 3)
+                    self.gauges["objects"] = record["objects"]
+                    self.gauges["skipped_objects"] = record["skipped"]
+            elif event == "relist":
+                self.relists[record["kind"]] = self.relists.get(record["kind"], 0) + 1
+            elif event == "api-error":
+                self.api_errors[record["kind"]] = self.api_errors.get(record["kind"], 0) + 1
+
+    def text(self) -> str:
+        """The Prometheus text exposition format (0.0.4)."""
+        with self.lock:
+            out: list[str] = []
+
+            def family(name: str, kind: str, doc: str, samples: dict[str, float],
+                       label: str | None) -> None:  # fmt: skip
+                out.append(f"# HELP bpfgen_agent_{name} {doc}")
+                out.append(f"# TYPE bpfgen_agent_{name} {kind}")
+                for key, value in sorted(samples.items()):
+                    labels = f'{{{label}="{key}"}}' if label else ""
+                    out.append(f"bpfgen_agent_{name}{labels} {value:g}")
+
+            family("converges_total", "counter", "Convergences by result (ok, bad-input, "
+                   "needs-new-code, error).", dict(self.converges), "result")  # fmt: skip
+            family("relists_total", "counter", "Lists again after 410 Gone, by kind.",
+                   dict(self.relists), "kind")  # fmt: skip
+            family("api_errors_total", "counter", "Failed API requests, by kind (retried).",
+                   dict(self.api_errors), "kind")  # fmt: skip
+            docs = {
+                "in_sync": "1 when the last convergence succeeded: the node has the cluster's "
+                "last state.",
+                "last_converge_seconds": "Duration of the last convergence.",
+                "last_success_timestamp_seconds": "When the last convergence succeeded.",
+                "objects": "Objects in the last good convergence.",
+                "skipped_objects": "Objects or parts the last good convergence did not "
+                "serve (status lists them).",
+            }
+            for name, value in sorted(self.gauges.items()):
+                family(name, "gauge", docs[name], {"": value}, None)
+            return "\n".join(out) + "\n"
+
+
+def serve_metrics(metrics: Metrics, address: tuple[str, int]) -> tuple[str, int]:
+    """Serve GET /metrics on `address` from a daemon thread; the address bound."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404)
+                return
+            body = metrics.text().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(address, Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    host, port = server.server_address[:2]
+    return str(host), int(port)
 
 
 def printer(as_json: bool) -> Callable[[dict[str, Any]], None]:
@@ -335,6 +422,8 @@ def printer(as_json: bool) -> Callable[[dict[str, Any]], None]:
                         f"retry in {record['retry_in']} s")  # fmt: skip
             elif kind == "relist":
                 text = f"{record['kind']}: {record['reason']}; listing again"
+            elif kind == "metrics":
+                text = f"metrics at {record['url']}"
             else:
                 text = " ".join(f"{k}={v}" for k, v in record.items())
             print(f"[{stamp}] agent: {text}", file=sys.stderr, flush=True)
@@ -345,12 +434,21 @@ def printer(as_json: bool) -> Callable[[dict[str, Any]], None]:
 
 
 def run_agent(config: AgentConfig, kubeconfig: Path | None, context: str | None,
-              as_json: bool) -> int:  # fmt: skip
+              as_json: bool, metrics_at: tuple[str, int] | None = None) -> int:  # fmt: skip
     """The CLI's entry: connect, watch both kinds, converge until SIGTERM/SIGINT."""
     from bpfgen.kube import connect
 
     http = connect(kubeconfig, context)
-    agent = Agent(config, [ApiSource(http, kind) for kind in PATHS], printer(as_json))
+    show, metrics = printer(as_json), Metrics()
+
+    def emit(record: dict[str, Any]) -> None:
+        metrics.observe(record)
+        show(record)
+
+    agent = Agent(config, [ApiSource(http, kind) for kind in PATHS], emit)
+    if metrics_at is not None:
+        host, port = serve_metrics(metrics, metrics_at)
+        emit({"event": "metrics", "url": f"http://{host}:{port}/metrics"})
 
     def stop(signum: int, frame: object) -> None:
         agent.shutdown()

@@ -85,6 +85,14 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    """HOST:PORT ([v6]:PORT for IPv6), for a listening socket."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9440)")
+    return host.strip("[]"), int(port)
+
+
 def number(text: str) -> int:
     """An integer in any base Python reads: 16384, 0x4000."""
     return int(text, 0)
@@ -241,6 +249,9 @@ def get_parser() -> argparse.ArgumentParser:
         help="converge once from a full list, then exit (node boot, scripts)",
     )
     ag.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
+    ag.add_argument("--metrics", type=_host_port, metavar="HOST:PORT",
+                    help="serve Prometheus metrics at http://HOST:PORT/metrics (e.g. "
+                    "127.0.0.1:9440; port 0: any, said in the first record)")  # fmt: skip
     add_netns(ag)
     add_cgroup(ag)
 
@@ -443,7 +454,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         ready_timeout=60.0 if args.once else 1e9,
     )
     try:
-        return run_agent(config, args.kubeconfig, args.context, args.json)
+        return run_agent(config, args.kubeconfig, args.context, args.json, args.metrics)
     except ApiRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -105,8 +106,9 @@ def cluster() -> Iterator[FakeApiServer]:
 
 
 def test_agent_follows_the_cluster(env: Env, cluster: FakeApiServer) -> None:
-    agent = Agent(env, cluster)
+    agent = Agent(env, cluster, "--metrics", "127.0.0.1:0")
     try:
+        url = agent.next(lambda r: r["event"] == "metrics", "metrics address")["url"]
         # Start: one full list of each kind, one convergence, `up`.
         first = agent.converged()
         assert first["why"] == "start"
@@ -176,6 +178,20 @@ def test_agent_follows_the_cluster(env: Env, cluster: FakeApiServer) -> None:
         while "default/late" not in agent.served():
             agent.converged()
         assert status(env.opts)["in_sync"]
+
+        # The same story in the metrics.
+        with urllib.request.urlopen(url, timeout=10) as response:
+            metrics = response.read().decode()
+        samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines()
+                       if not line.startswith("#"))  # fmt: skip
+        ok = sum(r["ok"] for r in agent.seen if r["event"] == "converge")
+        assert float(samples['bpfgen_agent_converges_total{result="ok"}']) >= ok, metrics
+        assert samples['bpfgen_agent_converges_total{result="bad-input"}'] == "1"
+        assert sum(float(v) for k, v in samples.items() if "relists_total" in k) >= 1
+        assert sum(float(v) for k, v in samples.items() if "api_errors_total" in k) >= 1
+        assert samples["bpfgen_agent_in_sync"] == "1"
+        assert samples["bpfgen_agent_skipped_objects"] == "1"  # the headless Service
+        assert "# TYPE bpfgen_agent_converges_total counter\n" in metrics
     finally:
         code = agent.stop()
     assert code == 0
