@@ -154,12 +154,12 @@ def run(sizes: list[int], rounds: int, verify: bool) -> list[dict[str, Any]]:
 
 
 def insns_table(sizes: list[int], mode: str = "ipvs") -> list[dict[str, Any]]:
-    """Object and verifier-processed instructions, specialized vs generic (bpf mode: and
-    frozen), by service count."""
+    """Object and verifier-processed instructions of every build kind, by service count."""
     from bpfgen.compiler import compile_build
+    from bpfgen.plan import BUILD_KINDS
 
     rows = []
-    kinds = ("specialized", "generic") if mode == "ipvs" else ("specialized", "generic", "frozen")
+    kinds = BUILD_KINDS
     with tempfile.TemporaryDirectory(prefix="bpfgen-insns-") as tmp:
         root = Path(tmp)
         node = root / "node.yaml"
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--insns",
         action="store_true",
-        help="instruction counts instead of timing, specialized vs generic (sizes 1 16 64 65)",
+        help="instruction counts instead of timing, every build kind (sizes 1 16 64 65)",
     )
     ap.add_argument(
         "--mode",

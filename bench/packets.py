@@ -1,9 +1,10 @@
-"""Part 1 of `make bench`: what one packet costs, specialized vs generic vs frozen.
+"""Part 1 of `make bench`: what one packet costs in each build kind.
 
-The same node configuration is compiled three ways (plan.BUILD_KINDS):
+The same node configuration is compiled in every build kind (plan.BUILD_KINDS):
 specialized (node values are C constants), generic (read from a `.bss` struct
-per packet) and frozen (the generic C, the struct `const volatile` in `.rodata`:
-constants to the verifier, not to clang). Each build is loaded whole with
+per packet), frozen (the generic C, the struct `const volatile` in `.rodata`:
+constants to the verifier, not to clang) and image (frozen, with the values
+every node shares as C constants). Each build is loaded whole with
 `BuildUnderTest` (shared session maps, `map_init.json` written, the runtime
 config set before load) and its programs run on crafted frames with
 BPF_PROG_TEST_RUN: no device, nothing attached.
@@ -397,7 +398,7 @@ def _ratios(
 ) -> dict[str, Any]:
     spec = "specialized"
     out: dict[str, Any] = {"ns": {}, "processed": {}, "object": {}}
-    for other in ("generic", "frozen"):
+    for other in (k for k in BUILD_KINDS if k != spec):
         out["ns"][other] = {lb: ns[spec][lb]["median"] / ns[other][lb]["median"] for lb in labels}
         for what in ("processed", "object"):
             out[what][other] = {
@@ -457,6 +458,7 @@ def table(result: dict[str, Any]) -> str:
         "(classes the program leaves unchanged only). Ratio < 1: specialized is faster.",
         "",
     ]
+    others = [k for k in BUILD_KINDS if k != "specialized"]
     for name, c in result["configs"].items():
         where = "code" if c["frontends_as_code"] else "map"
         floor = ", ".join(f"{k} {v:.0f}" for k, v in c["timer_floor_ns"].items())
@@ -464,9 +466,14 @@ def table(result: dict[str, Any]) -> str:
             f"**{name}** ({c['frontends']} frontends, specialized: {where}; timer floor per "
             f"call ≈ {floor} ns)",
             "",
-            "| program/class | specialized ns | generic ns | frozen ns | spec/generic "
-            "| spec/frozen | amortized ns spec / gen / frozen |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| program/class | "
+            + " | ".join(f"{k} ns" for k in BUILD_KINDS)
+            + " | "
+            + " | ".join(f"spec/{k}" for k in others)
+            + " | amortized ns "
+            + " / ".join(BUILD_KINDS)
+            + " |",
+            "|---|" + "---:|" * (len(BUILD_KINDS) + len(others) + 1),
         ]
         for lb in c["classes"]:
             ns = c["ns_per_packet"]
@@ -476,27 +483,29 @@ def table(result: dict[str, Any]) -> str:
                 if lb in am["specialized"]
                 else "–"
             )
-            out.append(
-                f"| {lb} | {_ns_cell(ns['specialized'][lb])} | {_ns_cell(ns['generic'][lb])} "
-                f"| {_ns_cell(ns['frozen'][lb])} | {c['ratios']['ns']['generic'][lb]:.2f} "
-                f"| {c['ratios']['ns']['frozen'][lb]:.2f} | {amort} |"
-            )
+            cells = [_ns_cell(ns[k][lb]) for k in BUILD_KINDS]
+            cells += [f"{c['ratios']['ns'][k][lb]:.2f}" for k in others]
+            out.append(f"| {lb} | " + " | ".join(cells) + f" | {amort} |")
         out += [
             "| ingress/established | same path as ingress/new (ingress keeps no forward "
-            "state) | | | | | |",
+            "state) |" + " |" * (len(BUILD_KINDS) + len(others)),
             "",
-            "| program | object insns spec / gen / frozen | verifier processed spec / gen / "
-            "frozen | processed spec/generic | processed spec/frozen |",
-            "|---|---:|---:|---:|---:|",
+            "| program | object insns "
+            + " / ".join(BUILD_KINDS)
+            + " | verifier processed "
+            + " / ".join(BUILD_KINDS)
+            + " | "
+            + " | ".join(f"processed spec/{k}" for k in others)
+            + " |",
+            "|---|---:|---:|" + "---:|" * len(others),
         ]
         for prog in c["insns"]["specialized"]:
             i = c["insns"]
             objs = " / ".join(f"{i[k][prog]['object']:,}" for k in BUILD_KINDS)
             proc = " / ".join(f"{i[k][prog]['processed']:,}" for k in BUILD_KINDS)
             r = c["ratios"]["processed"]
-            out.append(
-                f"| {prog} | {objs} | {proc} | {r['generic'][prog]:.2f} | {r['frozen'][prog]:.2f} |"
-            )
+            ratios = " | ".join(f"{r[k][prog]:.2f}" for k in others)
+            out.append(f"| {prog} | {objs} | {proc} | {ratios} |")
         out.append("")
     t = result["targets"]
     proc = t["processed_le_0.62_generic"]

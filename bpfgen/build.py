@@ -9,7 +9,7 @@ twice.
 
 Without clang (a node built from an image), an object is taken from the build
 directory it replaces when every file its compile reads is the same there: a
-Service change in a generic or frozen build, whose C holds no Service. A change
+Service change in an image, frozen or generic build, whose C holds no Service. A change
 that needs new C is `NeedsNewCode`, naming the files that differ.
 """
 
@@ -157,7 +157,7 @@ def reused_objects(
                 f"{exc}; this change needs new code: {', '.join(sorted(differ))} "
                 f"{'differs' if len(differ) == 1 else 'differ'} from {previous}'s. Build "
                 "the directory where clang is and hand it over, or use a build kind that "
-                "keeps Services out of the code (--build generic or frozen)"
+                "keeps Services out of the code (--build image, frozen or generic)"
             ) from None
     return results
 

@@ -245,10 +245,12 @@ def plan(basis: PlanBasis) -> Plan:
         ),
         Decision(
             "BPFGEN_SELECTION_SEED",
-            "(bpfgen_cfg.selection_seed)" if generic else f"0x{node.selection_seed:08x}U",
+            "(bpfgen_cfg.selection_seed)"
+            if basis.at_load("datapath.selectionSeed")
+            else f"0x{node.selection_seed:08x}U",
             "datapath.selectionSeed",
             "backend-selection hash seed, the same on every node (not BPFGEN_HASH_SEED)",
-            runtime=generic,
+            runtime=basis.at_load("datapath.selectionSeed"),
         ),
         Decision(
             "BPFGEN_SCHED_MAGLEV",

@@ -326,7 +326,7 @@ class Plan:
     @property
     def frozen(self) -> bool:
         """`bpfgen_cfg` is `const volatile` in `.rodata`: constants to the verifier."""
-        return self.build is BuildKind.FROZEN
+        return self.build in (BuildKind.FROZEN, BuildKind.IMAGE)
 
     @property
     def config_section(self) -> str | None:
@@ -396,7 +396,14 @@ class Plan:
             "",
             "decisions:",
         ]
-        if self.frozen:
+        if self.build is BuildKind.IMAGE:
+            lines[-1:-1] = [
+                "(image: the image stage's values are C constants; the others are in",
+                " bpfgen_cfg, const volatile in .rodata, set before load: constants to the",
+                " verifier, not to clang)",
+                "",
+            ]
+        elif self.frozen:
             lines[-1:-1] = [
                 "(frozen: bpfgen_cfg is const volatile in .rodata, set before load; the verifier",
                 " sees constants, clang does not)",

@@ -28,9 +28,11 @@ from bpfgen.plan.ir import (
     Plan,
     ProgramPlan,
     SourceRangeRule,
+    Stage,
     SvcPlan,
     be16_expr,
     be32_expr,
+    stage_of,
 )
 from bpfgen_runtime.contract import BuildKind, Scheduler, layouts
 from bpfgen_runtime.contract.manifest import InterfaceEntry, NodeEntry, Timeouts
@@ -322,6 +324,13 @@ class PlanBasis:
         """generic and frozen builds render the same C reads."""
         return self.kind is not BuildKind.SPECIALIZED
 
+    def at_load(self, source: str) -> bool:
+        """Is the value from `source` read from bpfgen_cfg (else a C constant)? Generic
+        and frozen builds: every node value; image builds: all but the image stage's."""
+        if self.kind is BuildKind.IMAGE:
+            return stage_of(source) is not Stage.IMAGE
+        return self.generic
+
     @property
     def protocols(self) -> set[Protocol]:
         return {f.protocol for f in self.frontends}
@@ -527,10 +536,10 @@ def node_decisions(
     decisions = [
         Decision(
             name,
-            f"({gen})" if generic and gen else spec,
+            f"({gen})" if gen and basis.at_load(source) else spec,
             source,
             reason,
-            runtime=generic and gen is not None,
+            runtime=gen is not None and basis.at_load(source),
         )
         for name, spec, gen, source, reason in table
     ]

@@ -31,7 +31,7 @@ IPPROTO_UDP = 17
 _PROTO_NUMBERS = {Protocol.TCP: IPPROTO_TCP, Protocol.UDP: IPPROTO_UDP}
 _NS = 1_000_000_000
 
-BUILD_KINDS = ("specialized", "generic", "frozen")
+BUILD_KINDS = ("specialized", "generic", "frozen", "image")
 
 
 class Policy(enum.Enum):

@@ -34,11 +34,15 @@ class BuildKind(enum.StrEnum):
     frozen       the same C as generic, the struct `const volatile` in `.rodata`:
                  set before load, frozen, so the verifier sees constants and
                  prunes dead branches (Cilium, Calico), while clang does not.
+    image        frozen, but the values of the image stage (the same on every node
+                 of a cluster: CIDRs, SNAT range, timeouts, features) are C
+                 constants: what a node image ships (docs/specialization.md).
     """
 
     SPECIALIZED = "specialized"
     GENERIC = "generic"
     FROZEN = "frozen"
+    IMAGE = "image"
 
     @property
     def config_section(self) -> str | None:
@@ -52,6 +56,7 @@ CONFIG_SECTION: dict[BuildKind, str | None] = {
     BuildKind.SPECIALIZED: None,
     BuildKind.GENERIC: ".bss",
     BuildKind.FROZEN: ".rodata",
+    BuildKind.IMAGE: ".rodata",
 }
 
 

@@ -107,6 +107,6 @@ def test_a_change_that_needs_new_code_says_so(env: Env) -> None:
     assert "this change needs new code: egress.bpf.c, ingress.bpf.c, node_config.h differ" in (
         synced.stderr
     ), synced.stderr
-    assert "--build generic or frozen" in synced.stderr
+    assert "--build image, frozen or generic" in synced.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert status(env.opts)["in_sync"]

@@ -58,7 +58,7 @@ def test_a_generic_build_renders_the_same_c_on_every_node_and_services(
     late = tmp_path / "late.yaml"
     late.write_text(LATE_YAML)
     node = other_node(tmp_path, mode, same=True)
-    for kind in ("generic", "frozen"):
+    for kind in ("generic", "frozen", "image"):
         here = make_plan(load_inputs(node, [SERVICES]), build=kind)
         there = make_plan(load_inputs(other_node(tmp_path, mode), [SERVICES, late]), build=kind)
         assert {f.path: f.text for f in render(here).files} == {
