@@ -271,14 +271,15 @@ class Agent:
             self.stop.wait(min(quiet_at, latest) - now)
 
     def converge(self, why: str) -> tuple[bool, bool]:
-        """Compile the store and converge the node: (converged, worth retrying as is)."""
+        """Compile the store and converge the node: (converged, worth retrying as is).
+
+        An object the compile finds malformed is rejected (left out, named in the
+        record) and the rest compiled again: one bad object does not hold the node's
+        other changes back. Problems elsewhere (the node file) fail the convergence."""
         cfg = self.config
         version, items = self.store.take()
         services = cfg.state_dir / SERVICES_FILE
-        tmp = services.with_name(f".{services.name}.tmp")
-        tmp.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items},
-                                  sort_keys=True) + "\n")  # fmt: skip
-        os.replace(tmp, services)
+        rejected: list[dict[str, Any]] = []
         notices: list[str] = []
 
         def progress(message: str) -> None:
@@ -290,8 +291,20 @@ class Agent:
                                   "objects": len(items)}  # fmt: skip
         try:
             with locked(cfg.opts, "agent"):
-                result = compile_build(cfg.node, [services], cfg.build_dir, build=cfg.build,
-                                       progress=progress)  # fmt: skip
+                while True:  # each round leaves out at least one object
+                    notices.clear()  # only the notices of the compile that goes through
+                    _write_list(services, items)
+                    try:
+                        result = compile_build(cfg.node, [services], cfg.build_dir,
+                                               build=cfg.build, progress=progress)  # fmt: skip
+                        break
+                    except InputError as exc:
+                        bad = _objects_at_fault(exc, services, len(items))
+                        if bad is None:
+                            raise  # not only objects' problems: nothing to leave out
+                        rejected += [{"object": _label(items[i]), "problems": problems}
+                                     for i, problems in sorted(bad.items())]  # fmt: skip
+                        items = [o for i, o in enumerate(items) if i not in bad]
                 report = (sync if self.is_up else up)(cfg.build_dir, cfg.opts)
             self.is_up = True
             skipped = result.manifest.inputs.get("skipped", [])
@@ -307,10 +320,36 @@ class Agent:
             record.update(ok=False, result="error", error=str(exc), retry=True)
         record["seconds"] = round(time.monotonic() - start, 3)
         record["notices"] = notices
+        record["rejected"] = rejected
         self.converges += 1
         self.failures += not record["ok"]
         self.emit(record)
         return bool(record["ok"]), bool(record.get("retry"))
+
+
+def _write_list(path: Path, items: list[dict[str, Any]]) -> None:
+    """The objects as one `kind: List`, object i on line i + 2 (so that a problem's
+    line names its object), sorted keys: equal objects are equal bytes."""
+    body = ",\n".join(json.dumps(o, sort_keys=True) for o in items)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f'{{"apiVersion": "v1", "kind": "List", "items": [\n{body}\n]}}\n')
+    os.replace(tmp, path)
+
+
+def _objects_at_fault(exc: InputError, path: Path, count: int) -> dict[int, list[str]] | None:
+    """Object index -> its problems, when every problem is one object's; else None."""
+    bad: dict[int, list[str]] = {}
+    for p in exc.problems:
+        index = p.line - 2
+        if Path(p.file) != path or not 0 <= index < count:
+            return None
+        bad.setdefault(index, []).append(str(p))
+    return bad or None
+
+
+def _label(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{obj.get('kind')} {meta.get('namespace', 'default')}/{meta.get('name')}"
 
 
 class Metrics:
@@ -333,8 +372,9 @@ class Metrics:
                 self.gauges["in_sync"] = 1.0 if record["ok"] else 0.0
                 if record["ok"]:
                     self.gauges["last_success_timestamp_seconds"] = round(time.time(), 3)
-                    self.gauges["objects"] = record["objects"]
+                    self.gauges["objects"] = record["objects"] - len(record["rejected"])
                     self.gauges["skipped_objects"] = record["skipped"]
+                    self.gauges["rejected_objects"] = len(record["rejected"])
             elif event == "relist":
                 self.relists[record["kind"]] = self.relists.get(record["kind"], 0) + 1
             elif event == "api-error":
@@ -367,6 +407,8 @@ class Metrics:
                 "objects": "Objects in the last good convergence.",
                 "skipped_objects": "Objects or parts the last good convergence did not "
                 "serve (status lists them).",
+                "rejected_objects": "Malformed objects the last good convergence left out "
+                "(its record names them).",
             }
             for name, value in sorted(self.gauges.items()):
                 family(name, "gauge", docs[name], {"": value}, None)
@@ -412,8 +454,12 @@ def printer(as_json: bool) -> Callable[[dict[str, Any]], None]:
             kind = record["event"]
             if kind == "converge" and record["ok"]:
                 text = (f"converged ({record['why']}): {record['objects']} objects, "
-                        f"{record['skipped']} skipped, {len(record['changes'])} changes "
-                        f"in {record['seconds']} s")  # fmt: skip
+                        f"{record['skipped']} skipped, {len(record['rejected'])} rejected, "
+                        f"{len(record['changes'])} changes in {record['seconds']} s")  # fmt: skip
+                for r in record["rejected"]:
+                    text += f"\n  rejected {r['object']}:" + "".join(
+                        f"\n    {p}" for p in r["problems"]
+                    )
             elif kind == "converge":
                 text = f"converge failed ({record['why']}): {record['error']}"
                 text += "".join(f"\n  {p}" for p in record.get("problems", []))
