@@ -223,6 +223,12 @@ def plan(basis: PlanBasis) -> Plan:
     draining = sum(len(f.draining) for f in frontends)
     sticky = [f for f in frontends if f.affinity_timeout is not None]
     shortcuts = [f for f in frontends if f.kind is FrontendKind.POD_SHORTCUT]
+
+    def counted(n: int, what: str) -> str:
+        """`n what` in a specialized build's comments; in the others, whose C must not
+        change with the Services (build.py reuse), no count."""
+        return what if generic else f"{n} {what}"
+
     decisions = node_decisions(
         basis,
         icmp_reason="echo requests to VIPs answered by svc_in "
@@ -321,8 +327,8 @@ def plan(basis: PlanBasis) -> Plan:
             "BPFGEN_SVC_DRAINING",
             str(int(svc.draining)),
             "EndpointSlices",
-            f"{draining} listed endpoint(s) not ready, over all frontends: their sessions "
-            "go on, new flows avoid them (member lists of their own)"
+            f"{counted(draining, 'listed endpoint(s)')} not ready, over all frontends: their "
+            "sessions go on, new flows avoid them (member lists of their own)"
             if svc.draining
             else "every listed endpoint is selectable: a frontend's members are its backends",
         ),
@@ -330,8 +336,8 @@ def plan(basis: PlanBasis) -> Plan:
             "BPFGEN_SVC_AFFINITY",
             str(int(bool(sticky))),
             "services",
-            f"{len(sticky)} frontends with sessionAffinity ClientIP: a new flow goes to its "
-            "client's backend of the last timeoutSeconds (bpfgen_affinity_v4)"
+            f"{counted(len(sticky), 'frontends')} with sessionAffinity ClientIP: a new flow goes "
+            "to its client's backend of the last timeoutSeconds (bpfgen_affinity_v4)"
             if sticky
             else "no sessionAffinity ClientIP: compiled out",
         ),
@@ -355,9 +361,9 @@ def plan(basis: PlanBasis) -> Plan:
             "BPFGEN_REJECT_NO_BACKEND",
             "1",
             "services",
-            f"{len(no_backend)} frontends without backends: TCP answered with a RST, UDP "
-            "with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend "
-            "(a RST, IP options: dropped, drop_no_backend)",
+            f"{counted(len(no_backend), 'frontends')} without backends: TCP answered with a "
+            "RST, UDP with an ICMP port unreachable (kube-proxy's REJECT); counted "
+            "reject_no_backend (a RST, IP options: dropped, drop_no_backend)",
         ),
     ]
     maps = session_maps(

@@ -533,12 +533,18 @@ def node_decisions(
             icmp_reason,
         ),
     ]
+    # A value set at load is not in the C, and neither is why it has that value: the
+    # C of a build that reads it must not change with the Services (build.py reuse).
+    at_load_reasons = {
+        "BPFGEN_PROTO_TCP": "TCP path: taken when a Service uses TCP (set at load)",
+        "BPFGEN_PROTO_UDP": "UDP path: taken when a Service uses UDP (set at load)",
+    }
     decisions = [
         Decision(
             name,
             f"({gen})" if gen and basis.at_load(source) else spec,
             source,
-            reason,
+            at_load_reasons.get(name, reason) if gen and basis.at_load(source) else reason,
             runtime=gen is not None and basis.at_load(source),
         )
         for name, spec, gen, source, reason in table
@@ -566,8 +572,8 @@ def node_decisions(
             "BPFGEN_SOURCE_RANGES",
             str(int(bool(basis.source_ranges))),
             "services[].spec.loadBalancerSourceRanges",
-            f"{len(basis.source_ranges)} LB IP:port/proto with source ranges: checked in "
-            "bpfgen_src_ranges before any translation"
+            ("LB IP:port/proto" if generic else f"{len(basis.source_ranges)} LB IP:port/proto")
+            + " with source ranges: checked in bpfgen_src_ranges before any translation"
             if basis.source_ranges
             else "no Service has loadBalancerSourceRanges: the check is compiled out",
         ),

@@ -255,7 +255,8 @@ SERVICE_TABLES = ("bpfgen_svc_frontends", "bpfgen_svc_backends", "bpfgen_svc_mem
 SESSION_MAPS = ("bpfgen_nat_v4", "bpfgen_rnat_v4", "bpfgen_counters")
 SERVICE_VIPS = {"a": "198.18.128.21", "b": "198.18.128.22", "c": "198.18.128.23",
                 "d": "198.18.128.24",
-                "z": "198.18.128.26"}  # fmt: skip
+                "z": "198.18.128.26",
+                **{f"z{i:02d}": f"198.18.129.{i + 1}" for i in range(40)}}  # fmt: skip
 
 
 def _bpf_services(names: list[str]) -> str:
@@ -381,19 +382,22 @@ def test_bpf_mode_sync_reusing_a_removed_frontend_id_replaces_tables(env: Env) -
 
 
 def test_bpf_mode_sync_resized_service_table_replaces_it(env: Env) -> None:
-    """Maglev in a map has one row per frontend: a Service added (even after the others,
-    ids stable) resizes bpfgen_svc_maglev. Service tables hold no sessions: the sync is
-    not refused (no --reset-sessions), the table is replaced with the programs."""
+    """Maglev in a map has one row per possible frontend id (64, or twice the frontends,
+    a power of two): Services added past that (even after the others, ids stable)
+    resize bpfgen_svc_maglev. Service tables hold no sessions: the sync is not refused
+    (no --reset-sessions), the table is replaced with the programs."""
     opts = _production(env)
     up(_generic_bpf_build(env, ["b", "d"], "maglev"), opts)
     inodes = _inodes(opts)
-    grown = _generic_bpf_build(env, ["b", "d", "z"], "maglev")
+    more = [f"z{i:02d}" for i in range(40)]  # 43 frontends: 128 rows
+    grown = _generic_bpf_build(env, ["b", "d", "z", *more], "maglev")
     report = sync(grown, opts)
     replaced = [c for c in report.changes if c.startswith("service tables replaced")]
     assert len(replaced) == 1, report.changes
     assert replaced[0].startswith(
-        "service tables replaced with the programs: definition changed: bpfgen_svc_maglev ("
+        "service tables replaced with the programs: definition changed: "
     ), replaced
+    assert "bpfgen_svc_maglev (" in replaced[0], replaced  # (the frontend map grew too)
     manifest = json.loads((grown / "manifest.json").read_text())
     want = next(m["max_entries"] for m in manifest["maps"] if m["name"] == "bpfgen_svc_maglev")
     with PinnedMap(os.path.join(opts.pin_dir(), "bpfgen_svc_maglev")) as m:

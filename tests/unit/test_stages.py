@@ -57,13 +57,25 @@ def test_a_generic_build_renders_the_same_c_on_every_node_and_services(
     renders byte-identical C: the objects serve every node, no clang needed."""
     late = tmp_path / "late.yaml"
     late.write_text(LATE_YAML)
+    none = tmp_path / "none.yaml"  # what an image is built from: no Service yet
+    none.write_text("apiVersion: v1\nkind: List\nitems: []\n")
     node = other_node(tmp_path, mode, same=True)
     for kind in ("generic", "frozen", "image"):
         here = make_plan(load_inputs(node, [SERVICES]), build=kind)
         there = make_plan(load_inputs(other_node(tmp_path, mode), [SERVICES, late]), build=kind)
+        image = make_plan(load_inputs(node, [none]), build=kind)
         assert {f.path: f.text for f in render(here).files} == {
             f.path: f.text for f in render(there).files
         }, kind
+        # From no Service at all: the same C but for the switches a Service turns on
+        # the first time it needs the path (the bpf mode: draining endpoints, affinity).
+        differ = {d.name for d in here.decisions if d not in image.decisions}
+        assert differ == (set() if mode == "ipvs" else {"BPFGEN_SVC_DRAINING",
+                                                         "BPFGEN_SVC_AFFINITY"}), kind  # fmt: skip
+        if mode == "ipvs":
+            assert {f.path: f.text for f in render(here).files} == {
+                f.path: f.text for f in render(image).files
+            }, kind
         compiled = [d.name for d in here.decisions if d.stage is not Stage.IMAGE and not d.runtime]
         assert compiled[:3] == ["BPFGEN_SOURCE_RANGES", "BPFGEN_SRC_RANGES_MAX",
                                 "BPFGEN_FRONTENDS_MAX"], kind  # fmt: skip

@@ -35,9 +35,9 @@
  *   BPFGEN_TIMEOUT_ICMP_NS = (bpfgen_cfg.timeout_icmp_ns) (run time)
  *       snat.timeouts.icmp: 60s idle
  *   BPFGEN_PROTO_TCP = (bpfgen_cfg.proto_tcp) (run time)
- *       services: TCP path kept: a service uses TCP
+ *       services: TCP path: taken when a Service uses TCP (set at load)
  *   BPFGEN_PROTO_UDP = (bpfgen_cfg.proto_udp) (run time)
- *       services: UDP path kept: a service uses UDP
+ *       services: UDP path: taken when a Service uses UDP (set at load)
  *   BPFGEN_PROTO_ICMP = (bpfgen_cfg.proto_icmp) (run time)
  *       features.icmpEcho: echo requests to VIPs answered by svc_in (kept)
  *   BPFGEN_SNAT_MAX_SESSIONS = 64
@@ -73,15 +73,15 @@
  *   BPFGEN_SVC_SEARCH_STEPS = 1
  *       services: unused: frontends in maps
  *   BPFGEN_SVC_DRAINING = 1
- *       EndpointSlices: 4 listed endpoint(s) not ready, over all frontends: their sessions go on, new flows avoid them (member lists of their own)
+ *       EndpointSlices: listed endpoint(s) not ready, over all frontends: their sessions go on, new flows avoid them (member lists of their own)
  *   BPFGEN_SVC_AFFINITY = 1
- *       services: 1 frontends with sessionAffinity ClientIP: a new flow goes to its client's backend of the last timeoutSeconds (bpfgen_affinity_v4)
+ *       services: frontends with sessionAffinity ClientIP: a new flow goes to its client's backend of the last timeoutSeconds (bpfgen_affinity_v4)
  *   BPFGEN_MAGLEV_TABLES = 1
  *       services: unused: no Maglev table in .rodata
  *   BPFGEN_SVC_BACKENDS_MAX = 64
  *       services: bpfgen_svc_backends/_members size: 2x the members, power of two, at least 64
  *   BPFGEN_REJECT_NO_BACKEND = 1
- *       services: 2 frontends without backends: TCP answered with a RST, UDP with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend (a RST, IP options: dropped, drop_no_backend)
+ *       services: frontends without backends: TCP answered with a RST, UDP with an ICMP port unreachable (kube-proxy's REJECT); counted reject_no_backend (a RST, IP options: dropped, drop_no_backend)
  *   BPFGEN_SOCK_LB = 1
  *       datapath.socketLB: node processes -> services: cgroup connect4/sendmsg4/recvmsg4/getpeername4 on /sys/fs/cgroup (sock.bpf.o; socket-level DNAT, no per-packet NAT)
  *   BPFGEN_SOCK_CLIENT = (bpfgen_cfg.node_addrs[0]) (run time)

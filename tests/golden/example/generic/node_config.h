@@ -35,9 +35,9 @@
  *   BPFGEN_TIMEOUT_ICMP_NS = (bpfgen_cfg.timeout_icmp_ns) (run time)
  *       snat.timeouts.icmp: 60s idle
  *   BPFGEN_PROTO_TCP = (bpfgen_cfg.proto_tcp) (run time)
- *       services: TCP path kept: a service uses TCP
+ *       services: TCP path: taken when a Service uses TCP (set at load)
  *   BPFGEN_PROTO_UDP = (bpfgen_cfg.proto_udp) (run time)
- *       services: UDP path kept: a service uses UDP
+ *       services: UDP path: taken when a Service uses UDP (set at load)
  *   BPFGEN_PROTO_ICMP = (bpfgen_cfg.proto_icmp) (run time)
  *       features.icmpEcho: ICMP echo translation kept
  *   BPFGEN_SNAT_MAX_SESSIONS = 65536
