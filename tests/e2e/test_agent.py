@@ -9,6 +9,7 @@ build directory, the runtime's `status`, the Services the build serves.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -25,11 +26,11 @@ import pytest
 import yaml
 
 from bpfgen.compiler import compile_build
-from bpfgen_runtime import status
+from bpfgen_runtime import Options, status
 from bpfgen_runtime.cli import NO_IPVS_ENV
 from e2e.fake_apiserver import FakeApiServer
 from e2e.runtime_env import NODE_YAML, SERVICES, Env
-from e2e.test_no_compiler import without_compiler_command
+from e2e.test_no_compiler import node_yaml, without_compiler_command
 from tests.one_more_service import late_objects
 
 pytestmark = pytest.mark.root
@@ -41,10 +42,15 @@ class Agent:
     """The agent process and its records."""
 
     def __init__(
-        self, env: Env, api: FakeApiServer, *extra: str, no_compiler: bool = False
+        self,
+        env: Env,
+        api: FakeApiServer,
+        *extra: str,
+        no_compiler: bool = False,
+        mode: str = "ipvs",
     ) -> None:
         node = env.workdir / "node.yaml"
-        node.write_text(NODE_YAML.format(sessions=65536))
+        node.write_text(node_yaml(mode))
         self.dir = env.workdir / "build"
         self.state = env.workdir / "build.agent"
         command = [sys.executable, "-m", "bpfgen", "agent", str(self.dir), "--node", str(node),
@@ -97,25 +103,64 @@ class Agent:
                 if o["kind"] == "Service"}  # fmt: skip
 
 
+def dual_stack() -> list[dict[str, Any]]:
+    """A dual-stack Service as a 1.30 API server returns it, its endpoints in two IPv4
+    slices and one IPv6 slice (the endpoint controller's shape)."""
+    service = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "dual", "namespace": "default", "uid": "5e1f",
+                            "creationTimestamp": "2025-01-02T03:04:05Z",
+                            "managedFields": [{"manager": "kubectl", "operation": "Update"}]},
+               "spec": {"clusterIP": "198.18.128.80",
+                        "clusterIPs": ["198.18.128.80", "2001:db8::80"],
+                        "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack",
+                        "ports": [{"name": "http", "port": 80, "protocol": "TCP",
+                                   "targetPort": 8080}], "type": "ClusterIP"}}  # fmt: skip
+
+    def slice_(name: str, family: str, address: str) -> dict[str, Any]:
+        return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": name, "namespace": "default",
+                             "labels": {"kubernetes.io/service-name": "dual"}},
+                "addressType": family,
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [{"addresses": [address], "conditions": {"ready": True}}]}  # fmt: skip
+
+    return [
+        service,
+        slice_("dual-a", "IPv4", "198.19.1.80"),
+        slice_("dual-b", "IPv4", "198.19.2.80"),
+        slice_("dual-c", "IPv6", "2001:db8:1::80"),
+    ]
+
+
+def waiting(env: Env) -> Options:
+    """The test's options, waiting for the agent's lock: it may be converging."""
+    return dataclasses.replace(env.opts, lock_wait=60.0)
+
+
 @pytest.fixture
 def cluster() -> Iterator[FakeApiServer]:
+    """The stand-in, with the example's objects (read back from a cluster: managedFields,
+    a headless Service) and a dual-stack Service in three slices."""
     with FakeApiServer() as api:
-        for obj in yaml.safe_load(SERVICES.read_text())["items"]:
+        for obj in [*yaml.safe_load(SERVICES.read_text())["items"], *dual_stack()]:
             api.put(obj)
         yield api
 
 
-def test_agent_follows_the_cluster(env: Env, cluster: FakeApiServer) -> None:
-    agent = Agent(env, cluster, "--metrics", "127.0.0.1:0")
+@pytest.mark.parametrize("mode", ["bpf", "ipvs"])
+def test_agent_follows_the_cluster(env: Env, cluster: FakeApiServer, mode: str) -> None:
+    agent = Agent(env, cluster, "--metrics", "127.0.0.1:0", mode=mode)
     try:
         url = agent.next(lambda r: r["event"] == "metrics", "metrics address")["url"]
         # Start: one full list of each kind, one convergence, `up`.
         first = agent.converged()
         assert first["why"] == "start"
         assert first["changes"], first  # up made the node live
-        info = status(env.opts)
+        info = status(waiting(env))
         assert info["in_sync"] and info["config_sha256"] == first["config_sha256"], info
-        assert "default/web" in agent.served()
+        assert {"default/web", "default/dual"} <= agent.served()
+        # Skipped: the headless Service, dual's IPv6 address and its IPv6 slice.
+        assert first["skipped"] == 3, first
         # kube-proxy's selector: the headless Service's slice is never listed.
         assert first["objects"] == sum(
             1 for kind in cluster.objects.values() for o in kind.values()
@@ -128,9 +173,9 @@ def test_agent_follows_the_cluster(env: Env, cluster: FakeApiServer) -> None:
         record = agent.converged()
         assert record["why"] == "change" and record["config_sha256"] != first["config_sha256"]
         assert "default/late" in agent.served()
-        config_h = (agent.dir / "node_config.h").read_text()
-        assert "198.18.128.77: ClusterIP of default/late" in config_h
-        assert status(env.opts)["config_sha256"] == record["config_sha256"]
+        c = "".join(p.read_text() for p in agent.dir.glob("*.[ch]"))
+        assert "ClusterIP 198.18.128.77:8080/TCP" in c  # the frontend, as code
+        assert status(waiting(env))["config_sha256"] == record["config_sha256"]
 
         # A burst of 20 changes within a second: a few convergences, the last state.
         for port in range(9000, 9020):
@@ -156,7 +201,7 @@ def test_agent_follows_the_cluster(env: Env, cluster: FakeApiServer) -> None:
                    for p in rejected["problems"]), rejected  # fmt: skip
         text = (agent.state / "services.json").read_text()
         assert '"port": 9100' in text and '"broken"' not in text
-        info = status(env.opts)
+        info = status(waiting(env))
         assert info["in_sync"] and info["config_sha256"] == record["config_sha256"], info
         good = record["config_sha256"]
         cluster.delete("Service", "default", "broken")
@@ -185,7 +230,7 @@ def test_agent_follows_the_cluster(env: Env, cluster: FakeApiServer) -> None:
         agent.converged()
         while "default/late" not in agent.served():
             agent.converged()
-        assert status(env.opts)["in_sync"]
+        assert status(waiting(env))["in_sync"]
 
         # The same story in the metrics.
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -199,7 +244,7 @@ def test_agent_follows_the_cluster(env: Env, cluster: FakeApiServer) -> None:
         assert sum(float(v) for k, v in samples.items() if "relists_total" in k) >= 1
         assert sum(float(v) for k, v in samples.items() if "api_errors_total" in k) >= 1
         assert samples["bpfgen_agent_in_sync"] == "1"
-        assert samples["bpfgen_agent_skipped_objects"] == "1"  # the headless Service
+        assert samples["bpfgen_agent_skipped_objects"] == "3"  # as at the start
         assert "# TYPE bpfgen_agent_converges_total counter\n" in metrics
     finally:
         code = agent.stop()
@@ -223,7 +268,7 @@ def test_agent_without_a_compiler_follows_services(env: Env, cluster: FakeApiSer
         record = agent.converged()
         assert record["config_sha256"] != first["config_sha256"]
         assert "default/late" in agent.served()
-        info = status(env.opts)
+        info = status(waiting(env))
         assert info["in_sync"] and info["config_sha256"] == record["config_sha256"], info
     finally:
         assert agent.stop() == 0
@@ -246,7 +291,7 @@ def test_agent_once_and_a_bad_kubeconfig(env: Env, cluster: FakeApiServer) -> No
     )  # fmt: skip
     assert once.returncode == 0, once.stderr
     assert "agent: converged (start)" in once.stderr, once.stderr
-    assert status(env.opts)["in_sync"]
+    assert status(waiting(env))["in_sync"]
     # A problem that is no object's (the node file): the convergence fails, the node
     # keeps its state; --once says so with exit 1.
     node.write_text(NODE_YAML.format(sessions=65536).replace("[20000, 29999]", "[20000, 70000]"))
@@ -257,4 +302,4 @@ def test_agent_once_and_a_bad_kubeconfig(env: Env, cluster: FakeApiServer) -> No
     assert bad.returncode == 1, bad.stderr
     assert "converge failed (start): bad input: the node keeps its last good state" in bad.stderr
     assert f"{node}:" in bad.stderr and "70000 is not a port" in bad.stderr, bad.stderr
-    assert status(env.opts)["in_sync"]
+    assert status(waiting(env))["in_sync"]

@@ -56,15 +56,20 @@ def without_compiler(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, env=environ, timeout=300)
 
 
-def built_up(env: Env, build: str, mode: str = "ipvs") -> tuple[Path, Path]:
-    """A `build` kind of the example, compiled where clang is (as for an image), `up`
-    where it is not; (the build directory, a manifest with one Service more)."""
-    node = env.workdir / "node.yaml"
+def node_yaml(mode: str) -> str:
+    """runtime_env's node file, in `mode`."""
     text = NODE_YAML.format(sessions=65536)
     if mode == "bpf":
         assert "datapath: {mode: ipvs, scheduler: rr}" in text
         text = text.replace("{mode: ipvs, scheduler: rr}", "{mode: bpf, scheduler: maglev}")
-    node.write_text(text)
+    return text
+
+
+def built_up(env: Env, build: str, mode: str = "ipvs") -> tuple[Path, Path]:
+    """A `build` kind of the example, compiled where clang is (as for an image), `up`
+    where it is not; (the build directory, a manifest with one Service more)."""
+    node = env.workdir / "node.yaml"
+    node.write_text(node_yaml(mode))
     late = env.workdir / "late.yaml"
     late.write_text(LATE_YAML)
     out = env.workdir / build
