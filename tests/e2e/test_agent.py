@@ -57,7 +57,9 @@ class Agent:
                    "--kubeconfig", str(api.kubeconfig(env.workdir / "kubeconfig")), "--json",
                    "--netns", env.ns, "--debounce", "0.3", "--max-delay", "3", *extra]  # fmt: skip
         environ = {**os.environ, "BPFGEN_BPFFS": env.opts.bpffs,
-                   "BPFGEN_RUN_DIR": env.opts.run_dir, NO_IPVS_ENV: "1"}  # fmt: skip
+                   "BPFGEN_RUN_DIR": env.opts.run_dir}  # fmt: skip
+        if not IN_VM:  # this host has no IPVS; the 6.1 guest has, and uses it
+            environ[NO_IPVS_ENV] = "1"
         if no_compiler:
             command, environ = without_compiler_command(env, command, environ)
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -132,9 +134,13 @@ def dual_stack() -> list[dict[str, Any]]:
     ]
 
 
+#: In the 6.1 guest (tests/vm/second_kernel.py) the ipvs mode runs with real IPVS.
+IN_VM = bool(os.environ.get("BPFGEN_IN_VM"))
+
+
 def waiting(env: Env) -> Options:
     """The test's options, waiting for the agent's lock: it may be converging."""
-    return dataclasses.replace(env.opts, lock_wait=60.0)
+    return dataclasses.replace(env.opts, lock_wait=60.0, ipvs=IN_VM)
 
 
 @pytest.fixture
@@ -270,6 +276,9 @@ def test_agent_without_a_compiler_follows_services(env: Env, cluster: FakeApiSer
         assert "default/late" in agent.served()
         info = status(waiting(env))
         assert info["in_sync"] and info["config_sha256"] == record["config_sha256"], info
+        if IN_VM:  # the new Service is an IPVS virtual service there
+            assert any("198.18.128.77:8080" in s["service"] and s["present"]
+                       for s in info["ipvs_services"]), info["ipvs_services"]  # fmt: skip
     finally:
         assert agent.stop() == 0
     assert agent.next(lambda r: r["event"] == "stop", "stop record")["failures"] == 0
