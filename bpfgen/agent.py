@@ -118,7 +118,10 @@ class Backoff:
 
     ceiling: float = 30.0
     delay: float = 0.5
-    _next: float = field(default=0.5, init=False)
+    _next: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._next = self.delay
 
     def next(self) -> float:
         wait, self._next = self._next, min(self._next * 2, self.ceiling)
@@ -167,19 +170,17 @@ class Watcher(threading.Thread):
                 # The resync timer: list again, in case a watch missed anything.
             except Gone as exc:
                 self.log({"event": "relist", "kind": kind, "reason": str(exc)})
-            except (ApiError, OSError) as exc:
+            except Exception as exc:  # the API, the network, a closed client on stop, a bug
                 if self.stop.is_set():
                     return
                 wait = backoff.next()
-                self.log({"event": "api-error", "kind": kind, "error": str(exc),
+                error = (
+                    str(exc)
+                    if isinstance(exc, (ApiError, OSError))
+                    else (f"{type(exc).__name__}: {exc}")
+                )  # say which, when it is not the API's
+                self.log({"event": "api-error", "kind": kind, "error": error,
                           "retry_in": wait})  # fmt: skip
-                self.stop.wait(wait)
-            except Exception as exc:  # a closed client on stop, or a bug: say which
-                if self.stop.is_set():
-                    return
-                wait = backoff.next()
-                self.log({"event": "api-error", "kind": kind,
-                          "error": f"{type(exc).__name__}: {exc}", "retry_in": wait})  # fmt: skip
                 self.stop.wait(wait)
 
 
