@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import random
@@ -468,7 +469,8 @@ def open_harness(
     # What the runtime reads: the build directory (the compile result has no plan
     # when the build cache answered).
     manifest = json.loads((out / "manifest.json").read_text())
-    seed = int(manifest["config_sha256"][:8], 16)  # spec: the first 32 bits of the sha256
+    # spec (docs/datapath.md "Hashing"): the first 32 bits of the node file's sha256
+    seed = int(hashlib.sha256(node.read_bytes()).hexdigest()[:8], 16)
     initial = {}
     if manifest["runtime_config"] is not None:  # generic build: the config in .bss
         rc = manifest["runtime_config"]

@@ -192,3 +192,11 @@ class Inputs:
     notices: tuple[str, ...]  # one line each: ignored kinds, skipped headless services...
     sha256: str  # over the raw bytes of every input file, in argument order
     skipped: tuple[Skipped, ...] = ()  # in file and line order; each also a notice
+    node_sha256: str = ""  # over the node file's raw bytes
+
+    @property
+    def hash_seed(self) -> int:
+        """The SNAT port-probing hash seed (BPFGEN_HASH_SEED): the node file's digest, so
+        that a change of Services keeps it: a build's load-time config then stays the
+        same, and an image build's programs are not reloaded for an endpoint."""
+        return int((self.node_sha256 or self.sha256)[:8], 16)

@@ -89,4 +89,5 @@ def _load(sources: Sequence[Source], strict: bool) -> Inputs:
         notices=run.sorted_notices(),
         sha256=digest.hexdigest(),
         skipped=run.sorted_skipped(),
+        node_sha256=hashlib.sha256(sources[0].data).hexdigest(),
     )

@@ -116,8 +116,8 @@ class Stage(enum.Enum):
 
 _STAGES = (
     (("cluster.", "snat.", "features.", "datapath.", "(fixed)"), Stage.IMAGE),
-    (("node.", "interfaces"), Stage.BOOT),
-    (("services", "EndpointSlices", "config sha256"), Stage.RUN),
+    (("node.", "interfaces", "node file"), Stage.BOOT),
+    (("services", "EndpointSlices"), Stage.RUN),
 )
 
 

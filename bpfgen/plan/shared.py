@@ -383,8 +383,8 @@ class PlanBasis:
 
 
 def _hash_seed(inputs: Inputs) -> int:
-    """The port-allocation hash seed: stable per config."""
-    return int(inputs.sha256[:8], 16)
+    """The port-allocation hash seed: stable per node file (Inputs.hash_seed)."""
+    return inputs.hash_seed
 
 
 def node_decisions(
@@ -456,8 +456,8 @@ def node_decisions(
             "BPFGEN_HASH_SEED",
             f"0x{seed:08x}U",
             "bpfgen_cfg.hash_seed",
-            "config sha256",
-            "port-allocation hash seed, stable per config",
+            "node file sha256",
+            "port-allocation hash seed, stable per node file (not per Service change)",
         ),
         (
             "BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS",

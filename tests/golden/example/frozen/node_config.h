@@ -21,7 +21,7 @@
  *   BPFGEN_MARK = (bpfgen_cfg.mark) (load time)
  *       snat.mark: skb->mark bit: ingress asks egress to SNAT
  *   BPFGEN_HASH_SEED = (bpfgen_cfg.hash_seed) (load time)
- *       config sha256: port-allocation hash seed, stable per config
+ *       node file sha256: port-allocation hash seed, stable per node file (not per Service change)
  *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = (bpfgen_cfg.timeout_tcp_established_ns) (load time)
  *       snat.timeouts.tcpEstablished: 7440s idle
  *   BPFGEN_TIMEOUT_TCP_TRANSITORY_NS = (bpfgen_cfg.timeout_tcp_transitory_ns) (load time)
@@ -87,7 +87,7 @@ const volatile struct bpfgen_config bpfgen_cfg = {};
 #define BPFGEN_SERVICE_MASK (bpfgen_cfg.service_mask)
 /* snat.mark */
 #define BPFGEN_MARK (bpfgen_cfg.mark)
-/* config sha256 */
+/* node file sha256 */
 #define BPFGEN_HASH_SEED (bpfgen_cfg.hash_seed)
 /* snat.timeouts.tcpEstablished */
 #define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS (bpfgen_cfg.timeout_tcp_established_ns)

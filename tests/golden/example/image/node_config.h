@@ -21,7 +21,7 @@
  *   BPFGEN_MARK = 0x4000U
  *       snat.mark: skb->mark bit: ingress asks egress to SNAT
  *   BPFGEN_HASH_SEED = (bpfgen_cfg.hash_seed) (load time)
- *       config sha256: port-allocation hash seed, stable per config
+ *       node file sha256: port-allocation hash seed, stable per node file (not per Service change)
  *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = 7440000000000ULL
  *       snat.timeouts.tcpEstablished: 7440s idle
  *   BPFGEN_TIMEOUT_TCP_TRANSITORY_NS = 240000000000ULL
@@ -86,7 +86,7 @@ const volatile struct bpfgen_config bpfgen_cfg = {};
 #define BPFGEN_SERVICE_MASK __bpf_constant_htonl(0xffff8000)
 /* snat.mark */
 #define BPFGEN_MARK 0x4000U
-/* config sha256 */
+/* node file sha256 */
 #define BPFGEN_HASH_SEED (bpfgen_cfg.hash_seed)
 /* snat.timeouts.tcpEstablished */
 #define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS 7440000000000ULL

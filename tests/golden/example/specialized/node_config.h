@@ -19,8 +19,8 @@
  *       cluster.serviceCIDR: /17
  *   BPFGEN_MARK = 0x4000U
  *       snat.mark: skb->mark bit: ingress asks egress to SNAT
- *   BPFGEN_HASH_SEED = 0xd4567150U
- *       config sha256: port-allocation hash seed, stable per config
+ *   BPFGEN_HASH_SEED = 0x4e719c85U
+ *       node file sha256: port-allocation hash seed, stable per node file (not per Service change)
  *   BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS = 7440000000000ULL
  *       snat.timeouts.tcpEstablished: 7440s idle
  *   BPFGEN_TIMEOUT_TCP_TRANSITORY_NS = 240000000000ULL
@@ -77,8 +77,8 @@
 #define BPFGEN_SERVICE_MASK __bpf_constant_htonl(0xffff8000)
 /* snat.mark */
 #define BPFGEN_MARK 0x4000U
-/* config sha256 */
-#define BPFGEN_HASH_SEED 0xd4567150U
+/* node file sha256 */
+#define BPFGEN_HASH_SEED 0x4e719c85U
 /* snat.timeouts.tcpEstablished */
 #define BPFGEN_TIMEOUT_TCP_ESTABLISHED_NS 7440000000000ULL
 /* snat.timeouts.tcpTransitory */
