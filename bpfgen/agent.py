@@ -29,14 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bpfgen.compiler import compile_build
+from bpfgen.compiler import CompileResult, compile_build
+from bpfgen.delta import Baseline, Fallback, Update, endpoints_changed, service_key
 from bpfgen.errors import BpfgenError, InputError, NeedsNewCode
+from bpfgen.inputs.source import read_input
 from bpfgen.kube import PATHS, WATCH_SECONDS, ApiError, ApiSource, Gone
 from bpfgen_runtime import Options, RuntimeOpError, sync, up
 from bpfgen_runtime.node import locked
+from bpfgen_runtime.pins import PinnedMap
 
 #: The manifest the agent writes and compiles, in its state directory.
 SERVICES_FILE = "services.json"
+SERVICE, SLICE = "Service", "EndpointSlice"  # the kinds watched (kube.PATHS)
 
 
 class Store:
@@ -50,6 +54,11 @@ class Store:
         self.converged = 0  # the version last handed to a convergence
         self.last_change = 0.0  # monotonic time of the last change
         self.first_change = 0.0  # of the first change not yet converged
+        # What changed since the last take, for the fast path (bpfgen/delta.py): the
+        # keys of each kind watched, or None after a list (everything may have changed)
+        self._dirty: dict[str, set[tuple[str, str]]] | None = {k: set() for k in kinds}
+        self._slices_of: dict[str, set[tuple[str, str]]] = {}  # Service key -> slice keys
+        self._owners: set[str] = set()  # Services whose slices changed since the last take
 
     @staticmethod
     def _key(obj: dict[str, Any]) -> tuple[str, str]:
@@ -62,21 +71,45 @@ class Store:
             changed = new != self._objects[kind] or kind not in self._listed
             self._objects[kind] = new
             self._listed.add(kind)
+            if kind == SLICE:
+                self._slices_of = {}
+                for key, o in new.items():
+                    self._index(key, o)
             if changed:
+                self._dirty = None
                 self._changed()
+
+    def _index(self, key: tuple[str, str], obj: dict[str, Any] | None) -> None:
+        owner = service_key(obj) if obj is not None else None
+        if owner is not None:
+            self._slices_of.setdefault(owner, set()).add(key)
 
     def apply(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
         key = self._key(obj)
         with self._cond:
             objects = self._objects[kind]
+            old = objects.get(key)
             if event_type == "DELETED":
                 if objects.pop(key, None) is None:
                     return
-            elif objects.get(key) == obj:
+            elif old == obj:
                 return
             else:
                 objects[key] = obj
+            if kind == SLICE:
+                self._unindex(key, old)
+                if event_type != "DELETED":
+                    self._index(key, obj)
+                # a label moved: both Services; a slice of no Service: served by none
+                self._owners.update(o for o in (service_key(old or {}), service_key(obj)) if o)
+            if self._dirty is not None:
+                self._dirty[kind].add(key)
             self._changed()
+
+    def _unindex(self, key: tuple[str, str], old: dict[str, Any] | None) -> None:
+        owner = service_key(old) if old is not None else None
+        if owner is not None and owner in self._slices_of:
+            self._slices_of[owner].discard(key)
 
     def _changed(self) -> None:
         now = time.monotonic()
@@ -108,8 +141,32 @@ class Store:
         """The current version and its objects in a stable order (Services first)."""
         with self._cond:
             self.converged = self.version
+            self._dirty = {k: set() for k in self._objects}
+            self._owners = set()
             items = [o for kind in self._objects for _, o in sorted(self._objects[kind].items())]
             return self.version, items
+
+    def take_endpoint_changes(self) -> tuple[int, float, dict[str, Any]] | None:
+        """When only EndpointSlices changed since the last take: the current version, when
+        the first of the changes arrived, and for each Service concerned (its object or
+        None, its slices now). Else None and nothing taken (the full path takes all)."""
+        with self._cond:
+            dirty = self._dirty
+            if dirty is None or any(keys for kind, keys in dirty.items() if kind != SLICE):
+                return None
+            slices = self._objects[SLICE]
+            owners, self._owners = self._owners, set()
+            self.converged = self.version
+            self._dirty = {k: set() for k in self._objects}
+            services = self._objects[SERVICE]
+            changed = {}
+            for owner in sorted(owners):
+                namespace, name = owner.split("/", 1)
+                changed[owner] = (
+                    services.get((namespace, name)),
+                    [slices[k] for k in sorted(self._slices_of.get(owner, ()))],
+                )
+            return self.version, self.first_change, changed
 
 
 @dataclass
@@ -195,6 +252,11 @@ class AgentConfig:
     max_delay: float = 2.0  # the longest a change waits for a burst to end
     resync: float = 600.0  # full relist of each kind
     once: bool = False  # converge once after the first lists, then exit
+    # After endpoint changes written in place (the fast path), the full path runs once
+    # the cluster has been quiet this long: the build directory catches up, and the
+    # sync it runs checks that the maps already hold what the compile made.
+    catchup: float = 10.0
+    fast: bool = True  # endpoint changes in place when the build allows (bpfgen/delta.py)
     ready_timeout: float = 1e9  # how long the first lists may take (--once: 60 s)
 
 
@@ -214,6 +276,10 @@ class Agent:
         self.is_up = False
         self.converges = 0
         self.failures = 0
+        self.baseline: Baseline | None = None  # None: the next change takes the full path
+        self.tables = LiveTables(config.opts.pin_dir())
+        self.catchup_at: float | None = None  # when the build directory catches up
+        self.updates = 0
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -245,19 +311,64 @@ class Agent:
             if retry:  # the node could not be converged (not the input): again, later
                 self.stop.wait(backoff.next())
             else:
-                store.wait(lambda: store.version != store.converged or self.stop.is_set(), 1e9)
+                store.wait(lambda: store.version != store.converged or self.stop.is_set()
+                           or self._catchup_due(), 1e9)  # fmt: skip
             if self.stop.is_set():
                 break
-            self._settle()
             why = "retry" if retry else "change" if self.converges else "start"
+            if not retry and store.version == store.converged:
+                why = "catch-up"  # _catchup_due
+            elif not retry and self.baseline is not None:
+                taken = store.take_endpoint_changes()
+                if taken is not None and self.fast_update(*taken):
+                    continue
+                why = "fallback" if taken is not None else why
+            if why != "catch-up":
+                self._settle()
             ok, retry = self.converge(why)
             if ok:
                 backoff.reset()
             if self.config.once:
                 break
+        self.tables.close()
         self.stop.set()
-        self.emit({"event": "stop", "converges": self.converges, "failures": self.failures})
+        self.emit({"event": "stop", "converges": self.converges, "failures": self.failures,
+                   "updates": self.updates})  # fmt: skip
         return 0 if ok or not self.config.once else 1
+
+    def _catchup_due(self) -> bool:
+        return self.catchup_at is not None and time.monotonic() >= self.catchup_at
+
+    def fast_update(self, version: int, first_change: float, changed: dict[str, Any]) -> bool:
+        """Write the endpoint changes of `changed`'s Services into the live maps (the
+        fast path); False when they need the full path (the record says why)."""
+        assert self.baseline is not None
+        start = time.monotonic()
+        record: dict[str, Any] = {"event": "update", "version": version,
+                                  "services": sorted(changed)}  # fmt: skip
+        try:
+            update = endpoints_changed(self.baseline, changed)
+            with locked(self.config.opts, "agent"):
+                self.tables.write(update)
+        except Fallback as exc:
+            record.update(ok=False, fallback=str(exc))
+            self.emit(record)
+            return False
+        except (BpfgenError, RuntimeOpError, OSError) as exc:
+            self.baseline = None  # the maps may be half written: the full path rewrites them
+            record.update(ok=False, fallback=f"writing the maps failed: {exc}")
+            self.emit(record)
+            return False
+        done = time.monotonic()
+        self.updates += 1
+        self.catchup_at = done + self.config.catchup
+        maps = {name: len(e) for name, e in update.writes}
+        maps |= {f"{name} removed": len(k) for name, k in update.removals}
+        record.update(ok=True, entries=update.entries, frontends=len(update.frontends),
+                      maps=maps, seconds=round(done - start, 6),
+                      latency=round(done - first_change, 6))  # fmt: skip
+        self.emit(record)
+        return True
 
     def _settle(self) -> None:
         """Wait for a burst of changes to end: `debounce` without one, at most
@@ -311,7 +422,11 @@ class Agent:
             skipped = result.manifest.inputs.get("skipped", [])
             record.update(ok=True, result="ok", skipped=len(skipped), changes=report.changes,
                           config_sha256=result.manifest.config_sha256)  # fmt: skip
+            if why == "catch-up":  # the maps had every entry the compile made: no drift
+                record["drift"] = [c for c in report.changes if c.startswith("map bpfgen_svc_")]
+            self._baseline(result, record)
         except InputError as exc:  # the next change may fix it; retrying cannot
+            self.baseline = None
             record.update(ok=False, result="bad-input",
                           error="bad input: the node keeps its last good state",
                           problems=[str(p) for p in exc.problems])  # fmt: skip
@@ -319,6 +434,8 @@ class Agent:
             record.update(ok=False, result="needs-new-code", error=f"needs new code: {exc}")
         except (BpfgenError, RuntimeOpError, OSError) as exc:
             record.update(ok=False, result="error", error=str(exc), retry=True)
+        if not record["ok"]:
+            self.baseline = None
         record["seconds"] = round(time.monotonic() - start, 3)
         record["notices"] = notices
         record["rejected"] = rejected
@@ -326,6 +443,51 @@ class Agent:
         self.failures += not record["ok"]
         self.emit(record)
         return bool(record["ok"]), bool(record.get("retry"))
+
+    def _baseline(self, result: CompileResult, record: dict[str, Any]) -> None:
+        """After a full convergence: what the fast path starts from, or why it is off."""
+        self.catchup_at = None
+        self.tables.close()  # a sync may have replaced the tables: open them again
+        self.baseline = None
+        if not self.config.fast:
+            record["fast_path"] = "off (--no-fast-path)"
+        elif result.plan is None or result.inputs is None:
+            record["fast_path"] = "after the next compile (this one came from the cache)"
+        else:
+            try:
+                self.baseline = Baseline.of(read_input(self.config.node), result.inputs,
+                                            result.plan)  # fmt: skip
+                record["fast_path"] = "on"
+            except Fallback as exc:
+                record["fast_path"] = f"off: {exc}"
+
+
+class LiveTables:
+    """The running programs' service tables, opened from their pins for the fast path."""
+
+    def __init__(self, pin_dir: str) -> None:
+        self.pin_dir = pin_dir
+        self.maps: dict[str, PinnedMap] = {}
+
+    def write(self, update: Update) -> None:
+        for name, entries in update.writes:
+            live = self._map(name)
+            for k, v in entries:
+                live.update(k, v)
+        for name, keys in update.removals:
+            live = self._map(name)
+            for k in keys:
+                live.delete(k)
+
+    def _map(self, name: str) -> PinnedMap:
+        if name not in self.maps:
+            self.maps[name] = PinnedMap(os.path.join(self.pin_dir, name))
+        return self.maps[name]
+
+    def close(self) -> None:
+        for m in self.maps.values():
+            m.close()
+        self.maps.clear()
 
 
 def _write_list(path: Path, items: list[dict[str, Any]]) -> None:
@@ -361,6 +523,7 @@ class Metrics:
         self.converges: dict[str, int] = {}  # by result
         self.relists: dict[str, int] = {}  # by kind
         self.api_errors: dict[str, int] = {}  # by kind
+        self.updates: dict[str, int] = {}  # fast-path updates: written, or fell back
         self.gauges: dict[str, float] = {"in_sync": 0.0}
 
     def observe(self, record: dict[str, Any]) -> None:
@@ -376,6 +539,11 @@ class Metrics:
                     self.gauges["objects"] = record["objects"] - len(record["rejected"])
                     self.gauges["skipped_objects"] = record["skipped"]
                     self.gauges["rejected_objects"] = len(record["rejected"])
+            elif event == "update":
+                result = "written" if record["ok"] else "fallback"
+                self.updates[result] = self.updates.get(result, 0) + 1
+                if record["ok"]:
+                    self.gauges["last_update_latency_seconds"] = record["latency"]
             elif event == "relist":
                 self.relists[record["kind"]] = self.relists.get(record["kind"], 0) + 1
             elif event == "api-error":
@@ -396,6 +564,9 @@ class Metrics:
 
             family("converges_total", "counter", "Convergences by result (ok, bad-input, "
                    "needs-new-code, error).", dict(self.converges), "result")  # fmt: skip
+            family("updates_total", "counter", "Endpoint changes in place (the fast path): "
+                   "written, or fallback to a convergence.", dict(self.updates),
+                   "result")  # fmt: skip
             family("relists_total", "counter", "Lists again after 410 Gone, by kind.",
                    dict(self.relists), "kind")  # fmt: skip
             family("api_errors_total", "counter", "Failed API requests, by kind (retried).",
@@ -404,6 +575,8 @@ class Metrics:
                 "in_sync": "1 when the last convergence succeeded: the node has the cluster's "
                 "last state.",
                 "last_converge_seconds": "Duration of the last convergence.",
+                "last_update_latency_seconds": "From the arrival of the first change of "
+                "the last update in place to its last map write.",
                 "last_success_timestamp_seconds": "When the last convergence succeeded.",
                 "objects": "Objects in the last good convergence.",
                 "skipped_objects": "Objects or parts the last good convergence did not "

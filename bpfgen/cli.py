@@ -237,6 +237,20 @@ def get_parser() -> argparse.ArgumentParser:
         help="a change waits at most SECONDS for its burst to end (default 2)",
     )
     ag.add_argument(
+        "--catchup",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="after endpoint changes written in place, compile and sync once the cluster "
+        "has been quiet SECONDS (default 10)",
+    )
+    ag.add_argument(
+        "--no-fast-path",
+        dest="fast",
+        action="store_false",
+        help="every change takes the full path (compile, then sync), as with a specialized build",
+    )
+    ag.add_argument(
         "--resync",
         type=float,
         default=600.0,
@@ -450,6 +464,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         debounce=args.debounce,
         max_delay=max(args.max_delay, args.debounce),
         resync=args.resync,
+        catchup=args.catchup,
+        fast=args.fast,
         once=args.once,
         ready_timeout=60.0 if args.once else 1e9,
     )

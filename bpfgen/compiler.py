@@ -52,6 +52,7 @@ from bpfgen.fingerprint import compiler_digest
 from bpfgen.inputs import load_sources, read_sources
 from bpfgen.inputs.source import Source
 from bpfgen.inspect import ObjectInfo, check_against_plan, inspect_object
+from bpfgen.model import Inputs
 from bpfgen.plan import Plan, build_kind, make_plan
 from bpfgen.render import Rendered, render
 from bpfgen_runtime.contract.manifest import SCHEMA as MANIFEST_SCHEMA
@@ -89,6 +90,7 @@ class CompileResult:
     objects: tuple[ObjectBuild, ...]  # empty on a build-cache hit
     plan: Plan | None  # None on a build-cache hit (the manifest has the plan's tables)
     build_cache_hit: bool = False
+    inputs: Inputs | None = None  # the validated inputs (None on a build-cache hit)
 
     @property
     def clang_runs(self) -> int:
@@ -559,7 +561,7 @@ def compile_build(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return CompileResult(out, manifest, tuple(builds), plan)
+    return CompileResult(out, manifest, tuple(builds), plan, inputs=inputs)
 
 
 #: Where a node file that is not a regular file (`--node <(...)`, /dev/stdin) is kept.

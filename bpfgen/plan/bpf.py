@@ -165,6 +165,12 @@ def _svc_plan(inputs: Inputs, frontends: tuple[Frontend, ...], in_map: bool) -> 
     )
 
 
+def backends_max_for(total_members: int) -> int:
+    """bpfgen_svc_backends' and _members' size for this many members over all frontends:
+    2x, a power of two, at least 64 (compiled in: a change needs new code)."""
+    return max(64, pow2_at_least(2 * total_members))
+
+
 def maglev_table(inputs: Inputs, f: Frontend) -> tuple[int, ...]:
     """The Maglev table of a frontend, as the plan builds it (for map_init and tests)."""
     return maglev.build_table(
@@ -213,7 +219,7 @@ def plan(basis: PlanBasis) -> Plan:
     generic = basis.generic
     svc = _svc_plan(inputs, frontends, in_map)
     total_members = sum(len(f.members) for f in frontends)
-    backends_max = max(64, pow2_at_least(2 * total_members))
+    backends_max = backends_max_for(total_members)
     # Generic and frozen builds: a row per possible frontend id (headroom as for
     # bpfgen_svc_frontends), so that their C does not change when a Service is added
     # and a node without clang keeps its objects (docs/agent.md).
@@ -422,29 +428,11 @@ def plan(basis: PlanBasis) -> Plan:
                 "a backend while listed",
             )
         )
-        map_init["bpfgen_svc_frontends"] = tuple(_svc_frontend_entry(f) for f in frontends) + tuple(
-            _vip_entry(a) for a in _vips(frontends)
+        map_init["bpfgen_svc_frontends"] = tuple(svc_frontend_entry(f) for f in frontends) + tuple(
+            vip_entry(a) for a in _vips(frontends)
         )
-        map_init["bpfgen_svc_members"] = tuple(
-            (
-                layouts.to_bytes(
-                    layouts.BackendMember(f.index, layouts.be32(b.address), layouts.be16(b.port))
-                ),
-                (b in f.draining).to_bytes(4, "little"),
-            )
-            for f in frontends
-            for b in f.members
-        )
-        map_init["bpfgen_svc_backends"] = tuple(
-            (
-                layouts.to_bytes(layouts.BackendKey(f.index, i)),
-                layouts.to_bytes(
-                    layouts.BackendValue(layouts.be32(b.address), layouts.be16(b.port))
-                ),
-            )
-            for f in frontends
-            for i, b in enumerate(f.backends)
-        )
+        map_init["bpfgen_svc_members"] = tuple(e for f in frontends for e in member_entries(f))
+        map_init["bpfgen_svc_backends"] = tuple(e for f in frontends for e in backend_entries(f))
     if svc.maglev and not svc.maglev_in_rodata:
         m = node.maglev_table_size
         maps.append(
@@ -576,14 +564,38 @@ def _vips(frontends: tuple[Frontend, ...]) -> tuple[IPv4Address, ...]:
     )  # fmt: skip
 
 
-def _vip_entry(addr: IPv4Address) -> tuple[bytes, bytes]:
+def member_entries(f: Frontend) -> list[tuple[bytes, bytes]]:
+    """bpfgen_svc_members entries of a frontend: (id, backend) -> 1 when draining, else 0."""
+    return [
+        (
+            layouts.to_bytes(
+                layouts.BackendMember(f.index, layouts.be32(b.address), layouts.be16(b.port))
+            ),
+            (b in f.draining).to_bytes(4, "little"),
+        )
+        for b in f.members
+    ]
+
+
+def backend_entries(f: Frontend) -> list[tuple[bytes, bytes]]:
+    """bpfgen_svc_backends entries of a frontend: (id, index) -> the selectable backend."""
+    return [
+        (
+            layouts.to_bytes(layouts.BackendKey(f.index, i)),
+            layouts.to_bytes(layouts.BackendValue(layouts.be32(b.address), layouts.be16(b.port))),
+        )
+        for i, b in enumerate(f.backends)
+    ]
+
+
+def vip_entry(addr: IPv4Address) -> tuple[bytes, bytes]:
     """bpfgen_svc_frontends entry (VIP, port 0, ICMP): "answer pings", no frontend."""
     key = layouts.FrontendKey(addr=layouts.be32(addr), port=layouts.be16(0), proto=IPPROTO_ICMP)
     value = layouts.SvcValue(id=0xFFFFFFFF)
     return layouts.to_bytes(key), layouts.to_bytes(value)
 
 
-def _svc_frontend_entry(f: Frontend) -> tuple[bytes, bytes]:
+def svc_frontend_entry(f: Frontend) -> tuple[bytes, bytes]:
     key, _ = frontend_entry(f)
     value = layouts.SvcValue(
         id=f.index,

@@ -312,3 +312,65 @@ def test_agent_once_and_a_bad_kubeconfig(env: Env, cluster: FakeApiServer) -> No
     assert "converge failed (start): bad input: the node keeps its last good state" in bad.stderr
     assert f"{node}:" in bad.stderr and "70000 is not a port" in bad.stderr, bad.stderr
     assert status(waiting(env))["in_sync"]
+
+
+def members(env: Env) -> set[str]:
+    """addr:port of every (frontend, backend) entry in the live bpfgen_svc_members."""
+    import socket
+
+    from bpfgen_runtime.pins import PinnedMap
+
+    with PinnedMap(os.path.join(env.opts.pin_dir(), "bpfgen_svc_members")) as live:
+        return {f"{socket.inet_ntoa(k[4:8])}:{int.from_bytes(k[8:10], 'big')}" for k in live.keys()}  # noqa: SIM118 - not a dict
+
+
+def test_agent_writes_endpoint_changes_in_place(env: Env, cluster: FakeApiServer) -> None:
+    """The fast path (bpfgen/delta.py, docs/agent.md "Endpoint changes"): an image build
+    serves an endpoint change with map writes, no compile; the build directory catches
+    up once the cluster is quiet (--catchup 2: short so that the test sees it; the
+    length of the quiet is what is tested, not load), and the sync of the catch-up
+    finds every entry already written. A change that needs new code takes the full path."""
+    agent = Agent(env, cluster, "--build", "image", "--catchup", "2", mode="bpf")
+    try:
+        first = agent.converged()
+        assert first["fast_path"] == "on", first
+        assert "198.19.2.14:8080" not in members(env)
+
+        web = next(o for o in cluster.objects["EndpointSlice"].values()
+                   if o["metadata"]["name"] == "web-4fxq9")  # fmt: skip
+        grown = json.loads(json.dumps(web))
+        grown["endpoints"].append({"addresses": ["198.19.2.14"], "nodeName": "node-b",
+                                   "conditions": {"ready": True, "serving": True,
+                                                  "terminating": False}})  # fmt: skip
+        cluster.put(grown)
+        update = agent.next(lambda r: r["event"] in ("update", "converge"), "update")
+        assert update["event"] == "update" and update["ok"], update
+        assert update["services"] == ["default/web"] and update["entries"] > 0, update
+        assert update["latency"] < STEP_SECONDS
+        assert "198.19.2.14:8080" in members(env)  # live, before any compile
+
+        # Quiet for 2 s: the full path, which finds nothing left to write in the maps.
+        catchup = agent.converged()
+        assert catchup["why"] == "catch-up", catchup
+        assert catchup["drift"] == [], json.dumps(catchup, indent=1)
+        assert '"198.19.2.14"' in (agent.state / "services.json").read_text()
+        info = status(waiting(env))
+        assert info["in_sync"] and info["config_sha256"] == catchup["config_sha256"], info
+
+        # The last not-ready endpoint turns ready: the draining path would compile out,
+        # new code; the update says so and the full path converges it.
+        ready = json.loads(json.dumps(grown))
+        for e in ready["endpoints"]:
+            e["conditions"] = {"ready": True, "serving": True, "terminating": False}
+        cluster.put(ready)
+        fallback = agent.next(lambda r: r["event"] in ("update", "converge"), "update")
+        assert fallback["event"] == "update" and not fallback["ok"], fallback
+        assert "draining" in fallback["fallback"], fallback
+        full = agent.converged()
+        assert full["why"] == "fallback" and full["fast_path"] == "on", full
+        assert "198.19.2.12:8080" in members(env)
+    finally:
+        code = agent.stop()
+    assert code == 0
+    stop = agent.next(lambda r: r["event"] == "stop", "stop record")
+    assert stop["failures"] == 0 and stop["updates"] == 1, agent.seen
