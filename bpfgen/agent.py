@@ -18,7 +18,9 @@ and the runtime's changes or the error.
 
 from __future__ import annotations
 
+import gc
 import json
+import multiprocessing
 import os
 import signal
 import sys
@@ -27,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from resource import RUSAGE_CHILDREN, getrusage
 from typing import Any
 
 from bpfgen.compiler import CompileResult, compile_build
@@ -385,81 +388,135 @@ class Agent:
     def converge(self, why: str) -> tuple[bool, bool]:
         """Compile the store and converge the node: (converged, worth retrying as is).
 
-        An object the compile finds malformed is rejected (left out, named in the
-        record) and the rest compiled again: one bad object does not hold the node's
-        other changes back. Problems elsewhere (the node file) fail the convergence."""
-        cfg = self.config
+        The full path runs in a child process (`full_path`), forked for it: a compile
+        at 10,000 Services allocates gigabytes for seconds (Maglev tables, map_init),
+        which a resident process would keep as its own RSS; the child gives them back
+        when it exits and sends the record and the fast path's baseline."""
         version, items = self.store.take()
-        services = cfg.state_dir / SERVICES_FILE
-        rejected: list[dict[str, Any]] = []
-        notices: list[str] = []
-
-        def progress(message: str) -> None:
-            if message.startswith("notice: "):
-                notices.append(message.removeprefix("notice: "))
-
         start = time.monotonic()
-        record: dict[str, Any] = {"event": "converge", "why": why, "version": version,
-                                  "objects": len(items)}  # fmt: skip
-        try:
-            with locked(cfg.opts, "agent"):
-                while True:  # each round leaves out at least one object
-                    notices.clear()  # only the notices of the compile that goes through
-                    _write_list(services, items)
-                    try:
-                        result = compile_build(cfg.node, [services], cfg.build_dir,
-                                               build=cfg.build, progress=progress)  # fmt: skip
-                        break
-                    except InputError as exc:
-                        bad = _objects_at_fault(exc, services, len(items))
-                        if bad is None:
-                            raise  # not only objects' problems: nothing to leave out
-                        rejected += [{"object": _label(items[i]), "problems": problems}
-                                     for i, problems in sorted(bad.items())]  # fmt: skip
-                        items = [o for i, o in enumerate(items) if i not in bad]
-                report = (sync if self.is_up else up)(cfg.build_dir, cfg.opts)
+        self.tables.close()  # a sync may replace the tables: opened again after it
+        self.baseline = None
+        self.catchup_at = None
+        gc.unfreeze()  # the last baseline is garbage now
+        record, baseline = _in_child(full_path, self.config, items, self.is_up, why)
+        record.update(version=version, seconds=round(time.monotonic() - start, 3))
+        # the largest RSS of any convergence's process so far (Linux: KiB)
+        record["child_max_rss_mib"] = round(getrusage(RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+        if record["ok"]:
             self.is_up = True
-            skipped = result.manifest.inputs.get("skipped", [])
-            record.update(ok=True, result="ok", skipped=len(skipped), changes=report.changes,
-                          config_sha256=result.manifest.config_sha256)  # fmt: skip
-            if why == "catch-up":  # the maps had every entry the compile made: no drift
-                record["drift"] = [c for c in report.changes if c.startswith("map bpfgen_svc_")]
-            self._baseline(result, record)
-        except InputError as exc:  # the next change may fix it; retrying cannot
-            self.baseline = None
-            record.update(ok=False, result="bad-input",
-                          error="bad input: the node keeps its last good state",
-                          problems=[str(p) for p in exc.problems])  # fmt: skip
-        except NeedsNewCode as exc:  # no clang here: only another change (or image) helps
-            record.update(ok=False, result="needs-new-code", error=f"needs new code: {exc}")
-        except (BpfgenError, RuntimeOpError, OSError) as exc:
-            record.update(ok=False, result="error", error=str(exc), retry=True)
-        if not record["ok"]:
-            self.baseline = None
-        record["seconds"] = round(time.monotonic() - start, 3)
-        record["notices"] = notices
-        record["rejected"] = rejected
+        if baseline is not None:
+            self.baseline = baseline
+            # Millions of long-lived objects at 10,000 Services: out of the cyclic
+            # collector's sight, or its full passes stall updates for tens of ms.
+            gc.collect()
+            gc.freeze()
         self.converges += 1
         self.failures += not record["ok"]
         self.emit(record)
         return bool(record["ok"]), bool(record.get("retry"))
 
-    def _baseline(self, result: CompileResult, record: dict[str, Any]) -> None:
-        """After a full convergence: what the fast path starts from, or why it is off."""
-        self.catchup_at = None
-        self.tables.close()  # a sync may have replaced the tables: open them again
-        self.baseline = None
-        if not self.config.fast:
-            record["fast_path"] = "off (--no-fast-path)"
-        elif result.plan is None or result.inputs is None:
-            record["fast_path"] = "after the next compile (this one came from the cache)"
-        else:
-            try:
-                self.baseline = Baseline.of(read_input(self.config.node), result.inputs,
-                                            result.plan)  # fmt: skip
-                record["fast_path"] = "on"
-            except Fallback as exc:
-                record["fast_path"] = f"off: {exc}"
+
+def full_path(
+    cfg: AgentConfig, items: list[dict[str, Any]], is_up: bool, why: str
+) -> tuple[dict[str, Any], Baseline | None]:
+    """Compile `items` and converge the node (`up` when not `is_up`, else `sync`): the
+    convergence's record, and the fast path's baseline when it can take the next change.
+
+    An object the compile finds malformed is rejected (left out, named in the record)
+    and the rest compiled again: one bad object does not hold the node's other
+    changes back. Problems elsewhere (the node file) fail the convergence."""
+    services = cfg.state_dir / SERVICES_FILE
+    rejected: list[dict[str, Any]] = []
+    notices: list[str] = []
+
+    def progress(message: str) -> None:
+        if message.startswith("notice: "):
+            notices.append(message.removeprefix("notice: "))
+
+    record: dict[str, Any] = {"event": "converge", "why": why, "objects": len(items)}
+    baseline = None
+    try:
+        with locked(cfg.opts, "agent"):
+            while True:  # each round leaves out at least one object
+                notices.clear()  # only the notices of the compile that goes through
+                _write_list(services, items)
+                try:
+                    result = compile_build(cfg.node, [services], cfg.build_dir,
+                                           build=cfg.build, progress=progress)  # fmt: skip
+                    break
+                except InputError as exc:
+                    bad = _objects_at_fault(exc, services, len(items))
+                    if bad is None:
+                        raise  # not only objects' problems: nothing to leave out
+                    rejected += [{"object": _label(items[i]), "problems": problems}
+                                 for i, problems in sorted(bad.items())]  # fmt: skip
+                    items = [o for i, o in enumerate(items) if i not in bad]
+            report = (sync if is_up else up)(cfg.build_dir, cfg.opts)
+        skipped = result.manifest.inputs.get("skipped", [])
+        record.update(ok=True, result="ok", skipped=len(skipped), changes=report.changes,
+                      config_sha256=result.manifest.config_sha256)  # fmt: skip
+        if why == "catch-up":  # the maps had every entry the compile made: no drift
+            record["drift"] = [c for c in report.changes if c.startswith("map bpfgen_svc_")]
+        baseline, record["fast_path"] = _baseline(cfg, result)
+    except InputError as exc:  # the next change may fix it; retrying cannot
+        record.update(ok=False, result="bad-input",
+                      error="bad input: the node keeps its last good state",
+                      problems=[str(p) for p in exc.problems])  # fmt: skip
+    except NeedsNewCode as exc:  # no clang here: only another change (or image) helps
+        record.update(ok=False, result="needs-new-code", error=f"needs new code: {exc}")
+    except (BpfgenError, RuntimeOpError, OSError) as exc:
+        record.update(ok=False, result="error", error=str(exc), retry=True)
+    record["notices"] = notices
+    record["rejected"] = rejected
+    return record, baseline
+
+
+def _baseline(cfg: AgentConfig, result: CompileResult) -> tuple[Baseline | None, str]:
+    """After a full convergence: what the fast path starts from, or why it is off."""
+    if not cfg.fast:
+        return None, "off (--no-fast-path)"
+    if result.plan is None or result.inputs is None:
+        return None, "after the next compile (this one came from the cache)"
+    try:
+        return Baseline.of(read_input(cfg.node), result.inputs, result.plan), "on"
+    except Fallback as exc:
+        return None, f"off: {exc}"
+
+
+def _in_child(
+    fn: Callable[..., tuple[dict[str, Any], Baseline | None]], *args: Any
+) -> tuple[dict[str, Any], Baseline | None]:
+    """fn(*args) in a forked child process; its result comes back pickled. A child that
+    dies without one (killed, out of memory) is an error worth retrying."""
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_main, args=(send, fn, args), name="bpfgen-converge")
+    child.start()
+    send.close()
+    try:
+        result: tuple[dict[str, Any], Baseline | None] = receive.recv()
+    except EOFError:
+        child.join()
+        return {"event": "converge", "ok": False, "result": "error", "retry": True,
+                "error": f"the convergence process ended with status {child.exitcode} "
+                "and no result", "notices": [], "rejected": []}, None  # fmt: skip
+    finally:
+        receive.close()
+    child.join()
+    return result
+
+
+def _child_main(send: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent stops after this convergence
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = fn(*args)
+    except BaseException as exc:  # a bug: reported as the convergence's error
+        result = ({"event": "converge", "ok": False, "result": "error", "retry": True,
+                   "error": f"{type(exc).__name__}: {exc}", "notices": [], "rejected": []},
+                  None)  # fmt: skip
+    send.send(result)
+    send.close()
 
 
 class LiveTables:
