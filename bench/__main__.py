@@ -26,7 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-PARTS = ("packets", "scale", "connections", "ports")
+PARTS = ("packets", "scale", "connections", "ports", "agent")
 DEFAULT_OUT = Path("build/bench")
 
 

@@ -134,10 +134,10 @@ def endpoints_changed(
     new_frontends: list[Frontend] = []
     new_services: dict[str, Service] = {}
     rows: dict[tuple[Backend, ...], bytes] = {}
+    validated = _validated(base, changed)
     for key in update.services:
-        service, slices = changed[key]
         old_ids = base.by_service.get(key, [])
-        fresh = _validated(base, key, service, slices)
+        fresh = validated.get(key)
         if fresh is None:
             if old_ids:
                 raise Fallback(f"Service {key}: no longer served")
@@ -187,18 +187,21 @@ def endpoints_changed(
 
 
 def _validated(
-    base: Baseline, key: str, service: dict[str, Any] | None, slices: list[dict[str, Any]]
-) -> Service | None:
-    """The Service as `compile` validates it, from its own objects only (None: no Service
-    object, or skipped). Raises Fallback on bad input: the full path reports it."""
-    if service is None:
-        return None
-    data = json.dumps({"apiVersion": "v1", "kind": "List", "items": [service, *slices]})
+    base: Baseline, changed: Mapping[str, tuple[dict[str, Any] | None, list[dict[str, Any]]]]
+) -> dict[str, Service]:
+    """The Services as `compile` validates them, from their own objects only, read at once
+    (one parse of the node file); a Service with no object, or skipped, is not in it.
+    Raises Fallback on bad input: the full path reports it (and names the object)."""
+    items = [o for service, slices in changed.values() if service is not None
+             for o in (service, *slices)]  # fmt: skip
+    if not items:
+        return {}
+    data = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
     try:
-        inputs = load_sources([base.node_source, Source(f"(agent: {key})", data.encode())])
+        inputs = load_sources([base.node_source, Source("(agent: changed objects)", data.encode())])
     except InputError as exc:
-        raise Fallback(f"Service {key}: bad input ({exc.problems[0]})") from exc
-    return next((s for s in inputs.services if s.key == key), None)
+        raise Fallback(f"bad input ({exc.problems[0]})") from exc
+    return {s.key: s for s in inputs.services if s.key in changed}
 
 
 def _grafted(old: Service, fresh: Service) -> Service:
