@@ -14,7 +14,7 @@ written (converge.map_init's order: tables first, the frontend entry last).
 
 Anything else falls back to the full path (compile, then sync), with the reason:
 a Service added, removed or changed; a value compiled into the C that the change
-would alter (the backend tables' size, the draining path); bad input. The property
+would alter (the backend tables' size); bad input. The property
 test tests/unit/test_delta.py checks the promise this module makes: for any config
 and any endpoint change it accepts, the full compile renders the same C, and its
 map_init equals the baseline's with the update applied.
@@ -66,9 +66,7 @@ class Baseline:
     by_service: dict[str, list[int]]  # Service key -> its frontends' ids
     services: dict[str, Service]
     total_members: int
-    draining_frontends: int
     backends_max: int
-    draining_compiled: bool
     maglev_size: int | None  # None: no bpfgen_svc_maglev map
 
     @classmethod
@@ -90,9 +88,7 @@ class Baseline:
             by_service=by_service,
             services={s.key: s for s in inputs.services},
             total_members=sum(len(f.members) for f in plan.frontends),
-            draining_frontends=sum(bool(f.draining) for f in plan.frontends),
             backends_max=int(values["BPFGEN_SVC_BACKENDS_MAX"]),
-            draining_compiled=values["BPFGEN_SVC_DRAINING"] == "1",
             maglev_size=plan.svc.maglev_size
             if plan.svc.maglev and not plan.svc.maglev_in_rodata
             else None,
@@ -241,26 +237,20 @@ def _diff(
 
 
 def _check_code_unchanged(base: Baseline, new: list[Frontend]) -> None:
-    """The values the bpf plan compiles in that endpoints decide (plan/bpf.py): the
-    backend tables' size and whether the draining path is there."""
-    members, draining = base.total_members, base.draining_frontends
+    """The one value the bpf plan compiles in that endpoints decide in a build with
+    frontends in maps (plan/bpf.py): the size of the backend tables."""
+    members = base.total_members
     for f in new:
-        old = base.frontends[f.index]
-        members += len(f.members) - len(old.members)
-        draining += bool(f.draining) - bool(old.draining)
+        members += len(f.members) - len(base.frontends[f.index].members)
     if backends_max_for(members) != base.backends_max:
         raise Fallback(
             f"{members} backend members resize bpfgen_svc_backends "
             f"({base.backends_max} -> {backends_max_for(members)} entries): new code"
         )
-    if bool(draining) != base.draining_compiled:
-        verb = "compiles in" if draining else "compiles out"
-        raise Fallback(f"draining endpoints {verb} the draining path: new code")
 
 
 def _apply(base: Baseline, update: Update) -> None:
     for f in update.frontends:
         old = base.frontends[f.index]
         base.total_members += len(f.members) - len(old.members)
-        base.draining_frontends += bool(f.draining) - bool(old.draining)
         base.frontends[f.index] = f

@@ -331,10 +331,15 @@ def plan(basis: PlanBasis) -> Plan:
         ),
         Decision(
             "BPFGEN_SVC_DRAINING",
-            str(int(svc.draining)),
+            # Frontends in maps: membership is a bpfgen_svc_members lookup, whatever the
+            # endpoints; a value that followed them would make a terminating pod new C
+            # (a node without clang could not converge during a rolling update).
+            "0" if in_map else str(int(svc.draining)),
             "EndpointSlices",
-            f"{counted(draining, 'listed endpoint(s)')} not ready, over all frontends: their "
-            "sessions go on, new flows avoid them (member lists of their own)"
+            "unused: frontends in maps (membership: bpfgen_svc_members, draining or not)"
+            if in_map
+            else f"{counted(draining, 'listed endpoint(s)')} not ready, over all frontends: "
+            "their sessions go on, new flows avoid them (member lists of their own)"
             if svc.draining
             else "every listed endpoint is selectable: a frontend's members are its backends",
         ),

@@ -357,20 +357,29 @@ def test_agent_writes_endpoint_changes_in_place(env: Env, cluster: FakeApiServer
         info = status(waiting(env))
         assert info["in_sync"] and info["config_sha256"] == catchup["config_sha256"], info
 
-        # The last not-ready endpoint turns ready: the draining path would compile out,
-        # new code; the update says so and the full path converges it.
+        # The last not-ready endpoint turns ready: no new code (the draining path is
+        # compiled in whatever the endpoints), written in place.
         ready = json.loads(json.dumps(grown))
         for e in ready["endpoints"]:
             e["conditions"] = {"ready": True, "serving": True, "terminating": False}
         cluster.put(ready)
+        update = agent.next(lambda r: r["event"] in ("update", "converge"), "update")
+        assert update["event"] == "update" and update["ok"], update
+
+        # 40 endpoints more: the backend tables outgrow their compiled-in size, new
+        # code; the update says so and the full path converges it.
+        many = json.loads(json.dumps(ready))
+        many["endpoints"] += [{"addresses": [f"198.19.3.{i}"], "nodeName": "node-b",
+                               "conditions": {"ready": True}} for i in range(1, 41)]  # fmt: skip
+        cluster.put(many)
         fallback = agent.next(lambda r: r["event"] in ("update", "converge"), "update")
         assert fallback["event"] == "update" and not fallback["ok"], fallback
-        assert "draining" in fallback["fallback"], fallback
+        assert "resize bpfgen_svc_backends" in fallback["fallback"], fallback
         full = agent.converged()
         assert full["why"] == "fallback" and full["fast_path"] == "on", full
-        assert "198.19.2.12:8080" in members(env)
+        assert "198.19.3.40:8080" in members(env)
     finally:
         code = agent.stop()
     assert code == 0
     stop = agent.next(lambda r: r["event"] == "stop", "stop record")
-    assert stop["failures"] == 0 and stop["updates"] == 1, agent.seen
+    assert stop["failures"] == 0 and stop["updates"] == 2, agent.seen

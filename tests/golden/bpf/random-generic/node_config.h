@@ -72,8 +72,8 @@
  *       services: unused: frontends in maps
  *   BPFGEN_SVC_SEARCH_STEPS = 1
  *       services: unused: frontends in maps
- *   BPFGEN_SVC_DRAINING = 1
- *       EndpointSlices: listed endpoint(s) not ready, over all frontends: their sessions go on, new flows avoid them (member lists of their own)
+ *   BPFGEN_SVC_DRAINING = 0
+ *       EndpointSlices: unused: frontends in maps (membership: bpfgen_svc_members, draining or not)
  *   BPFGEN_SVC_AFFINITY = 1
  *       services: frontends with sessionAffinity ClientIP: a new flow goes to its client's backend of the last timeoutSeconds (bpfgen_affinity_v4)
  *   BPFGEN_MAGLEV_TABLES = 1
@@ -167,7 +167,7 @@ struct bpfgen_config bpfgen_cfg;
 /* services */
 #define BPFGEN_SVC_SEARCH_STEPS 1
 /* EndpointSlices */
-#define BPFGEN_SVC_DRAINING 1
+#define BPFGEN_SVC_DRAINING 0
 /* services */
 #define BPFGEN_SVC_AFFINITY 1
 /* services */
