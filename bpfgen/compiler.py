@@ -43,6 +43,7 @@ from bpfgen.build import (
 from bpfgen.errors import (
     BpfgenError,
     InputError,
+    NeedsNewCode,
     OutputError,
     OutputRefused,
     Problem,
@@ -528,7 +529,11 @@ def compile_build(
             _write_tree(tmp, rendered)
         sources = dict.fromkeys((p.source, p.object) for p in plan.programs)
         previous = out if (out / "manifest.json").is_file() else None
-        builds = compile_objects(tmp, rendered, list(sources), previous)
+        try:
+            builds = compile_objects(tmp, rendered, list(sources), previous)
+        except NeedsNewCode as exc:
+            assert previous is not None  # without a build to reuse, it is no toolchain
+            raise NeedsNewCode(f"{exc}. {_new_values(previous, plan)}") from None
         built_by = None
         if tc is None:
             assert previous is not None  # compile_objects raised otherwise
@@ -562,6 +567,24 @@ def compile_build(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return CompileResult(out, manifest, tuple(builds), plan, inputs=inputs)
+
+
+def _new_values(previous: Path, plan: Plan) -> str:
+    """What an image needs to serve this change: the compiled-in values (C constants,
+    not load-time ones) that differ from the build being replaced."""
+    try:
+        had = {d.name: d.value for d in
+               read_manifest(previous / "manifest.json").specialization.decisions}  # fmt: skip
+    except BpfgenError:
+        return "The build being replaced has no readable manifest"
+    new = [f"{d.name} {had.get(d.name, '(none)')} -> {d.value} ({d.source})"
+           for d in plan.decisions if not d.runtime and had.get(d.name) != d.value]  # fmt: skip
+    if not new:
+        return (
+            "Needs an image with these Services: no compiled-in value differs, the "
+            "Services themselves are in this build's C"
+        )
+    return "Needs an image with: " + "; ".join(new)
 
 
 #: Where a node file that is not a regular file (`--node <(...)`, /dev/stdin) is kept.

@@ -113,5 +113,32 @@ def test_a_change_that_needs_new_code_says_so(env: Env) -> None:
         synced.stderr
     ), synced.stderr
     assert "--build image, frozen or generic" in synced.stderr
+    # No compiled-in value differs: the Services themselves are the specialized C.
+    assert "the Services themselves are in this build's C" in synced.stderr, synced.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert status(env.opts)["in_sync"]
+
+
+RANGED_YAML = """\
+apiVersion: v1
+kind: Service
+metadata: {name: ranged, namespace: default}
+spec: {type: LoadBalancer, clusterIP: 198.18.128.78, clusterIPs: [198.18.128.78],
+       loadBalancerSourceRanges: [198.18.0.0/24],
+       ports: [{name: http, port: 8080, protocol: TCP, nodePort: 30777}]}
+status: {loadBalancer: {ingress: [{ip: 198.18.200.78}]}}
+"""
+
+
+def test_an_image_build_names_the_values_a_new_image_needs(env: Env) -> None:
+    """The first Service with loadBalancerSourceRanges turns a path on that an image
+    built without one does not have: the refusal names the value and its input."""
+    out, _ = built_up(env, "image")
+    ranged = env.workdir / "ranged.yaml"
+    ranged.write_text(RANGED_YAML)
+    synced = without_compiler(env, "bpfgen", "sync", str(out), "--services", str(SERVICES),
+                              str(ranged), "--netns", env.ns)  # fmt: skip
+    assert synced.returncode == 1, synced
+    wanted = "Needs an image with: BPFGEN_SOURCE_RANGES 0 -> 1 (services[].spec."
+    assert wanted + "loadBalancerSourceRanges)" in synced.stderr, synced.stderr
     assert status(env.opts)["in_sync"]
