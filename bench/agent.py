@@ -45,6 +45,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from bpfgen_runtime.contract import layouts
+
 Progress = Callable[[str], None]
 
 SIZES = (10, 1000, 10_000)
@@ -166,14 +168,15 @@ class Maps:
         self.members = PinnedMap(os.path.join(pin_dir, "bpfgen_svc_members"))
 
     def frontend_id(self, i: int) -> int:
-        key = socket.inet_aton(str(IPv4Address(SVC_BASE + i))) + (80).to_bytes(2, "big")
-        value = self.frontends.lookup(key + bytes([6, 0]))
+        key = layouts.FrontendKey(addr=layouts.be32(SVC_BASE + i), port=layouts.be16(80),
+                                  proto=socket.IPPROTO_TCP)  # fmt: skip
+        value = self.frontends.lookup(layouts.to_bytes(key))
         assert value is not None, f"svc-{i} has no frontend entry"
-        return int.from_bytes(value[:4], sys.byteorder)
+        return int(layouts.SvcValue.from_buffer_copy(value).id)
 
     def has_member(self, fid: int, address: str) -> bool:
-        key = fid.to_bytes(4, sys.byteorder) + socket.inet_aton(address)
-        return self.members.lookup(key + (8080).to_bytes(2, "big") + bytes(2)) is not None
+        key = layouts.BackendMember(fid, layouts.be32(IPv4Address(address)), layouts.be16(8080))
+        return self.members.lookup(layouts.to_bytes(key)) is not None
 
     def close(self) -> None:
         self.frontends.close()

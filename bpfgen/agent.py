@@ -497,13 +497,18 @@ def _in_child(
         result: tuple[dict[str, Any], Baseline | None] = receive.recv()
     except EOFError:
         child.join()
-        return {"event": "converge", "ok": False, "result": "error", "retry": True,
-                "error": f"the convergence process ended with status {child.exitcode} "
-                "and no result", "notices": [], "rejected": []}, None  # fmt: skip
+        return _failed(f"the convergence process ended with status {child.exitcode} and "
+                       "no result"), None  # fmt: skip
     finally:
         receive.close()
     child.join()
     return result
+
+
+def _failed(error: str) -> dict[str, Any]:
+    """The record of a convergence that ended with no result of its own: retried."""
+    return {"event": "converge", "ok": False, "result": "error", "retry": True,
+            "error": error, "notices": [], "rejected": []}  # fmt: skip
 
 
 def _child_main(send: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -512,9 +517,7 @@ def _child_main(send: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> Non
     try:
         result = fn(*args)
     except BaseException as exc:  # a bug: reported as the convergence's error
-        result = ({"event": "converge", "ok": False, "result": "error", "retry": True,
-                   "error": f"{type(exc).__name__}: {exc}", "notices": [], "rejected": []},
-                  None)  # fmt: skip
+        result = (_failed(f"{type(exc).__name__}: {exc}"), None)
     send.send(result)
     send.close()
 

@@ -99,8 +99,8 @@ class Baseline:
 class Update:
     """Map entries to write and to remove, in order: `writes` map by map with the
     frontend table last (what a frontend entry points at exists before it does), then
-    `removals` with the frontend table first (nothing points at an entry when it goes).
-    An array map's entry is never removed: a removal there is a write of zeros."""
+    `removals`, after the frontend entries stopped pointing at them. An array map's
+    entry is never removed: a removal there is a write of zeros."""
 
     services: list[str]
     writes: list[tuple[str, list[tuple[bytes, bytes]]]] = field(default_factory=list)
@@ -126,7 +126,8 @@ def endpoints_changed(
     (the Service object or None, all its slices now). Applies it to `base`."""
     update = Update(services=sorted(changed))
     writes: dict[str, dict[bytes, bytes]] = {MEMBERS: {}, BACKENDS: {}, MAGLEV: {}, FRONTENDS: {}}
-    removals: dict[str, list[bytes]] = {FRONTENDS: [], BACKENDS: [], MEMBERS: []}
+    # A frontend entry is never removed here (a Service change takes the full path).
+    removals: dict[str, list[bytes]] = {BACKENDS: [], MEMBERS: []}
     new_frontends: list[Frontend] = []
     new_services: dict[str, Service] = {}
     rows: dict[tuple[Backend, ...], bytes] = {}

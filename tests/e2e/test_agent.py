@@ -316,12 +316,14 @@ def test_agent_once_and_a_bad_kubeconfig(env: Env, cluster: FakeApiServer) -> No
 
 def members(env: Env) -> set[str]:
     """addr:port of every (frontend, backend) entry in the live bpfgen_svc_members."""
-    import socket
+    from ipaddress import IPv4Address
 
+    from bpfgen_runtime.contract import layouts
     from bpfgen_runtime.pins import PinnedMap
 
     with PinnedMap(os.path.join(env.opts.pin_dir(), "bpfgen_svc_members")) as live:
-        return {f"{socket.inet_ntoa(k[4:8])}:{int.from_bytes(k[8:10], 'big')}" for k in live.keys()}  # noqa: SIM118 - not a dict
+        keys = [layouts.BackendMember.from_buffer_copy(k) for k in live.keys()]  # noqa: SIM118
+    return {f"{IPv4Address(bytes(k.addr))}:{int.from_bytes(bytes(k.port), 'big')}" for k in keys}
 
 
 def test_agent_writes_endpoint_changes_in_place(env: Env, cluster: FakeApiServer) -> None:

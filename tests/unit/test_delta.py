@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,11 @@ def compiled(tmp: Path, cfg: GeneratedConfig, objects: list[dict[str, Any]], kin
 
 
 def _manifest(objects: list[dict[str, Any]]) -> str:
-    import json
-
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=1)
 
 
 def maps_of(plan: Plan) -> dict[str, dict[bytes, bytes]]:
-    out = {name: dict(entries) for name, entries in plan.map_init.items()}
-    return out
+    return {name: dict(entries) for name, entries in plan.map_init.items()}
 
 
 Maps = dict[str, dict[bytes, bytes]]
